@@ -1,0 +1,220 @@
+//! `herald-ingest`: the public HTTP API. It validates, records request state in Redis and
+//! publishes work to Kafka; it never calls the provider, so it answers in milliseconds
+//! whatever the provider is doing.
+//!
+//! Seed 001's contract holds exactly: `POST /v1/requests` → 201 `{"id"}`,
+//! `POST /v1/requests/{id}/process` → 202, `GET /v1/requests/{id}` → 200 `{"id","status"}`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rdkafka::producer::{FutureProducer, Producer};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::kafka::{self, Topics};
+use crate::model::{now_ms, Channel, Message, Notification, RequestId};
+use crate::store::{Publication, Store, StoreError};
+
+/// Longest accepted `to` and `message`, in bytes.
+const MAX_TO_LEN: usize = 320;
+const MAX_MESSAGE_LEN: usize = 8192;
+
+pub struct Ingest {
+    pub store: Store,
+    pub producer: FutureProducer,
+    pub topics: Topics,
+}
+
+/// An API error: status plus a JSON body that names the offending field, if any.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    field: Option<&'static str>,
+}
+
+impl ApiError {
+    fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, message: message.into(), field: Some(field) }
+    }
+    fn not_found(what: &str) -> Self {
+        ApiError { status: StatusCode::NOT_FOUND, message: format!("{what} not found"), field: None }
+    }
+    fn unavailable(message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::SERVICE_UNAVAILABLE, message: message.into(), field: None }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store error");
+        ApiError::unavailable("state store unavailable, try again")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.message });
+        if let Some(field) = self.field {
+            body["field"] = json!(field);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+pub fn router(ingest: Arc<Ingest>) -> Router {
+    Router::new()
+        .route("/v1/requests", post(create_request))
+        .route("/v1/requests/{id}/process", post(process_request))
+        .route("/v1/requests/{id}", get(get_request))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(ready))
+        .fallback(|| async { ApiError::not_found("route") })
+        .with_state(ingest)
+}
+
+/// Serves the API on `addr` until `shutdown` is cancelled, then flushes the producer.
+pub async fn run(ingest: Arc<Ingest>, addr: SocketAddr, shutdown: CancellationToken) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "herald-ingest listening");
+    serve(listener, ingest, shutdown).await
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    ingest: Arc<Ingest>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let producer = ingest.producer.clone();
+    axum::serve(listener, router(ingest)).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    // Handlers await their acks, so this only catches stragglers.
+    let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
+    Ok(())
+}
+
+/// Parses the body by hand so that every error names the field it is about
+/// (axum's `Json` extractor reports serde's text instead).
+fn parse_message(body: &[u8]) -> Result<Message, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        message: format!("body is not valid JSON: {e}"),
+        field: None,
+    })?;
+    let obj = value.as_object().ok_or(ApiError {
+        status: StatusCode::BAD_REQUEST,
+        message: "body must be a JSON object".into(),
+        field: None,
+    })?;
+    let text = |field: &'static str, max: usize| -> Result<String, ApiError> {
+        match obj.get(field) {
+            None | Some(Value::Null) => Err(ApiError::invalid(field, format!("{field} is required"))),
+            Some(Value::String(s)) if s.trim().is_empty() => Err(ApiError::invalid(field, format!("{field} must not be empty"))),
+            Some(Value::String(s)) if s.len() > max => {
+                Err(ApiError::invalid(field, format!("{field} is longer than {max} bytes")))
+            }
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(ApiError::invalid(field, format!("{field} must be a string"))),
+        }
+    };
+    let to = text("to", MAX_TO_LEN)?;
+    let message = text("message", MAX_MESSAGE_LEN)?;
+    let kind = text("type", 16)?;
+    let channel = kind
+        .parse::<Channel>()
+        .ok()
+        .filter(|c| Channel::REQUEST_TYPES.contains(c))
+        .ok_or_else(|| ApiError::invalid("type", format!("type must be one of email, sms, push (got {kind:?})")))?;
+    Ok(Message { to, message, channel })
+}
+
+async fn create_request(State(app): State<Arc<Ingest>>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let msg = parse_message(&body)?;
+    let id = RequestId::generate();
+    app.store.create_request(&id, &msg).await?;
+    tracing::debug!(id = %id, channel = %msg.channel, "request created");
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+}
+
+async fn process_request(State(app): State<Arc<Ingest>>, Path(raw_id): Path<String>) -> Result<Response, ApiError> {
+    let id = RequestId::parse(&raw_id).ok_or_else(|| ApiError::not_found("request"))?;
+    match app.store.mark_published(&id).await? {
+        Publication::Missing => return Err(ApiError::not_found("request")),
+        Publication::AlreadyPublished => {}
+        Publication::MustPublish(message) => {
+            let channel = message.channel;
+            let notification = Notification { id: id.clone(), message, published_at_ms: now_ms() };
+            let topic = app.topics.notify(channel);
+            if let Err(e) = kafka::publish_json(&app.producer, &topic, id.as_str(), &notification).await {
+                tracing::error!(id = %id, error = %e, "publish failed");
+                app.store.unmark_published(&id).await?;
+                return Err(ApiError::unavailable("queue unavailable, try again"));
+            }
+            tracing::debug!(id = %id, %channel, "request queued");
+        }
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response())
+}
+
+async fn get_request(State(app): State<Arc<Ingest>>, Path(raw_id): Path<String>) -> Result<Response, ApiError> {
+    let id = RequestId::parse(&raw_id).ok_or_else(|| ApiError::not_found("request"))?;
+    let status = app.store.request_status(&id).await?.ok_or_else(|| ApiError::not_found("request"))?;
+    Ok(Json(json!({ "id": id, "status": status })).into_response())
+}
+
+/// Ready when Redis answers and the Kafka cluster's metadata can be fetched.
+async fn ready(State(app): State<Arc<Ingest>>) -> Response {
+    let redis = app.store.ping().await.map_err(|e| e.to_string());
+    let producer = app.producer.clone();
+    let kafka = tokio::task::spawn_blocking(move || {
+        producer.client().fetch_metadata(None, Duration::from_secs(2)).map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    let ok = redis.is_ok() && kafka.is_ok();
+    let body = json!({
+        "status": if ok { "ready" } else { "not ready" },
+        "redis": redis.err().unwrap_or_else(|| "ok".into()),
+        "kafka": kafka.err().unwrap_or_else(|| "ok".into()),
+    });
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(body: &str) -> (StatusCode, Option<&'static str>) {
+        match parse_message(body.as_bytes()) {
+            Ok(_) => (StatusCode::OK, None),
+            Err(e) => (e.status, e.field),
+        }
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let cases = [
+            (r#"{"to":"a","message":"m","type":"email"}"#, StatusCode::OK, None),
+            (r#"{"to":"a","message":"m","type":"push"}"#, StatusCode::OK, None),
+            (r#"{"to":"a","message":"m""#, StatusCode::BAD_REQUEST, None),
+            (r#"[1,2]"#, StatusCode::BAD_REQUEST, None),
+            (r#"{"message":"m","type":"email"}"#, StatusCode::UNPROCESSABLE_ENTITY, Some("to")),
+            (r#"{"to":"a","type":"email"}"#, StatusCode::UNPROCESSABLE_ENTITY, Some("message")),
+            (r#"{"to":"a","message":"m"}"#, StatusCode::UNPROCESSABLE_ENTITY, Some("type")),
+            (r#"{"to":"a","message":"m","type":"fax"}"#, StatusCode::UNPROCESSABLE_ENTITY, Some("type")),
+            (r#"{"to":"a","message":"m","type":"whatsapp"}"#, StatusCode::UNPROCESSABLE_ENTITY, Some("type")),
+            (r#"{"to":5,"message":"m","type":"sms"}"#, StatusCode::UNPROCESSABLE_ENTITY, Some("to")),
+            (r#"{"to":"  ","message":"m","type":"sms"}"#, StatusCode::UNPROCESSABLE_ENTITY, Some("to")),
+        ];
+        for (body, status, field) in cases {
+            assert_eq!(field_of(body), (status, field), "{body}");
+        }
+    }
+}

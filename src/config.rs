@@ -1,0 +1,107 @@
+//! Command-line and environment configuration shared by every binary.
+//! Every flag reads a `HERALD_*` variable too; defaults suit a local run.
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// Flags every long-running Herald program takes.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Kafka bootstrap servers (comma separated). `scripts/stack.sh up` writes the local
+    /// broker's address to `.herald/stack.env`.
+    #[arg(long, env = "HERALD_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+
+    /// Redis URL.
+    #[arg(long, env = "HERALD_REDIS_URL", default_value = "redis://127.0.0.1:6399")]
+    pub redis_url: String,
+
+    /// Prefix of every Redis key and Kafka topic name. Lets several fleets (or tests)
+    /// share one Redis and one broker.
+    #[arg(long, env = "HERALD_NAMESPACE", default_value = "herald")]
+    pub namespace: String,
+
+    /// Log format.
+    #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How Herald talks to the external notification provider.
+#[derive(Debug, Clone, Args)]
+pub struct ProviderArgs {
+    /// Base URL of the provider; Herald calls `{url}/v1/notify`.
+    #[arg(long, env = "HERALD_PROVIDER_URL", default_value = "http://127.0.0.1:3001")]
+    pub provider_url: String,
+
+    /// API key sent as `X-API-Key`. Never logged.
+    #[arg(long, env = "HERALD_PROVIDER_API_KEY", hide_env_values = true)]
+    pub provider_api_key: String,
+
+    /// Time-out of one provider call, in milliseconds.
+    #[arg(long, env = "HERALD_PROVIDER_TIMEOUT_MS", default_value_t = 2000)]
+    pub provider_timeout_ms: u64,
+
+    /// Attempts per notification on 5xx and network errors (429s are waited out, not counted).
+    #[arg(long, env = "HERALD_PROVIDER_MAX_ATTEMPTS", default_value_t = 6)]
+    pub provider_max_attempts: u32,
+
+    /// First retry back-off in milliseconds; doubles each attempt, with full jitter.
+    #[arg(long, env = "HERALD_PROVIDER_BACKOFF_MS", default_value_t = 100)]
+    pub provider_backoff_ms: u64,
+
+    /// Upper bound of one back-off, in milliseconds.
+    #[arg(long, env = "HERALD_PROVIDER_BACKOFF_MAX_MS", default_value_t = 5000)]
+    pub provider_backoff_max_ms: u64,
+
+    /// Most provider calls in flight at once from this process.
+    #[arg(long, env = "HERALD_PROVIDER_CONCURRENCY", default_value_t = 256)]
+    pub provider_concurrency: usize,
+
+    /// Starting call rate (per second). It adapts: it drops on 429 and grows on success.
+    #[arg(long, env = "HERALD_PROVIDER_RATE", default_value_t = 500.0)]
+    pub provider_rate: f64,
+
+    /// Ceiling of the adaptive call rate (per second).
+    #[arg(long, env = "HERALD_PROVIDER_MAX_RATE", default_value_t = 100_000.0)]
+    pub provider_max_rate: f64,
+
+    /// Consecutive failures (5xx, network, time-out) that open the circuit.
+    #[arg(long, env = "HERALD_PROVIDER_BREAKER_FAILURES", default_value_t = 10)]
+    pub provider_breaker_failures: u32,
+
+    /// How long an open circuit stays open before one probe call is let through, in ms.
+    #[arg(long, env = "HERALD_PROVIDER_BREAKER_COOLDOWN_MS", default_value_t = 2000)]
+    pub provider_breaker_cooldown_ms: u64,
+}
+
+impl ProviderArgs {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.provider_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Probe {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    #[test]
+    fn defaults_point_at_the_local_stack() {
+        let p = Probe::try_parse_from(["x"]).unwrap();
+        assert_eq!(p.common.namespace, "herald");
+        assert!(p.common.redis_url.starts_with("redis://127.0.0.1"));
+    }
+}

@@ -1,0 +1,296 @@
+//! `herald-dispatch --channel C`: consumes `herald.notify.C`, claims each notification in
+//! Redis, calls the provider, records the outcome, and only then lets the offset be committed.
+//!
+//! Many messages are worked on at once (up to `max_in_flight`); the [`OffsetTracker`] keeps
+//! commits in order. The Redis claim, not Kafka, decides whether a customer is contacted:
+//! a redelivered or duplicated message finds the request claimed or finished and is counted
+//! `deduplicated`. A killed dispatcher leaves a lease that expires, and the message, never
+//! committed, comes back to whoever owns the partition next.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Message as _, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::kafka::{self, OffsetTracker, Topics};
+use crate::model::{Channel, LifecycleEvent, LifecycleKind, Notification, RequestId, RequestStatus};
+use crate::provider::{ProviderClient, SendOutcome};
+use crate::store::{Claim, Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    pub channel: Channel,
+    /// How long a claim stays valid without renewal; renewed before every provider call.
+    pub lease: Duration,
+    /// Messages worked on at once by this instance.
+    pub max_in_flight: usize,
+    /// After a shutdown signal, how long in-flight work may take before it is handed back.
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Kafka(#[from] kafka::KafkaError),
+    #[error("cannot subscribe to {topic}: {source}")]
+    Subscribe {
+        topic: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+}
+
+/// Counts of what this instance did; logged as progress and read by tests.
+#[derive(Debug, Default, Serialize)]
+pub struct DispatchStats {
+    pub received: AtomicU64,
+    pub sent: AtomicU64,
+    pub failed: AtomicU64,
+    pub deduplicated: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub handed_back: AtomicU64,
+}
+
+/// How the handling of one message ended, as far as its offset is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handled {
+    /// Its outcome is recorded (or belongs to someone else): the offset may be committed.
+    Done,
+    /// Shutdown came first: leave the offset uncommitted so the message comes back.
+    HandedBack,
+}
+
+pub struct Dispatcher {
+    pub store: Store,
+    pub producer: FutureProducer,
+    pub topics: Topics,
+    pub provider: Arc<ProviderClient>,
+    pub config: DispatchConfig,
+    pub stats: DispatchStats,
+}
+
+impl Dispatcher {
+    /// Consumes until `shutdown`, then finishes (or hands back) in-flight work and commits.
+    pub async fn run(self: Arc<Self>, consumer: StreamConsumer, shutdown: CancellationToken) -> Result<(), DispatchError> {
+        let topic = self.topics.notify(self.config.channel);
+        consumer
+            .subscribe(&[&topic])
+            .map_err(|source| DispatchError::Subscribe { topic: topic.clone(), source })?;
+        tracing::info!(%topic, channel = %self.config.channel, "dispatcher consuming");
+
+        let consumer = Arc::new(consumer);
+        let offsets = Arc::new(Mutex::new(OffsetTracker::default()));
+        let permits = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
+        let tasks = TaskTracker::new();
+        let work_cancel = CancellationToken::new();
+        let mut progress = tokio::time::interval(Duration::from_secs(5));
+
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            };
+            let received = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = progress.tick() => { self.log_progress(); continue }
+                m = consumer.recv() => m,
+            };
+            let msg = match received {
+                Ok(m) => m.detach(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "kafka consume error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            self.stats.received.fetch_add(1, Ordering::Relaxed);
+            lock(&offsets).start(msg.topic(), msg.partition(), msg.offset());
+            let (me, consumer, offsets, cancel) = (self.clone(), consumer.clone(), offsets.clone(), work_cancel.clone());
+            tasks.spawn(async move {
+                let handled = me.handle(&msg, &cancel).await;
+                let mut offsets = lock(&offsets);
+                match handled {
+                    Handled::Done => {
+                        if let Some(upto) = offsets.finish(msg.topic(), msg.partition(), msg.offset()) {
+                            // Fails harmlessly if the partition was revoked meanwhile.
+                            if let Err(e) = consumer.store_offset(msg.topic(), msg.partition(), upto) {
+                                tracing::debug!(error = %e, "offset not stored");
+                            }
+                        }
+                    }
+                    Handled::HandedBack => offsets.abandon(msg.topic(), msg.partition(), msg.offset()),
+                }
+                drop(permit);
+            });
+        }
+
+        tasks.close();
+        tracing::info!(in_flight = tasks.len(), "stopping: waiting for in-flight notifications");
+        if tokio::time::timeout(self.config.shutdown_grace, tasks.wait()).await.is_err() {
+            tracing::warn!(in_flight = tasks.len(), "grace period over; handing the rest back");
+            work_cancel.cancel();
+            tasks.wait().await;
+        }
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::warn!(error = %e, "final commit failed");
+        }
+        self.log_progress();
+        Ok(())
+    }
+
+    fn log_progress(&self) {
+        let s = &self.stats;
+        tracing::info!(
+            channel = %self.config.channel,
+            received = s.received.load(Ordering::Relaxed),
+            sent = s.sent.load(Ordering::Relaxed),
+            failed = s.failed.load(Ordering::Relaxed),
+            deduplicated = s.deduplicated.load(Ordering::Relaxed),
+            dead_lettered = s.dead_lettered.load(Ordering::Relaxed),
+            provider_rate = format!("{:.1}", self.provider.current_rate()),
+            "progress"
+        );
+    }
+
+    async fn handle(&self, msg: &OwnedMessage, cancel: &CancellationToken) -> Handled {
+        let notification = match self.decode(msg) {
+            Ok(n) => n,
+            Err(reason) => return self.dead_letter(msg, &reason, cancel).await,
+        };
+        let id = &notification.id;
+        // Unique per handling, so even two copies of one message in this process exclude each other.
+        let owner = uuid::Uuid::new_v4().to_string();
+        let lease = self.config.lease;
+        loop {
+            let claim = match retry_store(cancel, || self.store.claim(id, &owner, lease)).await {
+                Some(c) => c,
+                None => return Handled::HandedBack,
+            };
+            match claim {
+                Claim::Claimed => break,
+                Claim::AlreadyDone(status) => {
+                    self.stats.deduplicated.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(id = %id, %status, "duplicate delivery dropped");
+                    self.emit(LifecycleKind::Deduplicated, id, Some(status.as_str().to_string())).await;
+                    return Handled::Done;
+                }
+                Claim::HeldByOther { retry_in } => {
+                    // Someone may have died holding it: wait out the lease, keep the offset open.
+                    if !sleep_unless_cancelled(retry_in + Duration::from_millis(50), cancel).await {
+                        return Handled::HandedBack;
+                    }
+                }
+                Claim::Missing => {
+                    return self.dead_letter(msg, &format!("unknown request {id}"), cancel).await;
+                }
+            }
+        }
+        self.emit(LifecycleKind::Processing, id, None).await;
+        let outcome = self
+            .provider
+            .send(id.as_str(), &notification.message, cancel, || async {
+                retry_store(cancel, || self.store.renew(id, &owner, lease)).await.unwrap_or(false)
+            })
+            .await;
+        let (status, kind, detail) = match outcome {
+            SendOutcome::Delivered { provider_id } => (RequestStatus::Sent, LifecycleKind::Sent, provider_id),
+            SendOutcome::Failed { reason } => (RequestStatus::Failed, LifecycleKind::Failed, reason),
+            SendOutcome::Abandoned => {
+                if cancel.is_cancelled() {
+                    let _ = self.store.release(id, &owner).await;
+                    self.stats.handed_back.fetch_add(1, Ordering::Relaxed);
+                    return Handled::HandedBack;
+                }
+                // The lease moved to another owner, who will record the outcome.
+                return Handled::Done;
+            }
+        };
+        // The provider has answered: recording that must not be given up on shutdown,
+        // or the next owner would send again.
+        let never = CancellationToken::new();
+        let _ = retry_store(&never, || self.store.finish(id, status, &detail)).await;
+        match status {
+            RequestStatus::Sent => self.stats.sent.fetch_add(1, Ordering::Relaxed),
+            _ => self.stats.failed.fetch_add(1, Ordering::Relaxed),
+        };
+        if status == RequestStatus::Failed {
+            tracing::warn!(id = %id, channel = %self.config.channel, reason = %detail, "notification failed");
+        }
+        self.emit(kind, id, Some(detail)).await;
+        Handled::Done
+    }
+
+    fn decode(&self, msg: &OwnedMessage) -> Result<Notification, String> {
+        let payload = msg.payload().ok_or("empty message")?;
+        let n: Notification = serde_json::from_slice(payload).map_err(|e| format!("undecodable notification: {e}"))?;
+        if n.message.channel != self.config.channel {
+            return Err(format!("notification for {} on the {} topic", n.message.channel, self.config.channel));
+        }
+        Ok(n)
+    }
+
+    async fn dead_letter(&self, msg: &OwnedMessage, reason: &str, cancel: &CancellationToken) -> Handled {
+        tracing::warn!(reason, topic = msg.topic(), offset = msg.offset(), "dead-lettering message");
+        loop {
+            match kafka::dead_letter(&self.producer, &self.topics.dlq(), msg, reason).await {
+                Ok(()) => {
+                    self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    return Handled::Done;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot publish to the dead-letter topic; retrying");
+                    if !sleep_unless_cancelled(Duration::from_secs(1), cancel).await {
+                        return Handled::HandedBack;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lifecycle events feed metrics; the producer retries for 30 s, after which one is logged and dropped.
+    async fn emit(&self, kind: LifecycleKind, id: &RequestId, detail: Option<String>) {
+        let event = LifecycleEvent::new(kind, id, self.config.channel, detail);
+        if let Err(e) = kafka::publish_json(&self.producer, &self.topics.events(), id.as_str(), &event).await {
+            tracing::error!(id = %id, error = %e, "lifecycle event lost");
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Retries a Redis operation while Redis is unreachable; `None` if cancelled first.
+async fn retry_store<T, F, Fut>(cancel: &CancellationToken, mut op: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut wait = Duration::from_millis(50);
+    loop {
+        match op().await {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?wait, "redis operation failed");
+                if !sleep_unless_cancelled(wait, cancel).await {
+                    return None;
+                }
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+async fn sleep_unless_cancelled(d: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}

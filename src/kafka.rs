@@ -1,0 +1,276 @@
+//! Kafka plumbing: topic names, producer and consumer set-up, dead letters, and the offset
+//! tracker that lets a consumer work on many messages at once yet commit only what is done.
+//!
+//! Consumers follow rust-rdkafka's `at_least_once` example: auto-commit is on but only
+//! offsets we store are committed, and we store an offset only once every message at or
+//! below it has its outcome recorded.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+use crate::model::Channel;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("kafka client set-up failed: {0}")]
+    Setup(#[source] rdkafka::error::KafkaError),
+    #[error("publishing to {topic} failed: {source}")]
+    Publish {
+        topic: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("could not encode message: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Herald's topic names under one namespace (`herald` by default: `herald.notify.email`...).
+#[derive(Debug, Clone)]
+pub struct Topics {
+    ns: String,
+}
+
+impl Topics {
+    pub fn new(namespace: &str) -> Self {
+        Topics { ns: namespace.to_string() }
+    }
+
+    pub fn notify(&self, channel: Channel) -> String {
+        format!("{}.notify.{}", self.ns, channel)
+    }
+    pub fn events(&self) -> String {
+        format!("{}.events", self.ns)
+    }
+    pub fn dlq(&self) -> String {
+        format!("{}.dlq", self.ns)
+    }
+    pub fn campaigns(&self) -> String {
+        format!("{}.campaigns", self.ns)
+    }
+    pub fn sales(&self) -> String {
+        format!("{}.sales", self.ns)
+    }
+    pub fn user_events(&self) -> String {
+        format!("{}.user-events", self.ns)
+    }
+    pub fn user_events_dlq(&self) -> String {
+        format!("{}.user-events.dlq", self.ns)
+    }
+
+    /// Every topic the fleet uses; what a broker (or an admin job) must create.
+    pub fn all(&self) -> Vec<String> {
+        let mut all: Vec<String> = Channel::ALL.iter().map(|c| self.notify(*c)).collect();
+        all.extend([
+            self.events(),
+            self.dlq(),
+            self.campaigns(),
+            self.sales(),
+            self.user_events(),
+            self.user_events_dlq(),
+        ]);
+        all
+    }
+
+    pub fn dispatch_group(&self, channel: Channel) -> String {
+        format!("{}-dispatch-{}", self.ns, channel)
+    }
+}
+
+/// A producer that waits for the broker's acknowledgement before a send counts.
+pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        // Small linger: the API answers after the ack, so latency matters more than batch size.
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "30000")
+        .set("compression.type", "lz4")
+        .create()
+        .map_err(KafkaError::Setup)
+}
+
+/// A group consumer that commits only offsets stored by the caller (see [`OffsetTracker`]).
+pub fn consumer(brokers: &str, group: &str) -> Result<StreamConsumer, KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        // A killed instance's partitions move on within seconds, not the default 45 s.
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .create()
+        .map_err(KafkaError::Setup)
+}
+
+/// Publishes one message and waits for the broker's acknowledgement.
+pub async fn publish(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    headers: Option<OwnedHeaders>,
+) -> Result<(), KafkaError> {
+    let mut record = FutureRecord::to(topic).key(key).payload(payload);
+    if let Some(h) = headers {
+        record = record.headers(h);
+    }
+    producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .map(|_| ())
+        .map_err(|(source, _)| KafkaError::Publish { topic: topic.to_string(), source })
+}
+
+pub async fn publish_json<T: serde::Serialize>(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    value: &T,
+) -> Result<(), KafkaError> {
+    let payload = serde_json::to_vec(value)?;
+    publish(producer, topic, key, &payload, None).await
+}
+
+/// Header names on a dead letter; `herald dlq` tooling reads them.
+pub mod dlq_headers {
+    pub const REASON: &str = "herald-dlq-reason";
+    pub const SOURCE_TOPIC: &str = "herald-source-topic";
+    pub const SOURCE_PARTITION: &str = "herald-source-partition";
+    pub const SOURCE_OFFSET: &str = "herald-source-offset";
+}
+
+/// Copies a message that cannot be handled to the dead-letter topic, untouched, with why.
+pub async fn dead_letter(
+    producer: &FutureProducer,
+    dlq_topic: &str,
+    msg: &OwnedMessage,
+    reason: &str,
+) -> Result<(), KafkaError> {
+    let partition = msg.partition().to_string();
+    let offset = msg.offset().to_string();
+    let mut headers = OwnedHeaders::new()
+        .insert(Header { key: dlq_headers::REASON, value: Some(reason) })
+        .insert(Header { key: dlq_headers::SOURCE_TOPIC, value: Some(msg.topic()) })
+        .insert(Header { key: dlq_headers::SOURCE_PARTITION, value: Some(&partition) })
+        .insert(Header { key: dlq_headers::SOURCE_OFFSET, value: Some(&offset) });
+    if let Some(original) = msg.headers() {
+        for h in original.iter() {
+            headers = headers.insert(h);
+        }
+    }
+    let key = msg.key().map(String::from_utf8_lossy).unwrap_or_default();
+    publish(producer, dlq_topic, &key, msg.payload().unwrap_or_default(), Some(headers)).await
+}
+
+/// Reads a header as text.
+pub fn header<'a>(msg: &'a OwnedMessage, name: &str) -> Option<&'a str> {
+    msg.headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// Tracks in-flight offsets per partition so that the stored offset never passes a message
+/// whose work is unfinished, however the concurrent work completes.
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    partitions: HashMap<(String, i32), PartitionOffsets>,
+}
+
+#[derive(Debug, Default)]
+struct PartitionOffsets {
+    in_flight: BTreeSet<i64>,
+    highest_started: i64,
+}
+
+impl OffsetTracker {
+    pub fn start(&mut self, topic: &str, partition: i32, offset: i64) {
+        let p = self.partitions.entry((topic.to_string(), partition)).or_default();
+        p.in_flight.insert(offset);
+        p.highest_started = p.highest_started.max(offset);
+    }
+
+    /// Marks `offset` done and returns the offset to hand to `store_offset` (librdkafka commits
+    /// that offset + 1), or `None` when an earlier message is still in flight and nothing new
+    /// can be committed.
+    pub fn finish(&mut self, topic: &str, partition: i32, offset: i64) -> Option<i64> {
+        let p = self.partitions.get_mut(&(topic.to_string(), partition))?;
+        let was_lowest = p.in_flight.first() == Some(&offset);
+        p.in_flight.remove(&offset);
+        if !was_lowest {
+            return None;
+        }
+        match p.in_flight.first() {
+            Some(&lowest) => Some(lowest - 1),
+            None => Some(p.highest_started),
+        }
+    }
+
+    /// Forgets `offset` without making it committable: its message will be delivered again.
+    pub fn abandon(&mut self, topic: &str, partition: i32, offset: i64) {
+        if let Some(p) = self.partitions.get_mut(&(topic.to_string(), partition)) {
+            p.in_flight.remove(&offset);
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.partitions.values().map(|p| p.in_flight.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_order_completion_commits_only_the_contiguous_prefix() {
+        let mut t = OffsetTracker::default();
+        for o in 10..=13 {
+            t.start("t", 0, o);
+        }
+        assert_eq!(t.finish("t", 0, 12), None, "11 and 10 are still in flight");
+        assert_eq!(t.finish("t", 0, 11), None);
+        assert_eq!(t.finish("t", 0, 10), Some(12), "13 still in flight: commit up to 12");
+        assert_eq!(t.finish("t", 0, 13), Some(13));
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn partitions_are_tracked_apart() {
+        let mut t = OffsetTracker::default();
+        t.start("t", 0, 5);
+        t.start("t", 1, 7);
+        assert_eq!(t.finish("t", 1, 7), Some(7));
+        assert_eq!(t.finish("t", 0, 5), Some(5));
+    }
+
+    #[test]
+    fn an_abandoned_message_holds_the_commit_back_until_restart() {
+        let mut t = OffsetTracker::default();
+        t.start("t", 0, 1);
+        t.start("t", 0, 2);
+        assert_eq!(t.finish("t", 0, 2), None);
+        t.abandon("t", 0, 1);
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn topic_names_follow_the_namespace() {
+        let t = Topics::new("herald");
+        assert_eq!(t.notify(Channel::Email), "herald.notify.email");
+        assert_eq!(t.all().len(), 10);
+        assert!(t.all().contains(&"herald.user-events.dlq".to_string()));
+        assert_eq!(t.dispatch_group(Channel::Sms), "herald-dispatch-sms");
+    }
+}

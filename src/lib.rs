@@ -1,0 +1,28 @@
+//! Herald sends promotional and transactional notifications (e-mail, SMS, WhatsApp, push)
+//! for an e-commerce company. Kafka carries the work and Redis holds the state; each program
+//! in `src/bin` is a thin shell around one of these modules.
+//!
+//! In the order a notification lives:
+//!
+//! - [`api`]: accepted over HTTP by `herald-ingest`, validated and recorded, then published.
+//! - [`kafka`]: topics, producers, consumers that commit only finished work, dead letters.
+//! - [`dispatch`]: `herald-dispatch --channel C` claims each notification, sends it, records it.
+//! - [`store`]: Redis; the claim with a lease is the one gate before a customer is contacted.
+//! - [`provider`]: the resilient client of the external provider (limits, retries, breaker).
+//! - [`model`]: the shared types: channels, ids, statuses, lifecycle events.
+//!
+//! Around them: [`config`] (flags and `HERALD_*` variables), [`telemetry`] (logs),
+//! [`shutdown`] (signals), [`broker`] (the local development Kafka broker) and
+//! [`simulator`] (a misbehaving provider for demos, tests and benchmarks).
+
+pub mod api;
+pub mod broker;
+pub mod config;
+pub mod dispatch;
+pub mod kafka;
+pub mod model;
+pub mod provider;
+pub mod shutdown;
+pub mod simulator;
+pub mod store;
+pub mod telemetry;

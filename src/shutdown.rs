@@ -1,0 +1,38 @@
+//! Graceful shutdown: SIGTERM or SIGINT cancels one token that every task watches.
+//! Library `run` functions take the token, so tests stop them the same way.
+
+use tokio_util::sync::CancellationToken;
+
+/// A token cancelled on the first SIGTERM or SIGINT (Ctrl-C).
+pub fn on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let child = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received; finishing in-flight work");
+        child.cancel();
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

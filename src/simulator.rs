@@ -1,0 +1,225 @@
+//! A simulated external provider (`herald-provider`) for the demo, tests and benchmarks.
+//! It misbehaves on purpose: latency, 5xx errors, a fixed-window rate limit with 429 and
+//! `Retry-After`, and calls that hang. It is deliberately *not* idempotent: it counts every
+//! success per idempotency key, so a test can prove Herald never sent anything twice.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clap::Args;
+use rand::Rng;
+use serde::Serialize;
+use serde_json::json;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::provider::{API_KEY_HEADER, IDEMPOTENCY_KEY_HEADER};
+
+#[derive(Debug, Clone, Args)]
+pub struct SimulatorArgs {
+    /// Address to listen on.
+    #[arg(long, env = "HERALD_PROVIDER_ADDR", default_value = "127.0.0.1:3001")]
+    pub addr: SocketAddr,
+
+    /// The API key callers must send as `X-API-Key`.
+    #[arg(long, env = "HERALD_PROVIDER_API_KEY", hide_env_values = true)]
+    pub api_key: String,
+
+    /// Shortest simulated processing time, in milliseconds.
+    #[arg(long, env = "HERALD_SIM_LATENCY_MIN_MS", default_value_t = 5)]
+    pub latency_min_ms: u64,
+
+    /// Longest simulated processing time, in milliseconds.
+    #[arg(long, env = "HERALD_SIM_LATENCY_MAX_MS", default_value_t = 30)]
+    pub latency_max_ms: u64,
+
+    /// Share of calls (0..1) answered with a 5xx error.
+    #[arg(long, env = "HERALD_SIM_ERROR_RATE", default_value_t = 0.0)]
+    pub error_rate: f64,
+
+    /// Share of calls (0..1) that hang (never delivered; answered 504 after `--hang-ms`).
+    #[arg(long, env = "HERALD_SIM_HANG_RATE", default_value_t = 0.0)]
+    pub hang_rate: f64,
+
+    /// How long a hanging call hangs, in milliseconds.
+    #[arg(long, env = "HERALD_SIM_HANG_MS", default_value_t = 30_000)]
+    pub hang_ms: u64,
+
+    /// Requests accepted per window; more get 429 with `Retry-After`. 0 means no limit.
+    #[arg(long, env = "HERALD_SIM_RATE_LIMIT", default_value_t = 0)]
+    pub rate_limit: u64,
+
+    /// Length of the rate-limit window, in milliseconds.
+    #[arg(long, env = "HERALD_SIM_RATE_WINDOW_MS", default_value_t = 1000)]
+    pub rate_window_ms: u64,
+}
+
+/// What the simulator has seen; served at `GET /v1/stats`.
+#[derive(Debug, Default, Serialize, Clone, PartialEq, Eq)]
+pub struct SimStats {
+    pub calls: u64,
+    pub delivered: u64,
+    pub errors: u64,
+    pub rate_limited: u64,
+    pub hung: u64,
+    pub unauthorized: u64,
+    pub invalid: u64,
+    pub distinct_keys: u64,
+    /// Idempotency keys that were delivered more than once: must stay 0.
+    pub keys_delivered_twice: u64,
+    pub max_deliveries_per_key: u64,
+}
+
+struct Sim {
+    args: SimulatorArgs,
+    calls: AtomicU64,
+    errors: AtomicU64,
+    rate_limited: AtomicU64,
+    hung: AtomicU64,
+    unauthorized: AtomicU64,
+    invalid: AtomicU64,
+    deliveries: Mutex<HashMap<String, u64>>,
+    window: Mutex<(Instant, u64)>,
+}
+
+/// Runs the simulator until `shutdown` is cancelled.
+pub async fn run(args: SimulatorArgs, shutdown: CancellationToken) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "simulated provider listening");
+    serve(listener, args, shutdown).await
+}
+
+/// Serves on a listener the caller bound (tests bind port 0).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    args: SimulatorArgs,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let sim = Arc::new(Sim {
+        args,
+        calls: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        rate_limited: AtomicU64::new(0),
+        hung: AtomicU64::new(0),
+        unauthorized: AtomicU64::new(0),
+        invalid: AtomicU64::new(0),
+        deliveries: Mutex::new(HashMap::new()),
+        window: Mutex::new((Instant::now(), 0)),
+    });
+    let app = Router::new()
+        .route("/v1/notify", post(notify))
+        .route("/v1/stats", get(stats))
+        .route("/v1/keys/{key}", get(key_deliveries))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .with_state(sim);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+async fn notify(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    sim.calls.fetch_add(1, Ordering::Relaxed);
+    if headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok()) != Some(sim.args.api_key.as_str()) {
+        sim.unauthorized.fetch_add(1, Ordering::Relaxed);
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong X-API-Key");
+    }
+    if let Err(field) = validate_body(&body) {
+        sim.invalid.fetch_add(1, Ordering::Relaxed);
+        return error(StatusCode::UNPROCESSABLE_ENTITY, &format!("invalid field: {field}"));
+    }
+    if let Some(retry_after) = sim.over_rate_limit() {
+        sim.rate_limited.fetch_add(1, Ordering::Relaxed);
+        let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+        return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", secs.to_string())], Json(json!({"error": "rate limited"})))
+            .into_response();
+    }
+    let (fail, hang, latency) = {
+        let mut rng = rand::rng();
+        let latency = rng.random_range(sim.args.latency_min_ms..=sim.args.latency_max_ms.max(sim.args.latency_min_ms));
+        (rng.random_bool(sim.args.error_rate.clamp(0.0, 1.0)), rng.random_bool(sim.args.hang_rate.clamp(0.0, 1.0)), latency)
+    };
+    if hang {
+        sim.hung.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(sim.args.hang_ms)).await;
+        return error(StatusCode::GATEWAY_TIMEOUT, "hung");
+    }
+    tokio::time::sleep(Duration::from_millis(latency)).await;
+    if fail {
+        sim.errors.fetch_add(1, Ordering::Relaxed);
+        let status = if rand::rng().random_bool(0.5) { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::SERVICE_UNAVAILABLE };
+        return error(status, "simulated provider failure");
+    }
+    let key = headers
+        .get(IDEMPOTENCY_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    *sim.deliveries.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_insert(0) += 1;
+    let provider_id = uuid::Uuid::new_v4().to_string();
+    Json(json!({"status": "delivered", "provider_id": provider_id})).into_response()
+}
+
+impl Sim {
+    /// Fixed-window limit; returns how long until the window resets when over it.
+    fn over_rate_limit(&self) -> Option<Duration> {
+        if self.args.rate_limit == 0 {
+            return None;
+        }
+        let window = Duration::from_millis(self.args.rate_window_ms.max(1));
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if now.duration_since(w.0) >= window {
+            *w = (now, 0);
+        }
+        if w.1 >= self.args.rate_limit {
+            return Some(window.saturating_sub(now.duration_since(w.0)));
+        }
+        w.1 += 1;
+        None
+    }
+
+    fn stats(&self) -> SimStats {
+        let deliveries = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
+        SimStats {
+            calls: self.calls.load(Ordering::Relaxed),
+            delivered: deliveries.values().sum(),
+            errors: self.errors.load(Ordering::Relaxed),
+            rate_limited: self.rate_limited.load(Ordering::Relaxed),
+            hung: self.hung.load(Ordering::Relaxed),
+            unauthorized: self.unauthorized.load(Ordering::Relaxed),
+            invalid: self.invalid.load(Ordering::Relaxed),
+            distinct_keys: deliveries.len() as u64,
+            keys_delivered_twice: deliveries.values().filter(|n| **n > 1).count() as u64,
+            max_deliveries_per_key: deliveries.values().copied().max().unwrap_or(0),
+        }
+    }
+}
+
+fn validate_body(body: &[u8]) -> Result<(), &'static str> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|_| "body")?;
+    for field in ["to", "message", "type"] {
+        if !v.get(field).is_some_and(|f| f.as_str().is_some_and(|s| !s.is_empty())) {
+            return Err(field);
+        }
+    }
+    Ok(())
+}
+
+async fn stats(State(sim): State<Arc<Sim>>) -> Json<SimStats> {
+    Json(sim.stats())
+}
+
+async fn key_deliveries(State(sim): State<Arc<Sim>>, Path(key): Path<String>) -> Json<serde_json::Value> {
+    let n = sim.deliveries.lock().unwrap_or_else(|e| e.into_inner()).get(&key).copied().unwrap_or(0);
+    Json(json!({"key": key, "deliveries": n}))
+}
+
+fn error(status: StatusCode, msg: &str) -> Response {
+    (status, Json(json!({"error": msg}))).into_response()
+}
