@@ -1,0 +1,74 @@
+# Shared helpers for Herald's scripts. Source it; do not run it.
+# shellcheck shell=bash
+
+HERALD_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+HERALD_STATE="$HERALD_ROOT/.herald"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/herald-target}"
+HERALD_REDIS_PORT="${HERALD_REDIS_PORT:-6399}"
+
+log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+apt_updated=""
+# Installs Debian packages that are missing (as root, or with sudo when available).
+ensure_apt() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && sudo="sudo"
+    log "installing ${missing[*]} (apt-get)"
+    if [ -z "$apt_updated" ]; then
+        $sudo apt-get update -qq >/dev/null || die "apt-get update failed"
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null \
+        || die "apt-get install ${missing[*]} failed"
+}
+
+ensure_rust() {
+    command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
+}
+
+# Builds binaries (default: all); HERALD_PROFILE=release|debug (default debug).
+build_fleet() {
+    ensure_rust
+    local flags=()
+    [ "${HERALD_PROFILE:-debug}" = release ] && flags+=(--release)
+    [ $# -eq 0 ] && flags+=(--bins)
+    log "building Herald (${HERALD_PROFILE:-debug}) $*"
+    (cd "$HERALD_ROOT" && cargo build "${flags[@]}" "$@") || die "build failed"
+}
+
+bin_dir() {
+    echo "$CARGO_TARGET_DIR/${HERALD_PROFILE:-debug}"
+}
+
+pid_alive() {
+    [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
+}
+
+# Waits until a TCP port on 127.0.0.1 accepts connections.
+wait_port() {
+    local port=$1 what=$2 tries=${3:-100}
+    for _ in $(seq "$tries"); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    die "$what did not open port $port"
+}
+
+# Stops a process recorded in a pid file and removes the file.
+stop_pidfile() {
+    local f=$1
+    if pid_alive "$f"; then
+        local pid
+        pid=$(cat "$f")
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$f"
+}

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The local stack: a real Redis server (Debian's redis-server) and herald-broker (an in-memory
+# Kafka-protocol broker). `up` is idempotent and writes .herald/stack.env; `down` stops only
+# what `up` started.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+usage() { echo "usage: $0 up|down|status" >&2; exit 2; }
+
+redis_up() {
+    local pidfile="$HERALD_STATE/redis.pid"
+    if pid_alive "$pidfile"; then
+        log "redis already running on port $HERALD_REDIS_PORT"
+        return
+    fi
+    ensure_apt redis-server
+    if (exec 3<>"/dev/tcp/127.0.0.1/$HERALD_REDIS_PORT") 2>/dev/null; then
+        die "port $HERALD_REDIS_PORT is taken by something this script did not start (set HERALD_REDIS_PORT)"
+    fi
+    log "starting redis on 127.0.0.1:$HERALD_REDIS_PORT"
+    redis-server --bind 127.0.0.1 --port "$HERALD_REDIS_PORT" --daemonize yes \
+        --pidfile "$pidfile" --dir "$HERALD_STATE" --logfile "$HERALD_STATE/redis.log" \
+        --save "" --appendonly no >/dev/null
+    wait_port "$HERALD_REDIS_PORT" redis
+    for _ in $(seq 50); do [ -s "$pidfile" ] && break; sleep 0.1; done
+}
+
+broker_up() {
+    local pidfile="$HERALD_STATE/broker.pid" addrfile="$HERALD_STATE/broker.addr"
+    if pid_alive "$pidfile" && [ -s "$addrfile" ]; then
+        log "herald-broker already running at $(cat "$addrfile")"
+        return
+    fi
+    local bin
+    bin="$(bin_dir)/herald-broker"
+    [ -x "$bin" ] || build_fleet --bin herald-broker
+    rm -f "$addrfile"
+    log "starting herald-broker (${HERALD_BROKER_PARTITIONS:-8} partitions per topic)"
+    nohup "$bin" --address-file "$addrfile" >"$HERALD_STATE/broker.log" 2>&1 &
+    echo $! >"$pidfile"
+    for _ in $(seq 100); do [ -s "$addrfile" ] && break; sleep 0.1; done
+    [ -s "$addrfile" ] || die "herald-broker did not start; see $HERALD_STATE/broker.log"
+}
+
+write_env() {
+    cat >"$HERALD_STATE/stack.env" <<ENV
+export HERALD_KAFKA_BROKERS=$(cat "$HERALD_STATE/broker.addr")
+export HERALD_REDIS_URL=redis://127.0.0.1:$HERALD_REDIS_PORT
+ENV
+    log "stack up; environment in .herald/stack.env:"
+    sed 's/^export /  /' "$HERALD_STATE/stack.env" >&2
+}
+
+cmd=${1:-}
+mkdir -p "$HERALD_STATE"
+case "$cmd" in
+    up)
+        redis_up
+        broker_up
+        write_env
+        ;;
+    down)
+        stop_pidfile "$HERALD_STATE/broker.pid"
+        if pid_alive "$HERALD_STATE/redis.pid"; then
+            redis-cli -p "$HERALD_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+            stop_pidfile "$HERALD_STATE/redis.pid"
+        fi
+        rm -f "$HERALD_STATE/stack.env" "$HERALD_STATE/broker.addr"
+        log "stack down"
+        ;;
+    status)
+        pid_alive "$HERALD_STATE/redis.pid" && echo "redis: up (port $HERALD_REDIS_PORT)" || echo "redis: down"
+        pid_alive "$HERALD_STATE/broker.pid" && echo "broker: up ($(cat "$HERALD_STATE/broker.addr" 2>/dev/null))" || echo "broker: down"
+        ;;
+    *) usage ;;
+esac
