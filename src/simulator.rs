@@ -1,6 +1,6 @@
 //! A simulated external provider (`herald-provider`) for the demo, tests and benchmarks.
 //! It misbehaves on purpose: latency, 5xx errors, a fixed-window rate limit with 429 and
-//! `Retry-After`, and calls that hang. It is deliberately *not* idempotent: it counts every
+//! `Retry-After`, and calls that hang. By default it is *not* idempotent: it counts every
 //! success per idempotency key, so a test can prove Herald never sent anything twice.
 
 use std::collections::HashMap;
@@ -57,13 +57,19 @@ pub struct SimulatorArgs {
     #[arg(long, env = "HERALD_SIM_RATE_LIMIT", default_value_t = 0)]
     pub rate_limit: u64,
 
+    /// Honour `Idempotency-Key` as real providers do: a key already delivered is answered
+    /// with its first result and not delivered again (counted as `replayed`). Off by default,
+    /// so that tests see every duplicate send.
+    #[arg(long, env = "HERALD_SIM_IDEMPOTENT")]
+    pub idempotent: bool,
+
     /// Length of the rate-limit window, in milliseconds.
     #[arg(long, env = "HERALD_SIM_RATE_WINDOW_MS", default_value_t = 1000)]
     pub rate_window_ms: u64,
 }
 
 /// What the simulator has seen; served at `GET /v1/stats`.
-#[derive(Debug, Default, Serialize, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Serialize, serde::Deserialize, Clone, PartialEq, Eq)]
 pub struct SimStats {
     pub calls: u64,
     pub delivered: u64,
@@ -76,6 +82,8 @@ pub struct SimStats {
     /// Idempotency keys that were delivered more than once: must stay 0.
     pub keys_delivered_twice: u64,
     pub max_deliveries_per_key: u64,
+    /// Calls answered from an earlier delivery of the same key (`--idempotent` only).
+    pub replayed: u64,
 }
 
 struct Sim {
@@ -86,6 +94,7 @@ struct Sim {
     hung: AtomicU64,
     unauthorized: AtomicU64,
     invalid: AtomicU64,
+    replayed: AtomicU64,
     deliveries: Mutex<HashMap<String, u64>>,
     window: Mutex<(Instant, u64)>,
 }
@@ -111,6 +120,7 @@ pub async fn serve(
         hung: AtomicU64::new(0),
         unauthorized: AtomicU64::new(0),
         invalid: AtomicU64::new(0),
+        replayed: AtomicU64::new(0),
         deliveries: Mutex::new(HashMap::new()),
         window: Mutex::new((Instant::now(), 0)),
     });
@@ -160,8 +170,17 @@ async fn notify(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: axum::bod
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    *sim.deliveries.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_insert(0) += 1;
-    let provider_id = uuid::Uuid::new_v4().to_string();
+    {
+        let mut deliveries = sim.deliveries.lock().unwrap_or_else(|e| e.into_inner());
+        let count = deliveries.entry(key.clone()).or_insert(0);
+        if sim.args.idempotent && *count > 0 {
+            sim.replayed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            *count += 1;
+        }
+    }
+    // Derived from the key, so a replay answers with the same id.
+    let provider_id = format!("sim-{key}");
     Json(json!({"status": "delivered", "provider_id": provider_id})).into_response()
 }
 
@@ -197,6 +216,7 @@ impl Sim {
             distinct_keys: deliveries.len() as u64,
             keys_delivered_twice: deliveries.values().filter(|n| **n > 1).count() as u64,
             max_deliveries_per_key: deliveries.values().copied().max().unwrap_or(0),
+            replayed: self.replayed.load(Ordering::Relaxed),
         }
     }
 }

@@ -162,7 +162,7 @@ impl ProviderClient {
             match self.attempt(idempotency_key, msg).await {
                 Ok(provider_id) => {
                     self.breaker.record_success();
-                    self.limiter.on_success();
+                    self.limiter.on_admitted();
                     self.stats.delivered.fetch_add(1, Ordering::Relaxed);
                     return SendOutcome::Delivered { provider_id };
                 }
@@ -178,11 +178,14 @@ impl ProviderClient {
                 }
                 Err(AttemptError::Rejected { status, body }) => {
                     self.breaker.record_neutral();
+                    self.limiter.on_admitted();
                     self.stats.rejected.fetch_add(1, Ordering::Relaxed);
                     return SendOutcome::Failed { reason: format!("provider rejected: {status} {body}") };
                 }
                 Err(AttemptError::Transient(why)) => {
                     self.breaker.record_failure();
+                    // A 5xx or a time-out still used up one of the provider's admissions.
+                    self.limiter.on_admitted();
                     failures += 1;
                     last_error = why;
                     if failures >= self.policy.max_attempts {

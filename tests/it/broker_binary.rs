@@ -1,0 +1,45 @@
+//! `herald-broker` as operators run it: topics created, address written, clean exit on SIGTERM.
+
+use std::process::Command;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+
+#[test]
+fn broker_creates_every_topic_and_stops_on_sigterm() {
+    let dir = std::env::temp_dir().join(format!("herald-broker-{}", uuid::Uuid::new_v4()));
+    let addr_file = dir.join("broker.addr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald-broker"))
+        .args(["--partitions", "3", "--namespace", "bt"])
+        .arg("--address-file")
+        .arg(&addr_file)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut addr = String::new();
+    for _ in 0..100 {
+        addr = std::fs::read_to_string(&addr_file).unwrap_or_default();
+        if !addr.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(addr.starts_with("127.0.0.1:"), "address file: {addr:?}");
+
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &addr).create().unwrap();
+    let meta = consumer.fetch_metadata(None, Duration::from_secs(5)).unwrap();
+    let mut topics: Vec<(String, usize)> = meta.topics().iter().map(|t| (t.name().to_string(), t.partitions().len())).collect();
+    topics.sort();
+    let expected = herald::kafka::Topics::new("bt").all();
+    assert_eq!(topics.len(), expected.len(), "{topics:?}");
+    for name in expected {
+        assert!(topics.contains(&(name.clone(), 3)), "{name} with 3 partitions in {topics:?}");
+    }
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "exit on SIGTERM: {exit:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}

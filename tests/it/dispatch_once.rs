@@ -1,0 +1,112 @@
+//! One effect per request, however Kafka delivers it and whoever dies.
+
+use std::process::{Child, Command};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use herald::kafka;
+use herald::model::Channel;
+use rdkafka::message::Message as _;
+
+use crate::harness::{quiet_provider, Fleet, API_KEY};
+
+#[tokio::test]
+async fn two_dispatchers_in_one_group_handle_each_message_once() {
+    let fleet = Fleet::start(quiet_provider(), 8).await;
+    let (a, _) = fleet.start_dispatcher(Channel::Email, fleet.shutdown.child_token());
+    let (b, _) = fleet.start_dispatcher(Channel::Email, fleet.shutdown.child_token());
+    // Let both join the group before any work arrives, so both get partitions.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (ids, _) = fleet.submit(200, "email").await;
+    let counts = fleet.wait_terminal(&ids, Duration::from_secs(60)).await;
+    assert_eq!(counts.get("sent"), Some(&200), "{counts:?}");
+
+    let received = [&a, &b].map(|d| d.stats.received.load(Ordering::Relaxed));
+    assert!(received.iter().all(|r| *r > 0), "both instances took a share: {received:?}");
+    assert_eq!(received.iter().sum::<u64>(), 200, "each message handled by one instance: {received:?}");
+    let sim = fleet.sim_stats().await;
+    assert_eq!(sim.distinct_keys, 200);
+    assert_eq!(sim.keys_delivered_twice, 0);
+}
+
+#[tokio::test]
+async fn duplicate_kafka_delivery_contacts_the_customer_once() {
+    let fleet = Fleet::start(quiet_provider(), 4).await;
+    let (ids, _) = fleet.submit(50, "push").await;
+    // Inject a second copy of every notification, as a redelivery would.
+    let topic = fleet.topics.notify(Channel::Push);
+    let originals = fleet.read_topic(&topic, 50, Duration::from_secs(10)).await;
+    assert_eq!(originals.len(), 50);
+    let producer = kafka::producer(fleet.brokers()).unwrap();
+    for m in &originals {
+        let key = String::from_utf8_lossy(m.key().unwrap()).to_string();
+        kafka::publish(&producer, &topic, &key, m.payload().unwrap(), None).await.unwrap();
+    }
+
+    let (d, _) = fleet.start_dispatcher(Channel::Push, fleet.shutdown.child_token());
+    let counts = fleet.wait_terminal(&ids, Duration::from_secs(30)).await;
+    assert_eq!(counts.get("sent"), Some(&50), "{counts:?}");
+    for _ in 0..100 {
+        if d.stats.received.load(Ordering::Relaxed) == 100 && d.stats.deduplicated.load(Ordering::Relaxed) == 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(d.stats.deduplicated.load(Ordering::Relaxed), 50);
+    let sim = fleet.sim_stats().await;
+    assert_eq!(sim.max_deliveries_per_key, 1);
+    assert_eq!(sim.delivered, 50);
+}
+
+fn spawn_dispatcher(fleet: &Fleet, channel: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_herald-dispatch"))
+        .args(["--channel", channel, "--lease-ms", "3000"])
+        .env("HERALD_KAFKA_BROKERS", fleet.brokers())
+        .env("HERALD_REDIS_URL", crate::harness::redis_url())
+        .env("HERALD_NAMESPACE", &fleet.ns)
+        .env("HERALD_PROVIDER_URL", &fleet.provider_url)
+        .env("HERALD_PROVIDER_API_KEY", API_KEY)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("spawn herald-dispatch")
+}
+
+#[tokio::test]
+async fn a_dispatcher_killed_mid_run_leaves_nothing_stuck() {
+    let mut sim = quiet_provider();
+    sim.latency_min_ms = 20;
+    sim.latency_max_ms = 80;
+    // A provider that honours idempotency keys, as real ones do: a crash between its success
+    // and our record is then replayed, not sent again.
+    sim.idempotent = true;
+    let fleet = Fleet::start(sim, 4).await;
+    let mut first = spawn_dispatcher(&fleet, "email");
+    let mut second = spawn_dispatcher(&fleet, "email");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (ids, _) = fleet.submit(400, "email").await;
+
+    // Kill one instance with SIGKILL while work is in flight, then bring it back.
+    for _ in 0..200 {
+        if fleet.sim_stats().await.delivered >= 60 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mid = fleet.status_counts(&ids).await;
+    assert!(mid.get("sent").copied().unwrap_or(0) < 400, "the kill came mid-run: {mid:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut restarted = spawn_dispatcher(&fleet, "email");
+
+    let counts = fleet.wait_terminal(&ids, Duration::from_secs(90)).await;
+    for child in [&mut second, &mut restarted] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert_eq!(counts.get("sent"), Some(&400), "nothing stuck in processing or queued: {counts:?}");
+    let sim = fleet.sim_stats().await;
+    assert_eq!(sim.distinct_keys, 400);
+    assert_eq!(sim.max_deliveries_per_key, 1, "{sim:?}");
+    eprintln!("after the kill: {sim:?}");
+}

@@ -1,0 +1,217 @@
+//! A whole fleet for one test: its own in-process Kafka-protocol broker (the code behind
+//! `herald-broker`), the real Redis of the local stack under a namespace of its own, the
+//! simulated provider, the ingest API and dispatchers. Tests run in parallel without
+//! seeing each other.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald::api::{self, Ingest};
+use herald::broker::MockBroker;
+use herald::config::ProviderArgs;
+use herald::dispatch::{DispatchConfig, DispatchStats, Dispatcher};
+use herald::kafka::{self, Topics};
+use herald::model::Channel;
+use herald::provider::ProviderClient;
+use herald::simulator::{self, SimStats, SimulatorArgs};
+use herald::store::Store;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::ClientConfig;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+pub const API_KEY: &str = "test-key-123";
+
+pub fn redis_url() -> String {
+    std::env::var("HERALD_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6399".into())
+}
+
+/// Simulator settings with no faults; tests switch on what they need.
+pub fn quiet_provider() -> SimulatorArgs {
+    SimulatorArgs {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        api_key: API_KEY.into(),
+        latency_min_ms: 1,
+        latency_max_ms: 5,
+        error_rate: 0.0,
+        hang_rate: 0.0,
+        hang_ms: 30_000,
+        rate_limit: 0,
+        idempotent: false,
+        rate_window_ms: 1000,
+    }
+}
+
+pub struct Fleet {
+    pub ns: String,
+    pub topics: Topics,
+    /// Never destroyed: clients in other tasks outlive the test body and would log
+    /// connection errors for ever; the process ends soon anyway.
+    pub broker: std::mem::ManuallyDrop<MockBroker>,
+    pub store: Store,
+    pub provider_url: String,
+    pub api_url: String,
+    pub http: reqwest::Client,
+    pub shutdown: CancellationToken,
+}
+
+impl Fleet {
+    pub async fn start(sim: SimulatorArgs, partitions: i32) -> Fleet {
+        herald::telemetry::init(herald::config::LogFormat::Text);
+        let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let topics = Topics::new(&ns);
+        let broker = std::mem::ManuallyDrop::new(MockBroker::start(1).expect("mock broker"));
+        for t in topics.all() {
+            broker.create_topic(&t, partitions).expect("topic");
+        }
+        let store = Store::connect(&redis_url(), &ns).await.expect("redis of the local stack (scripts/stack.sh up)");
+        let shutdown = CancellationToken::new();
+
+        let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let provider_url = format!("http://{}", sim_listener.local_addr().unwrap());
+        tokio::spawn(simulator::serve(sim_listener, sim, shutdown.clone()));
+
+        let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_url = format!("http://{}", api_listener.local_addr().unwrap());
+        let ingest = Arc::new(Ingest {
+            store: store.clone(),
+            producer: kafka::producer(broker.bootstrap_servers()).unwrap(),
+            topics: topics.clone(),
+        });
+        tokio::spawn(api::serve(api_listener, ingest, shutdown.clone()));
+
+        Fleet { ns, topics, broker, store, provider_url, api_url, http: reqwest::Client::new(), shutdown }
+    }
+
+    pub fn brokers(&self) -> &str {
+        self.broker.bootstrap_servers()
+    }
+
+    pub fn provider_args(&self) -> ProviderArgs {
+        ProviderArgs {
+            provider_url: self.provider_url.clone(),
+            provider_api_key: API_KEY.into(),
+            provider_timeout_ms: 1000,
+            provider_max_attempts: 6,
+            provider_backoff_ms: 50,
+            provider_backoff_max_ms: 1000,
+            provider_concurrency: 64,
+            provider_rate: 500.0,
+            provider_max_rate: 100_000.0,
+            provider_breaker_failures: 10,
+            provider_breaker_cooldown_ms: 500,
+        }
+    }
+
+    /// Starts an in-process dispatcher; it stops when `stop` (or the fleet) is cancelled.
+    pub fn start_dispatcher(&self, channel: Channel, stop: CancellationToken) -> (Arc<Dispatcher>, tokio::task::JoinHandle<()>) {
+        let consumer = kafka::consumer(self.brokers(), &self.topics.dispatch_group(channel)).unwrap();
+        let d = Arc::new(Dispatcher {
+            store: self.store.clone(),
+            producer: kafka::producer(self.brokers()).unwrap(),
+            topics: self.topics.clone(),
+            provider: Arc::new(ProviderClient::new(&self.provider_args()).unwrap()),
+            config: DispatchConfig {
+                channel,
+                lease: Duration::from_secs(5),
+                max_in_flight: 256,
+                shutdown_grace: Duration::from_secs(5),
+            },
+            stats: DispatchStats::default(),
+        });
+        let run = d.clone().run(consumer, stop);
+        let handle = tokio::spawn(async move { run.await.expect("dispatcher run") });
+        (d, handle)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self.http.post(format!("{}{}", self.api_url, path)).json(&body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(format!("{}{}", self.api_url, path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates and processes `n` requests; returns their ids and every HTTP status seen.
+    pub async fn submit(&self, n: usize, channel: &str) -> (Vec<String>, Vec<u16>) {
+        let mut ids = Vec::with_capacity(n);
+        let mut statuses = Vec::with_capacity(2 * n);
+        for i in 0..n {
+            let (s, body) = self
+                .post("/v1/requests", json!({"to": format!("user{i}@example.com"), "message": "hello", "type": channel}))
+                .await;
+            statuses.push(s);
+            let id = body["id"].as_str().expect("id").to_string();
+            let (s, _) = self.post(&format!("/v1/requests/{id}/process"), json!({})).await;
+            statuses.push(s);
+            ids.push(id);
+        }
+        (ids, statuses)
+    }
+
+    /// Polls until every id is `sent` or `failed`, or `limit` passes; returns counts by status.
+    pub async fn wait_terminal(&self, ids: &[String], limit: Duration) -> HashMap<String, usize> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let counts = self.status_counts(ids).await;
+            let done = counts.get("sent").copied().unwrap_or(0) + counts.get("failed").copied().unwrap_or(0);
+            if done == ids.len() || tokio::time::Instant::now() > deadline {
+                return counts;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub async fn status_counts(&self, ids: &[String]) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for id in ids {
+            let st = self.store.request_status(&herald::model::RequestId(id.clone())).await.unwrap();
+            *counts.entry(st.map(|s| s.to_string()).unwrap_or("missing".into())).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    pub async fn sim_stats(&self) -> SimStats {
+        self.http.get(format!("{}/v1/stats", self.provider_url)).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// Reads every message on `topic` from the start, waiting up to `limit` for at least `want`.
+    pub async fn read_topic(&self, topic: &str, want: usize, limit: Duration) -> Vec<OwnedMessage> {
+        use rdkafka::message::Message as _;
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .set("group.id", format!("{}-reader-{}", self.ns, uuid::Uuid::new_v4()))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[topic]).unwrap();
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + limit;
+        while out.len() < want {
+            match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Ok(Ok(m)) => out.push(m.detach()),
+                Ok(Err(e)) => panic!("reading {topic}: {e}"),
+                Err(_) => break,
+            }
+        }
+        // Anything beyond `want` that is already there, so tests see extra copies too.
+        while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await {
+            out.push(m.detach());
+        }
+        out.sort_by_key(|m| (m.partition(), m.offset()));
+        out
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

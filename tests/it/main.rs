@@ -1,0 +1,11 @@
+//! Integration tests against the real Redis of the local stack and a real Kafka-protocol
+//! broker (librdkafka's mock cluster, as `herald-broker` runs it). `scripts/test.sh` starts
+//! Redis first.
+
+mod harness;
+
+mod api_contract;
+mod broker_binary;
+mod dead_letters;
+mod dispatch_once;
+mod resilience;
