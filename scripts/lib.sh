@@ -60,6 +60,14 @@ wait_port() {
     die "$what did not open port $port"
 }
 
+# Dies with a clear message when something already listens on a port we are about to use.
+ensure_port_free() {
+    local port=$1 what=$2
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        die "port $port (for $what) is already in use; stop what holds it (ss -ltnp 'sport = :$port') or choose another"
+    fi
+}
+
 # Stops a process recorded in a pid file and removes the file.
 stop_pidfile() {
     local f=$1

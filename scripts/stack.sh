@@ -14,9 +14,7 @@ redis_up() {
         return
     fi
     ensure_apt redis-server
-    if (exec 3<>"/dev/tcp/127.0.0.1/$HERALD_REDIS_PORT") 2>/dev/null; then
-        die "port $HERALD_REDIS_PORT is taken by something this script did not start (set HERALD_REDIS_PORT)"
-    fi
+    ensure_port_free "$HERALD_REDIS_PORT" "redis (set HERALD_REDIS_PORT to move it)"
     log "starting redis on 127.0.0.1:$HERALD_REDIS_PORT"
     redis-server --bind 127.0.0.1 --port "$HERALD_REDIS_PORT" --daemonize yes \
         --pidfile "$pidfile" --dir "$HERALD_STATE" --logfile "$HERALD_STATE/redis.log" \

@@ -42,13 +42,25 @@ pub struct ApiError {
 
 impl ApiError {
     fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, message: message.into(), field: Some(field) }
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: message.into(),
+            field: Some(field),
+        }
     }
     fn not_found(what: &str) -> Self {
-        ApiError { status: StatusCode::NOT_FOUND, message: format!("{what} not found"), field: None }
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("{what} not found"),
+            field: None,
+        }
     }
     fn unavailable(message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::SERVICE_UNAVAILABLE, message: message.into(), field: None }
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: message.into(),
+            field: None,
+        }
     }
 }
 
@@ -81,7 +93,11 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
 }
 
 /// Serves the API on `addr` until `shutdown` is cancelled, then flushes the producer.
-pub async fn run(ingest: Arc<Ingest>, addr: SocketAddr, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn run(
+    ingest: Arc<Ingest>,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "herald-ingest listening");
     serve(listener, ingest, shutdown).await
@@ -93,7 +109,9 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let producer = ingest.producer.clone();
-    axum::serve(listener, router(ingest)).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    axum::serve(listener, router(ingest))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
     // Handlers await their acks, so this only catches stragglers.
     let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
     Ok(())
@@ -114,13 +132,22 @@ fn parse_message(body: &[u8]) -> Result<Message, ApiError> {
     })?;
     let text = |field: &'static str, max: usize| -> Result<String, ApiError> {
         match obj.get(field) {
-            None | Some(Value::Null) => Err(ApiError::invalid(field, format!("{field} is required"))),
-            Some(Value::String(s)) if s.trim().is_empty() => Err(ApiError::invalid(field, format!("{field} must not be empty"))),
-            Some(Value::String(s)) if s.len() > max => {
-                Err(ApiError::invalid(field, format!("{field} is longer than {max} bytes")))
+            None | Some(Value::Null) => {
+                Err(ApiError::invalid(field, format!("{field} is required")))
             }
+            Some(Value::String(s)) if s.trim().is_empty() => Err(ApiError::invalid(
+                field,
+                format!("{field} must not be empty"),
+            )),
+            Some(Value::String(s)) if s.len() > max => Err(ApiError::invalid(
+                field,
+                format!("{field} is longer than {max} bytes"),
+            )),
             Some(Value::String(s)) => Ok(s.clone()),
-            Some(_) => Err(ApiError::invalid(field, format!("{field} must be a string"))),
+            Some(_) => Err(ApiError::invalid(
+                field,
+                format!("{field} must be a string"),
+            )),
         }
     };
     let to = text("to", MAX_TO_LEN)?;
@@ -130,11 +157,23 @@ fn parse_message(body: &[u8]) -> Result<Message, ApiError> {
         .parse::<Channel>()
         .ok()
         .filter(|c| Channel::REQUEST_TYPES.contains(c))
-        .ok_or_else(|| ApiError::invalid("type", format!("type must be one of email, sms, push (got {kind:?})")))?;
-    Ok(Message { to, message, channel })
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "type",
+                format!("type must be one of email, sms, push (got {kind:?})"),
+            )
+        })?;
+    Ok(Message {
+        to,
+        message,
+        channel,
+    })
 }
 
-async fn create_request(State(app): State<Arc<Ingest>>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+async fn create_request(
+    State(app): State<Arc<Ingest>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     let msg = parse_message(&body)?;
     let id = RequestId::generate();
     app.store.create_request(&id, &msg).await?;
@@ -142,16 +181,25 @@ async fn create_request(State(app): State<Arc<Ingest>>, body: axum::body::Bytes)
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
 }
 
-async fn process_request(State(app): State<Arc<Ingest>>, Path(raw_id): Path<String>) -> Result<Response, ApiError> {
+async fn process_request(
+    State(app): State<Arc<Ingest>>,
+    Path(raw_id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = RequestId::parse(&raw_id).ok_or_else(|| ApiError::not_found("request"))?;
     match app.store.mark_published(&id).await? {
         Publication::Missing => return Err(ApiError::not_found("request")),
         Publication::AlreadyPublished => {}
         Publication::MustPublish(message) => {
             let channel = message.channel;
-            let notification = Notification { id: id.clone(), message, published_at_ms: now_ms() };
+            let notification = Notification {
+                id: id.clone(),
+                message,
+                published_at_ms: now_ms(),
+            };
             let topic = app.topics.notify(channel);
-            if let Err(e) = kafka::publish_json(&app.producer, &topic, id.as_str(), &notification).await {
+            if let Err(e) =
+                kafka::publish_json(&app.producer, &topic, id.as_str(), &notification).await
+            {
                 tracing::error!(id = %id, error = %e, "publish failed");
                 app.store.unmark_published(&id).await?;
                 return Err(ApiError::unavailable("queue unavailable, try again"));
@@ -162,9 +210,16 @@ async fn process_request(State(app): State<Arc<Ingest>>, Path(raw_id): Path<Stri
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response())
 }
 
-async fn get_request(State(app): State<Arc<Ingest>>, Path(raw_id): Path<String>) -> Result<Response, ApiError> {
+async fn get_request(
+    State(app): State<Arc<Ingest>>,
+    Path(raw_id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = RequestId::parse(&raw_id).ok_or_else(|| ApiError::not_found("request"))?;
-    let status = app.store.request_status(&id).await?.ok_or_else(|| ApiError::not_found("request"))?;
+    let status = app
+        .store
+        .request_status(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("request"))?;
     Ok(Json(json!({ "id": id, "status": status })).into_response())
 }
 
@@ -173,7 +228,11 @@ async fn ready(State(app): State<Arc<Ingest>>) -> Response {
     let redis = app.store.ping().await.map_err(|e| e.to_string());
     let producer = app.producer.clone();
     let kafka = tokio::task::spawn_blocking(move || {
-        producer.client().fetch_metadata(None, Duration::from_secs(2)).map(|_| ()).map_err(|e| e.to_string())
+        producer
+            .client()
+            .fetch_metadata(None, Duration::from_secs(2))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     })
     .await
     .unwrap_or_else(|e| Err(e.to_string()));
@@ -183,7 +242,11 @@ async fn ready(State(app): State<Arc<Ingest>>) -> Response {
         "redis": redis.err().unwrap_or_else(|| "ok".into()),
         "kafka": kafka.err().unwrap_or_else(|| "ok".into()),
     });
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 
@@ -201,17 +264,53 @@ mod tests {
     #[test]
     fn every_bad_field_is_named() {
         let cases = [
-            (r#"{"to":"a","message":"m","type":"email"}"#, StatusCode::OK, None),
-            (r#"{"to":"a","message":"m","type":"push"}"#, StatusCode::OK, None),
+            (
+                r#"{"to":"a","message":"m","type":"email"}"#,
+                StatusCode::OK,
+                None,
+            ),
+            (
+                r#"{"to":"a","message":"m","type":"push"}"#,
+                StatusCode::OK,
+                None,
+            ),
             (r#"{"to":"a","message":"m""#, StatusCode::BAD_REQUEST, None),
             (r#"[1,2]"#, StatusCode::BAD_REQUEST, None),
-            (r#"{"message":"m","type":"email"}"#, StatusCode::UNPROCESSABLE_ENTITY, Some("to")),
-            (r#"{"to":"a","type":"email"}"#, StatusCode::UNPROCESSABLE_ENTITY, Some("message")),
-            (r#"{"to":"a","message":"m"}"#, StatusCode::UNPROCESSABLE_ENTITY, Some("type")),
-            (r#"{"to":"a","message":"m","type":"fax"}"#, StatusCode::UNPROCESSABLE_ENTITY, Some("type")),
-            (r#"{"to":"a","message":"m","type":"whatsapp"}"#, StatusCode::UNPROCESSABLE_ENTITY, Some("type")),
-            (r#"{"to":5,"message":"m","type":"sms"}"#, StatusCode::UNPROCESSABLE_ENTITY, Some("to")),
-            (r#"{"to":"  ","message":"m","type":"sms"}"#, StatusCode::UNPROCESSABLE_ENTITY, Some("to")),
+            (
+                r#"{"message":"m","type":"email"}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("to"),
+            ),
+            (
+                r#"{"to":"a","type":"email"}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("message"),
+            ),
+            (
+                r#"{"to":"a","message":"m"}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("type"),
+            ),
+            (
+                r#"{"to":"a","message":"m","type":"fax"}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("type"),
+            ),
+            (
+                r#"{"to":"a","message":"m","type":"whatsapp"}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("type"),
+            ),
+            (
+                r#"{"to":5,"message":"m","type":"sms"}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("to"),
+            ),
+            (
+                r#"{"to":"  ","message":"m","type":"sms"}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("to"),
+            ),
         ];
         for (body, status, field) in cases {
             assert_eq!(field_of(body), (status, field), "{body}");

@@ -41,7 +41,9 @@ impl MockBroker {
     pub fn start(brokers: i32) -> Result<Self, BrokerError> {
         let client: BaseProducer = ClientConfig::new().set("log_level", "3").create()?;
         // SAFETY: the handle is valid for as long as `client`, which MockBroker owns.
-        let cluster = unsafe { rdsys::rd_kafka_mock_cluster_new(client.client().native_ptr(), brokers.max(1)) };
+        let cluster = unsafe {
+            rdsys::rd_kafka_mock_cluster_new(client.client().native_ptr(), brokers.max(1))
+        };
         if cluster.is_null() {
             return Err(BrokerError::Create);
         }
@@ -55,7 +57,11 @@ impl MockBroker {
         unsafe { rdsys::rd_kafka_mock_group_initial_rebalance_delay_ms(cluster, 100) };
         // Keep the client used only to host the cluster quiet.
         client.flush(std::time::Duration::from_millis(0)).ok();
-        Ok(MockBroker { cluster, _client: client, bootstrap })
+        Ok(MockBroker {
+            cluster,
+            _client: client,
+            bootstrap,
+        })
     }
 
     pub fn bootstrap_servers(&self) -> &str {
@@ -65,9 +71,14 @@ impl MockBroker {
     pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), BrokerError> {
         let name = CString::new(topic).map_err(|_| BrokerError::TopicName(topic.to_string()))?;
         // SAFETY: cluster is valid; name outlives the call.
-        let err = unsafe { rdsys::rd_kafka_mock_topic_create(self.cluster, name.as_ptr(), partitions, 1) };
+        let err = unsafe {
+            rdsys::rd_kafka_mock_topic_create(self.cluster, name.as_ptr(), partitions, 1)
+        };
         if err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-            return Err(BrokerError::Topic { topic: topic.to_string(), code: format!("{err:?}") });
+            return Err(BrokerError::Topic {
+                topic: topic.to_string(),
+                code: format!("{err:?}"),
+            });
         }
         Ok(())
     }

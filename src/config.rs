@@ -14,7 +14,11 @@ pub struct CommonArgs {
     pub kafka_brokers: String,
 
     /// Redis URL.
-    #[arg(long, env = "HERALD_REDIS_URL", default_value = "redis://127.0.0.1:6399")]
+    #[arg(
+        long,
+        env = "HERALD_REDIS_URL",
+        default_value = "redis://127.0.0.1:6399"
+    )]
     pub redis_url: String,
 
     /// Prefix of every Redis key and Kafka topic name. Lets several fleets (or tests)
@@ -37,7 +41,11 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct ProviderArgs {
     /// Base URL of the provider; Herald calls `{url}/v1/notify`.
-    #[arg(long, env = "HERALD_PROVIDER_URL", default_value = "http://127.0.0.1:3001")]
+    #[arg(
+        long,
+        env = "HERALD_PROVIDER_URL",
+        default_value = "http://127.0.0.1:3001"
+    )]
     pub provider_url: String,
 
     /// API key sent as `X-API-Key`. Never logged.
@@ -77,7 +85,11 @@ pub struct ProviderArgs {
     pub provider_breaker_failures: u32,
 
     /// How long an open circuit stays open before one probe call is let through, in ms.
-    #[arg(long, env = "HERALD_PROVIDER_BREAKER_COOLDOWN_MS", default_value_t = 2000)]
+    #[arg(
+        long,
+        env = "HERALD_PROVIDER_BREAKER_COOLDOWN_MS",
+        default_value_t = 2000
+    )]
     pub provider_breaker_cooldown_ms: u64,
 }
 

@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::kafka::{self, OffsetTracker, Topics};
-use crate::model::{Channel, LifecycleEvent, LifecycleKind, Notification, RequestId, RequestStatus};
+use crate::model::{
+    Channel, LifecycleEvent, LifecycleKind, Notification, RequestId, RequestStatus,
+};
 use crate::provider::{ProviderClient, SendOutcome};
 use crate::store::{Claim, Store, StoreError};
 
@@ -78,11 +80,18 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// Consumes until `shutdown`, then finishes (or hands back) in-flight work and commits.
-    pub async fn run(self: Arc<Self>, consumer: StreamConsumer, shutdown: CancellationToken) -> Result<(), DispatchError> {
+    pub async fn run(
+        self: Arc<Self>,
+        consumer: StreamConsumer,
+        shutdown: CancellationToken,
+    ) -> Result<(), DispatchError> {
         let topic = self.topics.notify(self.config.channel);
         consumer
             .subscribe(&[&topic])
-            .map_err(|source| DispatchError::Subscribe { topic: topic.clone(), source })?;
+            .map_err(|source| DispatchError::Subscribe {
+                topic: topic.clone(),
+                source,
+            })?;
         tracing::info!(%topic, channel = %self.config.channel, "dispatcher consuming");
 
         let consumer = Arc::new(consumer);
@@ -112,29 +121,49 @@ impl Dispatcher {
             };
             self.stats.received.fetch_add(1, Ordering::Relaxed);
             lock(&offsets).start(msg.topic(), msg.partition(), msg.offset());
-            let (me, consumer, offsets, cancel) = (self.clone(), consumer.clone(), offsets.clone(), work_cancel.clone());
+            let (me, consumer, offsets, cancel) = (
+                self.clone(),
+                consumer.clone(),
+                offsets.clone(),
+                work_cancel.clone(),
+            );
             tasks.spawn(async move {
                 let handled = me.handle(&msg, &cancel).await;
                 let mut offsets = lock(&offsets);
                 match handled {
                     Handled::Done => {
-                        if let Some(upto) = offsets.finish(msg.topic(), msg.partition(), msg.offset()) {
+                        if let Some(upto) =
+                            offsets.finish(msg.topic(), msg.partition(), msg.offset())
+                        {
                             // Fails harmlessly if the partition was revoked meanwhile.
-                            if let Err(e) = consumer.store_offset(msg.topic(), msg.partition(), upto) {
+                            if let Err(e) =
+                                consumer.store_offset(msg.topic(), msg.partition(), upto)
+                            {
                                 tracing::debug!(error = %e, "offset not stored");
                             }
                         }
                     }
-                    Handled::HandedBack => offsets.abandon(msg.topic(), msg.partition(), msg.offset()),
+                    Handled::HandedBack => {
+                        offsets.abandon(msg.topic(), msg.partition(), msg.offset())
+                    }
                 }
                 drop(permit);
             });
         }
 
         tasks.close();
-        tracing::info!(in_flight = tasks.len(), "stopping: waiting for in-flight notifications");
-        if tokio::time::timeout(self.config.shutdown_grace, tasks.wait()).await.is_err() {
-            tracing::warn!(in_flight = tasks.len(), "grace period over; handing the rest back");
+        tracing::info!(
+            in_flight = tasks.len(),
+            "stopping: waiting for in-flight notifications"
+        );
+        if tokio::time::timeout(self.config.shutdown_grace, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = tasks.len(),
+                "grace period over; handing the rest back"
+            );
             work_cancel.cancel();
             tasks.wait().await;
         }
@@ -178,7 +207,12 @@ impl Dispatcher {
                 Claim::AlreadyDone(status) => {
                     self.stats.deduplicated.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(id = %id, %status, "duplicate delivery dropped");
-                    self.emit(LifecycleKind::Deduplicated, id, Some(status.as_str().to_string())).await;
+                    self.emit(
+                        LifecycleKind::Deduplicated,
+                        id,
+                        Some(status.as_str().to_string()),
+                    )
+                    .await;
                     return Handled::Done;
                 }
                 Claim::HeldByOther { retry_in } => {
@@ -188,7 +222,9 @@ impl Dispatcher {
                     }
                 }
                 Claim::Missing => {
-                    return self.dead_letter(msg, &format!("unknown request {id}"), cancel).await;
+                    return self
+                        .dead_letter(msg, &format!("unknown request {id}"), cancel)
+                        .await;
                 }
             }
         }
@@ -196,12 +232,18 @@ impl Dispatcher {
         let outcome = self
             .provider
             .send(id.as_str(), &notification.message, cancel, || async {
-                retry_store(cancel, || self.store.renew(id, &owner, lease)).await.unwrap_or(false)
+                retry_store(cancel, || self.store.renew(id, &owner, lease))
+                    .await
+                    .unwrap_or(false)
             })
             .await;
         let (status, kind, detail) = match outcome {
-            SendOutcome::Delivered { provider_id } => (RequestStatus::Sent, LifecycleKind::Sent, provider_id),
-            SendOutcome::Failed { reason } => (RequestStatus::Failed, LifecycleKind::Failed, reason),
+            SendOutcome::Delivered { provider_id } => {
+                (RequestStatus::Sent, LifecycleKind::Sent, provider_id)
+            }
+            SendOutcome::Failed { reason } => {
+                (RequestStatus::Failed, LifecycleKind::Failed, reason)
+            }
             SendOutcome::Abandoned => {
                 if cancel.is_cancelled() {
                     let _ = self.store.release(id, &owner).await;
@@ -229,15 +271,29 @@ impl Dispatcher {
 
     fn decode(&self, msg: &OwnedMessage) -> Result<Notification, String> {
         let payload = msg.payload().ok_or("empty message")?;
-        let n: Notification = serde_json::from_slice(payload).map_err(|e| format!("undecodable notification: {e}"))?;
+        let n: Notification = serde_json::from_slice(payload)
+            .map_err(|e| format!("undecodable notification: {e}"))?;
         if n.message.channel != self.config.channel {
-            return Err(format!("notification for {} on the {} topic", n.message.channel, self.config.channel));
+            return Err(format!(
+                "notification for {} on the {} topic",
+                n.message.channel, self.config.channel
+            ));
         }
         Ok(n)
     }
 
-    async fn dead_letter(&self, msg: &OwnedMessage, reason: &str, cancel: &CancellationToken) -> Handled {
-        tracing::warn!(reason, topic = msg.topic(), offset = msg.offset(), "dead-lettering message");
+    async fn dead_letter(
+        &self,
+        msg: &OwnedMessage,
+        reason: &str,
+        cancel: &CancellationToken,
+    ) -> Handled {
+        tracing::warn!(
+            reason,
+            topic = msg.topic(),
+            offset = msg.offset(),
+            "dead-lettering message"
+        );
         loop {
             match kafka::dead_letter(&self.producer, &self.topics.dlq(), msg, reason).await {
                 Ok(()) => {
@@ -257,7 +313,9 @@ impl Dispatcher {
     /// Lifecycle events feed metrics; the producer retries for 30 s, after which one is logged and dropped.
     async fn emit(&self, kind: LifecycleKind, id: &RequestId, detail: Option<String>) {
         let event = LifecycleEvent::new(kind, id, self.config.channel, detail);
-        if let Err(e) = kafka::publish_json(&self.producer, &self.topics.events(), id.as_str(), &event).await {
+        if let Err(e) =
+            kafka::publish_json(&self.producer, &self.topics.events(), id.as_str(), &event).await
+        {
             tracing::error!(id = %id, error = %e, "lifecycle event lost");
         }
     }

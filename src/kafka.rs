@@ -37,7 +37,9 @@ pub struct Topics {
 
 impl Topics {
     pub fn new(namespace: &str) -> Self {
-        Topics { ns: namespace.to_string() }
+        Topics {
+            ns: namespace.to_string(),
+        }
     }
 
     pub fn notify(&self, channel: Channel) -> String {
@@ -81,15 +83,28 @@ impl Topics {
     }
 }
 
-/// A producer that waits for the broker's acknowledgement before a send counts.
+/// A producer that waits for the broker's acknowledgement before a send counts; a message
+/// the broker has not acknowledged within 30 s is reported failed.
 pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
+    producer_with_timeout(brokers, Duration::from_secs(30))
+}
+
+/// As [`producer`], with the delivery time-out given: the API uses a short one so that a
+/// caller hears "unavailable" in seconds rather than waiting on a dead broker.
+pub fn producer_with_timeout(
+    brokers: &str,
+    delivery_timeout: Duration,
+) -> Result<FutureProducer, KafkaError> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         // Small linger: the API answers after the ack, so latency matters more than batch size.
         .set("linger.ms", "2")
-        .set("message.timeout.ms", "30000")
+        .set(
+            "message.timeout.ms",
+            delivery_timeout.as_millis().to_string(),
+        )
         .set("compression.type", "lz4")
         .create()
         .map_err(KafkaError::Setup)
@@ -128,7 +143,10 @@ pub async fn publish(
         .send(record, Duration::from_secs(30))
         .await
         .map(|_| ())
-        .map_err(|(source, _)| KafkaError::Publish { topic: topic.to_string(), source })
+        .map_err(|(source, _)| KafkaError::Publish {
+            topic: topic.to_string(),
+            source,
+        })
 }
 
 pub async fn publish_json<T: serde::Serialize>(
@@ -159,17 +177,36 @@ pub async fn dead_letter(
     let partition = msg.partition().to_string();
     let offset = msg.offset().to_string();
     let mut headers = OwnedHeaders::new()
-        .insert(Header { key: dlq_headers::REASON, value: Some(reason) })
-        .insert(Header { key: dlq_headers::SOURCE_TOPIC, value: Some(msg.topic()) })
-        .insert(Header { key: dlq_headers::SOURCE_PARTITION, value: Some(&partition) })
-        .insert(Header { key: dlq_headers::SOURCE_OFFSET, value: Some(&offset) });
+        .insert(Header {
+            key: dlq_headers::REASON,
+            value: Some(reason),
+        })
+        .insert(Header {
+            key: dlq_headers::SOURCE_TOPIC,
+            value: Some(msg.topic()),
+        })
+        .insert(Header {
+            key: dlq_headers::SOURCE_PARTITION,
+            value: Some(&partition),
+        })
+        .insert(Header {
+            key: dlq_headers::SOURCE_OFFSET,
+            value: Some(&offset),
+        });
     if let Some(original) = msg.headers() {
         for h in original.iter() {
             headers = headers.insert(h);
         }
     }
     let key = msg.key().map(String::from_utf8_lossy).unwrap_or_default();
-    publish(producer, dlq_topic, &key, msg.payload().unwrap_or_default(), Some(headers)).await
+    publish(
+        producer,
+        dlq_topic,
+        &key,
+        msg.payload().unwrap_or_default(),
+        Some(headers),
+    )
+    .await
 }
 
 /// Reads a header as text.
@@ -196,7 +233,10 @@ struct PartitionOffsets {
 
 impl OffsetTracker {
     pub fn start(&mut self, topic: &str, partition: i32, offset: i64) {
-        let p = self.partitions.entry((topic.to_string(), partition)).or_default();
+        let p = self
+            .partitions
+            .entry((topic.to_string(), partition))
+            .or_default();
         p.in_flight.insert(offset);
         p.highest_started = p.highest_started.max(offset);
     }
@@ -241,7 +281,11 @@ mod tests {
         }
         assert_eq!(t.finish("t", 0, 12), None, "11 and 10 are still in flight");
         assert_eq!(t.finish("t", 0, 11), None);
-        assert_eq!(t.finish("t", 0, 10), Some(12), "13 still in flight: commit up to 12");
+        assert_eq!(
+            t.finish("t", 0, 10),
+            Some(12),
+            "13 still in flight: commit up to 12"
+        );
         assert_eq!(t.finish("t", 0, 13), Some(13));
         assert_eq!(t.in_flight(), 0);
     }

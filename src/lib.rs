@@ -12,14 +12,16 @@
 //! - [`model`]: the shared types: channels, ids, statuses, lifecycle events.
 //!
 //! Around them: [`config`] (flags and `HERALD_*` variables), [`telemetry`] (logs),
-//! [`shutdown`] (signals), [`broker`] (the local development Kafka broker) and
-//! [`simulator`] (a misbehaving provider for demos, tests and benchmarks).
+//! [`shutdown`] (signals), [`broker`] (the local development Kafka broker),
+//! [`simulator`] (a misbehaving provider for demos, tests and benchmarks) and [`loadgen`]
+//! (drives the API for the CLI, the demo and benchmarks).
 
 pub mod api;
 pub mod broker;
 pub mod config;
 pub mod dispatch;
 pub mod kafka;
+pub mod loadgen;
 pub mod model;
 pub mod provider;
 pub mod shutdown;

@@ -18,7 +18,12 @@ pub enum Channel {
 }
 
 impl Channel {
-    pub const ALL: [Channel; 4] = [Channel::Email, Channel::Sms, Channel::Whatsapp, Channel::Push];
+    pub const ALL: [Channel; 4] = [
+        Channel::Email,
+        Channel::Sms,
+        Channel::Whatsapp,
+        Channel::Push,
+    ];
     /// The `type` values seed 001's contract allows on `POST /v1/requests`.
     pub const REQUEST_TYPES: [Channel; 3] = [Channel::Email, Channel::Sms, Channel::Push];
 
@@ -67,7 +72,9 @@ impl RequestId {
     pub fn parse(raw: &str) -> Option<Self> {
         let ok = !raw.is_empty()
             && raw.len() <= 64
-            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         ok.then(|| RequestId(raw.to_string()))
     }
 
@@ -162,7 +169,12 @@ pub struct LifecycleEvent {
 }
 
 impl LifecycleEvent {
-    pub fn new(kind: LifecycleKind, id: &RequestId, channel: Channel, detail: Option<String>) -> Self {
+    pub fn new(
+        kind: LifecycleKind,
+        id: &RequestId,
+        channel: Channel,
+        detail: Option<String>,
+    ) -> Self {
         LifecycleEvent {
             event_id: uuid::Uuid::now_v7().to_string(),
             kind,
@@ -205,7 +217,11 @@ mod tests {
     fn notification_wire_format_is_flat() {
         let n = Notification {
             id: RequestId("r1".into()),
-            message: Message { to: "a@b".into(), message: "hi".into(), channel: Channel::Sms },
+            message: Message {
+                to: "a@b".into(),
+                message: "hi".into(),
+                channel: Channel::Sms,
+            },
             published_at_ms: 5,
         };
         let v: serde_json::Value = serde_json::to_value(&n).unwrap();

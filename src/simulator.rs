@@ -130,29 +130,49 @@ pub async fn serve(
         .route("/v1/keys/{key}", get(key_deliveries))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .with_state(sim);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }
 
-async fn notify(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn notify(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     sim.calls.fetch_add(1, Ordering::Relaxed);
-    if headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok()) != Some(sim.args.api_key.as_str()) {
+    if headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok()) != Some(sim.args.api_key.as_str())
+    {
         sim.unauthorized.fetch_add(1, Ordering::Relaxed);
         return error(StatusCode::UNAUTHORIZED, "missing or wrong X-API-Key");
     }
     if let Err(field) = validate_body(&body) {
         sim.invalid.fetch_add(1, Ordering::Relaxed);
-        return error(StatusCode::UNPROCESSABLE_ENTITY, &format!("invalid field: {field}"));
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("invalid field: {field}"),
+        );
     }
     if let Some(retry_after) = sim.over_rate_limit() {
         sim.rate_limited.fetch_add(1, Ordering::Relaxed);
         let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-        return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", secs.to_string())], Json(json!({"error": "rate limited"})))
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", secs.to_string())],
+            Json(json!({"error": "rate limited"})),
+        )
             .into_response();
     }
     let (fail, hang, latency) = {
         let mut rng = rand::rng();
-        let latency = rng.random_range(sim.args.latency_min_ms..=sim.args.latency_max_ms.max(sim.args.latency_min_ms));
-        (rng.random_bool(sim.args.error_rate.clamp(0.0, 1.0)), rng.random_bool(sim.args.hang_rate.clamp(0.0, 1.0)), latency)
+        let latency = rng.random_range(
+            sim.args.latency_min_ms..=sim.args.latency_max_ms.max(sim.args.latency_min_ms),
+        );
+        (
+            rng.random_bool(sim.args.error_rate.clamp(0.0, 1.0)),
+            rng.random_bool(sim.args.hang_rate.clamp(0.0, 1.0)),
+            latency,
+        )
     };
     if hang {
         sim.hung.fetch_add(1, Ordering::Relaxed);
@@ -162,7 +182,11 @@ async fn notify(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: axum::bod
     tokio::time::sleep(Duration::from_millis(latency)).await;
     if fail {
         sim.errors.fetch_add(1, Ordering::Relaxed);
-        let status = if rand::rng().random_bool(0.5) { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::SERVICE_UNAVAILABLE };
+        let status = if rand::rng().random_bool(0.5) {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
         return error(status, "simulated provider failure");
     }
     let key = headers
@@ -224,7 +248,10 @@ impl Sim {
 fn validate_body(body: &[u8]) -> Result<(), &'static str> {
     let v: serde_json::Value = serde_json::from_slice(body).map_err(|_| "body")?;
     for field in ["to", "message", "type"] {
-        if !v.get(field).is_some_and(|f| f.as_str().is_some_and(|s| !s.is_empty())) {
+        if !v
+            .get(field)
+            .is_some_and(|f| f.as_str().is_some_and(|s| !s.is_empty()))
+        {
             return Err(field);
         }
     }
@@ -235,8 +262,17 @@ async fn stats(State(sim): State<Arc<Sim>>) -> Json<SimStats> {
     Json(sim.stats())
 }
 
-async fn key_deliveries(State(sim): State<Arc<Sim>>, Path(key): Path<String>) -> Json<serde_json::Value> {
-    let n = sim.deliveries.lock().unwrap_or_else(|e| e.into_inner()).get(&key).copied().unwrap_or(0);
+async fn key_deliveries(
+    State(sim): State<Arc<Sim>>,
+    Path(key): Path<String>,
+) -> Json<serde_json::Value> {
+    let n = sim
+        .deliveries
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        .copied()
+        .unwrap_or(0);
     Json(json!({"key": key, "deliveries": n}))
 }
 

@@ -189,12 +189,18 @@ impl Store {
         Ok(())
     }
 
-    pub async fn request_status(&self, id: &RequestId) -> Result<Option<RequestStatus>, StoreError> {
+    pub async fn request_status(
+        &self,
+        id: &RequestId,
+    ) -> Result<Option<RequestStatus>, StoreError> {
         let key = self.request_key(id);
         let mut c = self.conn.clone();
         let raw: Option<String> = c.hget(&key, "status").await?;
         raw.map(|s| {
-            RequestStatus::parse(&s).ok_or(StoreError::Corrupt { key: key.clone(), what: format!("status {s:?}") })
+            RequestStatus::parse(&s).ok_or(StoreError::Corrupt {
+                key: key.clone(),
+                what: format!("status {s:?}"),
+            })
         })
         .transpose()
     }
@@ -203,17 +209,32 @@ impl Store {
     pub async fn mark_published(&self, id: &RequestId) -> Result<Publication, StoreError> {
         let key = self.request_key(id);
         let mut c = self.conn.clone();
-        let reply: Vec<String> = self.scripts.mark_published.key(&key).invoke_async(&mut c).await?;
+        let reply: Vec<String> = self
+            .scripts
+            .mark_published
+            .key(&key)
+            .invoke_async(&mut c)
+            .await?;
         match reply.first().map(String::as_str) {
             Some("missing") => Ok(Publication::Missing),
             Some("already") => Ok(Publication::AlreadyPublished),
             Some("publish") if reply.len() == 4 => {
                 let channel = reply[3]
                     .parse::<Channel>()
-                    .map_err(|e| StoreError::Corrupt { key: key.clone(), what: e.to_string() })?;
-                Ok(Publication::MustPublish(Message { to: reply[1].clone(), message: reply[2].clone(), channel }))
+                    .map_err(|e| StoreError::Corrupt {
+                        key: key.clone(),
+                        what: e.to_string(),
+                    })?;
+                Ok(Publication::MustPublish(Message {
+                    to: reply[1].clone(),
+                    message: reply[2].clone(),
+                    channel,
+                }))
             }
-            _ => Err(StoreError::Corrupt { key, what: format!("mark_published reply {reply:?}") }),
+            _ => Err(StoreError::Corrupt {
+                key,
+                what: format!("mark_published reply {reply:?}"),
+            }),
         }
     }
 
@@ -225,7 +246,12 @@ impl Store {
     }
 
     /// Takes the request for sending under a lease of `lease`; `owner` must be unique per attempt.
-    pub async fn claim(&self, id: &RequestId, owner: &str, lease: Duration) -> Result<Claim, StoreError> {
+    pub async fn claim(
+        &self,
+        id: &RequestId,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
         let key = self.request_key(id);
         let mut c = self.conn.clone();
         let reply: Vec<String> = self
@@ -239,18 +265,31 @@ impl Store {
         match (reply.first().map(String::as_str), reply.get(1)) {
             (Some("claimed"), _) => Ok(Claim::Claimed),
             (Some("missing"), _) => Ok(Claim::Missing),
-            (Some("done"), Some(st)) => RequestStatus::parse(st)
-                .map(Claim::AlreadyDone)
-                .ok_or(StoreError::Corrupt { key, what: format!("status {st:?}") }),
+            (Some("done"), Some(st)) => {
+                RequestStatus::parse(st)
+                    .map(Claim::AlreadyDone)
+                    .ok_or(StoreError::Corrupt {
+                        key,
+                        what: format!("status {st:?}"),
+                    })
+            }
             (Some("held"), Some(ms)) => Ok(Claim::HeldByOther {
                 retry_in: Duration::from_millis(ms.parse().unwrap_or(1000)),
             }),
-            _ => Err(StoreError::Corrupt { key, what: format!("claim reply {reply:?}") }),
+            _ => Err(StoreError::Corrupt {
+                key,
+                what: format!("claim reply {reply:?}"),
+            }),
         }
     }
 
     /// Extends the lease; `false` means this owner lost it and must not call the provider.
-    pub async fn renew(&self, id: &RequestId, owner: &str, lease: Duration) -> Result<bool, StoreError> {
+    pub async fn renew(
+        &self,
+        id: &RequestId,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
         let mut c = self.conn.clone();
         let kept: i64 = self
             .scripts
@@ -264,7 +303,12 @@ impl Store {
     }
 
     /// Records the terminal status; `false` if it was already terminal.
-    pub async fn finish(&self, id: &RequestId, status: RequestStatus, detail: &str) -> Result<bool, StoreError> {
+    pub async fn finish(
+        &self,
+        id: &RequestId,
+        status: RequestStatus,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
         debug_assert!(status.is_terminal());
         let mut c = self.conn.clone();
         let changed: i64 = self
@@ -280,12 +324,20 @@ impl Store {
 
     pub async fn release(&self, id: &RequestId, owner: &str) -> Result<bool, StoreError> {
         let mut c = self.conn.clone();
-        let released: i64 = self.scripts.release.key(self.request_key(id)).arg(owner).invoke_async(&mut c).await?;
+        let released: i64 = self
+            .scripts
+            .release
+            .key(self.request_key(id))
+            .arg(owner)
+            .invoke_async(&mut c)
+            .await?;
         Ok(released == 1)
     }
 
     /// Counts of requests by status under this namespace (SCAN; for tests and the demo, not hot paths).
-    pub async fn count_statuses(&self) -> Result<std::collections::HashMap<String, u64>, StoreError> {
+    pub async fn count_statuses(
+        &self,
+    ) -> Result<std::collections::HashMap<String, u64>, StoreError> {
         let mut c = self.conn.clone();
         let pattern = format!("{}:req:*", self.ns);
         let mut keys: Vec<String> = Vec::new();

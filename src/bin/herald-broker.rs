@@ -22,7 +22,11 @@ struct Args {
     namespace: String,
 
     /// File the bootstrap address is written to.
-    #[arg(long, env = "HERALD_BROKER_ADDRESS_FILE", default_value = ".herald/broker.addr")]
+    #[arg(
+        long,
+        env = "HERALD_BROKER_ADDRESS_FILE",
+        default_value = ".herald/broker.addr"
+    )]
     address_file: PathBuf,
 }
 
@@ -34,13 +38,21 @@ async fn main() -> anyhow::Result<()> {
     for topic in Topics::new(&args.namespace).all() {
         broker.create_topic(&topic, args.partitions)?;
     }
-    if let Some(dir) = args.address_file.parent().filter(|d| !d.as_os_str().is_empty()) {
+    if let Some(dir) = args
+        .address_file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     std::fs::write(&args.address_file, broker.bootstrap_servers())
         .with_context(|| format!("writing {}", args.address_file.display()))?;
     println!("HERALD_KAFKA_BROKERS={}", broker.bootstrap_servers());
-    tracing::info!(bootstrap = broker.bootstrap_servers(), partitions = args.partitions, "herald-broker ready");
+    tracing::info!(
+        bootstrap = broker.bootstrap_servers(),
+        partitions = args.partitions,
+        "herald-broker ready"
+    );
     herald::shutdown::on_signal().cancelled().await;
     drop(broker);
     Ok(())

@@ -48,9 +48,13 @@ async fn main() -> anyhow::Result<()> {
     let store = Store::connect(&args.common.redis_url, &args.common.namespace)
         .await
         .with_context(|| format!("connecting to Redis at {}", args.common.redis_url))?;
-    let producer = kafka::producer(&args.common.kafka_brokers).context("creating the Kafka producer")?;
-    let consumer = kafka::consumer(&args.common.kafka_brokers, &topics.dispatch_group(args.channel))
-        .context("creating the Kafka consumer")?;
+    let producer =
+        kafka::producer(&args.common.kafka_brokers).context("creating the Kafka producer")?;
+    let consumer = kafka::consumer(
+        &args.common.kafka_brokers,
+        &topics.dispatch_group(args.channel),
+    )
+    .context("creating the Kafka consumer")?;
     let provider = Arc::new(ProviderClient::new(&args.provider)?);
     let dispatcher = Arc::new(Dispatcher {
         store,
@@ -65,6 +69,8 @@ async fn main() -> anyhow::Result<()> {
         },
         stats: DispatchStats::default(),
     });
-    dispatcher.run(consumer, herald::shutdown::on_signal()).await?;
+    dispatcher
+        .run(consumer, herald::shutdown::on_signal())
+        .await?;
     Ok(())
 }

@@ -25,6 +25,10 @@ struct Args {
     /// How long request records are kept in Redis, in seconds.
     #[arg(long, env = "HERALD_REQUEST_TTL_SECS", default_value_t = 7 * 24 * 3600)]
     request_ttl_secs: u64,
+
+    /// How long `/process` waits for Kafka to acknowledge before answering 503, in ms.
+    #[arg(long, env = "HERALD_PUBLISH_TIMEOUT_MS", default_value_t = 5000)]
+    publish_timeout_ms: u64,
 }
 
 #[tokio::main]
@@ -35,8 +39,13 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("connecting to Redis at {}", args.common.redis_url))?
         .with_request_ttl(Duration::from_secs(args.request_ttl_secs));
-    let producer = kafka::producer(&args.common.kafka_brokers).context("creating the Kafka producer")?;
-    let ingest = Arc::new(Ingest { store, producer, topics: Topics::new(&args.common.namespace) });
+    let producer =
+        kafka::producer(&args.common.kafka_brokers).context("creating the Kafka producer")?;
+    let ingest = Arc::new(Ingest {
+        store,
+        producer,
+        topics: Topics::new(&args.common.namespace),
+    });
     api::run(ingest, args.http_addr, herald::shutdown::on_signal())
         .await
         .with_context(|| format!("serving on {}", args.http_addr))

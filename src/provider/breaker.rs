@@ -37,7 +37,11 @@ pub struct Open {
 impl CircuitBreaker {
     pub fn new(failure_threshold: u32, cooldown: Duration) -> Self {
         CircuitBreaker {
-            inner: Mutex::new(Inner { consecutive_failures: 0, open_until: None, probe_in_flight: false }),
+            inner: Mutex::new(Inner {
+                consecutive_failures: 0,
+                open_until: None,
+                probe_in_flight: false,
+            }),
             failure_threshold: failure_threshold.max(1),
             cooldown,
             opened_total: AtomicU64::new(0),
@@ -51,13 +55,19 @@ impl CircuitBreaker {
     /// Asks to make a call.
     pub fn check(&self) -> Result<(), Open> {
         let mut s = self.lock();
-        let Some(until) = s.open_until else { return Ok(()) };
+        let Some(until) = s.open_until else {
+            return Ok(());
+        };
         let now = Instant::now();
         if now < until {
-            return Err(Open { retry_in: until - now });
+            return Err(Open {
+                retry_in: until - now,
+            });
         }
         if s.probe_in_flight {
-            return Err(Open { retry_in: self.cooldown / 4 });
+            return Err(Open {
+                retry_in: self.cooldown / 4,
+            });
         }
         s.probe_in_flight = true;
         Ok(())
@@ -75,7 +85,9 @@ impl CircuitBreaker {
         s.consecutive_failures = s.consecutive_failures.saturating_add(1);
         let probe_failed = s.probe_in_flight;
         s.probe_in_flight = false;
-        if probe_failed || (s.open_until.is_none() && s.consecutive_failures >= self.failure_threshold) {
+        if probe_failed
+            || (s.open_until.is_none() && s.consecutive_failures >= self.failure_threshold)
+        {
             s.open_until = Some(Instant::now() + self.cooldown);
             self.opened_total.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(failures = s.consecutive_failures, "provider circuit opened");

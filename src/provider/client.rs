@@ -27,9 +27,13 @@ pub const API_KEY_HEADER: &str = "X-API-Key";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendOutcome {
-    Delivered { provider_id: String },
+    Delivered {
+        provider_id: String,
+    },
     /// Ended without success: a permanent rejection or retries exhausted.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
     /// Gave up without an outcome (shutdown, or the lease went to someone else): not ours to record.
     Abandoned,
 }
@@ -180,7 +184,9 @@ impl ProviderClient {
                     self.breaker.record_neutral();
                     self.limiter.on_admitted();
                     self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    return SendOutcome::Failed { reason: format!("provider rejected: {status} {body}") };
+                    return SendOutcome::Failed {
+                        reason: format!("provider rejected: {status} {body}"),
+                    };
                 }
                 Err(AttemptError::Transient(why)) => {
                     self.breaker.record_failure();
@@ -197,7 +203,9 @@ impl ProviderClient {
                 }
             }
         }
-        SendOutcome::Failed { reason: format!("gave up after {failures} failed attempts: {last_error}") }
+        SendOutcome::Failed {
+            reason: format!("gave up after {failures} failed attempts: {last_error}"),
+        }
     }
 
     async fn attempt(&self, idempotency_key: &str, msg: &Message) -> Result<String, AttemptError> {
@@ -222,19 +230,28 @@ impl ProviderClient {
         let status = response.status();
         if status.is_success() {
             let body: serde_json::Value = response.json().await.unwrap_or_default();
-            let id = body.get("provider_id").and_then(|v| v.as_str()).unwrap_or_default();
+            let id = body
+                .get("provider_id")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
             return Ok(id.to_string());
         }
         if status == StatusCode::TOO_MANY_REQUESTS {
-            let retry_after = parse_retry_after(response.headers().get(reqwest::header::RETRY_AFTER));
+            let retry_after =
+                parse_retry_after(response.headers().get(reqwest::header::RETRY_AFTER));
             return Err(AttemptError::RateLimited { retry_after });
         }
         if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
             self.stats.server_errors.fetch_add(1, Ordering::Relaxed);
-            return Err(AttemptError::Transient(format!("provider answered {status}")));
+            return Err(AttemptError::Transient(format!(
+                "provider answered {status}"
+            )));
         }
         let body = response.text().await.unwrap_or_default();
-        Err(AttemptError::Rejected { status, body: body.chars().take(200).collect() })
+        Err(AttemptError::Rejected {
+            status,
+            body: body.chars().take(200).collect(),
+        })
     }
 }
 
@@ -273,9 +290,18 @@ mod tests {
 
     #[test]
     fn retry_after_reads_seconds_and_defaults_to_one() {
-        assert_eq!(parse_retry_after(Some(&HeaderValue::from_static("3"))), Duration::from_secs(3));
-        assert_eq!(parse_retry_after(Some(&HeaderValue::from_static("0.5"))), Duration::from_millis(500));
-        assert_eq!(parse_retry_after(Some(&HeaderValue::from_static("soon"))), Duration::from_secs(1));
+        assert_eq!(
+            parse_retry_after(Some(&HeaderValue::from_static("3"))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            parse_retry_after(Some(&HeaderValue::from_static("0.5"))),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            parse_retry_after(Some(&HeaderValue::from_static("soon"))),
+            Duration::from_secs(1)
+        );
         assert_eq!(parse_retry_after(None), Duration::from_secs(1));
     }
 

@@ -38,7 +38,11 @@ struct State {
 
 impl State {
     fn forget_old(&mut self, now: Instant) {
-        while self.admitted.front().is_some_and(|t| now.duration_since(*t) > WINDOW) {
+        while self
+            .admitted
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > WINDOW)
+        {
             self.admitted.pop_front();
         }
     }
@@ -115,7 +119,11 @@ impl AdaptiveRateLimiter {
         s.hold_until = s.paused_until + HOLD_AFTER_LIMIT;
         s.next_slot = s.paused_until;
         s.epoch += 1;
-        tracing::debug!(rate = s.rate, ?retry_after, "provider rate limited us; slowing down");
+        tracing::debug!(
+            rate = s.rate,
+            ?retry_after,
+            "provider rate limited us; slowing down"
+        );
     }
 
     pub fn current_rate(&self) -> f64 {
@@ -145,7 +153,11 @@ mod tests {
             l.on_admitted();
         }
         l.on_rate_limited(Duration::from_secs(2));
-        assert!((l.current_rate() - 19.0).abs() < 0.01, "rate {}", l.current_rate());
+        assert!(
+            (l.current_rate() - 19.0).abs() < 0.01,
+            "rate {}",
+            l.current_rate()
+        );
         // Further 429s from calls already in flight change nothing.
         l.on_rate_limited(Duration::from_secs(2));
         assert!((l.current_rate() - 19.0).abs() < 0.01);

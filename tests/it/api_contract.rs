@@ -10,7 +10,12 @@ use crate::harness::{quiet_provider, Fleet};
 #[tokio::test]
 async fn create_process_and_read_a_request() {
     let fleet = Fleet::start(quiet_provider(), 2).await;
-    let (status, body) = fleet.post("/v1/requests", json!({"to": "a@example.com", "message": "hi", "type": "email"})).await;
+    let (status, body) = fleet
+        .post(
+            "/v1/requests",
+            json!({"to": "a@example.com", "message": "hi", "type": "email"}),
+        )
+        .await;
     assert_eq!(status, 201);
     let obj = body.as_object().unwrap();
     assert_eq!(obj.keys().collect::<Vec<_>>(), ["id"]);
@@ -20,12 +25,22 @@ async fn create_process_and_read_a_request() {
     assert_eq!(status, 200);
     assert_eq!(body, json!({"id": id, "status": "queued"}));
 
-    let (status, _) = fleet.post(&format!("/v1/requests/{id}/process"), json!({})).await;
+    let (status, _) = fleet
+        .post(&format!("/v1/requests/{id}/process"), json!({}))
+        .await;
     assert_eq!(status, 202);
     // A second /process is accepted but queues nothing more.
-    let (status, _) = fleet.post(&format!("/v1/requests/{id}/process"), json!({})).await;
+    let (status, _) = fleet
+        .post(&format!("/v1/requests/{id}/process"), json!({}))
+        .await;
     assert_eq!(status, 202);
-    let queued = fleet.read_topic(&fleet.topics.notify(Channel::Email), 1, Duration::from_secs(10)).await;
+    let queued = fleet
+        .read_topic(
+            &fleet.topics.notify(Channel::Email),
+            1,
+            Duration::from_secs(10),
+        )
+        .await;
     assert_eq!(queued.len(), 1, "processing twice must publish once");
 }
 
@@ -36,8 +51,16 @@ async fn bad_input_is_rejected_with_the_field_named() {
         (json!({"message": "m", "type": "email"}), 422, Some("to")),
         (json!({"to": "a", "type": "email"}), 422, Some("message")),
         (json!({"to": "a", "message": "m"}), 422, Some("type")),
-        (json!({"to": "a", "message": "m", "type": "pigeon"}), 422, Some("type")),
-        (json!({"to": 7, "message": "m", "type": "sms"}), 422, Some("to")),
+        (
+            json!({"to": "a", "message": "m", "type": "pigeon"}),
+            422,
+            Some("type"),
+        ),
+        (
+            json!({"to": 7, "message": "m", "type": "sms"}),
+            422,
+            Some("to"),
+        ),
         (json!(["not", "an", "object"]), 400, None),
     ];
     for (body, want_status, want_field) in cases {
@@ -64,7 +87,9 @@ async fn unknown_ids_are_404_with_a_json_error() {
     let fleet = Fleet::start(quiet_provider(), 1).await;
     for (status, body) in [
         fleet.get("/v1/requests/does-not-exist").await,
-        fleet.post("/v1/requests/does-not-exist/process", json!({})).await,
+        fleet
+            .post("/v1/requests/does-not-exist/process", json!({}))
+            .await,
         fleet.get("/v1/requests/..%2F..%2Fetc").await,
     ] {
         assert_eq!(status, 404);
@@ -89,7 +114,14 @@ async fn the_api_answers_while_the_provider_hangs() {
     let fleet = Fleet::start(sim, 2).await;
     let _dispatcher = fleet.start_dispatcher(Channel::Sms, fleet.shutdown.child_token());
     let (ids, statuses) = fleet.submit(30, "sms").await;
-    assert!(statuses.iter().all(|s| *s == 201 || *s == 202), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 202),
+        "{statuses:?}"
+    );
     let counts = fleet.status_counts(&ids).await;
-    assert_eq!(counts.get("sent"), None, "nothing can be sent while every call hangs: {counts:?}");
+    assert_eq!(
+        counts.get("sent"),
+        None,
+        "nothing can be sent while every call hangs: {counts:?}"
+    );
 }

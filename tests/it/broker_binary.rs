@@ -27,17 +27,32 @@ fn broker_creates_every_topic_and_stops_on_sigterm() {
     }
     assert!(addr.starts_with("127.0.0.1:"), "address file: {addr:?}");
 
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &addr).create().unwrap();
-    let meta = consumer.fetch_metadata(None, Duration::from_secs(5)).unwrap();
-    let mut topics: Vec<(String, usize)> = meta.topics().iter().map(|t| (t.name().to_string(), t.partitions().len())).collect();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .create()
+        .unwrap();
+    let meta = consumer
+        .fetch_metadata(None, Duration::from_secs(5))
+        .unwrap();
+    let mut topics: Vec<(String, usize)> = meta
+        .topics()
+        .iter()
+        .map(|t| (t.name().to_string(), t.partitions().len()))
+        .collect();
     topics.sort();
     let expected = herald::kafka::Topics::new("bt").all();
     assert_eq!(topics.len(), expected.len(), "{topics:?}");
     for name in expected {
-        assert!(topics.contains(&(name.clone(), 3)), "{name} with 3 partitions in {topics:?}");
+        assert!(
+            topics.contains(&(name.clone(), 3)),
+            "{name} with 3 partitions in {topics:?}"
+        );
     }
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let exit = child.wait().unwrap();
     assert!(exit.success(), "exit on SIGTERM: {exit:?}");

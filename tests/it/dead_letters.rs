@@ -12,32 +12,68 @@ async fn poison_messages_are_dead_lettered_and_the_rest_still_sent() {
     let fleet = Fleet::start(quiet_provider(), 1).await;
     let producer = kafka::producer(fleet.brokers()).unwrap();
     let topic = fleet.topics.notify(Channel::Email);
-    kafka::publish(&producer, &topic, "junk", b"{not json", None).await.unwrap();
+    kafka::publish(&producer, &topic, "junk", b"{not json", None)
+        .await
+        .unwrap();
     let wrong_channel = Notification {
         id: RequestId("r-wrong".into()),
-        message: Message { to: "x".into(), message: "m".into(), channel: Channel::Sms },
+        message: Message {
+            to: "x".into(),
+            message: "m".into(),
+            channel: Channel::Sms,
+        },
         published_at_ms: 0,
     };
-    kafka::publish_json(&producer, &topic, "r-wrong", &wrong_channel).await.unwrap();
+    kafka::publish_json(&producer, &topic, "r-wrong", &wrong_channel)
+        .await
+        .unwrap();
     let unknown = Notification {
         id: RequestId("r-unknown".into()),
-        message: Message { to: "x".into(), message: "m".into(), channel: Channel::Email },
+        message: Message {
+            to: "x".into(),
+            message: "m".into(),
+            channel: Channel::Email,
+        },
         published_at_ms: 0,
     };
-    kafka::publish_json(&producer, &topic, "r-unknown", &unknown).await.unwrap();
+    kafka::publish_json(&producer, &topic, "r-unknown", &unknown)
+        .await
+        .unwrap();
 
     let (dispatcher, _) = fleet.start_dispatcher(Channel::Email, fleet.shutdown.child_token());
     let (ids, _) = fleet.submit(5, "email").await;
     let counts = fleet.wait_terminal(&ids, Duration::from_secs(30)).await;
     assert_eq!(counts.get("sent"), Some(&5), "{counts:?}");
 
-    let dead = fleet.read_topic(&fleet.topics.dlq(), 3, Duration::from_secs(10)).await;
-    let reasons: Vec<String> =
-        dead.iter().map(|m| kafka::header(m, dlq_headers::REASON).unwrap_or_default().to_string()).collect();
+    let dead = fleet
+        .read_topic(&fleet.topics.dlq(), 3, Duration::from_secs(10))
+        .await;
+    let reasons: Vec<String> = dead
+        .iter()
+        .map(|m| {
+            kafka::header(m, dlq_headers::REASON)
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
     assert_eq!(dead.len(), 3, "{reasons:?}");
     assert!(reasons[0].contains("undecodable"), "{reasons:?}");
-    assert!(reasons[1].contains("notification for sms on the email topic"), "{reasons:?}");
-    assert!(reasons[2].contains("unknown request r-unknown"), "{reasons:?}");
-    assert!(dead.iter().all(|m| kafka::header(m, dlq_headers::SOURCE_TOPIC) == Some(topic.as_str())));
-    assert_eq!(dispatcher.stats.dead_lettered.load(std::sync::atomic::Ordering::Relaxed), 3);
+    assert!(
+        reasons[1].contains("notification for sms on the email topic"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].contains("unknown request r-unknown"),
+        "{reasons:?}"
+    );
+    assert!(dead
+        .iter()
+        .all(|m| kafka::header(m, dlq_headers::SOURCE_TOPIC) == Some(topic.as_str())));
+    assert_eq!(
+        dispatcher
+            .stats
+            .dead_lettered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
 }

@@ -22,8 +22,15 @@ async fn two_dispatchers_in_one_group_handle_each_message_once() {
     assert_eq!(counts.get("sent"), Some(&200), "{counts:?}");
 
     let received = [&a, &b].map(|d| d.stats.received.load(Ordering::Relaxed));
-    assert!(received.iter().all(|r| *r > 0), "both instances took a share: {received:?}");
-    assert_eq!(received.iter().sum::<u64>(), 200, "each message handled by one instance: {received:?}");
+    assert!(
+        received.iter().all(|r| *r > 0),
+        "both instances took a share: {received:?}"
+    );
+    assert_eq!(
+        received.iter().sum::<u64>(),
+        200,
+        "each message handled by one instance: {received:?}"
+    );
     let sim = fleet.sim_stats().await;
     assert_eq!(sim.distinct_keys, 200);
     assert_eq!(sim.keys_delivered_twice, 0);
@@ -40,14 +47,18 @@ async fn duplicate_kafka_delivery_contacts_the_customer_once() {
     let producer = kafka::producer(fleet.brokers()).unwrap();
     for m in &originals {
         let key = String::from_utf8_lossy(m.key().unwrap()).to_string();
-        kafka::publish(&producer, &topic, &key, m.payload().unwrap(), None).await.unwrap();
+        kafka::publish(&producer, &topic, &key, m.payload().unwrap(), None)
+            .await
+            .unwrap();
     }
 
     let (d, _) = fleet.start_dispatcher(Channel::Push, fleet.shutdown.child_token());
     let counts = fleet.wait_terminal(&ids, Duration::from_secs(30)).await;
     assert_eq!(counts.get("sent"), Some(&50), "{counts:?}");
     for _ in 0..100 {
-        if d.stats.received.load(Ordering::Relaxed) == 100 && d.stats.deduplicated.load(Ordering::Relaxed) == 50 {
+        if d.stats.received.load(Ordering::Relaxed) == 100
+            && d.stats.deduplicated.load(Ordering::Relaxed) == 50
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -95,7 +106,10 @@ async fn a_dispatcher_killed_mid_run_leaves_nothing_stuck() {
     first.kill().unwrap();
     first.wait().unwrap();
     let mid = fleet.status_counts(&ids).await;
-    assert!(mid.get("sent").copied().unwrap_or(0) < 400, "the kill came mid-run: {mid:?}");
+    assert!(
+        mid.get("sent").copied().unwrap_or(0) < 400,
+        "the kill came mid-run: {mid:?}"
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut restarted = spawn_dispatcher(&fleet, "email");
 
@@ -104,7 +118,11 @@ async fn a_dispatcher_killed_mid_run_leaves_nothing_stuck() {
         let _ = child.kill();
         let _ = child.wait();
     }
-    assert_eq!(counts.get("sent"), Some(&400), "nothing stuck in processing or queued: {counts:?}");
+    assert_eq!(
+        counts.get("sent"),
+        Some(&400),
+        "nothing stuck in processing or queued: {counts:?}"
+    );
     let sim = fleet.sim_stats().await;
     assert_eq!(sim.distinct_keys, 400);
     assert_eq!(sim.max_deliveries_per_key, 1, "{sim:?}");

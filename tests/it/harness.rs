@@ -66,7 +66,9 @@ impl Fleet {
         for t in topics.all() {
             broker.create_topic(&t, partitions).expect("topic");
         }
-        let store = Store::connect(&redis_url(), &ns).await.expect("redis of the local stack (scripts/stack.sh up)");
+        let store = Store::connect(&redis_url(), &ns)
+            .await
+            .expect("redis of the local stack (scripts/stack.sh up)");
         let shutdown = CancellationToken::new();
 
         let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -82,7 +84,16 @@ impl Fleet {
         });
         tokio::spawn(api::serve(api_listener, ingest, shutdown.clone()));
 
-        Fleet { ns, topics, broker, store, provider_url, api_url, http: reqwest::Client::new(), shutdown }
+        Fleet {
+            ns,
+            topics,
+            broker,
+            store,
+            provider_url,
+            api_url,
+            http: reqwest::Client::new(),
+            shutdown,
+        }
     }
 
     pub fn brokers(&self) -> &str {
@@ -106,8 +117,13 @@ impl Fleet {
     }
 
     /// Starts an in-process dispatcher; it stops when `stop` (or the fleet) is cancelled.
-    pub fn start_dispatcher(&self, channel: Channel, stop: CancellationToken) -> (Arc<Dispatcher>, tokio::task::JoinHandle<()>) {
-        let consumer = kafka::consumer(self.brokers(), &self.topics.dispatch_group(channel)).unwrap();
+    pub fn start_dispatcher(
+        &self,
+        channel: Channel,
+        stop: CancellationToken,
+    ) -> (Arc<Dispatcher>, tokio::task::JoinHandle<()>) {
+        let consumer =
+            kafka::consumer(self.brokers(), &self.topics.dispatch_group(channel)).unwrap();
         let d = Arc::new(Dispatcher {
             store: self.store.clone(),
             producer: kafka::producer(self.brokers()).unwrap(),
@@ -127,13 +143,24 @@ impl Fleet {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self.http.post(format!("{}{}", self.api_url, path)).json(&body).send().await.unwrap();
+        let r = self
+            .http
+            .post(format!("{}{}", self.api_url, path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.http.get(format!("{}{}", self.api_url, path)).send().await.unwrap();
+        let r = self
+            .http
+            .get(format!("{}{}", self.api_url, path))
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -148,7 +175,9 @@ impl Fleet {
                 .await;
             statuses.push(s);
             let id = body["id"].as_str().expect("id").to_string();
-            let (s, _) = self.post(&format!("/v1/requests/{id}/process"), json!({})).await;
+            let (s, _) = self
+                .post(&format!("/v1/requests/{id}/process"), json!({}))
+                .await;
             statuses.push(s);
             ids.push(id);
         }
@@ -160,7 +189,8 @@ impl Fleet {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let counts = self.status_counts(ids).await;
-            let done = counts.get("sent").copied().unwrap_or(0) + counts.get("failed").copied().unwrap_or(0);
+            let done = counts.get("sent").copied().unwrap_or(0)
+                + counts.get("failed").copied().unwrap_or(0);
             if done == ids.len() || tokio::time::Instant::now() > deadline {
                 return counts;
             }
@@ -171,14 +201,27 @@ impl Fleet {
     pub async fn status_counts(&self, ids: &[String]) -> HashMap<String, usize> {
         let mut counts = HashMap::new();
         for id in ids {
-            let st = self.store.request_status(&herald::model::RequestId(id.clone())).await.unwrap();
-            *counts.entry(st.map(|s| s.to_string()).unwrap_or("missing".into())).or_insert(0) += 1;
+            let st = self
+                .store
+                .request_status(&herald::model::RequestId(id.clone()))
+                .await
+                .unwrap();
+            *counts
+                .entry(st.map(|s| s.to_string()).unwrap_or("missing".into()))
+                .or_insert(0) += 1;
         }
         counts
     }
 
     pub async fn sim_stats(&self) -> SimStats {
-        self.http.get(format!("{}/v1/stats", self.provider_url)).send().await.unwrap().json().await.unwrap()
+        self.http
+            .get(format!("{}/v1/stats", self.provider_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// Reads every message on `topic` from the start, waiting up to `limit` for at least `want`.
@@ -186,7 +229,10 @@ impl Fleet {
         use rdkafka::message::Message as _;
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", self.brokers())
-            .set("group.id", format!("{}-reader-{}", self.ns, uuid::Uuid::new_v4()))
+            .set(
+                "group.id",
+                format!("{}-reader-{}", self.ns, uuid::Uuid::new_v4()),
+            )
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
             .create()
@@ -202,7 +248,9 @@ impl Fleet {
             }
         }
         // Anything beyond `want` that is already there, so tests see extra copies too.
-        while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await {
+        while let Ok(Ok(m)) =
+            tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await
+        {
             out.push(m.detach());
         }
         out.sort_by_key(|m| (m.partition(), m.offset()));

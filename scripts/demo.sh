@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The demo: builds Herald (release), brings up the local stack (Redis + herald-broker), the
+# simulated provider (with faults) and the fleet, sends requests through the seed 001 API
+# with progress, prints the outcome, and stops everything at the end or on Ctrl-C.
+#   scripts/demo.sh [COUNT]        (default 300)
+#   HERALD_DEMO_KEEP=1 scripts/demo.sh   keeps the fleet running until Ctrl-C
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$HERALD_ROOT"
+COUNT=${1:-300}
+API_ADDR=${HERALD_DEMO_API_ADDR:-127.0.0.1:5000}
+PROVIDER_ADDR=${HERALD_DEMO_PROVIDER_ADDR:-127.0.0.1:3001}
+export HERALD_PROFILE=release
+export HERALD_PROVIDER_API_KEY=${HERALD_PROVIDER_API_KEY:-demo-$RANDOM$RANDOM}
+
+ensure_apt redis-server curl
+build_fleet
+BIN=$(bin_dir)
+mkdir -p "$HERALD_STATE/logs"
+
+stack_was_up=""
+pid_alive "$HERALD_STATE/redis.pid" && pid_alive "$HERALD_STATE/broker.pid" && stack_was_up=1
+fleet_pids=()
+cleanup() {
+    trap - EXIT INT TERM
+    log "stopping the fleet"
+    for pid in "${fleet_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${fleet_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    [ -z "$stack_was_up" ] && bash "$HERALD_ROOT/scripts/stack.sh" down
+    log "logs are in .herald/logs/"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ensure_port_free "${PROVIDER_ADDR##*:}" herald-provider
+ensure_port_free "${API_ADDR##*:}" herald-ingest
+bash scripts/stack.sh up
+# shellcheck disable=SC1091
+source "$HERALD_STATE/stack.env"
+
+start() { # name, then the command
+    local name=$1; shift
+    "$@" >"$HERALD_STATE/logs/$name.log" 2>&1 &
+    fleet_pids+=($!)
+}
+
+log "starting the simulated provider on $PROVIDER_ADDR (10% errors, 2% hangs, 200 req/s limit)"
+start provider "$BIN/herald-provider" --addr "$PROVIDER_ADDR" --error-rate 0.1 --hang-rate 0.02 \
+    --hang-ms 5000 --rate-limit 200 --latency-min-ms 5 --latency-max-ms 40
+wait_port "${PROVIDER_ADDR##*:}" herald-provider
+export HERALD_PROVIDER_URL="http://$PROVIDER_ADDR"
+export HERALD_PROVIDER_TIMEOUT_MS=1000
+
+log "starting herald-ingest on $API_ADDR and one dispatcher per channel"
+start ingest "$BIN/herald-ingest" --http-addr "$API_ADDR"
+for channel in email sms push; do
+    start "dispatch-$channel" "$BIN/herald-dispatch" --channel "$channel"
+done
+wait_port "${API_ADDR##*:}" herald-ingest
+for _ in $(seq 50); do
+    curl -sf "http://$API_ADDR/readyz" >/dev/null && break
+    sleep 0.2
+done
+
+log "sending $COUNT requests through POST /v1/requests and /process"
+"$BIN/herald" --api "http://$API_ADDR" requests send --count "$COUNT"
+
+echo
+log "provider's view: $(curl -s "http://$PROVIDER_ADDR/v1/stats")"
+log "the API is at http://$API_ADDR  (try: curl http://$API_ADDR/v1/requests/<id>)"
+if [ -n "${HERALD_DEMO_KEEP:-}" ]; then
+    log "fleet running; Ctrl-C to stop"
+    wait
+fi

@@ -1,0 +1,221 @@
+//! Drives the requests API the way seed 001's load test does: create, process, then watch
+//! every request until it ends. Used by `herald requests send`, the demo and benchmarks.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{stream, StreamExt};
+use serde_json::{json, Value};
+
+use crate::model::Channel;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot reach the API at {url}: {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the API answered {status} to {what}: {body}")]
+    Refused {
+        what: &'static str,
+        status: u16,
+        body: String,
+    },
+}
+
+/// The result of one run: every request's final status, and how long it took.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub statuses: BTreeMap<String, u64>,
+    pub submit_time: Duration,
+    pub total_time: Duration,
+    pub http_5xx: u64,
+}
+
+pub struct LoadGen {
+    http: reqwest::Client,
+    api: String,
+}
+
+impl LoadGen {
+    pub fn new(api: &str) -> Self {
+        LoadGen {
+            http: reqwest::Client::new(),
+            api: api.trim_end_matches('/').to_string(),
+        }
+    }
+
+    async fn post(&self, what: &'static str, path: &str, body: Value) -> Result<Value, LoadError> {
+        let url = format!("{}{}", self.api, path);
+        let resp = self
+            .http
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|source| LoadError::Unreachable { url, source })?;
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if status >= 300 {
+            return Err(LoadError::Refused {
+                what,
+                status,
+                body: body.to_string(),
+            });
+        }
+        Ok(body)
+    }
+
+    /// Creates and processes one request; returns its id.
+    pub async fn create_and_process(
+        &self,
+        to: &str,
+        channel: Channel,
+    ) -> Result<String, LoadError> {
+        let created = self
+            .post(
+                "create",
+                "/v1/requests",
+                json!({"to": to, "message": "Your offer is waiting", "type": channel}),
+            )
+            .await?;
+        let id = created["id"].as_str().unwrap_or_default().to_string();
+        self.post("process", &format!("/v1/requests/{id}/process"), json!({}))
+            .await?;
+        Ok(id)
+    }
+
+    pub async fn status(&self, id: &str) -> Result<String, LoadError> {
+        let url = format!("{}/v1/requests/{id}", self.api);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|source| LoadError::Unreachable { url, source })?;
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        Ok(body["status"].as_str().unwrap_or("unknown").to_string())
+    }
+
+    /// Sends `count` requests across `channels` with `concurrency` in flight, printing
+    /// progress, then waits up to `wait` for all of them to end.
+    pub async fn run(
+        &self,
+        count: u64,
+        channels: &[Channel],
+        concurrency: usize,
+        wait: Duration,
+    ) -> Result<Report, LoadError> {
+        let started = Instant::now();
+        let done = Arc::new(AtomicU64::new(0));
+        let progress = spawn_progress("submitted", count, done.clone());
+        let results: Vec<Result<String, LoadError>> = stream::iter(0..count)
+            .map(|i| {
+                let channel = channels[(i as usize) % channels.len().max(1)];
+                let done = done.clone();
+                async move {
+                    let r = self
+                        .create_and_process(&format!("customer-{i}@example.com"), channel)
+                        .await;
+                    done.fetch_add(1, Ordering::Relaxed);
+                    r
+                }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        progress.abort();
+        let mut report = Report {
+            submit_time: started.elapsed(),
+            ..Report::default()
+        };
+        let mut ids = Vec::with_capacity(results.len());
+        for r in results {
+            match r {
+                Ok(id) => ids.push(id),
+                Err(LoadError::Refused { status, .. }) if status >= 500 => report.http_5xx += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        eprintln!(
+            "submitted {} requests in {:.1}s; waiting for them to end",
+            ids.len(),
+            report.submit_time.as_secs_f64()
+        );
+        report.statuses = self.wait_until_ended(&ids, concurrency, wait).await?;
+        report.total_time = started.elapsed();
+        Ok(report)
+    }
+
+    /// Polls statuses until every request is `sent` or `failed`, or `wait` passes.
+    pub async fn wait_until_ended(
+        &self,
+        ids: &[String],
+        concurrency: usize,
+        wait: Duration,
+    ) -> Result<BTreeMap<String, u64>, LoadError> {
+        let deadline = Instant::now() + wait;
+        let mut pending: Vec<String> = ids.to_vec();
+        let mut ended: BTreeMap<String, u64> = BTreeMap::new();
+        loop {
+            let statuses: Vec<(String, Result<String, LoadError>)> = stream::iter(pending.clone())
+                .map(|id| async move {
+                    let s = self.status(&id).await;
+                    (id, s)
+                })
+                .buffer_unordered(concurrency.max(1))
+                .collect()
+                .await;
+            let mut still = Vec::new();
+            let mut open: BTreeMap<String, u64> = BTreeMap::new();
+            for (id, s) in statuses {
+                let s = s?;
+                if s == "sent" || s == "failed" {
+                    *ended.entry(s).or_insert(0) += 1;
+                } else {
+                    *open.entry(s).or_insert(0) += 1;
+                    still.push(id);
+                }
+            }
+            pending = still;
+            eprintln!("  {}", summary(&ended, &open));
+            if pending.is_empty() || Instant::now() >= deadline {
+                for (k, v) in open {
+                    *ended.entry(k).or_insert(0) += v;
+                }
+                return Ok(ended);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+fn summary(ended: &BTreeMap<String, u64>, open: &BTreeMap<String, u64>) -> String {
+    let mut parts: Vec<String> = ended
+        .iter()
+        .chain(open.iter())
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    parts.sort();
+    parts.join("  ")
+}
+
+fn spawn_progress(
+    what: &'static str,
+    total: u64,
+    done: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let start = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let n = done.load(Ordering::Relaxed);
+            let rate = n as f64 / start.elapsed().as_secs_f64();
+            eprintln!("  {what} {n}/{total} ({rate:.0}/s)");
+        }
+    })
+}
