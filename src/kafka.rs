@@ -99,8 +99,9 @@ pub fn producer_with_timeout(
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        // Small linger: the API answers after the ack, so latency matters more than batch size.
-        .set("linger.ms", "2")
+        // No linger: the API answers after the ack, so each wait shows in its latency; under load
+        // librdkafka still batches whatever piles up while a request is in flight.
+        .set("linger.ms", "0")
         .set(
             "message.timeout.ms",
             delivery_timeout.as_millis().to_string(),
