@@ -1,9 +1,54 @@
 //! Command-line and environment configuration shared by every binary.
 //! Every flag reads a `HERALD_*` variable too; defaults suit a local run.
 
+use std::fmt;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+
+/// A secret from configuration; `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_string())
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Liveness, readiness and stats over HTTP for programs that have no API of their own.
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// Serve `/healthz`, `/readyz` and `/stats` on this address (off when unset).
+    #[arg(long, env = "HERALD_HEALTH_ADDR")]
+    pub health_addr: Option<SocketAddr>,
+}
 
 /// Flags every long-running Herald program takes.
 #[derive(Debug, Clone, Args)]
@@ -50,7 +95,7 @@ pub struct ProviderArgs {
 
     /// API key sent as `X-API-Key`. Never logged.
     #[arg(long, env = "HERALD_PROVIDER_API_KEY", hide_env_values = true)]
-    pub provider_api_key: String,
+    pub provider_api_key: Secret,
 
     /// Time-out of one provider call, in milliseconds.
     #[arg(long, env = "HERALD_PROVIDER_TIMEOUT_MS", default_value_t = 2000)]
@@ -108,6 +153,13 @@ mod tests {
     struct Probe {
         #[command(flatten)]
         common: CommonArgs,
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::from("test-dev-2026");
+        assert!(!format!("{s:?} {s}").contains("test-dev"));
+        assert_eq!(s.expose(), "test-dev-2026");
     }
 
     #[test]

@@ -174,6 +174,24 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Ready when Redis answers: without it nothing can be claimed.
+    pub async fn ready(&self) -> Result<(), String> {
+        self.store.ping().await.map_err(|e| e.to_string())
+    }
+
+    /// Counters for `/stats`.
+    pub fn stats_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "channel": self.config.channel,
+            "dispatch": &self.stats,
+            "provider": {
+                "circuit": format!("{:?}", self.provider.circuit_state()).to_lowercase(),
+                "rate_per_sec": self.provider.current_rate(),
+                "calls": &self.provider.stats,
+            },
+        })
+    }
+
     fn log_progress(&self) {
         let s = &self.stats;
         tracing::info!(

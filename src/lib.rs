@@ -11,7 +11,8 @@
 //! - [`provider`]: the resilient client of the external provider (limits, retries, breaker).
 //! - [`model`]: the shared types: channels, ids, statuses, lifecycle events.
 //!
-//! Around them: [`config`] (flags and `HERALD_*` variables), [`telemetry`] (logs),
+//! Around them: [`config`] (flags and `HERALD_*` variables), [`telemetry`] (logs), [`health`]
+//! (probes for programs without an API),
 //! [`shutdown`] (signals), [`broker`] (the local development Kafka broker),
 //! [`simulator`] (a misbehaving provider for demos, tests and benchmarks) and [`loadgen`]
 //! (drives the API for the CLI, the demo and benchmarks).
@@ -20,6 +21,7 @@ pub mod api;
 pub mod broker;
 pub mod config;
 pub mod dispatch;
+pub mod health;
 pub mod kafka;
 pub mod loadgen;
 pub mod model;

@@ -31,7 +31,7 @@ pub struct SimulatorArgs {
 
     /// The API key callers must send as `X-API-Key`.
     #[arg(long, env = "HERALD_PROVIDER_API_KEY", hide_env_values = true)]
-    pub api_key: String,
+    pub api_key: crate::config::Secret,
 
     /// Shortest simulated processing time, in milliseconds.
     #[arg(long, env = "HERALD_SIM_LATENCY_MIN_MS", default_value_t = 5)]
@@ -141,7 +141,7 @@ async fn notify(
     body: axum::body::Bytes,
 ) -> Response {
     sim.calls.fetch_add(1, Ordering::Relaxed);
-    if headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok()) != Some(sim.args.api_key.as_str())
+    if headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok()) != Some(sim.args.api_key.expose())
     {
         sim.unauthorized.fetch_add(1, Ordering::Relaxed);
         return error(StatusCode::UNAUTHORIZED, "missing or wrong X-API-Key");

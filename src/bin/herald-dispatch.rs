@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use herald::config::{CommonArgs, ProviderArgs};
+use herald::config::{CommonArgs, HealthArgs, ProviderArgs};
 use herald::dispatch::{DispatchConfig, DispatchStats, Dispatcher};
 use herald::kafka::{self, Topics};
 use herald::model::Channel;
@@ -22,6 +22,9 @@ struct Args {
 
     #[command(flatten)]
     provider: ProviderArgs,
+
+    #[command(flatten)]
+    health: HealthArgs,
 
     /// The channel this instance sends: email, sms, whatsapp or push.
     #[arg(long, env = "HERALD_CHANNEL")]
@@ -69,8 +72,21 @@ async fn main() -> anyhow::Result<()> {
         },
         stats: DispatchStats::default(),
     });
-    dispatcher
-        .run(consumer, herald::shutdown::on_signal())
-        .await?;
+    let shutdown = herald::shutdown::on_signal();
+    if let Some(addr) = args.health.health_addr {
+        let (d, s) = (dispatcher.clone(), dispatcher.clone());
+        let ready: herald::health::ReadyCheck = Arc::new(move || {
+            let d = d.clone();
+            Box::pin(async move { d.ready().await })
+        });
+        let stats: herald::health::StatsFn = Arc::new(move || s.stats_json());
+        let server = herald::health::serve(addr, ready, stats, shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::error!(%addr, error = %e, "health endpoints failed");
+            }
+        });
+    }
+    dispatcher.run(consumer, shutdown).await?;
     Ok(())
 }

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::breaker::{CircuitBreaker, CircuitState};
 use super::limiter::AdaptiveRateLimiter;
-use crate::config::ProviderArgs;
+use crate::config::{ProviderArgs, Secret};
 use crate::model::Message;
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
@@ -58,7 +58,7 @@ impl RetryPolicy {
 }
 
 /// Counters an operator (and the tests) read.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct ProviderStats {
     pub calls: AtomicU64,
     pub delivered: AtomicU64,
@@ -77,7 +77,7 @@ enum AttemptError {
 pub struct ProviderClient {
     http: reqwest::Client,
     notify_url: String,
-    api_key: String,
+    api_key: Secret,
     limiter: AdaptiveRateLimiter,
     breaker: CircuitBreaker,
     concurrency: Arc<Semaphore>,
@@ -218,7 +218,7 @@ impl ProviderClient {
         let response = self
             .http
             .post(&self.notify_url)
-            .header(API_KEY_HEADER, &self.api_key)
+            .header(API_KEY_HEADER, self.api_key.expose())
             .header(IDEMPOTENCY_KEY_HEADER, idempotency_key)
             .json(msg)
             .send()

@@ -58,3 +58,28 @@ fn broker_creates_every_topic_and_stops_on_sigterm() {
     assert!(exit.success(), "exit on SIGTERM: {exit:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn every_binary_explains_itself() {
+    for bin in [
+        env!("CARGO_BIN_EXE_herald-ingest"),
+        env!("CARGO_BIN_EXE_herald-dispatch"),
+        env!("CARGO_BIN_EXE_herald-provider"),
+        env!("CARGO_BIN_EXE_herald-broker"),
+        env!("CARGO_BIN_EXE_herald"),
+    ] {
+        let out = Command::new(bin).arg("--help").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{bin} --help");
+        assert!(text.contains("Usage:"), "{bin}: {text}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_herald-dispatch"))
+        .args(["--channel", "fax"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("fax"),
+        "a bad channel is named"
+    );
+}

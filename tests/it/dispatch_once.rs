@@ -1,6 +1,6 @@
 //! One effect per request, however Kafka delivers it and whoever dies.
 
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use herald::kafka;
 use herald::model::Channel;
 use rdkafka::message::Message as _;
 
-use crate::harness::{quiet_provider, Fleet, API_KEY};
+use crate::harness::{quiet_provider, ChildGuard, Fleet, API_KEY};
 
 #[tokio::test]
 async fn two_dispatchers_in_one_group_handle_each_message_once() {
@@ -69,8 +69,8 @@ async fn duplicate_kafka_delivery_contacts_the_customer_once() {
     assert_eq!(sim.delivered, 50);
 }
 
-fn spawn_dispatcher(fleet: &Fleet, channel: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_herald-dispatch"))
+fn spawn_dispatcher(fleet: &Fleet, channel: &str) -> ChildGuard {
+    let child = Command::new(env!("CARGO_BIN_EXE_herald-dispatch"))
         .args(["--channel", channel, "--lease-ms", "3000"])
         .env("HERALD_KAFKA_BROKERS", fleet.brokers())
         .env("HERALD_REDIS_URL", crate::harness::redis_url())
@@ -79,7 +79,8 @@ fn spawn_dispatcher(fleet: &Fleet, channel: &str) -> Child {
         .env("HERALD_PROVIDER_API_KEY", API_KEY)
         .env("RUST_LOG", "warn")
         .spawn()
-        .expect("spawn herald-dispatch")
+        .expect("spawn herald-dispatch");
+    ChildGuard(Some(child))
 }
 
 #[tokio::test]
@@ -103,8 +104,7 @@ async fn a_dispatcher_killed_mid_run_leaves_nothing_stuck() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    first.kill().unwrap();
-    first.wait().unwrap();
+    first.kill();
     let mid = fleet.status_counts(&ids).await;
     assert!(
         mid.get("sent").copied().unwrap_or(0) < 400,
@@ -114,10 +114,8 @@ async fn a_dispatcher_killed_mid_run_leaves_nothing_stuck() {
     let mut restarted = spawn_dispatcher(&fleet, "email");
 
     let counts = fleet.wait_terminal(&ids, Duration::from_secs(90)).await;
-    for child in [&mut second, &mut restarted] {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    second.kill();
+    restarted.kill();
     assert_eq!(
         counts.get("sent"),
         Some(&400),
@@ -127,4 +125,99 @@ async fn a_dispatcher_killed_mid_run_leaves_nothing_stuck() {
     assert_eq!(sim.distinct_keys, 400);
     assert_eq!(sim.max_deliveries_per_key, 1, "{sim:?}");
     eprintln!("after the kill: {sim:?}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn sigterm_finishes_or_hands_back_in_flight_work_and_sends_nothing_twice() {
+    let mut sim = quiet_provider();
+    sim.latency_min_ms = 30;
+    sim.latency_max_ms = 120;
+    // Not idempotent: any double send would show.
+    let fleet = Fleet::start(sim, 4).await;
+    let port = free_port();
+    let mut dispatcher = ChildGuard(Some(
+        Command::new(env!("CARGO_BIN_EXE_herald-dispatch"))
+            .args([
+                "--channel",
+                "sms",
+                "--lease-ms",
+                "3000",
+                "--shutdown-grace-ms",
+                "300",
+            ])
+            .args(["--health-addr", &format!("127.0.0.1:{port}")])
+            .args(["--provider-rate", "100", "--provider-max-rate", "100"])
+            .env("HERALD_KAFKA_BROKERS", fleet.brokers())
+            .env("HERALD_REDIS_URL", crate::harness::redis_url())
+            .env("HERALD_NAMESPACE", &fleet.ns)
+            .env("HERALD_PROVIDER_URL", &fleet.provider_url)
+            .env("HERALD_PROVIDER_API_KEY", API_KEY)
+            .env(
+                "RUST_LOG",
+                std::env::var("HERALD_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .spawn()
+            .unwrap(),
+    ));
+    let probe = format!("http://127.0.0.1:{port}");
+    let mut ready = false;
+    for _ in 0..100 {
+        if let Ok(r) = fleet.http.get(format!("{probe}/readyz")).send().await {
+            ready = r.status().is_success();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "dispatcher reports ready");
+    let (ids, _) = fleet.submit(300, "sms").await;
+    for _ in 0..200 {
+        if fleet.sim_stats().await.delivered >= 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats: serde_json::Value = fleet
+        .http
+        .get(format!("{probe}/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(stats["dispatch"]["sent"].as_u64().unwrap() > 0, "{stats}");
+
+    let term = Command::new("kill")
+        .args(["-TERM", &dispatcher.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let exit = dispatcher.wait_exit(Duration::from_secs(30)).await;
+    assert!(exit.success(), "clean exit on SIGTERM: {exit:?}");
+    let after = fleet.status_counts(&ids).await;
+    assert_eq!(
+        after.get("processing"),
+        None,
+        "nothing left claimed after a graceful stop: {after:?}"
+    );
+    assert!(
+        after.get("queued").copied().unwrap_or(0) > 0,
+        "the stop came mid-run: {after:?}"
+    );
+
+    let mut successor = spawn_dispatcher(&fleet, "sms");
+    let counts = fleet.wait_terminal(&ids, Duration::from_secs(60)).await;
+    successor.kill();
+    assert_eq!(counts.get("sent"), Some(&300), "{counts:?}");
+    let sim = fleet.sim_stats().await;
+    assert_eq!(sim.keys_delivered_twice, 0, "{sim:?}");
+    assert_eq!(sim.delivered, 300);
 }

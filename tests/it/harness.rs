@@ -258,6 +258,52 @@ impl Fleet {
     }
 }
 
+/// A child process that is killed when the test ends, pass or fail, so that no orphan
+/// outlives the test and holds its output pipe open.
+pub struct ChildGuard(pub Option<std::process::Child>);
+
+impl ChildGuard {
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for exit without blocking the test's runtime (which serves the provider and API).
+    pub async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let mut child = self.0.take().expect("child already waited for");
+        let pid = child.id();
+        let waited = tokio::time::timeout(
+            limit,
+            tokio::task::spawn_blocking(move || (child.wait(), child)),
+        )
+        .await;
+        match waited {
+            Ok(Ok((status, child))) => {
+                self.0 = Some(child);
+                status.expect("wait")
+            }
+            _ => {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+                panic!("process {pid} did not exit within {limit:?}");
+            }
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 impl Drop for Fleet {
     fn drop(&mut self) {
         self.shutdown.cancel();

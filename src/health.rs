@@ -1,0 +1,51 @@
+//! Liveness, readiness and stats over HTTP for the programs with no API of their own
+//! (dispatchers today), so an orchestrator can probe them and an operator can peek in.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+/// Answers `Ok` when the program can do its work, or why not.
+pub type ReadyCheck =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+/// A JSON snapshot of the program's counters.
+pub type StatsFn = Arc<dyn Fn() -> Value + Send + Sync>;
+
+/// Serves `/healthz` (alive), `/readyz` and `/stats` until `shutdown`.
+pub async fn serve(
+    addr: SocketAddr,
+    ready: ReadyCheck,
+    stats: StatsFn,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    match ready().await {
+                        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
+                        Err(why) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            Json(json!({"status": "not ready", "reason": why})),
+                        ),
+                    }
+                }
+            }),
+        )
+        .route("/stats", get(move || std::future::ready(Json(stats()))));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "health endpoints listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
