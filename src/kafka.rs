@@ -308,7 +308,11 @@ mod tests {
         }
         t.abandon("t", 0, 1);
         assert_eq!(t.finish("t", 0, 2), None);
-        assert_eq!(t.finish("t", 0, 3), None, "must not commit past the handed-back message");
+        assert_eq!(
+            t.finish("t", 0, 3),
+            None,
+            "must not commit past the handed-back message"
+        );
         assert_eq!(t.in_flight(), 1);
     }
 
