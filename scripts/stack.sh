@@ -14,6 +14,12 @@ redis_up() {
         return
     fi
     ensure_apt redis-server
+    if [ "$(redis-cli -p "$HERALD_REDIS_PORT" ping 2>/dev/null)" = PONG ]; then
+        # Herald keeps its keys under a namespace, so sharing a Redis is harmless; `down`
+        # leaves this one alone because `up` did not start it.
+        log "reusing the redis already answering on port $HERALD_REDIS_PORT (not started here; down leaves it)"
+        return
+    fi
     ensure_port_free "$HERALD_REDIS_PORT" "redis (set HERALD_REDIS_PORT to move it)"
     log "starting redis on 127.0.0.1:$HERALD_REDIS_PORT"
     redis-server --bind 127.0.0.1 --port "$HERALD_REDIS_PORT" --daemonize yes \
@@ -67,7 +73,9 @@ case "$cmd" in
         log "stack down"
         ;;
     status)
-        pid_alive "$HERALD_STATE/redis.pid" && echo "redis: up (port $HERALD_REDIS_PORT)" || echo "redis: down"
+        if pid_alive "$HERALD_STATE/redis.pid"; then echo "redis: up (port $HERALD_REDIS_PORT)"
+        elif [ "$(redis-cli -p "$HERALD_REDIS_PORT" ping 2>/dev/null)" = PONG ]; then echo "redis: up (port $HERALD_REDIS_PORT, not started by this script)"
+        else echo "redis: down"; fi
         pid_alive "$HERALD_STATE/broker.pid" && echo "broker: up ($(cat "$HERALD_STATE/broker.addr" 2>/dev/null))" || echo "broker: down"
         ;;
     *) usage ;;

@@ -20,7 +20,8 @@ log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 
 build_fleet
-if [ ! -f "$HERALD_STATE/stack.env" ] || ! pid_alive "$HERALD_STATE/redis.pid"; then
+# Stop at the end only what this run started (a developer's running stack stays up).
+if ! pid_alive "$HERALD_STATE/broker.pid"; then
     started_stack=1
 fi
 bash "$HERALD_ROOT/scripts/stack.sh" up

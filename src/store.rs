@@ -13,6 +13,8 @@ use crate::model::{Channel, Message, RequestId, RequestStatus};
 pub enum StoreError {
     #[error("redis unavailable: {0}")]
     Unavailable(#[from] redis::RedisError),
+    #[error("cannot reach redis within {0:?}")]
+    ConnectTimeout(Duration),
     #[error("corrupt record for {key}: {what}")]
     Corrupt { key: String, what: String },
 }
@@ -136,7 +138,12 @@ impl Store {
             .set_connection_timeout(Duration::from_secs(2))
             .set_response_timeout(Duration::from_secs(5))
             .set_number_of_retries(3);
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+        // The manager retries its first connection on its own; bound it so a wrong URL fails
+        // start-up with a clear error instead of hanging.
+        let limit = Duration::from_secs(10);
+        let conn = tokio::time::timeout(limit, ConnectionManager::new_with_config(client, config))
+            .await
+            .map_err(|_| StoreError::ConnectTimeout(limit))??;
         Ok(Store {
             conn,
             ns: namespace.to_string(),
