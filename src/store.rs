@@ -2,6 +2,7 @@
 //! claim script is the single gate before a provider call, and a terminal status is never
 //! overwritten. Every script reads Redis's own clock, so leases mean the same to every host.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -15,6 +16,8 @@ pub enum StoreError {
     Unavailable(#[from] redis::RedisError),
     #[error("cannot reach redis within {0:?}")]
     ConnectTimeout(Duration),
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
     #[error("corrupt record for {key}: {what}")]
     Corrupt { key: String, what: String },
 }
@@ -42,12 +45,23 @@ pub enum Publication {
     Missing,
 }
 
+/// Longest one Redis operation may take before it is abandoned as failed.
+const OP_TIMEOUT: Duration = Duration::from_secs(3);
+
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    client: redis::Client,
+    conn: Arc<RwLock<Connection>>,
+    reconnecting: Arc<tokio::sync::Mutex<()>>,
     ns: String,
     request_ttl: Duration,
     scripts: &'static Scripts,
+}
+
+/// The current connection and a generation number, bumped each time it is replaced.
+struct Connection {
+    manager: ConnectionManager,
+    generation: u64,
 }
 
 struct Scripts {
@@ -131,21 +145,34 @@ return {'publish', rec[1], rec[2], rec[3]}
 "#
 );
 
+async fn new_manager(client: &redis::Client) -> Result<ConnectionManager, StoreError> {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(2))
+        .set_response_timeout(Duration::from_secs(5))
+        .set_number_of_retries(3);
+    // The manager retries its first connection on its own; bound it so a wrong URL fails
+    // start-up with a clear error instead of hanging.
+    let limit = Duration::from_secs(10);
+    tokio::time::timeout(
+        limit,
+        ConnectionManager::new_with_config(client.clone(), config),
+    )
+    .await
+    .map_err(|_| StoreError::ConnectTimeout(limit))?
+    .map_err(StoreError::from)
+}
+
 impl Store {
     pub async fn connect(redis_url: &str, namespace: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(redis_url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(Duration::from_secs(5))
-            .set_number_of_retries(3);
-        // The manager retries its first connection on its own; bound it so a wrong URL fails
-        // start-up with a clear error instead of hanging.
-        let limit = Duration::from_secs(10);
-        let conn = tokio::time::timeout(limit, ConnectionManager::new_with_config(client, config))
-            .await
-            .map_err(|_| StoreError::ConnectTimeout(limit))??;
+        let manager = new_manager(&client).await?;
         Ok(Store {
-            conn,
+            client,
+            conn: Arc::new(RwLock::new(Connection {
+                manager,
+                generation: 0,
+            })),
+            reconnecting: Arc::new(tokio::sync::Mutex::new(())),
             ns: namespace.to_string(),
             request_ttl: Duration::from_secs(7 * 24 * 3600),
             scripts: scripts(),
@@ -162,22 +189,63 @@ impl Store {
         &self.ns
     }
 
+    /// The connection to use now, and its generation.
+    fn connection(&self) -> (ConnectionManager, u64) {
+        let c = self.conn.read().unwrap_or_else(|e| e.into_inner());
+        (c.manager.clone(), c.generation)
+    }
+
+    /// Bounds one Redis operation. Across a Redis restart, redis 0.32's connection manager
+    /// was seen to leave commands pending for ever (response time-out notwithstanding) and
+    /// never to reconnect, since it reconnects only on an error it sees. So a time-out
+    /// replaces the connection, once per generation however many callers time out together.
+    async fn bounded<T, F>(&self, generation: u64, op: F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, redis::RedisError>>,
+    {
+        match tokio::time::timeout(OP_TIMEOUT, op).await {
+            Ok(result) => Ok(result?),
+            Err(_) => {
+                self.replace_connection(generation).await;
+                Err(StoreError::Timeout(OP_TIMEOUT))
+            }
+        }
+    }
+
+    async fn replace_connection(&self, failed_generation: u64) {
+        let _one_at_a_time = self.reconnecting.lock().await;
+        if self.connection().1 != failed_generation {
+            return; // someone else already replaced it
+        }
+        match new_manager(&self.client).await {
+            Ok(manager) => {
+                let mut c = self.conn.write().unwrap_or_else(|e| e.into_inner());
+                c.manager = manager;
+                c.generation += 1;
+                tracing::warn!(generation = c.generation, "redis connection replaced");
+            }
+            Err(e) => tracing::warn!(error = %e, "redis still unreachable"),
+        }
+    }
+
     fn request_key(&self, id: &RequestId) -> String {
         format!("{}:req:{}", self.ns, id)
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut c = self.conn.clone();
-        let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        let (mut c, generation) = self.connection();
+        let _: String = self
+            .bounded(generation, redis::cmd("PING").query_async(&mut c))
+            .await?;
         Ok(())
     }
 
     pub async fn create_request(&self, id: &RequestId, msg: &Message) -> Result<(), StoreError> {
         let key = self.request_key(id);
-        let mut c = self.conn.clone();
+        let (mut c, generation) = self.connection();
         let created = crate::model::now_ms();
-        redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .hset_multiple(
                 &key,
                 &[
@@ -190,8 +258,8 @@ impl Store {
             )
             .ignore()
             .expire(&key, self.request_ttl.as_secs() as i64)
-            .ignore()
-            .query_async::<()>(&mut c)
+            .ignore();
+        self.bounded(generation, pipe.query_async::<()>(&mut c))
             .await?;
         Ok(())
     }
@@ -201,8 +269,8 @@ impl Store {
         id: &RequestId,
     ) -> Result<Option<RequestStatus>, StoreError> {
         let key = self.request_key(id);
-        let mut c = self.conn.clone();
-        let raw: Option<String> = c.hget(&key, "status").await?;
+        let (mut c, generation) = self.connection();
+        let raw: Option<String> = self.bounded(generation, c.hget(&key, "status")).await?;
         raw.map(|s| {
             RequestStatus::parse(&s).ok_or(StoreError::Corrupt {
                 key: key.clone(),
@@ -215,12 +283,10 @@ impl Store {
     /// Marks a request published exactly once, however many times `/process` is called.
     pub async fn mark_published(&self, id: &RequestId) -> Result<Publication, StoreError> {
         let key = self.request_key(id);
-        let mut c = self.conn.clone();
+        let (mut c, generation) = self.connection();
+        let script = self.scripts.mark_published.key(&key);
         let reply: Vec<String> = self
-            .scripts
-            .mark_published
-            .key(&key)
-            .invoke_async(&mut c)
+            .bounded(generation, script.invoke_async(&mut c))
             .await?;
         match reply.first().map(String::as_str) {
             Some("missing") => Ok(Publication::Missing),
@@ -247,8 +313,10 @@ impl Store {
 
     /// Undoes `mark_published` when the publish itself failed, so a retry of `/process` works.
     pub async fn unmark_published(&self, id: &RequestId) -> Result<(), StoreError> {
-        let mut c = self.conn.clone();
-        let _: i64 = c.hdel(self.request_key(id), "published_ms").await?;
+        let (mut c, generation) = self.connection();
+        let _: i64 = self
+            .bounded(generation, c.hdel(self.request_key(id), "published_ms"))
+            .await?;
         Ok(())
     }
 
@@ -260,14 +328,17 @@ impl Store {
         lease: Duration,
     ) -> Result<Claim, StoreError> {
         let key = self.request_key(id);
-        let mut c = self.conn.clone();
+        let (mut c, generation) = self.connection();
         let reply: Vec<String> = self
-            .scripts
-            .claim
-            .key(&key)
-            .arg(owner)
-            .arg(lease.as_millis() as u64)
-            .invoke_async(&mut c)
+            .bounded(
+                generation,
+                self.scripts
+                    .claim
+                    .key(&key)
+                    .arg(owner)
+                    .arg(lease.as_millis() as u64)
+                    .invoke_async(&mut c),
+            )
             .await?;
         match (reply.first().map(String::as_str), reply.get(1)) {
             (Some("claimed"), _) => Ok(Claim::Claimed),
@@ -297,14 +368,17 @@ impl Store {
         owner: &str,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        let mut c = self.conn.clone();
+        let (mut c, generation) = self.connection();
         let kept: i64 = self
-            .scripts
-            .renew
-            .key(self.request_key(id))
-            .arg(owner)
-            .arg(lease.as_millis() as u64)
-            .invoke_async(&mut c)
+            .bounded(
+                generation,
+                self.scripts
+                    .renew
+                    .key(self.request_key(id))
+                    .arg(owner)
+                    .arg(lease.as_millis() as u64)
+                    .invoke_async(&mut c),
+            )
             .await?;
         Ok(kept == 1)
     }
@@ -317,26 +391,32 @@ impl Store {
         detail: &str,
     ) -> Result<bool, StoreError> {
         debug_assert!(status.is_terminal());
-        let mut c = self.conn.clone();
+        let (mut c, generation) = self.connection();
         let changed: i64 = self
-            .scripts
-            .finish
-            .key(self.request_key(id))
-            .arg(status.as_str())
-            .arg(detail)
-            .invoke_async(&mut c)
+            .bounded(
+                generation,
+                self.scripts
+                    .finish
+                    .key(self.request_key(id))
+                    .arg(status.as_str())
+                    .arg(detail)
+                    .invoke_async(&mut c),
+            )
             .await?;
         Ok(changed == 1)
     }
 
     pub async fn release(&self, id: &RequestId, owner: &str) -> Result<bool, StoreError> {
-        let mut c = self.conn.clone();
+        let (mut c, generation) = self.connection();
         let released: i64 = self
-            .scripts
-            .release
-            .key(self.request_key(id))
-            .arg(owner)
-            .invoke_async(&mut c)
+            .bounded(
+                generation,
+                self.scripts
+                    .release
+                    .key(self.request_key(id))
+                    .arg(owner)
+                    .invoke_async(&mut c),
+            )
             .await?;
         Ok(released == 1)
     }
@@ -345,19 +425,19 @@ impl Store {
     pub async fn count_statuses(
         &self,
     ) -> Result<std::collections::HashMap<String, u64>, StoreError> {
-        let mut c = self.conn.clone();
+        let (mut c, generation) = self.connection();
         let pattern = format!("{}:req:*", self.ns);
         let mut keys: Vec<String> = Vec::new();
         let mut cursor: u64 = 0;
         loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
                 .arg("MATCH")
                 .arg(&pattern)
                 .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut c)
-                .await?;
+                .arg(1000);
+            let (next, batch): (u64, Vec<String>) =
+                self.bounded(generation, scan.query_async(&mut c)).await?;
             keys.extend(batch);
             if next == 0 {
                 break;
@@ -370,7 +450,8 @@ impl Store {
             for k in chunk {
                 pipe.hget(k, "status");
             }
-            let statuses: Vec<Option<String>> = pipe.query_async(&mut c).await?;
+            let statuses: Vec<Option<String>> =
+                self.bounded(generation, pipe.query_async(&mut c)).await?;
             for s in statuses.into_iter().flatten() {
                 *counts.entry(s).or_insert(0) += 1;
             }

@@ -159,9 +159,18 @@ impl ProviderClient {
                 _ = cancel.cancelled() => { self.breaker.record_neutral(); return SendOutcome::Abandoned }
                 _ = self.limiter.acquire() => {}
             }
+            let renewing = tokio::time::Instant::now();
             if !before_attempt().await {
                 self.breaker.record_neutral();
                 return SendOutcome::Abandoned;
+            }
+            // A slow renewal (Redis down) makes the reserved slot stale; callers that all
+            // waited on Redis would otherwise call the provider in one burst when it returns.
+            if renewing.elapsed() > Duration::from_millis(250) {
+                tokio::select! {
+                    _ = cancel.cancelled() => { self.breaker.record_neutral(); return SendOutcome::Abandoned }
+                    _ = self.limiter.acquire() => {}
+                }
             }
             match self.attempt(idempotency_key, msg).await {
                 Ok(provider_id) => {
