@@ -59,6 +59,10 @@ pub struct Fleet {
 
 impl Fleet {
     pub async fn start(sim: SimulatorArgs, partitions: i32) -> Fleet {
+        Fleet::start_with_redis(sim, partitions, &redis_url()).await
+    }
+
+    pub async fn start_with_redis(sim: SimulatorArgs, partitions: i32, redis_url: &str) -> Fleet {
         herald::telemetry::init(herald::config::LogFormat::Text);
         let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let topics = Topics::new(&ns);
@@ -66,7 +70,7 @@ impl Fleet {
         for t in topics.all() {
             broker.create_topic(&t, partitions).expect("topic");
         }
-        let store = Store::connect(&redis_url(), &ns)
+        let store = Store::connect(redis_url, &ns)
             .await
             .expect("redis of the local stack (scripts/stack.sh up)");
         let shutdown = CancellationToken::new();
@@ -201,11 +205,17 @@ impl Fleet {
     pub async fn status_counts(&self, ids: &[String]) -> HashMap<String, usize> {
         let mut counts = HashMap::new();
         for id in ids {
-            let st = self
-                .store
-                .request_status(&herald::model::RequestId(id.clone()))
-                .await
-                .unwrap();
+            // Retried: a test may have just restarted Redis.
+            let id = herald::model::RequestId(id.clone());
+            let mut st = self.store.request_status(&id).await;
+            for _ in 0..10 {
+                if st.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                st = self.store.request_status(&id).await;
+            }
+            let st = st.expect("redis answers");
             *counts
                 .entry(st.map(|s| s.to_string()).unwrap_or("missing".into()))
                 .or_insert(0) += 1;

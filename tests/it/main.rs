@@ -8,4 +8,5 @@ mod api_contract;
 mod broker_binary;
 mod dead_letters;
 mod dispatch_once;
+mod redis_restart;
 mod resilience;
