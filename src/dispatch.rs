@@ -17,6 +17,8 @@ use rdkafka::producer::FutureProducer;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+use crate::shutdown::sleep_unless_cancelled;
 use tokio_util::task::TaskTracker;
 
 use crate::kafka::{self, OffsetTracker, Topics};
@@ -361,12 +363,5 @@ where
                 wait = (wait * 2).min(Duration::from_secs(2));
             }
         }
-    }
-}
-
-async fn sleep_unless_cancelled(d: Duration, cancel: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = cancel.cancelled() => false,
-        _ = tokio::time::sleep(d) => true,
     }
 }

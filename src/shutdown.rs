@@ -36,3 +36,11 @@ async fn wait_for_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// Sleeps for `d`, or returns `false` at once if `cancel` fires first.
+pub async fn sleep_unless_cancelled(d: std::time::Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}

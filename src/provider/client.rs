@@ -17,6 +17,8 @@ use reqwest::StatusCode;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::shutdown::sleep_unless_cancelled;
+
 use super::breaker::{CircuitBreaker, CircuitState};
 use super::limiter::AdaptiveRateLimiter;
 use crate::config::{ProviderArgs, Secret};
@@ -282,14 +284,6 @@ pub fn parse_retry_after(value: Option<&reqwest::header::HeaderValue>) -> Durati
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map(|s| Duration::from_secs_f64(s.min(300.0)))
         .unwrap_or(Duration::from_secs(1))
-}
-
-/// Sleeps, or returns `false` at once if cancelled.
-async fn sleep_unless_cancelled(d: Duration, cancel: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = cancel.cancelled() => false,
-        _ = tokio::time::sleep(d) => true,
-    }
 }
 
 #[cfg(test)]
