@@ -145,9 +145,9 @@ impl Dispatcher {
                             }
                         }
                     }
-                    Handled::HandedBack => {
-                        offsets.abandon(msg.topic(), msg.partition(), msg.offset())
-                    }
+                    // Left in flight on purpose: nothing at or after it is committed by
+                    // this instance, so its message is delivered again.
+                    Handled::HandedBack => {}
                 }
                 drop(permit);
             });

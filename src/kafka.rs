@@ -258,13 +258,6 @@ impl OffsetTracker {
         }
     }
 
-    /// Gives `offset` up without an outcome (shutdown came first). It stays pinned, so nothing
-    /// at or after it is committed by this instance and its message is delivered again.
-    pub fn abandon(&mut self, topic: &str, partition: i32, offset: i64) {
-        // Deliberately left in `in_flight`: removing it would let later completions commit past it.
-        let _ = (topic, partition, offset);
-    }
-
     pub fn in_flight(&self) -> usize {
         self.partitions.values().map(|p| p.in_flight.len()).sum()
     }
@@ -306,7 +299,7 @@ mod tests {
         for o in 1..=3 {
             t.start("t", 0, o);
         }
-        t.abandon("t", 0, 1);
+        // 1 is handed back: never finished, so it stays in flight.
         assert_eq!(t.finish("t", 0, 2), None);
         assert_eq!(
             t.finish("t", 0, 3),

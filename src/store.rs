@@ -212,6 +212,16 @@ impl Store {
         }
     }
 
+    /// Runs one Lua script, bounded like every other operation.
+    async fn eval<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let (mut c, generation) = self.connection();
+        self.bounded(generation, invocation.invoke_async(&mut c))
+            .await
+    }
+
     async fn replace_connection(&self, failed_generation: u64) {
         let _one_at_a_time = self.reconnecting.lock().await;
         if self.connection().1 != failed_generation {
@@ -283,11 +293,7 @@ impl Store {
     /// Marks a request published exactly once, however many times `/process` is called.
     pub async fn mark_published(&self, id: &RequestId) -> Result<Publication, StoreError> {
         let key = self.request_key(id);
-        let (mut c, generation) = self.connection();
-        let script = self.scripts.mark_published.key(&key);
-        let reply: Vec<String> = self
-            .bounded(generation, script.invoke_async(&mut c))
-            .await?;
+        let reply: Vec<String> = self.eval(&self.scripts.mark_published.key(&key)).await?;
         match reply.first().map(String::as_str) {
             Some("missing") => Ok(Publication::Missing),
             Some("already") => Ok(Publication::AlreadyPublished),
@@ -328,16 +334,13 @@ impl Store {
         lease: Duration,
     ) -> Result<Claim, StoreError> {
         let key = self.request_key(id);
-        let (mut c, generation) = self.connection();
         let reply: Vec<String> = self
-            .bounded(
-                generation,
+            .eval(
                 self.scripts
                     .claim
                     .key(&key)
                     .arg(owner)
-                    .arg(lease.as_millis() as u64)
-                    .invoke_async(&mut c),
+                    .arg(lease.as_millis() as u64),
             )
             .await?;
         match (reply.first().map(String::as_str), reply.get(1)) {
@@ -368,16 +371,13 @@ impl Store {
         owner: &str,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        let (mut c, generation) = self.connection();
         let kept: i64 = self
-            .bounded(
-                generation,
+            .eval(
                 self.scripts
                     .renew
                     .key(self.request_key(id))
                     .arg(owner)
-                    .arg(lease.as_millis() as u64)
-                    .invoke_async(&mut c),
+                    .arg(lease.as_millis() as u64),
             )
             .await?;
         Ok(kept == 1)
@@ -391,32 +391,21 @@ impl Store {
         detail: &str,
     ) -> Result<bool, StoreError> {
         debug_assert!(status.is_terminal());
-        let (mut c, generation) = self.connection();
         let changed: i64 = self
-            .bounded(
-                generation,
+            .eval(
                 self.scripts
                     .finish
                     .key(self.request_key(id))
                     .arg(status.as_str())
-                    .arg(detail)
-                    .invoke_async(&mut c),
+                    .arg(detail),
             )
             .await?;
         Ok(changed == 1)
     }
 
     pub async fn release(&self, id: &RequestId, owner: &str) -> Result<bool, StoreError> {
-        let (mut c, generation) = self.connection();
         let released: i64 = self
-            .bounded(
-                generation,
-                self.scripts
-                    .release
-                    .key(self.request_key(id))
-                    .arg(owner)
-                    .invoke_async(&mut c),
-            )
+            .eval(self.scripts.release.key(self.request_key(id)).arg(owner))
             .await?;
         Ok(released == 1)
     }

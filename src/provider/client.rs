@@ -157,9 +157,8 @@ impl ProviderClient {
                 }
                 continue;
             }
-            tokio::select! {
-                _ = cancel.cancelled() => { self.breaker.record_neutral(); return SendOutcome::Abandoned }
-                _ = self.limiter.acquire() => {}
+            if !self.wait_for_slot(cancel).await {
+                return SendOutcome::Abandoned;
             }
             let renewing = tokio::time::Instant::now();
             if !before_attempt().await {
@@ -168,11 +167,9 @@ impl ProviderClient {
             }
             // A slow renewal (Redis down) makes the reserved slot stale; callers that all
             // waited on Redis would otherwise call the provider in one burst when it returns.
-            if renewing.elapsed() > Duration::from_millis(250) {
-                tokio::select! {
-                    _ = cancel.cancelled() => { self.breaker.record_neutral(); return SendOutcome::Abandoned }
-                    _ = self.limiter.acquire() => {}
-                }
+            if renewing.elapsed() > Duration::from_millis(250) && !self.wait_for_slot(cancel).await
+            {
+                return SendOutcome::Abandoned;
             }
             match self.attempt(idempotency_key, msg).await {
                 Ok(provider_id) => {
@@ -216,6 +213,17 @@ impl ProviderClient {
         }
         SendOutcome::Failed {
             reason: format!("gave up after {failures} failed attempts: {last_error}"),
+        }
+    }
+
+    /// Waits for a rate-limit slot; `false` if cancelled first.
+    async fn wait_for_slot(&self, cancel: &CancellationToken) -> bool {
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                self.breaker.record_neutral();
+                false
+            }
+            _ = self.limiter.acquire() => true,
         }
     }
 

@@ -15,30 +15,20 @@ async fn poison_messages_are_dead_lettered_and_the_rest_still_sent() {
     kafka::publish(&producer, &topic, "junk", b"{not json", None)
         .await
         .unwrap();
-    let wrong_channel = Notification {
-        id: RequestId("r-wrong".into()),
+    let stray = |id: &str, channel| Notification {
+        id: RequestId(id.into()),
         message: Message {
             to: "x".into(),
             message: "m".into(),
-            channel: Channel::Sms,
+            channel,
         },
         published_at_ms: 0,
     };
-    kafka::publish_json(&producer, &topic, "r-wrong", &wrong_channel)
-        .await
-        .unwrap();
-    let unknown = Notification {
-        id: RequestId("r-unknown".into()),
-        message: Message {
-            to: "x".into(),
-            message: "m".into(),
-            channel: Channel::Email,
-        },
-        published_at_ms: 0,
-    };
-    kafka::publish_json(&producer, &topic, "r-unknown", &unknown)
-        .await
-        .unwrap();
+    for (id, channel) in [("r-wrong", Channel::Sms), ("r-unknown", Channel::Email)] {
+        kafka::publish_json(&producer, &topic, id, &stray(id, channel))
+            .await
+            .unwrap();
+    }
 
     let (dispatcher, _) = fleet.start_dispatcher(Channel::Email, fleet.shutdown.child_token());
     let (ids, _) = fleet.submit(5, "email").await;
