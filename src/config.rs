@@ -50,6 +50,14 @@ pub struct HealthArgs {
     pub health_addr: Option<SocketAddr>,
 }
 
+/// Where the channel rules come from.
+#[derive(Debug, Clone, Args)]
+pub struct RulesArgs {
+    /// Channel rules (TOML); the built-in default (`config/rules.toml`) when unset.
+    #[arg(long, env = "HERALD_RULES")]
+    pub rules: Option<std::path::PathBuf>,
+}
+
 /// Flags every long-running Herald program takes.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {

@@ -22,11 +22,13 @@ use crate::shutdown::sleep_unless_cancelled;
 use tokio_util::task::TaskTracker;
 
 use crate::kafka::{self, OffsetTracker, Topics};
+use crate::latency::LatencyHistogram;
 use crate::model::{
-    Channel, LifecycleEvent, LifecycleKind, Notification, RequestId, RequestStatus,
+    now_ms, Channel, Delivery, LifecycleEvent, LifecycleKind, Notification, RequestId,
+    RequestStatus,
 };
-use crate::provider::{ProviderClient, SendOutcome};
-use crate::store::{Claim, Store, StoreError};
+use crate::provider::{CircuitState, ProviderClient, SendOutcome};
+use crate::store::{Claim, OnceClaim, SentOutcome, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct DispatchConfig {
@@ -60,6 +62,16 @@ pub struct DispatchStats {
     pub deduplicated: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub handed_back: AtomicU64,
+    /// Campaign deliveries: time from fan-out to the first provider call (first channel only).
+    #[serde(serialize_with = "serialize_histogram")]
+    pub fanout_to_call_ms: LatencyHistogram,
+}
+
+fn serialize_histogram<S: serde::Serializer>(
+    h: &LatencyHistogram,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    h.snapshot().serialize(s)
 }
 
 /// How the handling of one message ended, as far as its offset is concerned.
@@ -96,6 +108,7 @@ impl Dispatcher {
             })?;
         tracing::info!(%topic, channel = %self.config.channel, "dispatcher consuming");
 
+        tokio::spawn(self.clone().announce_health(shutdown.clone()));
         let consumer = Arc::new(consumer);
         let offsets = Arc::new(Mutex::new(OffsetTracker::default()));
         let permits = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
@@ -176,6 +189,22 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// While this channel's provider circuit is open, says so in Redis, so that fan-out and
+    /// retry try the channel last.
+    async fn announce_health(self: Arc<Self>, shutdown: CancellationToken) {
+        while sleep_unless_cancelled(Duration::from_secs(1), &shutdown).await {
+            if self.provider.circuit_state() == CircuitState::Open {
+                if let Err(e) = self
+                    .store
+                    .set_unhealthy(self.config.channel, Duration::from_secs(3))
+                    .await
+                {
+                    tracing::debug!(error = %e, "cannot announce the open circuit");
+                }
+            }
+        }
+    }
+
     /// Ready when Redis answers: without it nothing can be claimed.
     pub async fn ready(&self) -> Result<(), String> {
         self.store.ping().await.map_err(|e| e.to_string())
@@ -209,10 +238,109 @@ impl Dispatcher {
     }
 
     async fn handle(&self, msg: &OwnedMessage, cancel: &CancellationToken) -> Handled {
-        let notification = match self.decode(msg) {
-            Ok(n) => n,
-            Err(reason) => return self.dead_letter(msg, &reason, cancel).await,
-        };
+        match self.decode(msg) {
+            Ok(Work::Request(n)) => self.handle_request(msg, n, cancel).await,
+            Ok(Work::Delivery(d)) => self.handle_delivery(d, cancel).await,
+            Err(reason) => self.dead_letter(msg, &reason, cancel).await,
+        }
+    }
+
+    /// A campaign delivery: the once-slot decides, the provider sends, the pending set waits
+    /// for the receipt.
+    async fn handle_delivery(&self, d: Delivery, cancel: &CancellationToken) -> Handled {
+        let owner = uuid::Uuid::new_v4().to_string();
+        let lease = self.config.lease;
+        let channel = d.message.channel;
+        loop {
+            let claim = match retry_store(cancel, || self.store.claim_once(&d, &owner, lease)).await
+            {
+                Some(c) => c,
+                None => return Handled::HandedBack,
+            };
+            match claim {
+                OnceClaim::Claimed => break,
+                OnceClaim::Duplicate(status) => {
+                    self.stats.deduplicated.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(campaign = %d.campaign, customer = %d.customer, %status, "duplicate delivery dropped");
+                    self.emit_delivery(LifecycleKind::Deduplicated, &d, Some(status))
+                        .await;
+                    return Handled::Done;
+                }
+                OnceClaim::Held { retry_in } => {
+                    if !sleep_unless_cancelled(retry_in + Duration::from_millis(50), cancel).await {
+                        return Handled::HandedBack;
+                    }
+                }
+            }
+        }
+        if d.attempt == 0 {
+            self.stats
+                .fanout_to_call_ms
+                .record_ms(now_ms().saturating_sub(d.fanned_out_ms));
+        }
+        let key = d.idempotency_key();
+        let outcome = self
+            .provider
+            .send(&key, &d.message, cancel, || async {
+                retry_store(cancel, || self.store.renew_once(&d, &owner, lease))
+                    .await
+                    .unwrap_or(false)
+            })
+            .await;
+        // The provider has answered: recording that must not be given up on shutdown.
+        let never = CancellationToken::new();
+        match outcome {
+            SendOutcome::Delivered { provider_id } => {
+                let recorded =
+                    retry_store(&never, || self.store.mark_sent(&d, &owner, &provider_id)).await;
+                if recorded == Some(SentOutcome::LostLease) {
+                    return Handled::Done;
+                }
+                self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                self.emit_delivery(LifecycleKind::Sent, &d, Some(provider_id))
+                    .await;
+            }
+            SendOutcome::Failed { reason } => {
+                tracing::warn!(campaign = %d.campaign, customer = %d.customer, %channel, %reason, "delivery refused; next channel due");
+                let _ =
+                    retry_store(&never, || self.store.mark_undelivered(&d, &owner, &reason)).await;
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                self.emit_delivery(LifecycleKind::Undelivered, &d, Some(reason))
+                    .await;
+            }
+            SendOutcome::Abandoned => {
+                if cancel.is_cancelled() {
+                    let _ = self.store.release_once(&d, &owner).await;
+                    self.stats.handed_back.fetch_add(1, Ordering::Relaxed);
+                    return Handled::HandedBack;
+                }
+            }
+        }
+        Handled::Done
+    }
+
+    async fn emit_delivery(&self, kind: LifecycleKind, d: &Delivery, detail: Option<String>) {
+        let event =
+            LifecycleEvent::for_delivery(kind, &d.campaign, &d.customer, d.message.channel, detail);
+        if let Err(e) = kafka::publish_json(
+            &self.producer,
+            &self.topics.events(),
+            event.id.as_str(),
+            &event,
+        )
+        .await
+        {
+            tracing::error!(id = %event.id, error = %e, "lifecycle event lost");
+        }
+    }
+
+    /// A seed 001 request.
+    async fn handle_request(
+        &self,
+        msg: &OwnedMessage,
+        notification: Notification,
+        cancel: &CancellationToken,
+    ) -> Handled {
         let id = &notification.id;
         // Unique per handling, so even two copies of one message in this process exclude each other.
         let owner = uuid::Uuid::new_v4().to_string();
@@ -289,17 +417,32 @@ impl Dispatcher {
         Handled::Done
     }
 
-    fn decode(&self, msg: &OwnedMessage) -> Result<Notification, String> {
+    fn decode(&self, msg: &OwnedMessage) -> Result<Work, String> {
         let payload = msg.payload().ok_or("empty message")?;
-        let n: Notification = serde_json::from_slice(payload)
+        let probe: KindProbe = serde_json::from_slice(payload)
             .map_err(|e| format!("undecodable notification: {e}"))?;
-        if n.message.channel != self.config.channel {
+        let work = if probe.campaign.is_some() {
+            Work::Delivery(
+                serde_json::from_slice(payload)
+                    .map_err(|e| format!("undecodable campaign delivery: {e}"))?,
+            )
+        } else {
+            Work::Request(
+                serde_json::from_slice(payload)
+                    .map_err(|e| format!("undecodable notification: {e}"))?,
+            )
+        };
+        let channel = match &work {
+            Work::Request(n) => n.message.channel,
+            Work::Delivery(d) => d.message.channel,
+        };
+        if channel != self.config.channel {
             return Err(format!(
-                "notification for {} on the {} topic",
-                n.message.channel, self.config.channel
+                "notification for {channel} on the {} topic",
+                self.config.channel
             ));
         }
-        Ok(n)
+        Ok(work)
     }
 
     async fn dead_letter(
@@ -339,6 +482,18 @@ impl Dispatcher {
             tracing::error!(id = %id, error = %e, "lifecycle event lost");
         }
     }
+}
+
+/// What a channel topic carries: seed 001 requests and campaign deliveries.
+enum Work {
+    Request(Notification),
+    Delivery(Delivery),
+}
+
+/// Tells the two apart without decoding either: only deliveries name a campaign.
+#[derive(serde::Deserialize)]
+struct KindProbe {
+    campaign: Option<serde::de::IgnoredAny>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -49,3 +49,27 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }
+
+/// Serves the probes in the background when an address is configured.
+pub fn spawn(
+    addr: Option<SocketAddr>,
+    ready: ReadyCheck,
+    stats: StatsFn,
+    shutdown: CancellationToken,
+) {
+    let Some(addr) = addr else { return };
+    let server = serve(addr, ready, stats, shutdown);
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(%addr, error = %e, "health endpoints failed");
+        }
+    });
+}
+
+/// Ready when Redis answers: the programs that only move state need nothing else.
+pub fn redis_ready(store: crate::store::Store) -> ReadyCheck {
+    Arc::new(move || {
+        let store = store.clone();
+        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
+    })
+}

@@ -8,10 +8,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::model::Channel;
 
@@ -80,6 +81,11 @@ impl Topics {
 
     pub fn dispatch_group(&self, channel: Channel) -> String {
         format!("{}-dispatch-{}", self.ns, channel)
+    }
+
+    /// The group of the campaign fan-out workers on [`Topics::campaigns`].
+    pub fn fanout_group(&self) -> String {
+        format!("{}-fanout", self.ns)
     }
 }
 
@@ -208,6 +214,99 @@ pub async fn dead_letter(
         Some(headers),
     )
     .await
+}
+
+/// Header naming the program that dead-lettered a record it made itself (no source message).
+pub const DLQ_ORIGIN_HEADER: &str = "herald-origin";
+
+/// Dead-letters work that never was a Kafka message of its own (a customer fan-out could
+/// not reach, a fallback chain that ran out), with the reason and who gave up on it.
+pub async fn dead_letter_record<T: serde::Serialize>(
+    producer: &FutureProducer,
+    dlq_topic: &str,
+    key: &str,
+    record: &T,
+    reason: &str,
+    origin: &str,
+) -> Result<(), KafkaError> {
+    let payload = serde_json::to_vec(record)?;
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: dlq_headers::REASON,
+            value: Some(reason),
+        })
+        .insert(Header {
+            key: DLQ_ORIGIN_HEADER,
+            value: Some(origin),
+        });
+    publish(producer, dlq_topic, key, &payload, Some(headers)).await
+}
+
+/// Measures how far a consumer group is behind on a topic: the largest gap, over the
+/// topic's partitions, between the newest offset and the group's committed one. Producers
+/// of bulk work wait on it so they never outrun what the broker retains.
+pub struct LagProbe {
+    consumers: std::sync::Mutex<HashMap<String, std::sync::Arc<BaseConsumer>>>,
+    brokers: String,
+}
+
+impl LagProbe {
+    pub fn new(brokers: &str) -> Self {
+        LagProbe {
+            consumers: Default::default(),
+            brokers: brokers.to_string(),
+        }
+    }
+
+    fn consumer_for(&self, group: &str) -> Result<std::sync::Arc<BaseConsumer>, KafkaError> {
+        let mut all = self.consumers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = all.get(group) {
+            return Ok(c.clone());
+        }
+        // Never subscribes, so it never joins (or disturbs) the group; it only reads its offsets.
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(KafkaError::Setup)?;
+        let c = std::sync::Arc::new(c);
+        all.insert(group.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// The largest per-partition lag of `group` on `topic` (blocking; call from a blocking task).
+    pub fn max_lag(&self, group: &str, topic: &str) -> Result<i64, KafkaError> {
+        let c = self.consumer_for(group)?;
+        let timeout = Duration::from_secs(5);
+        let metadata = c
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(KafkaError::Setup)?;
+        let partitions = metadata
+            .topics()
+            .first()
+            .map(|t| t.partitions().len() as i32)
+            .unwrap_or(0);
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+        let committed = c
+            .committed_offsets(tpl, timeout)
+            .map_err(KafkaError::Setup)?;
+        let mut max = 0;
+        for e in committed.elements() {
+            let (low, high) = c
+                .fetch_watermarks(topic, e.partition(), timeout)
+                .map_err(KafkaError::Setup)?;
+            let done = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => low,
+            };
+            max = max.max(high - done);
+        }
+        Ok(max)
+    }
 }
 
 /// Reads a header as text.

@@ -21,6 +21,7 @@ use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::model::{Channel, Receipt, ReceiptStatus};
 use crate::provider::{API_KEY_HEADER, IDEMPOTENCY_KEY_HEADER};
 
 #[derive(Debug, Clone, Args)]
@@ -66,6 +67,26 @@ pub struct SimulatorArgs {
     /// Length of the rate-limit window, in milliseconds.
     #[arg(long, env = "HERALD_SIM_RATE_WINDOW_MS", default_value_t = 1000)]
     pub rate_window_ms: u64,
+
+    /// Where to post delivery receipts (Herald's `POST /v1/receipts`); none are sent without it.
+    #[arg(long, env = "HERALD_SIM_RECEIPT_URL")]
+    pub receipt_url: Option<String>,
+
+    /// How long after accepting a message its receipt is posted, in milliseconds.
+    #[arg(long, env = "HERALD_SIM_RECEIPT_DELAY_MS", default_value_t = 100)]
+    pub receipt_delay_ms: u64,
+
+    /// Share of receipts (0..1) never sent, as when a handset is off.
+    #[arg(long, env = "HERALD_SIM_RECEIPT_LOSS_RATE", default_value_t = 0.0)]
+    pub receipt_loss_rate: f64,
+
+    /// Share of receipts (0..1) that report a failed delivery.
+    #[arg(long, env = "HERALD_SIM_RECEIPT_FAILURE_RATE", default_value_t = 0.0)]
+    pub receipt_failure_rate: f64,
+
+    /// Channels whose receipts are never sent (comma-separated), to force fallbacks.
+    #[arg(long, env = "HERALD_SIM_SILENT_CHANNELS", value_delimiter = ',')]
+    pub silent_channels: Vec<Channel>,
 }
 
 /// What the simulator has seen; served at `GET /v1/stats`.
@@ -84,6 +105,12 @@ pub struct SimStats {
     pub max_deliveries_per_key: u64,
     /// Calls answered from an earlier delivery of the same key (`--idempotent` only).
     pub replayed: u64,
+    pub receipts_posted: u64,
+    /// Receipts deliberately never sent (loss rate, silent channels).
+    pub receipts_withheld: u64,
+    pub receipts_failed: u64,
+    /// Receipts that could not be posted (Herald unreachable after retries).
+    pub receipts_undeliverable: u64,
 }
 
 struct Sim {
@@ -97,6 +124,16 @@ struct Sim {
     replayed: AtomicU64,
     deliveries: Mutex<HashMap<String, u64>>,
     window: Mutex<(Instant, u64)>,
+    receipts: Option<tokio::sync::mpsc::UnboundedSender<(Instant, Receipt)>>,
+    receipt_counts: Arc<ReceiptCounts>,
+}
+
+#[derive(Default)]
+struct ReceiptCounts {
+    posted: AtomicU64,
+    withheld: AtomicU64,
+    failed: AtomicU64,
+    undeliverable: AtomicU64,
 }
 
 /// Runs the simulator until `shutdown` is cancelled.
@@ -112,7 +149,20 @@ pub async fn serve(
     args: SimulatorArgs,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let receipt_counts = Arc::new(ReceiptCounts::default());
+    let receipts = args.receipt_url.clone().map(|url| {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(post_receipts(
+            rx,
+            url,
+            receipt_counts.clone(),
+            shutdown.clone(),
+        ));
+        tx
+    });
     let sim = Arc::new(Sim {
+        receipts,
+        receipt_counts,
         args,
         calls: AtomicU64::new(0),
         errors: AtomicU64::new(0),
@@ -146,13 +196,16 @@ async fn notify(
         sim.unauthorized.fetch_add(1, Ordering::Relaxed);
         return error(StatusCode::UNAUTHORIZED, "missing or wrong X-API-Key");
     }
-    if let Err(field) = validate_body(&body) {
-        sim.invalid.fetch_add(1, Ordering::Relaxed);
-        return error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &format!("invalid field: {field}"),
-        );
-    }
+    let channel = match validate_body(&body) {
+        Ok(channel) => channel,
+        Err(field) => {
+            sim.invalid.fetch_add(1, Ordering::Relaxed);
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &format!("invalid field: {field}"),
+            );
+        }
+    };
     if let Some(retry_after) = sim.over_rate_limit() {
         sim.rate_limited.fetch_add(1, Ordering::Relaxed);
         let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
@@ -201,6 +254,9 @@ async fn notify(
             sim.replayed.fetch_add(1, Ordering::Relaxed);
         } else {
             *count += 1;
+            if *count == 1 {
+                sim.schedule_receipt(&key, channel);
+            }
         }
     }
     // Derived from the key, so a replay answers with the same id.
@@ -209,6 +265,29 @@ async fn notify(
 }
 
 impl Sim {
+    /// Queues the receipt of a first delivery, unless this one is to stay silent.
+    fn schedule_receipt(&self, key: &str, channel: Option<Channel>) {
+        let Some(tx) = &self.receipts else { return };
+        let mut rng = rand::rng();
+        let silent = channel.is_some_and(|c| self.args.silent_channels.contains(&c));
+        if silent || rng.random_bool(self.args.receipt_loss_rate.clamp(0.0, 1.0)) {
+            self.receipt_counts.withheld.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let failed = rng.random_bool(self.args.receipt_failure_rate.clamp(0.0, 1.0));
+        let receipt = Receipt {
+            key: key.to_string(),
+            status: if failed {
+                ReceiptStatus::Failed
+            } else {
+                ReceiptStatus::Delivered
+            },
+            reason: failed.then(|| "simulated: handset unreachable".to_string()),
+        };
+        let due = Instant::now() + Duration::from_millis(self.args.receipt_delay_ms);
+        let _ = tx.send((due, receipt));
+    }
+
     /// Fixed-window limit; returns how long until the window resets when over it.
     fn over_rate_limit(&self) -> Option<Duration> {
         if self.args.rate_limit == 0 {
@@ -241,11 +320,78 @@ impl Sim {
             keys_delivered_twice: deliveries.values().filter(|n| **n > 1).count() as u64,
             max_deliveries_per_key: deliveries.values().copied().max().unwrap_or(0),
             replayed: self.replayed.load(Ordering::Relaxed),
+            receipts_posted: self.receipt_counts.posted.load(Ordering::Relaxed),
+            receipts_withheld: self.receipt_counts.withheld.load(Ordering::Relaxed),
+            receipts_failed: self.receipt_counts.failed.load(Ordering::Relaxed),
+            receipts_undeliverable: self.receipt_counts.undeliverable.load(Ordering::Relaxed),
         }
     }
 }
 
-fn validate_body(body: &[u8]) -> Result<(), &'static str> {
+/// Posts due receipts in batches (up to 1000 per call, as real providers' webhooks batch),
+/// retrying a failed post a few times before counting its receipts undeliverable.
+async fn post_receipts(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(Instant, Receipt)>,
+    url: String,
+    counts: Arc<ReceiptCounts>,
+    shutdown: CancellationToken,
+) {
+    let client = reqwest::Client::new();
+    let mut queue: std::collections::VecDeque<(Instant, Receipt)> = Default::default();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            item = rx.recv() => match item {
+                Some(item) => { queue.push_back(item); continue; }
+                None => break,
+            },
+            _ = tick.tick() => {}
+        }
+        let now = Instant::now();
+        // The delay is the same for all, so the queue is in due order.
+        while queue.front().is_some_and(|(due, _)| *due <= now) {
+            let mut batch = Vec::new();
+            while batch.len() < 1000 && queue.front().is_some_and(|(due, _)| *due <= now) {
+                if let Some((_, r)) = queue.pop_front() {
+                    batch.push(r);
+                }
+            }
+            let failed = batch
+                .iter()
+                .filter(|r| r.status == ReceiptStatus::Failed)
+                .count() as u64;
+            let body = json!({ "receipts": batch });
+            let mut posted = false;
+            for attempt in 0..3u64 {
+                match client
+                    .post(&url)
+                    .json(&body)
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await
+                {
+                    Ok(resp) if resp.status().is_success() => {
+                        posted = true;
+                        break;
+                    }
+                    Ok(resp) => tracing::warn!(status = %resp.status(), "receipt post refused"),
+                    Err(e) => tracing::warn!(error = %e, "receipt post failed"),
+                }
+                tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+            }
+            let n = batch.len() as u64;
+            if posted {
+                counts.posted.fetch_add(n, Ordering::Relaxed);
+                counts.failed.fetch_add(failed, Ordering::Relaxed);
+            } else {
+                counts.undeliverable.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn validate_body(body: &[u8]) -> Result<Option<Channel>, &'static str> {
     let v: serde_json::Value = serde_json::from_slice(body).map_err(|_| "body")?;
     for field in ["to", "message", "type"] {
         if !v
@@ -255,7 +401,9 @@ fn validate_body(body: &[u8]) -> Result<(), &'static str> {
             return Err(field);
         }
     }
-    Ok(())
+    Ok(v.get("type")
+        .and_then(|t| t.as_str())
+        .and_then(|t| t.parse().ok()))
 }
 
 async fn stats(State(sim): State<Arc<Sim>>) -> Json<SimStats> {

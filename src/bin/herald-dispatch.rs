@@ -73,20 +73,13 @@ async fn main() -> anyhow::Result<()> {
         stats: DispatchStats::default(),
     });
     let shutdown = herald::shutdown::on_signal();
-    if let Some(addr) = args.health.health_addr {
-        let (d, s) = (dispatcher.clone(), dispatcher.clone());
-        let ready: herald::health::ReadyCheck = Arc::new(move || {
-            let d = d.clone();
-            Box::pin(async move { d.ready().await })
-        });
-        let stats: herald::health::StatsFn = Arc::new(move || s.stats_json());
-        let server = herald::health::serve(addr, ready, stats, shutdown.clone());
-        tokio::spawn(async move {
-            if let Err(e) = server.await {
-                tracing::error!(%addr, error = %e, "health endpoints failed");
-            }
-        });
-    }
+    let stats = dispatcher.clone();
+    herald::health::spawn(
+        args.health.health_addr,
+        herald::health::redis_ready(dispatcher.store.clone()),
+        Arc::new(move || stats.stats_json()),
+        shutdown.clone(),
+    );
     dispatcher.run(consumer, shutdown).await?;
     Ok(())
 }

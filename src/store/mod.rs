@@ -145,6 +145,9 @@ return {'publish', rec[1], rec[2], rec[3]}
 "#
 );
 
+mod offers;
+pub use offers::{CampaignCreation, OnceClaim, Overdue, ReceiptOutcome, SentOutcome, BATCH_SIZE};
+
 async fn new_manager(client: &redis::Client) -> Result<ConnectionManager, StoreError> {
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Duration::from_secs(2))
@@ -220,6 +223,36 @@ impl Store {
         let (mut c, generation) = self.connection();
         self.bounded(generation, invocation.invoke_async(&mut c))
             .await
+    }
+
+    /// Runs a pipeline, bounded like every other operation.
+    async fn query_pipe<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        let (mut c, generation) = self.connection();
+        self.bounded(generation, pipe.query_async(&mut c)).await
+    }
+
+    /// Runs a pipeline of script invocations; a Redis that lost its script cache (restart,
+    /// failover) gets the scripts loaded and the pipeline run once more.
+    async fn query_pipe_with_scripts<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+        scripts: &[&Script],
+    ) -> Result<T, StoreError> {
+        match self.query_pipe(pipe).await {
+            Err(StoreError::Unavailable(e)) if e.kind() == redis::ErrorKind::NoScriptError => {
+                let (mut c, generation) = self.connection();
+                for script in scripts {
+                    let _: String = self
+                        .bounded(generation, script.prepare_invoke().load_async(&mut c))
+                        .await?;
+                }
+                self.query_pipe(pipe).await
+            }
+            other => other,
+        }
     }
 
     async fn replace_connection(&self, failed_generation: u64) {

@@ -22,6 +22,8 @@ use crate::kafka::{self, Topics};
 use crate::model::{now_ms, Channel, Message, Notification, RequestId};
 use crate::store::{Publication, Store, StoreError};
 
+mod offers;
+
 /// Longest accepted `to` and `message`, in bytes.
 const MAX_TO_LEN: usize = 320;
 const MAX_MESSAGE_LEN: usize = 8192;
@@ -37,15 +39,22 @@ pub struct Ingest {
 pub struct ApiError {
     status: StatusCode,
     message: String,
-    field: Option<&'static str>,
+    field: Option<String>,
 }
 
 impl ApiError {
-    fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             message: message.into(),
-            field: Some(field),
+            field: Some(field.into()),
+        }
+    }
+    fn bad_json(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            field: None,
         }
     }
     fn not_found(what: &str) -> Self {
@@ -86,6 +95,7 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .route("/v1/requests", post(create_request))
         .route("/v1/requests/{id}/process", post(process_request))
         .route("/v1/requests/{id}", get(get_request))
+        .merge(offers::routes())
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
         .fallback(|| async { ApiError::not_found("route") })
@@ -254,7 +264,7 @@ async fn ready(State(app): State<Arc<Ingest>>) -> Response {
 mod tests {
     use super::*;
 
-    fn field_of(body: &str) -> (StatusCode, Option<&'static str>) {
+    fn field_of(body: &str) -> (StatusCode, Option<String>) {
         match parse_message(body.as_bytes()) {
             Ok(_) => (StatusCode::OK, None),
             Err(e) => (e.status, e.field),
@@ -313,7 +323,7 @@ mod tests {
             ),
         ];
         for (body, status, field) in cases {
-            assert_eq!(field_of(body), (status, field), "{body}");
+            assert_eq!(field_of(body), (status, field.map(String::from)), "{body}");
         }
     }
 }

@@ -1,0 +1,542 @@
+//! The personalised-offers API: customers, campaigns and delivery receipts.
+//!
+//! - `PUT /v1/customers/{id}`, `GET /v1/customers/{id}`, `POST /v1/customers/batch`
+//! - `POST /v1/campaigns` → 202 (stored, its batches queued for fan-out), `GET /v1/campaigns/{id}`
+//! - `POST /v1/receipts`: what a provider calls back with, one receipt or `{"receipts": [...]}`
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use futures::future::join_all;
+use rdkafka::producer::FutureRecord;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ApiError, Ingest};
+use crate::kafka;
+use crate::model::{
+    now_ms, parse_delivery_key, Campaign, CampaignBatch, CampaignId, Channel, Customer, CustomerId,
+    LifecycleEvent, LifecycleKind, Receipt, Template,
+};
+use crate::rules::is_known_time_zone;
+use crate::store::{CampaignCreation, ReceiptOutcome, BATCH_SIZE};
+
+/// Largest body for bulk routes: a million-customer audience is about 15 MB of JSON.
+const BULK_BODY_LIMIT: usize = 128 * 1024 * 1024;
+const MAX_AUDIENCE: usize = 5_000_000;
+const MAX_CUSTOMERS_PER_BATCH: usize = 10_000;
+const MAX_RECEIPTS_PER_CALL: usize = 10_000;
+const MAX_CONTACT_LEN: usize = 320;
+
+pub fn routes() -> Router<Arc<Ingest>> {
+    Router::new()
+        .route("/v1/customers/{id}", put(put_customer).get(get_customer))
+        .route("/v1/customers/batch", post(put_customers))
+        .route("/v1/campaigns", post(create_campaign))
+        .route("/v1/campaigns/{id}", get(get_campaign))
+        .route("/v1/receipts", post(receipts))
+        .layer(DefaultBodyLimit::max(BULK_BODY_LIMIT))
+}
+
+/// Deserializes a body, naming the offending field (`audience.customer_ids[3]`) on a 422.
+fn parse_json<T: DeserializeOwned>(body: &[u8], prefix: &str) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.classify() != serde_json::error::Category::Data {
+            return ApiError::bad_json(format!("body is not valid JSON: {inner}"));
+        }
+        let text = inner.to_string();
+        // serde reports a missing field at its parent; name the field itself.
+        let missing = text
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next());
+        let mut field = match (path.as_str(), missing) {
+            (".", Some(m)) => m.to_string(),
+            (".", None) => "body".to_string(),
+            (p, Some(m)) => format!("{p}.{m}"),
+            (p, None) => p.to_string(),
+        };
+        if !prefix.is_empty() {
+            field = format!("{prefix}.{field}");
+        }
+        ApiError::invalid(field, text)
+    })
+}
+
+fn validate_customer(c: &Customer, prefix: &str) -> Result<(), ApiError> {
+    let at = |f: &str| {
+        if prefix.is_empty() {
+            f.to_string()
+        } else {
+            format!("{prefix}.{f}")
+        }
+    };
+    for (channel, address) in &c.contacts {
+        if address.trim().is_empty() || address.len() > MAX_CONTACT_LEN {
+            return Err(ApiError::invalid(
+                at(&format!("contacts.{channel}")),
+                format!("contact must be 1-{MAX_CONTACT_LEN} bytes"),
+            ));
+        }
+    }
+    if !is_known_time_zone(&c.time_zone) {
+        return Err(ApiError::invalid(
+            at("time_zone"),
+            format!(
+                "unknown time zone {:?}; use an IANA name such as Europe/Madrid",
+                c.time_zone
+            ),
+        ));
+    }
+    if let Some(loc) = c.location {
+        if !(loc.lat.is_finite() && (-90.0..=90.0).contains(&loc.lat)) {
+            return Err(ApiError::invalid(
+                at("location.lat"),
+                "lat must be within -90..90",
+            ));
+        }
+        if !(loc.lon.is_finite() && (-180.0..=180.0).contains(&loc.lon)) {
+            return Err(ApiError::invalid(
+                at("location.lon"),
+                "lon must be within -180..180",
+            ));
+        }
+    }
+    if c.name.as_ref().is_some_and(|n| n.len() > 200) {
+        return Err(ApiError::invalid(
+            at("name"),
+            "name is longer than 200 bytes",
+        ));
+    }
+    if c.attributes.len() > 64 || c.attributes.values().any(|v| v.len() > 1024) {
+        return Err(ApiError::invalid(
+            at("attributes"),
+            "at most 64 attributes of up to 1024 bytes",
+        ));
+    }
+    Ok(())
+}
+
+fn customer_id(raw: &str) -> Result<CustomerId, ApiError> {
+    CustomerId::parse(raw).ok_or_else(|| {
+        ApiError::invalid(
+            "id",
+            "customer id must be 1-64 letters, digits, '-', '_' or '.'",
+        )
+    })
+}
+
+async fn put_customer(
+    State(app): State<Arc<Ingest>>,
+    Path(raw_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let id = customer_id(&raw_id)?;
+    let customer: Customer = parse_json(&body, "")?;
+    validate_customer(&customer, "")?;
+    app.store
+        .put_customers(&[(id.clone(), customer.clone())])
+        .await?;
+    Ok(Json(customer_json(&id, &customer)).into_response())
+}
+
+fn customer_json(id: &CustomerId, c: &Customer) -> Value {
+    let mut v = serde_json::to_value(c).unwrap_or_else(|_| json!({}));
+    v["id"] = json!(id);
+    v
+}
+
+async fn get_customer(
+    State(app): State<Arc<Ingest>>,
+    Path(raw_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = CustomerId::parse(&raw_id).ok_or_else(|| ApiError::not_found("customer"))?;
+    let c = app
+        .store
+        .customer(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("customer"))?;
+    Ok(Json(customer_json(&id, &c)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CustomerBatch {
+    customers: Vec<Value>,
+}
+
+/// Upserts up to 10,000 customers at once: `{"customers": [{"id": ..., ...profile}]}`.
+async fn put_customers(
+    State(app): State<Arc<Ingest>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let batch: CustomerBatch = parse_json(&body, "")?;
+    if batch.customers.len() > MAX_CUSTOMERS_PER_BATCH {
+        return Err(ApiError::invalid(
+            "customers",
+            format!("at most {MAX_CUSTOMERS_PER_BATCH} customers per call"),
+        ));
+    }
+    let mut parsed = Vec::with_capacity(batch.customers.len());
+    for (i, mut raw) in batch.customers.into_iter().enumerate() {
+        let at = format!("customers[{i}]");
+        let id = raw
+            .as_object_mut()
+            .and_then(|o| o.remove("id"))
+            .and_then(|v| v.as_str().and_then(CustomerId::parse))
+            .ok_or_else(|| {
+                ApiError::invalid(format!("{at}.id"), "a valid customer id is required")
+            })?;
+        let bytes =
+            serde_json::to_vec(&raw).map_err(|e| ApiError::invalid(at.clone(), e.to_string()))?;
+        let customer: Customer = parse_json(&bytes, &at)?;
+        validate_customer(&customer, &at)?;
+        parsed.push((id, customer));
+    }
+    app.store.put_customers(&parsed).await?;
+    Ok(Json(json!({ "stored": parsed.len() })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCampaign {
+    #[serde(default)]
+    id: Option<CampaignId>,
+    name: String,
+    template: Template,
+    #[serde(default)]
+    channels: Vec<Channel>,
+    #[serde(default)]
+    confirmation_timeout_ms: BTreeMap<Channel, u64>,
+    #[serde(default)]
+    max_cost: Option<f64>,
+    audience: Audience,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Audience {
+    customer_ids: Vec<CustomerId>,
+}
+
+fn validate_campaign(c: &NewCampaign) -> Result<(), ApiError> {
+    if c.name.trim().is_empty() || c.name.len() > 200 {
+        return Err(ApiError::invalid("name", "name must be 1-200 bytes"));
+    }
+    let mut seen = HashSet::new();
+    if let Some(dup) = c.channels.iter().find(|ch| !seen.insert(**ch)) {
+        return Err(ApiError::invalid(
+            "channels",
+            format!("{dup} is listed twice"),
+        ));
+    }
+    for (channel, ms) in &c.confirmation_timeout_ms {
+        if !(100..=7 * 24 * 3600 * 1000).contains(ms) {
+            return Err(ApiError::invalid(
+                format!("confirmation_timeout_ms.{channel}"),
+                "time-out must be between 100 ms and 7 days",
+            ));
+        }
+    }
+    if c.max_cost.is_some_and(|m| !(m.is_finite() && m >= 0.0)) {
+        return Err(ApiError::invalid(
+            "max_cost",
+            "max_cost must be a number >= 0",
+        ));
+    }
+    let n = c.audience.customer_ids.len();
+    if n == 0 || n > MAX_AUDIENCE {
+        return Err(ApiError::invalid(
+            "audience.customer_ids",
+            format!("audience must have 1-{MAX_AUDIENCE} customers"),
+        ));
+    }
+    Ok(())
+}
+
+/// Stores the campaign and queues its batches; 202 with the id. Posting the same `id`
+/// again stores nothing new and re-queues the batches (fan-out skips finished ones), so a
+/// client that lost the answer can retry without any customer hearing twice.
+async fn create_campaign(
+    State(app): State<Arc<Ingest>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let new: NewCampaign = parse_json(&body, "")?;
+    validate_campaign(&new)?;
+    let mut seen = HashSet::with_capacity(new.audience.customer_ids.len());
+    let audience: Vec<CustomerId> = new
+        .audience
+        .customer_ids
+        .into_iter()
+        .filter(|id| seen.insert(id.clone()))
+        .collect();
+    let campaign = Campaign {
+        id: new.id.unwrap_or_else(CampaignId::generate),
+        name: new.name,
+        template: new.template,
+        channels: new.channels,
+        confirmation_timeout_ms: new.confirmation_timeout_ms,
+        max_cost: new.max_cost,
+        recipients: audience.len() as u64,
+        created_ms: now_ms(),
+    };
+    let (campaign, status) = match app.store.create_campaign(&campaign, &audience).await? {
+        CampaignCreation::Created => (campaign, StatusCode::ACCEPTED),
+        CampaignCreation::Exists(existing) => (*existing, StatusCode::OK),
+    };
+    let batches = (campaign.recipients as usize).div_ceil(BATCH_SIZE);
+    queue_batches(&app, &campaign.id, batches).await?;
+    tracing::info!(campaign = %campaign.id, recipients = campaign.recipients, batches, "campaign queued");
+    Ok((
+        status,
+        Json(json!({
+            "id": campaign.id,
+            "recipients": campaign.recipients,
+            "batches": batches,
+        })),
+    )
+        .into_response())
+}
+
+async fn queue_batches(app: &Ingest, id: &CampaignId, batches: usize) -> Result<(), ApiError> {
+    let topic = app.topics.campaigns();
+    let messages: Vec<(String, Vec<u8>)> = (0..batches)
+        .map(|b| {
+            let batch = CampaignBatch {
+                campaign: id.clone(),
+                batch: b as u32,
+            };
+            // Keyed per batch, so batches spread over partitions and fan-out workers.
+            (
+                format!("{id}:{b}"),
+                serde_json::to_vec(&batch).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let acks = messages.iter().map(|(key, payload)| {
+        app.producer.send(
+            FutureRecord::to(&topic).key(key).payload(payload),
+            Duration::from_secs(30),
+        )
+    });
+    let failed = join_all(acks)
+        .await
+        .into_iter()
+        .filter(|r| r.is_err())
+        .count();
+    if failed > 0 {
+        tracing::error!(campaign = %id, failed, "campaign batches not queued");
+        return Err(ApiError::unavailable(
+            "queue unavailable; post the same campaign id again to resume",
+        ));
+    }
+    Ok(())
+}
+
+async fn get_campaign(
+    State(app): State<Arc<Ingest>>,
+    Path(raw_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = CampaignId::parse(&raw_id).ok_or_else(|| ApiError::not_found("campaign"))?;
+    let campaign = app
+        .store
+        .campaign(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("campaign"))?;
+    let counts = app.store.campaign_counts(&id).await?;
+    Ok(Json(campaign_report(&campaign, &counts)).into_response())
+}
+
+/// Progress and counts by outcome; `delivered + failed` reaches `recipients` when done.
+pub fn campaign_report(c: &Campaign, counts: &BTreeMap<String, u64>) -> Value {
+    let get = |k: &str| counts.get(k).copied().unwrap_or(0);
+    let outcomes = get("delivered") + get("failed");
+    let status = if get("batches_done") < get("batches") {
+        "fanning_out"
+    } else if outcomes >= c.recipients {
+        "completed"
+    } else {
+        "running"
+    };
+    let percent = if c.recipients == 0 {
+        100.0
+    } else {
+        (outcomes as f64 * 1000.0 / c.recipients as f64).round() / 10.0
+    };
+    json!({
+        "id": c.id,
+        "name": c.name,
+        "status": status,
+        "recipients": c.recipients,
+        "created_ms": c.created_ms,
+        "channels": c.channels,
+        "progress": {
+            "batches": get("batches"),
+            "batches_done": get("batches_done"),
+            "fanned_out": get("fanned_out"),
+            "outcomes": outcomes,
+            "percent": percent,
+        },
+        "counts": counts,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManyReceipts {
+    receipts: Vec<Receipt>,
+}
+
+/// Applies provider receipts. Keys that are not Herald delivery keys are counted `unknown`;
+/// a receipt for a delivery that already moved on is `late` and changes nothing.
+async fn receipts(
+    State(app): State<Arc<Ingest>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let many = parse_json::<Value>(&body, "")?.get("receipts").is_some();
+    let receipts = if many {
+        parse_json::<ManyReceipts>(&body, "")?.receipts
+    } else {
+        vec![parse_json::<Receipt>(&body, "")?]
+    };
+    if receipts.len() > MAX_RECEIPTS_PER_CALL {
+        return Err(ApiError::invalid(
+            "receipts",
+            format!("at most {MAX_RECEIPTS_PER_CALL} receipts per call"),
+        ));
+    }
+    let mut parsed = Vec::with_capacity(receipts.len());
+    let mut unknown = 0u64;
+    for r in &receipts {
+        match parse_delivery_key(&r.key) {
+            Some((campaign, customer, channel)) => parsed.push((
+                campaign,
+                customer,
+                channel,
+                r.status,
+                r.reason.clone().unwrap_or_else(|| "failure receipt".into()),
+            )),
+            None => unknown += 1,
+        }
+    }
+    let outcomes = if parsed.is_empty() {
+        Vec::new()
+    } else {
+        app.store.apply_receipts(&parsed).await?
+    };
+    let mut tally: BTreeMap<&str, u64> = BTreeMap::new();
+    if unknown > 0 {
+        tally.insert("unknown", unknown);
+    }
+    let mut events = Vec::new();
+    for (outcome, (campaign, customer, channel, _, reason)) in outcomes.iter().zip(&parsed) {
+        let name = match outcome {
+            ReceiptOutcome::Delivered => "delivered",
+            ReceiptOutcome::Undelivered => "undelivered",
+            ReceiptOutcome::Early => "early",
+            ReceiptOutcome::Late => "late",
+            ReceiptOutcome::Unknown => "unknown",
+        };
+        *tally.entry(name).or_default() += 1;
+        let kind = match outcome {
+            ReceiptOutcome::Delivered => LifecycleKind::Delivered,
+            ReceiptOutcome::Undelivered => LifecycleKind::Undelivered,
+            _ => continue,
+        };
+        events.push(LifecycleEvent::for_delivery(
+            kind,
+            campaign,
+            customer,
+            *channel,
+            Some(reason.clone()),
+        ));
+    }
+    let topic = app.topics.events();
+    let published = join_all(
+        events
+            .iter()
+            .map(|e| kafka::publish_json(&app.producer, &topic, e.id.as_str(), e)),
+    )
+    .await;
+    let lost = published.iter().filter(|r| r.is_err()).count();
+    if lost > 0 {
+        tracing::error!(lost, "lifecycle events of receipts lost");
+    }
+    Ok(Json(json!({ "received": receipts.len(), "outcomes": tally })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of<T: DeserializeOwned>(body: &str) -> Option<String> {
+        parse_json::<T>(body.as_bytes(), "")
+            .err()
+            .and_then(|e| e.field)
+    }
+
+    #[test]
+    fn campaign_errors_name_the_field() {
+        let ok = r#"{"name":"n","template":"hi {{name}}","audience":{"customer_ids":["a"]}}"#;
+        assert!(parse_json::<NewCampaign>(ok.as_bytes(), "").is_ok());
+        assert_eq!(
+            field_of::<NewCampaign>(r#"{"template":"t","audience":{"customer_ids":["a"]}}"#)
+                .as_deref(),
+            Some("name")
+        );
+        assert_eq!(
+            field_of::<NewCampaign>(r#"{"name":"n","template":"t","channels":["fax"],"audience":{"customer_ids":["a"]}}"#).as_deref(),
+            Some("channels[0]")
+        );
+        assert_eq!(
+            field_of::<NewCampaign>(
+                r#"{"name":"n","template":"t","audience":{"customer_ids":["a","b:c"]}}"#
+            )
+            .as_deref(),
+            Some("audience.customer_ids[1]")
+        );
+        assert_eq!(
+            field_of::<NewCampaign>(
+                r#"{"name":"n","template":"hi {{","audience":{"customer_ids":["a"]}}"#
+            )
+            .as_deref(),
+            Some("template")
+        );
+    }
+
+    #[test]
+    fn customer_errors_name_the_field() {
+        let bad_zone: Customer = serde_json::from_str(r#"{"time_zone":"Mars/Base"}"#).unwrap();
+        assert_eq!(
+            validate_customer(&bad_zone, "")
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("time_zone")
+        );
+        let bad_lat: Customer = serde_json::from_str(r#"{"location":{"lat":91,"lon":0}}"#).unwrap();
+        assert_eq!(
+            validate_customer(&bad_lat, "customers[2]")
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("customers[2].location.lat")
+        );
+        assert!(field_of::<Customer>(r#"{"contacts":{"fax":"1"}}"#)
+            .is_some_and(|f| f.starts_with("contacts")));
+        let empty: Customer = serde_json::from_str(r#"{"contacts":{"sms":" "}}"#).unwrap();
+        assert_eq!(
+            validate_customer(&empty, "").unwrap_err().field.as_deref(),
+            Some("contacts.sms")
+        );
+    }
+}

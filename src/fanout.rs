@@ -1,0 +1,435 @@
+//! `herald-fanout`: turns a campaign into one delivery per customer. It consumes batches of
+//! 1000 audience members from `herald.campaigns`, picks each customer's first channel with
+//! the [`rules`](crate::rules), renders the template and publishes to the channel topics.
+//!
+//! It never contacts anyone itself, and it never decides twice: a batch is marked done in
+//! Redis only after all its deliveries are acknowledged, and a batch redelivered after a
+//! crash is either skipped (done) or republished whole, the once-slots dropping the copies.
+//! Before each batch it waits while the dispatchers are further behind than the broker can
+//! hold, so a million-customer campaign cannot push unread work out of retention.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Message as _, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::kafka::{self, LagProbe, Topics};
+use crate::model::{
+    now_ms, Campaign, CampaignBatch, CampaignId, Channel, Customer, CustomerId, Delivery, Message,
+};
+use crate::rules::{Choice, Rules, Situation};
+use crate::shutdown::sleep_unless_cancelled;
+use crate::store::Store;
+
+#[derive(Debug, Clone)]
+pub struct FanOutConfig {
+    /// Largest per-partition lag of a dispatch group before fan-out pauses.
+    pub max_lag: i64,
+    /// Channels whose dispatch lag is watched.
+    pub channels: Vec<Channel>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct FanOutStats {
+    pub batches: AtomicU64,
+    pub batches_skipped: AtomicU64,
+    pub published: AtomicU64,
+    pub unreachable: AtomicU64,
+    pub deferred: AtomicU64,
+    pub paused_ms: AtomicU64,
+}
+
+/// Why a customer got no first delivery; the DLQ record's body.
+#[derive(Debug, Serialize)]
+struct Unreachable<'a> {
+    campaign: &'a CampaignId,
+    customer: &'a CustomerId,
+    reason: &'a str,
+}
+
+pub struct FanOut {
+    pub store: Store,
+    pub producer: FutureProducer,
+    pub topics: Topics,
+    pub rules: Arc<Rules>,
+    pub lag: Arc<LagProbe>,
+    pub config: FanOutConfig,
+    pub stats: FanOutStats,
+    campaigns: Mutex<HashMap<CampaignId, Arc<Campaign>>>,
+    health: Mutex<(Instant, Vec<Channel>)>,
+}
+
+/// Renders one customer's message for one channel: what fan-out and retry both publish.
+pub fn render_delivery(
+    campaign: &Campaign,
+    customer_id: &CustomerId,
+    customer: &Customer,
+    channel: Channel,
+    attempt: u32,
+    rules: &Rules,
+    fanned_out_ms: u64,
+) -> Delivery {
+    Delivery {
+        campaign: campaign.id.clone(),
+        customer: customer_id.clone(),
+        attempt,
+        message: Message {
+            to: customer
+                .reachable_on(channel)
+                .unwrap_or_default()
+                .to_string(),
+            message: campaign
+                .template
+                .render(|k| customer.placeholder(customer_id, k)),
+            channel,
+        },
+        timeout_ms: rules.confirmation_timeout_ms(campaign, channel),
+        fanned_out_ms,
+    }
+}
+
+impl FanOut {
+    pub fn new(
+        store: Store,
+        producer: FutureProducer,
+        topics: Topics,
+        rules: Arc<Rules>,
+        lag: Arc<LagProbe>,
+        config: FanOutConfig,
+    ) -> Self {
+        FanOut {
+            store,
+            producer,
+            topics,
+            rules,
+            lag,
+            config,
+            stats: FanOutStats::default(),
+            campaigns: Mutex::new(HashMap::new()),
+            health: Mutex::new((Instant::now() - Duration::from_secs(60), Vec::new())),
+        }
+    }
+
+    /// Consumes campaign batches until `shutdown`; a batch under way is finished first.
+    pub async fn run(
+        self: Arc<Self>,
+        consumer: StreamConsumer,
+        shutdown: CancellationToken,
+    ) -> Result<(), kafka::KafkaError> {
+        let topic = self.topics.campaigns();
+        consumer
+            .subscribe(&[&topic])
+            .map_err(kafka::KafkaError::Setup)?;
+        tracing::info!(%topic, "fan-out consuming");
+        loop {
+            let msg = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                m = consumer.recv() => match m {
+                    Ok(m) => m.detach(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "kafka consume error");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                },
+            };
+            if self.handle(&msg, &shutdown).await {
+                if let Err(e) = consumer.store_offset(msg.topic(), msg.partition(), msg.offset()) {
+                    tracing::debug!(error = %e, "offset not stored");
+                }
+            } else {
+                break; // shutdown mid-batch: leave it uncommitted, it comes back
+            }
+        }
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::warn!(error = %e, "final commit failed");
+        }
+        Ok(())
+    }
+
+    /// `true` when the message is dealt with (its offset may be committed).
+    async fn handle(&self, msg: &OwnedMessage, cancel: &CancellationToken) -> bool {
+        let batch: CampaignBatch = match msg
+            .payload()
+            .ok_or_else(|| "empty message".to_string())
+            .and_then(|p| {
+                serde_json::from_slice(p).map_err(|e| format!("undecodable campaign batch: {e}"))
+            }) {
+            Ok(b) => b,
+            Err(reason) => return self.dead_letter(msg, &reason, cancel).await,
+        };
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self.fan_out(&batch, cancel).await {
+                Ok(Some(())) => return true,
+                Ok(None) => return false,
+                Err(BatchError::UnknownCampaign) => {
+                    return self
+                        .dead_letter(msg, &format!("unknown campaign {}", batch.campaign), cancel)
+                        .await
+                }
+                Err(BatchError::Transient(e)) => {
+                    tracing::warn!(campaign = %batch.campaign, batch = batch.batch, error = %e, retry_in = ?wait, "batch failed; retrying");
+                    if !sleep_unless_cancelled(wait, cancel).await {
+                        return false;
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Fans out one batch; `Ok(None)` if shutdown came first.
+    async fn fan_out(
+        &self,
+        batch: &CampaignBatch,
+        cancel: &CancellationToken,
+    ) -> Result<Option<()>, BatchError> {
+        let id = &batch.campaign;
+        if self.store.is_batch_done(id, batch.batch).await? {
+            self.stats.batches_skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(()));
+        }
+        let campaign = self.campaign(id).await?;
+        if !self.wait_for_room(cancel).await {
+            return Ok(None);
+        }
+        let ids = self.store.audience_batch(id, batch.batch).await?;
+        let profiles = self.store.customers(&ids).await?;
+        let unhealthy = self.unhealthy().await;
+        let now = now_ms();
+        let mut sends = Vec::with_capacity(ids.len());
+        let mut unreachable = Vec::new();
+        for (customer_id, profile) in ids.iter().zip(&profiles) {
+            let Some(customer) = profile else {
+                unreachable.push((customer_id, "unknown customer"));
+                continue;
+            };
+            let choice = self.rules.choose(&Situation {
+                customer,
+                campaign: &campaign,
+                tried: &[],
+                unhealthy: &unhealthy,
+                now_ms: now,
+            });
+            match choice {
+                Choice::Send(channel) => {
+                    let d = render_delivery(
+                        &campaign,
+                        customer_id,
+                        customer,
+                        channel,
+                        0,
+                        &self.rules,
+                        now,
+                    );
+                    sends.push(d);
+                }
+                Choice::WaitUntil { channel, at_ms } => {
+                    self.store
+                        .defer_first(id, customer_id, channel, at_ms)
+                        .await?;
+                    self.stats.deferred.fetch_add(1, Ordering::Relaxed);
+                }
+                Choice::NoChannel(reason) => unreachable.push((customer_id, reason)),
+            }
+        }
+        self.publish_all(&sends).await?;
+        for (customer, reason) in unreachable {
+            self.fail_unreachable(id, customer, reason).await?;
+        }
+        self.store
+            .mark_batch_done(id, batch.batch, ids.len())
+            .await?;
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(campaign = %id, batch = batch.batch, published = sends.len(), "batch fanned out");
+        Ok(Some(()))
+    }
+
+    async fn publish_all(&self, deliveries: &[Delivery]) -> Result<(), BatchError> {
+        let payloads: Vec<(String, Vec<u8>)> = deliveries
+            .iter()
+            .map(|d| {
+                Ok((
+                    self.topics.notify(d.message.channel),
+                    serde_json::to_vec(d)?,
+                ))
+            })
+            .collect::<Result<_, serde_json::Error>>()
+            .map_err(|e| BatchError::Transient(e.to_string()))?;
+        let acks = deliveries
+            .iter()
+            .zip(&payloads)
+            .map(|(d, (topic, payload))| {
+                self.producer.send(
+                    FutureRecord::to(topic)
+                        .key(d.customer.as_str())
+                        .payload(payload),
+                    Duration::from_secs(30),
+                )
+            });
+        let failed = join_all(acks)
+            .await
+            .into_iter()
+            .filter(|r| r.is_err())
+            .count();
+        if failed > 0 {
+            return Err(BatchError::Transient(format!(
+                "{failed} deliveries not acknowledged"
+            )));
+        }
+        self.stats
+            .published
+            .fetch_add(deliveries.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn fail_unreachable(
+        &self,
+        campaign: &CampaignId,
+        customer: &CustomerId,
+        reason: &str,
+    ) -> Result<(), BatchError> {
+        // DLQ first: if we crash before the slot is failed, the batch is redone and the
+        // customer dead-lettered again, which is better than never.
+        let record = Unreachable {
+            campaign,
+            customer,
+            reason,
+        };
+        kafka::dead_letter_record(
+            &self.producer,
+            &self.topics.dlq(),
+            customer.as_str(),
+            &record,
+            reason,
+            "herald-fanout",
+        )
+        .await
+        .map_err(|e| BatchError::Transient(e.to_string()))?;
+        let code = if reason == "unknown customer" {
+            "unknown_customer"
+        } else {
+            "no_channel"
+        };
+        if self
+            .store
+            .fail_unreachable(campaign, customer, code, reason)
+            .await?
+        {
+            self.stats.unreachable.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Waits while any watched dispatch group lags more than `max_lag`; `false` on shutdown.
+    async fn wait_for_room(&self, cancel: &CancellationToken) -> bool {
+        let started = Instant::now();
+        loop {
+            let probe = self.lag.clone();
+            let checks: Vec<(String, String)> = self
+                .config
+                .channels
+                .iter()
+                .map(|c| (self.topics.dispatch_group(*c), self.topics.notify(*c)))
+                .collect();
+            let worst = tokio::task::spawn_blocking(move || {
+                checks
+                    .iter()
+                    .map(|(group, topic)| probe.max_lag(group, topic))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|lags| lags.into_iter().max().unwrap_or(0))
+            })
+            .await;
+            match worst {
+                Ok(Ok(lag)) if lag <= self.config.max_lag => break,
+                Ok(Ok(lag)) => tracing::debug!(lag, "dispatchers behind; fan-out paused"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot read dispatch lag; pausing"),
+                Err(e) => tracing::warn!(error = %e, "lag probe failed; pausing"),
+            }
+            if !sleep_unless_cancelled(Duration::from_millis(100), cancel).await {
+                return false;
+            }
+        }
+        self.stats
+            .paused_ms
+            .fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        true
+    }
+
+    async fn campaign(&self, id: &CampaignId) -> Result<Arc<Campaign>, BatchError> {
+        if let Some(c) = lock(&self.campaigns).get(id) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(
+            self.store
+                .campaign(id)
+                .await?
+                .ok_or(BatchError::UnknownCampaign)?,
+        );
+        lock(&self.campaigns).insert(id.clone(), c.clone());
+        Ok(c)
+    }
+
+    /// Channels with an open provider circuit, re-read at most once a second.
+    async fn unhealthy(&self) -> Vec<Channel> {
+        {
+            let h = lock(&self.health);
+            if h.0.elapsed() < Duration::from_secs(1) {
+                return h.1.clone();
+            }
+        }
+        let now = self.store.unhealthy_channels().await.unwrap_or_default();
+        *lock(&self.health) = (Instant::now(), now.clone());
+        now
+    }
+
+    async fn dead_letter(
+        &self,
+        msg: &OwnedMessage,
+        reason: &str,
+        cancel: &CancellationToken,
+    ) -> bool {
+        tracing::warn!(
+            reason,
+            offset = msg.offset(),
+            "dead-lettering campaign message"
+        );
+        loop {
+            match kafka::dead_letter(&self.producer, &self.topics.dlq(), msg, reason).await {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot publish to the dead-letter topic; retrying");
+                    if !sleep_unless_cancelled(Duration::from_secs(1), cancel).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BatchError {
+    #[error("unknown campaign")]
+    UnknownCampaign,
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl From<crate::store::StoreError> for BatchError {
+    fn from(e: crate::store::StoreError) -> Self {
+        BatchError::Transient(e.to_string())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

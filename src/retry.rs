@@ -1,0 +1,407 @@
+//! `herald-retry`: the fallback scheduler. It scans each active campaign's pending set for
+//! deadlines that passed without a receipt (and for provider failures, due at once), claims
+//! them atomically so that several instances never take the same one, and moves each to the
+//! next channel the [`rules`](crate::rules) allow, or ends it `failed` and dead-lettered
+//! when none is left. It never calls the provider: it republishes to a channel topic and the
+//! dispatchers' once-slot claim keeps the fallback single.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use rdkafka::producer::FutureProducer;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::fanout::render_delivery;
+use crate::kafka::{self, Topics};
+use crate::model::{
+    now_ms, Campaign, CampaignId, Channel, CustomerId, LifecycleEvent, LifecycleKind,
+};
+use crate::rules::{Choice, Rules, Situation};
+use crate::shutdown::sleep_unless_cancelled;
+use crate::store::{Overdue, Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    /// How often the pending sets are scanned when there was nothing to do.
+    pub poll_interval: Duration,
+    /// Overdue entries claimed per script call.
+    pub batch: usize,
+    /// How long a claimed entry stays invisible to other instances.
+    pub claim_lease: Duration,
+    /// How long a republished delivery may wait for a dispatcher before it is published again.
+    pub watch: Duration,
+    /// Entries handled at once.
+    pub concurrency: usize,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            poll_interval: Duration::from_millis(200),
+            batch: 500,
+            claim_lease: Duration::from_secs(30),
+            watch: Duration::from_secs(60),
+            concurrency: 64,
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct RetryStats {
+    pub claimed: AtomicU64,
+    pub fell_back: AtomicU64,
+    pub republished: AtomicU64,
+    pub deferred: AtomicU64,
+    pub exhausted: AtomicU64,
+    pub lost_race: AtomicU64,
+}
+
+/// The DLQ record of a delivery whose channels ran out.
+#[derive(Debug, Serialize)]
+struct Exhausted<'a> {
+    campaign: &'a CampaignId,
+    customer: &'a CustomerId,
+    tried: &'a [Channel],
+    reason: &'a str,
+}
+
+pub struct Retrier {
+    pub store: Store,
+    pub producer: FutureProducer,
+    pub topics: Topics,
+    pub rules: Arc<Rules>,
+    pub config: RetryConfig,
+    pub stats: RetryStats,
+    /// Unique per process: the claim token that proves which instance holds an entry.
+    token: String,
+    campaigns: Mutex<HashMap<CampaignId, Arc<Campaign>>>,
+}
+
+impl Retrier {
+    pub fn new(
+        store: Store,
+        producer: FutureProducer,
+        topics: Topics,
+        rules: Arc<Rules>,
+        config: RetryConfig,
+    ) -> Self {
+        Retrier {
+            store,
+            producer,
+            topics,
+            rules,
+            config,
+            stats: RetryStats::default(),
+            token: uuid::Uuid::new_v4().to_string(),
+            campaigns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Scans until `shutdown`. Work already claimed is finished first (it is quick).
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        tracing::info!(token = %self.token, "retry scheduler running");
+        let mut last_retire = Instant::now();
+        let mut last_progress = Instant::now();
+        while !shutdown.is_cancelled() {
+            let handled = match self.scan_once().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "scan failed");
+                    0
+                }
+            };
+            if last_retire.elapsed() > Duration::from_secs(5) {
+                self.retire_finished().await;
+                last_retire = Instant::now();
+            }
+            if last_progress.elapsed() > Duration::from_secs(5) {
+                self.log_progress();
+                last_progress = Instant::now();
+            }
+            if handled == 0 && !sleep_unless_cancelled(self.config.poll_interval, &shutdown).await {
+                break;
+            }
+        }
+        self.log_progress();
+    }
+
+    /// One pass over every active campaign; returns how many entries were handled.
+    pub async fn scan_once(&self) -> Result<usize, StoreError> {
+        let mut handled = 0;
+        for campaign in self.store.active_campaigns().await? {
+            let due = self
+                .store
+                .claim_overdue(
+                    &campaign,
+                    &self.token,
+                    self.config.batch,
+                    self.config.claim_lease,
+                )
+                .await?;
+            if due.is_empty() {
+                continue;
+            }
+            handled += due.len();
+            self.stats
+                .claimed
+                .fetch_add(due.len() as u64, Ordering::Relaxed);
+            let Some(def) = self.campaign(&campaign).await? else {
+                tracing::warn!(campaign = %campaign, "pending entries of an unknown campaign");
+                continue;
+            };
+            let unhealthy = self.store.unhealthy_channels().await.unwrap_or_default();
+            stream::iter(due)
+                .for_each_concurrent(self.config.concurrency, |o| {
+                    let (def, unhealthy) = (&def, &unhealthy);
+                    async move {
+                        if let Err(e) = self.handle(def, &o, unhealthy).await {
+                            // The claim lapses and the entry comes due again.
+                            tracing::warn!(campaign = %def.id, customer = %o.customer, error = %e, "fallback deferred");
+                        }
+                    }
+                })
+                .await;
+        }
+        Ok(handled)
+    }
+
+    async fn handle(
+        &self,
+        campaign: &Campaign,
+        o: &Overdue,
+        unhealthy: &[Channel],
+    ) -> Result<(), RetryError> {
+        let customer = self.store.customer(&o.customer).await?;
+        if o.status == "queued" {
+            // Published before but never claimed (lost publish, or quiet hours over): again.
+            let (Some(channel), Some(profile)) = (o.channel, customer.as_ref()) else {
+                return Ok(());
+            };
+            let d = render_delivery(
+                campaign,
+                &o.customer,
+                profile,
+                channel,
+                o.attempt,
+                &self.rules,
+                now_ms(),
+            );
+            kafka::publish_json(
+                &self.producer,
+                &self.topics.notify(channel),
+                d.customer.as_str(),
+                &d,
+            )
+            .await?;
+            self.stats.republished.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let choice = match customer.as_ref() {
+            None => Choice::NoChannel("customer profile no longer exists"),
+            Some(profile) => self.rules.choose(&Situation {
+                customer: profile,
+                campaign,
+                tried: &o.tried,
+                unhealthy,
+                now_ms: now_ms(),
+            }),
+        };
+        match (choice, customer) {
+            (Choice::Send(next), Some(profile)) => {
+                if !self
+                    .store
+                    .advance(&campaign.id, o, &self.token, next, 0, self.config.watch)
+                    .await?
+                {
+                    self.stats.lost_race.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                let d = render_delivery(
+                    campaign,
+                    &o.customer,
+                    &profile,
+                    next,
+                    o.attempt + 1,
+                    &self.rules,
+                    now_ms(),
+                );
+                self.stats.fell_back.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(campaign = %campaign.id, customer = %o.customer, from = ?o.channel, to = %next, "falling back");
+                // If this publish is lost, the entry (kept pending for `watch`) republishes it.
+                kafka::publish_json(
+                    &self.producer,
+                    &self.topics.notify(next),
+                    d.customer.as_str(),
+                    &d,
+                )
+                .await?;
+                self.emit(
+                    LifecycleKind::FellBack,
+                    &campaign.id,
+                    &o.customer,
+                    next,
+                    o.channel.map(|c| format!("from {c}")),
+                )
+                .await;
+            }
+            (Choice::WaitUntil { channel, at_ms }, Some(_)) => {
+                if self
+                    .store
+                    .advance(
+                        &campaign.id,
+                        o,
+                        &self.token,
+                        channel,
+                        at_ms,
+                        self.config.watch,
+                    )
+                    .await?
+                {
+                    self.stats.deferred.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            (Choice::NoChannel(why), _) => self.exhaust(campaign, o, why).await?,
+            (_, None) => {
+                self.exhaust(campaign, o, "customer profile no longer exists")
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// No channel left: dead-letter it, then end it `failed`.
+    async fn exhaust(&self, campaign: &Campaign, o: &Overdue, why: &str) -> Result<(), RetryError> {
+        let reason = format!("fallback exhausted: {why} (tried {})", join(&o.tried));
+        let record = Exhausted {
+            campaign: &campaign.id,
+            customer: &o.customer,
+            tried: &o.tried,
+            reason: &reason,
+        };
+        // Dead-letter first: a crash before `fail_overdue` repeats the DLQ record rather
+        // than losing it.
+        kafka::dead_letter_record(
+            &self.producer,
+            &self.topics.dlq(),
+            o.customer.as_str(),
+            &record,
+            &reason,
+            "herald-retry",
+        )
+        .await?;
+        if self
+            .store
+            .fail_overdue(&campaign.id, o, &self.token, "exhausted", &reason)
+            .await?
+        {
+            self.stats.exhausted.fetch_add(1, Ordering::Relaxed);
+            let channel = o.channel.unwrap_or(Channel::Email);
+            self.emit(
+                LifecycleKind::Failed,
+                &campaign.id,
+                &o.customer,
+                channel,
+                Some(reason),
+            )
+            .await;
+        } else {
+            self.stats.lost_race.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    async fn emit(
+        &self,
+        kind: LifecycleKind,
+        campaign: &CampaignId,
+        customer: &CustomerId,
+        channel: Channel,
+        detail: Option<String>,
+    ) {
+        let event = LifecycleEvent::for_delivery(kind, campaign, customer, channel, detail);
+        if let Err(e) = kafka::publish_json(
+            &self.producer,
+            &self.topics.events(),
+            event.id.as_str(),
+            &event,
+        )
+        .await
+        {
+            tracing::error!(error = %e, "lifecycle event lost");
+        }
+    }
+
+    async fn campaign(&self, id: &CampaignId) -> Result<Option<Arc<Campaign>>, StoreError> {
+        if let Some(c) = self
+            .campaigns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+        {
+            return Ok(Some(c.clone()));
+        }
+        let Some(c) = self.store.campaign(id).await? else {
+            return Ok(None);
+        };
+        let c = Arc::new(c);
+        self.campaigns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), c.clone());
+        Ok(Some(c))
+    }
+
+    async fn retire_finished(&self) {
+        let Ok(active) = self.store.active_campaigns().await else {
+            return;
+        };
+        for id in active {
+            match self.store.retire_if_finished(&id).await {
+                Ok(true) => {
+                    tracing::info!(campaign = %id, "campaign finished");
+                    self.campaigns
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot check campaign completion"),
+            }
+        }
+    }
+
+    pub fn stats_json(&self) -> serde_json::Value {
+        serde_json::json!({ "retry": &self.stats })
+    }
+
+    fn log_progress(&self) {
+        let s = &self.stats;
+        tracing::info!(
+            claimed = s.claimed.load(Ordering::Relaxed),
+            fell_back = s.fell_back.load(Ordering::Relaxed),
+            republished = s.republished.load(Ordering::Relaxed),
+            exhausted = s.exhausted.load(Ordering::Relaxed),
+            "progress"
+        );
+    }
+}
+
+fn join(channels: &[Channel]) -> String {
+    channels
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RetryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Kafka(#[from] kafka::KafkaError),
+}
