@@ -103,7 +103,8 @@ mod tests {
         let snap = h.snapshot();
         assert_eq!(quantile(&snap, 0.5), Some(52));
         assert_eq!(quantile(&snap, 0.97), Some(100));
-        assert_eq!(quantile(&snap, 0.99), Some(2_349));
+        assert_eq!(quantile(&snap, 0.98), Some(2_349));
+        assert_eq!(quantile(&snap, 0.99), Some(50_099));
         assert_eq!(quantile(&snap, 1.0), Some(upper_of(BUCKETS - 1)));
         assert!(snap.windows(2).all(|w| w[0].0 < w[1].0));
         assert_eq!(quantile(&[], 0.5), None);
