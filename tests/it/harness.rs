@@ -11,9 +11,13 @@ use herald::api::{self, Ingest};
 use herald::broker::MockBroker;
 use herald::config::ProviderArgs;
 use herald::dispatch::{DispatchConfig, DispatchStats, Dispatcher};
+use herald::fanout::{FanOut, FanOutConfig};
+use herald::kafka::LagProbe;
 use herald::kafka::{self, Topics};
 use herald::model::Channel;
 use herald::provider::ProviderClient;
+use herald::retry::{Retrier, RetryConfig};
+use herald::rules::Rules;
 use herald::simulator::{self, SimStats, SimulatorArgs};
 use herald::store::Store;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -41,6 +45,12 @@ pub fn quiet_provider() -> SimulatorArgs {
         rate_limit: 0,
         idempotent: false,
         rate_window_ms: 1000,
+        // The harness points receipts at the fleet's own API.
+        receipt_url: None,
+        receipt_delay_ms: 20,
+        receipt_loss_rate: 0.0,
+        receipt_failure_rate: 0.0,
+        silent_channels: Vec::new(),
     }
 }
 
@@ -75,12 +85,15 @@ impl Fleet {
             .expect("redis of the local stack (scripts/stack.sh up)");
         let shutdown = CancellationToken::new();
 
+        let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_url = format!("http://{}", api_listener.local_addr().unwrap());
+
+        let mut sim = sim;
+        sim.receipt_url = Some(format!("{api_url}/v1/receipts"));
         let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let provider_url = format!("http://{}", sim_listener.local_addr().unwrap());
         tokio::spawn(simulator::serve(sim_listener, sim, shutdown.clone()));
 
-        let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let api_url = format!("http://{}", api_listener.local_addr().unwrap());
         let ingest = Arc::new(Ingest {
             store: store.clone(),
             producer: kafka::producer(broker.bootstrap_servers()).unwrap(),
@@ -144,6 +157,67 @@ impl Fleet {
         let run = d.clone().run(consumer, stop);
         let handle = tokio::spawn(async move { run.await.expect("dispatcher run") });
         (d, handle)
+    }
+
+    /// Starts in-process campaign fan-out with the built-in rules.
+    pub fn start_fanout(&self, stop: CancellationToken) -> Arc<FanOut> {
+        let consumer = kafka::consumer(self.brokers(), &self.topics.fanout_group()).unwrap();
+        let f = Arc::new(FanOut::new(
+            self.store.clone(),
+            kafka::producer(self.brokers()).unwrap(),
+            self.topics.clone(),
+            Arc::new(Rules::load(None).unwrap()),
+            Arc::new(LagProbe::new(self.brokers())),
+            FanOutConfig {
+                max_lag: 10_000,
+                channels: Channel::ALL.to_vec(),
+            },
+        ));
+        let run = f.clone().run(consumer, stop);
+        tokio::spawn(async move { run.await.expect("fan-out run") });
+        f
+    }
+
+    /// Starts an in-process `herald-retry` with short leases, as tests need.
+    pub fn start_retry(&self, stop: CancellationToken) -> Arc<Retrier> {
+        let r = Arc::new(Retrier::new(
+            self.store.clone(),
+            kafka::producer(self.brokers()).unwrap(),
+            self.topics.clone(),
+            Arc::new(Rules::load(None).unwrap()),
+            RetryConfig {
+                poll_interval: Duration::from_millis(50),
+                claim_lease: Duration::from_secs(3),
+                watch: Duration::from_secs(5),
+                ..RetryConfig::default()
+            },
+        ));
+        tokio::spawn(r.clone().run(stop));
+        r
+    }
+
+    /// Stores customers through the API, 1000 per call.
+    pub async fn put_customers(&self, customers: Vec<Value>) {
+        for chunk in customers.chunks(1000) {
+            let (status, body) = self
+                .post("/v1/customers/batch", json!({ "customers": chunk }))
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+
+    /// Polls a campaign until it is `completed` or `limit` passes; returns its last report.
+    pub async fn wait_campaign(&self, id: &str, limit: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let (status, report) = self.get(&format!("/v1/campaigns/{id}")).await;
+            if (status == 200 && report["status"] == "completed")
+                || tokio::time::Instant::now() > deadline
+            {
+                return report;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {

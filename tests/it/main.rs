@@ -8,5 +8,6 @@ mod api_contract;
 mod broker_binary;
 mod dead_letters;
 mod dispatch_once;
+mod offers;
 mod redis_restart;
 mod resilience;
