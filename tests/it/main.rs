@@ -6,6 +6,7 @@ mod harness;
 
 mod api_contract;
 mod broker_binary;
+mod campaign_crash;
 mod dead_letters;
 mod dispatch_once;
 mod offers;

@@ -1,0 +1,159 @@
+//! The crash test of issue 3: a 20,000-recipient campaign while dispatchers, fan-out and
+//! `herald-retry` (real processes) are killed with SIGKILL and restarted. At the end every
+//! recipient has exactly one outcome and the provider never delivered a key twice.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use futures::future::join_all;
+use herald::model::{CampaignId, CustomerId};
+use serde_json::json;
+
+use crate::harness::{quiet_provider, ChildGuard, Fleet, API_KEY};
+
+const RECIPIENTS: usize = 20_000;
+
+fn spawn(fleet: &Fleet, bin: &str, args: &[&str]) -> ChildGuard {
+    let child = Command::new(bin)
+        .args(args)
+        .env("HERALD_KAFKA_BROKERS", fleet.brokers())
+        .env("HERALD_REDIS_URL", crate::harness::redis_url())
+        .env("HERALD_NAMESPACE", &fleet.ns)
+        .env("HERALD_PROVIDER_URL", &fleet.provider_url)
+        .env("HERALD_PROVIDER_API_KEY", API_KEY)
+        .env("HERALD_LEASE_MS", "3000")
+        .env("HERALD_RETRY_POLL_MS", "100")
+        .env("HERALD_RETRY_CLAIM_LEASE_MS", "2000")
+        .env("HERALD_RETRY_WATCH_MS", "4000")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+    ChildGuard(Some(child))
+}
+
+/// One of the fleet's processes, restartable.
+struct Worker {
+    bin: &'static str,
+    args: &'static [&'static str],
+    child: ChildGuard,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_dispatchers_fanout_and_retry_mid_campaign_leaves_one_outcome_each() {
+    let mut sim = quiet_provider();
+    // A real provider answers a repeated idempotency key from its first result; a crash
+    // between the provider's accept and the record of it makes Herald ask again.
+    sim.idempotent = true;
+    sim.receipt_loss_rate = 0.05;
+    let fleet = Fleet::start(sim, 8).await;
+    let zone = "Etc/GMT"; // quiet hours do not matter here: SMS is not used first
+    let ids: Vec<String> = (0..RECIPIENTS).map(|i| format!("k{i}")).collect();
+    fleet
+        .put_customers(
+            ids.iter()
+                .map(|id| {
+                    json!({"id": id, "contacts": {"email": format!("{id}@x"), "push": format!("tok-{id}")},
+                           "consent": {"email": true, "push": true}, "time_zone": zone})
+                })
+                .collect(),
+        )
+        .await;
+
+    let dispatch = env!("CARGO_BIN_EXE_herald-dispatch");
+    let specs: [(&'static str, &'static [&'static str]); 7] = [
+        (dispatch, &["--channel", "email"]),
+        (dispatch, &["--channel", "email"]),
+        (dispatch, &["--channel", "push"]),
+        (dispatch, &["--channel", "push"]),
+        (env!("CARGO_BIN_EXE_herald-fanout"), &[]),
+        (env!("CARGO_BIN_EXE_herald-retry"), &[]),
+        (env!("CARGO_BIN_EXE_herald-retry"), &[]),
+    ];
+    let mut workers: Vec<Worker> = specs
+        .iter()
+        .map(|(bin, args)| Worker {
+            bin,
+            args,
+            child: spawn(&fleet, bin, args),
+        })
+        .collect();
+
+    let (status, created) = fleet
+        .post(
+            "/v1/campaigns",
+            json!({"id": "crash", "name": "crash test", "template": "offer for {{id}}",
+                   "channels": ["email", "push"],
+                   "confirmation_timeout_ms": {"email": 1500, "push": 1500},
+                   "audience": {"customer_ids": ids}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{created}");
+
+    // Kill one process every 1.5 s, each kind at least once, and start it again.
+    let mut outcomes_at_kills = Vec::new();
+    for victim in [0, 5, 2, 4, 6, 1, 3, 5, 0] {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (_, now) = fleet.get("/v1/campaigns/crash").await;
+        outcomes_at_kills.push(now["progress"]["outcomes"].as_u64().unwrap_or(0));
+        let w = &mut workers[victim];
+        let pid = w.child.id().to_string();
+        let killed = Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+        assert!(killed.success());
+        w.child.wait_exit(Duration::from_secs(10)).await;
+        w.child = spawn(&fleet, w.bin, w.args);
+    }
+
+    let report = fleet.wait_campaign("crash", Duration::from_secs(240)).await;
+    eprintln!("outcomes at each kill: {outcomes_at_kills:?}; final: {report}");
+    assert!(
+        outcomes_at_kills[2] < RECIPIENTS as u64,
+        "the kills must land mid-campaign: {outcomes_at_kills:?}"
+    );
+    let count = |k: &str| report["counts"][k].as_u64().unwrap_or(0);
+    assert_eq!(report["status"], "completed", "{report}");
+    assert_eq!(
+        count("delivered") + count("failed"),
+        RECIPIENTS as u64,
+        "one outcome per recipient: {report}"
+    );
+    assert_eq!(
+        count("delivered:email") + count("delivered:push"),
+        count("delivered"),
+        "{report}"
+    );
+    assert_eq!(count("failed"), count("failed:exhausted"), "{report}");
+    assert!(
+        count("fallbacks:push") > 0,
+        "lost receipts caused fallbacks: {report}"
+    );
+
+    let sim = fleet.sim_stats().await;
+    assert!(sim.max_deliveries_per_key <= 1, "{sim:?}");
+    assert_eq!(sim.keys_delivered_twice, 0, "{sim:?}");
+
+    // Every once-slot ended delivered or failed; none is stuck in between.
+    let campaign = CampaignId::parse("crash").unwrap();
+    let mut stuck = Vec::new();
+    for chunk in ids.chunks(500) {
+        let slots = join_all(chunk.iter().map(|id| {
+            let (store, campaign) = (fleet.store.clone(), campaign.clone());
+            let id = CustomerId::parse(id).unwrap();
+            async move { (id.clone(), store.slot(&campaign, &id).await.unwrap()) }
+        }))
+        .await;
+        stuck.extend(slots.into_iter().filter(|(_, s)| {
+            !matches!(
+                s.get("st").map(String::as_str),
+                Some("delivered" | "failed")
+            )
+        }));
+    }
+    assert!(
+        stuck.is_empty(),
+        "{} slots not terminal, e.g. {:?}",
+        stuck.len(),
+        stuck.first()
+    );
+}
