@@ -219,3 +219,192 @@ fn spawn_progress(
         }
     })
 }
+
+/// Campaign helpers for the CLI, the demo and `scripts/bench-campaign.sh`: synthetic
+/// customers `{prefix}{i}`, a campaign to all of them, and a watch until it completes.
+impl LoadGen {
+    /// Stores `count` synthetic customers reachable on `channels`, 1000 per call.
+    pub async fn seed_customers(
+        &self,
+        prefix: &str,
+        count: u64,
+        channels: &[Channel],
+        concurrency: usize,
+    ) -> Result<(), LoadError> {
+        let batches: Vec<(u64, u64)> = (0..count)
+            .step_by(1000)
+            .map(|start| (start, (start + 1000).min(count)))
+            .collect();
+        let done = AtomicU64::new(0);
+        let results: Vec<Result<Value, LoadError>> = stream::iter(batches)
+            .map(|(start, end)| {
+                let customers: Vec<Value> = (start..end)
+                    .map(|i| synthetic_customer(&format!("{prefix}{i}"), channels))
+                    .collect();
+                let done = &done;
+                async move {
+                    let r = self
+                        .post(
+                            "customers",
+                            "/v1/customers/batch",
+                            json!({ "customers": customers }),
+                        )
+                        .await;
+                    let n = done.fetch_add(end - start, Ordering::Relaxed) + end - start;
+                    if n % 100_000 == 0 || n == count {
+                        eprintln!("  customers stored: {n}/{count}");
+                    }
+                    r
+                }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        results.into_iter().try_for_each(|r| r.map(|_| ()))
+    }
+
+    /// Posts a campaign to customers `{prefix}0..{prefix}{count-1}`; returns the API's answer.
+    pub async fn send_campaign(
+        &self,
+        id: &str,
+        prefix: &str,
+        count: u64,
+        channels: &[Channel],
+        timeout_ms: u64,
+    ) -> Result<Value, LoadError> {
+        let audience: Vec<String> = (0..count).map(|i| format!("{prefix}{i}")).collect();
+        let timeouts: serde_json::Map<String, Value> = channels
+            .iter()
+            .map(|c| (c.to_string(), json!(timeout_ms)))
+            .collect();
+        self.post(
+            "campaign",
+            "/v1/campaigns",
+            json!({
+                "id": id,
+                "name": format!("{count}-customer offer"),
+                "template": "Hola {{name}}, tu oferta de hoy: 20% en todo",
+                "channels": channels,
+                "confirmation_timeout_ms": timeouts,
+                "audience": {"customer_ids": audience},
+            }),
+        )
+        .await
+    }
+
+    pub async fn campaign(&self, id: &str) -> Result<Value, LoadError> {
+        let url = format!("{}/v1/campaigns/{id}", self.api);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|source| LoadError::Unreachable { url, source })?;
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if status != 200 {
+            return Err(LoadError::Refused {
+                what: "campaign",
+                status,
+                body: body.to_string(),
+            });
+        }
+        Ok(body)
+    }
+
+    /// Polls a campaign, printing progress each second, until it completes or `limit` passes.
+    pub async fn watch_campaign(&self, id: &str, limit: Duration) -> Result<Value, LoadError> {
+        let started = Instant::now();
+        loop {
+            let report = self.campaign(id).await?;
+            let p = &report["progress"];
+            eprintln!(
+                "  [{:>5.1}s] {} fanned out {}/{}  outcomes {} ({}%)",
+                started.elapsed().as_secs_f64(),
+                report["status"].as_str().unwrap_or("?"),
+                p["fanned_out"],
+                report["recipients"],
+                p["outcomes"],
+                p["percent"],
+            );
+            if report["status"] == "completed" || started.elapsed() > limit {
+                return Ok(report);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+fn synthetic_customer(id: &str, channels: &[Channel]) -> Value {
+    let contacts: serde_json::Map<String, Value> = channels
+        .iter()
+        .map(|c| (c.to_string(), json!(format!("{id}@{c}.example"))))
+        .collect();
+    let consent: serde_json::Map<String, Value> = channels
+        .iter()
+        .map(|c| (c.to_string(), json!(true)))
+        .collect();
+    json!({"id": id, "name": format!("Cliente {id}"), "contacts": contacts, "consent": consent, "time_zone": "Europe/Madrid"})
+}
+
+/// Raw broker throughput with the same client library and settings class: produce `count`
+/// messages of `size` bytes to `topic` as fast as the broker takes them, then consume them
+/// all from the start. Returns (produced per second, consumed per second). Blocking.
+pub fn broker_throughput(
+    brokers: &str,
+    topic: &str,
+    count: u64,
+    size: usize,
+) -> Result<(f64, f64), rdkafka::error::KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::RDKafkaErrorCode;
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    use rdkafka::ClientConfig;
+
+    let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .create()?;
+    let payload = vec![b'x'; size];
+    let started = Instant::now();
+    for i in 0..count {
+        let key = i.to_string();
+        let mut record = BaseRecord::to(topic).key(&key).payload(&payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60))?;
+    let produce_rate = count as f64 / started.elapsed().as_secs_f64();
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("{topic}-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let started = Instant::now();
+    let mut seen = 0u64;
+    let mut idle_since = Instant::now();
+    while seen < count && idle_since.elapsed() < Duration::from_secs(10) {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(_)) => {
+                seen += 1;
+                idle_since = Instant::now();
+            }
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+    }
+    let consume_rate = seen as f64 / started.elapsed().as_secs_f64();
+    Ok((produce_rate, consume_rate))
+}

@@ -29,6 +29,67 @@ enum Command {
     /// Seed 001 requests.
     #[command(subcommand)]
     Requests(RequestsCommand),
+    /// Customers.
+    #[command(subcommand)]
+    Customers(CustomersCommand),
+    /// Campaigns of personalised offers.
+    #[command(subcommand)]
+    Campaigns(CampaignsCommand),
+    /// Raw produce-then-consume throughput of a Kafka broker (for benchmarks).
+    BrokerBench {
+        /// Kafka bootstrap servers.
+        #[arg(long, env = "HERALD_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        kafka_brokers: String,
+        /// Topic to fill (it should be otherwise unused).
+        #[arg(long)]
+        topic: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+        /// Message size in bytes.
+        #[arg(long, default_value_t = 250)]
+        size: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CustomersCommand {
+    /// Store COUNT synthetic customers `PREFIX0..`, reachable on CHANNELS.
+    Seed {
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value = "cust")]
+        prefix: String,
+        #[arg(long, value_delimiter = ',', default_value = "email,push")]
+        channels: Vec<Channel>,
+        /// Batches of 1000 in flight at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CampaignsCommand {
+    /// Send a campaign to the synthetic customers `PREFIX0..PREFIX{COUNT-1}` and watch it.
+    Send {
+        /// Campaign id (posting the same id again resumes, never duplicates).
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value = "cust")]
+        prefix: String,
+        /// Channel order.
+        #[arg(long, value_delimiter = ',', default_value = "email,push")]
+        channels: Vec<Channel>,
+        /// Receipt time-out per channel before falling back, in milliseconds.
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+        /// Stop watching after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        wait_secs: u64,
+    },
+    /// Show a campaign's progress and counts.
+    Show { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -85,6 +146,53 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Requests(RequestsCommand::Show { id }) => {
             println!("{id}: {}", load.status(&id).await?);
+        }
+        Command::Customers(CustomersCommand::Seed {
+            count,
+            prefix,
+            channels,
+            concurrency,
+        }) => {
+            load.seed_customers(&prefix, count, &channels, concurrency)
+                .await
+                .context("storing customers")?;
+        }
+        Command::Campaigns(CampaignsCommand::Send {
+            id,
+            count,
+            prefix,
+            channels,
+            timeout_ms,
+            wait_secs,
+        }) => {
+            let created = load
+                .send_campaign(&id, &prefix, count, &channels, timeout_ms)
+                .await
+                .context("creating the campaign")?;
+            eprintln!("campaign accepted: {created}");
+            let report = load
+                .watch_campaign(&id, Duration::from_secs(wait_secs))
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Campaigns(CampaignsCommand::Show { id }) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&load.campaign(&id).await?)?
+            );
+        }
+        Command::BrokerBench {
+            kafka_brokers,
+            topic,
+            count,
+            size,
+        } => {
+            let (produced, consumed) = tokio::task::spawn_blocking(move || {
+                herald::loadgen::broker_throughput(&kafka_brokers, &topic, count, size)
+            })
+            .await??;
+            println!("broker_produce_per_sec {produced:.0}");
+            println!("broker_consume_per_sec {consumed:.0}");
         }
     }
     Ok(())

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# End-to-end campaign benchmark: N synthetic customers, one campaign to all of them, through
+# the whole path (API → herald.campaigns → fan-out → herald.notify.* → dispatchers → the
+# simulated provider → receipts → POST /v1/receipts), on the local stack with a broker of
+# its own. Then, on the same broker, the raw produce-then-consume throughput for comparison.
+# Prints figures; never fails for speed.
+#   scripts/bench-campaign.sh [N]      (default 100000)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$HERALD_ROOT"
+N=${1:-100000}
+PARTITIONS=${HERALD_BENCH_PARTITIONS:-16}
+API=${HERALD_BENCH_API_ADDR:-127.0.0.1:5056}
+PROVIDER=${HERALD_BENCH_PROVIDER_ADDR:-127.0.0.1:3056}
+NS="bench$RANDOM"
+export HERALD_PROFILE=release
+export HERALD_PROVIDER_API_KEY="bench-$RANDOM$RANDOM"
+export HERALD_NAMESPACE=$NS
+
+ensure_apt redis-server curl python3
+build_fleet
+BIN=$(bin_dir)
+OUT="$HERALD_STATE/bench-campaign"
+mkdir -p "$OUT"
+
+stack_was_up=""
+pid_alive "$HERALD_STATE/redis.pid" && pid_alive "$HERALD_STATE/broker.pid" && stack_was_up=1
+pids=()
+names=()
+cleanup() {
+    trap - EXIT INT TERM
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    [ -z "$stack_was_up" ] && bash scripts/stack.sh down
+    log "logs in $OUT/"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+for port in "${API##*:}" "${PROVIDER##*:}" 5061 5062 5063 5064; do ensure_port_free "$port" herald-bench; done
+bash scripts/stack.sh up
+# shellcheck disable=SC1091
+source "$HERALD_STATE/stack.env"
+
+start() { # name, then the command
+    local name=$1; shift
+    "$@" >"$OUT/$name.log" 2>&1 &
+    pids+=($!)
+    names+=("$name")
+}
+
+log "own broker: $PARTITIONS partitions per topic, namespace $NS"
+rm -f "$OUT/broker.addr"
+start broker "$BIN/herald-broker" --partitions "$PARTITIONS" --namespace "$NS" --address-file "$OUT/broker.addr"
+for _ in $(seq 100); do [ -s "$OUT/broker.addr" ] && break; sleep 0.1; done
+export HERALD_KAFKA_BROKERS
+HERALD_KAFKA_BROKERS=$(cat "$OUT/broker.addr")
+
+start provider "$BIN/herald-provider" --addr "$PROVIDER" --latency-min-ms 0 --latency-max-ms 2 \
+    --idempotent --receipt-url "http://$API/v1/receipts" --receipt-delay-ms 100
+start ingest "$BIN/herald-ingest" --http-addr "$API"
+export HERALD_PROVIDER_URL="http://$PROVIDER"
+fast=(--max-in-flight 2048 --provider-concurrency 1024 --provider-rate 1000000 --provider-max-rate 1000000)
+start dispatch-email "$BIN/herald-dispatch" --channel email --health-addr 127.0.0.1:5061 "${fast[@]}"
+start dispatch-push "$BIN/herald-dispatch" --channel push --health-addr 127.0.0.1:5062 "${fast[@]}"
+start fanout "$BIN/herald-fanout" --health-addr 127.0.0.1:5063
+start retry "$BIN/herald-retry" --health-addr 127.0.0.1:5064
+wait_port "${API##*:}" herald-ingest
+wait_port "${PROVIDER##*:}" herald-provider
+
+log "storing $N synthetic customers (not timed)"
+"$BIN/herald" --api "http://$API" customers seed --count "$N" --prefix b --channels email,push
+
+log "campaign to $N customers: e-mail first, push as fallback"
+start_ns=$(date +%s%N)
+"$BIN/herald" --api "http://$API" campaigns send --id "$NS" --count "$N" --prefix b \
+    --channels email,push --timeout-ms 60000 --wait-secs 1800 >"$OUT/report.json"
+end_ns=$(date +%s%N)
+
+for port in 5061 5062; do curl -s "http://127.0.0.1:$port/stats" >"$OUT/stats-$port.json"; done
+rss_lines=""
+for i in "${!pids[@]}"; do
+    hwm=$(awk '/VmHWM/ {print $2}' "/proc/${pids[$i]}/status" 2>/dev/null || echo 0)
+    rss_lines+="${names[$i]} $hwm"$'\n'
+done
+
+log "raw broker throughput on the same broker ($N messages of 250 bytes, $PARTITIONS partitions)"
+"$BIN/herald" broker-bench --topic "$NS.sales" --count "$N" --size 250 >"$OUT/broker.txt"
+
+python3 - "$N" "$start_ns" "$end_ns" "$OUT" "$rss_lines" <<'PY'
+import json, sys
+n, start_ns, end_ns, out, rss = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+report = json.load(open(f"{out}/report.json"))
+counts = report["counts"]
+secs = (end_ns - start_ns) / 1e9
+buckets = {}
+for port in (5061, 5062):
+    stats = json.load(open(f"{out}/stats-{port}.json"))
+    for upper, c in stats["dispatch"]["fanout_to_call_ms"]:
+        buckets[upper] = buckets.get(upper, 0) + c
+def q(p):
+    total = sum(buckets.values()); rank = max(1, -(-total * p // 1)); seen = 0
+    for upper in sorted(buckets):
+        seen += buckets[upper]
+        if seen >= rank: return upper
+broker = dict(l.split() for l in open(f"{out}/broker.txt") if l.strip())
+produce, consume = float(broker["broker_produce_per_sec"]), float(broker["broker_consume_per_sec"])
+outcomes = counts.get("delivered", 0) + counts.get("failed", 0)
+rate = n / secs
+print()
+print(f"recipients                 {n}")
+print(f"status                     {report['status']}  (delivered {counts.get('delivered', 0)}, failed {counts.get('failed', 0)}, accounted {outcomes}/{n})")
+print(f"time to last outcome       {secs:.1f} s")
+print(f"recipients/s               {rate:.0f}")
+print(f"fan-out -> provider call   p50 {q(0.5)} ms, p99 {q(0.99)} ms")
+print(f"broker raw produce         {produce:.0f} msg/s")
+print(f"broker raw consume         {consume:.0f} msg/s")
+print(f"pipeline / raw consume     {rate / consume * 100:.1f} %")
+print("peak RSS (MiB):")
+for line in rss.strip().splitlines():
+    name, kb = line.split()
+    print(f"  {name:<16} {int(kb) / 1024:.0f}")
+PY
