@@ -13,7 +13,7 @@ PROVIDER_ADDR=${HERALD_DEMO_PROVIDER_ADDR:-127.0.0.1:3001}
 export HERALD_PROFILE=release
 export HERALD_PROVIDER_API_KEY=${HERALD_PROVIDER_API_KEY:-demo-$RANDOM$RANDOM}
 
-ensure_apt redis-server curl
+ensure_apt redis-server curl python3
 build_fleet
 BIN=$(bin_dir)
 mkdir -p "$HERALD_STATE/logs"
@@ -46,16 +46,19 @@ start() { # name, then the command
 
 log "starting the simulated provider on $PROVIDER_ADDR (10% errors, 2% hangs, 200 req/s limit)"
 start provider "$BIN/herald-provider" --addr "$PROVIDER_ADDR" --error-rate 0.1 --hang-rate 0.02 \
-    --hang-ms 5000 --rate-limit 200 --latency-min-ms 5 --latency-max-ms 40
+    --hang-ms 5000 --rate-limit 200 --latency-min-ms 5 --latency-max-ms 40 \
+    --receipt-url "http://$API_ADDR/v1/receipts" --receipt-delay-ms 300 --receipt-loss-rate 0.1
 wait_port "${PROVIDER_ADDR##*:}" herald-provider
 export HERALD_PROVIDER_URL="http://$PROVIDER_ADDR"
 export HERALD_PROVIDER_TIMEOUT_MS=1000
 
-log "starting herald-ingest on $API_ADDR and one dispatcher per channel"
+log "starting herald-ingest on $API_ADDR, one dispatcher per channel, fan-out and herald-retry"
 start ingest "$BIN/herald-ingest" --http-addr "$API_ADDR"
-for channel in email sms push; do
+for channel in email sms whatsapp push; do
     start "dispatch-$channel" "$BIN/herald-dispatch" --channel "$channel"
 done
+start fanout "$BIN/herald-fanout"
+start retry "$BIN/herald-retry"
 wait_port "${API_ADDR##*:}" herald-ingest
 for _ in $(seq 50); do
     curl -sf "http://$API_ADDR/readyz" >/dev/null && break
@@ -66,7 +69,18 @@ log "sending $COUNT requests through POST /v1/requests and /process"
 "$BIN/herald" --api "http://$API_ADDR" requests send --count "$COUNT"
 
 echo
+CAMPAIGN="demo-$(date +%s)"
+log "personalised offers: $COUNT customers, campaign $CAMPAIGN (e-mail, then WhatsApp, SMS, push;"
+log "10% of receipts are lost, so those customers fall back after 3 s)"
+"$BIN/herald" --api "http://$API_ADDR" customers seed --count "$COUNT" --prefix demo \
+    --channels email,whatsapp,sms,push
+"$BIN/herald" --api "http://$API_ADDR" campaigns send --id "$CAMPAIGN" --count "$COUNT" \
+    --prefix demo --channels email,whatsapp,sms,push --timeout-ms 3000 --wait-secs 300 \
+    | python3 -c 'import json,sys; r=json.load(sys.stdin); print("campaign", r["id"], r["status"]); [print(f"  {k:<22} {v}") for k, v in sorted(r["counts"].items())]'
+
+echo
 log "provider's view: $(curl -s "http://$PROVIDER_ADDR/v1/stats")"
+log "campaign report: curl http://$API_ADDR/v1/campaigns/$CAMPAIGN"
 log "the API is at http://$API_ADDR  (try: curl http://$API_ADDR/v1/requests/<id>)"
 if [ -n "${HERALD_DEMO_KEEP:-}" ]; then
     log "fleet running; Ctrl-C to stop"
