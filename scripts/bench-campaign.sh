@@ -67,6 +67,7 @@ start retry "$BIN/herald-retry" --health-addr 127.0.0.1:5064
 wait_port "${API##*:}" herald-ingest
 wait_port "${PROVIDER##*:}" herald-provider
 
+redis_start=$(awk '{print $14 + $15}' "/proc/$(cat "$HERALD_STATE/redis.pid")/stat" 2>/dev/null || echo 0)
 log "storing $N synthetic customers (not timed)"
 "$BIN/herald" --api "http://$API" customers seed --count "$N" --prefix b --channels email,push
 
@@ -80,13 +81,16 @@ for port in 5061 5062; do curl -s "http://127.0.0.1:$port/stats" >"$OUT/stats-$p
 rss_lines=""
 for i in "${!pids[@]}"; do
     hwm=$(awk '/VmHWM/ {print $2}' "/proc/${pids[$i]}/status" 2>/dev/null || echo 0)
-    rss_lines+="${names[$i]} $hwm"$'\n'
+    # utime + stime, in clock ticks: where the two cores went.
+    cpu=$(awk '{print $14 + $15}' "/proc/${pids[$i]}/stat" 2>/dev/null || echo 0)
+    rss_lines+="${names[$i]} $hwm $cpu"$'\n'
 done
 
 log "raw broker throughput on the same broker ($N messages of 250 bytes, $PARTITIONS partitions)"
 "$BIN/herald" broker-bench --topic "$NS.sales" --count "$N" --size 250 >"$OUT/broker.txt"
 
-python3 - "$N" "$start_ns" "$end_ns" "$OUT" "$rss_lines" <<'PY'
+redis_ticks() { awk '{print $14 + $15}' "/proc/$(cat "$HERALD_STATE/redis.pid")/stat" 2>/dev/null || echo 0; }
+python3 - "$N" "$start_ns" "$end_ns" "$OUT" "$rss_lines" "$(redis_ticks) $redis_start" <<'PY'
 import json, sys
 n, start_ns, end_ns, out, rss = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 report = json.load(open(f"{out}/report.json"))
@@ -115,8 +119,10 @@ print(f"fan-out -> provider call   p50 {q(0.5)} ms, p99 {q(0.99)} ms")
 print(f"broker raw produce         {produce:.0f} msg/s")
 print(f"broker raw consume         {consume:.0f} msg/s")
 print(f"pipeline / raw consume     {rate / consume * 100:.1f} %")
-print("peak RSS (MiB):")
+redis_cpu = sys.argv[6].split()
+print("per process:      peak RSS   CPU seconds (whole run, seeding included)")
 for line in rss.strip().splitlines():
-    name, kb = line.split()
-    print(f"  {name:<16} {int(kb) / 1024:.0f}")
+    name, kb, ticks = line.split()
+    print(f"  {name:<16} {int(kb) / 1024:>5.0f} MiB  {int(ticks) / 100:>7.1f}")
+print(f"  {'redis-server':<16} {'':>9}  {int(redis_cpu[0]) / 100 - int(redis_cpu[1]) / 100:>7.1f}")
 PY

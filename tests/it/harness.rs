@@ -139,13 +139,23 @@ impl Fleet {
         channel: Channel,
         stop: CancellationToken,
     ) -> (Arc<Dispatcher>, tokio::task::JoinHandle<()>) {
+        self.start_dispatcher_with(channel, stop, self.provider_args())
+    }
+
+    /// As [`Fleet::start_dispatcher`], with the provider client's settings given.
+    pub fn start_dispatcher_with(
+        &self,
+        channel: Channel,
+        stop: CancellationToken,
+        provider: ProviderArgs,
+    ) -> (Arc<Dispatcher>, tokio::task::JoinHandle<()>) {
         let consumer =
             kafka::consumer(self.brokers(), &self.topics.dispatch_group(channel)).unwrap();
         let d = Arc::new(Dispatcher {
             store: self.store.clone(),
             producer: kafka::producer(self.brokers()).unwrap(),
             topics: self.topics.clone(),
-            provider: Arc::new(ProviderClient::new(&self.provider_args()).unwrap()),
+            provider: Arc::new(ProviderClient::new(&provider).unwrap()),
             config: DispatchConfig {
                 channel,
                 lease: Duration::from_secs(5),

@@ -45,11 +45,18 @@ fn count(report: &Value, key: &str) -> u64 {
 }
 
 /// Starts `per_channel` dispatchers for each channel, fan-out and one retry scheduler.
+///
+/// A provider call that times out after the provider accepted is retried with the same
+/// idempotency key: one delivery at a real provider, two at this deliberately non-idempotent
+/// simulator. A generous time-out keeps a slow, loaded test machine from causing that, so
+/// what these tests check is the once-slot alone.
 fn start_workers(fleet: &Fleet, channels: &[Channel], per_channel: usize) -> CancellationToken {
     let stop = fleet.shutdown.child_token();
+    let mut patient = fleet.provider_args();
+    patient.provider_timeout_ms = 15_000;
     for ch in channels {
         for _ in 0..per_channel {
-            fleet.start_dispatcher(*ch, stop.clone());
+            fleet.start_dispatcher_with(*ch, stop.clone(), patient.clone());
         }
     }
     fleet.start_fanout(stop.clone());
