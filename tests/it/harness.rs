@@ -158,7 +158,8 @@ impl Fleet {
             provider: Arc::new(ProviderClient::new(&provider).unwrap()),
             config: DispatchConfig {
                 channel,
-                lease: Duration::from_secs(5),
+                // Longer than a provider call can take, as in production (30 s vs 2 s).
+                lease: Duration::from_millis(5_000.max(2 * provider.provider_timeout_ms)),
                 max_in_flight: 256,
                 shutdown_grace: Duration::from_secs(5),
             },
