@@ -27,9 +27,18 @@ stack_was_up=""
 pid_alive "$HERALD_STATE/redis.pid" && pid_alive "$HERALD_STATE/broker.pid" && stack_was_up=1
 pids=()
 names=()
+broker_pid=""
 cleanup() {
     trap - EXIT INT TERM
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    # The fleet first, the broker last, so that consumers can commit on their way out.
+    for pid in "${pids[@]}"; do [ "$pid" = "$broker_pid" ] || kill -TERM "$pid" 2>/dev/null || true; done
+    for _ in $(seq 150); do
+        alive=""
+        for pid in "${pids[@]}"; do [ "$pid" != "$broker_pid" ] && kill -0 "$pid" 2>/dev/null && alive=1; done
+        [ -z "$alive" ] && break
+        sleep 0.1
+    done
+    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     [ -z "$stack_was_up" ] && bash scripts/stack.sh down
     log "logs in $OUT/"
@@ -51,6 +60,7 @@ start() { # name, then the command
 log "own broker: $PARTITIONS partitions per topic, namespace $NS"
 rm -f "$OUT/broker.addr"
 start broker "$BIN/herald-broker" --partitions "$PARTITIONS" --namespace "$NS" --address-file "$OUT/broker.addr"
+broker_pid=${pids[-1]}
 for _ in $(seq 100); do [ -s "$OUT/broker.addr" ] && break; sleep 0.1; done
 export HERALD_KAFKA_BROKERS
 HERALD_KAFKA_BROKERS=$(cat "$OUT/broker.addr")

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use serde::Serialize;
@@ -182,9 +182,7 @@ impl Dispatcher {
             work_cancel.cancel();
             tasks.wait().await;
         }
-        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::warn!(error = %e, "final commit failed");
-        }
+        kafka::close_consumer(consumer, Duration::from_secs(10)).await;
         self.log_progress();
         Ok(())
     }

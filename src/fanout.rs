@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
@@ -148,9 +148,7 @@ impl FanOut {
                 break; // shutdown mid-batch: leave it uncommitted, it comes back
             }
         }
-        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::warn!(error = %e, "final commit failed");
-        }
+        kafka::close_consumer(Arc::new(consumer), Duration::from_secs(10)).await;
         Ok(())
     }
 

@@ -309,6 +309,28 @@ impl LagProbe {
     }
 }
 
+/// Commits the stored offsets and closes the consumer, giving up after `limit`: with the
+/// broker gone, librdkafka's synchronous commit and close can block for good, and a program
+/// told to stop must stop. What was not committed is delivered again, and the Redis claims
+/// drop the copies.
+pub async fn close_consumer<C>(consumer: std::sync::Arc<C>, limit: Duration)
+where
+    C: Consumer + Send + Sync + 'static,
+{
+    let closing = tokio::task::spawn_blocking(move || {
+        if let Err(e) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
+            tracing::warn!(error = %e, "final commit failed");
+        }
+        drop(consumer);
+    });
+    if tokio::time::timeout(limit, closing).await.is_err() {
+        tracing::warn!(
+            ?limit,
+            "broker unreachable: stopping without the final commit"
+        );
+    }
+}
+
 /// Reads a header as text.
 pub fn header<'a>(msg: &'a OwnedMessage, name: &str) -> Option<&'a str> {
     msg.headers()?

@@ -81,5 +81,6 @@ async fn main() -> anyhow::Result<()> {
         shutdown.clone(),
     );
     dispatcher.run(consumer, shutdown).await?;
-    Ok(())
+    // Work is committed or handed back; exit without waiting on a client stuck on a dead broker.
+    std::process::exit(0)
 }

@@ -65,5 +65,6 @@ async fn main() -> anyhow::Result<()> {
         shutdown.clone(),
     );
     fanout.run(consumer, shutdown).await?;
-    Ok(())
+    // Work is committed or handed back; exit without waiting on a client stuck on a dead broker.
+    std::process::exit(0)
 }
