@@ -13,10 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message as _, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -252,32 +251,18 @@ impl FanOut {
     }
 
     async fn publish_all(&self, deliveries: &[Delivery]) -> Result<(), BatchError> {
-        let payloads: Vec<(String, Vec<u8>)> = deliveries
+        let records: Vec<(String, String, Vec<u8>)> = deliveries
             .iter()
             .map(|d| {
                 Ok((
                     self.topics.notify(d.message.channel),
+                    d.customer.to_string(),
                     serde_json::to_vec(d)?,
                 ))
             })
             .collect::<Result<_, serde_json::Error>>()
             .map_err(|e| BatchError::Transient(e.to_string()))?;
-        let acks = deliveries
-            .iter()
-            .zip(&payloads)
-            .map(|(d, (topic, payload))| {
-                self.producer.send(
-                    FutureRecord::to(topic)
-                        .key(d.customer.as_str())
-                        .payload(payload),
-                    Duration::from_secs(30),
-                )
-            });
-        let failed = join_all(acks)
-            .await
-            .into_iter()
-            .filter(|r| r.is_err())
-            .count();
+        let failed = kafka::publish_all(&self.producer, &records).await;
         if failed > 0 {
             return Err(BatchError::Transient(format!(
                 "{failed} deliveries not acknowledged"

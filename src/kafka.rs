@@ -166,6 +166,25 @@ pub async fn publish_json<T: serde::Serialize>(
     publish(producer, topic, key, &payload, None).await
 }
 
+/// Publishes many records at once, `(topic, key, payload)`, and waits for every
+/// acknowledgement; returns how many were not acknowledged.
+pub async fn publish_all(
+    producer: &FutureProducer,
+    records: &[(String, String, Vec<u8>)],
+) -> usize {
+    let acks = records.iter().map(|(topic, key, payload)| {
+        producer.send(
+            FutureRecord::to(topic).key(key).payload(payload),
+            Duration::from_secs(30),
+        )
+    });
+    futures::future::join_all(acks)
+        .await
+        .into_iter()
+        .filter(|r| r.is_err())
+        .count()
+}
+
 /// Header names on a dead letter; `herald dlq` tooling reads them.
 pub mod dlq_headers {
     pub const REASON: &str = "herald-dlq-reason";

@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
@@ -14,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures::future::join_all;
-use rdkafka::producer::FutureRecord;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -309,7 +307,7 @@ async fn create_campaign(
 
 async fn queue_batches(app: &Ingest, id: &CampaignId, batches: usize) -> Result<(), ApiError> {
     let topic = app.topics.campaigns();
-    let messages: Vec<(String, Vec<u8>)> = (0..batches)
+    let records: Vec<(String, String, Vec<u8>)> = (0..batches)
         .map(|b| {
             let batch = CampaignBatch {
                 campaign: id.clone(),
@@ -317,22 +315,13 @@ async fn queue_batches(app: &Ingest, id: &CampaignId, batches: usize) -> Result<
             };
             // Keyed per batch, so batches spread over partitions and fan-out workers.
             (
+                topic.clone(),
                 format!("{id}:{b}"),
                 serde_json::to_vec(&batch).unwrap_or_default(),
             )
         })
         .collect();
-    let acks = messages.iter().map(|(key, payload)| {
-        app.producer.send(
-            FutureRecord::to(&topic).key(key).payload(payload),
-            Duration::from_secs(30),
-        )
-    });
-    let failed = join_all(acks)
-        .await
-        .into_iter()
-        .filter(|r| r.is_err())
-        .count();
+    let failed = kafka::publish_all(&app.producer, &records).await;
     if failed > 0 {
         tracing::error!(campaign = %id, failed, "campaign batches not queued");
         return Err(ApiError::unavailable(
