@@ -8,7 +8,6 @@
 //! Before each batch it waits while the dispatchers are further behind than the broker can
 //! hold, so a million-customer campaign cannot push unread work out of retention.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,7 +24,7 @@ use crate::model::{
 };
 use crate::rules::{Choice, Rules, Situation};
 use crate::shutdown::sleep_unless_cancelled;
-use crate::store::Store;
+use crate::store::{CampaignCache, Store};
 
 #[derive(Debug, Clone)]
 pub struct FanOutConfig {
@@ -61,7 +60,7 @@ pub struct FanOut {
     pub lag: Arc<LagProbe>,
     pub config: FanOutConfig,
     pub stats: FanOutStats,
-    campaigns: Mutex<HashMap<CampaignId, Arc<Campaign>>>,
+    campaigns: CampaignCache,
     health: Mutex<(Instant, Vec<Channel>)>,
 }
 
@@ -111,7 +110,7 @@ impl FanOut {
             lag,
             config,
             stats: FanOutStats::default(),
-            campaigns: Mutex::new(HashMap::new()),
+            campaigns: CampaignCache::default(),
             health: Mutex::new((Instant::now() - Duration::from_secs(60), Vec::new())),
         }
     }
@@ -348,17 +347,10 @@ impl FanOut {
     }
 
     async fn campaign(&self, id: &CampaignId) -> Result<Arc<Campaign>, BatchError> {
-        if let Some(c) = lock(&self.campaigns).get(id) {
-            return Ok(c.clone());
-        }
-        let c = Arc::new(
-            self.store
-                .campaign(id)
-                .await?
-                .ok_or(BatchError::UnknownCampaign)?,
-        );
-        lock(&self.campaigns).insert(id.clone(), c.clone());
-        Ok(c)
+        self.campaigns
+            .get(&self.store, id)
+            .await?
+            .ok_or(BatchError::UnknownCampaign)
     }
 
     /// Channels with an open provider circuit, re-read at most once a second.

@@ -5,9 +5,8 @@
 //! when none is left. It never calls the provider: it republishes to a channel topic and the
 //! dispatchers' once-slot claim keeps the fallback single.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
@@ -22,7 +21,7 @@ use crate::model::{
 };
 use crate::rules::{Choice, Rules, Situation};
 use crate::shutdown::sleep_unless_cancelled;
-use crate::store::{Overdue, Store, StoreError};
+use crate::store::{CampaignCache, Overdue, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct RetryConfig {
@@ -78,7 +77,7 @@ pub struct Retrier {
     pub stats: RetryStats,
     /// Unique per process: the claim token that proves which instance holds an entry.
     token: String,
-    campaigns: Mutex<HashMap<CampaignId, Arc<Campaign>>>,
+    campaigns: CampaignCache,
 }
 
 impl Retrier {
@@ -97,7 +96,7 @@ impl Retrier {
             config,
             stats: RetryStats::default(),
             token: uuid::Uuid::new_v4().to_string(),
-            campaigns: Mutex::new(HashMap::new()),
+            campaigns: CampaignCache::default(),
         }
     }
 
@@ -149,7 +148,7 @@ impl Retrier {
             self.stats
                 .claimed
                 .fetch_add(due.len() as u64, Ordering::Relaxed);
-            let Some(def) = self.campaign(&campaign).await? else {
+            let Some(def) = self.campaigns.get(&self.store, &campaign).await? else {
                 tracing::warn!(campaign = %campaign, "pending entries of an unknown campaign");
                 continue;
             };
@@ -335,26 +334,6 @@ impl Retrier {
         }
     }
 
-    async fn campaign(&self, id: &CampaignId) -> Result<Option<Arc<Campaign>>, StoreError> {
-        if let Some(c) = self
-            .campaigns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-        {
-            return Ok(Some(c.clone()));
-        }
-        let Some(c) = self.store.campaign(id).await? else {
-            return Ok(None);
-        };
-        let c = Arc::new(c);
-        self.campaigns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.clone(), c.clone());
-        Ok(Some(c))
-    }
-
     async fn retire_finished(&self) {
         let Ok(active) = self.store.active_campaigns().await else {
             return;
@@ -363,10 +342,7 @@ impl Retrier {
             match self.store.retire_if_finished(&id).await {
                 Ok(true) => {
                     tracing::info!(campaign = %id, "campaign finished");
-                    self.campaigns
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&id);
+                    self.campaigns.forget(&id);
                 }
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot check campaign completion"),

@@ -146,7 +146,9 @@ return {'publish', rec[1], rec[2], rec[3]}
 );
 
 mod offers;
-pub use offers::{CampaignCreation, OnceClaim, Overdue, ReceiptOutcome, SentOutcome, BATCH_SIZE};
+pub use offers::{
+    CampaignCache, CampaignCreation, OnceClaim, Overdue, ReceiptOutcome, SentOutcome, BATCH_SIZE,
+};
 
 async fn new_manager(client: &redis::Client) -> Result<ConnectionManager, StoreError> {
     let config = redis::aio::ConnectionManagerConfig::new()
