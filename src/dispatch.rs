@@ -320,16 +320,7 @@ impl Dispatcher {
     async fn emit_delivery(&self, kind: LifecycleKind, d: &Delivery, detail: Option<String>) {
         let event =
             LifecycleEvent::for_delivery(kind, &d.campaign, &d.customer, d.message.channel, detail);
-        if let Err(e) = kafka::publish_json(
-            &self.producer,
-            &self.topics.events(),
-            event.id.as_str(),
-            &event,
-        )
-        .await
-        {
-            tracing::error!(id = %event.id, error = %e, "lifecycle event lost");
-        }
+        kafka::emit_event(&self.producer, &self.topics.events(), &event).await;
     }
 
     /// A seed 001 request.
@@ -471,14 +462,9 @@ impl Dispatcher {
         }
     }
 
-    /// Lifecycle events feed metrics; the producer retries for 30 s, after which one is logged and dropped.
     async fn emit(&self, kind: LifecycleKind, id: &RequestId, detail: Option<String>) {
         let event = LifecycleEvent::new(kind, id, self.config.channel, detail);
-        if let Err(e) =
-            kafka::publish_json(&self.producer, &self.topics.events(), id.as_str(), &event).await
-        {
-            tracing::error!(id = %id, error = %e, "lifecycle event lost");
-        }
+        kafka::emit_event(&self.producer, &self.topics.events(), &event).await;
     }
 }
 

@@ -14,7 +14,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::model::Channel;
+use crate::model::{Channel, LifecycleEvent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
@@ -183,6 +183,15 @@ pub async fn publish_all(
         .into_iter()
         .filter(|r| r.is_err())
         .count()
+}
+
+/// Publishes a lifecycle event (to `herald.events`). Events feed metrics and audit: the
+/// producer retries for 30 s, after which the event is logged and dropped rather than
+/// holding up the work it describes.
+pub async fn emit_event(producer: &FutureProducer, topic: &str, event: &LifecycleEvent) {
+    if let Err(e) = publish_json(producer, topic, event.id.as_str(), event).await {
+        tracing::error!(id = %event.id, kind = ?event.kind, error = %e, "lifecycle event lost");
+    }
 }
 
 /// Header names on a dead letter; `herald dlq` tooling reads them.

@@ -322,16 +322,7 @@ impl Retrier {
         detail: Option<String>,
     ) {
         let event = LifecycleEvent::for_delivery(kind, campaign, customer, channel, detail);
-        if let Err(e) = kafka::publish_json(
-            &self.producer,
-            &self.topics.events(),
-            event.id.as_str(),
-            &event,
-        )
-        .await
-        {
-            tracing::error!(error = %e, "lifecycle event lost");
-        }
+        kafka::emit_event(&self.producer, &self.topics.events(), &event).await;
     }
 
     async fn retire_finished(&self) {

@@ -450,16 +450,12 @@ async fn receipts(
         ));
     }
     let topic = app.topics.events();
-    let published = join_all(
+    join_all(
         events
             .iter()
-            .map(|e| kafka::publish_json(&app.producer, &topic, e.id.as_str(), e)),
+            .map(|e| kafka::emit_event(&app.producer, &topic, e)),
     )
     .await;
-    let lost = published.iter().filter(|r| r.is_err()).count();
-    if lost > 0 {
-        tracing::error!(lost, "lifecycle events of receipts lost");
-    }
     Ok(Json(json!({ "received": receipts.len(), "outcomes": tally })).into_response())
 }
 
