@@ -235,7 +235,8 @@ impl LoadGen {
             .step_by(1000)
             .map(|start| (start, (start + 1000).min(count)))
             .collect();
-        let done = AtomicU64::new(0);
+        let done = Arc::new(AtomicU64::new(0));
+        let progress = spawn_progress("customers stored", count, done.clone());
         let results: Vec<Result<Value, LoadError>> = stream::iter(batches)
             .map(|(start, end)| {
                 let customers: Vec<Value> = (start..end)
@@ -250,16 +251,18 @@ impl LoadGen {
                             json!({ "customers": customers }),
                         )
                         .await;
-                    let n = done.fetch_add(end - start, Ordering::Relaxed) + end - start;
-                    if n % 100_000 == 0 || n == count {
-                        eprintln!("  customers stored: {n}/{count}");
-                    }
+                    done.fetch_add(end - start, Ordering::Relaxed);
                     r
                 }
             })
             .buffer_unordered(concurrency.max(1))
             .collect()
             .await;
+        progress.abort();
+        eprintln!(
+            "  customers stored: {}/{count}",
+            done.load(Ordering::Relaxed)
+        );
         results.into_iter().try_for_each(|r| r.map(|_| ()))
     }
 
