@@ -17,6 +17,7 @@ use rdkafka::producer::FutureProducer;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::shutdown::sleep_unless_cancelled;
 use tokio_util::task::TaskTracker;
@@ -235,7 +236,19 @@ impl Dispatcher {
         );
     }
 
+    /// Handles one message in a span that continues the trace its headers carry.
     async fn handle(&self, msg: &OwnedMessage, cancel: &CancellationToken) -> Handled {
+        let span = tracing::info_span!(
+            "dispatch.handle",
+            channel = %self.config.channel,
+            partition = msg.partition(),
+            offset = msg.offset()
+        );
+        crate::telemetry::continue_trace(msg, &span);
+        self.handle_in_span(msg, cancel).instrument(span).await
+    }
+
+    async fn handle_in_span(&self, msg: &OwnedMessage, cancel: &CancellationToken) -> Handled {
         match self.decode(msg) {
             Ok(Work::Request(n)) => self.handle_request(msg, n, cancel).await,
             Ok(Work::Delivery(d)) => self.handle_delivery(d, cancel).await,
@@ -450,6 +463,10 @@ impl Dispatcher {
             match kafka::dead_letter(&self.producer, &self.topics.dlq(), msg, reason).await {
                 Ok(()) => {
                     self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    let key = msg.key().map(String::from_utf8_lossy).unwrap_or_default();
+                    let id = RequestId(format!("dlq:{}", key));
+                    self.emit(LifecycleKind::DeadLettered, &id, Some(reason.to_string()))
+                        .await;
                     return Handled::Done;
                 }
                 Err(e) => {

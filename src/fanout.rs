@@ -8,6 +8,7 @@
 //! Before each batch it waits while the dispatchers are further behind than the broker can
 //! hold, so a million-customer campaign cannot push unread work out of retention.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,10 +18,12 @@ use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::kafka::{self, LagProbe, Topics};
 use crate::model::{
-    now_ms, Campaign, CampaignBatch, CampaignId, Channel, Customer, CustomerId, Delivery, Message,
+    now_ms, Campaign, CampaignBatch, CampaignId, Channel, Customer, CustomerId, Delivery,
+    LifecycleEvent, LifecycleKind, Message, RequestId,
 };
 use crate::rules::{Choice, Rules, Situation};
 use crate::shutdown::sleep_unless_cancelled;
@@ -152,6 +155,12 @@ impl FanOut {
 
     /// `true` when the message is dealt with (its offset may be committed).
     async fn handle(&self, msg: &OwnedMessage, cancel: &CancellationToken) -> bool {
+        let span = tracing::info_span!("fanout.batch", offset = msg.offset());
+        crate::telemetry::continue_trace(msg, &span);
+        self.handle_in_span(msg, cancel).instrument(span).await
+    }
+
+    async fn handle_in_span(&self, msg: &OwnedMessage, cancel: &CancellationToken) -> bool {
         let batch: CampaignBatch = match msg
             .payload()
             .ok_or_else(|| "empty message".to_string())
@@ -238,6 +247,7 @@ impl FanOut {
             }
         }
         self.publish_all(&sends).await?;
+        self.emit_accepted(batch, &sends).await;
         for (customer, reason) in unreachable {
             self.fail_unreachable(id, customer, reason).await?;
         }
@@ -247,6 +257,24 @@ impl FanOut {
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(campaign = %id, batch = batch.batch, published = sends.len(), "batch fanned out");
         Ok(Some(()))
+    }
+
+    /// One `accepted` event per channel of the batch, carrying its count: per-recipient
+    /// events would double the fan-out's Kafka traffic for a number metrics only sums.
+    async fn emit_accepted(&self, batch: &CampaignBatch, sends: &[Delivery]) {
+        let mut per_channel: BTreeMap<Channel, u64> = BTreeMap::new();
+        for d in sends {
+            *per_channel.entry(d.message.channel).or_default() += 1;
+        }
+        for (channel, count) in per_channel {
+            let id = RequestId(format!("{}:batch:{}:{}", batch.campaign, batch.batch, channel));
+            let event = LifecycleEvent {
+                campaign: Some(batch.campaign.clone()),
+                count: Some(count),
+                ..LifecycleEvent::new(LifecycleKind::Accepted, &id, channel, None)
+            };
+            kafka::emit_event(&self.producer, &self.topics.events(), &event).await;
+        }
     }
 
     async fn publish_all(&self, deliveries: &[Delivery]) -> Result<(), BatchError> {
@@ -307,6 +335,18 @@ impl FanOut {
             .await?
         {
             self.stats.unreachable.fetch_add(1, Ordering::Relaxed);
+            let id = RequestId(format!("{campaign}:{customer}"));
+            let event = LifecycleEvent {
+                campaign: Some(campaign.clone()),
+                channel: None,
+                ..LifecycleEvent::new(
+                    LifecycleKind::DeadLettered,
+                    &id,
+                    Channel::Email,
+                    Some(reason.to_string()),
+                )
+            };
+            kafka::emit_event(&self.producer, &self.topics.events(), &event).await;
         }
         Ok(())
     }

@@ -87,6 +87,11 @@ impl Topics {
     pub fn fanout_group(&self) -> String {
         format!("{}-fanout", self.ns)
     }
+
+    /// The group of the metrics aggregators on [`Topics::events`].
+    pub fn metrics_group(&self) -> String {
+        format!("{}-metrics", self.ns)
+    }
 }
 
 /// A producer that waits for the broker's acknowledgement before a send counts; a message
@@ -143,7 +148,7 @@ pub async fn publish(
     headers: Option<OwnedHeaders>,
 ) -> Result<(), KafkaError> {
     let mut record = FutureRecord::to(topic).key(key).payload(payload);
-    if let Some(h) = headers {
+    if let Some(h) = headers.or_else(crate::telemetry::trace_headers) {
         record = record.headers(h);
     }
     producer
@@ -172,11 +177,13 @@ pub async fn publish_all(
     producer: &FutureProducer,
     records: &[(String, String, Vec<u8>)],
 ) -> usize {
+    let trace = crate::telemetry::trace_headers();
     let acks = records.iter().map(|(topic, key, payload)| {
-        producer.send(
-            FutureRecord::to(topic).key(key).payload(payload),
-            Duration::from_secs(30),
-        )
+        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        if let Some(h) = &trace {
+            record = record.headers(h.clone());
+        }
+        producer.send(record, Duration::from_secs(30))
     });
     futures::future::join_all(acks)
         .await
@@ -335,6 +342,43 @@ impl LagProbe {
         }
         Ok(max)
     }
+}
+
+/// Keeps `set` fed with `group`'s largest lag on `topic`, every 5 s until `shutdown`, for
+/// the program's `/metrics` (a failed probe leaves the last value).
+pub fn watch_lag(
+    brokers: &str,
+    group: String,
+    topic: String,
+    shutdown: tokio_util::sync::CancellationToken,
+    set: impl Fn(i64) + Send + 'static,
+) {
+    let probe = std::sync::Arc::new(LagProbe::new(brokers));
+    tokio::spawn(async move {
+        loop {
+            let (p, g, t) = (probe.clone(), group.clone(), topic.clone());
+            match tokio::task::spawn_blocking(move || p.max_lag(&g, &t)).await {
+                Ok(Ok(lag)) => set(lag),
+                Ok(Err(e)) => tracing::debug!(error = %e, "lag probe failed"),
+                Err(e) => tracing::debug!(error = %e, "lag probe panicked"),
+            }
+            if !crate::shutdown::sleep_unless_cancelled(Duration::from_secs(5), &shutdown).await {
+                return;
+            }
+        }
+    });
+}
+
+/// The Prometheus family of a consumer group's lag.
+pub fn lag_family(group: &str, topic: &str, lag: &std::sync::atomic::AtomicI64) -> crate::prom::Family {
+    crate::prom::Family::new(
+        "herald_consumer_lag",
+        "Largest per-partition lag of the consumer group on its topic, in messages.",
+    )
+    .with(
+        &[("group", group), ("topic", topic)],
+        crate::prom::Value::Gauge(lag.load(std::sync::atomic::Ordering::Relaxed) as f64),
+    )
 }
 
 /// Commits the stored offsets and closes the consumer, giving up after `limit`: with the

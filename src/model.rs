@@ -149,6 +149,8 @@ pub struct Notification {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LifecycleKind {
+    /// Taken on: a request queued by the API, or `count` campaign deliveries fanned out.
+    Accepted,
     Processing,
     Sent,
     Failed,
@@ -168,13 +170,21 @@ pub struct LifecycleEvent {
     pub event_id: String,
     pub kind: LifecycleKind,
     pub id: RequestId,
-    pub channel: Channel,
+    /// `None` for what never reached a channel (a customer no channel could reach).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub channel: Option<Channel>,
     pub at_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub detail: Option<String>,
     /// Set on campaign deliveries, whose `id` is the delivery key `campaign:customer:channel`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub campaign: Option<CampaignId>,
+    /// How many notifications the event stands for when more than one (a fanned-out batch).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub count: Option<u64>,
+    /// On `delivered`: milliseconds from the provider's acceptance to the receipt.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub latency_ms: Option<u64>,
 }
 
 impl LifecycleEvent {
@@ -188,10 +198,12 @@ impl LifecycleEvent {
             event_id: uuid::Uuid::now_v7().to_string(),
             kind,
             id: id.clone(),
-            channel,
+            channel: Some(channel),
             at_ms: now_ms(),
             detail,
             campaign: None,
+            count: None,
+            latency_ms: None,
         }
     }
 
@@ -207,6 +219,35 @@ impl LifecycleEvent {
         LifecycleEvent {
             campaign: Some(campaign.clone()),
             ..LifecycleEvent::new(kind, &RequestId(key), channel, detail)
+        }
+    }
+}
+
+impl LifecycleKind {
+    pub const ALL: [LifecycleKind; 9] = [
+        LifecycleKind::Accepted,
+        LifecycleKind::Processing,
+        LifecycleKind::Sent,
+        LifecycleKind::Delivered,
+        LifecycleKind::Undelivered,
+        LifecycleKind::FellBack,
+        LifecycleKind::Failed,
+        LifecycleKind::Deduplicated,
+        LifecycleKind::DeadLettered,
+    ];
+
+    /// The outcome name metrics use (`fallback` for [`LifecycleKind::FellBack`]).
+    pub fn outcome(self) -> &'static str {
+        match self {
+            LifecycleKind::Accepted => "accepted",
+            LifecycleKind::Processing => "processing",
+            LifecycleKind::Sent => "sent",
+            LifecycleKind::Delivered => "delivered",
+            LifecycleKind::Undelivered => "undelivered",
+            LifecycleKind::FellBack => "fallback",
+            LifecycleKind::Failed => "failed",
+            LifecycleKind::Deduplicated => "deduplicated",
+            LifecycleKind::DeadLettered => "dead_lettered",
         }
     }
 }

@@ -168,6 +168,7 @@ impl Retrier {
         Ok(handled)
     }
 
+    #[tracing::instrument(name = "retry.overdue", skip_all, fields(customer = %o.customer))]
     async fn handle(
         &self,
         campaign: &Campaign,

@@ -1,19 +1,149 @@
-//! Logging setup: one line per event, text for people or JSON for log shippers.
-//! `RUST_LOG` filters (default `info`).
+//! Logs and traces. Logs: one line per event, text for people or JSON for log shippers,
+//! filtered by `RUST_LOG` (default `info`). Traces: exported over OTLP/HTTP (JSON) when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set; the W3C `traceparent` travels in Kafka message
+//! headers so one notification's spans join up across programs.
 
-use tracing_subscriber::EnvFilter;
+use std::collections::HashMap;
+
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders, OwnedMessage};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
+use crate::model::LifecycleEvent;
 
-pub fn init(format: LogFormat) {
+/// Keeps the trace exporter alive; dropping it (or [`Telemetry::shutdown`]) flushes the
+/// spans still buffered.
+#[derive(Default)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    pub fn shutdown(mut self) {
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if let Some(p) = self.provider.take() {
+            if let Err(e) = p.shutdown() {
+                eprintln!("trace export shutdown: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Sets up logging, and tracing export when the OTLP endpoint variable is set.
+pub fn init(service: &'static str, format: LogFormat) -> Telemetry {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
+    let fmt = tracing_subscriber::fmt::layer().with_target(false);
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+    }
+    .with_filter(filter);
+    let provider = otlp_provider(service);
+    // Spans are exported whatever RUST_LOG says about log lines: quiet logs must not cut traces.
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer(service))
+            .with_filter(LevelFilter::INFO)
+    });
     // try_init: tests may call this more than once in one process.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
+    let _ = tracing_subscriber::registry().with(fmt).with(otel).try_init();
+    Telemetry { provider }
+}
+
+fn otlp_provider(service: &'static str) -> Option<SdkTracerProvider> {
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok()?;
+    if endpoint.trim().is_empty() {
+        return None;
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpJson)
+        .build();
+    match exporter {
+        Ok(exporter) => Some(
+            SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(
+                    opentelemetry_sdk::Resource::builder()
+                        .with_service_name(service)
+                        .build(),
+                )
+                .build(),
+        ),
+        Err(e) => {
+            eprintln!("OTLP export disabled: {e}");
+            None
+        }
+    }
+}
+
+const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
+
+/// The current span's W3C trace context as Kafka headers; `None` when not tracing.
+pub fn trace_headers() -> Option<OwnedHeaders> {
+    let cx = tracing::Span::current().context();
+    if !cx.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier: HashMap<String, String> = HashMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    let mut headers = OwnedHeaders::new();
+    for name in TRACE_HEADERS {
+        if let Some(v) = carrier.get(name) {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(v.as_str()),
+            });
+        }
+    }
+    Some(headers)
+}
+
+/// Makes `span` a child of the trace the message's headers carry, if any.
+pub fn continue_trace(msg: &OwnedMessage, span: &tracing::Span) {
+    let Some(headers) = msg.headers() else { return };
+    let mut carrier: HashMap<String, String> = HashMap::new();
+    for h in headers.iter() {
+        if TRACE_HEADERS.contains(&h.key) {
+            if let Some(v) = h.value.and_then(|v| std::str::from_utf8(v).ok()) {
+                carrier.insert(h.key.to_string(), v.to_string());
+            }
+        }
+    }
+    if carrier.is_empty() {
+        return;
+    }
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    let _ = span.set_parent(cx);
+}
+
+/// Records that the metrics aggregator counted a traced event, as a span of its trace.
+pub fn follow_event(msg: &OwnedMessage, event: &LifecycleEvent) {
+    let has_trace = msg
+        .headers()
+        .is_some_and(|h| h.iter().any(|h| h.key == TRACE_HEADERS[0]));
+    if !has_trace {
+        return;
+    }
+    let span = tracing::info_span!("metrics.count", id = %event.id, outcome = event.kind.outcome());
+    continue_trace(msg, &span);
 }

@@ -19,7 +19,9 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::kafka::{self, Topics};
-use crate::model::{now_ms, Channel, Message, Notification, RequestId};
+use crate::model::{
+    now_ms, Channel, LifecycleEvent, LifecycleKind, Message, Notification, RequestId,
+};
 use crate::store::{Publication, Store, StoreError};
 
 mod offers;
@@ -43,28 +45,28 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             message: message.into(),
             field: Some(field.into()),
         }
     }
-    fn bad_json(message: impl Into<String>) -> Self {
+    pub fn bad_json(message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
             field: None,
         }
     }
-    fn not_found(what: &str) -> Self {
+    pub fn not_found(what: &str) -> Self {
         ApiError {
             status: StatusCode::NOT_FOUND,
             message: format!("{what} not found"),
             field: None,
         }
     }
-    fn unavailable(message: impl Into<String>) -> Self {
+    pub fn unavailable(message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: message.into(),
@@ -191,6 +193,7 @@ async fn create_request(
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
 }
 
+#[tracing::instrument(name = "ingest.process", skip_all, fields(id = %raw_id))]
 async fn process_request(
     State(app): State<Arc<Ingest>>,
     Path(raw_id): Path<String>,
@@ -215,6 +218,10 @@ async fn process_request(
                 return Err(ApiError::unavailable("queue unavailable, try again"));
             }
             tracing::debug!(id = %id, %channel, "request queued");
+            // Off the request path: the caller's answer must not wait on a metrics event.
+            let event = LifecycleEvent::new(LifecycleKind::Accepted, &id, channel, None);
+            let (producer, topic) = (app.producer.clone(), app.topics.events());
+            tokio::spawn(async move { kafka::emit_event(&producer, &topic, &event).await });
         }
     }
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response())

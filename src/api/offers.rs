@@ -264,6 +264,7 @@ fn validate_campaign(c: &NewCampaign) -> Result<(), ApiError> {
 /// Stores the campaign and queues its batches; 202 with the id. Posting the same `id`
 /// again stores nothing new and re-queues the batches (fan-out skips finished ones), so a
 /// client that lost the answer can retry without any customer hearing twice.
+#[tracing::instrument(name = "ingest.campaign", skip_all)]
 async fn create_campaign(
     State(app): State<Arc<Ingest>>,
     body: axum::body::Bytes,
@@ -387,6 +388,7 @@ struct ManyReceipts {
 
 /// Applies provider receipts. Keys that are not Herald delivery keys are counted `unknown`;
 /// a receipt for a delivery that already moved on is `late` and changes nothing.
+#[tracing::instrument(name = "ingest.receipts", skip_all)]
 async fn receipts(
     State(app): State<Arc<Ingest>>,
     body: axum::body::Bytes,
@@ -429,25 +431,23 @@ async fn receipts(
     let mut events = Vec::new();
     for (outcome, (campaign, customer, channel, _, reason)) in outcomes.iter().zip(&parsed) {
         let name = match outcome {
-            ReceiptOutcome::Delivered => "delivered",
+            ReceiptOutcome::Delivered(_) => "delivered",
             ReceiptOutcome::Undelivered => "undelivered",
             ReceiptOutcome::Early => "early",
             ReceiptOutcome::Late => "late",
             ReceiptOutcome::Unknown => "unknown",
         };
         *tally.entry(name).or_default() += 1;
-        let kind = match outcome {
-            ReceiptOutcome::Delivered => LifecycleKind::Delivered,
-            ReceiptOutcome::Undelivered => LifecycleKind::Undelivered,
+        let (kind, latency_ms) = match outcome {
+            ReceiptOutcome::Delivered(latency) => (LifecycleKind::Delivered, *latency),
+            ReceiptOutcome::Undelivered => (LifecycleKind::Undelivered, None),
             _ => continue,
         };
-        events.push(LifecycleEvent::for_delivery(
-            kind,
-            campaign,
-            customer,
-            *channel,
-            Some(reason.clone()),
-        ));
+        let detail = (kind == LifecycleKind::Undelivered).then(|| reason.clone());
+        events.push(LifecycleEvent {
+            latency_ms,
+            ..LifecycleEvent::for_delivery(kind, campaign, customer, *channel, detail)
+        });
     }
     let topic = app.topics.events();
     join_all(

@@ -33,7 +33,7 @@ struct Args {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    herald::telemetry::init(herald::config::LogFormat::Text);
+    let _telemetry = herald::telemetry::init("herald-broker", herald::config::LogFormat::Text);
     let broker = MockBroker::start(1).context("starting the mock cluster")?;
     for topic in Topics::new(&args.namespace).all() {
         broker.create_topic(&topic, args.partitions)?;

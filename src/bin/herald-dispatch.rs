@@ -46,7 +46,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    herald::telemetry::init(args.common.log_format);
+    let telemetry = herald::telemetry::init("herald-dispatch", args.common.log_format);
     let topics = Topics::new(&args.common.namespace);
     let store = Store::connect(&args.common.redis_url, &args.common.namespace)
         .await
@@ -82,5 +82,6 @@ async fn main() -> anyhow::Result<()> {
     );
     dispatcher.run(consumer, shutdown).await?;
     // Work is committed or handed back; exit without waiting on a client stuck on a dead broker.
+    telemetry.shutdown();
     std::process::exit(0)
 }

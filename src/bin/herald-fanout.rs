@@ -35,7 +35,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    herald::telemetry::init(args.common.log_format);
+    let telemetry = herald::telemetry::init("herald-fanout", args.common.log_format);
     let rules = Rules::load(args.rules.rules.as_deref()).context("loading the channel rules")?;
     let topics = Topics::new(&args.common.namespace);
     let store = Store::connect(&args.common.redis_url, &args.common.namespace)
@@ -66,5 +66,6 @@ async fn main() -> anyhow::Result<()> {
     );
     fanout.run(consumer, shutdown).await?;
     // Work is committed or handed back; exit without waiting on a client stuck on a dead broker.
+    telemetry.shutdown();
     std::process::exit(0)
 }

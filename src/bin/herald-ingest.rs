@@ -34,7 +34,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    herald::telemetry::init(args.common.log_format);
+    let _telemetry = herald::telemetry::init("herald-ingest", args.common.log_format);
     let store = Store::connect(&args.common.redis_url, &args.common.namespace)
         .await
         .with_context(|| format!("connecting to Redis at {}", args.common.redis_url))?

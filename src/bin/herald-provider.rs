@@ -20,7 +20,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    herald::telemetry::init(args.log_format);
+    let _telemetry = herald::telemetry::init("herald-provider", args.log_format);
     simulator::run(args.sim, herald::shutdown::on_signal()).await?;
     Ok(())
 }

@@ -44,7 +44,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    herald::telemetry::init(args.common.log_format);
+    let _telemetry = herald::telemetry::init("herald-retry", args.common.log_format);
     let rules = Rules::load(args.rules.rules.as_deref()).context("loading the channel rules")?;
     let store = Store::connect(&args.common.redis_url, &args.common.namespace)
         .await

@@ -145,7 +145,9 @@ return {'publish', rec[1], rec[2], rec[3]}
 "#
 );
 
+mod metrics;
 mod offers;
+pub use metrics::{Applied, Increments};
 pub use offers::{
     CampaignCache, CampaignCreation, OnceClaim, Overdue, ReceiptOutcome, SentOutcome, BATCH_SIZE,
 };

@@ -53,7 +53,8 @@ pub enum SentOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReceiptOutcome {
-    Delivered,
+    /// With the milliseconds since the provider accepted the send, when known.
+    Delivered(Option<u64>),
     /// A failure receipt: the next channel is due now.
     Undelivered,
     /// Arrived before the dispatcher recorded the send; applied when it does.
@@ -218,7 +219,7 @@ if f[3] == 'failed' then
   redis.call('HINCRBY', KEYS[2], 'undelivered:' .. ARGV[2], 1)
   return 'undelivered'
 end
-redis.call('HSET', KEYS[1], 'st', 'sent', 'own', '', 'pid', ARGV[5])
+redis.call('HSET', KEYS[1], 'st', 'sent', 'own', '', 'pid', ARGV[5], 'sa', now)
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[4])
 return 'sent'
 "#
@@ -239,7 +240,7 @@ return 1
 // KEYS[1] slot, KEYS[2] campaign, KEYS[3] pending. ARGV: channel, status, customer, reason.
 const RECEIPT_LUA: &str = lua_with_now!(
     r#"
-local f = redis.call('HMGET', KEYS[1], 'st', 'ch')
+local f = redis.call('HMGET', KEYS[1], 'st', 'ch', 'sa')
 if not f[1] then return 'unknown' end
 if f[2] == ARGV[1] and f[1] == 'claimed' then
   redis.call('HSET', KEYS[1], 'er', ARGV[2])
@@ -251,6 +252,7 @@ if f[2] == ARGV[1] and (f[1] == 'sent' or f[1] == 'retrying') then
     redis.call('ZREM', KEYS[3], ARGV[3])
     redis.call('HINCRBY', KEYS[2], 'delivered', 1)
     redis.call('HINCRBY', KEYS[2], 'delivered:' .. ARGV[1], 1)
+    if f[3] then return 'delivered ' .. (now - tonumber(f[3])) end
     return 'delivered'
   end
   redis.call('HSET', KEYS[1], 'st', 'undelivered', 'rt', '', 'why', ARGV[4])
@@ -771,11 +773,14 @@ impl Store {
         let replies: Vec<String> = self.query_pipe_with_scripts(&pipe, &[script]).await?;
         Ok(replies
             .iter()
-            .map(|r| match r.as_str() {
-                "delivered" => ReceiptOutcome::Delivered,
+            .map(|r| match r.split_once(' ').unwrap_or((r, "")) {
+                ("delivered", latency) => ReceiptOutcome::Delivered(latency.parse().ok()),
+                (_, "") => match r.as_str() {
                 "undelivered" => ReceiptOutcome::Undelivered,
                 "early" => ReceiptOutcome::Early,
-                "late" => ReceiptOutcome::Late,
+                    "late" => ReceiptOutcome::Late,
+                    _ => ReceiptOutcome::Unknown,
+                },
                 _ => ReceiptOutcome::Unknown,
             })
             .collect())

@@ -73,7 +73,7 @@ impl Fleet {
     }
 
     pub async fn start_with_redis(sim: SimulatorArgs, partitions: i32, redis_url: &str) -> Fleet {
-        herald::telemetry::init(herald::config::LogFormat::Text);
+        let _ = herald::telemetry::init("herald-test", herald::config::LogFormat::Text);
         let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let topics = Topics::new(&ns);
         let broker = std::mem::ManuallyDrop::new(MockBroker::start(1).expect("mock broker"));

@@ -1,0 +1,262 @@
+//! `herald-metrics`' HTTP side: the dashboard (`/`), JSON stats (`/v1/stats`,
+//! `/v1/stats/campaigns/{id}`), Prometheus (`/metrics`) and the probes.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::{Aggregator, Counts, LATENCY_BUCKETS_MS};
+use crate::api::ApiError;
+use crate::model::{now_ms, CampaignId};
+use crate::prom::{self, Family, Value as PromValue};
+
+/// Campaigns the overview (and Prometheus) shows: the most recently active.
+const RECENT_CAMPAIGNS: usize = 20;
+
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+pub fn router(agg: Arc<Aggregator>) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/v1/stats", get(stats))
+        .route("/v1/stats/campaigns/{id}", get(campaign_stats))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(ready))
+        .with_state(agg)
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    agg: Arc<Aggregator>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "metrics dashboard listening");
+    axum::serve(listener, router(agg))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// One campaign as the dashboard shows it.
+#[derive(Debug, Serialize)]
+struct CampaignView {
+    id: CampaignId,
+    recipients: u64,
+    finished: u64,
+    /// `finished / recipients`, 0 to 1.
+    progress: f64,
+    complete: bool,
+    counts: Counts,
+}
+
+/// Rates per second, shaped like [`Counts`].
+#[derive(Debug, Default, Serialize)]
+struct Rates {
+    outcomes: BTreeMap<String, f64>,
+    channels: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+fn rates_view(fields: BTreeMap<String, f64>) -> Rates {
+    let mut rates = Rates::default();
+    for (field, r) in fields {
+        if let Some((outcome, channel)) = field.split_once(':') {
+            *rates.outcomes.entry(outcome.to_string()).or_default() += r;
+            *rates
+                .channels
+                .entry(channel.to_string())
+                .or_default()
+                .entry(outcome.to_string())
+                .or_default() += r;
+        }
+    }
+    rates
+}
+
+async fn campaign_view(agg: &Aggregator, id: CampaignId) -> Result<CampaignView, ApiError> {
+    let fields = agg.store.metrics_campaign(&id).await?;
+    let recipients = agg
+        .store
+        .campaign_counts(&id)
+        .await?
+        .get("recipients")
+        .copied()
+        .unwrap_or(0);
+    let counts = Counts::from_fields(&fields);
+    let finished = counts.finished();
+    Ok(CampaignView {
+        id,
+        recipients,
+        finished,
+        progress: if recipients == 0 {
+            0.0
+        } else {
+            (finished as f64 / recipients as f64).min(1.0)
+        },
+        complete: recipients > 0 && finished >= recipients,
+        counts,
+    })
+}
+
+async fn overview(agg: &Aggregator) -> Result<Value, ApiError> {
+    let totals = Counts::from_fields(&agg.store.metrics_totals().await?);
+    let mut campaigns = Vec::new();
+    for id in agg.store.metrics_recent_campaigns(RECENT_CAMPAIGNS).await? {
+        campaigns.push(campaign_view(agg, id).await?);
+    }
+    Ok(json!({
+        "updated_at_ms": now_ms(),
+        "totals": totals,
+        "rates_per_sec": rates_view(agg.rates()),
+        "campaigns": campaigns,
+        "aggregator": &agg.stats,
+    }))
+}
+
+async fn stats(State(agg): State<Arc<Aggregator>>) -> Result<Json<Value>, ApiError> {
+    overview(&agg).await.map(Json)
+}
+
+async fn campaign_stats(
+    State(agg): State<Arc<Aggregator>>,
+    Path(raw): Path<String>,
+) -> Result<Json<CampaignView>, ApiError> {
+    let id = CampaignId::parse(&raw).ok_or_else(|| ApiError::not_found("campaign"))?;
+    let view = campaign_view(&agg, id).await?;
+    if view.recipients == 0 && view.counts.outcomes.is_empty() {
+        return Err(ApiError::not_found("campaign"));
+    }
+    Ok(Json(view))
+}
+
+/// The page with the current numbers already in it, so it shows them before its first poll.
+async fn dashboard(State(agg): State<Arc<Aggregator>>) -> Response {
+    let initial = overview(&agg)
+        .await
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| "null".into());
+    // `</` cannot end the script element early once escaped.
+    let initial = initial.replace("</", "<\\/");
+    Html(DASHBOARD.replace("/*INITIAL_STATS*/null", &initial)).into_response()
+}
+
+async fn ready(State(agg): State<Arc<Aggregator>>) -> Response {
+    match agg.store.ping().await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready", "reason": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(agg): State<Arc<Aggregator>>) -> Result<Response, ApiError> {
+    let mut families = fleet_families(&Counts::from_fields(&agg.store.metrics_totals().await?));
+    let mut per_campaign = Family::new(
+        "herald_campaign_notifications",
+        "Notifications of a recent campaign by channel and outcome, counted from herald.events.",
+    );
+    let mut progress = Family::new(
+        "herald_campaign_progress_ratio",
+        "Share of a recent campaign's recipients whose notification reached an end.",
+    );
+    for id in agg.store.metrics_recent_campaigns(RECENT_CAMPAIGNS).await? {
+        let view = campaign_view(&agg, id).await?;
+        for (channel, outcomes) in &view.counts.channels {
+            for (outcome, n) in outcomes {
+                per_campaign.push(
+                    &[
+                        ("campaign", view.id.as_str()),
+                        ("channel", channel),
+                        ("outcome", outcome),
+                    ],
+                    PromValue::Counter(*n as f64),
+                );
+            }
+        }
+        progress.push(
+            &[("campaign", view.id.as_str())],
+            PromValue::Gauge(view.progress),
+        );
+    }
+    families.extend([per_campaign, progress]);
+    families.extend(aggregator_families(&agg));
+    Ok((
+        [(header::CONTENT_TYPE, prom::CONTENT_TYPE)],
+        prom::render(families),
+    )
+        .into_response())
+}
+
+/// The fleet-wide counters and the receipt-latency histogram.
+fn fleet_families(totals: &Counts) -> Vec<Family> {
+    let mut notifications = Family::new(
+        "herald_notifications",
+        "Notifications by channel and outcome (accepted, sent, delivered, undelivered, fallback, failed, deduplicated, dead_lettered), counted from herald.events.",
+    );
+    for (channel, outcomes) in &totals.channels {
+        for (outcome, n) in outcomes {
+            notifications.push(
+                &[("channel", channel), ("outcome", outcome)],
+                PromValue::Counter(*n as f64),
+            );
+        }
+    }
+    let mut latency = Family::new(
+        "herald_receipt_latency_seconds",
+        "Time from the provider accepting a send to its delivery receipt.",
+    );
+    for (channel, l) in &totals.latency_ms {
+        let bounds = LATENCY_BUCKETS_MS
+            .iter()
+            .map(|ms| *ms as f64 / 1000.0)
+            .chain([f64::MAX]);
+        let buckets = bounds
+            .zip(l.buckets.iter().copied().chain(std::iter::repeat(0)))
+            .collect();
+        latency.push(
+            &[("channel", channel)],
+            PromValue::Histogram {
+                sum: l.sum_ms as f64 / 1000.0,
+                count: l.count,
+                buckets,
+            },
+        );
+    }
+    vec![notifications, latency]
+}
+
+fn aggregator_families(agg: &Aggregator) -> Vec<Family> {
+    let s = &agg.stats;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let mut events = Family::new(
+        "herald_metrics_events",
+        "Events this aggregator read, by what became of them.",
+    );
+    for (what, n) in [
+        ("counted", load(&s.counted)),
+        ("duplicate", load(&s.duplicates)),
+        ("already_counted", load(&s.already_counted)),
+        ("dead_lettered", load(&s.dead_lettered)),
+    ] {
+        events.push(&[("result", what)], PromValue::Counter(n as f64));
+    }
+    vec![
+        events,
+        prom::counter(
+            "herald_metrics_flush_errors",
+            "Flushes to Redis that failed and were retried.",
+            load(&s.flush_errors),
+        ),
+        crate::kafka::lag_family(&agg.topics.metrics_group(), &agg.topics.events(), &s.consumer_lag),
+    ]
+}

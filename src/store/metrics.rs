@@ -1,0 +1,142 @@
+//! The aggregator's counters in Redis. Keys (under the namespace `ns`):
+//!
+//! - `{ns}:metrics:totals`: hash of every counter, field `OUTCOME:CHANNEL` (channel `none`
+//!   for what never reached one) plus the receipt-latency histogram `lat:CHANNEL:BUCKET`,
+//!   `lat:CHANNEL:sum_ms`, `lat:CHANNEL:count`.
+//! - `{ns}:metrics:campaign:{C}`: the same fields for one campaign.
+//! - `{ns}:metrics:campaigns`: sorted set of campaigns by their latest event time.
+//! - `{ns}:metrics:offsets`: hash `TOPIC:PARTITION` → the next Kafka offset to count.
+//!
+//! Counting once: a flush adds one partition's run of events and moves that partition's
+//! watermark in the same Lua script, so a run is counted entirely or not at all, and a
+//! redelivered message (below the watermark) is never counted again, whatever the consumer
+//! group's committed offset says after a crash or rebalance.
+
+use std::collections::BTreeMap;
+
+use redis::{AsyncCommands, Script};
+
+use super::{Store, StoreError};
+use crate::model::CampaignId;
+
+/// Counter increments for one partition's run of events: `(campaign, field) → n`, where
+/// a campaign's increments also count in the totals.
+pub type Increments = BTreeMap<(Option<CampaignId>, String), u64>;
+
+/// What applying a run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Counted,
+    /// Part of the run was counted before (up to this offset, exclusive): drop what lies
+    /// below it and apply the rest.
+    AlreadyCountedUpTo(i64),
+}
+
+// KEYS[1] offsets, KEYS[2] totals, KEYS[3] campaigns zset.
+// ARGV: partition field, first offset, next offset, campaign key prefix, now ms,
+// then (campaign or '', field, n) triples.
+const APPLY_LUA: &str = r#"
+local mark = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+if mark > tonumber(ARGV[2]) then return mark end
+local seen = {}
+for i = 6, #ARGV, 3 do
+  local c, f, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  redis.call('HINCRBY', KEYS[2], f, n)
+  if c ~= '' then
+    redis.call('HINCRBY', ARGV[4] .. c, f, n)
+    if not seen[c] then
+      redis.call('ZADD', KEYS[3], tonumber(ARGV[5]), c)
+      seen[c] = true
+    end
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return -2
+"#;
+
+fn apply_script() -> &'static Script {
+    static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(APPLY_LUA))
+}
+
+impl Store {
+    fn metrics_key(&self, what: &str) -> String {
+        format!("{}:metrics:{what}", self.ns)
+    }
+
+    fn metrics_campaign_prefix(&self) -> String {
+        self.metrics_key("campaign:")
+    }
+
+    /// Counts a run of one partition's events, `first..next` offsets, unless (part of) it
+    /// was counted before.
+    pub async fn apply_metrics(
+        &self,
+        partition: &str,
+        first: i64,
+        next: i64,
+        increments: &Increments,
+        now_ms: u64,
+    ) -> Result<Applied, StoreError> {
+        let script = apply_script();
+        let mut invocation = script.key(self.metrics_key("offsets"));
+        invocation
+            .key(self.metrics_key("totals"))
+            .key(self.metrics_key("campaigns"))
+            .arg(partition)
+            .arg(first)
+            .arg(next)
+            .arg(self.metrics_campaign_prefix())
+            .arg(now_ms);
+        for ((campaign, field), n) in increments {
+            invocation
+                .arg(campaign.as_ref().map(|c| c.as_str()).unwrap_or(""))
+                .arg(field)
+                .arg(*n);
+        }
+        let mark: i64 = self.eval(&invocation).await?;
+        Ok(if mark == -2 {
+            Applied::Counted
+        } else {
+            Applied::AlreadyCountedUpTo(mark)
+        })
+    }
+
+    /// Every counter of the fleet (see the module docs for the fields).
+    pub async fn metrics_totals(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        self.numeric_hash(self.metrics_key("totals")).await
+    }
+
+    /// One campaign's counters; empty when it has none.
+    pub async fn metrics_campaign(
+        &self,
+        id: &CampaignId,
+    ) -> Result<BTreeMap<String, u64>, StoreError> {
+        self.numeric_hash(format!("{}{id}", self.metrics_campaign_prefix()))
+            .await
+    }
+
+    /// The `limit` campaigns with the most recent events, newest first.
+    pub async fn metrics_recent_campaigns(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<CampaignId>, StoreError> {
+        let (mut c, generation) = self.connection();
+        let ids: Vec<String> = self
+            .bounded(
+                generation,
+                c.zrevrange(self.metrics_key("campaigns"), 0, limit as isize - 1),
+            )
+            .await?;
+        Ok(ids.iter().filter_map(|id| CampaignId::parse(id)).collect())
+    }
+
+    async fn numeric_hash(&self, key: String) -> Result<BTreeMap<String, u64>, StoreError> {
+        let (mut c, generation) = self.connection();
+        let all: BTreeMap<String, String> = self.bounded(generation, c.hgetall(key)).await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(k, v)| v.parse::<u64>().ok().map(|n| (k, n)))
+            .collect())
+    }
+}
