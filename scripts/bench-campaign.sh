@@ -84,7 +84,7 @@ log "storing $N synthetic customers (not timed)"
 log "campaign to $N customers: e-mail first, push as fallback"
 start_ns=$(date +%s%N)
 "$BIN/herald" --api "http://$API" campaigns send --id "$NS" --count "$N" --prefix b \
-    --channels email,push --timeout-ms 60000 --wait-secs 1800 >"$OUT/report.json"
+    --channels email,push --timeout-ms 60000 --wait-secs 1800 --json >"$OUT/report.json"
 end_ns=$(date +%s%N)
 
 for port in 5061 5062; do curl -s "http://127.0.0.1:$port/stats" >"$OUT/stats-$port.json"; done

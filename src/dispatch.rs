@@ -22,6 +22,7 @@ use tracing::Instrument;
 use crate::shutdown::sleep_unless_cancelled;
 use tokio_util::task::TaskTracker;
 
+use crate::prom;
 use crate::kafka::{self, OffsetTracker, Topics};
 use crate::latency::LatencyHistogram;
 use crate::model::{
@@ -63,6 +64,12 @@ pub struct DispatchStats {
     pub deduplicated: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub handed_back: AtomicU64,
+    /// Messages being worked on now (a gauge, so not among the counters above).
+    #[serde(skip)]
+    pub in_flight: AtomicU64,
+    /// The group's largest partition lag, refreshed by the program's lag watch.
+    #[serde(skip)]
+    pub consumer_lag: std::sync::atomic::AtomicI64,
     /// Campaign deliveries: time from fan-out to the first provider call (first channel only).
     #[serde(serialize_with = "serialize_histogram")]
     pub fanout_to_call_ms: LatencyHistogram,
@@ -136,6 +143,7 @@ impl Dispatcher {
                 }
             };
             self.stats.received.fetch_add(1, Ordering::Relaxed);
+            self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
             lock(&offsets).start(msg.topic(), msg.partition(), msg.offset());
             let (me, consumer, offsets, cancel) = (
                 self.clone(),
@@ -163,6 +171,7 @@ impl Dispatcher {
                     // this instance, so its message is delivered again.
                     Handled::HandedBack => {}
                 }
+                me.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
                 drop(permit);
             });
         }
@@ -220,6 +229,58 @@ impl Dispatcher {
                 "calls": &self.provider.stats,
             },
         })
+    }
+
+    /// `/metrics`: messages by result, in flight, consumer lag, provider calls by status,
+    /// circuit state and the adaptive rate.
+    pub fn prometheus(&self) -> Vec<prom::Family> {
+        let channel = self.config.channel.as_str();
+        let labels = [("channel", channel)];
+        let gauge = |name: &str, help: &str, v: f64| {
+            prom::Family::new(name, help).with(&labels, prom::Value::Gauge(v))
+        };
+        let circuit = match self.provider.circuit_state() {
+            CircuitState::Closed => 0.0,
+            CircuitState::HalfOpen => 1.0,
+            CircuitState::Open => 2.0,
+        };
+        let topics = &self.topics;
+        vec![
+            prom::counters_from(
+                "herald_dispatch_messages",
+                "Messages this dispatcher handled, by result.",
+                "result",
+                &self.stats,
+                &labels,
+            ),
+            gauge(
+                "herald_dispatch_in_flight",
+                "Notifications being worked on now.",
+                self.stats.in_flight.load(Ordering::Relaxed) as f64,
+            ),
+            prom::counters_from(
+                "herald_provider_calls",
+                "Provider calls by status (calls counts every attempt).",
+                "status",
+                &self.provider.stats,
+                &labels,
+            ),
+            gauge(
+                "herald_provider_circuit_state",
+                "Provider circuit: 0 closed, 1 half-open, 2 open.",
+                circuit,
+            ),
+            gauge(
+                "herald_provider_rate_per_second",
+                "The adaptive limiter's current rate.",
+                self.provider.current_rate(),
+            ),
+            kafka::lag_family(
+                &topics.dispatch_group(self.config.channel),
+                &topics.notify(self.config.channel),
+                &self.stats.consumer_lag,
+            ),
+        ]
     }
 
     fn log_progress(&self) {

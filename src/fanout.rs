@@ -45,6 +45,9 @@ pub struct FanOutStats {
     pub unreachable: AtomicU64,
     pub deferred: AtomicU64,
     pub paused_ms: AtomicU64,
+    /// The group's largest partition lag on the campaigns topic, from the program's lag watch.
+    #[serde(skip)]
+    pub consumer_lag: std::sync::atomic::AtomicI64,
 }
 
 /// Why a customer got no first delivery; the DLQ record's body.
@@ -151,6 +154,24 @@ impl FanOut {
         }
         kafka::close_consumer(Arc::new(consumer), Duration::from_secs(10)).await;
         Ok(())
+    }
+
+    /// `/metrics`: batches and deliveries by result, and the consumer lag.
+    pub fn prometheus(&self) -> Vec<crate::prom::Family> {
+        vec![
+            crate::prom::counters_from(
+                "herald_fanout",
+                "Campaign fan-out work by kind (paused_ms: time spent waiting on dispatch lag).",
+                "what",
+                &self.stats,
+                &[],
+            ),
+            kafka::lag_family(
+                &self.topics.fanout_group(),
+                &self.topics.campaigns(),
+                &self.stats.consumer_lag,
+            ),
+        ]
     }
 
     /// `true` when the message is dealt with (its offset may be committed).

@@ -1,5 +1,6 @@
 //! Liveness, readiness and stats over HTTP for the programs with no API of their own
-//! (dispatchers today), so an orchestrator can probe them and an operator can peek in.
+//! (dispatchers, fan-out, retry), so an orchestrator can probe them, Prometheus can scrape
+//! them and an operator can peek in.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -7,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
+use axum::response::IntoResponse as _;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -17,14 +19,27 @@ pub type ReadyCheck =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 /// A JSON snapshot of the program's counters.
 pub type StatsFn = Arc<dyn Fn() -> Value + Send + Sync>;
+/// The program's Prometheus metrics, read at scrape time.
+pub type MetricsFn = Arc<dyn Fn() -> Vec<crate::prom::Family> + Send + Sync>;
 
-/// Serves `/healthz` (alive), `/readyz` and `/stats` until `shutdown`.
+/// What a program shows on its health address.
+pub struct Probes {
+    pub ready: ReadyCheck,
+    pub stats: StatsFn,
+    pub metrics: MetricsFn,
+}
+
+/// Serves `/healthz` (alive), `/readyz`, `/stats` and `/metrics` until `shutdown`.
 pub async fn serve(
     addr: SocketAddr,
-    ready: ReadyCheck,
-    stats: StatsFn,
+    probes: Probes,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let Probes {
+        ready,
+        stats,
+        metrics,
+    } = probes;
     let app = Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route(
@@ -42,7 +57,19 @@ pub async fn serve(
                 }
             }),
         )
-        .route("/stats", get(move || std::future::ready(Json(stats()))));
+        .route("/stats", get(move || std::future::ready(Json(stats()))))
+        .route(
+            "/metrics",
+            get(move || {
+                std::future::ready(
+                    (
+                        [(axum::http::header::CONTENT_TYPE, crate::prom::CONTENT_TYPE)],
+                        crate::prom::render(metrics()),
+                    )
+                        .into_response(),
+                )
+            }),
+        );
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "health endpoints listening");
     axum::serve(listener, app)
@@ -51,14 +78,9 @@ pub async fn serve(
 }
 
 /// Serves the probes in the background when an address is configured.
-pub fn spawn(
-    addr: Option<SocketAddr>,
-    ready: ReadyCheck,
-    stats: StatsFn,
-    shutdown: CancellationToken,
-) {
+pub fn spawn(addr: Option<SocketAddr>, probes: Probes, shutdown: CancellationToken) {
     let Some(addr) = addr else { return };
-    let server = serve(addr, ready, stats, shutdown);
+    let server = serve(addr, probes, shutdown);
     tokio::spawn(async move {
         if let Err(e) = server.await {
             tracing::error!(%addr, error = %e, "health endpoints failed");

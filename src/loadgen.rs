@@ -316,26 +316,110 @@ impl LoadGen {
     }
 
     /// Polls a campaign, printing progress each second, until it completes or `limit` passes.
+    /// Follows a campaign until it completes (or `limit` passes): a progress bar with rate
+    /// and ETA on a terminal, a line a second otherwise (logs, CI). Returns the last report.
     pub async fn watch_campaign(&self, id: &str, limit: Duration) -> Result<Value, LoadError> {
+        use std::io::IsTerminal as _;
         let started = Instant::now();
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:40.cyan/blue} {human_pos}/{human_len} {per_sec} ETA {eta} {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
         loop {
             let report = self.campaign(id).await?;
             let p = &report["progress"];
-            eprintln!(
-                "  [{:>5.1}s] {} fanned out {}/{}  outcomes {} ({}%)",
-                started.elapsed().as_secs_f64(),
-                report["status"].as_str().unwrap_or("?"),
-                p["fanned_out"],
-                report["recipients"],
-                p["outcomes"],
-                p["percent"],
+            let (done, total) = (
+                p["outcomes"].as_u64().unwrap_or(0),
+                report["recipients"].as_u64().unwrap_or(0),
             );
-            if report["status"] == "completed" || started.elapsed() > limit {
+            let status = report["status"].as_str().unwrap_or("?").to_string();
+            match &bar {
+                Some(bar) => {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                    bar.set_message(format!("{status}, fanned out {}", p["fanned_out"]));
+                }
+                None => {
+                    let secs = started.elapsed().as_secs_f64();
+                    let rate = done as f64 / secs.max(0.001);
+                    let eta = if rate > 0.0 && total > done {
+                        format!("{:.0}s", (total - done) as f64 / rate)
+                    } else {
+                        "-".into()
+                    };
+                    eprintln!(
+                        "  [{secs:>5.1}s] {status} fanned out {}/{total}  finished {done} ({}%)  {rate:.0}/s  ETA {eta}",
+                        p["fanned_out"], p["percent"],
+                    );
+                }
+            }
+            if status == "completed" || started.elapsed() > limit {
+                if let Some(bar) = bar {
+                    bar.finish_with_message(status);
+                }
                 return Ok(report);
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
+}
+
+/// A campaign report (`GET /v1/campaigns/{id}`) as a table: one row per channel with its
+/// sends, deliveries, fallbacks away from it and failures, then the totals.
+pub fn campaign_summary(report: &Value) -> String {
+    let counts = &report["counts"];
+    let n = |k: String| counts[k.as_str()].as_u64().unwrap_or(0);
+    let mut out = format!(
+        "campaign {}: {} · {} recipients · {}% finished\n",
+        report["id"].as_str().unwrap_or("?"),
+        report["status"].as_str().unwrap_or("?"),
+        report["recipients"],
+        report["progress"]["percent"],
+    );
+    out.push_str(&format!(
+        "{:<10} {:>10} {:>10} {:>10} {:>12}\n",
+        "channel", "sent", "delivered", "fallbacks", "undelivered"
+    ));
+    for c in Channel::ALL {
+        let row = [
+            n(format!("sent:{c}")),
+            n(format!("delivered:{c}")),
+            n(format!("fallbacks:{c}")),
+            n(format!("undelivered:{c}")),
+        ];
+        if row.iter().any(|v| *v > 0) {
+            out.push_str(&format!(
+                "{:<10} {:>10} {:>10} {:>10} {:>12}\n",
+                c.as_str(),
+                row[0],
+                row[1],
+                row[2],
+                row[3]
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "{:<10} {:>10} {:>10} {:>10} {:>12}\n",
+        "total",
+        n("sent".into()),
+        n("delivered".into()),
+        n("fallbacks".into()),
+        "",
+    ));
+    out.push_str(&format!(
+        "failed {} · deduplicated {} · late receipts {} · deferred {}\n",
+        n("failed".into()),
+        n("deduplicated".into()),
+        n("late_receipts".into()),
+        n("deferred".into()),
+    ));
+    out
 }
 
 fn synthetic_customer(id: &str, channels: &[Channel]) -> Value {

@@ -73,6 +73,29 @@ pub fn gauge(name: &str, help: &str, value: f64) -> Family {
     Family::new(name, help).with(&[], Value::Gauge(value))
 }
 
+/// A counter family from a stats struct's numeric fields (atomics serialize as numbers):
+/// one series per field, the field's name in label `key`, plus `labels`. Other fields
+/// (histograms, text) are left out.
+pub fn counters_from<T: serde::Serialize>(
+    name: &str,
+    help: &str,
+    key: &str,
+    stats: &T,
+    labels: &[(&str, &str)],
+) -> Family {
+    let mut family = Family::new(name, help);
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(stats) {
+        for (field, value) in fields {
+            if let Some(n) = value.as_u64() {
+                let mut all = labels.to_vec();
+                all.push((key, &field));
+                family.push(&all, Value::Counter(n as f64));
+            }
+        }
+    }
+    family
+}
+
 #[derive(Debug)]
 struct Snapshot(Vec<Family>);
 

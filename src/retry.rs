@@ -342,6 +342,17 @@ impl Retrier {
         }
     }
 
+    /// `/metrics`: overdue entries by what became of them.
+    pub fn prometheus(&self) -> Vec<crate::prom::Family> {
+        vec![crate::prom::counters_from(
+            "herald_retry_entries",
+            "Overdue confirmations this instance handled, by result.",
+            "result",
+            &self.stats,
+            &[],
+        )]
+    }
+
     pub fn stats_json(&self) -> serde_json::Value {
         serde_json::json!({ "retry": &self.stats })
     }

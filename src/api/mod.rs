@@ -93,6 +93,8 @@ impl IntoResponse for ApiError {
 }
 
 pub fn router(ingest: Arc<Ingest>) -> Router {
+    let requests = HttpCounts::default();
+    let tally = requests.clone();
     Router::new()
         .route("/v1/requests", post(create_request))
         .route("/v1/requests/{id}/process", post(process_request))
@@ -102,6 +104,60 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .route("/readyz", get(ready))
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(ingest)
+        .route(
+            "/metrics",
+            get(move || std::future::ready(requests.exposition())),
+        )
+        .layer(axum::middleware::from_fn(move |req, next| {
+            count_request(tally.clone(), req, next)
+        }))
+}
+
+/// Requests answered, by route and status, for `/metrics`.
+#[derive(Clone, Default)]
+struct HttpCounts(Arc<std::sync::Mutex<std::collections::BTreeMap<(String, u16), u64>>>);
+
+impl HttpCounts {
+    fn exposition(&self) -> Response {
+        let mut family = crate::prom::Family::new(
+            "herald_http_requests",
+            "Requests herald-ingest answered, by route and status.",
+        );
+        let counts = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for ((route, status), n) in counts {
+            family.push(
+                &[("route", &route), ("status", &status.to_string())],
+                crate::prom::Value::Counter(n as f64),
+            );
+        }
+        (
+            [(axum::http::header::CONTENT_TYPE, crate::prom::CONTENT_TYPE)],
+            crate::prom::render(vec![family]),
+        )
+            .into_response()
+    }
+}
+
+async fn count_request(
+    counts: HttpCounts,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    // The route pattern, not the path: ids in paths would make a series per request.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(req).await;
+    let key = (route, response.status().as_u16());
+    *counts
+        .0
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key)
+        .or_default() += 1;
+    response
 }
 
 /// Serves the API on `addr` until `shutdown` is cancelled, then flushes the producer.

@@ -1,5 +1,6 @@
 //! herald-dispatch: sends the notifications of one channel. Run several per channel to scale.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,12 +74,22 @@ async fn main() -> anyhow::Result<()> {
         stats: DispatchStats::default(),
     });
     let shutdown = herald::shutdown::on_signal();
-    let stats = dispatcher.clone();
+    let (stats, metrics, lag) = (dispatcher.clone(), dispatcher.clone(), dispatcher.clone());
     herald::health::spawn(
         args.health.health_addr,
-        herald::health::redis_ready(dispatcher.store.clone()),
-        Arc::new(move || stats.stats_json()),
+        herald::health::Probes {
+            ready: herald::health::redis_ready(dispatcher.store.clone()),
+            stats: Arc::new(move || stats.stats_json()),
+            metrics: Arc::new(move || metrics.prometheus()),
+        },
         shutdown.clone(),
+    );
+    kafka::watch_lag(
+        &args.common.kafka_brokers,
+        dispatcher.topics.dispatch_group(args.channel),
+        dispatcher.topics.notify(args.channel),
+        shutdown.clone(),
+        move |n| lag.stats.consumer_lag.store(n, Ordering::Relaxed),
     );
     dispatcher.run(consumer, shutdown).await?;
     // Work is committed or handed back; exit without waiting on a client stuck on a dead broker.

@@ -1,9 +1,11 @@
 //! herald-fanout: expands campaigns into one delivery per customer. Run several to scale.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use herald::health::Probes;
 use herald::config::{CommonArgs, HealthArgs, RulesArgs};
 use herald::fanout::{FanOut, FanOutConfig};
 use herald::kafka::{self, LagProbe, Topics};
@@ -57,12 +59,23 @@ async fn main() -> anyhow::Result<()> {
         },
     ));
     let shutdown = herald::shutdown::on_signal();
-    let stats = fanout.clone();
+    let (stats, metrics, lag) = (fanout.clone(), fanout.clone(), fanout.clone());
     herald::health::spawn(
         args.health.health_addr,
-        herald::health::redis_ready(fanout.store.clone()),
-        Arc::new(move || serde_json::json!({ "fanout": &stats.stats })),
+        Probes {
+            ready: herald::health::redis_ready(fanout.store.clone()),
+            stats: Arc::new(move || serde_json::json!({ "fanout": &stats.stats })),
+            metrics: Arc::new(move || metrics.prometheus()),
+        },
         shutdown.clone(),
+    );
+    let topics = Topics::new(&args.common.namespace);
+    kafka::watch_lag(
+        brokers,
+        topics.fanout_group(),
+        topics.campaigns(),
+        shutdown.clone(),
+        move |n| lag.stats.consumer_lag.store(n, Ordering::Relaxed),
     );
     fanout.run(consumer, shutdown).await?;
     // Work is committed or handed back; exit without waiting on a client stuck on a dead broker.

@@ -64,11 +64,14 @@ async fn main() -> anyhow::Result<()> {
         },
     ));
     let shutdown = herald::shutdown::on_signal();
-    let stats = retrier.clone();
+    let (stats, metrics) = (retrier.clone(), retrier.clone());
     herald::health::spawn(
         args.health.health_addr,
-        herald::health::redis_ready(retrier.store.clone()),
-        Arc::new(move || stats.stats_json()),
+        herald::health::Probes {
+            ready: herald::health::redis_ready(retrier.store.clone()),
+            stats: Arc::new(move || stats.stats_json()),
+            metrics: Arc::new(move || metrics.prometheus()),
+        },
         shutdown.clone(),
     );
     retrier.run(shutdown).await;

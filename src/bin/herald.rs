@@ -32,8 +32,8 @@ enum Command {
     /// Customers.
     #[command(subcommand)]
     Customers(CustomersCommand),
-    /// Campaigns of personalised offers.
-    #[command(subcommand)]
+    /// Campaigns of personalised offers (`herald campaign ...` works too).
+    #[command(subcommand, alias = "campaign")]
     Campaigns(CampaignsCommand),
     /// Raw produce-then-consume throughput of a Kafka broker (for benchmarks).
     BrokerBench {
@@ -87,9 +87,19 @@ enum CampaignsCommand {
         /// Stop watching after this many seconds.
         #[arg(long, default_value_t = 600)]
         wait_secs: u64,
+        /// Print the final report as JSON instead of a table (for scripts).
+        #[arg(long)]
+        json: bool,
     },
     /// Show a campaign's progress and counts.
     Show { id: String },
+    /// Follow a campaign with a progress bar (rate, ETA) until it ends, then a summary table.
+    Watch {
+        id: String,
+        /// Stop watching after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        wait_secs: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -164,6 +174,7 @@ async fn main() -> anyhow::Result<()> {
             channels,
             timeout_ms,
             wait_secs,
+            json,
         }) => {
             let created = load
                 .send_campaign(&id, &prefix, count, &channels, timeout_ms)
@@ -173,7 +184,17 @@ async fn main() -> anyhow::Result<()> {
             let report = load
                 .watch_campaign(&id, Duration::from_secs(wait_secs))
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", herald::loadgen::campaign_summary(&report));
+            }
+        }
+        Command::Campaigns(CampaignsCommand::Watch { id, wait_secs }) => {
+            let report = load
+                .watch_campaign(&id, Duration::from_secs(wait_secs))
+                .await?;
+            print!("{}", herald::loadgen::campaign_summary(&report));
         }
         Command::Campaigns(CampaignsCommand::Show { id }) => {
             println!(
