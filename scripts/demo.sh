@@ -10,6 +10,7 @@ cd "$HERALD_ROOT"
 COUNT=${1:-300}
 API_ADDR=${HERALD_DEMO_API_ADDR:-127.0.0.1:5000}
 PROVIDER_ADDR=${HERALD_DEMO_PROVIDER_ADDR:-127.0.0.1:3001}
+METRICS_ADDR=${HERALD_DEMO_METRICS_ADDR:-127.0.0.1:9300}
 export HERALD_PROFILE=release
 export HERALD_PROVIDER_API_KEY=${HERALD_PROVIDER_API_KEY:-demo-$RANDOM$RANDOM}
 
@@ -34,6 +35,7 @@ trap 'exit 130' INT TERM
 
 ensure_port_free "${PROVIDER_ADDR##*:}" herald-provider
 ensure_port_free "${API_ADDR##*:}" herald-ingest
+ensure_port_free "${METRICS_ADDR##*:}" herald-metrics
 bash scripts/stack.sh up
 # shellcheck disable=SC1091
 source "$HERALD_STATE/stack.env"
@@ -52,13 +54,18 @@ wait_port "${PROVIDER_ADDR##*:}" herald-provider
 export HERALD_PROVIDER_URL="http://$PROVIDER_ADDR"
 export HERALD_PROVIDER_TIMEOUT_MS=1000
 
-log "starting herald-ingest on $API_ADDR, one dispatcher per channel, fan-out and herald-retry"
+log "starting herald-ingest on $API_ADDR, one dispatcher per channel, fan-out, herald-retry, herald-metrics"
 start ingest "$BIN/herald-ingest" --http-addr "$API_ADDR"
+port=9401
 for channel in email sms whatsapp push; do
-    start "dispatch-$channel" "$BIN/herald-dispatch" --channel "$channel"
+    start "dispatch-$channel" "$BIN/herald-dispatch" --channel "$channel" --health-addr "127.0.0.1:$port"
+    port=$((port + 1))
 done
-start fanout "$BIN/herald-fanout"
-start retry "$BIN/herald-retry"
+start fanout "$BIN/herald-fanout" --health-addr 127.0.0.1:9405
+start retry "$BIN/herald-retry" --health-addr 127.0.0.1:9406
+start metrics "$BIN/herald-metrics" --http-addr "$METRICS_ADDR"
+wait_port "${METRICS_ADDR##*:}" herald-metrics
+log "live dashboard: http://$METRICS_ADDR/   (Prometheus: /metrics, JSON: /v1/stats)"
 wait_port "${API_ADDR##*:}" herald-ingest
 for _ in $(seq 50); do
     curl -sf "http://$API_ADDR/readyz" >/dev/null && break
@@ -83,6 +90,7 @@ echo
 log "provider's view: $(curl -s "http://$PROVIDER_ADDR/v1/stats")"
 log "campaign report: curl http://$API_ADDR/v1/campaigns/$CAMPAIGN"
 log "the API is at http://$API_ADDR  (try: curl http://$API_ADDR/v1/requests/<id>)"
+log "dashboard: http://$METRICS_ADDR/  ·  Prometheus metrics: http://$METRICS_ADDR/metrics and /metrics on ports 9401-9406"
 if [ -n "${HERALD_DEMO_KEEP:-}" ]; then
     log "fleet running; Ctrl-C to stop"
     wait

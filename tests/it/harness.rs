@@ -13,6 +13,7 @@ use herald::config::ProviderArgs;
 use herald::dispatch::{DispatchConfig, DispatchStats, Dispatcher};
 use herald::fanout::{FanOut, FanOutConfig};
 use herald::kafka::LagProbe;
+use herald::metrics::{Aggregator, AggregatorConfig};
 use herald::kafka::{self, Topics};
 use herald::model::Channel;
 use herald::provider::ProviderClient;
@@ -205,6 +206,32 @@ impl Fleet {
         ));
         tokio::spawn(r.clone().run(stop));
         r
+    }
+
+    /// Starts an in-process `herald-metrics` in consumer group `group` with its HTTP side on
+    /// an ephemeral port; returns it and its base URL.
+    pub async fn start_metrics(
+        &self,
+        group: &str,
+        stop: CancellationToken,
+    ) -> (Arc<Aggregator>, String) {
+        let consumer = kafka::consumer(self.brokers(), group).unwrap();
+        let agg = Arc::new(Aggregator::new(
+            self.store.clone(),
+            kafka::producer(self.brokers()).unwrap(),
+            self.topics.clone(),
+            AggregatorConfig {
+                flush_interval: Duration::from_millis(50),
+                ..AggregatorConfig::default()
+            },
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(herald::metrics::serve(listener, agg.clone(), stop.clone()));
+        tokio::spawn(agg.clone().sample_rates(stop.clone()));
+        let run = agg.clone().run(consumer, stop);
+        tokio::spawn(async move { run.await.expect("aggregator run") });
+        (agg, url)
     }
 
     /// Stores customers through the API, 1000 per call.

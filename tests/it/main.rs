@@ -9,6 +9,7 @@ mod broker_binary;
 mod campaign_crash;
 mod dead_letters;
 mod dispatch_once;
+mod observability;
 mod offers;
 mod redis_restart;
 mod resilience;

@@ -1,0 +1,486 @@
+//! Seeing a campaign: the metrics aggregator counts each event once, the dashboard (in a
+//! real headless Chromium) shows what the counters hold, a real Prometheus scrapes the
+//! fleet, the Grafana dashboard only asks for series that exist, and one notification's
+//! spans share a trace from ingest to dispatch.
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use herald::health::Probes;
+use herald::kafka::{self, dlq_headers};
+use herald::model::{CampaignId, Channel, CustomerId, LifecycleEvent, LifecycleKind};
+use serde_json::{json, Value};
+
+use crate::harness::{quiet_provider, ChildGuard, Fleet, API_KEY};
+
+fn event(kind: LifecycleKind, campaign: &str, customer: usize, channel: Channel) -> LifecycleEvent {
+    LifecycleEvent::for_delivery(
+        kind,
+        &CampaignId::parse(campaign).unwrap(),
+        &CustomerId::parse(&format!("u{customer}")).unwrap(),
+        channel,
+        None,
+    )
+}
+
+async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_event_is_counted_once_across_copies_poison_and_a_full_reread() {
+    let fleet = Fleet::start(quiet_provider(), 4).await;
+    let producer = kafka::producer(fleet.brokers()).unwrap();
+    let topic = fleet.topics.events();
+    let mut events = Vec::new();
+    for i in 0..120 {
+        events.push(event(LifecycleKind::Sent, "obs1", i, Channel::Email));
+    }
+    for i in 0..30 {
+        let mut e = event(LifecycleKind::Delivered, "obs1", i, Channel::Email);
+        e.latency_ms = Some(40 + i as u64);
+        events.push(e);
+    }
+    for e in &events {
+        kafka::publish_json(&producer, &topic, e.id.as_str(), e)
+            .await
+            .unwrap();
+    }
+    // Ten events published twice (a producer retry's copy: same event id, new offset).
+    for e in &events[..10] {
+        kafka::publish_json(&producer, &topic, e.id.as_str(), e)
+            .await
+            .unwrap();
+    }
+    kafka::publish(&producer, &topic, "bad", b"{not json", None)
+        .await
+        .unwrap();
+    let total_messages = events.len() as u64 + 11;
+
+    let stop = fleet.shutdown.child_token();
+    let (first, url) = fleet.start_metrics("obs-first", stop.clone()).await;
+    wait_until("the first aggregator to read everything", Duration::from_secs(30), || {
+        let first = first.clone();
+        async move { first.stats.flushes.load(Ordering::Relaxed) > 0 && first.stats.consumed.load(Ordering::Relaxed) >= total_messages }
+    })
+    .await;
+    let campaign = CampaignId::parse("obs1").unwrap();
+    wait_until("the counts", Duration::from_secs(10), || async {
+        fleet.store.metrics_campaign(&campaign).await.unwrap().get("delivered:email") == Some(&30)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let counts = fleet.store.metrics_campaign(&campaign).await.unwrap();
+    assert_eq!(counts.get("sent:email"), Some(&120), "{counts:?}");
+    assert_eq!(counts.get("delivered:email"), Some(&30));
+    assert_eq!(counts.get("lat:email:count"), Some(&30));
+    assert_eq!(first.stats.duplicates.load(Ordering::Relaxed), 10);
+    assert_eq!(first.stats.dead_lettered.load(Ordering::Relaxed), 1);
+    let dlq = fleet.read_topic(&fleet.topics.dlq(), 1, Duration::from_secs(10)).await;
+    assert_eq!(
+        kafka::header(&dlq[0], dlq_headers::REASON).map(|r| r.starts_with("undecodable lifecycle event")),
+        Some(true)
+    );
+
+    // The JSON view agrees.
+    let stats: Value = fleet.http.get(format!("{url}/v1/stats/campaigns/obs1")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(stats["counts"]["outcomes"]["sent"], 120);
+    assert_eq!(stats["counts"]["latency_ms"]["email"]["count"], 30);
+    let missing = fleet.http.get(format!("{url}/v1/stats/campaigns/nope")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    stop.cancel();
+
+    // A second aggregator in a new group reads the whole topic again, as after a crash
+    // before any commit: the watermarks in Redis make it count nothing twice.
+    let stop = fleet.shutdown.child_token();
+    let (second, _) = fleet.start_metrics("obs-second", stop.clone()).await;
+    wait_until("the second aggregator to reread everything", Duration::from_secs(30), || {
+        let second = second.clone();
+        async move { second.stats.already_counted.load(Ordering::Relaxed) >= total_messages }
+    })
+    .await;
+    assert_eq!(second.stats.counted.load(Ordering::Relaxed), 0);
+    assert_eq!(fleet.store.metrics_campaign(&campaign).await.unwrap(), counts);
+    stop.cancel();
+}
+
+/// The `data-metric` → `data-value` pairs of a page's DOM.
+fn shown_metrics(dom: &str) -> BTreeMap<String, u64> {
+    let mut shown = BTreeMap::new();
+    for tag in dom.split('<').filter(|t| t.contains("data-metric=\"")) {
+        let attr = |name: &str| {
+            let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
+            let len = tag[start..].find('"')?;
+            Some(tag[start..start + len].to_string())
+        };
+        if let (Some(m), Some(v)) = (attr("data-metric"), attr("data-value")) {
+            shown.insert(m, v.parse().unwrap_or(u64::MAX));
+        }
+    }
+    shown
+}
+
+fn chromium() -> &'static str {
+    let path = "/usr/bin/chromium";
+    assert!(
+        std::path::Path::new(path).exists(),
+        "Chromium is needed for the dashboard test: scripts/test.sh installs Debian's chromium"
+    );
+    path
+}
+
+/// Headless Chromium as the env notes say to run it here (no background networking).
+fn chromium_command(profile: &std::path::Path) -> Command {
+    let mut c = Command::new(chromium());
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--virtual-time-budget=3000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .stdin(Stdio::null())
+    .stderr(Stdio::null());
+    c
+}
+
+fn customer(id: &str) -> Value {
+    json!({"id": id, "name": format!("Name {id}"), "contacts": {"email": format!("{id}@x.example"), "push": format!("tok-{id}")},
+           "consent": {"email": true, "push": true}, "time_zone": "Etc/GMT-1"})
+}
+
+/// Customers, a campaign, dispatchers, fan-out, retry and the aggregator: the whole story.
+async fn run_small_campaign(fleet: &Fleet, id: &str, n: usize) -> (Arc<herald::metrics::Aggregator>, String) {
+    let stop = fleet.shutdown.child_token();
+    let mut patient = fleet.provider_args();
+    patient.provider_timeout_ms = 15_000;
+    for ch in [Channel::Email, Channel::Push] {
+        fleet.start_dispatcher_with(ch, stop.clone(), patient.clone());
+    }
+    fleet.start_fanout(stop.clone());
+    fleet.start_retry(stop.clone());
+    let metrics = fleet.start_metrics(&fleet.topics.metrics_group(), stop).await;
+    let ids: Vec<String> = (0..n).map(|i| format!("{id}-c{i}")).collect();
+    fleet.put_customers(ids.iter().map(|i| customer(i)).collect()).await;
+    let (status, body) = fleet
+        .post(
+            "/v1/campaigns",
+            json!({"id": id, "name": "obs", "template": "Hola {{name}}", "channels": ["email", "push"],
+                   "confirmation_timeout_ms": {"email": 5000, "push": 5000}, "audience": {"customer_ids": ids}}),
+        )
+        .await;
+    assert!(status < 300, "{status} {body}");
+    let report = fleet.wait_campaign(id, Duration::from_secs(60)).await;
+    assert_eq!(report["status"], "completed", "{report}");
+    metrics
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dashboard_shows_what_the_counters_hold() {
+    let browser = chromium();
+    let fleet = Fleet::start(quiet_provider(), 2).await;
+    let (agg, url) = run_small_campaign(&fleet, "dash1", 40).await;
+    let campaign = CampaignId::parse("dash1").unwrap();
+    wait_until("the aggregator to see every delivery", Duration::from_secs(20), || async {
+        fleet.store.metrics_campaign(&campaign).await.unwrap().get("delivered:email") == Some(&40)
+    })
+    .await;
+    let _ = agg;
+    let stats: Value = fleet.http.get(format!("{url}/v1/stats")).send().await.unwrap().json().await.unwrap();
+
+    let profile = std::env::temp_dir().join(format!("herald-chromium-{}", fleet.ns));
+    let out = chromium_command(&profile)
+        .arg("--dump-dom")
+        .arg(format!("{url}/"))
+        .output()
+        .unwrap_or_else(|e| panic!("running {browser}: {e}"));
+    assert!(out.status.success(), "chromium failed: {:?}", out.status);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let shown = shown_metrics(&dom);
+    assert!(!shown.is_empty(), "the page shows no metric: {dom}");
+    for outcome in ["accepted", "sent", "delivered", "failed", "fallback", "dead_lettered"] {
+        let want = stats["totals"]["outcomes"][outcome].as_u64().unwrap_or(0);
+        assert_eq!(shown.get(&format!("totals.{outcome}")), Some(&want), "totals.{outcome}");
+    }
+    assert_eq!(shown.get("campaign.dash1.recipients"), Some(&40));
+    assert_eq!(shown.get("campaign.dash1.delivered"), Some(&40));
+    assert_eq!(shown.get("campaign.dash1.finished"), Some(&40));
+    assert_eq!(shown.get("channel.email.sent"), stats["totals"]["channels"]["email"]["sent"].as_u64().as_ref());
+    assert_eq!(shown.get("latency.email.count"), Some(&40));
+    assert!(dom.contains("100.0%"), "the campaign's progress shows complete");
+
+    let shot = std::env::var("HERALD_SCREENSHOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::env::temp_dir().join(format!("herald-dashboard-{}.png", fleet.ns)));
+    let status = chromium_command(&profile)
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg("--window-size=1400,1100")
+        .arg(format!("{url}/"))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "screenshot at {}", shot.display());
+    let _ = std::fs::remove_dir_all(&profile);
+}
+
+/// Serves a dispatcher's probes (and `/metrics`) on an ephemeral port; returns its URL.
+async fn serve_probes(probes: Probes, stop: tokio_util::sync::CancellationToken) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    tokio::spawn(herald::health::serve(addr, probes, stop));
+    let url = format!("http://{addr}");
+    let client = reqwest::Client::new();
+    for _ in 0..50 {
+        if client.get(format!("{url}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    url
+}
+
+/// Every `herald_*` metric name a Grafana panel queries.
+fn grafana_metric_names() -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards/herald.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut names = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap_or_default();
+            let mut rest = expr;
+            while let Some(i) = rest.find("herald_") {
+                let name: String = rest[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                rest = &rest[i + name.len()..];
+                names.push(name);
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prometheus_scrapes_the_fleet_and_grafana_asks_only_for_what_exists() {
+    let fleet = Fleet::start(quiet_provider(), 2).await;
+    let (_agg, metrics_url) = run_small_campaign(&fleet, "prom1", 20).await;
+    let stop = fleet.shutdown.child_token();
+    let (dispatcher, _) = fleet.start_dispatcher(Channel::Sms, stop.clone());
+    let (d1, d2) = (dispatcher.clone(), dispatcher.clone());
+    let dispatch_url = serve_probes(
+        Probes {
+            ready: Arc::new(|| Box::pin(async { Ok(()) })),
+            stats: Arc::new(move || d1.stats_json()),
+            metrics: Arc::new(move || d2.prometheus()),
+        },
+        stop.clone(),
+    )
+    .await;
+    let campaign = CampaignId::parse("prom1").unwrap();
+    wait_until("the aggregator", Duration::from_secs(20), || async {
+        fleet.store.metrics_campaign(&campaign).await.unwrap().get("delivered:email") == Some(&20)
+    })
+    .await;
+
+    // Every series the Grafana dashboard queries exists in the fleet's /metrics.
+    let mut exposition = String::new();
+    for url in [format!("{metrics_url}/metrics"), format!("{dispatch_url}/metrics"), format!("{}/metrics", fleet.api_url)] {
+        let r = fleet.http.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{url}");
+        exposition.push_str(&r.text().await.unwrap());
+    }
+    let names = grafana_metric_names();
+    assert!(names.len() >= 6, "the dashboard queries Herald's series: {names:?}");
+    for name in &names {
+        assert!(
+            exposition.lines().any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))),
+            "Grafana queries {name}, which no /metrics shows"
+        );
+    }
+    assert!(exposition.contains("herald_notifications_total{channel=\"email\",outcome=\"delivered\"} 20"));
+    assert!(exposition.contains("herald_provider_circuit_state{channel=\"sms\"} 0"));
+
+    // A real Prometheus scrapes them.
+    let prometheus = "/usr/bin/prometheus";
+    assert!(std::path::Path::new(prometheus).exists(), "scripts/test.sh installs Debian's prometheus");
+    let dir = std::env::temp_dir().join(format!("herald-prom-{}", fleet.ns));
+    std::fs::create_dir_all(&dir).unwrap();
+    let target = |url: &str| url.trim_start_matches("http://").to_string();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: herald\n    static_configs:\n      - targets: ['{}', '{}', '{}']\n",
+        target(&metrics_url), target(&dispatch_url), target(&fleet.api_url)
+    );
+    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _prom = ChildGuard(Some(
+        Command::new(prometheus)
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting prometheus"),
+    ));
+    let query = |q: &str| {
+        let url = format!("http://127.0.0.1:{port}/api/v1/query");
+        let (http, q) = (fleet.http.clone(), q.to_string());
+        async move {
+            match http.get(url).query(&[("query", q)]).send().await {
+                Ok(r) => r.json::<Value>().await.ok(),
+                Err(_) => None,
+            }
+        }
+    };
+    for (q, want) in [
+        ("herald_notifications_total{outcome=\"delivered\",channel=\"email\"}", 20.0),
+        ("sum(herald_http_requests_total{route=\"/v1/campaigns\"})", 1.0),
+        ("herald_provider_circuit_state{channel=\"sms\"}", 0.0),
+    ] {
+        wait_until(&format!("Prometheus to have {q}"), Duration::from_secs(60), || {
+            let fut = query(q);
+            async move {
+                fut.await
+                    .as_ref()
+                    .and_then(|v| v["data"]["result"][0]["value"][1].as_str())
+                    .and_then(|v| v.parse::<f64>().ok())
+                    == Some(want)
+            }
+        })
+        .await;
+    }
+    let up = query("up{job=\"herald\"}").await.unwrap();
+    assert_eq!(up["data"]["result"].as_array().unwrap().len(), 3, "{up}");
+    stop.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A minimal OTLP/HTTP (JSON) receiver: keeps every span's (service, name, trace id).
+async fn otlp_receiver() -> (String, Arc<Mutex<Vec<(String, String, String)>>>) {
+    use axum::routing::post;
+    let spans: Arc<Mutex<Vec<(String, String, String)>>> = Arc::default();
+    let keep = spans.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post(move |body: axum::body::Bytes| {
+            let keep = keep.clone();
+            async move {
+                let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+                for rs in v["resourceSpans"].as_array().into_iter().flatten() {
+                    let service = rs["resource"]["attributes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|a| a["key"] == "service.name")
+                        .and_then(|a| a["value"]["stringValue"].as_str())
+                        .unwrap_or_default()
+                        .to_string();
+                    for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                        for s in ss["spans"].as_array().into_iter().flatten() {
+                            keep.lock().unwrap().push((
+                                service.clone(),
+                                s["name"].as_str().unwrap_or_default().to_string(),
+                                s["traceId"].as_str().unwrap_or_default().to_string(),
+                            ));
+                        }
+                    }
+                }
+                "{}"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, spans)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_notification_is_one_trace_from_ingest_to_dispatch() {
+    let fleet = Fleet::start(quiet_provider(), 1).await;
+    let (otlp, spans) = otlp_receiver().await;
+    let api_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let env: HashMap<&str, String> = HashMap::from([
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200".to_string()),
+        ("HERALD_KAFKA_BROKERS", fleet.brokers().to_string()),
+        ("HERALD_REDIS_URL", crate::harness::redis_url()),
+        ("HERALD_NAMESPACE", fleet.ns.clone()),
+        ("HERALD_PROVIDER_URL", fleet.provider_url.clone()),
+        ("HERALD_PROVIDER_API_KEY", API_KEY.to_string()),
+        ("RUST_LOG", "warn".to_string()),
+    ]);
+    let spawn = |bin: &str, args: &[&str]| {
+        ChildGuard(Some(
+            Command::new(bin)
+                .args(args)
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        ))
+    };
+    let api_addr = format!("127.0.0.1:{api_port}");
+    let mut ingest = spawn(env!("CARGO_BIN_EXE_herald-ingest"), &["--http-addr", &api_addr]);
+    let mut dispatch = spawn(env!("CARGO_BIN_EXE_herald-dispatch"), &["--channel", "email"]);
+    let api = format!("http://{api_addr}");
+    wait_until("herald-ingest", Duration::from_secs(20), || {
+        let r = fleet.http.get(format!("{api}/readyz")).send();
+        async move { r.await.map(|r| r.status() == 200).unwrap_or(false) }
+    })
+    .await;
+    let created: Value = fleet.http.post(format!("{api}/v1/requests"))
+        .json(&json!({"to": "a@b.example", "message": "hola", "type": "email"}))
+        .send().await.unwrap().json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let r = fleet.http.post(format!("{api}/v1/requests/{id}/process")).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    wait_until("the request to be sent", Duration::from_secs(30), || {
+        let r = fleet.http.get(format!("{api}/v1/requests/{id}")).send();
+        async move {
+            match r.await {
+                Ok(r) => r.json::<Value>().await.map(|v| v["status"] == "sent").unwrap_or(false),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    // SIGTERM flushes each program's spans on the way out.
+    for child in [&mut ingest, &mut dispatch] {
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    }
+    ingest.wait_exit(Duration::from_secs(20)).await;
+    dispatch.wait_exit(Duration::from_secs(30)).await;
+
+    let spans = spans.lock().unwrap().clone();
+    let trace_of = |service: &str, name: &str| {
+        spans.iter().find(|(s, n, _)| s == service && n == name).map(|(_, _, t)| t.clone())
+    };
+    let ingest_trace = trace_of("herald-ingest", "ingest.process").unwrap_or_else(|| panic!("no ingest span in {spans:?}"));
+    let dispatch_trace = trace_of("herald-dispatch", "dispatch.handle").unwrap_or_else(|| panic!("no dispatch span in {spans:?}"));
+    assert!(!ingest_trace.is_empty());
+    assert_eq!(ingest_trace, dispatch_trace, "ingest and dispatch spans share the trace");
+}
