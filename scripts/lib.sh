@@ -24,7 +24,10 @@ ensure_apt() {
         $sudo apt-get update -qq >/dev/null || die "apt-get update failed"
         apt_updated=1
     fi
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null \
+    # APT_NO_RECOMMENDS=1: without recommends (prometheus would pull in systemd otherwise).
+    local lean=()
+    [ -n "${APT_NO_RECOMMENDS:-}" ] && lean=(--no-install-recommends)
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${lean[@]}" "${missing[@]}" >/dev/null \
         || die "apt-get install ${missing[*]} failed"
 }
 

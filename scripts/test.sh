@@ -8,6 +8,8 @@ cd "$HERALD_ROOT"
 
 ensure_rust
 ensure_apt redis-server
+# The observability tests drive the dashboard in headless Chromium and scrape with Prometheus.
+APT_NO_RECOMMENDS=1 ensure_apt chromium fonts-dejavu-core prometheus
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
 
 started_stack=""

@@ -22,13 +22,13 @@ use tracing::Instrument;
 use crate::shutdown::sleep_unless_cancelled;
 use tokio_util::task::TaskTracker;
 
-use crate::prom;
 use crate::kafka::{self, OffsetTracker, Topics};
 use crate::latency::LatencyHistogram;
 use crate::model::{
     now_ms, Channel, Delivery, LifecycleEvent, LifecycleKind, Notification, RequestId,
     RequestStatus,
 };
+use crate::prom;
 use crate::provider::{CircuitState, ProviderClient, SendOutcome};
 use crate::store::{Claim, OnceClaim, SentOutcome, Store, StoreError};
 

@@ -288,7 +288,10 @@ impl FanOut {
             *per_channel.entry(d.message.channel).or_default() += 1;
         }
         for (channel, count) in per_channel {
-            let id = RequestId(format!("{}:batch:{}:{}", batch.campaign, batch.batch, channel));
+            let id = RequestId(format!(
+                "{}:batch:{}:{}",
+                batch.campaign, batch.batch, channel
+            ));
             let event = LifecycleEvent {
                 campaign: Some(batch.campaign.clone()),
                 count: Some(count),

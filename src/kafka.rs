@@ -370,7 +370,11 @@ pub fn watch_lag(
 }
 
 /// The Prometheus family of a consumer group's lag.
-pub fn lag_family(group: &str, topic: &str, lag: &std::sync::atomic::AtomicI64) -> crate::prom::Family {
+pub fn lag_family(
+    group: &str,
+    topic: &str,
+    lag: &std::sync::atomic::AtomicI64,
+) -> crate::prom::Family {
     crate::prom::Family::new(
         "herald_consumer_lag",
         "Largest per-partition lag of the consumer group on its topic, in messages.",

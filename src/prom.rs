@@ -102,8 +102,12 @@ struct Snapshot(Vec<Family>);
 impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         for family in self.0.iter().filter(|f| !f.series.is_empty()) {
-            let mut metric =
-                encoder.encode_descriptor(&family.name, &family.help, None, family.metric_type())?;
+            let mut metric = encoder.encode_descriptor(
+                &family.name,
+                &family.help,
+                None,
+                family.metric_type(),
+            )?;
             for (labels, value) in &family.series {
                 let mut series = metric.encode_family(labels)?;
                 match value {

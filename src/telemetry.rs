@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders, OwnedMessage};
@@ -65,7 +65,10 @@ pub fn init(service: &'static str, format: LogFormat) -> Telemetry {
             .with_filter(LevelFilter::INFO)
     });
     // try_init: tests may call this more than once in one process.
-    let _ = tracing_subscriber::registry().with(fmt).with(otel).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .try_init();
     Telemetry { provider }
 }
 

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use herald::health::Probes;
 use herald::config::{CommonArgs, HealthArgs, RulesArgs};
 use herald::fanout::{FanOut, FanOutConfig};
+use herald::health::Probes;
 use herald::kafka::{self, LagProbe, Topics};
 use herald::model::Channel;
 use herald::rules::Rules;

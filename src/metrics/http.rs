@@ -257,6 +257,10 @@ fn aggregator_families(agg: &Aggregator) -> Vec<Family> {
             "Flushes to Redis that failed and were retried.",
             load(&s.flush_errors),
         ),
-        crate::kafka::lag_family(&agg.topics.metrics_group(), &agg.topics.events(), &s.consumer_lag),
+        crate::kafka::lag_family(
+            &agg.topics.metrics_group(),
+            &agg.topics.events(),
+            &s.consumer_lag,
+        ),
     ]
 }

@@ -267,7 +267,11 @@ impl Aggregator {
 
     /// Counts every partition's run; `true` when all were counted. A run that fails stays
     /// for the next flush, its offset unstored.
-    async fn flush(&self, consumer: &StreamConsumer, runs: &mut BTreeMap<i32, PartitionRun>) -> bool {
+    async fn flush(
+        &self,
+        consumer: &StreamConsumer,
+        runs: &mut BTreeMap<i32, PartitionRun>,
+    ) -> bool {
         let topic = self.topics.events();
         let mut all_done = true;
         for (partition, run) in runs.iter_mut() {
@@ -296,7 +300,12 @@ impl Aggregator {
     }
 
     /// Applies one partition's run, dropping what another reader counted already.
-    async fn count_run(&self, topic: &str, partition: i32, run: &mut PartitionRun) -> Result<(), StoreError> {
+    async fn count_run(
+        &self,
+        topic: &str,
+        partition: i32,
+        run: &mut PartitionRun,
+    ) -> Result<(), StoreError> {
         let key = format!("{topic}:{partition}");
         loop {
             let (Some(&(first, _)), Some(&(last, _))) = (run.events.first(), run.events.last())
@@ -318,7 +327,9 @@ impl Aggregator {
                     let before = run.events.len();
                     run.events.retain(|(offset, _)| *offset >= mark);
                     let dropped = (before - run.events.len()) as u64;
-                    self.stats.already_counted.fetch_add(dropped, Ordering::Relaxed);
+                    self.stats
+                        .already_counted
+                        .fetch_add(dropped, Ordering::Relaxed);
                     tracing::debug!(partition, mark, dropped, "skipping events counted before");
                 }
             }

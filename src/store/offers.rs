@@ -776,8 +776,8 @@ impl Store {
             .map(|r| match r.split_once(' ').unwrap_or((r, "")) {
                 ("delivered", latency) => ReceiptOutcome::Delivered(latency.parse().ok()),
                 (_, "") => match r.as_str() {
-                "undelivered" => ReceiptOutcome::Undelivered,
-                "early" => ReceiptOutcome::Early,
+                    "undelivered" => ReceiptOutcome::Undelivered,
+                    "early" => ReceiptOutcome::Early,
                     "late" => ReceiptOutcome::Late,
                     _ => ReceiptOutcome::Unknown,
                 },

@@ -73,14 +73,27 @@ async fn every_event_is_counted_once_across_copies_poison_and_a_full_reread() {
 
     let stop = fleet.shutdown.child_token();
     let (first, url) = fleet.start_metrics("obs-first", stop.clone()).await;
-    wait_until("the first aggregator to read everything", Duration::from_secs(30), || {
-        let first = first.clone();
-        async move { first.stats.flushes.load(Ordering::Relaxed) > 0 && first.stats.consumed.load(Ordering::Relaxed) >= total_messages }
-    })
+    wait_until(
+        "the first aggregator to read everything",
+        Duration::from_secs(30),
+        || {
+            let first = first.clone();
+            async move {
+                first.stats.flushes.load(Ordering::Relaxed) > 0
+                    && first.stats.consumed.load(Ordering::Relaxed) >= total_messages
+            }
+        },
+    )
     .await;
     let campaign = CampaignId::parse("obs1").unwrap();
     wait_until("the counts", Duration::from_secs(10), || async {
-        fleet.store.metrics_campaign(&campaign).await.unwrap().get("delivered:email") == Some(&30)
+        fleet
+            .store
+            .metrics_campaign(&campaign)
+            .await
+            .unwrap()
+            .get("delivered:email")
+            == Some(&30)
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -90,17 +103,33 @@ async fn every_event_is_counted_once_across_copies_poison_and_a_full_reread() {
     assert_eq!(counts.get("lat:email:count"), Some(&30));
     assert_eq!(first.stats.duplicates.load(Ordering::Relaxed), 10);
     assert_eq!(first.stats.dead_lettered.load(Ordering::Relaxed), 1);
-    let dlq = fleet.read_topic(&fleet.topics.dlq(), 1, Duration::from_secs(10)).await;
+    let dlq = fleet
+        .read_topic(&fleet.topics.dlq(), 1, Duration::from_secs(10))
+        .await;
     assert_eq!(
-        kafka::header(&dlq[0], dlq_headers::REASON).map(|r| r.starts_with("undecodable lifecycle event")),
+        kafka::header(&dlq[0], dlq_headers::REASON)
+            .map(|r| r.starts_with("undecodable lifecycle event")),
         Some(true)
     );
 
     // The JSON view agrees.
-    let stats: Value = fleet.http.get(format!("{url}/v1/stats/campaigns/obs1")).send().await.unwrap().json().await.unwrap();
+    let stats: Value = fleet
+        .http
+        .get(format!("{url}/v1/stats/campaigns/obs1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(stats["counts"]["outcomes"]["sent"], 120);
     assert_eq!(stats["counts"]["latency_ms"]["email"]["count"], 30);
-    let missing = fleet.http.get(format!("{url}/v1/stats/campaigns/nope")).send().await.unwrap();
+    let missing = fleet
+        .http
+        .get(format!("{url}/v1/stats/campaigns/nope"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
     stop.cancel();
 
@@ -108,13 +137,20 @@ async fn every_event_is_counted_once_across_copies_poison_and_a_full_reread() {
     // before any commit: the watermarks in Redis make it count nothing twice.
     let stop = fleet.shutdown.child_token();
     let (second, _) = fleet.start_metrics("obs-second", stop.clone()).await;
-    wait_until("the second aggregator to reread everything", Duration::from_secs(30), || {
-        let second = second.clone();
-        async move { second.stats.already_counted.load(Ordering::Relaxed) >= total_messages }
-    })
+    wait_until(
+        "the second aggregator to reread everything",
+        Duration::from_secs(30),
+        || {
+            let second = second.clone();
+            async move { second.stats.already_counted.load(Ordering::Relaxed) >= total_messages }
+        },
+    )
     .await;
     assert_eq!(second.stats.counted.load(Ordering::Relaxed), 0);
-    assert_eq!(fleet.store.metrics_campaign(&campaign).await.unwrap(), counts);
+    assert_eq!(
+        fleet.store.metrics_campaign(&campaign).await.unwrap(),
+        counts
+    );
     stop.cancel();
 }
 
@@ -170,7 +206,11 @@ fn customer(id: &str) -> Value {
 }
 
 /// Customers, a campaign, dispatchers, fan-out, retry and the aggregator: the whole story.
-async fn run_small_campaign(fleet: &Fleet, id: &str, n: usize) -> (Arc<herald::metrics::Aggregator>, String) {
+async fn run_small_campaign(
+    fleet: &Fleet,
+    id: &str,
+    n: usize,
+) -> (Arc<herald::metrics::Aggregator>, String) {
     let stop = fleet.shutdown.child_token();
     let mut patient = fleet.provider_args();
     patient.provider_timeout_ms = 15_000;
@@ -179,9 +219,13 @@ async fn run_small_campaign(fleet: &Fleet, id: &str, n: usize) -> (Arc<herald::m
     }
     fleet.start_fanout(stop.clone());
     fleet.start_retry(stop.clone());
-    let metrics = fleet.start_metrics(&fleet.topics.metrics_group(), stop).await;
+    let metrics = fleet
+        .start_metrics(&fleet.topics.metrics_group(), stop)
+        .await;
     let ids: Vec<String> = (0..n).map(|i| format!("{id}-c{i}")).collect();
-    fleet.put_customers(ids.iter().map(|i| customer(i)).collect()).await;
+    fleet
+        .put_customers(ids.iter().map(|i| customer(i)).collect())
+        .await;
     let (status, body) = fleet
         .post(
             "/v1/campaigns",
@@ -201,12 +245,30 @@ async fn the_dashboard_shows_what_the_counters_hold() {
     let fleet = Fleet::start(quiet_provider(), 2).await;
     let (agg, url) = run_small_campaign(&fleet, "dash1", 40).await;
     let campaign = CampaignId::parse("dash1").unwrap();
-    wait_until("the aggregator to see every delivery", Duration::from_secs(20), || async {
-        fleet.store.metrics_campaign(&campaign).await.unwrap().get("delivered:email") == Some(&40)
-    })
+    wait_until(
+        "the aggregator to see every delivery",
+        Duration::from_secs(20),
+        || async {
+            fleet
+                .store
+                .metrics_campaign(&campaign)
+                .await
+                .unwrap()
+                .get("delivered:email")
+                == Some(&40)
+        },
+    )
     .await;
     let _ = agg;
-    let stats: Value = fleet.http.get(format!("{url}/v1/stats")).send().await.unwrap().json().await.unwrap();
+    let stats: Value = fleet
+        .http
+        .get(format!("{url}/v1/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
 
     let profile = std::env::temp_dir().join(format!("herald-chromium-{}", fleet.ns));
     let out = chromium_command(&profile)
@@ -218,20 +280,41 @@ async fn the_dashboard_shows_what_the_counters_hold() {
     let dom = String::from_utf8_lossy(&out.stdout);
     let shown = shown_metrics(&dom);
     assert!(!shown.is_empty(), "the page shows no metric: {dom}");
-    for outcome in ["accepted", "sent", "delivered", "failed", "fallback", "dead_lettered"] {
+    for outcome in [
+        "accepted",
+        "sent",
+        "delivered",
+        "failed",
+        "fallback",
+        "dead_lettered",
+    ] {
         let want = stats["totals"]["outcomes"][outcome].as_u64().unwrap_or(0);
-        assert_eq!(shown.get(&format!("totals.{outcome}")), Some(&want), "totals.{outcome}");
+        assert_eq!(
+            shown.get(&format!("totals.{outcome}")),
+            Some(&want),
+            "totals.{outcome}"
+        );
     }
     assert_eq!(shown.get("campaign.dash1.recipients"), Some(&40));
     assert_eq!(shown.get("campaign.dash1.delivered"), Some(&40));
     assert_eq!(shown.get("campaign.dash1.finished"), Some(&40));
-    assert_eq!(shown.get("channel.email.sent"), stats["totals"]["channels"]["email"]["sent"].as_u64().as_ref());
+    assert_eq!(
+        shown.get("channel.email.sent"),
+        stats["totals"]["channels"]["email"]["sent"]
+            .as_u64()
+            .as_ref()
+    );
     assert_eq!(shown.get("latency.email.count"), Some(&40));
-    assert!(dom.contains("100.0%"), "the campaign's progress shows complete");
+    assert!(
+        dom.contains("100.0%"),
+        "the campaign's progress shows complete"
+    );
 
     let shot = std::env::var("HERALD_SCREENSHOT")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::env::temp_dir().join(format!("herald-dashboard-{}.png", fleet.ns)));
+        .unwrap_or_else(|_| {
+            std::env::temp_dir().join(format!("herald-dashboard-{}.png", fleet.ns))
+        });
     let status = chromium_command(&profile)
         .arg(format!("--screenshot={}", shot.display()))
         .arg("--window-size=1400,1100")
@@ -241,13 +324,21 @@ async fn the_dashboard_shows_what_the_counters_hold() {
         .unwrap();
     assert!(status.success());
     let png = std::fs::read(&shot).unwrap();
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "screenshot at {}", shot.display());
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "screenshot at {}",
+        shot.display()
+    );
     let _ = std::fs::remove_dir_all(&profile);
 }
 
 /// Serves a dispatcher's probes (and `/metrics`) on an ephemeral port; returns its URL.
 async fn serve_probes(probes: Probes, stop: tokio_util::sync::CancellationToken) -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     tokio::spawn(herald::health::serve(addr, probes, stop));
     let url = format!("http://{addr}");
@@ -271,7 +362,10 @@ fn grafana_metric_names() -> Vec<String> {
             let expr = target["expr"].as_str().unwrap_or_default();
             let mut rest = expr;
             while let Some(i) = rest.find("herald_") {
-                let name: String = rest[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
                 rest = &rest[i + name.len()..];
                 names.push(name);
             }
@@ -300,31 +394,50 @@ async fn prometheus_scrapes_the_fleet_and_grafana_asks_only_for_what_exists() {
     .await;
     let campaign = CampaignId::parse("prom1").unwrap();
     wait_until("the aggregator", Duration::from_secs(20), || async {
-        fleet.store.metrics_campaign(&campaign).await.unwrap().get("delivered:email") == Some(&20)
+        fleet
+            .store
+            .metrics_campaign(&campaign)
+            .await
+            .unwrap()
+            .get("delivered:email")
+            == Some(&20)
     })
     .await;
 
     // Every series the Grafana dashboard queries exists in the fleet's /metrics.
     let mut exposition = String::new();
-    for url in [format!("{metrics_url}/metrics"), format!("{dispatch_url}/metrics"), format!("{}/metrics", fleet.api_url)] {
+    for url in [
+        format!("{metrics_url}/metrics"),
+        format!("{dispatch_url}/metrics"),
+        format!("{}/metrics", fleet.api_url),
+    ] {
         let r = fleet.http.get(&url).send().await.unwrap();
         assert_eq!(r.status(), 200, "{url}");
         exposition.push_str(&r.text().await.unwrap());
     }
     let names = grafana_metric_names();
-    assert!(names.len() >= 6, "the dashboard queries Herald's series: {names:?}");
+    assert!(
+        names.len() >= 6,
+        "the dashboard queries Herald's series: {names:?}"
+    );
     for name in &names {
         assert!(
-            exposition.lines().any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))),
+            exposition
+                .lines()
+                .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))),
             "Grafana queries {name}, which no /metrics shows"
         );
     }
-    assert!(exposition.contains("herald_notifications_total{channel=\"email\",outcome=\"delivered\"} 20"));
+    assert!(exposition
+        .contains("herald_notifications_total{channel=\"email\",outcome=\"delivered\"} 20"));
     assert!(exposition.contains("herald_provider_circuit_state{channel=\"sms\"} 0"));
 
     // A real Prometheus scrapes them.
     let prometheus = "/usr/bin/prometheus";
-    assert!(std::path::Path::new(prometheus).exists(), "scripts/test.sh installs Debian's prometheus");
+    assert!(
+        std::path::Path::new(prometheus).exists(),
+        "scripts/test.sh installs Debian's prometheus"
+    );
     let dir = std::env::temp_dir().join(format!("herald-prom-{}", fleet.ns));
     std::fs::create_dir_all(&dir).unwrap();
     let target = |url: &str| url.trim_start_matches("http://").to_string();
@@ -333,11 +446,21 @@ async fn prometheus_scrapes_the_fleet_and_grafana_asks_only_for_what_exists() {
         target(&metrics_url), target(&dispatch_url), target(&fleet.api_url)
     );
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let _prom = ChildGuard(Some(
         Command::new(prometheus)
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -355,20 +478,30 @@ async fn prometheus_scrapes_the_fleet_and_grafana_asks_only_for_what_exists() {
         }
     };
     for (q, want) in [
-        ("herald_notifications_total{outcome=\"delivered\",channel=\"email\"}", 20.0),
-        ("sum(herald_http_requests_total{route=\"/v1/campaigns\"})", 1.0),
+        (
+            "herald_notifications_total{outcome=\"delivered\",channel=\"email\"}",
+            20.0,
+        ),
+        (
+            "sum(herald_http_requests_total{route=\"/v1/campaigns\"})",
+            1.0,
+        ),
         ("herald_provider_circuit_state{channel=\"sms\"}", 0.0),
     ] {
-        wait_until(&format!("Prometheus to have {q}"), Duration::from_secs(60), || {
-            let fut = query(q);
-            async move {
-                fut.await
-                    .as_ref()
-                    .and_then(|v| v["data"]["result"][0]["value"][1].as_str())
-                    .and_then(|v| v.parse::<f64>().ok())
-                    == Some(want)
-            }
-        })
+        wait_until(
+            &format!("Prometheus to have {q}"),
+            Duration::from_secs(60),
+            || {
+                let fut = query(q);
+                async move {
+                    fut.await
+                        .as_ref()
+                        .and_then(|v| v["data"]["result"][0]["value"][1].as_str())
+                        .and_then(|v| v.parse::<f64>().ok())
+                        == Some(want)
+                }
+            },
+        )
         .await;
     }
     let up = query("up{job=\"herald\"}").await.unwrap();
@@ -421,7 +554,11 @@ async fn otlp_receiver() -> (String, Arc<Mutex<Vec<(String, String, String)>>>) 
 async fn one_notification_is_one_trace_from_ingest_to_dispatch() {
     let fleet = Fleet::start(quiet_provider(), 1).await;
     let (otlp, spans) = otlp_receiver().await;
-    let api_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let api_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let env: HashMap<&str, String> = HashMap::from([
         ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp),
         ("OTEL_BSP_SCHEDULE_DELAY", "200".to_string()),
@@ -444,25 +581,47 @@ async fn one_notification_is_one_trace_from_ingest_to_dispatch() {
         ))
     };
     let api_addr = format!("127.0.0.1:{api_port}");
-    let mut ingest = spawn(env!("CARGO_BIN_EXE_herald-ingest"), &["--http-addr", &api_addr]);
-    let mut dispatch = spawn(env!("CARGO_BIN_EXE_herald-dispatch"), &["--channel", "email"]);
+    let mut ingest = spawn(
+        env!("CARGO_BIN_EXE_herald-ingest"),
+        &["--http-addr", &api_addr],
+    );
+    let mut dispatch = spawn(
+        env!("CARGO_BIN_EXE_herald-dispatch"),
+        &["--channel", "email"],
+    );
     let api = format!("http://{api_addr}");
     wait_until("herald-ingest", Duration::from_secs(20), || {
         let r = fleet.http.get(format!("{api}/readyz")).send();
         async move { r.await.map(|r| r.status() == 200).unwrap_or(false) }
     })
     .await;
-    let created: Value = fleet.http.post(format!("{api}/v1/requests"))
+    let created: Value = fleet
+        .http
+        .post(format!("{api}/v1/requests"))
         .json(&json!({"to": "a@b.example", "message": "hola", "type": "email"}))
-        .send().await.unwrap().json().await.unwrap();
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let id = created["id"].as_str().unwrap().to_string();
-    let r = fleet.http.post(format!("{api}/v1/requests/{id}/process")).send().await.unwrap();
+    let r = fleet
+        .http
+        .post(format!("{api}/v1/requests/{id}/process"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
     wait_until("the request to be sent", Duration::from_secs(30), || {
         let r = fleet.http.get(format!("{api}/v1/requests/{id}")).send();
         async move {
             match r.await {
-                Ok(r) => r.json::<Value>().await.map(|v| v["status"] == "sent").unwrap_or(false),
+                Ok(r) => r
+                    .json::<Value>()
+                    .await
+                    .map(|v| v["status"] == "sent")
+                    .unwrap_or(false),
                 Err(_) => false,
             }
         }
@@ -470,17 +629,27 @@ async fn one_notification_is_one_trace_from_ingest_to_dispatch() {
     .await;
     // SIGTERM flushes each program's spans on the way out.
     for child in [&mut ingest, &mut dispatch] {
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
     }
     ingest.wait_exit(Duration::from_secs(20)).await;
     dispatch.wait_exit(Duration::from_secs(30)).await;
 
     let spans = spans.lock().unwrap().clone();
     let trace_of = |service: &str, name: &str| {
-        spans.iter().find(|(s, n, _)| s == service && n == name).map(|(_, _, t)| t.clone())
+        spans
+            .iter()
+            .find(|(s, n, _)| s == service && n == name)
+            .map(|(_, _, t)| t.clone())
     };
-    let ingest_trace = trace_of("herald-ingest", "ingest.process").unwrap_or_else(|| panic!("no ingest span in {spans:?}"));
-    let dispatch_trace = trace_of("herald-dispatch", "dispatch.handle").unwrap_or_else(|| panic!("no dispatch span in {spans:?}"));
+    let ingest_trace = trace_of("herald-ingest", "ingest.process")
+        .unwrap_or_else(|| panic!("no ingest span in {spans:?}"));
+    let dispatch_trace = trace_of("herald-dispatch", "dispatch.handle")
+        .unwrap_or_else(|| panic!("no dispatch span in {spans:?}"));
     assert!(!ingest_trace.is_empty());
-    assert_eq!(ingest_trace, dispatch_trace, "ingest and dispatch spans share the trace");
+    assert_eq!(
+        ingest_trace, dispatch_trace,
+        "ingest and dispatch spans share the trace"
+    );
 }
