@@ -35,6 +35,21 @@ enum Command {
     /// Campaigns of personalised offers (`herald campaign ...` works too).
     #[command(subcommand, alias = "campaign")]
     Campaigns(CampaignsCommand),
+    /// Publishes synthetic lifecycle events (sent, then delivered, per recipient) to a topic
+    /// as fast as the broker takes them, for benchmarking `herald-metrics`.
+    ProduceEvents {
+        /// Kafka bootstrap servers.
+        #[arg(long, env = "HERALD_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        kafka_brokers: String,
+        /// Topic (the fleet's is NAMESPACE.events).
+        #[arg(long)]
+        topic: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+        /// Campaigns to spread the recipients over.
+        #[arg(long, default_value_t = 4)]
+        campaigns: u64,
+    },
     /// Raw produce-then-consume throughput of a Kafka broker (for benchmarks).
     BrokerBench {
         /// Kafka bootstrap servers.
@@ -201,6 +216,18 @@ async fn main() -> anyhow::Result<()> {
                 "{}",
                 serde_json::to_string_pretty(&load.campaign(&id).await?)?
             );
+        }
+        Command::ProduceEvents {
+            kafka_brokers,
+            topic,
+            count,
+            campaigns,
+        } => {
+            let rate = tokio::task::spawn_blocking(move || {
+                herald::loadgen::produce_lifecycle_events(&kafka_brokers, &topic, count, campaigns)
+            })
+            .await??;
+            println!("events_produced_per_sec {rate:.0}");
         }
         Command::BrokerBench {
             kafka_brokers,
