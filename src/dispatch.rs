@@ -520,24 +520,17 @@ impl Dispatcher {
             offset = msg.offset(),
             "dead-lettering message"
         );
-        loop {
-            match kafka::dead_letter(&self.producer, &self.topics.dlq(), msg, reason).await {
-                Ok(()) => {
-                    self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                    let key = msg.key().map(String::from_utf8_lossy).unwrap_or_default();
-                    let id = RequestId(format!("dlq:{}", key));
-                    self.emit(LifecycleKind::DeadLettered, &id, Some(reason.to_string()))
-                        .await;
-                    return Handled::Done;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot publish to the dead-letter topic; retrying");
-                    if !sleep_unless_cancelled(Duration::from_secs(1), cancel).await {
-                        return Handled::HandedBack;
-                    }
-                }
-            }
+        if !kafka::dead_letter_patiently(&self.producer, &self.topics.dlq(), msg, reason, cancel)
+            .await
+        {
+            return Handled::HandedBack;
         }
+        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        let key = msg.key().map(String::from_utf8_lossy).unwrap_or_default();
+        let id = RequestId(format!("dlq:{key}"));
+        self.emit(LifecycleKind::DeadLettered, &id, Some(reason.to_string()))
+            .await;
+        Handled::Done
     }
 
     async fn emit(&self, kind: LifecycleKind, id: &RequestId, detail: Option<String>) {

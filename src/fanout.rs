@@ -441,17 +441,7 @@ impl FanOut {
             offset = msg.offset(),
             "dead-lettering campaign message"
         );
-        loop {
-            match kafka::dead_letter(&self.producer, &self.topics.dlq(), msg, reason).await {
-                Ok(()) => return true,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot publish to the dead-letter topic; retrying");
-                    if !sleep_unless_cancelled(Duration::from_secs(1), cancel).await {
-                        return false;
-                    }
-                }
-            }
-        }
+        kafka::dead_letter_patiently(&self.producer, &self.topics.dlq(), msg, reason, cancel).await
     }
 }
 

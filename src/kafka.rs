@@ -251,6 +251,28 @@ pub async fn dead_letter(
     .await
 }
 
+/// [`dead_letter`], retried every second while the broker refuses it: `true` once it is
+/// published, `false` if `cancel` came first (the message must then stay uncommitted).
+pub async fn dead_letter_patiently(
+    producer: &FutureProducer,
+    dlq_topic: &str,
+    msg: &OwnedMessage,
+    reason: &str,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> bool {
+    loop {
+        match dead_letter(producer, dlq_topic, msg, reason).await {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot publish to the dead-letter topic; retrying");
+                if !crate::shutdown::sleep_unless_cancelled(Duration::from_secs(1), cancel).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
 /// Header naming the program that dead-lettered a record it made itself (no source message).
 pub const DLQ_ORIGIN_HEADER: &str = "herald-origin";
 

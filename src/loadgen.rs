@@ -488,8 +488,13 @@ pub fn produce_lifecycle_events(
         let recipient = i / 2;
         let campaign = &campaign_ids[(recipient % campaign_ids.len() as u64) as usize];
         let channel = Channel::ALL[(recipient % 4) as usize];
-        let customer = CustomerId::parse(&format!("b{recipient}")).unwrap_or_else(|| unreachable!());
-        let kind = if i % 2 == 0 { LifecycleKind::Sent } else { LifecycleKind::Delivered };
+        let customer =
+            CustomerId::parse(&format!("b{recipient}")).unwrap_or_else(|| unreachable!());
+        let kind = if i % 2 == 0 {
+            LifecycleKind::Sent
+        } else {
+            LifecycleKind::Delivered
+        };
         let mut event = LifecycleEvent::for_delivery(kind, campaign, &customer, channel, None);
         if kind == LifecycleKind::Delivered {
             event.latency_ms = Some(50 + recipient % 3000);

@@ -249,19 +249,10 @@ impl Aggregator {
             partition = msg.partition(),
             "dead-lettering event"
         );
-        loop {
-            match kafka::dead_letter(&self.producer, &self.topics.dlq(), msg, reason).await {
-                Ok(()) => {
-                    self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot publish to the dead-letter topic; retrying");
-                    if !sleep_unless_cancelled(Duration::from_secs(1), shutdown).await {
-                        return;
-                    }
-                }
-            }
+        if kafka::dead_letter_patiently(&self.producer, &self.topics.dlq(), msg, reason, shutdown)
+            .await
+        {
+            self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
         }
     }
 
