@@ -168,7 +168,7 @@ mod tests {
         ]);
         assert!(text.contains("herald_events_total{channel=\"email\",outcome=\"sent\"} 3"));
         assert!(text.contains("herald_events_total{channel=\"sms\",outcome=\"sent\"} 1"));
-        assert!(text.contains("herald_in_flight 7"));
+        assert!(text.contains("herald_in_flight 7.0"), "{text}");
         assert!(text.contains("herald_latency_seconds_bucket{channel=\"email\",le=\"1.0\"} 3"));
         assert!(text.contains("herald_latency_seconds_bucket{channel=\"email\",le=\"+Inf\"} 3"));
         assert!(text.contains("# TYPE herald_events counter"));
