@@ -3,7 +3,7 @@
 //! them as a [`Family`] snapshot at scrape time, and prometheus-client writes the text format.
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
@@ -109,19 +109,27 @@ impl Collector for Snapshot {
                 family.metric_type(),
             )?;
             for (labels, value) in &family.series {
-                let mut series = metric.encode_family(labels)?;
-                match value {
-                    Value::Counter(v) => series.encode_counter::<Labels, f64, f64>(v, None)?,
-                    Value::Gauge(v) => series.encode_gauge(v)?,
-                    Value::Histogram {
-                        sum,
-                        count,
-                        buckets,
-                    } => series.encode_histogram::<Labels>(*sum, *count, buckets, None)?,
+                // An unlabelled series is written `name value`, not `name{} value`.
+                if labels.is_empty() {
+                    encode_value(&mut metric, value)?;
+                } else {
+                    encode_value(&mut metric.encode_family(labels)?, value)?;
                 }
             }
         }
         Ok(())
+    }
+}
+
+fn encode_value(series: &mut MetricEncoder, value: &Value) -> Result<(), std::fmt::Error> {
+    match value {
+        Value::Counter(v) => series.encode_counter::<Labels, f64, f64>(v, None),
+        Value::Gauge(v) => series.encode_gauge(v),
+        Value::Histogram {
+            sum,
+            count,
+            buckets,
+        } => series.encode_histogram::<Labels>(*sum, *count, buckets, None),
     }
 }
 
@@ -169,8 +177,8 @@ mod tests {
         assert!(text.contains("herald_events_total{channel=\"email\",outcome=\"sent\"} 3"));
         assert!(text.contains("herald_events_total{channel=\"sms\",outcome=\"sent\"} 1"));
         assert!(text.contains("herald_in_flight 7.0"), "{text}");
-        assert!(text.contains("herald_latency_seconds_bucket{channel=\"email\",le=\"1.0\"} 3"));
-        assert!(text.contains("herald_latency_seconds_bucket{channel=\"email\",le=\"+Inf\"} 3"));
+        assert!(text.contains("herald_latency_seconds_bucket{le=\"1.0\",channel=\"email\"} 3"));
+        assert!(text.contains("herald_latency_seconds_bucket{le=\"+Inf\",channel=\"email\"} 3"));
         assert!(text.contains("# TYPE herald_events counter"));
     }
 
