@@ -323,8 +323,12 @@ impl Dispatcher {
         let owner = uuid::Uuid::new_v4().to_string();
         let lease = self.config.lease;
         let channel = d.message.channel;
+        let trace = crate::telemetry::current_traceparent();
         loop {
-            let claim = match retry_store(cancel, || self.store.claim_once(&d, &owner, lease)).await
+            let claim = match retry_store(cancel, || {
+                self.store.claim_once(&d, &owner, lease, trace.as_deref())
+            })
+            .await
             {
                 Some(c) => c,
                 None => return Handled::HandedBack,

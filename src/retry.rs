@@ -13,6 +13,7 @@ use futures::stream::{self, StreamExt};
 use rdkafka::producer::FutureProducer;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::fanout::render_delivery;
 use crate::kafka::{self, Topics};
@@ -168,8 +169,23 @@ impl Retrier {
         Ok(handled)
     }
 
-    #[tracing::instrument(name = "retry.overdue", skip_all, fields(customer = %o.customer))]
+    /// Handles an overdue entry in a span that continues its first attempt's trace.
     async fn handle(
+        &self,
+        campaign: &Campaign,
+        o: &Overdue,
+        unhealthy: &[Channel],
+    ) -> Result<(), RetryError> {
+        let span = tracing::info_span!("retry.overdue", customer = %o.customer, status = %o.status);
+        if let Some(tp) = &o.trace {
+            crate::telemetry::continue_traceparent(tp, &span);
+        }
+        self.handle_in_span(campaign, o, unhealthy)
+            .instrument(span)
+            .await
+    }
+
+    async fn handle_in_span(
         &self,
         campaign: &Campaign,
         o: &Overdue,

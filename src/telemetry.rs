@@ -132,11 +132,32 @@ pub fn continue_trace(msg: &OwnedMessage, span: &tracing::Span) {
             }
         }
     }
+    set_parent(span, &carrier);
+}
+
+/// Makes `span` a child of a stored W3C traceparent.
+pub fn continue_traceparent(traceparent: &str, span: &tracing::Span) {
+    let carrier = HashMap::from([(TRACE_HEADERS[0].to_string(), traceparent.to_string())]);
+    set_parent(span, &carrier);
+}
+
+fn set_parent(span: &tracing::Span, carrier: &HashMap<String, String>) {
     if carrier.is_empty() {
         return;
     }
-    let cx = TraceContextPropagator::new().extract(&carrier);
+    let cx = TraceContextPropagator::new().extract(carrier);
     let _ = span.set_parent(cx);
+}
+
+/// The current span's W3C traceparent, to store with state that outlives the message.
+pub fn current_traceparent() -> Option<String> {
+    let cx = tracing::Span::current().context();
+    if !cx.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier: HashMap<String, String> = HashMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    carrier.remove(TRACE_HEADERS[0])
 }
 
 /// Records that the metrics aggregator counted a traced event, as a span of its trace.

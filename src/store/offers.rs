@@ -74,6 +74,8 @@ pub struct Overdue {
     pub attempt: u32,
     pub channel: Option<Channel>,
     pub tried: Vec<Channel>,
+    /// The W3C traceparent of the first attempt, so the fallback joins its trace.
+    pub trace: Option<String>,
 }
 
 /// Whether a campaign was stored by this call.
@@ -155,7 +157,8 @@ fn offer_scripts() -> &'static OfferScripts {
     })
 }
 
-// KEYS[1] slot, KEYS[2] campaign. ARGV: attempt, channel, owner, lease ms, ttl s.
+// KEYS[1] slot, KEYS[2] campaign. ARGV: attempt, channel, owner, lease ms, ttl s, traceparent.
+// The first claim's trace is kept (`tp`) so that a fallback continues it.
 const CLAIM_LUA: &str = lua_with_now!(
     r#"
 local a = tonumber(ARGV[1])
@@ -166,6 +169,7 @@ if not f[1] then
     return {'dup', 'expired'}
   end
   redis.call('HSET', KEYS[1], 'st', 'claimed', 'a', 0, 'ch', ARGV[2], 'tr', ARGV[2], 'own', ARGV[3], 'lu', now + tonumber(ARGV[4]))
+  if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'tp', ARGV[6]) end
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
   return {'claimed'}
 end
@@ -177,6 +181,7 @@ if f[1] == 'claimed' and f[4] ~= ARGV[3] and tonumber(f[5]) > now then
   return {'held', tostring(tonumber(f[5]) - now)}
 end
 redis.call('HSET', KEYS[1], 'st', 'claimed', 'own', ARGV[3], 'lu', now + tonumber(ARGV[4]))
+if ARGV[6] ~= '' then redis.call('HSETNX', KEYS[1], 'tp', ARGV[6]) end
 return {'claimed'}
 "#
 );
@@ -274,7 +279,7 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumb
 local out = {}
 for _, m in ipairs(due) do
   local slot = ARGV[4] .. m
-  local f = redis.call('HMGET', slot, 'st', 'a', 'ch', 'tr')
+  local f = redis.call('HMGET', slot, 'st', 'a', 'ch', 'tr', 'tp')
   local st = f[1]
   if not st or st == 'delivered' or st == 'failed' then
     redis.call('ZREM', KEYS[1], m)
@@ -287,6 +292,7 @@ for _, m in ipairs(due) do
       table.insert(out, f[2] or '0')
       table.insert(out, f[3] or '')
       table.insert(out, f[4] or '')
+      table.insert(out, f[5] or '')
     end
   end
 end
@@ -635,6 +641,7 @@ impl Store {
         d: &Delivery,
         owner: &str,
         lease: Duration,
+        traceparent: Option<&str>,
     ) -> Result<OnceClaim, StoreError> {
         let slot = self.slot_key(&d.campaign, &d.customer);
         let reply: Vec<String> = self
@@ -647,7 +654,8 @@ impl Store {
                     .arg(d.message.channel.as_str())
                     .arg(owner)
                     .arg(lease.as_millis() as u64)
-                    .arg(CAMPAIGN_TTL.as_secs()),
+                    .arg(CAMPAIGN_TTL.as_secs())
+                    .arg(traceparent.unwrap_or("")),
             )
             .await?;
         match (reply.first().map(String::as_str), reply.get(1)) {
@@ -807,7 +815,7 @@ impl Store {
             )
             .await?;
         Ok(flat
-            .chunks_exact(5)
+            .chunks_exact(6)
             .filter_map(|f| {
                 Some(Overdue {
                     customer: CustomerId::parse(&f[0])?,
@@ -815,6 +823,7 @@ impl Store {
                     attempt: f[2].parse().unwrap_or(0),
                     channel: f[3].parse().ok(),
                     tried: f[4].split(',').filter_map(|c| c.parse().ok()).collect(),
+                    trace: Some(f[5].clone()).filter(|t| !t.is_empty()),
                 })
             })
             .collect())
