@@ -11,8 +11,13 @@
 //! - [`provider`]: the resilient client of the external provider (limits, retries, breaker).
 //! - [`model`]: the shared types: channels, ids, statuses, lifecycle events.
 //!
-//! Around them: [`config`] (flags and `HERALD_*` variables), [`telemetry`] (logs), [`health`]
-//! (probes for programs without an API),
+//! - [`fanout`], [`rules`], [`retry`]: campaigns: the first channel per customer, and the
+//!   fallback when a channel stays silent.
+//! - [`metrics`]: `herald-metrics` counts lifecycle events once into Redis and shows them
+//!   (dashboard, `/v1/stats`, Prometheus through [`prom`]).
+//!
+//! Around them: [`config`] (flags and `HERALD_*` variables), [`telemetry`] (logs, OTLP traces
+//! carried in Kafka headers), [`health`] (probes and `/metrics` for programs without an API),
 //! [`shutdown`] (signals), [`broker`] (the local development Kafka broker),
 //! [`simulator`] (a misbehaving provider for demos, tests and benchmarks) and [`loadgen`]
 //! (drives the API for the CLI, the demo and benchmarks).
