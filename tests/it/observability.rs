@@ -309,6 +309,14 @@ async fn the_dashboard_shows_what_the_counters_hold() {
         dom.contains("100.0%"),
         "the campaign's progress shows complete"
     );
+    // It updates by itself: the page polled /v1/stats and rendered the answer.
+    let polls: u64 = dom
+        .split("data-polls=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(polls >= 1, "the dashboard never polled /v1/stats");
 
     let shot = std::env::var("HERALD_SCREENSHOT")
         .map(std::path::PathBuf::from)
