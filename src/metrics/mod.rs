@@ -23,7 +23,7 @@ pub use http::{router, serve};
 use crate::kafka::{self, Topics};
 use crate::model::{now_ms, LifecycleEvent};
 use crate::shutdown::sleep_unless_cancelled;
-use crate::store::{Applied, Increments, Store, StoreError};
+use crate::store::{Applied, Increments, MetricsRun, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -119,6 +119,17 @@ impl RecentIds {
         self.order.push_back(id.to_string());
         true
     }
+}
+
+/// A partition's run as the store applies it.
+fn metrics_run(topic: &str, partition: i32, run: &PartitionRun) -> Option<MetricsRun> {
+    let (&(first, _), &(last, _)) = (run.events.first()?, run.events.last()?);
+    Some(MetricsRun {
+        partition: format!("{topic}:{partition}"),
+        first,
+        next: last + 1,
+        increments: increments_of(run.events.iter().filter_map(|(_, e)| e.as_ref())),
+    })
 }
 
 /// The increments a run of events makes.
@@ -256,75 +267,72 @@ impl Aggregator {
         }
     }
 
-    /// Counts every partition's run; `true` when all were counted. A run that fails stays
-    /// for the next flush, its offset unstored.
+    /// Counts every partition's run in one Redis round trip; `true` when all were counted.
+    /// What fails stays for the next flush, its offset unstored.
     async fn flush(
         &self,
         consumer: &StreamConsumer,
         runs: &mut BTreeMap<i32, PartitionRun>,
     ) -> bool {
         let topic = self.topics.events();
-        let mut all_done = true;
-        for (partition, run) in runs.iter_mut() {
-            if run.events.is_empty() {
-                continue;
-            }
-            match self.count_run(&topic, *partition, run).await {
-                Ok(()) => {
-                    if let Some(&(last, _)) = run.events.last() {
-                        if let Err(e) = consumer.store_offset(&topic, *partition, last) {
-                            tracing::debug!(error = %e, "offset not stored");
+        runs.retain(|_, r| !r.events.is_empty());
+        // Each pass counts what no other reader has; a partition found partly counted is
+        // trimmed to its watermark and goes again in the next pass.
+        while !runs.is_empty() {
+            let batch: Vec<(i32, MetricsRun)> = runs
+                .iter()
+                .filter_map(|(p, run)| Some((*p, metrics_run(&topic, *p, run)?)))
+                .collect();
+            let applied = match self
+                .store
+                .apply_metrics_runs(
+                    &batch.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
+                    now_ms(),
+                )
+                .await
+            {
+                Ok(applied) => applied,
+                Err(e) => {
+                    self.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "counting failed; will retry");
+                    return false;
+                }
+            };
+            self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+            for ((partition, _), outcome) in batch.iter().zip(applied) {
+                let Some(run) = runs.get_mut(partition) else {
+                    continue;
+                };
+                let Some(&(last, _)) = run.events.last() else {
+                    continue;
+                };
+                match outcome {
+                    Applied::Counted => {
+                        let n = run.events.iter().filter(|(_, e)| e.is_some()).count();
+                        self.stats.counted.fetch_add(n as u64, Ordering::Relaxed);
+                        run.events.clear();
+                    }
+                    Applied::AlreadyCountedUpTo(mark) => {
+                        let before = run.events.len();
+                        run.events.retain(|(offset, _)| *offset >= mark);
+                        let dropped = (before - run.events.len()) as u64;
+                        self.stats
+                            .already_counted
+                            .fetch_add(dropped, Ordering::Relaxed);
+                        tracing::debug!(partition, mark, dropped, "skipping events counted before");
+                        if !run.events.is_empty() {
+                            continue;
                         }
                     }
-                    run.events.clear();
-                    self.stats.flushes.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) => {
-                    all_done = false;
-                    self.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(partition, error = %e, "counting failed; will retry");
+                // Everything up to `last` is counted (here or by another reader): commit it.
+                if let Err(e) = consumer.store_offset(&topic, *partition, last) {
+                    tracing::debug!(error = %e, "offset not stored");
                 }
             }
+            runs.retain(|_, r| !r.events.is_empty());
         }
-        runs.retain(|_, r| !r.events.is_empty());
-        all_done
-    }
-
-    /// Applies one partition's run, dropping what another reader counted already.
-    async fn count_run(
-        &self,
-        topic: &str,
-        partition: i32,
-        run: &mut PartitionRun,
-    ) -> Result<(), StoreError> {
-        let key = format!("{topic}:{partition}");
-        loop {
-            let (Some(&(first, _)), Some(&(last, _))) = (run.events.first(), run.events.last())
-            else {
-                return Ok(());
-            };
-            let increments = increments_of(run.events.iter().filter_map(|(_, e)| e.as_ref()));
-            match self
-                .store
-                .apply_metrics(&key, first, last + 1, &increments, now_ms())
-                .await?
-            {
-                Applied::Counted => {
-                    let n = run.events.iter().filter(|(_, e)| e.is_some()).count();
-                    self.stats.counted.fetch_add(n as u64, Ordering::Relaxed);
-                    return Ok(());
-                }
-                Applied::AlreadyCountedUpTo(mark) => {
-                    let before = run.events.len();
-                    run.events.retain(|(offset, _)| *offset >= mark);
-                    let dropped = (before - run.events.len()) as u64;
-                    self.stats
-                        .already_counted
-                        .fetch_add(dropped, Ordering::Relaxed);
-                    tracing::debug!(partition, mark, dropped, "skipping events counted before");
-                }
-            }
-        }
+        true
     }
 
     fn log_progress(&self) {

@@ -23,6 +23,16 @@ use crate::model::CampaignId;
 /// a campaign's increments also count in the totals.
 pub type Increments = BTreeMap<(Option<CampaignId>, String), u64>;
 
+/// One partition's run of events: offsets `first..next` and what they add.
+#[derive(Debug, Clone)]
+pub struct MetricsRun {
+    /// `topic:partition`, the watermark's field.
+    pub partition: String,
+    pub first: i64,
+    pub next: i64,
+    pub increments: Increments,
+}
+
 /// What applying a run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -68,38 +78,44 @@ impl Store {
         self.metrics_key("campaign:")
     }
 
-    /// Counts a run of one partition's events, `first..next` offsets, unless (part of) it
-    /// was counted before.
-    pub async fn apply_metrics(
+    /// Counts runs of several partitions in one round trip, each unless (part of) it was
+    /// counted before; the answers are in the order of `runs`.
+    pub async fn apply_metrics_runs(
         &self,
-        partition: &str,
-        first: i64,
-        next: i64,
-        increments: &Increments,
+        runs: &[MetricsRun],
         now_ms: u64,
-    ) -> Result<Applied, StoreError> {
+    ) -> Result<Vec<Applied>, StoreError> {
         let script = apply_script();
-        let mut invocation = script.key(self.metrics_key("offsets"));
-        invocation
-            .key(self.metrics_key("totals"))
-            .key(self.metrics_key("campaigns"))
-            .arg(partition)
-            .arg(first)
-            .arg(next)
-            .arg(self.metrics_campaign_prefix())
-            .arg(now_ms);
-        for ((campaign, field), n) in increments {
+        let mut pipe = redis::pipe();
+        for run in runs {
+            let mut invocation = script.key(self.metrics_key("offsets"));
             invocation
-                .arg(campaign.as_ref().map(|c| c.as_str()).unwrap_or(""))
-                .arg(field)
-                .arg(*n);
+                .key(self.metrics_key("totals"))
+                .key(self.metrics_key("campaigns"))
+                .arg(&run.partition)
+                .arg(run.first)
+                .arg(run.next)
+                .arg(self.metrics_campaign_prefix())
+                .arg(now_ms);
+            for ((campaign, field), n) in &run.increments {
+                invocation
+                    .arg(campaign.as_ref().map(|c| c.as_str()).unwrap_or(""))
+                    .arg(field)
+                    .arg(*n);
+            }
+            pipe.invoke_script(&invocation);
         }
-        let mark: i64 = self.eval(&invocation).await?;
-        Ok(if mark == -2 {
-            Applied::Counted
-        } else {
-            Applied::AlreadyCountedUpTo(mark)
-        })
+        let marks: Vec<i64> = self.query_pipe_with_scripts(&pipe, &[script]).await?;
+        Ok(marks
+            .into_iter()
+            .map(|mark| {
+                if mark == -2 {
+                    Applied::Counted
+                } else {
+                    Applied::AlreadyCountedUpTo(mark)
+                }
+            })
+            .collect())
     }
 
     /// Every counter of the fleet (see the module docs for the fields).

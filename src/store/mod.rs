@@ -147,7 +147,7 @@ return {'publish', rec[1], rec[2], rec[3]}
 
 mod metrics;
 mod offers;
-pub use metrics::{Applied, Increments};
+pub use metrics::{Applied, Increments, MetricsRun};
 pub use offers::{
     CampaignCache, CampaignCreation, OnceClaim, Overdue, ReceiptOutcome, SentOutcome, BATCH_SIZE,
 };
