@@ -177,6 +177,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/v1/notify", post(notify))
         .route("/v1/stats", get(stats))
+        .route("/metrics", get(metrics))
         .route("/v1/keys/{key}", get(key_deliveries))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .with_state(sim);
@@ -408,6 +409,24 @@ fn validate_body(body: &[u8]) -> Result<Option<Channel>, &'static str> {
 
 async fn stats(State(sim): State<Arc<Sim>>) -> Json<SimStats> {
     Json(sim.stats())
+}
+
+/// The same counts for Prometheus (`herald_simulator_total{what}`), so a dashboard can
+/// set what Herald says it sent beside what the provider saw.
+async fn metrics(State(sim): State<Arc<Sim>>) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let family = crate::prom::counters_from(
+        "herald_simulator",
+        "What the simulated provider saw, by kind (calls, delivered, errors, rate_limited...).",
+        "what",
+        &sim.stats(),
+        &[],
+    );
+    (
+        [(axum::http::header::CONTENT_TYPE, crate::prom::CONTENT_TYPE)],
+        crate::prom::render(vec![family]),
+    )
+        .into_response()
 }
 
 async fn key_deliveries(

@@ -433,6 +433,7 @@ async fn prometheus_scrapes_the_fleet_and_grafana_asks_only_for_what_exists() {
         format!("{metrics_url}/metrics"),
         format!("{dispatch_url}/metrics"),
         format!("{}/metrics", fleet.api_url),
+        format!("{}/metrics", fleet.provider_url),
     ] {
         let r = fleet.http.get(&url).send().await.unwrap();
         assert_eq!(r.status(), 200, "{url}");
@@ -454,6 +455,7 @@ async fn prometheus_scrapes_the_fleet_and_grafana_asks_only_for_what_exists() {
     assert!(exposition
         .contains("herald_notifications_total{channel=\"email\",outcome=\"delivered\"} 20"));
     assert!(exposition.contains("herald_provider_circuit_state{channel=\"sms\"} 0"));
+    assert!(exposition.contains("herald_simulator_total{what=\"calls\"} "));
 
     // A real Prometheus scrapes them.
     let prometheus = "/usr/bin/prometheus";
