@@ -383,8 +383,8 @@ pub fn campaign_summary(report: &Value) -> String {
         report["progress"]["percent"],
     );
     out.push_str(&format!(
-        "{:<10} {:>10} {:>10} {:>10} {:>12}\n",
-        "channel", "sent", "delivered", "fallbacks", "undelivered"
+        "{:<10} {:>10} {:>10} {:>12} {:>12}\n",
+        "channel", "sent", "delivered", "fell back to", "undelivered"
     ));
     for c in Channel::ALL {
         let row = [
@@ -395,7 +395,7 @@ pub fn campaign_summary(report: &Value) -> String {
         ];
         if row.iter().any(|v| *v > 0) {
             out.push_str(&format!(
-                "{:<10} {:>10} {:>10} {:>10} {:>12}\n",
+                "{:<10} {:>10} {:>10} {:>12} {:>12}\n",
                 c.as_str(),
                 row[0],
                 row[1],
@@ -405,7 +405,7 @@ pub fn campaign_summary(report: &Value) -> String {
         }
     }
     out.push_str(&format!(
-        "{:<10} {:>10} {:>10} {:>10} {:>12}\n",
+        "{:<10} {:>10} {:>10} {:>12} {:>12}\n",
         "total",
         n("sent".into()),
         n("delivered".into()),
