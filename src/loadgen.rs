@@ -542,3 +542,35 @@ pub fn broker_throughput(
     let consume_rate = seen as f64 / started.elapsed().as_secs_f64();
     Ok((produce_rate, consume_rate))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_has_a_row_per_channel_used_and_the_totals() {
+        let report = json!({
+            "id": "c1", "status": "completed", "recipients": 10,
+            "progress": {"percent": 100.0},
+            "counts": {"sent": 12, "delivered": 10, "fallbacks": 2, "failed": 0,
+                       "sent:email": 10, "delivered:email": 8, "sent:push": 2,
+                       "delivered:push": 2, "fallbacks:push": 2},
+        });
+        let table = campaign_summary(&report);
+        let rows: Vec<Vec<&str>> = table
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert!(table.starts_with("campaign c1: completed · 10 recipients · 100.0% finished"));
+        assert!(
+            rows.contains(&vec!["email", "10", "8", "0", "0"]),
+            "{table}"
+        );
+        assert!(rows.contains(&vec!["push", "2", "2", "2", "0"]), "{table}");
+        assert!(rows.contains(&vec!["total", "12", "10", "2"]), "{table}");
+        assert!(
+            !table.contains("sms"),
+            "unused channels are left out: {table}"
+        );
+    }
+}
