@@ -28,6 +28,8 @@ pub enum KafkaError {
     },
     #[error("could not encode message: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("creating topic {topic} failed: {code}")]
+    Admin { topic: String, code: String },
 }
 
 /// Herald's topic names under one namespace (`herald` by default: `herald.notify.email`...).
@@ -299,6 +301,67 @@ pub async fn dead_letter_record<T: serde::Serialize>(
     publish(producer, dlq_topic, key, &payload, Some(headers)).await
 }
 
+/// One partition of a group's position: what it committed, the newest offset, the gap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub partition: i32,
+    pub committed: Option<i64>,
+    pub high: i64,
+    pub lag: i64,
+}
+
+/// Every consumer group of the fleet with the topic it reads.
+pub fn fleet_groups(topics: &Topics) -> Vec<(String, String)> {
+    let mut groups: Vec<(String, String)> = Channel::ALL
+        .iter()
+        .map(|c| (topics.dispatch_group(*c), topics.notify(*c)))
+        .collect();
+    groups.push((topics.fanout_group(), topics.campaigns()));
+    groups.push((topics.metrics_group(), topics.events()));
+    groups
+}
+
+/// Creates the fleet's topics with `partitions` each through the Kafka admin API; a topic
+/// that exists is left as it is. Returns (created, already there).
+pub async fn create_topics(
+    brokers: &str,
+    topics: &Topics,
+    partitions: i32,
+    replication: i32,
+) -> Result<(Vec<String>, Vec<String>), KafkaError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(KafkaError::Setup)?;
+    let names = topics.all();
+    let new: Vec<NewTopic> = names
+        .iter()
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(replication)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(&new, &opts)
+        .await
+        .map_err(KafkaError::Setup)?;
+    let (mut created, mut existing) = (Vec::new(), Vec::new());
+    for r in results {
+        match r {
+            Ok(name) => created.push(name),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => existing.push(name),
+            Err((name, code)) => {
+                return Err(KafkaError::Admin {
+                    topic: name,
+                    code: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok((created, existing))
+}
+
 /// Measures how far a consumer group is behind on a topic: the largest gap, over the
 /// topic's partitions, between the newest offset and the group's committed one. Producers
 /// of bulk work wait on it so they never outrun what the broker retains.
@@ -334,6 +397,21 @@ impl LagProbe {
 
     /// The largest per-partition lag of `group` on `topic` (blocking; call from a blocking task).
     pub fn max_lag(&self, group: &str, topic: &str) -> Result<i64, KafkaError> {
+        Ok(self
+            .partition_lags(group, topic)?
+            .iter()
+            .map(|p| p.lag)
+            .max()
+            .unwrap_or(0))
+    }
+
+    /// `group`'s position on each partition of `topic` (blocking). A partition the group never
+    /// committed counts from its low watermark, as `auto.offset.reset=earliest` reads it.
+    pub fn partition_lags(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> Result<Vec<PartitionLag>, KafkaError> {
         let c = self.consumer_for(group)?;
         let timeout = Duration::from_secs(5);
         let metadata = c
@@ -351,18 +429,23 @@ impl LagProbe {
         let committed = c
             .committed_offsets(tpl, timeout)
             .map_err(KafkaError::Setup)?;
-        let mut max = 0;
+        let mut lags = Vec::new();
         for e in committed.elements() {
             let (low, high) = c
                 .fetch_watermarks(topic, e.partition(), timeout)
                 .map_err(KafkaError::Setup)?;
-            let done = match e.offset() {
-                Offset::Offset(o) => o,
-                _ => low,
+            let committed = match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
             };
-            max = max.max(high - done);
+            lags.push(PartitionLag {
+                partition: e.partition(),
+                committed,
+                high,
+                lag: high - committed.unwrap_or(low),
+            });
         }
-        Ok(max)
+        Ok(lags)
     }
 }
 

@@ -50,6 +50,14 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         campaigns: u64,
     },
+    /// Kafka topics of the fleet.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+    /// Consumer lag of every group of the fleet, per partition.
+    Lag {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    },
     /// Raw produce-then-consume throughput of a Kafka broker (for benchmarks).
     BrokerBench {
         /// Kafka bootstrap servers.
@@ -63,6 +71,31 @@ enum Command {
         /// Message size in bytes.
         #[arg(long, default_value_t = 250)]
         size: usize,
+    },
+}
+
+/// Where the fleet's Kafka is and which namespace its topics use.
+#[derive(clap::Args, Debug)]
+struct KafkaArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "HERALD_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    kafka_brokers: String,
+    /// Prefix of the fleet's topic names.
+    #[arg(long, env = "HERALD_NAMESPACE", default_value = "herald")]
+    namespace: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum TopicsCommand {
+    /// Create every topic of the fleet through the Kafka admin API (existing ones are kept).
+    /// Partitions bound how many instances of one consumer group can work at once.
+    Create {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[arg(long, env = "HERALD_TOPIC_PARTITIONS", default_value_t = 12)]
+        partitions: i32,
+        #[arg(long, env = "HERALD_TOPIC_REPLICATION", default_value_t = 1)]
+        replication: i32,
     },
 }
 
@@ -216,6 +249,56 @@ async fn main() -> anyhow::Result<()> {
                 "{}",
                 serde_json::to_string_pretty(&load.campaign(&id).await?)?
             );
+        }
+        Command::Topics(TopicsCommand::Create {
+            kafka,
+            partitions,
+            replication,
+        }) => {
+            let topics = herald::kafka::Topics::new(&kafka.namespace);
+            let (created, existing) = herald::kafka::create_topics(
+                &kafka.kafka_brokers,
+                &topics,
+                partitions,
+                replication,
+            )
+            .await
+            .with_context(|| format!("creating topics on {}", kafka.kafka_brokers))?;
+            for t in &created {
+                println!("created  {t} ({partitions} partitions)");
+            }
+            for t in &existing {
+                println!("exists   {t}");
+            }
+        }
+        Command::Lag { kafka } => {
+            let topics = herald::kafka::Topics::new(&kafka.namespace);
+            let brokers = kafka.kafka_brokers.clone();
+            let rows = tokio::task::spawn_blocking(move || {
+                let probe = herald::kafka::LagProbe::new(&brokers);
+                herald::kafka::fleet_groups(&topics)
+                    .into_iter()
+                    .map(|(group, topic)| {
+                        let lags = probe.partition_lags(&group, &topic);
+                        (group, topic, lags)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await?;
+            println!(
+                "{:<28} {:<28} {:>9} {:>12} {:>12} {:>10}",
+                "group", "topic", "partition", "committed", "newest", "lag"
+            );
+            for (group, topic, lags) in rows {
+                let lags = lags.with_context(|| format!("reading {group} on {topic}"))?;
+                for l in lags {
+                    let committed = l.committed.map(|c| c.to_string()).unwrap_or("-".into());
+                    println!(
+                        "{group:<28} {topic:<28} {:>9} {committed:>12} {:>12} {:>10}",
+                        l.partition, l.high, l.lag
+                    );
+                }
+            }
         }
         Command::ProduceEvents {
             kafka_brokers,
