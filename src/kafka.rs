@@ -341,11 +341,22 @@ pub async fn create_topics(
         .iter()
         .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(replication)))
         .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = admin
-        .create_topics(&new, &opts)
-        .await
-        .map_err(KafkaError::Setup)?;
+    let limit = Duration::from_secs(30);
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(limit))
+        .request_timeout(Some(limit));
+    // Bounded on our side too: a broker without the admin API (herald-broker, which creates
+    // its topics itself) never answers.
+    let results = tokio::time::timeout(
+        limit + Duration::from_secs(5),
+        admin.create_topics(&new, &opts),
+    )
+    .await
+    .map_err(|_| KafkaError::Admin {
+        topic: names.join(","),
+        code: "no answer from the broker's admin API".into(),
+    })?
+    .map_err(KafkaError::Setup)?;
     let (mut created, mut existing) = (Vec::new(), Vec::new());
     for r in results {
         match r {
