@@ -10,6 +10,8 @@ ensure_rust
 ensure_apt redis-server
 # The observability tests drive the dashboard in headless Chromium and scrape with Prometheus.
 APT_NO_RECOMMENDS=1 ensure_apt chromium fonts-dejavu-core prometheus
+# No Docker engine here: Debian's docker-compose validates compose/ offline.
+APT_NO_RECOMMENDS=1 ensure_apt docker-compose
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
 
 started_stack=""

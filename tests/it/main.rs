@@ -8,6 +8,7 @@ mod api_contract;
 mod broker_binary;
 mod campaign_crash;
 mod dead_letters;
+mod deploy;
 mod dispatch_once;
 mod observability;
 mod offers;

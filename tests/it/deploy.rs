@@ -1,0 +1,74 @@
+//! The docker-compose deployment as far as a machine without a Docker engine can check it:
+//! the file is valid (Debian's docker-compose validates offline), every `HERALD_*` variable
+//! it sets is one some program accepts, and every program answers `--help`.
+
+use std::process::Command;
+
+const BINARIES: [&str; 8] = [
+    env!("CARGO_BIN_EXE_herald"),
+    env!("CARGO_BIN_EXE_herald-ingest"),
+    env!("CARGO_BIN_EXE_herald-dispatch"),
+    env!("CARGO_BIN_EXE_herald-fanout"),
+    env!("CARGO_BIN_EXE_herald-retry"),
+    env!("CARGO_BIN_EXE_herald-metrics"),
+    env!("CARGO_BIN_EXE_herald-provider"),
+    env!("CARGO_BIN_EXE_herald-broker"),
+];
+
+fn compose_file() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/compose/docker-compose.yml").to_string()
+}
+
+#[test]
+fn the_compose_file_is_valid() {
+    let out = Command::new("docker-compose")
+        .args(["-f", &compose_file(), "config", "-q"])
+        .output()
+        .expect("docker-compose (Debian's package) is installed by scripts/test.sh");
+    assert!(
+        out.status.success(),
+        "docker-compose config: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every program's `--help`, concatenated.
+fn all_help() -> String {
+    let mut help = String::new();
+    for bin in BINARIES {
+        let out = Command::new(bin).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{bin} --help failed");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(text.contains("Usage:"), "{bin} --help: {text}");
+        help.push_str(&text);
+    }
+    for sub in [["topics", "create"], ["campaigns", "watch"]] {
+        let out = Command::new(BINARIES[0])
+            .args(sub)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "herald {sub:?} --help failed");
+        help.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    help
+}
+
+#[test]
+fn every_program_answers_help_and_accepts_what_compose_sets() {
+    let help = all_help();
+    let compose = std::fs::read_to_string(compose_file()).unwrap();
+    // Keys of `environment:` maps (`    HERALD_X: value`), not `${...}` substitutions.
+    let set: Vec<&str> = compose
+        .lines()
+        .filter_map(|l| l.trim_start().split_once(':').map(|(k, _)| k))
+        .filter(|k| k.starts_with("HERALD_"))
+        .collect();
+    assert!(set.len() >= 10, "compose sets Herald's variables: {set:?}");
+    for var in set {
+        assert!(
+            help.contains(&format!("[env: {var}")),
+            "compose sets {var}, which no program's --help lists"
+        );
+    }
+}
