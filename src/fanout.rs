@@ -219,7 +219,8 @@ impl FanOut {
         cancel: &CancellationToken,
     ) -> Result<Option<()>, BatchError> {
         let id = &batch.campaign;
-        if self.store.is_batch_done(id, batch.batch).await? {
+        let replay = !batch.customers.is_empty();
+        if !replay && self.store.is_batch_done(id, batch.batch).await? {
             self.stats.batches_skipped.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(()));
         }
@@ -227,7 +228,11 @@ impl FanOut {
         if !self.wait_for_room(cancel).await {
             return Ok(None);
         }
-        let ids = self.store.audience_batch(id, batch.batch).await?;
+        let ids = if replay {
+            batch.customers.clone()
+        } else {
+            self.store.audience_batch(id, batch.batch).await?
+        };
         let profiles = self.store.customers(&ids).await?;
         let unhealthy = self.unhealthy().await;
         let now = now_ms();
@@ -272,9 +277,12 @@ impl FanOut {
         for (customer, reason) in unreachable {
             self.fail_unreachable(id, customer, reason).await?;
         }
-        self.store
-            .mark_batch_done(id, batch.batch, ids.len())
-            .await?;
+        // A replay is not a batch of the audience: its customers were counted fanned out before.
+        if !replay {
+            self.store
+                .mark_batch_done(id, batch.batch, ids.len())
+                .await?;
+        }
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(campaign = %id, batch = batch.batch, published = sends.len(), "batch fanned out");
         Ok(Some(()))

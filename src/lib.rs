@@ -26,6 +26,7 @@ pub mod api;
 pub mod broker;
 pub mod config;
 pub mod dispatch;
+pub mod dlq;
 pub mod fanout;
 pub mod health;
 pub mod kafka;

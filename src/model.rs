@@ -454,6 +454,9 @@ pub struct Campaign {
 pub struct CampaignBatch {
     pub campaign: CampaignId,
     pub batch: u32,
+    /// A replay: fan out just these customers again (the batch number is then only a label).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub customers: Vec<CustomerId>,
 }
 
 /// The work on a channel topic for one (campaign, customer) on one channel.

@@ -313,6 +313,7 @@ async fn queue_batches(app: &Ingest, id: &CampaignId, batches: usize) -> Result<
             let batch = CampaignBatch {
                 campaign: id.clone(),
                 batch: b as u32,
+                customers: Vec::new(),
             };
             // Keyed per batch, so batches spread over partitions and fan-out workers.
             (

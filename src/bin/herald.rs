@@ -53,6 +53,9 @@ enum Command {
     /// Kafka topics of the fleet.
     #[command(subcommand)]
     Topics(TopicsCommand),
+    /// The dead-letter topic: what could not be handled, why, and replaying it.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Consumer lag of every group of the fleet, per partition.
     Lag {
         #[command(flatten)]
@@ -83,6 +86,38 @@ struct KafkaArgs {
     /// Prefix of the fleet's topic names.
     #[arg(long, env = "HERALD_NAMESPACE", default_value = "herald")]
     namespace: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum DlqCommand {
+    /// List dead letters (oldest first) with their reason and where they came from.
+    List {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Only those whose reason contains this text.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Replay dead letters once their cause is fixed: a message goes back to its source
+    /// topic; a customer fan-out could not reach is fanned out again. Anything already
+    /// delivered is not sent twice (the campaign slot or request claim decides).
+    Replay {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Redis URL (to reopen unreachable customers' campaign slots).
+        #[arg(
+            long,
+            env = "HERALD_REDIS_URL",
+            default_value = "redis://127.0.0.1:6399"
+        )]
+        redis_url: String,
+        /// Only those whose reason contains this text.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Show what would be replayed, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -169,6 +204,22 @@ enum RequestsCommand {
     },
     /// Show one request's status.
     Show { id: String },
+}
+
+/// The dead letters of the fleet, optionally only those whose reason contains `reason`.
+async fn read_dead_letters(
+    kafka: &KafkaArgs,
+    reason: Option<&str>,
+) -> anyhow::Result<Vec<herald::dlq::DeadLetter>> {
+    let topic = herald::kafka::Topics::new(&kafka.namespace).dlq();
+    let brokers = kafka.kafka_brokers.clone();
+    let letters = tokio::task::spawn_blocking(move || herald::dlq::read_all(&brokers, &topic))
+        .await?
+        .context("reading the dead-letter topic")?;
+    Ok(letters
+        .into_iter()
+        .filter(|l| reason.is_none_or(|r| l.reason.contains(r)))
+        .collect())
 }
 
 #[tokio::main]
@@ -269,6 +320,60 @@ async fn main() -> anyhow::Result<()> {
             }
             for t in &existing {
                 println!("exists   {t}");
+            }
+        }
+        Command::Dlq(DlqCommand::List { kafka, reason }) => {
+            for l in read_dead_letters(&kafka, reason.as_deref()).await? {
+                let from = l
+                    .source_topic
+                    .clone()
+                    .or(l.origin.clone())
+                    .unwrap_or_else(|| "?".into());
+                println!(
+                    "{}:{:<8} {:<24} key={:<30} reason: {}",
+                    l.partition, l.offset, from, l.key, l.reason
+                );
+            }
+        }
+        Command::Dlq(DlqCommand::Replay {
+            kafka,
+            redis_url,
+            reason,
+            dry_run,
+        }) => {
+            let letters = read_dead_letters(&kafka, reason.as_deref()).await?;
+            let topics = herald::kafka::Topics::new(&kafka.namespace);
+            let store = herald::store::Store::connect(&redis_url, &kafka.namespace)
+                .await
+                .with_context(|| format!("connecting to Redis at {redis_url}"))?;
+            let producer = herald::kafka::producer(&kafka.kafka_brokers)?;
+            let (mut done, mut skipped) = (0, 0);
+            for l in &letters {
+                let action = herald::dlq::plan(l);
+                let what = match &action {
+                    herald::dlq::Replay::Republish { topic } => format!("republish to {topic}"),
+                    herald::dlq::Replay::FanOutAgain { campaign, customer } => {
+                        format!("fan out {customer} of campaign {campaign} again")
+                    }
+                    herald::dlq::Replay::Skip(why) => format!("skip: {why}"),
+                };
+                if dry_run {
+                    println!("{}:{} would {what}", l.partition, l.offset);
+                    continue;
+                }
+                if herald::dlq::replay(l, &action, &store, &producer, &topics).await? {
+                    done += 1;
+                    println!("{}:{} {what}", l.partition, l.offset);
+                } else {
+                    skipped += 1;
+                    println!("{}:{} nothing to do ({what})", l.partition, l.offset);
+                }
+            }
+            if !dry_run {
+                println!(
+                    "replayed {done}, left {skipped} of {} dead letters",
+                    letters.len()
+                );
             }
         }
         Command::Lag { kafka } => {

@@ -135,6 +135,7 @@ struct OfferScripts {
     advance: Script,
     fail: Script,
     first_unreachable: Script,
+    reopen_unreachable: Script,
     first_deferred: Script,
     batch_done: Script,
 }
@@ -152,6 +153,7 @@ fn offer_scripts() -> &'static OfferScripts {
         advance: Script::new(ADVANCE_LUA),
         fail: Script::new(FAIL_LUA),
         first_unreachable: Script::new(FIRST_UNREACHABLE_LUA),
+        reopen_unreachable: Script::new(REOPEN_UNREACHABLE_LUA),
         first_deferred: Script::new(FIRST_DEFERRED_LUA),
         batch_done: Script::new(BATCH_DONE_LUA),
     })
@@ -331,10 +333,22 @@ return 1
 // KEYS[1] slot, KEYS[2] campaign. ARGV: reason code, reason, ttl s.
 const FIRST_UNREACHABLE_LUA: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'st', 'failed', 'a', 0, 'ch', '', 'tr', '', 'why', ARGV[2])
+redis.call('HSET', KEYS[1], 'st', 'failed', 'a', 0, 'ch', '', 'tr', '', 'why', ARGV[2], 'fc', ARGV[1])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 redis.call('HINCRBY', KEYS[2], 'failed', 1)
 redis.call('HINCRBY', KEYS[2], 'failed:' .. ARGV[1], 1)
+return 1
+"#;
+
+// KEYS[1] slot, KEYS[2] campaign. Only a customer that failed before any channel was tried
+// (unknown, or no channel) is reopened: anything sent stays as it is.
+const REOPEN_UNREACHABLE_LUA: &str = r#"
+local f = redis.call('HMGET', KEYS[1], 'st', 'ch', 'fc')
+if f[1] ~= 'failed' or f[2] ~= '' or not f[3] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HINCRBY', KEYS[2], 'failed', -1)
+redis.call('HINCRBY', KEYS[2], 'failed:' .. f[3], -1)
+redis.call('HINCRBY', KEYS[2], 'replayed', 1)
 return 1
 "#;
 
@@ -605,6 +619,25 @@ impl Store {
                     .arg(code)
                     .arg(reason)
                     .arg(CAMPAIGN_TTL.as_secs()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Reopens a customer that failed before any channel was tried (unknown customer, no
+    /// channel), so that a replayed dead letter fans them out again; `false` when the slot
+    /// is anything else (sent, delivered, or already reopened).
+    pub async fn reopen_unreachable(
+        &self,
+        campaign: &CampaignId,
+        customer: &CustomerId,
+    ) -> Result<bool, StoreError> {
+        let n: i64 = self
+            .eval(
+                offer_scripts()
+                    .reopen_unreachable
+                    .key(self.slot_key(campaign, customer))
+                    .key(self.campaign_key(campaign)),
             )
             .await?;
         Ok(n == 1)

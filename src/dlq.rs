@@ -1,0 +1,255 @@
+//! The dead-letter topic for operators: `herald dlq list` reads it, `herald dlq replay` sends
+//! what can be retried back where it came from once its cause is fixed.
+//!
+//! Two kinds of dead letters: copies of messages a consumer could not handle (they carry
+//! `herald-source-topic` and are republished there, headers and key intact), and records a
+//! program made itself (`herald-origin`). Of those, a customer fan-out could not reach
+//! (unknown, or no channel) is replayed by reopening its campaign slot and fanning that
+//! customer out again; a fallback chain that ran out is not replayed (it was sent before).
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde::Deserialize;
+
+use crate::kafka::{self, dlq_headers, KafkaError, Topics, DLQ_ORIGIN_HEADER};
+use crate::model::{CampaignBatch, CampaignId, CustomerId};
+use crate::store::{Store, StoreError};
+
+/// One message of the dead-letter topic.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    pub reason: String,
+    pub source_topic: Option<String>,
+    pub origin: Option<String>,
+    pub payload: Vec<u8>,
+    /// The original message's own headers (Herald's dead-letter headers left out).
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// What replaying a dead letter does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    /// Publish the original message to its source topic again.
+    Republish { topic: String },
+    /// Reopen the customer's campaign slot and fan them out again.
+    FanOutAgain {
+        campaign: CampaignId,
+        customer: CustomerId,
+    },
+    /// Not replayable, and why.
+    Skip(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Reads every message on `topic` now, from the oldest (blocking; no group offsets are
+/// committed, so reading changes nothing).
+pub fn read_all(brokers: &str, topic: &str) -> Result<Vec<DeadLetter>, KafkaError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set(
+            "group.id",
+            format!("{topic}-reader-{}", uuid::Uuid::new_v4()),
+        )
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(KafkaError::Setup)?;
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(KafkaError::Setup)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    let mut assignment = TopicPartitionList::new();
+    let mut remaining = 0i64;
+    let mut ends = std::collections::HashMap::new();
+    for p in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .map_err(KafkaError::Setup)?;
+        if high > low {
+            assignment
+                .add_partition_offset(topic, p, Offset::Offset(low))
+                .map_err(KafkaError::Setup)?;
+            remaining += high - low;
+            ends.insert(p, high);
+        }
+    }
+    let mut letters = Vec::new();
+    if remaining == 0 {
+        return Ok(letters);
+    }
+    consumer.assign(&assignment).map_err(KafkaError::Setup)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while remaining > 0 && std::time::Instant::now() < deadline {
+        let Some(msg) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let msg = msg.map_err(KafkaError::Setup)?;
+        if ends
+            .get(&msg.partition())
+            .is_some_and(|end| msg.offset() < *end)
+        {
+            remaining -= 1;
+            letters.push(dead_letter_of(&msg.detach()));
+        }
+    }
+    letters.sort_by_key(|l| (l.partition, l.offset));
+    Ok(letters)
+}
+
+fn dead_letter_of(msg: &rdkafka::message::OwnedMessage) -> DeadLetter {
+    let text = |name: &str| kafka::header(msg, name).map(str::to_string);
+    let own_headers = msg
+        .headers()
+        .map(|h| {
+            h.iter()
+                .filter(|h| !h.key.starts_with("herald-dlq") && !h.key.starts_with("herald-source"))
+                .filter(|h| h.key != DLQ_ORIGIN_HEADER)
+                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                .collect()
+        })
+        .unwrap_or_default();
+    DeadLetter {
+        partition: msg.partition(),
+        offset: msg.offset(),
+        key: msg
+            .key()
+            .map(|k| String::from_utf8_lossy(k).to_string())
+            .unwrap_or_default(),
+        reason: text(dlq_headers::REASON).unwrap_or_else(|| "(no reason)".into()),
+        source_topic: text(dlq_headers::SOURCE_TOPIC),
+        origin: text(DLQ_ORIGIN_HEADER),
+        payload: msg.payload().unwrap_or_default().to_vec(),
+        headers: own_headers,
+    }
+}
+
+/// The body of fan-out's record of a customer it could not reach.
+#[derive(Deserialize)]
+struct Unreachable {
+    campaign: CampaignId,
+    customer: CustomerId,
+}
+
+/// What replaying `letter` would do.
+pub fn plan(letter: &DeadLetter) -> Replay {
+    if let Some(topic) = &letter.source_topic {
+        return Replay::Republish {
+            topic: topic.clone(),
+        };
+    }
+    match letter.origin.as_deref() {
+        Some("herald-fanout") => match serde_json::from_slice::<Unreachable>(&letter.payload) {
+            Ok(u) => Replay::FanOutAgain {
+                campaign: u.campaign,
+                customer: u.customer,
+            },
+            Err(e) => Replay::Skip(format!("unreadable fan-out record: {e}")),
+        },
+        Some(origin) => Replay::Skip(format!(
+            "made by {origin}: its channels were tried; not replayed"
+        )),
+        None => Replay::Skip("no source topic".into()),
+    }
+}
+
+/// Carries out a replay. `Ok(false)` when there was nothing to do (a slot that is no longer
+/// failed, a record that cannot be replayed).
+pub async fn replay(
+    letter: &DeadLetter,
+    action: &Replay,
+    store: &Store,
+    producer: &FutureProducer,
+    topics: &Topics,
+) -> Result<bool, DlqError> {
+    match action {
+        Replay::Republish { topic } => {
+            let mut headers = OwnedHeaders::new();
+            for (k, v) in &letter.headers {
+                headers = headers.insert(Header {
+                    key: k.as_str(),
+                    value: Some(v.as_slice()),
+                });
+            }
+            kafka::publish(producer, topic, &letter.key, &letter.payload, Some(headers)).await?;
+            Ok(true)
+        }
+        Replay::FanOutAgain { campaign, customer } => {
+            if !store.reopen_unreachable(campaign, customer).await? {
+                return Ok(false);
+            }
+            let batch = CampaignBatch {
+                campaign: campaign.clone(),
+                batch: u32::MAX,
+                customers: vec![customer.clone()],
+            };
+            kafka::publish_json(producer, &topics.campaigns(), campaign.as_str(), &batch).await?;
+            Ok(true)
+        }
+        Replay::Skip(_) => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(source: Option<&str>, origin: Option<&str>, payload: &str) -> DeadLetter {
+        DeadLetter {
+            partition: 0,
+            offset: 0,
+            key: "k".into(),
+            reason: "r".into(),
+            source_topic: source.map(String::from),
+            origin: origin.map(String::from),
+            payload: payload.as_bytes().to_vec(),
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_plan_follows_where_the_letter_came_from() {
+        assert_eq!(
+            plan(&letter(Some("herald.notify.email"), None, "x")),
+            Replay::Republish {
+                topic: "herald.notify.email".into()
+            }
+        );
+        assert_eq!(
+            plan(&letter(
+                None,
+                Some("herald-fanout"),
+                r#"{"campaign":"c1","customer":"u1","reason":"no channel"}"#
+            )),
+            Replay::FanOutAgain {
+                campaign: CampaignId::parse("c1").unwrap(),
+                customer: CustomerId::parse("u1").unwrap(),
+            }
+        );
+        assert!(matches!(
+            plan(&letter(None, Some("herald-retry"), "{}")),
+            Replay::Skip(_)
+        ));
+        assert!(matches!(
+            plan(&letter(None, Some("herald-fanout"), "{")),
+            Replay::Skip(_)
+        ));
+    }
+}
