@@ -157,3 +157,92 @@ async fn killing_dispatchers_fanout_and_retry_mid_campaign_leaves_one_outcome_ea
         stuck.first()
     );
 }
+
+/// Issue 7: an upgrade stops every process with SIGTERM mid-campaign. Each exits 0, its
+/// successor carries on, and with a provider that does *not* drop repeated keys nothing is
+/// delivered twice and nobody is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_to_every_process_mid_campaign_loses_nothing_and_sends_nothing_twice() {
+    const N: usize = 4_000;
+    let mut sim = quiet_provider();
+    sim.idempotent = false;
+    sim.latency_min_ms = 5;
+    sim.latency_max_ms = 30;
+    let fleet = Fleet::start(sim, 4).await;
+    let ids: Vec<String> = (0..N).map(|i| format!("t{i}")).collect();
+    fleet
+        .put_customers(
+            ids.iter()
+                .map(|id| {
+                    json!({"id": id, "contacts": {"email": format!("{id}@x"), "push": format!("tok-{id}")},
+                           "consent": {"email": true, "push": true}, "time_zone": "Etc/GMT"})
+                })
+                .collect(),
+        )
+        .await;
+    let dispatch = env!("CARGO_BIN_EXE_herald-dispatch");
+    let specs: [(&'static str, &'static [&'static str]); 5] = [
+        (dispatch, &["--channel", "email"]),
+        (dispatch, &["--channel", "email"]),
+        (dispatch, &["--channel", "push"]),
+        (env!("CARGO_BIN_EXE_herald-fanout"), &[]),
+        (env!("CARGO_BIN_EXE_herald-retry"), &[]),
+    ];
+    let mut workers: Vec<Worker> = specs
+        .iter()
+        .map(|(bin, args)| Worker {
+            bin,
+            args,
+            child: spawn(&fleet, bin, args),
+        })
+        .collect();
+    let (status, created) = fleet
+        .post(
+            "/v1/campaigns",
+            json!({"id": "rolling", "name": "rolling upgrade", "template": "offer for {{id}}",
+                   "channels": ["email", "push"],
+                   "confirmation_timeout_ms": {"email": 3000, "push": 3000},
+                   "audience": {"customer_ids": ids}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{created}");
+
+    // A rolling restart: each process in turn gets SIGTERM, must exit 0, and is replaced.
+    let mut finished_at_stops = Vec::new();
+    for victim in [0, 3, 1, 4, 2] {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let (_, now) = fleet.get("/v1/campaigns/rolling").await;
+        finished_at_stops.push(now["progress"]["outcomes"].as_u64().unwrap_or(0));
+        let w = &mut workers[victim];
+        let pid = w.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let exit = w.child.wait_exit(Duration::from_secs(30)).await;
+        assert!(
+            exit.success(),
+            "{} {:?} exited {exit:?} on SIGTERM",
+            w.bin,
+            w.args
+        );
+        w.child = spawn(&fleet, w.bin, w.args);
+    }
+
+    let report = fleet
+        .wait_campaign("rolling", Duration::from_secs(180))
+        .await;
+    eprintln!("finished at each stop: {finished_at_stops:?}; final: {report}");
+    assert!(
+        finished_at_stops[1] < N as u64,
+        "the stops must land mid-campaign: {finished_at_stops:?}"
+    );
+    let count = |k: &str| report["counts"][k].as_u64().unwrap_or(0);
+    assert_eq!(report["status"], "completed", "{report}");
+    assert_eq!(count("delivered"), N as u64, "nobody lost: {report}");
+    assert_eq!(count("failed"), 0, "{report}");
+    let sim = fleet.sim_stats().await;
+    assert_eq!(sim.keys_delivered_twice, 0, "nothing sent twice: {sim:?}");
+    assert!(sim.max_deliveries_per_key <= 1, "{sim:?}");
+}
