@@ -3,8 +3,9 @@
 //! - `{ns}:metrics:totals`: hash of every counter, field `OUTCOME:CHANNEL` (channel `none`
 //!   for what never reached one) plus the receipt-latency histogram `lat:CHANNEL:BUCKET`,
 //!   `lat:CHANNEL:sum_ms`, `lat:CHANNEL:count`.
-//! - `{ns}:metrics:campaign:{C}`: the same fields for one campaign.
-//! - `{ns}:metrics:campaigns`: sorted set of campaigns by their latest event time.
+//! - `{ns}:metrics:campaign:{C}`: the same fields for one campaign, kept as long as the
+//!   campaign (30 days after its latest event).
+//! - `{ns}:metrics:campaigns`: sorted set of the newest 1000 campaigns by latest event time.
 //! - `{ns}:metrics:offsets`: hash `TOPIC:PARTITION` → the next Kafka offset to count.
 //!
 //! Counting once: a flush adds one partition's run of events and moves that partition's
@@ -43,23 +44,27 @@ pub enum Applied {
 }
 
 // KEYS[1] offsets, KEYS[2] totals, KEYS[3] campaigns zset.
-// ARGV: partition field, first offset, next offset, campaign key prefix, now ms,
+// ARGV: partition field, first offset, next offset, campaign key prefix, now ms, ttl s,
 // then (campaign or '', field, n) triples.
+// A campaign's counters live as long as the campaign itself; the list of campaigns keeps
+// the newest 1000.
 const APPLY_LUA: &str = r#"
 local mark = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
 if mark > tonumber(ARGV[2]) then return mark end
 local seen = {}
-for i = 6, #ARGV, 3 do
+for i = 7, #ARGV, 3 do
   local c, f, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   redis.call('HINCRBY', KEYS[2], f, n)
   if c ~= '' then
     redis.call('HINCRBY', ARGV[4] .. c, f, n)
     if not seen[c] then
+      redis.call('EXPIRE', ARGV[4] .. c, tonumber(ARGV[6]))
       redis.call('ZADD', KEYS[3], tonumber(ARGV[5]), c)
       seen[c] = true
     end
   end
 end
+if next(seen) ~= nil then redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -1001) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return -2
 "#;
@@ -96,7 +101,8 @@ impl Store {
                 .arg(run.first)
                 .arg(run.next)
                 .arg(self.metrics_campaign_prefix())
-                .arg(now_ms);
+                .arg(now_ms)
+                .arg(super::offers::CAMPAIGN_TTL.as_secs());
             for ((campaign, field), n) in &run.increments {
                 invocation
                     .arg(campaign.as_ref().map(|c| c.as_str()).unwrap_or(""))

@@ -371,7 +371,7 @@ return 1
 "#;
 
 /// Campaign keys live this long after creation: well past any fallback chain.
-const CAMPAIGN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+pub(super) const CAMPAIGN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl Store {
     fn customer_key(&self, id: &CustomerId) -> String {
