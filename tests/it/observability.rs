@@ -86,15 +86,13 @@ async fn every_event_is_counted_once_across_copies_poison_and_a_full_reread() {
     )
     .await;
     let campaign = CampaignId::parse("obs1").unwrap();
-    wait_until("the counts", Duration::from_secs(10), || async {
-        fleet
-            .store
-            .metrics_campaign(&campaign)
-            .await
-            .unwrap()
-            .get("delivered:email")
-            == Some(&30)
-    })
+    wait_counted(
+        &fleet,
+        &campaign,
+        "delivered:email",
+        30,
+        Duration::from_secs(10),
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let counts = fleet.store.metrics_campaign(&campaign).await.unwrap();
@@ -167,6 +165,20 @@ async fn every_event_is_counted_once_across_copies_poison_and_a_full_reread() {
     assert_eq!(after.get("sent:email"), Some(&140), "{after:?}");
     assert_eq!(after.get("delivered:email"), counts.get("delivered:email"));
     stop.cancel();
+}
+
+/// Waits until the aggregator has counted `n` in one campaign field.
+async fn wait_counted(fleet: &Fleet, campaign: &CampaignId, field: &str, n: u64, limit: Duration) {
+    wait_until(&format!("{field} = {n} in {campaign}"), limit, || async {
+        fleet
+            .store
+            .metrics_campaign(campaign)
+            .await
+            .unwrap()
+            .get(field)
+            == Some(&n)
+    })
+    .await;
 }
 
 /// The `data-metric` → `data-value` pairs of a page's DOM.
@@ -260,18 +272,12 @@ async fn the_dashboard_shows_what_the_counters_hold() {
     let fleet = Fleet::start(quiet_provider(), 2).await;
     let (agg, url) = run_small_campaign(&fleet, "dash1", 40).await;
     let campaign = CampaignId::parse("dash1").unwrap();
-    wait_until(
-        "the aggregator to see every delivery",
+    wait_counted(
+        &fleet,
+        &campaign,
+        "delivered:email",
+        40,
         Duration::from_secs(20),
-        || async {
-            fleet
-                .store
-                .metrics_campaign(&campaign)
-                .await
-                .unwrap()
-                .get("delivered:email")
-                == Some(&40)
-        },
     )
     .await;
     let _ = agg;
@@ -416,15 +422,13 @@ async fn prometheus_scrapes_the_fleet_and_grafana_asks_only_for_what_exists() {
     )
     .await;
     let campaign = CampaignId::parse("prom1").unwrap();
-    wait_until("the aggregator", Duration::from_secs(20), || async {
-        fleet
-            .store
-            .metrics_campaign(&campaign)
-            .await
-            .unwrap()
-            .get("delivered:email")
-            == Some(&20)
-    })
+    wait_counted(
+        &fleet,
+        &campaign,
+        "delivered:email",
+        20,
+        Duration::from_secs(20),
+    )
     .await;
 
     // Every series the Grafana dashboard queries exists in the fleet's /metrics.
