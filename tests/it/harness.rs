@@ -270,6 +270,12 @@ impl Fleet {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// GETs any URL as JSON; `None` while it cannot be reached or does not answer JSON
+    /// (a program still starting).
+    pub async fn get_json(&self, url: &str) -> Option<Value> {
+        self.http.get(url).send().await.ok()?.json().await.ok()
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let r = self
             .http

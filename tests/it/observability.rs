@@ -111,13 +111,8 @@ async fn every_event_is_counted_once_across_copies_poison_and_a_full_reread() {
     );
 
     // The JSON view agrees.
-    let stats: Value = fleet
-        .http
-        .get(format!("{url}/v1/stats/campaigns/obs1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let stats = fleet
+        .get_json(&format!("{url}/v1/stats/campaigns/obs1"))
         .await
         .unwrap();
     assert_eq!(stats["counts"]["outcomes"]["sent"], 120);
@@ -281,15 +276,7 @@ async fn the_dashboard_shows_what_the_counters_hold() {
     )
     .await;
     let _ = agg;
-    let stats: Value = fleet
-        .http
-        .get(format!("{url}/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = fleet.get_json(&format!("{url}/v1/stats")).await.unwrap();
 
     let profile = std::env::temp_dir().join(format!("herald-chromium-{}", fleet.ns));
     let out = chromium_command(&profile)
@@ -686,19 +673,16 @@ async fn one_notification_is_one_trace_from_ingest_to_dispatch() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    wait_until("the request to be sent", Duration::from_secs(30), || {
-        let r = fleet.http.get(format!("{api}/v1/requests/{id}")).send();
-        async move {
-            match r.await {
-                Ok(r) => r
-                    .json::<Value>()
-                    .await
-                    .map(|v| v["status"] == "sent")
-                    .unwrap_or(false),
-                Err(_) => false,
-            }
-        }
-    })
+    wait_until(
+        "the request to be sent",
+        Duration::from_secs(30),
+        || async {
+            fleet
+                .get_json(&format!("{api}/v1/requests/{id}"))
+                .await
+                .is_some_and(|v| v["status"] == "sent")
+        },
+    )
     .await;
     let spans = programs.stop().await;
     let ingest = trace_of(&spans, "herald-ingest", "ingest.process");
@@ -751,39 +735,22 @@ async fn a_campaign_delivery_and_its_fallback_are_one_trace() {
     wait_until(
         "the campaign to complete through push",
         Duration::from_secs(60),
-        || {
-            let r = fleet.http.get(format!("{api}/v1/campaigns/trace1")).send();
-            async move {
-                match r.await {
-                    Ok(r) => r
-                        .json::<Value>()
-                        .await
-                        .map(|v| v["status"] == "completed" && v["counts"]["delivered:push"] == 1)
-                        .unwrap_or(false),
-                    Err(_) => false,
-                }
-            }
+        || async {
+            fleet
+                .get_json(&format!("{api}/v1/campaigns/trace1"))
+                .await
+                .is_some_and(|v| v["status"] == "completed" && v["counts"]["delivered:push"] == 1)
         },
     )
     .await;
     wait_until(
         "herald-metrics to count the push delivery",
         Duration::from_secs(30),
-        || {
-            let r = fleet
-                .http
-                .get(format!("http://{metrics}/v1/stats/campaigns/trace1"))
-                .send();
-            async move {
-                match r.await {
-                    Ok(r) => r
-                        .json::<Value>()
-                        .await
-                        .map(|v| v["counts"]["channels"]["push"]["delivered"] == 1)
-                        .unwrap_or(false),
-                    Err(_) => false,
-                }
-            }
+        || async {
+            fleet
+                .get_json(&format!("http://{metrics}/v1/stats/campaigns/trace1"))
+                .await
+                .is_some_and(|v| v["counts"]["channels"]["push"]["delivered"] == 1)
         },
     )
     .await;
