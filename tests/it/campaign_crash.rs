@@ -40,6 +40,66 @@ struct Worker {
     child: ChildGuard,
 }
 
+impl Worker {
+    /// Sends `signal`, waits up to `limit` for the process to exit, starts a new one;
+    /// returns the old one's exit.
+    async fn replace(
+        &mut self,
+        fleet: &Fleet,
+        signal: &str,
+        limit: Duration,
+    ) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(sent.success(), "kill {signal} {pid}");
+        let exit = self.child.wait_exit(limit).await;
+        self.child = spawn(fleet, self.bin, self.args);
+        exit
+    }
+}
+
+type Spec = (&'static str, &'static [&'static str]);
+
+fn start_workers(fleet: &Fleet, specs: &[Spec]) -> Vec<Worker> {
+    specs
+        .iter()
+        .map(|(bin, args)| Worker {
+            bin,
+            args,
+            child: spawn(fleet, bin, args),
+        })
+        .collect()
+}
+
+/// Customers reachable by e-mail and push, in a zone where quiet hours do not matter
+/// (SMS is not used).
+async fn put_email_push_customers(fleet: &Fleet, ids: &[String]) {
+    fleet
+        .put_customers(
+            ids.iter()
+                .map(|id| {
+                    json!({"id": id, "contacts": {"email": format!("{id}@x"), "push": format!("tok-{id}")},
+                           "consent": {"email": true, "push": true}, "time_zone": "Etc/GMT"})
+                })
+                .collect(),
+        )
+        .await;
+}
+
+/// Posts an e-mail-then-push campaign to `ids`.
+async fn post_campaign(fleet: &Fleet, id: &str, ids: &[String], timeout_ms: u64) {
+    let (status, created) = fleet
+        .post(
+            "/v1/campaigns",
+            json!({"id": id, "name": id, "template": "offer for {{id}}",
+                   "channels": ["email", "push"],
+                   "confirmation_timeout_ms": {"email": timeout_ms, "push": timeout_ms},
+                   "audience": {"customer_ids": ids}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{created}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_dispatchers_fanout_and_retry_mid_campaign_leaves_one_outcome_each() {
     let mut sim = quiet_provider();
@@ -48,21 +108,11 @@ async fn killing_dispatchers_fanout_and_retry_mid_campaign_leaves_one_outcome_ea
     sim.idempotent = true;
     sim.receipt_loss_rate = 0.05;
     let fleet = Fleet::start(sim, 8).await;
-    let zone = "Etc/GMT"; // quiet hours do not matter here: SMS is not used first
     let ids: Vec<String> = (0..RECIPIENTS).map(|i| format!("k{i}")).collect();
-    fleet
-        .put_customers(
-            ids.iter()
-                .map(|id| {
-                    json!({"id": id, "contacts": {"email": format!("{id}@x"), "push": format!("tok-{id}")},
-                           "consent": {"email": true, "push": true}, "time_zone": zone})
-                })
-                .collect(),
-        )
-        .await;
+    put_email_push_customers(&fleet, &ids).await;
 
     let dispatch = env!("CARGO_BIN_EXE_herald-dispatch");
-    let specs: [(&'static str, &'static [&'static str]); 7] = [
+    let specs: [Spec; 7] = [
         (dispatch, &["--channel", "email"]),
         (dispatch, &["--channel", "email"]),
         (dispatch, &["--channel", "push"]),
@@ -71,25 +121,8 @@ async fn killing_dispatchers_fanout_and_retry_mid_campaign_leaves_one_outcome_ea
         (env!("CARGO_BIN_EXE_herald-retry"), &[]),
         (env!("CARGO_BIN_EXE_herald-retry"), &[]),
     ];
-    let mut workers: Vec<Worker> = specs
-        .iter()
-        .map(|(bin, args)| Worker {
-            bin,
-            args,
-            child: spawn(&fleet, bin, args),
-        })
-        .collect();
-
-    let (status, created) = fleet
-        .post(
-            "/v1/campaigns",
-            json!({"id": "crash", "name": "crash test", "template": "offer for {{id}}",
-                   "channels": ["email", "push"],
-                   "confirmation_timeout_ms": {"email": 1500, "push": 1500},
-                   "audience": {"customer_ids": ids}}),
-        )
-        .await;
-    assert_eq!(status, 202, "{created}");
+    let mut workers = start_workers(&fleet, &specs);
+    post_campaign(&fleet, "crash", &ids, 1500).await;
 
     // Kill one process every 1.5 s, each kind at least once, and start it again.
     let mut outcomes_at_kills = Vec::new();
@@ -97,12 +130,9 @@ async fn killing_dispatchers_fanout_and_retry_mid_campaign_leaves_one_outcome_ea
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let (_, now) = fleet.get("/v1/campaigns/crash").await;
         outcomes_at_kills.push(now["progress"]["outcomes"].as_u64().unwrap_or(0));
-        let w = &mut workers[victim];
-        let pid = w.child.id().to_string();
-        let killed = Command::new("kill").args(["-KILL", &pid]).status().unwrap();
-        assert!(killed.success());
-        w.child.wait_exit(Duration::from_secs(10)).await;
-        w.child = spawn(&fleet, w.bin, w.args);
+        workers[victim]
+            .replace(&fleet, "-KILL", Duration::from_secs(10))
+            .await;
     }
 
     let report = fleet.wait_campaign("crash", Duration::from_secs(240)).await;
@@ -170,42 +200,17 @@ async fn sigterm_to_every_process_mid_campaign_loses_nothing_and_sends_nothing_t
     sim.latency_max_ms = 30;
     let fleet = Fleet::start(sim, 4).await;
     let ids: Vec<String> = (0..N).map(|i| format!("t{i}")).collect();
-    fleet
-        .put_customers(
-            ids.iter()
-                .map(|id| {
-                    json!({"id": id, "contacts": {"email": format!("{id}@x"), "push": format!("tok-{id}")},
-                           "consent": {"email": true, "push": true}, "time_zone": "Etc/GMT"})
-                })
-                .collect(),
-        )
-        .await;
+    put_email_push_customers(&fleet, &ids).await;
     let dispatch = env!("CARGO_BIN_EXE_herald-dispatch");
-    let specs: [(&'static str, &'static [&'static str]); 5] = [
+    let specs: [Spec; 5] = [
         (dispatch, &["--channel", "email"]),
         (dispatch, &["--channel", "email"]),
         (dispatch, &["--channel", "push"]),
         (env!("CARGO_BIN_EXE_herald-fanout"), &[]),
         (env!("CARGO_BIN_EXE_herald-retry"), &[]),
     ];
-    let mut workers: Vec<Worker> = specs
-        .iter()
-        .map(|(bin, args)| Worker {
-            bin,
-            args,
-            child: spawn(&fleet, bin, args),
-        })
-        .collect();
-    let (status, created) = fleet
-        .post(
-            "/v1/campaigns",
-            json!({"id": "rolling", "name": "rolling upgrade", "template": "offer for {{id}}",
-                   "channels": ["email", "push"],
-                   "confirmation_timeout_ms": {"email": 3000, "push": 3000},
-                   "audience": {"customer_ids": ids}}),
-        )
-        .await;
-    assert_eq!(status, 202, "{created}");
+    let mut workers = start_workers(&fleet, &specs);
+    post_campaign(&fleet, "rolling", &ids, 3000).await;
 
     // A rolling restart: each process in turn gets SIGTERM, must exit 0, and is replaced.
     let mut finished_at_stops = Vec::new();
@@ -214,20 +219,13 @@ async fn sigterm_to_every_process_mid_campaign_loses_nothing_and_sends_nothing_t
         let (_, now) = fleet.get("/v1/campaigns/rolling").await;
         finished_at_stops.push(now["progress"]["outcomes"].as_u64().unwrap_or(0));
         let w = &mut workers[victim];
-        let pid = w.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let exit = w.child.wait_exit(Duration::from_secs(30)).await;
+        let exit = w.replace(&fleet, "-TERM", Duration::from_secs(30)).await;
         assert!(
             exit.success(),
             "{} {:?} exited {exit:?} on SIGTERM",
             w.bin,
             w.args
         );
-        w.child = spawn(&fleet, w.bin, w.args);
     }
 
     let report = fleet
