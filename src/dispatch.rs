@@ -17,7 +17,6 @@ use rdkafka::producer::FutureProducer;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::shutdown::sleep_unless_cancelled;
 use tokio_util::task::TaskTracker;
@@ -305,8 +304,7 @@ impl Dispatcher {
             partition = msg.partition(),
             offset = msg.offset()
         );
-        crate::telemetry::continue_trace(msg, &span);
-        self.handle_in_span(msg, cancel).instrument(span).await
+        crate::telemetry::in_trace_of(msg, span, self.handle_in_span(msg, cancel)).await
     }
 
     async fn handle_in_span(&self, msg: &OwnedMessage, cancel: &CancellationToken) -> Handled {

@@ -18,7 +18,6 @@ use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::kafka::{self, LagProbe, Topics};
 use crate::model::{
@@ -177,8 +176,7 @@ impl FanOut {
     /// `true` when the message is dealt with (its offset may be committed).
     async fn handle(&self, msg: &OwnedMessage, cancel: &CancellationToken) -> bool {
         let span = tracing::info_span!("fanout.batch", offset = msg.offset());
-        crate::telemetry::continue_trace(msg, &span);
-        self.handle_in_span(msg, cancel).instrument(span).await
+        crate::telemetry::in_trace_of(msg, span, self.handle_in_span(msg, cancel)).await
     }
 
     async fn handle_in_span(&self, msg: &OwnedMessage, cancel: &CancellationToken) -> bool {

@@ -122,7 +122,7 @@ pub fn trace_headers() -> Option<OwnedHeaders> {
 }
 
 /// Makes `span` a child of the trace the message's headers carry, if any.
-pub fn continue_trace(msg: &OwnedMessage, span: &tracing::Span) {
+fn continue_trace(msg: &OwnedMessage, span: &tracing::Span) {
     let Some(headers) = msg.headers() else { return };
     let mut carrier: HashMap<String, String> = HashMap::new();
     for h in headers.iter() {
@@ -133,6 +133,18 @@ pub fn continue_trace(msg: &OwnedMessage, span: &tracing::Span) {
         }
     }
     set_parent(span, &carrier);
+}
+
+/// Runs `work` in `span`, made a child of the trace `msg`'s headers carry: how a consumer
+/// joins the trace of the message it handles.
+pub async fn in_trace_of<F: std::future::Future>(
+    msg: &OwnedMessage,
+    span: tracing::Span,
+    work: F,
+) -> F::Output {
+    use tracing::Instrument as _;
+    continue_trace(msg, &span);
+    work.instrument(span).await
 }
 
 /// Makes `span` a child of a stored W3C traceparent.
