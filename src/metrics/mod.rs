@@ -279,18 +279,11 @@ impl Aggregator {
         // Each pass counts what no other reader has; a partition found partly counted is
         // trimmed to its watermark and goes again in the next pass.
         while !runs.is_empty() {
-            let batch: Vec<(i32, MetricsRun)> = runs
+            let (partitions, batch): (Vec<i32>, Vec<MetricsRun>) = runs
                 .iter()
                 .filter_map(|(p, run)| Some((*p, metrics_run(&topic, *p, run)?)))
-                .collect();
-            let applied = match self
-                .store
-                .apply_metrics_runs(
-                    &batch.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
-                    now_ms(),
-                )
-                .await
-            {
+                .unzip();
+            let applied = match self.store.apply_metrics_runs(&batch, now_ms()).await {
                 Ok(applied) => applied,
                 Err(e) => {
                     self.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
@@ -299,7 +292,7 @@ impl Aggregator {
                 }
             };
             self.stats.flushes.fetch_add(1, Ordering::Relaxed);
-            for ((partition, _), outcome) in batch.iter().zip(applied) {
+            for (partition, outcome) in partitions.iter().zip(applied) {
                 let Some(run) = runs.get_mut(partition) else {
                     continue;
                 };
