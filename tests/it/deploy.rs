@@ -16,7 +16,9 @@ const BINARIES: [&str; 8] = [
 ];
 
 fn compose_file() -> String {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/compose/docker-compose.yml").to_string()
+    crate::harness::repo_file("compose/docker-compose.yml")
+        .display()
+        .to_string()
 }
 
 #[test]

@@ -29,6 +29,16 @@ use tokio_util::sync::CancellationToken;
 
 pub const API_KEY: &str = "test-key-123";
 
+/// A file of this repository, found at run time: cargo sets `CARGO_MANIFEST_DIR` for the test
+/// process, whereas `env!` would bake in the path of whichever clone built the binary first
+/// (CI shares one target directory between clones).
+pub fn repo_file(relative: &str) -> std::path::PathBuf {
+    let root = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    root.join(relative)
+}
+
 pub fn redis_url() -> String {
     std::env::var("HERALD_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6399".into())
 }

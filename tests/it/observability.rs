@@ -370,7 +370,7 @@ async fn serve_probes(probes: Probes, stop: tokio_util::sync::CancellationToken)
 
 /// Every `herald_*` metric name a Grafana panel queries.
 fn grafana_metric_names() -> Vec<String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards/herald.json");
+    let path = crate::harness::repo_file("dashboards/herald.json");
     let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut names = Vec::new();
     for panel in dashboard["panels"].as_array().unwrap() {
