@@ -92,7 +92,12 @@ impl Topics {
 
     /// The group of the metrics aggregators on [`Topics::events`].
     pub fn metrics_group(&self) -> String {
-        format!("{}-metrics", self.ns)
+        self.group("metrics")
+    }
+
+    /// A consumer group of the fleet by its role (`herald-loyalty`).
+    pub fn group(&self, role: &str) -> String {
+        format!("{}-{role}", self.ns)
     }
 }
 
@@ -318,6 +323,9 @@ pub fn fleet_groups(topics: &Topics) -> Vec<(String, String)> {
         .collect();
     groups.push((topics.fanout_group(), topics.campaigns()));
     groups.push((topics.metrics_group(), topics.events()));
+    for role in crate::events::Role::ALL {
+        groups.push((role.group(topics), role.topic(topics)));
+    }
     groups
 }
 

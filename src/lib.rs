@@ -15,6 +15,8 @@
 //!   fallback when a channel stays silent.
 //! - [`metrics`]: `herald-metrics` counts lifecycle events once into Redis and shows them
 //!   (dashboard, `/v1/stats`, Prometheus through [`prom`]).
+//! - [`events`]: `herald-events`: sales become confirmation e-mails and loyalty points, user
+//!   events become per-user aggregates, each once.
 //!
 //! Around them: [`config`] (flags and `HERALD_*` variables), [`telemetry`] (logs, OTLP traces
 //! carried in Kafka headers), [`health`] (probes and `/metrics` for programs without an API),
@@ -27,6 +29,7 @@ pub mod broker;
 pub mod config;
 pub mod dispatch;
 pub mod dlq;
+pub mod events;
 pub mod fanout;
 pub mod health;
 pub mod kafka;

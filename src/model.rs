@@ -74,7 +74,7 @@ impl RequestId {
             && raw.len() <= 64
             && raw
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
         ok.then(|| RequestId(raw.to_string()))
     }
 
@@ -256,6 +256,9 @@ impl LifecycleKind {
 /// 64 bytes, so it is safe inside Redis keys, idempotency keys (`:`-separated) and URLs.
 macro_rules! token_id {
     ($(#[$doc:meta])* $name:ident) => {
+        token_id!($(#[$doc])* $name, 64);
+    };
+    ($(#[$doc:meta])* $name:ident, $max:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -263,7 +266,7 @@ macro_rules! token_id {
 
         impl $name {
             pub fn parse(raw: &str) -> Option<Self> {
-                is_token(raw).then(|| $name(raw.to_string()))
+                is_token(raw, $max).then(|| $name(raw.to_string()))
             }
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -273,11 +276,12 @@ macro_rules! token_id {
         impl TryFrom<String> for $name {
             type Error = String;
             fn try_from(s: String) -> Result<Self, String> {
-                if is_token(&s) {
+                if is_token(&s, $max) {
                     Ok($name(s))
                 } else {
                     Err(format!(
-                        "{s:?} is not a valid id (1-64 letters, digits, '-', '_' or '.')"
+                        "{s:?} is not a valid id (1-{} letters, digits, '-', '_' or '.')",
+                        $max
                     ))
                 }
             }
@@ -297,9 +301,9 @@ macro_rules! token_id {
     };
 }
 
-fn is_token(raw: &str) -> bool {
+fn is_token(raw: &str, max: usize) -> bool {
     !raw.is_empty()
-        && raw.len() <= 64
+        && raw.len() <= max
         && raw
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
@@ -313,6 +317,17 @@ token_id!(
     /// A campaign's id: given by the caller (so a retried `POST` resumes, never duplicates)
     /// or generated.
     CampaignId
+);
+
+token_id!(
+    /// The shop's id of a sale (seed 003's `sale_id`). Short enough that its confirmation
+    /// e-mail's request id, `sale-{id}`, is still a request id.
+    SaleId,
+    59
+);
+token_id!(
+    /// A user event's id (seed 004's `event_id`): the unit of idempotency.
+    EventId
 );
 
 impl CampaignId {

@@ -24,6 +24,7 @@ use crate::model::{
 };
 use crate::store::{Publication, Store, StoreError};
 
+mod events;
 mod offers;
 
 /// Longest accepted `to` and `message`, in bytes.
@@ -100,6 +101,7 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .route("/v1/requests/{id}/process", post(process_request))
         .route("/v1/requests/{id}", get(get_request))
         .merge(offers::routes())
+        .merge(events::routes())
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
         .fallback(|| async { ApiError::not_found("route") })

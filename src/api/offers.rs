@@ -44,7 +44,7 @@ pub fn routes() -> Router<Arc<Ingest>> {
 }
 
 /// Deserializes a body, naming the offending field (`audience.customer_ids[3]`) on a 422.
-fn parse_json<T: DeserializeOwned>(body: &[u8], prefix: &str) -> Result<T, ApiError> {
+pub(super) fn parse_json<T: DeserializeOwned>(body: &[u8], prefix: &str) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

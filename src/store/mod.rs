@@ -145,8 +145,10 @@ return {'publish', rec[1], rec[2], rec[3]}
 "#
 );
 
+mod events;
 mod metrics;
 mod offers;
+pub use events::{ActivitySummary, Confirmation, CreditLine, LoyaltyAccount, LoyaltyCredit};
 pub use metrics::{Applied, Increments, MetricsRun};
 pub use offers::{
     CampaignCache, CampaignCreation, OnceClaim, Overdue, ReceiptOutcome, SentOutcome, BATCH_SIZE,

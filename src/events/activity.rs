@@ -1,0 +1,45 @@
+//! Seed 004: user events on `herald.user-events` kept as per-user aggregates in Redis,
+//! each `event_id` applied once, invalid events dead-lettered to `herald.user-events.dlq`.
+
+use std::time::Duration;
+
+use rdkafka::message::{Message as _, OwnedMessage};
+
+use super::model::{Activity, UserEvent};
+use super::{Applied, Consume, Role};
+use crate::model::now_ms;
+use crate::store::Store;
+
+pub struct UserEvents {
+    pub store: Store,
+    /// How long an `event_id` is remembered; a copy arriving later counts again.
+    pub dedup_window: Duration,
+}
+
+impl Consume for UserEvents {
+    type Item = Activity;
+
+    fn role(&self) -> Role {
+        Role::UserEvents
+    }
+
+    fn decode(&self, msg: &OwnedMessage) -> Result<Activity, String> {
+        let payload = msg.payload().ok_or("empty message")?;
+        let de = &mut serde_json::Deserializer::from_slice(payload);
+        let event: UserEvent = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            format!("undecodable user event: {path}: {}", e.into_inner())
+        })?;
+        event
+            .validate(now_ms())
+            .map_err(|e| format!("invalid user event: {e}"))
+    }
+
+    async fn apply(&self, items: &[Activity]) -> Result<Applied, String> {
+        self.store
+            .apply_activity(items, self.dedup_window)
+            .await
+            .map(Applied::tally)
+            .map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,317 @@
+//! `herald-events`: the shop's business events. Three consumers, each its own consumer group
+//! so that none holds up another, and each restartable on its own:
+//!
+//! - [`Role::SaleEmail`] (`herald.sales`, group `{ns}-sale-email`): a transactional
+//!   confirmation e-mail per sale, sent through the normal dispatch path (seed 003).
+//! - [`Role::Loyalty`] (`herald.sales`, group `{ns}-loyalty`): loyalty points per sale by a
+//!   configurable [`LoyaltyRule`] (seed 003).
+//! - [`Role::UserEvents`] (`herald.user-events`, group `{ns}-user-events`): per-user
+//!   aggregates (seed 004), which feed behavioural segments.
+//!
+//! Every consumer works the same way ([`run`]): messages are decoded as they arrive (what
+//! cannot be used goes to a dead-letter topic with the reason, once), the usable ones are
+//! applied to Redis in batches, and offsets are stored only after their batch is applied.
+//! Kafka redelivers at least once; each effect is keyed in Redis by `sale_id` or
+//! `event_id`, so a redelivered or re-published event changes nothing.
+
+mod activity;
+pub mod generate;
+pub mod model;
+mod sales;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Message as _, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+pub use activity::UserEvents;
+pub use sales::{Loyalty, LoyaltyRule, SaleEmail};
+
+use crate::kafka::{self, Topics};
+use crate::shutdown::sleep_unless_cancelled;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    #[error("cannot subscribe to {topic}: {source}")]
+    Subscribe {
+        topic: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+}
+
+/// One of the consumers `herald-events` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Role {
+    /// Confirmation e-mails for sales.
+    SaleEmail,
+    /// Loyalty points for sales.
+    Loyalty,
+    /// Per-user aggregates of user events.
+    UserEvents,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::SaleEmail, Role::Loyalty, Role::UserEvents];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::SaleEmail => "sale-email",
+            Role::Loyalty => "loyalty",
+            Role::UserEvents => "user-events",
+        }
+    }
+
+    pub fn group(self, topics: &Topics) -> String {
+        topics.group(self.as_str())
+    }
+
+    pub fn topic(self, topics: &Topics) -> String {
+        match self {
+            Role::SaleEmail | Role::Loyalty => topics.sales(),
+            Role::UserEvents => topics.user_events(),
+        }
+    }
+
+    /// Where what this consumer cannot use goes.
+    pub fn dead_letter_topic(self, topics: &Topics) -> String {
+        match self {
+            Role::SaleEmail | Role::Loyalty => topics.dlq(),
+            Role::UserEvents => topics.user_events_dlq(),
+        }
+    }
+}
+
+/// A consumer's counters.
+#[derive(Debug, Default, Serialize)]
+pub struct RoleStats {
+    pub consumed: AtomicU64,
+    /// Effects made now: e-mails queued, sales credited, events aggregated.
+    pub applied: AtomicU64,
+    /// Events whose effect was made before (redelivered or published twice).
+    pub duplicates: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub batches: AtomicU64,
+    /// Batches that Redis or Kafka refused, to be tried again.
+    pub retries: AtomicU64,
+    pub consumer_lag: AtomicI64,
+}
+
+/// What applying a batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub new: u64,
+    pub duplicates: u64,
+}
+
+impl Applied {
+    /// Tallies per-item outcomes (`true` = applied now).
+    pub fn tally(outcomes: impl IntoIterator<Item = bool>) -> Self {
+        let mut a = Applied::default();
+        for new in outcomes {
+            if new {
+                a.new += 1;
+            } else {
+                a.duplicates += 1;
+            }
+        }
+        a
+    }
+}
+
+/// One consumer's work: how to read a message and how to apply a batch of them.
+pub trait Consume: Send + Sync + 'static {
+    type Item: Send + Sync;
+
+    fn role(&self) -> Role;
+
+    /// The usable item in a message, or why it is not (its dead-letter reason).
+    fn decode(&self, msg: &OwnedMessage) -> Result<Self::Item, String>;
+
+    /// Applies a batch, each item at most once however often it is applied; an error
+    /// means nothing is committed and the batch is applied again.
+    fn apply(&self, items: &[Self::Item]) -> impl Future<Output = Result<Applied, String>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    /// Items applied per Redis round trip at most.
+    pub max_batch: usize,
+    /// How long an item may wait to be applied.
+    pub flush_interval: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_batch: 2_000,
+            flush_interval: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Messages read but not yet committed: the items to apply and, per partition, the last
+/// offset read (dead letters included).
+struct Pending<T> {
+    items: Vec<T>,
+    last_offsets: BTreeMap<i32, i64>,
+}
+
+/// Runs one consumer until `shutdown`: decode as messages come, apply in batches, store
+/// offsets only for what was applied or dead-lettered.
+pub async fn run<C: Consume>(
+    work: Arc<C>,
+    consumer: StreamConsumer,
+    producer: FutureProducer,
+    topics: Topics,
+    config: BatchConfig,
+    stats: Arc<RoleStats>,
+    shutdown: CancellationToken,
+) -> Result<(), EventsError> {
+    let role = work.role();
+    let topic = role.topic(&topics);
+    let dlq = role.dead_letter_topic(&topics);
+    consumer
+        .subscribe(&[&topic])
+        .map_err(|source| EventsError::Subscribe {
+            topic: topic.clone(),
+            source,
+        })?;
+    tracing::info!(role = role.as_str(), %topic, "consuming");
+    let consumer = Arc::new(consumer);
+    let mut pending = Pending {
+        items: Vec::new(),
+        last_offsets: BTreeMap::new(),
+    };
+    let mut tick = tokio::time::interval(config.flush_interval);
+    let mut progress = tokio::time::interval(Duration::from_secs(10));
+    'consume: loop {
+        if pending.items.len() >= config.max_batch.max(1) {
+            // Full: apply before reading more, waiting out an outage here.
+            while !flush(&*work, &consumer, &topic, &mut pending, &stats).await {
+                if !sleep_unless_cancelled(Duration::from_millis(500), &shutdown).await {
+                    break 'consume;
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = progress.tick() => log_progress(role, &stats),
+            _ = tick.tick() => {
+                flush(&*work, &consumer, &topic, &mut pending, &stats).await;
+            }
+            m = consumer.recv() => match m {
+                Ok(m) => {
+                    let msg = m.detach();
+                    stats.consumed.fetch_add(1, Ordering::Relaxed);
+                    match work.decode(&msg) {
+                        Ok(item) => pending.items.push(item),
+                        Err(reason) => {
+                            let reason = format!("{}: {reason}", role.group(&topics));
+                            tracing::warn!(%reason, partition = msg.partition(), offset = msg.offset(), "dead-lettering event");
+                            if !kafka::dead_letter_patiently(&producer, &dlq, &msg, &reason, &shutdown).await {
+                                break; // shutting down: this message stays uncommitted
+                            }
+                            stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    pending.last_offsets.insert(msg.partition(), msg.offset());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "kafka consume error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
+        }
+    }
+    // What cannot be applied now stays uncommitted, for whoever reads next.
+    flush(&*work, &consumer, &topic, &mut pending, &stats).await;
+    kafka::close_consumer(consumer, Duration::from_secs(10)).await;
+    log_progress(role, &stats);
+    Ok(())
+}
+
+/// Applies the pending items and stores the offsets they cover; `true` when done.
+async fn flush<C: Consume>(
+    work: &C,
+    consumer: &StreamConsumer,
+    topic: &str,
+    pending: &mut Pending<C::Item>,
+    stats: &RoleStats,
+) -> bool {
+    if pending.last_offsets.is_empty() {
+        return true;
+    }
+    match work.apply(&pending.items).await {
+        Ok(applied) => {
+            stats.applied.fetch_add(applied.new, Ordering::Relaxed);
+            stats
+                .duplicates
+                .fetch_add(applied.duplicates, Ordering::Relaxed);
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            for (partition, offset) in &pending.last_offsets {
+                if let Err(e) = consumer.store_offset(topic, *partition, *offset) {
+                    // A partition taken away meanwhile: its new owner applies it again, harmlessly.
+                    tracing::debug!(error = %e, partition, "offset not stored");
+                }
+            }
+            pending.items.clear();
+            pending.last_offsets.clear();
+            true
+        }
+        Err(e) => {
+            stats.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(role = work.role().as_str(), error = %e, items = pending.items.len(), "batch not applied; will retry");
+            false
+        }
+    }
+}
+
+fn log_progress(role: Role, s: &RoleStats) {
+    tracing::info!(
+        role = role.as_str(),
+        consumed = s.consumed.load(Ordering::Relaxed),
+        applied = s.applied.load(Ordering::Relaxed),
+        duplicates = s.duplicates.load(Ordering::Relaxed),
+        dead_lettered = s.dead_lettered.load(Ordering::Relaxed),
+        "progress"
+    );
+}
+
+/// The Prometheus families of the consumers a process runs.
+pub fn prometheus(roles: &[(Role, Arc<RoleStats>)]) -> Vec<crate::prom::Family> {
+    let mut events = crate::prom::Family::new(
+        "herald_business_events_total",
+        "Sales and user events handled by herald-events, by consumer and result.",
+    );
+    let mut lag = crate::prom::Family::new(
+        "herald_business_events_consumer_lag",
+        "Largest per-partition lag of each herald-events consumer group.",
+    );
+    for (role, stats) in roles {
+        for (result, n) in [
+            ("consumed", &stats.consumed),
+            ("applied", &stats.applied),
+            ("duplicate", &stats.duplicates),
+            ("dead_lettered", &stats.dead_lettered),
+            ("retried_batch", &stats.retries),
+        ] {
+            events.push(
+                &[("consumer", role.as_str()), ("result", result)],
+                crate::prom::Value::Counter(n.load(Ordering::Relaxed) as f64),
+            );
+        }
+        lag.push(
+            &[("consumer", role.as_str())],
+            crate::prom::Value::Gauge(stats.consumer_lag.load(Ordering::Relaxed) as f64),
+        );
+    }
+    vec![events, lag]
+}

@@ -1,0 +1,424 @@
+//! The business events Herald consumes as producers send them: sales (seed 003) and user
+//! events (seed 004), and what makes one usable. The same checks run in `herald-ingest`
+//! (a 422 naming the field) and in `herald-events` (a dead letter naming it), since
+//! producers may publish to the topics directly.
+
+use std::fmt;
+
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::model::{CustomerId, EventId, RequestId, SaleId};
+
+/// Why an event cannot be used: the field and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct Invalid {
+    pub field: String,
+    pub reason: String,
+}
+
+impl Invalid {
+    fn new(field: &str, reason: impl Into<String>) -> Self {
+        Invalid {
+            field: field.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The largest amount one sale or purchase may carry.
+const MAX_AMOUNT: i64 = 1_000_000_000;
+/// How far in the future an event's timestamp may be (producers' clocks drift).
+const MAX_CLOCK_SKEW_MS: u64 = 24 * 3600 * 1000;
+
+/// Seed 003's `sale_completed` event, field for field. `customer_id` is ours and optional:
+/// with it, loyalty points go to the customer; without, to the e-mail address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SaleEvent {
+    pub event_type: String,
+    #[serde(deserialize_with = "sale_id")]
+    pub sale_id: SaleId,
+    #[serde(deserialize_with = "text_or_number")]
+    pub product_id: String,
+    pub product_name: String,
+    pub quantity: u32,
+    pub total: Decimal,
+    pub customer_email: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<CustomerId>,
+    pub timestamp: String,
+}
+
+pub const SALE_COMPLETED: &str = "sale_completed";
+
+impl SaleEvent {
+    /// Checks what types alone cannot; returns when the sale happened (ms since the epoch).
+    pub fn validate(&self, now_ms: u64) -> Result<u64, Invalid> {
+        if self.event_type != SALE_COMPLETED {
+            return Err(Invalid::new(
+                "event_type",
+                format!("expected \"{SALE_COMPLETED}\", got {:?}", self.event_type),
+            ));
+        }
+        check_text("product_id", &self.product_id, 64)?;
+        check_text("product_name", &self.product_name, 200)?;
+        if !(1..=10_000).contains(&self.quantity) {
+            return Err(Invalid::new("quantity", "must be 1-10000"));
+        }
+        check_amount("total", self.total)?;
+        check_email("customer_email", &self.customer_email)?;
+        parse_timestamp("timestamp", &self.timestamp, now_ms)
+    }
+
+    /// Whose loyalty account the sale credits.
+    pub fn member(&self) -> MemberId {
+        match &self.customer_id {
+            Some(id) => MemberId(id.as_str().to_string()),
+            None => MemberId(self.customer_email.trim().to_ascii_lowercase()),
+        }
+    }
+
+    /// The seed 001 request that carries the sale's confirmation e-mail: one per sale.
+    pub fn confirmation_id(&self) -> RequestId {
+        confirmation_id(&self.sale_id)
+    }
+
+    pub fn confirmation_text(&self) -> String {
+        format!(
+            "Thank you for your order {}: {} x {}, total {:.2}.",
+            self.sale_id, self.quantity, self.product_name, self.total
+        )
+    }
+}
+
+pub fn confirmation_id(sale: &SaleId) -> RequestId {
+    RequestId(format!("sale-{sale}"))
+}
+
+/// A loyalty account: a customer id, or the e-mail address of a sale that named none.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MemberId(String);
+
+impl MemberId {
+    /// A customer id as it is, or an e-mail address (lower-cased).
+    pub fn parse(raw: &str) -> Option<Self> {
+        if let Some(id) = CustomerId::parse(raw) {
+            return Some(MemberId(id.as_str().to_string()));
+        }
+        check_email("id", raw)
+            .ok()
+            .map(|()| MemberId(raw.trim().to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MemberId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a user did (seed 004).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserAction {
+    Click,
+    View,
+    AddToCart,
+    Purchase,
+}
+
+impl UserAction {
+    pub const ALL: [UserAction; 4] = [
+        UserAction::Click,
+        UserAction::View,
+        UserAction::AddToCart,
+        UserAction::Purchase,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserAction::Click => "click",
+            UserAction::View => "view",
+            UserAction::AddToCart => "add_to_cart",
+            UserAction::Purchase => "purchase",
+        }
+    }
+}
+
+/// One user event on `herald.user-events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserEvent {
+    pub event_id: EventId,
+    pub user_id: CustomerId,
+    pub event_type: UserAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "optional_text_or_number",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub product_id: Option<String>,
+    /// What a purchase cost; only purchases carry one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Decimal>,
+    pub timestamp: String,
+}
+
+/// A user event as it is applied: checked, its category normalised, its amount in cents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activity {
+    pub event_id: EventId,
+    pub user_id: CustomerId,
+    pub action: UserAction,
+    pub category: Option<String>,
+    pub amount_cents: i64,
+    pub at_ms: u64,
+}
+
+impl UserEvent {
+    pub fn validate(&self, now_ms: u64) -> Result<Activity, Invalid> {
+        let category = match &self.category {
+            None => None,
+            Some(c) => {
+                let c = c.trim().to_ascii_lowercase();
+                if c.is_empty()
+                    || c.len() > 64
+                    || !c
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                {
+                    return Err(Invalid::new(
+                        "category",
+                        "must be 1-64 letters, digits, '-', '_' or '.'",
+                    ));
+                }
+                Some(c)
+            }
+        };
+        if let Some(p) = &self.product_id {
+            check_text("product_id", p, 64)?;
+        }
+        let amount_cents = match (self.event_type, self.amount) {
+            (UserAction::Purchase, Some(a)) => cents("amount", a)?,
+            (UserAction::Purchase, None) => {
+                return Err(Invalid::new("amount", "a purchase needs an amount"))
+            }
+            (_, Some(_)) => {
+                return Err(Invalid::new("amount", "only a purchase carries an amount"))
+            }
+            (_, None) => 0,
+        };
+        Ok(Activity {
+            event_id: self.event_id.clone(),
+            user_id: self.user_id.clone(),
+            action: self.event_type,
+            category,
+            amount_cents,
+            at_ms: parse_timestamp("timestamp", &self.timestamp, now_ms)?,
+        })
+    }
+}
+
+/// Money as cents; at most two decimals, never negative.
+pub fn cents(field: &str, amount: Decimal) -> Result<i64, Invalid> {
+    check_amount(field, amount)?;
+    (amount * Decimal::ONE_HUNDRED)
+        .to_i64()
+        .ok_or_else(|| Invalid::new(field, "too large"))
+}
+
+/// Cents as a decimal amount (`12345` → `123.45`).
+pub fn from_cents(cents: i64) -> Decimal {
+    Decimal::new(cents, 2)
+}
+
+fn check_amount(field: &str, amount: Decimal) -> Result<(), Invalid> {
+    if amount.is_sign_negative() && !amount.is_zero() {
+        return Err(Invalid::new(field, "must not be negative"));
+    }
+    if amount.normalize().scale() > 2 {
+        return Err(Invalid::new(field, "at most two decimals"));
+    }
+    if amount > Decimal::from(MAX_AMOUNT) {
+        return Err(Invalid::new(field, format!("at most {MAX_AMOUNT}")));
+    }
+    Ok(())
+}
+
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), Invalid> {
+    if value.trim().is_empty() || value.len() > max || value.chars().any(char::is_control) {
+        return Err(Invalid::new(
+            field,
+            format!("must be 1-{max} bytes of printable text"),
+        ));
+    }
+    Ok(())
+}
+
+/// A plausible address: one `@`, a dotted domain, nothing that would break a key or a header.
+fn check_email(field: &str, value: &str) -> Result<(), Invalid> {
+    let v = value.trim();
+    let ok = v.len() <= 254
+        && v.split('@').count() == 2
+        && v.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
+        })
+        && !v
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "{}<>\",;:".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            field,
+            format!("{value:?} is not an e-mail address"),
+        ))
+    }
+}
+
+/// RFC 3339 (`2026-11-24T10:30:00Z`), or a date and time without offset as seed 003 sends
+/// it (`2024-12-04T10:30:00`, read as UTC). Milliseconds since the epoch.
+pub fn parse_timestamp(field: &str, raw: &str, now_ms: u64) -> Result<u64, Invalid> {
+    let ts = raw
+        .parse::<jiff::Timestamp>()
+        .or_else(|_| {
+            raw.parse::<jiff::civil::DateTime>()
+                .and_then(|dt| dt.to_zoned(jiff::tz::TimeZone::UTC))
+                .map(|z| z.timestamp())
+        })
+        .map_err(|_| {
+            Invalid::new(
+                field,
+                format!("{raw:?} is not a date and time (RFC 3339, e.g. 2026-11-24T10:30:00Z)"),
+            )
+        })?;
+    let ms = u64::try_from(ts.as_millisecond()).map_err(|_| Invalid::new(field, "before 1970"))?;
+    if ms > now_ms + MAX_CLOCK_SKEW_MS {
+        return Err(Invalid::new(field, "more than a day in the future"));
+    }
+    Ok(ms)
+}
+
+/// Ids that producers send as text or as a number (seed 003's `product_id: 1`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TextOrNumber {
+    Text(String),
+    Number(serde_json::Number),
+}
+
+impl From<TextOrNumber> for String {
+    fn from(v: TextOrNumber) -> String {
+        match v {
+            TextOrNumber::Text(s) => s,
+            TextOrNumber::Number(n) => n.to_string(),
+        }
+    }
+}
+
+fn text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    TextOrNumber::deserialize(d)
+        .map(String::from)
+        .map_err(|_| D::Error::custom("expected a string or a number"))
+}
+
+fn optional_text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<TextOrNumber>::deserialize(d)
+        .map(|v| v.map(String::from))
+        .map_err(|_| D::Error::custom("expected a string or a number"))
+}
+
+fn sale_id<'de, D: Deserializer<'de>>(d: D) -> Result<SaleId, D::Error> {
+    SaleId::try_from(text_or_number(d)?).map_err(D::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: u64 = 1_800_000_000_000; // 2027-01-15
+
+    fn seed_sale() -> serde_json::Value {
+        // Seed 003's example, as it is written there.
+        json!({
+            "event_type": "sale_completed",
+            "sale_id": "12345",
+            "product_id": 1,
+            "product_name": "Manzana Orgánica",
+            "quantity": 5,
+            "total": 75.00,
+            "customer_email": "cliente@example.com",
+            "timestamp": "2024-12-04T10:30:00"
+        })
+    }
+
+    #[test]
+    fn the_seed_sale_is_valid_and_credits_its_email() {
+        let sale: SaleEvent = serde_json::from_value(seed_sale()).unwrap();
+        let at = sale.validate(NOW).unwrap();
+        assert_eq!(at, 1_733_308_200_000);
+        assert_eq!(sale.product_id, "1");
+        assert_eq!(sale.member().as_str(), "cliente@example.com");
+        assert_eq!(sale.confirmation_id().as_str(), "sale-12345");
+        assert_eq!(cents("total", sale.total).unwrap(), 7500);
+    }
+
+    #[test]
+    fn a_sale_names_what_is_wrong() {
+        for (field, value) in [
+            ("event_type", json!("sale_refunded")),
+            ("quantity", json!(0)),
+            ("total", json!(-1)),
+            ("total", json!(1.005)),
+            ("customer_email", json!("not-an-address")),
+            ("timestamp", json!("yesterday")),
+            ("product_name", json!("  ")),
+        ] {
+            let mut v = seed_sale();
+            v[field] = value;
+            let sale: SaleEvent = serde_json::from_value(v).unwrap();
+            assert_eq!(sale.validate(NOW).unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn user_events_need_an_amount_exactly_when_they_are_purchases() {
+        let mut v = json!({"event_id": "e1", "user_id": "c1", "event_type": "purchase",
+            "category": "Shoes", "amount": "19.99", "timestamp": "2026-11-24T10:00:00Z"});
+        let a = serde_json::from_value::<UserEvent>(v.clone())
+            .unwrap()
+            .validate(NOW)
+            .unwrap();
+        assert_eq!(
+            (a.amount_cents, a.category.as_deref()),
+            (1999, Some("shoes"))
+        );
+        v["event_type"] = json!("click");
+        let e = serde_json::from_value::<UserEvent>(v.clone()).unwrap();
+        assert_eq!(e.validate(NOW).unwrap_err().field, "amount");
+        v["event_type"] = json!("purchase");
+        v.as_object_mut().unwrap().remove("amount");
+        let e = serde_json::from_value::<UserEvent>(v).unwrap();
+        assert_eq!(e.validate(NOW).unwrap_err().field, "amount");
+    }
+
+    #[test]
+    fn members_are_customer_ids_or_lowercased_addresses() {
+        assert_eq!(MemberId::parse("c-42").unwrap().as_str(), "c-42");
+        assert_eq!(
+            MemberId::parse("Ana@Example.com").unwrap().as_str(),
+            "ana@example.com"
+        );
+        assert!(MemberId::parse("a b").is_none());
+        assert_eq!(from_cents(12345).to_string(), "123.45");
+    }
+}
