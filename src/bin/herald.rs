@@ -50,6 +50,9 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         campaigns: u64,
     },
+    /// Sales and user events (seeds 003 and 004).
+    #[command(subcommand)]
+    Events(EventsCommand),
     /// Kafka topics of the fleet.
     #[command(subcommand)]
     Topics(TopicsCommand),
@@ -117,6 +120,44 @@ enum DlqCommand {
         /// Show what would be replayed, change nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum EventsCommand {
+    /// Publish realistic user events and sales straight to the topics at RATE per second
+    /// for DURATION seconds: shoppers click, view, add to cart and buy (each purchase is
+    /// also a sale), with a share of invalid events and of copies, as the consumers must
+    /// expect. Prints what was published (`--json` for scripts).
+    Generate {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Events per second (0: as fast as the broker takes them).
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Stop after this many events even if time is left.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Shoppers `PREFIX0..PREFIX{USERS-1}` (the same ids as `herald customers seed`).
+        #[arg(long, default_value_t = 10_000)]
+        users: u64,
+        #[arg(long, default_value = "cust")]
+        prefix: String,
+        /// Share of invalid events (0-1).
+        #[arg(long, default_value_t = 0.01)]
+        invalid_ratio: f64,
+        /// Share of events published twice (0-1).
+        #[arg(long, default_value_t = 0.01)]
+        duplicate_ratio: f64,
+        /// Random seed (the same seed draws the same shoppers and mistakes).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -405,6 +446,44 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Events(EventsCommand::Generate {
+            kafka,
+            rate,
+            duration,
+            count,
+            users,
+            prefix,
+            invalid_ratio,
+            duplicate_ratio,
+            seed,
+            json,
+        }) => {
+            for (name, ratio) in [("invalid", invalid_ratio), ("duplicate", duplicate_ratio)] {
+                if !(0.0..=1.0).contains(&ratio) {
+                    anyhow::bail!("--{name}-ratio must be between 0 and 1, not {ratio}");
+                }
+            }
+            let config = herald::events::generate::GenerateConfig {
+                rate,
+                duration: Duration::from_secs(duration),
+                max_events: count,
+                users: users.max(1),
+                user_prefix: prefix,
+                invalid_ratio,
+                duplicate_ratio,
+                seed,
+            };
+            let report = generate_events(kafka, config).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "published {} records in {:.1}s ({:.0}/s): {} user events, {} sales, {} invalid user events, {} invalid sales, {} copies",
+                    report.published, report.elapsed_s, report.published_per_sec, report.user_events,
+                    report.sales, report.invalid_user_events, report.invalid_sales, report.duplicates
+                );
+            }
+        }
         Command::ProduceEvents {
             kafka_brokers,
             topic,
@@ -432,4 +511,55 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs the generator on a blocking thread with a progress bar on a terminal (a line every
+/// few seconds otherwise).
+async fn generate_events(
+    kafka: KafkaArgs,
+    config: herald::events::generate::GenerateConfig,
+) -> anyhow::Result<herald::events::generate::GenerateReport> {
+    use std::io::IsTerminal as _;
+    let topics = herald::kafka::Topics::new(&kafka.namespace);
+    let planned = match (config.rate, config.max_events) {
+        (0, Some(n)) => n,
+        (0, None) => 0,
+        (rate, max) => (rate * config.duration.as_secs()).min(max.unwrap_or(u64::MAX)),
+    };
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(planned);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:40.cyan/blue} {human_pos}/{human_len} records {per_sec} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let shown = bar.clone();
+    let mut last_line = std::time::Instant::now();
+    let report = tokio::task::spawn_blocking(move || {
+        herald::events::generate::generate(&kafka.kafka_brokers, &topics, config, |r| {
+            match &shown {
+                Some(bar) => {
+                    bar.set_position(r.published);
+                    bar.set_message(format!("{} sales, {} invalid", r.sales, r.invalid_user_events + r.invalid_sales));
+                }
+                None if last_line.elapsed() >= Duration::from_secs(2) => {
+                    last_line = std::time::Instant::now();
+                    eprintln!(
+                        "  [{:>5.1}s] published {} ({} user events, {} sales, {} invalid, {} copies)",
+                        r.elapsed_s, r.published, r.user_events, r.sales,
+                        r.invalid_user_events + r.invalid_sales, r.duplicates
+                    );
+                }
+                None => {}
+            }
+        })
+    })
+    .await??;
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    Ok(report)
 }

@@ -28,7 +28,10 @@ impl Consume for UserEvents {
         let de = &mut serde_json::Deserializer::from_slice(payload);
         let event: UserEvent = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            format!("undecodable user event: {path}: {}", e.into_inner())
+            match path.as_str() {
+                "." => format!("undecodable user event: {}", e.into_inner()),
+                _ => format!("undecodable user event: {path}: {}", e.into_inner()),
+            }
         })?;
         event
             .validate(now_ms())

@@ -288,7 +288,7 @@ fn log_progress(role: Role, s: &RoleStats) {
 /// The Prometheus families of the consumers a process runs.
 pub fn prometheus(roles: &[(Role, Arc<RoleStats>)]) -> Vec<crate::prom::Family> {
     let mut events = crate::prom::Family::new(
-        "herald_business_events_total",
+        "herald_business_events",
         "Sales and user events handled by herald-events, by consumer and result.",
     );
     let mut lag = crate::prom::Family::new(

@@ -162,8 +162,8 @@ impl Store {
             let key = self.activity_key(&a.user_id);
             pipe.invoke_script(
                 script
-                    .key(format!("{key}:seen:{}", a.event_id))
                     .key(&key)
+                    .key(format!("{key}:seen:{}", a.event_id))
                     .arg(ttl)
                     .arg(a.action.as_str())
                     .arg(a.amount_cents)

@@ -2,36 +2,16 @@
 //! `herald-retry` (real processes) are killed with SIGKILL and restarted. At the end every
 //! recipient has exactly one outcome and the provider never delivered a key twice.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use futures::future::join_all;
 use herald::model::{CampaignId, CustomerId};
 use serde_json::json;
 
-use crate::harness::{quiet_provider, ChildGuard, Fleet, API_KEY};
+use crate::harness::{quiet_provider, ChildGuard, Fleet};
 
 const RECIPIENTS: usize = 20_000;
-
-fn spawn(fleet: &Fleet, bin: &str, args: &[&str]) -> ChildGuard {
-    let child = Command::new(bin)
-        .args(args)
-        .env("HERALD_KAFKA_BROKERS", fleet.brokers())
-        .env("HERALD_REDIS_URL", crate::harness::redis_url())
-        .env("HERALD_NAMESPACE", &fleet.ns)
-        .env("HERALD_PROVIDER_URL", &fleet.provider_url)
-        .env("HERALD_PROVIDER_API_KEY", API_KEY)
-        .env("HERALD_LEASE_MS", "3000")
-        .env("HERALD_RETRY_POLL_MS", "100")
-        .env("HERALD_RETRY_CLAIM_LEASE_MS", "2000")
-        .env("HERALD_RETRY_WATCH_MS", "4000")
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
-    ChildGuard(Some(child))
-}
 
 /// One of the fleet's processes, restartable.
 struct Worker {
@@ -53,7 +33,7 @@ impl Worker {
         let sent = Command::new("kill").args([signal, &pid]).status().unwrap();
         assert!(sent.success(), "kill {signal} {pid}");
         let exit = self.child.wait_exit(limit).await;
-        self.child = spawn(fleet, self.bin, self.args);
+        self.child = fleet.spawn(self.bin, self.args);
         exit
     }
 }
@@ -66,7 +46,7 @@ fn start_workers(fleet: &Fleet, specs: &[Spec]) -> Vec<Worker> {
         .map(|(bin, args)| Worker {
             bin,
             args,
-            child: spawn(fleet, bin, args),
+            child: fleet.spawn(bin, args),
         })
         .collect()
 }

@@ -11,6 +11,7 @@ use herald::api::{self, Ingest};
 use herald::broker::MockBroker;
 use herald::config::ProviderArgs;
 use herald::dispatch::{DispatchConfig, DispatchStats, Dispatcher};
+use herald::events::{BatchConfig, Consume, RoleStats};
 use herald::fanout::{FanOut, FanOutConfig};
 use herald::kafka::LagProbe;
 use herald::kafka::{self, Topics};
@@ -122,6 +123,28 @@ impl Fleet {
             http: reqwest::Client::new(),
             shutdown,
         }
+    }
+
+    /// Runs one of Herald's programs as a process on this fleet's broker, Redis, namespace
+    /// and provider, with short leases; it is killed when the guard drops.
+    pub fn spawn(&self, bin: &str, args: &[&str]) -> ChildGuard {
+        let child = std::process::Command::new(bin)
+            .args(args)
+            .env("HERALD_KAFKA_BROKERS", self.brokers())
+            .env("HERALD_REDIS_URL", redis_url())
+            .env("HERALD_NAMESPACE", &self.ns)
+            .env("HERALD_PROVIDER_URL", &self.provider_url)
+            .env("HERALD_PROVIDER_API_KEY", API_KEY)
+            .env("HERALD_LEASE_MS", "3000")
+            .env("HERALD_RETRY_POLL_MS", "100")
+            .env("HERALD_RETRY_CLAIM_LEASE_MS", "2000")
+            .env("HERALD_RETRY_WATCH_MS", "4000")
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+        ChildGuard(Some(child))
     }
 
     pub fn brokers(&self) -> &str {
@@ -242,6 +265,31 @@ impl Fleet {
         let run = agg.clone().run(consumer, stop);
         tokio::spawn(async move { run.await.expect("aggregator run") });
         (agg, url)
+    }
+
+    /// Starts one in-process `herald-events` consumer in consumer group `group`, with
+    /// small batches; returns its counters.
+    pub fn start_events<C: Consume>(
+        &self,
+        work: C,
+        group: &str,
+        stop: CancellationToken,
+    ) -> Arc<RoleStats> {
+        let stats = Arc::new(RoleStats::default());
+        let run = herald::events::run(
+            Arc::new(work),
+            kafka::consumer(self.brokers(), group).unwrap(),
+            kafka::producer(self.brokers()).unwrap(),
+            self.topics.clone(),
+            BatchConfig {
+                max_batch: 100,
+                flush_interval: Duration::from_millis(20),
+            },
+            stats.clone(),
+            stop,
+        );
+        tokio::spawn(async move { run.await.expect("events consumer run") });
+        stats
     }
 
     /// Stores customers through the API, 1000 per call.
@@ -439,6 +487,22 @@ impl ChildGuard {
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Polls `check` every 100 ms until it holds; fails the test after `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -10,6 +10,7 @@ mod campaign_crash;
 mod dead_letters;
 mod deploy;
 mod dispatch_once;
+mod events;
 mod observability;
 mod offers;
 mod redis_restart;

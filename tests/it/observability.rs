@@ -14,7 +14,7 @@ use herald::kafka::{self, dlq_headers};
 use herald::model::{CampaignId, Channel, CustomerId, LifecycleEvent, LifecycleKind};
 use serde_json::{json, Value};
 
-use crate::harness::{quiet_provider, ChildGuard, Fleet, API_KEY};
+use crate::harness::{quiet_provider, wait_until, ChildGuard, Fleet, API_KEY};
 
 fn event(kind: LifecycleKind, campaign: &str, customer: usize, channel: Channel) -> LifecycleEvent {
     LifecycleEvent::for_delivery(
@@ -24,21 +24,6 @@ fn event(kind: LifecycleKind, campaign: &str, customer: usize, channel: Channel)
         channel,
         None,
     )
-}
-
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
