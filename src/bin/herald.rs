@@ -480,7 +480,8 @@ async fn main() -> anyhow::Result<()> {
                 println!(
                     "published {} records in {:.1}s ({:.0}/s): {} user events, {} sales, {} invalid user events, {} invalid sales, {} copies",
                     report.published, report.elapsed_s, report.published_per_sec, report.user_events,
-                    report.sales, report.invalid_user_events, report.invalid_sales, report.duplicates
+                    report.sales, report.invalid_user_events, report.invalid_sales,
+                    report.duplicate_user_events + report.duplicate_sales
                 );
             }
         }
@@ -550,7 +551,7 @@ async fn generate_events(
                     eprintln!(
                         "  [{:>5.1}s] published {} ({} user events, {} sales, {} invalid, {} copies)",
                         r.elapsed_s, r.published, r.user_events, r.sales,
-                        r.invalid_user_events + r.invalid_sales, r.duplicates
+                        r.invalid_user_events + r.invalid_sales, r.duplicate_user_events + r.duplicate_sales
                     );
                 }
                 None => {}

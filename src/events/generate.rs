@@ -57,8 +57,9 @@ pub struct GenerateReport {
     /// Invalid records: user events and sales.
     pub invalid_user_events: u64,
     pub invalid_sales: u64,
-    /// Second copies of valid records (user events and sales).
-    pub duplicates: u64,
+    /// Second copies of valid records.
+    pub duplicate_user_events: u64,
+    pub duplicate_sales: u64,
     /// Every record published, copies and invalid ones included.
     pub published: u64,
     pub elapsed_s: f64,
@@ -117,8 +118,13 @@ impl Shop {
     fn next_records(&mut self, topics: &Topics, report: &mut GenerateReport) -> Vec<Record> {
         if !self.recent.is_empty() && self.rng.random_bool(self.config.duplicate_ratio) {
             let i = self.rng.random_range(0..self.recent.len());
-            report.duplicates += 1;
-            return vec![self.recent[i].clone()];
+            let copy = self.recent[i].clone();
+            if copy.0 == topics.sales() {
+                report.duplicate_sales += 1;
+            } else {
+                report.duplicate_user_events += 1;
+            }
+            return vec![copy];
         }
         if self.rng.random_bool(self.config.invalid_ratio) {
             return vec![self.invalid(topics, report)];
@@ -317,7 +323,13 @@ mod tests {
             "every record counted invalid fails validation, and only those"
         );
         assert!(report.sales > 100 && report.sales < report.user_events / 10);
-        assert!(report.duplicates > 100, "{report:?}");
-        assert_eq!(valid, report.user_events + report.sales + report.duplicates);
+        assert!(report.duplicate_user_events > 100, "{report:?}");
+        assert_eq!(
+            valid,
+            report.user_events
+                + report.sales
+                + report.duplicate_user_events
+                + report.duplicate_sales
+        );
     }
 }

@@ -128,7 +128,7 @@ impl Applied {
 
 /// One consumer's work: how to read a message and how to apply a batch of them.
 pub trait Consume: Send + Sync + 'static {
-    type Item: Send + Sync;
+    type Item: Send + Sync + 'static;
 
     fn role(&self) -> Role;
 
@@ -157,15 +157,141 @@ impl Default for BatchConfig {
     }
 }
 
-/// Messages read but not yet committed: the items to apply and, per partition, the last
-/// offset read (dead letters included).
+/// Messages read but not yet committed: the items to apply, the dead letters being
+/// published (`true` once acknowledged) and, per partition, the last offset read.
 struct Pending<T> {
     items: Vec<T>,
+    dead_letters: Vec<tokio::task::JoinHandle<bool>>,
     last_offsets: BTreeMap<i32, i64>,
 }
 
-/// Runs one consumer until `shutdown`: decode as messages come, apply in batches, store
-/// offsets only for what was applied or dead-lettered.
+impl<T> Default for Pending<T> {
+    fn default() -> Self {
+        Pending {
+            items: Vec::new(),
+            dead_letters: Vec::new(),
+            last_offsets: BTreeMap::new(),
+        }
+    }
+}
+
+/// A batch being applied while the next one is read.
+struct InFlight<T> {
+    task: tokio::task::JoinHandle<(Vec<T>, Result<Applied, String>)>,
+    last_offsets: BTreeMap<i32, i64>,
+}
+
+/// Everything a consumer's loop shares with its batches.
+struct Batches<C: Consume> {
+    work: Arc<C>,
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    stats: Arc<RoleStats>,
+}
+
+impl<C: Consume> Batches<C> {
+    /// Applies a batch in the background once its dead letters are published.
+    fn start(
+        &self,
+        items: Vec<C::Item>,
+        dead_letters: Vec<tokio::task::JoinHandle<bool>>,
+        last_offsets: BTreeMap<i32, i64>,
+    ) -> InFlight<C::Item> {
+        let work = self.work.clone();
+        InFlight {
+            task: tokio::spawn(async move {
+                let published = futures::future::join_all(dead_letters).await;
+                if !published.iter().all(|p| matches!(p, Ok(true))) {
+                    return (
+                        items,
+                        Err("shutting down before every dead letter was published".into()),
+                    );
+                }
+                let result = work.apply(&items).await;
+                (items, result)
+            }),
+            last_offsets,
+        }
+    }
+
+    /// Starts applying what is pending, once the batch before it is applied (batches are
+    /// applied one after another, so offsets are stored in order). `false` when shutdown
+    /// came while the batch before could not be applied.
+    async fn flush(
+        &self,
+        pending: &mut Pending<C::Item>,
+        in_flight: &mut Option<InFlight<C::Item>>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        if !self.settle(in_flight, shutdown).await {
+            return false;
+        }
+        if !pending.last_offsets.is_empty() {
+            let Pending {
+                items,
+                dead_letters,
+                last_offsets,
+            } = std::mem::take(pending);
+            *in_flight = Some(self.start(items, dead_letters, last_offsets));
+        }
+        true
+    }
+
+    /// Waits for the batch in flight, applying it again while Redis or Kafka refuse it;
+    /// then stores its offsets. `false` if shutdown came first (its offsets stay unstored).
+    async fn settle(
+        &self,
+        in_flight: &mut Option<InFlight<C::Item>>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let Some(mut batch) = in_flight.take() else {
+            return true;
+        };
+        loop {
+            let (items, result) = match (&mut batch.task).await {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::error!(error = %e, "batch task failed");
+                    return false;
+                }
+            };
+            match result {
+                Ok(applied) => {
+                    self.record(applied, &batch.last_offsets);
+                    return true;
+                }
+                Err(e) => {
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(role = self.work.role().as_str(), error = %e, items = items.len(), "batch not applied; will retry");
+                    if !sleep_unless_cancelled(Duration::from_millis(500), shutdown).await {
+                        return false;
+                    }
+                    // Its dead letters went (or shutdown stopped the retries above).
+                    batch = self.start(items, Vec::new(), std::mem::take(&mut batch.last_offsets));
+                }
+            }
+        }
+    }
+
+    fn record(&self, applied: Applied, last_offsets: &BTreeMap<i32, i64>) {
+        let stats = &self.stats;
+        stats.applied.fetch_add(applied.new, Ordering::Relaxed);
+        stats
+            .duplicates
+            .fetch_add(applied.duplicates, Ordering::Relaxed);
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        for (partition, offset) in last_offsets {
+            if let Err(e) = self.consumer.store_offset(&self.topic, *partition, *offset) {
+                // A partition taken away meanwhile: its new owner applies it again, harmlessly.
+                tracing::debug!(error = %e, partition, "offset not stored");
+            }
+        }
+    }
+}
+
+/// Runs one consumer until `shutdown`: decode as messages come, apply in batches (one
+/// applied while the next is read), store offsets only for what was applied or
+/// dead-lettered.
 pub async fn run<C: Consume>(
     work: Arc<C>,
     consumer: StreamConsumer,
@@ -185,41 +311,44 @@ pub async fn run<C: Consume>(
             source,
         })?;
     tracing::info!(role = role.as_str(), %topic, "consuming");
-    let consumer = Arc::new(consumer);
-    let mut pending = Pending {
-        items: Vec::new(),
-        last_offsets: BTreeMap::new(),
+    let batches = Batches {
+        work,
+        consumer: Arc::new(consumer),
+        topic,
+        stats: stats.clone(),
     };
+    let mut pending = Pending::default();
+    let mut in_flight = None;
     let mut tick = tokio::time::interval(config.flush_interval);
     let mut progress = tokio::time::interval(Duration::from_secs(10));
-    'consume: loop {
-        if pending.items.len() >= config.max_batch.max(1) {
-            // Full: apply before reading more, waiting out an outage here.
-            while !flush(&*work, &consumer, &topic, &mut pending, &stats).await {
-                if !sleep_unless_cancelled(Duration::from_millis(500), &shutdown).await {
-                    break 'consume;
-                }
-            }
-        }
+    loop {
+        let full = pending.items.len() >= config.max_batch.max(1);
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = progress.tick() => log_progress(role, &stats),
-            _ = tick.tick() => {
-                flush(&*work, &consumer, &topic, &mut pending, &stats).await;
+            _ = tick.tick(), if !full => {
+                if !batches.flush(&mut pending, &mut in_flight, &shutdown).await {
+                    break;
+                }
             }
-            m = consumer.recv() => match m {
+            // Full: apply before reading more (waiting out an outage here).
+            _ = std::future::ready(()), if full => {
+                if !batches.flush(&mut pending, &mut in_flight, &shutdown).await {
+                    break;
+                }
+            }
+            m = batches.consumer.recv(), if !full => match m {
                 Ok(m) => {
                     let msg = m.detach();
                     stats.consumed.fetch_add(1, Ordering::Relaxed);
-                    match work.decode(&msg) {
+                    match batches.work.decode(&msg) {
                         Ok(item) => pending.items.push(item),
                         Err(reason) => {
                             let reason = format!("{}: {reason}", role.group(&topics));
                             tracing::warn!(%reason, partition = msg.partition(), offset = msg.offset(), "dead-lettering event");
-                            if !kafka::dead_letter_patiently(&producer, &dlq, &msg, &reason, &shutdown).await {
-                                break; // shutting down: this message stays uncommitted
-                            }
-                            stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                            pending.last_offsets.insert(msg.partition(), msg.offset());
+                            pending.dead_letters.push(dead_letter(&producer, &dlq, msg, reason, &stats, &shutdown));
+                            continue;
                         }
                     }
                     pending.last_offsets.insert(msg.partition(), msg.offset());
@@ -231,47 +360,43 @@ pub async fn run<C: Consume>(
             },
         }
     }
-    // What cannot be applied now stays uncommitted, for whoever reads next.
-    flush(&*work, &consumer, &topic, &mut pending, &stats).await;
-    kafka::close_consumer(consumer, Duration::from_secs(10)).await;
+    // One last try for what was read; what cannot be applied now stays uncommitted, for
+    // whoever reads next.
+    let last_try = CancellationToken::new();
+    last_try.cancel();
+    if batches.settle(&mut in_flight, &last_try).await {
+        batches.flush(&mut pending, &mut in_flight, &last_try).await;
+        batches.settle(&mut in_flight, &last_try).await;
+    }
+    kafka::close_consumer(batches.consumer, Duration::from_secs(10)).await;
     log_progress(role, &stats);
     Ok(())
 }
 
-/// Applies the pending items and stores the offsets they cover; `true` when done.
-async fn flush<C: Consume>(
-    work: &C,
-    consumer: &StreamConsumer,
-    topic: &str,
-    pending: &mut Pending<C::Item>,
-    stats: &RoleStats,
-) -> bool {
-    if pending.last_offsets.is_empty() {
-        return true;
-    }
-    match work.apply(&pending.items).await {
-        Ok(applied) => {
-            stats.applied.fetch_add(applied.new, Ordering::Relaxed);
-            stats
-                .duplicates
-                .fetch_add(applied.duplicates, Ordering::Relaxed);
-            stats.batches.fetch_add(1, Ordering::Relaxed);
-            for (partition, offset) in &pending.last_offsets {
-                if let Err(e) = consumer.store_offset(topic, *partition, *offset) {
-                    // A partition taken away meanwhile: its new owner applies it again, harmlessly.
-                    tracing::debug!(error = %e, partition, "offset not stored");
-                }
-            }
-            pending.items.clear();
-            pending.last_offsets.clear();
-            true
+/// Publishes a dead letter in the background (its batch waits for it before its offsets
+/// are stored): awaiting each in turn would hold up the good events behind it.
+fn dead_letter(
+    producer: &FutureProducer,
+    dlq: &str,
+    msg: OwnedMessage,
+    reason: String,
+    stats: &Arc<RoleStats>,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<bool> {
+    let (producer, dlq, stats, shutdown) = (
+        producer.clone(),
+        dlq.to_string(),
+        stats.clone(),
+        shutdown.clone(),
+    );
+    tokio::spawn(async move {
+        let published =
+            kafka::dead_letter_patiently(&producer, &dlq, &msg, &reason, &shutdown).await;
+        if published {
+            stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
         }
-        Err(e) => {
-            stats.retries.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(role = work.role().as_str(), error = %e, items = pending.items.len(), "batch not applied; will retry");
-            false
-        }
-    }
+        published
+    })
 }
 
 fn log_progress(role: Role, s: &RoleStats) {

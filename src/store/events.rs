@@ -2,8 +2,9 @@
 //! is the Redis Cluster hash tag, so each script touches one slot):
 //!
 //! - `{ns}:activity:{USER}`: hash of a user's aggregates: a count per action (`click`,
-//!   `view`, `add_to_cart`, `purchase`), `events`, `spent_cents`, `cat:CATEGORY` counts,
-//!   `last_seen_ms`.
+//!   `view`, `add_to_cart`, `purchase`), `spent_cents`, `cat:CATEGORY` counts,
+//!   `last_seen_ms`. (The total is summed when read: Redis running this script is what
+//!   bounds aggregation, so it does one command less per event.)
 //! - `{ns}:activity:{USER}:seen:EVENT`: the event was applied (expires after the dedup window).
 //! - `{ns}:loyalty:{MEMBER}`: hash `points`, `sales`, `spent_cents`, `last_sale_id`, `updated_ms`;
 //!   `…:sale:SALE` marks a credited sale (expires after the dedup window); `…:recent` lists
@@ -20,13 +21,12 @@ use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError};
-use crate::events::model::{from_cents, Activity, MemberId};
+use crate::events::model::{from_cents, Activity, MemberId, UserAction};
 use crate::model::{CustomerId, Message, RequestId, RequestStatus, SaleId};
 
 const ACTIVITY_LUA: &str = r#"
 if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 0 end
 redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
-redis.call('HINCRBY', KEYS[1], 'events', 1)
 local cents = tonumber(ARGV[3])
 if cents > 0 then redis.call('HINCRBY', KEYS[1], 'spent_cents', cents) end
 if ARGV[4] ~= '' then redis.call('HINCRBY', KEYS[1], 'cat:' .. ARGV[4], 1) end
@@ -186,7 +186,7 @@ impl Store {
         let n = |f: &str| fields.get(f).and_then(|v| v.parse().ok()).unwrap_or(0u64);
         Ok(Some(ActivitySummary {
             user_id: user.to_string(),
-            events: n("events"),
+            events: UserAction::ALL.iter().map(|a| n(a.as_str())).sum(),
             clicks: n("click"),
             views: n("view"),
             add_to_cart: n("add_to_cart"),
