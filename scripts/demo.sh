@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The demo: builds Herald (release), brings up the local stack (Redis + herald-broker), the
 # simulated provider (with faults) and the fleet, sends requests through the seed 001 API
-# with progress, prints the outcome, and stops everything at the end or on Ctrl-C.
+# with progress, a campaign of personalised offers, and a burst of shop events (sales and
+# user events, seeds 003/004), prints the outcome, and stops everything at the end or on
+# Ctrl-C.
 #   scripts/demo.sh [COUNT]        (default 300)
 #   HERALD_DEMO_KEEP=1 scripts/demo.sh   keeps the fleet running until Ctrl-C
 set -euo pipefail
@@ -54,7 +56,7 @@ wait_port "${PROVIDER_ADDR##*:}" herald-provider
 export HERALD_PROVIDER_URL="http://$PROVIDER_ADDR"
 export HERALD_PROVIDER_TIMEOUT_MS=1000
 
-log "starting herald-ingest on $API_ADDR, one dispatcher per channel, fan-out, herald-retry, herald-metrics"
+log "starting herald-ingest on $API_ADDR, one dispatcher per channel, fan-out, herald-retry, herald-metrics, herald-events"
 start ingest "$BIN/herald-ingest" --http-addr "$API_ADDR"
 port=9401
 for channel in email sms whatsapp push; do
@@ -63,6 +65,7 @@ for channel in email sms whatsapp push; do
 done
 start fanout "$BIN/herald-fanout" --health-addr 127.0.0.1:9405
 start retry "$BIN/herald-retry" --health-addr 127.0.0.1:9406
+start events "$BIN/herald-events" --health-addr 127.0.0.1:9407
 start metrics "$BIN/herald-metrics" --http-addr "$METRICS_ADDR"
 wait_port "${METRICS_ADDR##*:}" herald-metrics
 log "live dashboard: http://$METRICS_ADDR/   (Prometheus: /metrics, JSON: /v1/stats)"
@@ -87,10 +90,27 @@ log "10% of receipts are lost, so those customers fall back after 3 s)"
 log "(customers are in Europe/Madrid: at night SMS and WhatsApp are in quiet hours, so a customer"
 log " whose e-mail and push stayed silent waits for 09:00 and the campaign stays 'running')"
 echo
+
+log "shop events: 5 s of shoppers (the same $COUNT demo customers) clicking and buying, 1% invalid, 1% copies"
+"$BIN/herald" events generate --rate 1000 --duration 5 --users "$COUNT" --prefix demo
+log "one sale through the API (seed 003's event):"
+curl -s -X POST "http://$API_ADDR/v1/sales" -H 'content-type: application/json' -d "{
+  \"event_type\": \"sale_completed\", \"sale_id\": \"demo-$(date +%s)\", \"product_id\": 1,
+  \"product_name\": \"Manzana Orgánica\", \"quantity\": 5, \"total\": 75.00,
+  \"customer_email\": \"cliente@example.com\", \"timestamp\": \"$(date -u +%Y-%m-%dT%H:%M:%S)\"}"
+echo
+for _ in $(seq 50); do
+    curl -sf "http://$API_ADDR/v1/customers/cliente@example.com/loyalty" >/dev/null && break
+    sleep 0.2
+done
+log "herald-events: $(curl -s http://127.0.0.1:9407/stats)"
+log "loyalty:  curl http://$API_ADDR/v1/customers/cliente@example.com/loyalty  (or demo0, demo1, ...)"
+log "activity: curl http://$API_ADDR/v1/customers/demo0/activity"
+echo
 log "provider's view: $(curl -s "http://$PROVIDER_ADDR/v1/stats")"
 log "campaign report: curl http://$API_ADDR/v1/campaigns/$CAMPAIGN"
 log "the API is at http://$API_ADDR  (try: curl http://$API_ADDR/v1/requests/<id>)"
-log "dashboard: http://$METRICS_ADDR/  ·  Prometheus metrics: http://$METRICS_ADDR/metrics and /metrics on ports 9401-9406"
+log "dashboard: http://$METRICS_ADDR/  ·  Prometheus metrics: http://$METRICS_ADDR/metrics and /metrics on ports 9401-9407"
 if [ -n "${HERALD_DEMO_KEEP:-}" ]; then
     log "fleet running; Ctrl-C to stop"
     wait

@@ -88,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(|r| (*r, Arc::new(RoleStats::default())))
         .collect();
-    let (for_json, for_prom) = (stats.clone(), stats.clone());
+    let (for_json, for_prom, prom_topics) = (stats.clone(), stats.clone(), topics.clone());
     herald::health::spawn(
         args.health.health_addr,
         Probes {
@@ -100,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
                     .collect();
                 serde_json::Value::Object(map)
             }),
-            metrics: Arc::new(move || events::prometheus(&for_prom)),
+            metrics: Arc::new(move || events::prometheus(&prom_topics, &for_prom)),
         },
         shutdown.clone(),
     );

@@ -91,12 +91,22 @@ struct KafkaArgs {
     namespace: String,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DeadLetterTopic {
+    Fleet,
+    UserEvents,
+}
+
 #[derive(Subcommand, Debug)]
 enum DlqCommand {
     /// List dead letters (oldest first) with their reason and where they came from.
     List {
         #[command(flatten)]
         kafka: KafkaArgs,
+        /// Which dead-letter topic: the fleet's (`herald.dlq`: notifications, campaigns,
+        /// sales) or the user events' (`herald.user-events.dlq`).
+        #[arg(long, value_enum, default_value_t = DeadLetterTopic::Fleet)]
+        topic: DeadLetterTopic,
         /// Only those whose reason contains this text.
         #[arg(long)]
         reason: Option<String>,
@@ -107,6 +117,10 @@ enum DlqCommand {
     Replay {
         #[command(flatten)]
         kafka: KafkaArgs,
+        /// Which dead-letter topic: the fleet's (`herald.dlq`: notifications, campaigns,
+        /// sales) or the user events' (`herald.user-events.dlq`).
+        #[arg(long, value_enum, default_value_t = DeadLetterTopic::Fleet)]
+        topic: DeadLetterTopic,
         /// Redis URL (to reopen unreachable customers' campaign slots).
         #[arg(
             long,
@@ -250,9 +264,14 @@ enum RequestsCommand {
 /// The dead letters of the fleet, optionally only those whose reason contains `reason`.
 async fn read_dead_letters(
     kafka: &KafkaArgs,
+    which: DeadLetterTopic,
     reason: Option<&str>,
 ) -> anyhow::Result<Vec<herald::dlq::DeadLetter>> {
-    let topic = herald::kafka::Topics::new(&kafka.namespace).dlq();
+    let topics = herald::kafka::Topics::new(&kafka.namespace);
+    let topic = match which {
+        DeadLetterTopic::Fleet => topics.dlq(),
+        DeadLetterTopic::UserEvents => topics.user_events_dlq(),
+    };
     let brokers = kafka.kafka_brokers.clone();
     let letters = tokio::task::spawn_blocking(move || herald::dlq::read_all(&brokers, &topic))
         .await?
@@ -363,8 +382,12 @@ async fn main() -> anyhow::Result<()> {
                 println!("exists   {t}");
             }
         }
-        Command::Dlq(DlqCommand::List { kafka, reason }) => {
-            for l in read_dead_letters(&kafka, reason.as_deref()).await? {
+        Command::Dlq(DlqCommand::List {
+            kafka,
+            topic,
+            reason,
+        }) => {
+            for l in read_dead_letters(&kafka, topic, reason.as_deref()).await? {
                 let from = l
                     .source_topic
                     .clone()
@@ -378,11 +401,12 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Dlq(DlqCommand::Replay {
             kafka,
+            topic,
             redis_url,
             reason,
             dry_run,
         }) => {
-            let letters = read_dead_letters(&kafka, reason.as_deref()).await?;
+            let letters = read_dead_letters(&kafka, topic, reason.as_deref()).await?;
             let topics = herald::kafka::Topics::new(&kafka.namespace);
             let store = herald::store::Store::connect(&redis_url, &kafka.namespace)
                 .await

@@ -410,15 +410,16 @@ fn log_progress(role: Role, s: &RoleStats) {
     );
 }
 
-/// The Prometheus families of the consumers a process runs.
-pub fn prometheus(roles: &[(Role, Arc<RoleStats>)]) -> Vec<crate::prom::Family> {
+/// The Prometheus families of the consumers a process runs: what they handled, and each
+/// group's lag in the fleet's `herald_consumer_lag`.
+pub fn prometheus(topics: &Topics, roles: &[(Role, Arc<RoleStats>)]) -> Vec<crate::prom::Family> {
     let mut events = crate::prom::Family::new(
         "herald_business_events",
         "Sales and user events handled by herald-events, by consumer and result.",
     );
     let mut lag = crate::prom::Family::new(
-        "herald_business_events_consumer_lag",
-        "Largest per-partition lag of each herald-events consumer group.",
+        "herald_consumer_lag",
+        "Largest per-partition lag of the consumer group on its topic, in messages.",
     );
     for (role, stats) in roles {
         for (result, n) in [
@@ -434,7 +435,10 @@ pub fn prometheus(roles: &[(Role, Arc<RoleStats>)]) -> Vec<crate::prom::Family> 
             );
         }
         lag.push(
-            &[("consumer", role.as_str())],
+            &[
+                ("group", &role.group(topics)),
+                ("topic", &role.topic(topics)),
+            ],
             crate::prom::Value::Gauge(stats.consumer_lag.load(Ordering::Relaxed) as f64),
         );
     }

@@ -4,13 +4,14 @@
 
 use std::process::Command;
 
-const BINARIES: [&str; 8] = [
+const BINARIES: [&str; 9] = [
     env!("CARGO_BIN_EXE_herald"),
     env!("CARGO_BIN_EXE_herald-ingest"),
     env!("CARGO_BIN_EXE_herald-dispatch"),
     env!("CARGO_BIN_EXE_herald-fanout"),
     env!("CARGO_BIN_EXE_herald-retry"),
     env!("CARGO_BIN_EXE_herald-metrics"),
+    env!("CARGO_BIN_EXE_herald-events"),
     env!("CARGO_BIN_EXE_herald-provider"),
     env!("CARGO_BIN_EXE_herald-broker"),
 ];

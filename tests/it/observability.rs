@@ -415,6 +415,15 @@ async fn prometheus_scrapes_the_fleet_and_grafana_asks_only_for_what_exists() {
         assert_eq!(r.status(), 200, "{url}");
         exposition.push_str(&r.text().await.unwrap());
     }
+    // herald-events' families, as its health address renders them.
+    let events = [(
+        herald::events::Role::UserEvents,
+        Arc::new(herald::events::RoleStats::default()),
+    )];
+    exposition.push_str(&herald::prom::render(herald::events::prometheus(
+        &fleet.topics,
+        &events,
+    )));
     let names = grafana_metric_names();
     assert!(
         names.len() >= 6,
