@@ -468,3 +468,30 @@ impl From<crate::store::StoreError> for BatchError {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Queues a campaign's batches for fan-out, keyed per batch so they spread over partitions
+/// and fan-out workers; returns how many the broker refused (queue them again: fan-out
+/// drops a batch it has done).
+pub async fn queue_batches(
+    producer: &FutureProducer,
+    topics: &Topics,
+    id: &CampaignId,
+    batches: usize,
+) -> usize {
+    let topic = topics.campaigns();
+    let records: Vec<(String, String, Vec<u8>)> = (0..batches)
+        .map(|b| {
+            let batch = CampaignBatch {
+                campaign: id.clone(),
+                batch: b as u32,
+                customers: Vec::new(),
+            };
+            (
+                topic.clone(),
+                format!("{id}:{b}"),
+                serde_json::to_vec(&batch).unwrap_or_default(),
+            )
+        })
+        .collect();
+    crate::kafka::publish_all(producer, &records).await
+}

@@ -25,6 +25,7 @@
 //! (drives the API for the CLI, the demo and benchmarks).
 
 pub mod api;
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod dispatch;
@@ -38,6 +39,7 @@ pub mod loadgen;
 pub mod metrics;
 pub mod model;
 pub mod prom;
+pub mod promos;
 pub mod provider;
 pub mod retry;
 pub mod rules;

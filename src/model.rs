@@ -326,6 +326,10 @@ token_id!(
     59
 );
 token_id!(
+    /// A flash promo's id (seed 002).
+    PromoId
+);
+token_id!(
     /// A user event's id (seed 004's `event_id`): the unit of idempotency.
     EventId
 );

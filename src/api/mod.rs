@@ -26,6 +26,9 @@ use crate::store::{Publication, Store, StoreError};
 
 mod events;
 mod offers;
+mod promos;
+
+pub use promos::PromoSettings;
 
 /// Longest accepted `to` and `message`, in bytes.
 const MAX_TO_LEN: usize = 320;
@@ -35,6 +38,8 @@ pub struct Ingest {
     pub store: Store,
     pub producer: FutureProducer,
     pub topics: Topics,
+    /// Authentication, rate limit, hold time and CORS of the flash-promo API.
+    pub promos: PromoSettings,
 }
 
 /// An API error: status plus a JSON body that names the offending field, if any.
@@ -102,6 +107,7 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .route("/v1/requests/{id}", get(get_request))
         .merge(offers::routes())
         .merge(events::routes())
+        .merge(promos::routes(&ingest.promos))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
         .fallback(|| async { ApiError::not_found("route") })

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use super::{ApiError, Ingest};
 use crate::kafka;
 use crate::model::{
-    now_ms, parse_delivery_key, Campaign, CampaignBatch, CampaignId, Channel, Customer, CustomerId,
+    now_ms, parse_delivery_key, Campaign, CampaignId, Channel, Customer, CustomerId,
     LifecycleEvent, LifecycleKind, Receipt, Template,
 };
 use crate::rules::is_known_time_zone;
@@ -307,25 +307,8 @@ async fn create_campaign(
 }
 
 async fn queue_batches(app: &Ingest, id: &CampaignId, batches: usize) -> Result<(), ApiError> {
-    let topic = app.topics.campaigns();
-    let records: Vec<(String, String, Vec<u8>)> = (0..batches)
-        .map(|b| {
-            let batch = CampaignBatch {
-                campaign: id.clone(),
-                batch: b as u32,
-                customers: Vec::new(),
-            };
-            // Keyed per batch, so batches spread over partitions and fan-out workers.
-            (
-                topic.clone(),
-                format!("{id}:{b}"),
-                serde_json::to_vec(&batch).unwrap_or_default(),
-            )
-        })
-        .collect();
-    let failed = kafka::publish_all(&app.producer, &records).await;
-    if failed > 0 {
-        tracing::error!(campaign = %id, failed, "campaign batches not queued");
+    if crate::fanout::queue_batches(&app.producer, &app.topics, id, batches).await > 0 {
+        tracing::error!(campaign = %id, "campaign batches not queued");
         return Err(ApiError::unavailable(
             "queue unavailable; post the same campaign id again to resume",
         ));

@@ -39,6 +39,10 @@ struct Args {
     /// again (covers a publish lost in a crash), in milliseconds.
     #[arg(long, env = "HERALD_RETRY_WATCH_MS", default_value_t = 60_000)]
     watch_ms: u64,
+
+    /// How often flash promos whose window opened are looked for, in ms.
+    #[arg(long, env = "HERALD_PROMO_POLL_MS", default_value_t = 1000)]
+    promo_poll_ms: u64,
 }
 
 #[tokio::main]
@@ -74,6 +78,14 @@ async fn main() -> anyhow::Result<()> {
         },
         shutdown.clone(),
     );
+    // The same process opens flash promos' windows: both are schedulers over Redis.
+    tokio::spawn(herald::promos::activate::run(
+        retrier.store.clone(),
+        retrier.producer.clone(),
+        retrier.topics.clone(),
+        Duration::from_millis(args.promo_poll_ms.max(10)),
+        shutdown.clone(),
+    ));
     retrier.run(shutdown).await;
     Ok(())
 }

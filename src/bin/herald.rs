@@ -50,6 +50,21 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         campaigns: u64,
     },
+    /// Mint a bearer token for the flash-promo API with the configured secret (for local
+    /// use and tests; production tokens come from your identity provider).
+    Token {
+        #[arg(long, value_enum)]
+        role: herald::auth::Role,
+        /// The caller's id: a customer id for a user.
+        #[arg(long)]
+        sub: String,
+        /// HS256 secret, the same herald-ingest has.
+        #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
+        jwt_secret: herald::config::Secret,
+        /// Validity in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+    },
     /// Sales and user events (seeds 003 and 004).
     #[command(subcommand)]
     Events(EventsCommand),
@@ -469,6 +484,15 @@ async fn main() -> anyhow::Result<()> {
                     );
                 }
             }
+        }
+        Command::Token {
+            role,
+            sub,
+            jwt_secret,
+            ttl_secs,
+        } => {
+            let jwt = herald::auth::Jwt::new(jwt_secret.expose())?;
+            println!("{}", jwt.mint(&sub, role, Duration::from_secs(ttl_secs))?);
         }
         Command::Events(EventsCommand::Generate {
             kafka,

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use redis::{AsyncCommands, Script};
+use redis::Script;
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError};
@@ -176,28 +176,28 @@ impl Store {
     }
 
     pub async fn activity(&self, user: &CustomerId) -> Result<Option<ActivitySummary>, StoreError> {
-        let (mut c, generation) = self.connection();
-        let fields: BTreeMap<String, String> = self
-            .bounded(generation, c.hgetall(self.activity_key(user)))
-            .await?;
-        if fields.is_empty() {
-            return Ok(None);
+        Ok(self
+            .activities(std::slice::from_ref(user))
+            .await?
+            .pop()
+            .flatten())
+    }
+
+    /// The aggregates of many users in one round trip; `None` for a user with none.
+    pub async fn activities(
+        &self,
+        users: &[CustomerId],
+    ) -> Result<Vec<Option<ActivitySummary>>, StoreError> {
+        let mut pipe = redis::pipe();
+        for user in users {
+            pipe.hgetall(self.activity_key(user));
         }
-        let n = |f: &str| fields.get(f).and_then(|v| v.parse().ok()).unwrap_or(0u64);
-        Ok(Some(ActivitySummary {
-            user_id: user.to_string(),
-            events: UserAction::ALL.iter().map(|a| n(a.as_str())).sum(),
-            clicks: n("click"),
-            views: n("view"),
-            add_to_cart: n("add_to_cart"),
-            purchases: n("purchase"),
-            spent: from_cents(n("spent_cents") as i64),
-            categories: fields
-                .iter()
-                .filter_map(|(f, v)| Some((f.strip_prefix("cat:")?.to_string(), v.parse().ok()?)))
-                .collect(),
-            last_seen_ms: fields.get("last_seen_ms").and_then(|v| v.parse().ok()),
-        }))
+        let all: Vec<BTreeMap<String, String>> = self.query_pipe(&pipe).await?;
+        Ok(all
+            .into_iter()
+            .zip(users)
+            .map(|(fields, user)| summary_of(user, &fields))
+            .collect())
     }
 
     /// Credits each sale's points unless that sale was credited before; `true` for those
@@ -300,4 +300,25 @@ impl Store {
             })
             .collect()
     }
+}
+
+fn summary_of(user: &CustomerId, fields: &BTreeMap<String, String>) -> Option<ActivitySummary> {
+    if fields.is_empty() {
+        return None;
+    }
+    let n = |f: &str| fields.get(f).and_then(|v| v.parse().ok()).unwrap_or(0u64);
+    Some(ActivitySummary {
+        user_id: user.to_string(),
+        events: UserAction::ALL.iter().map(|a| n(a.as_str())).sum(),
+        clicks: n("click"),
+        views: n("view"),
+        add_to_cart: n("add_to_cart"),
+        purchases: n("purchase"),
+        spent: from_cents(n("spent_cents") as i64),
+        categories: fields
+            .iter()
+            .filter_map(|(f, v)| Some((f.strip_prefix("cat:")?.to_string(), v.parse().ok()?)))
+            .collect(),
+        last_seen_ms: fields.get("last_seen_ms").and_then(|v| v.parse().ok()),
+    })
 }

@@ -148,11 +148,13 @@ return {'publish', rec[1], rec[2], rec[3]}
 mod events;
 mod metrics;
 mod offers;
+mod promos;
 pub use events::{ActivitySummary, Confirmation, CreditLine, LoyaltyAccount, LoyaltyCredit};
 pub use metrics::{Applied, Increments, MetricsRun};
 pub use offers::{
     CampaignCache, CampaignCreation, OnceClaim, Overdue, ReceiptOutcome, SentOutcome, BATCH_SIZE,
 };
+pub use promos::{PromoRecord, Purchase, Reservation};
 
 async fn new_manager(client: &redis::Client) -> Result<ConnectionManager, StoreError> {
     let config = redis::aio::ConnectionManagerConfig::new()

@@ -377,7 +377,7 @@ impl Store {
     fn customer_key(&self, id: &CustomerId) -> String {
         format!("{}:customer:{id}", self.ns)
     }
-    fn geo_key(&self) -> String {
+    pub(super) fn geo_key(&self) -> String {
         format!("{}:geo:customers", self.ns)
     }
     fn campaign_key(&self, id: &CampaignId) -> String {

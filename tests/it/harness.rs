@@ -40,6 +40,9 @@ pub fn repo_file(relative: &str) -> std::path::PathBuf {
     root.join(relative)
 }
 
+/// The JWT secret of every test fleet's API (`Fleet::token` mints with it).
+pub const JWT_SECRET: &str = "test-secret-of-enough-bytes";
+
 pub fn redis_url() -> String {
     std::env::var("HERALD_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6399".into())
 }
@@ -110,6 +113,11 @@ impl Fleet {
             store: store.clone(),
             producer: kafka::producer(broker.bootstrap_servers()).unwrap(),
             topics: topics.clone(),
+            promos: api::PromoSettings {
+                jwt: Some(herald::auth::Jwt::new(JWT_SECRET).unwrap()),
+                hold: Duration::from_secs(2),
+                ..api::PromoSettings::default()
+            },
         });
         tokio::spawn(api::serve(api_listener, ingest, shutdown.clone()));
 

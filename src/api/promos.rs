@@ -1,0 +1,475 @@
+//! Seed 002's flash-promo API, on its own paths (trailing slashes included):
+//!
+//! - `POST /api/flash-promos/` (admin) → 201 the promo; the same id again → 200 the stored one.
+//! - `GET /api/flash-promos/active/` → promos whose window is open, with their stock.
+//! - `GET /api/flash-promos/{id}/` → one promo, with stock and its notifications' figures.
+//! - `POST /api/flash-promos/{id}/reserve/` (the caller, for themself) → 201 a unit held for
+//!   the reservation time (60 s); again while held → 200 the same hold.
+//! - `POST /api/flash-promos/{id}/purchase/` (the caller) → 201 bought with a live hold;
+//!   again → 200 the same purchase.
+//! - `GET /api/users/segments/` → the caller's segments and the active promos that suit them
+//!   (an admin may ask for `?user_id=`).
+//!
+//! Every call but the active list needs `Authorization: Bearer <JWT>`; reserve and purchase
+//! are rate-limited per caller (429 with `Retry-After`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::offers::parse_json;
+use super::{ApiError, Ingest};
+use crate::auth::{CallerLimit, Claims, Jwt, Role};
+use crate::events::model::{SaleEvent, SALE_COMPLETED};
+use crate::model::{now_ms, Channel, CustomerId, PromoId, SaleId};
+use crate::promos::{segment, FlashPromo, NewPromo, Window};
+use crate::store::{PromoRecord, Purchase, Reservation};
+
+/// How the flash-promo API authenticates, limits and holds.
+pub struct PromoSettings {
+    /// `None`: no secret configured, so every authenticated route answers 503.
+    pub jwt: Option<Jwt>,
+    pub limit: CallerLimit,
+    /// How long a reservation holds a unit (seed 002: one minute).
+    pub hold: Duration,
+    /// Origins allowed by CORS (`*` for any); empty: no CORS headers.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for PromoSettings {
+    fn default() -> Self {
+        PromoSettings {
+            jwt: None,
+            limit: CallerLimit::new(5, 10),
+            hold: Duration::from_secs(60),
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+pub fn routes(settings: &PromoSettings) -> Router<Arc<Ingest>> {
+    let router = Router::new()
+        .route("/api/flash-promos/", post(create_promo))
+        .route("/api/flash-promos/active/", get(active_promos))
+        .route("/api/flash-promos/{id}/", get(get_promo))
+        .route("/api/flash-promos/{id}/reserve/", post(reserve))
+        .route("/api/flash-promos/{id}/purchase/", post(purchase))
+        .route("/api/users/segments/", get(user_segments));
+    match cors(&settings.cors_origins) {
+        Some(layer) => router.layer(layer),
+        None => router,
+    }
+}
+
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o.trim()).ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([
+                axum::http::header::AUTHORIZATION,
+                axum::http::header::CONTENT_TYPE,
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
+    ApiError {
+        status,
+        message: message.into(),
+        field: None,
+    }
+}
+
+/// The verified caller.
+fn caller(app: &Ingest, headers: &HeaderMap) -> Result<Claims, ApiError> {
+    let jwt = app.promos.jwt.as_ref().ok_or_else(|| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "authentication is not configured (set HERALD_JWT_SECRET)",
+        )
+    })?;
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok());
+    jwt.verify_header(header)
+        .map_err(|e| error(StatusCode::UNAUTHORIZED, e.to_string()))
+}
+
+/// Why a buyer's call is refused before it starts.
+enum Refused {
+    Api(ApiError),
+    /// Over the per-user rate limit: retry after this many seconds.
+    TooMany(u64),
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::Api(e) => e.into_response(),
+            Refused::TooMany(secs) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(axum::http::header::RETRY_AFTER, secs.to_string())],
+                Json(json!({"error": "too many requests from this user", "retry_after_s": secs})),
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// The caller as a buyer: their own customer id, within their rate limit.
+fn buyer(app: &Ingest, headers: &HeaderMap) -> Result<CustomerId, Refused> {
+    let claims = caller(app, headers).map_err(Refused::Api)?;
+    let user = CustomerId::parse(&claims.sub).ok_or_else(|| {
+        Refused::Api(error(
+            StatusCode::FORBIDDEN,
+            "the token's subject is not a customer id",
+        ))
+    })?;
+    if let Err(wait) = app.promos.limit.check(user.as_str()) {
+        return Err(Refused::TooMany(wait.as_secs_f64().ceil().max(1.0) as u64));
+    }
+    Ok(user)
+}
+
+fn rfc3339(ms: u64) -> String {
+    jiff::Timestamp::from_millisecond(ms as i64)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+fn promo_view(p: &FlashPromo, rec: &PromoRecord, now: u64) -> Value {
+    let a = &rec.activation;
+    let figure = |k: &str| a.get(k).and_then(|v| v.parse::<u64>().ok());
+    json!({
+        "id": p.id,
+        "store": p.store,
+        "product": p.product,
+        "price": p.price,
+        "original_price": p.original_price,
+        "units": p.units,
+        "starts_at": rfc3339(p.starts_ms),
+        "ends_at": rfc3339(p.ends_ms),
+        "status": p.window(now),
+        "segment": p.segment,
+        "stock": {"available": rec.stock.max(0), "held": rec.holds, "sold": rec.sold},
+        "notifications": {
+            "activated_at": figure("activated_ms").map(rfc3339),
+            "campaign": a.get("campaign"),
+            "near": figure("near"),
+            "segment": figure("segment"),
+            "capped": figure("capped"),
+            "notified": figure("audience"),
+        },
+    })
+}
+
+async fn load(app: &Ingest, raw_id: &str) -> Result<(FlashPromo, PromoRecord), ApiError> {
+    let id = PromoId::parse(raw_id).ok_or_else(|| ApiError::not_found("flash promo"))?;
+    let rec = app
+        .store
+        .promo(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("flash promo"))?;
+    let promo = serde_json::from_str(&rec.json)
+        .map_err(|e| ApiError::unavailable(format!("unreadable promo {id}: {e}")))?;
+    Ok((promo, rec))
+}
+
+/// Refuses what the window no longer (or not yet) allows.
+fn open_window(p: &FlashPromo, now: u64) -> Result<(), ApiError> {
+    match p.window(now) {
+        Window::Active => Ok(()),
+        Window::Scheduled => Err(error(
+            StatusCode::CONFLICT,
+            format!("flash promo {} opens at {}", p.id, rfc3339(p.starts_ms)),
+        )),
+        Window::Ended => Err(error(
+            StatusCode::GONE,
+            format!("flash promo {} ended at {}", p.id, rfc3339(p.ends_ms)),
+        )),
+    }
+}
+
+async fn create_promo(
+    State(app): State<Arc<Ingest>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let claims = caller(&app, &headers)?;
+    if claims.role != Role::Admin {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "only an admin creates flash promos",
+        ));
+    }
+    let new: NewPromo = parse_json(&body, "")?;
+    let now = now_ms();
+    let promo = new
+        .validate(now)
+        .map_err(|e| ApiError::invalid(e.field, e.reason))?;
+    let stored = serde_json::to_string(&promo).map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let existing = app
+        .store
+        .create_promo(
+            &promo.id,
+            &stored,
+            promo.units,
+            promo.starts_ms,
+            promo.ends_ms,
+        )
+        .await?;
+    let status = if existing.is_some() {
+        StatusCode::OK
+    } else {
+        tracing::info!(promo = %promo.id, units = promo.units, starts_ms = promo.starts_ms, "flash promo created");
+        StatusCode::CREATED
+    };
+    let (promo, rec) = load(&app, promo.id.as_str()).await?;
+    Ok((status, Json(promo_view(&promo, &rec, now))).into_response())
+}
+
+async fn active_promos(State(app): State<Arc<Ingest>>) -> Result<Response, ApiError> {
+    let now = now_ms();
+    let mut active = Vec::new();
+    for id in app.store.current_promo_ids(now).await? {
+        if let Ok((promo, rec)) = load(&app, id.as_str()).await {
+            if promo.window(now) == Window::Active {
+                active.push(promo_view(&promo, &rec, now));
+            }
+        }
+    }
+    Ok(Json(json!({"count": active.len(), "promos": active})).into_response())
+}
+
+async fn get_promo(
+    State(app): State<Arc<Ingest>>,
+    headers: HeaderMap,
+    Path(raw_id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller(&app, &headers)?;
+    let (promo, rec) = load(&app, &raw_id).await?;
+    Ok(Json(promo_view(&promo, &rec, now_ms())).into_response())
+}
+
+async fn reserve(
+    State(app): State<Arc<Ingest>>,
+    headers: HeaderMap,
+    Path(raw_id): Path<String>,
+) -> Response {
+    let user = match buyer(&app, &headers) {
+        Ok(u) => u,
+        Err(r) => return r.into_response(),
+    };
+    reserve_for(&app, &raw_id, &user)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn reserve_for(app: &Ingest, raw_id: &str, user: &CustomerId) -> Result<Response, ApiError> {
+    let (promo, _) = load(app, raw_id).await?;
+    let now = now_ms();
+    open_window(&promo, now)?;
+    let held = |status: StatusCode, until_ms: u64, left: u64| {
+        (
+            status,
+            Json(json!({
+                "promo_id": promo.id, "user_id": user, "status": "reserved",
+                "expires_at": rfc3339(until_ms),
+                "expires_in_ms": until_ms.saturating_sub(now),
+                "units_left": left,
+            })),
+        )
+            .into_response()
+    };
+    match app
+        .store
+        .reserve_unit(&promo.id, user, now, app.promos.hold)
+        .await?
+    {
+        Reservation::Reserved {
+            until_ms,
+            units_left,
+        } => Ok(held(StatusCode::CREATED, until_ms, units_left)),
+        Reservation::AlreadyHeld {
+            until_ms,
+            units_left,
+        } => Ok(held(StatusCode::OK, until_ms, units_left)),
+        Reservation::SoldOut => Err(error(StatusCode::CONFLICT, "sold out")),
+        Reservation::AlreadyBought => Err(error(
+            StatusCode::CONFLICT,
+            "already purchased by this user",
+        )),
+        Reservation::Missing => Err(ApiError::not_found("flash promo")),
+    }
+}
+
+async fn purchase(
+    State(app): State<Arc<Ingest>>,
+    headers: HeaderMap,
+    Path(raw_id): Path<String>,
+) -> Response {
+    let user = match buyer(&app, &headers) {
+        Ok(u) => u,
+        Err(r) => return r.into_response(),
+    };
+    purchase_for(&app, &raw_id, &user)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn purchase_for(app: &Ingest, raw_id: &str, user: &CustomerId) -> Result<Response, ApiError> {
+    let (promo, _) = load(app, raw_id).await?;
+    let now = now_ms();
+    open_window(&promo, now)?;
+    let status = match app.store.purchase_unit(&promo.id, user, now).await? {
+        Purchase::Purchased => StatusCode::CREATED,
+        Purchase::AlreadyPurchased => StatusCode::OK,
+        Purchase::NoHold => {
+            return Err(error(
+                StatusCode::CONFLICT,
+                "no live reservation by this user: reserve first (a hold lasts one minute)",
+            ))
+        }
+    };
+    let sale = sale_id(&promo.id, user);
+    if status == StatusCode::CREATED {
+        record_sale(app, &promo, user, sale.as_ref(), now).await;
+    }
+    Ok((
+        status,
+        Json(json!({
+            "promo_id": promo.id, "user_id": user, "status": "purchased",
+            "price": promo.price, "sale_id": sale,
+        })),
+    )
+        .into_response())
+}
+
+/// The sale a promo purchase is, one per (promo, user).
+fn sale_id(promo: &PromoId, user: &CustomerId) -> Option<SaleId> {
+    SaleId::parse(&format!("fp-{promo}-{user}"))
+}
+
+/// Publishes the purchase as a `sale_completed` (seed 003), so the buyer gets the
+/// confirmation e-mail and loyalty points like any sale. Best effort: the purchase stands
+/// whatever Kafka says, and a buyer without an e-mail address gets no sale event.
+async fn record_sale(
+    app: &Ingest,
+    promo: &FlashPromo,
+    user: &CustomerId,
+    sale: Option<&SaleId>,
+    now: u64,
+) {
+    let Some(sale_id) = sale else {
+        tracing::warn!(promo = %promo.id, user = %user, "ids too long for a sale id; no sale event");
+        return;
+    };
+    let email = match app.store.customer(user).await {
+        Ok(Some(c)) => c.contacts.get(&Channel::Email).cloned(),
+        _ => None,
+    };
+    let Some(customer_email) = email else {
+        return;
+    };
+    let event = SaleEvent {
+        event_type: SALE_COMPLETED.into(),
+        sale_id: sale_id.clone(),
+        product_id: promo.product.id.clone(),
+        product_name: promo.product.name.clone(),
+        quantity: 1,
+        total: promo.price,
+        customer_email,
+        customer_id: Some(user.clone()),
+        timestamp: rfc3339(now),
+    };
+    let published = match serde_json::to_vec(&event) {
+        Ok(payload) => crate::kafka::publish(
+            &app.producer,
+            &app.topics.sales(),
+            sale_id.as_str(),
+            &payload,
+            None,
+        )
+        .await
+        .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = published {
+        tracing::error!(promo = %promo.id, user = %user, error = %e, "purchase recorded, sale event lost");
+    }
+}
+
+#[derive(Deserialize)]
+struct SegmentsQuery {
+    user_id: Option<String>,
+}
+
+async fn user_segments(
+    State(app): State<Arc<Ingest>>,
+    headers: HeaderMap,
+    Query(q): Query<SegmentsQuery>,
+) -> Result<Response, ApiError> {
+    let claims = caller(&app, &headers)?;
+    let raw = match (&q.user_id, claims.role) {
+        (Some(other), Role::Admin) => other.clone(),
+        (Some(other), Role::User) if *other != claims.sub => {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "a user may only see their own segments",
+            ))
+        }
+        _ => claims.sub.clone(),
+    };
+    let user = CustomerId::parse(&raw).ok_or_else(|| ApiError::not_found("customer"))?;
+    let customer = app
+        .store
+        .customer(&user)
+        .await?
+        .ok_or_else(|| ApiError::not_found("customer"))?;
+    let activity = app.store.activity(&user).await?;
+    let now = now_ms();
+    let mut promos = Vec::new();
+    for id in app.store.current_promo_ids(now).await? {
+        let Ok((promo, _)) = load(&app, id.as_str()).await else {
+            continue;
+        };
+        let near = customer.location.is_some_and(|loc| {
+            segment::distance_m(loc, promo.store.location) <= promo.segment.radius_m
+        });
+        if promo.window(now) == Window::Active
+            && near
+            && promo.segment.admits(&customer, activity.as_ref())
+        {
+            promos.push(promo.id);
+        }
+    }
+    Ok(Json(json!({
+        "user_id": user,
+        "segments": segment::labels(activity.as_ref()),
+        "located": customer.location.is_some(),
+        "promos": promos,
+    }))
+    .into_response())
+}

@@ -1,0 +1,177 @@
+//! Who may call the flash-promo API (seed 002): JWT bearer tokens signed with HS256 and a
+//! shared secret from configuration, carrying the caller's id (`sub`) and role; and a rate
+//! limit per caller. Crates: `jsonwebtoken` (its `ring` backend is already in the tree
+//! through rustls) and `governor` (keyed GCRA limiter, the engine behind tower-governor;
+//! used directly because the key is the verified `sub`, known only after authentication).
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// What a caller may do: an admin creates promos; a user reserves and buys for themself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    User,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The caller's id: for a user, their customer id.
+    pub sub: String,
+    pub role: Role,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    pub iat: u64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("missing bearer token (Authorization: Bearer ...)")]
+    Missing,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    #[error("the JWT secret must be at least 16 bytes")]
+    WeakSecret,
+}
+
+/// Signs and checks tokens with one HS256 secret.
+#[derive(Clone)]
+pub struct Jwt {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Jwt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Jwt(***)")
+    }
+}
+
+impl Jwt {
+    pub fn new(secret: &str) -> Result<Self, AuthError> {
+        if secret.len() < 16 {
+            return Err(AuthError::WeakSecret);
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Ok(Jwt {
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+        })
+    }
+
+    /// A token for `sub` with `role`, valid for `ttl`.
+    pub fn mint(&self, sub: &str, role: Role, ttl: Duration) -> Result<String, AuthError> {
+        let now = crate::model::now_ms() / 1000;
+        let claims = Claims {
+            sub: sub.to_string(),
+            role,
+            iat: now,
+            exp: now + ttl.as_secs(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| AuthError::Invalid(e.to_string()))
+    }
+
+    /// The claims of a valid, unexpired token signed with this secret.
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|e| AuthError::Invalid(e.to_string()))
+    }
+
+    /// Reads `Authorization: Bearer <token>` and verifies it.
+    pub fn verify_header(&self, header: Option<&str>) -> Result<Claims, AuthError> {
+        let token = header
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Missing)?;
+        self.verify(token)
+    }
+}
+
+/// A rate limit per caller: `per_second` sustained, `burst` at once.
+pub struct CallerLimit {
+    limiter: governor::DefaultKeyedRateLimiter<String>,
+}
+
+impl CallerLimit {
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        let rate = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        CallerLimit {
+            limiter: governor::RateLimiter::keyed(
+                governor::Quota::per_second(rate).allow_burst(burst),
+            ),
+        }
+    }
+
+    /// `Ok` if `caller` may go now, else how long until they may.
+    pub fn check(&self, caller: &str) -> Result<(), Duration> {
+        match self.limiter.check_key(&caller.to_string()) {
+            Ok(()) => Ok(()),
+            Err(not_until) => Err(not_until.wait_time_from(DefaultClock::default().now())),
+        }
+    }
+
+    /// Forgets callers whose budget is full again, so the table does not grow for ever.
+    pub fn forget_idle(&self) {
+        self.limiter.retain_recent();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_carries_its_subject_and_role_and_only_its_secret_verifies_it() {
+        let jwt = Jwt::new("a-secret-of-enough-bytes").unwrap();
+        let token = jwt
+            .mint("c-42", Role::User, Duration::from_secs(60))
+            .unwrap();
+        let claims = jwt.verify_header(Some(&format!("Bearer {token}"))).unwrap();
+        assert_eq!((claims.sub.as_str(), claims.role), ("c-42", Role::User));
+        let other = Jwt::new("another-secret-of-enough").unwrap();
+        assert!(matches!(other.verify(&token), Err(AuthError::Invalid(_))));
+        assert_eq!(jwt.verify_header(None), Err(AuthError::Missing));
+        assert_eq!(Jwt::new("short").err(), Some(AuthError::WeakSecret));
+    }
+
+    #[test]
+    fn an_expired_token_is_refused() {
+        let jwt = Jwt::new("a-secret-of-enough-bytes").unwrap();
+        let now = crate::model::now_ms() / 1000;
+        let claims = Claims {
+            sub: "u".into(),
+            role: Role::Admin,
+            iat: now - 120,
+            exp: now - 60,
+        };
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &jwt.encoding).unwrap();
+        assert!(jwt.verify(&token).is_err());
+    }
+
+    #[test]
+    fn each_caller_has_a_budget_of_their_own() {
+        let limit = CallerLimit::new(1, 2);
+        assert!(limit.check("a").is_ok());
+        assert!(limit.check("a").is_ok());
+        let wait = limit.check("a").unwrap_err();
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1));
+        assert!(limit.check("b").is_ok(), "another caller is not held up");
+    }
+}

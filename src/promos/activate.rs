@@ -1,0 +1,192 @@
+//! Opening a promo's window: its segment, minus the customers a promo already reached that
+//! day in their time zone, becomes a campaign fanned out in batches of 1000. Run by every
+//! `herald-retry`; one instance claims each promo under a lease, and a rerun after a crash
+//! finds the same campaign and the same daily caps, so nobody is notified twice.
+
+use std::time::Duration;
+
+use rdkafka::producer::FutureProducer;
+
+use super::{segment, FlashPromo, Window};
+use crate::kafka::Topics;
+use crate::model::{Campaign, CampaignId, CustomerId, PromoId};
+use crate::store::{CampaignCreation, Store, StoreError, BATCH_SIZE};
+
+/// How long one scheduler may take to activate a promo before another may try.
+const ACTIVATION_LEASE: Duration = Duration::from_secs(60);
+
+/// What activating one promo did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activation {
+    pub promo: PromoId,
+    pub campaign: CampaignId,
+    /// Customers within the radius.
+    pub near: usize,
+    /// Of those, the ones the other criteria admit.
+    pub segment: usize,
+    /// Of those, already notified of a promo today.
+    pub capped: usize,
+    /// Notified now: the campaign's recipients.
+    pub audience: usize,
+}
+
+/// The customer's local date at `now_ms` (`2026-11-24`), the unit of the daily cap.
+pub fn local_date(time_zone: &str, now_ms: u64) -> String {
+    let tz = jiff::tz::TimeZone::get(time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
+    jiff::Timestamp::from_millisecond(now_ms as i64)
+        .map(|t| t.to_zoned(tz).date().to_string())
+        .unwrap_or_default()
+}
+
+/// Activates every promo whose window has opened; returns what each activation did.
+pub async fn activate_due(
+    store: &Store,
+    producer: &FutureProducer,
+    topics: &Topics,
+    owner: &str,
+    now_ms: u64,
+) -> Result<Vec<Activation>, StoreError> {
+    let mut done = Vec::new();
+    for id in store.due_promo_ids(now_ms).await? {
+        if !store
+            .claim_promo_activation(&id, owner, ACTIVATION_LEASE)
+            .await?
+        {
+            continue;
+        }
+        let Some(record) = store.promo(&id).await? else {
+            store
+                .finish_promo_activation(&id, &[("activation", "missing".into())])
+                .await?;
+            continue;
+        };
+        let promo: FlashPromo = match serde_json::from_str(&record.json) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(promo = %id, error = %e, "unreadable promo; not activated");
+                store
+                    .finish_promo_activation(&id, &[("activation", format!("unreadable: {e}"))])
+                    .await?;
+                continue;
+            }
+        };
+        if promo.window(now_ms) == Window::Ended {
+            store
+                .finish_promo_activation(&id, &[("activation", "ended before activation".into())])
+                .await?;
+            continue;
+        }
+        match activate(store, producer, topics, &promo, now_ms).await? {
+            Some(a) => {
+                tracing::info!(promo = %id, campaign = %a.campaign, near = a.near, segment = a.segment, capped = a.capped, audience = a.audience, "flash promo activated");
+                store
+                    .finish_promo_activation(
+                        &id,
+                        &[
+                            ("activation", "done".into()),
+                            ("activated_ms", now_ms.to_string()),
+                            ("campaign", a.campaign.to_string()),
+                            ("near", a.near.to_string()),
+                            ("segment", a.segment.to_string()),
+                            ("capped", a.capped.to_string()),
+                            ("audience", a.audience.to_string()),
+                        ],
+                    )
+                    .await?;
+                done.push(a);
+            }
+            // Not queued: the lease runs out and a scheduler tries again.
+            None => tracing::warn!(promo = %id, "promo batches not queued; will retry"),
+        }
+    }
+    Ok(done)
+}
+
+/// Activates promos as their windows open until `shutdown`, checking every `poll`.
+pub async fn run(
+    store: Store,
+    producer: FutureProducer,
+    topics: Topics,
+    poll: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let owner = uuid::Uuid::new_v4().to_string();
+    tracing::info!(%owner, "flash promo scheduler running");
+    loop {
+        if let Err(e) =
+            activate_due(&store, &producer, &topics, &owner, crate::model::now_ms()).await
+        {
+            tracing::warn!(error = %e, "flash promo activation failed; will retry");
+        }
+        if !crate::shutdown::sleep_unless_cancelled(poll, &shutdown).await {
+            return;
+        }
+    }
+}
+
+/// Builds and queues the promo's campaign; `None` when Kafka refused the batches.
+async fn activate(
+    store: &Store,
+    producer: &FutureProducer,
+    topics: &Topics,
+    promo: &FlashPromo,
+    now_ms: u64,
+) -> Result<Option<Activation>, StoreError> {
+    let segment = segment::members(store, promo).await?;
+    let dated: Vec<(CustomerId, String)> = segment
+        .members
+        .iter()
+        .map(|m| (m.id.clone(), local_date(&m.customer.time_zone, now_ms)))
+        .collect();
+    let holds = store.take_daily_caps(&promo.id, &dated).await?;
+    let audience: Vec<CustomerId> = dated
+        .into_iter()
+        .zip(&holds)
+        .filter(|(_, ours)| **ours)
+        .map(|((id, _), _)| id)
+        .collect();
+    let campaign = Campaign {
+        id: promo.campaign_id(),
+        name: format!("Flash promo {}: {}", promo.id, promo.product.name),
+        template: promo.message.clone(),
+        channels: promo.channels.clone(),
+        confirmation_timeout_ms: Default::default(),
+        max_cost: None,
+        recipients: audience.len() as u64,
+        created_ms: now_ms,
+    };
+    let recipients = if audience.is_empty() {
+        0
+    } else {
+        match store.create_campaign(&campaign, &audience).await? {
+            CampaignCreation::Created => campaign.recipients,
+            CampaignCreation::Exists(existing) => existing.recipients,
+        }
+    };
+    let batches = (recipients as usize).div_ceil(BATCH_SIZE);
+    if crate::fanout::queue_batches(producer, topics, &campaign.id, batches).await > 0 {
+        return Ok(None);
+    }
+    Ok(Some(Activation {
+        promo: promo.id.clone(),
+        campaign: campaign.id,
+        near: segment.near,
+        segment: segment.members.len(),
+        capped: holds.iter().filter(|ours| !**ours).count(),
+        audience: recipients as usize,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_day_is_the_customers_own() {
+        // 2026-11-24T23:30:00Z: still the 24th in London, already the 25th in Madrid.
+        let t = 1_795_563_000_000;
+        assert_eq!(local_date("Europe/London", t), "2026-11-24");
+        assert_eq!(local_date("Europe/Madrid", t), "2026-11-25");
+        assert_eq!(local_date("Not/AZone", t), "2026-11-24");
+    }
+}

@@ -1,0 +1,302 @@
+//! Flash promos (seed 002): a store's product at a price, a few units, a time window and the
+//! customers it suits. When the window opens, [`activate`] (run by `herald-retry`, safe with
+//! several instances) turns the promo into a campaign whose audience is its segment, minus
+//! those already notified of a promo that day (the daily cap), fanned out in batches of 1000
+//! by `herald-fanout`. Customers then reserve a unit for a minute and buy it
+//! ([`crate::store`]'s reserve and purchase scripts).
+
+pub mod activate;
+pub mod segment;
+
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::events::model::{cents, parse_timestamp, Invalid};
+use crate::model::{Channel, Location, PromoId, Template};
+
+pub use activate::{activate_due, Activation};
+pub use segment::{Segment, SegmentMember};
+
+/// The largest radius a segment may have.
+const MAX_RADIUS_M: f64 = 50_000.0;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Shop {
+    pub id: String,
+    pub name: String,
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Product {
+    pub id: String,
+    pub name: String,
+}
+
+/// Who a promo is for; criteria combine (all must hold).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentCriteria {
+    /// Geographic: within this many metres of the store (seed 002: 2 km).
+    #[serde(default = "default_radius")]
+    pub radius_m: f64,
+    /// Behavioural, from `herald-events`' per-user aggregates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_purchases: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_spent: Option<Decimal>,
+    /// Any of these categories seen in the user's events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<String>,
+    /// Demographic: profile attributes that must match exactly (`{"gender": "f"}`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+}
+
+fn default_radius() -> f64 {
+    2000.0
+}
+
+impl Default for SegmentCriteria {
+    fn default() -> Self {
+        SegmentCriteria {
+            radius_m: default_radius(),
+            min_purchases: None,
+            min_spent: None,
+            categories: Vec::new(),
+            attributes: BTreeMap::new(),
+        }
+    }
+}
+
+/// `POST /api/flash-promos/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPromo {
+    #[serde(default)]
+    pub id: Option<PromoId>,
+    pub store: Shop,
+    pub product: Product,
+    pub price: Decimal,
+    #[serde(default)]
+    pub original_price: Option<Decimal>,
+    pub units: u32,
+    pub starts_at: String,
+    pub ends_at: String,
+    #[serde(default)]
+    pub segment: SegmentCriteria,
+    /// The notification; `{{name}}` and other profile placeholders are filled per customer.
+    #[serde(default)]
+    pub message: Option<Template>,
+    /// Channel order; empty for the rules' default.
+    #[serde(default)]
+    pub channels: Vec<Channel>,
+}
+
+/// A promo as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlashPromo {
+    pub id: PromoId,
+    pub store: Shop,
+    pub product: Product,
+    pub price: Decimal,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_price: Option<Decimal>,
+    pub units: u32,
+    pub starts_ms: u64,
+    pub ends_ms: u64,
+    pub segment: SegmentCriteria,
+    pub message: Template,
+    #[serde(default)]
+    pub channels: Vec<Channel>,
+    pub created_ms: u64,
+}
+
+/// Where a promo's window stands at a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Window {
+    Scheduled,
+    Active,
+    Ended,
+}
+
+impl FlashPromo {
+    pub fn window(&self, now_ms: u64) -> Window {
+        if now_ms < self.starts_ms {
+            Window::Scheduled
+        } else if now_ms < self.ends_ms {
+            Window::Active
+        } else {
+            Window::Ended
+        }
+    }
+
+    /// The campaign that carries the promo's notifications.
+    pub fn campaign_id(&self) -> crate::model::CampaignId {
+        crate::model::CampaignId::parse(&format!("promo-{}", self.id))
+            .unwrap_or_else(crate::model::CampaignId::generate)
+    }
+}
+
+fn check_label(field: &str, value: &str) -> Result<(), Invalid> {
+    if value.trim().is_empty() || value.len() > 200 || value.contains(['{', '}']) {
+        return Err(Invalid {
+            field: field.into(),
+            reason: "must be 1-200 bytes without braces".into(),
+        });
+    }
+    Ok(())
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> Invalid {
+    Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+impl NewPromo {
+    /// Checks what types alone cannot and builds the promo.
+    pub fn validate(self, now_ms: u64) -> Result<FlashPromo, Invalid> {
+        check_label("store.id", &self.store.id)?;
+        check_label("store.name", &self.store.name)?;
+        check_label("product.id", &self.product.id)?;
+        check_label("product.name", &self.product.name)?;
+        let loc = self.store.location;
+        if !(loc.lat.is_finite() && (-90.0..=90.0).contains(&loc.lat)) {
+            return Err(invalid("store.location.lat", "must be within -90..90"));
+        }
+        if !(loc.lon.is_finite() && (-180.0..=180.0).contains(&loc.lon)) {
+            return Err(invalid("store.location.lon", "must be within -180..180"));
+        }
+        if self.price.is_zero() {
+            return Err(invalid("price", "must be more than 0"));
+        }
+        cents("price", self.price)?;
+        if let Some(original) = self.original_price {
+            cents("original_price", original)?;
+            if original < self.price {
+                return Err(invalid("original_price", "must not be below the price"));
+            }
+        }
+        if !(1..=1_000_000).contains(&self.units) {
+            return Err(invalid("units", "must be 1-1000000"));
+        }
+        // Promos are created ahead of time: no bound on how far in the future.
+        let far = u64::MAX / 4;
+        let starts_ms = parse_timestamp("starts_at", &self.starts_at, far)?;
+        let ends_ms = parse_timestamp("ends_at", &self.ends_at, far)?;
+        if ends_ms <= starts_ms {
+            return Err(invalid("ends_at", "must be after starts_at"));
+        }
+        if ends_ms <= now_ms {
+            return Err(invalid("ends_at", "is in the past"));
+        }
+        let s = &self.segment;
+        if !(s.radius_m.is_finite() && s.radius_m > 0.0 && s.radius_m <= MAX_RADIUS_M) {
+            return Err(invalid(
+                "segment.radius_m",
+                format!("must be more than 0 and at most {MAX_RADIUS_M}"),
+            ));
+        }
+        if let Some(spent) = s.min_spent {
+            cents("segment.min_spent", spent)?;
+        }
+        for (i, c) in s.categories.iter().enumerate() {
+            check_label(&format!("segment.categories[{i}]"), c)?;
+        }
+        let message = match self.message {
+            Some(m) => m,
+            None => default_message(&self.product, self.price, &self.store)?,
+        };
+        Ok(FlashPromo {
+            id: self.id.unwrap_or_else(|| {
+                PromoId::parse(&format!("fp-{}", uuid::Uuid::now_v7().simple()))
+                    .unwrap_or_else(|| unreachable!("a uuid is a token"))
+            }),
+            segment: SegmentCriteria {
+                categories: s
+                    .categories
+                    .iter()
+                    .map(|c| c.to_ascii_lowercase())
+                    .collect(),
+                ..s.clone()
+            },
+            store: self.store,
+            product: self.product,
+            price: self.price,
+            original_price: self.original_price,
+            units: self.units,
+            starts_ms,
+            ends_ms,
+            message,
+            channels: self.channels,
+            created_ms: now_ms,
+        })
+    }
+}
+
+fn default_message(product: &Product, price: Decimal, shop: &Shop) -> Result<Template, Invalid> {
+    Template::try_from(format!(
+        "{{{{name}}}}, flash promo: {} for {:.2} at {}, while units last.",
+        product.name, price, shop.name
+    ))
+    .map_err(|e| invalid("message", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body() -> serde_json::Value {
+        json!({
+            "store": {"id": "s1", "name": "Tienda Centro", "location": {"lat": 40.4168, "lon": -3.7038}},
+            "product": {"id": "p1", "name": "Auriculares"},
+            "price": "19.99", "original_price": 49.99, "units": 10,
+            "starts_at": "2026-11-24T10:00:00Z", "ends_at": "2026-11-24T12:00:00Z",
+        })
+    }
+
+    const NOW: u64 = 1_795_000_000_000; // 2026-11-18
+
+    #[test]
+    fn a_promo_gets_a_default_segment_and_message() {
+        let p = serde_json::from_value::<NewPromo>(body())
+            .unwrap()
+            .validate(NOW)
+            .unwrap();
+        assert_eq!(p.segment.radius_m, 2000.0);
+        assert_eq!(p.price.to_string(), "19.99");
+        assert!(p
+            .message
+            .render(|_| Some("Ana".into()))
+            .starts_with("Ana, flash promo: Auriculares for 19.99"));
+        assert_eq!(p.window(p.starts_ms - 1), Window::Scheduled);
+        assert_eq!(p.window(p.starts_ms), Window::Active);
+        assert_eq!(p.window(p.ends_ms), Window::Ended);
+    }
+
+    #[test]
+    fn bad_promos_name_the_field() {
+        for (field, value, at) in [
+            ("ends_at", json!("2026-11-24T09:00:00Z"), "ends_at"),
+            ("price", json!("0"), "price"),
+            ("price", json!("1.999"), "price"),
+            ("units", json!(0), "units"),
+            ("segment", json!({"radius_m": 0}), "segment.radius_m"),
+            ("original_price", json!("5.00"), "original_price"),
+        ] {
+            let mut b = body();
+            b[field] = value;
+            let err = serde_json::from_value::<NewPromo>(b)
+                .unwrap()
+                .validate(NOW)
+                .unwrap_err();
+            assert_eq!(err.field, at);
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! Flash promos in Redis. Keys (under the namespace `ns`; braces are the Cluster hash tag):
+//!
+//! - `{ns}:promo:{ID}`: hash `json` (the promo), `stock` (units neither held nor sold),
+//!   `sold`, and once activated `activated_ms`, `audience`, `capped`, `campaign`.
+//! - `{ns}:promo:{ID}:holds`: sorted set, member = user, score = when the hold lapses (ms).
+//! - `{ns}:promo:{ID}:buyers`: set of users who bought.
+//! - `{ns}:promo:{ID}:activating`: the activation lease of one scheduler instance.
+//! - `{ns}:promos`: every promo by end time; `{ns}:promos:pending`: promos not yet
+//!   activated, by start time.
+//! - `{ns}:promo-cap:{USER}:{DATE}`: the promo that notified the user on that local date.
+//!
+//! Stock only moves inside the reserve and purchase scripts, which first give back the units
+//! of lapsed holds: a unit is in stock, held, or sold, never two at once, and stock never
+//! goes below zero.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use redis::{AsyncCommands, Script};
+
+use super::{Store, StoreError};
+use crate::model::{CustomerId, PromoId};
+
+// KEYS: promo hash, holds, buyers. ARGV: user, now ms, hold ms.
+const RESERVE_LUA: &str = r#"
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, 1000)
+for _, u in ipairs(lapsed) do
+  redis.call('ZREM', KEYS[2], u)
+  redis.call('HINCRBY', KEYS[1], 'stock', 1)
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', 0, 0} end
+local stock = tonumber(redis.call('HGET', KEYS[1], 'stock') or '0')
+if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return {'bought', 0, stock} end
+local held = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if held then return {'held', tonumber(held), stock} end
+if stock <= 0 then return {'sold_out', 0, 0} end
+local until_ms = tonumber(ARGV[2]) + tonumber(ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'stock', -1)
+redis.call('ZADD', KEYS[2], until_ms, ARGV[1])
+return {'reserved', until_ms, stock - 1}
+"#;
+
+// KEYS: promo hash, holds, buyers. ARGV: user, now ms.
+const PURCHASE_LUA: &str = r#"
+if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return 'already' end
+local held = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not held then return 'no_hold' end
+redis.call('ZREM', KEYS[2], ARGV[1])
+if tonumber(held) <= tonumber(ARGV[2]) then
+  redis.call('HINCRBY', KEYS[1], 'stock', 1)
+  return 'lapsed'
+end
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'sold', 1)
+return 'purchased'
+"#;
+
+// KEYS: promo hash. ARGV: json, units. Creates unless it exists.
+const CREATE_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HGET', KEYS[1], 'json') end
+redis.call('HSET', KEYS[1], 'json', ARGV[1], 'stock', ARGV[2], 'sold', 0)
+return false
+"#;
+
+// KEYS: cap key. ARGV: promo, ttl s. The promo that holds the user's day.
+const CAP_LUA: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return ARGV[1]
+"#;
+
+fn script(cell: &'static std::sync::OnceLock<Script>, body: &str) -> &'static Script {
+    cell.get_or_init(|| Script::new(body))
+}
+
+fn reserve_script() -> &'static Script {
+    static S: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    script(&S, RESERVE_LUA)
+}
+fn purchase_script() -> &'static Script {
+    static S: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    script(&S, PURCHASE_LUA)
+}
+fn create_script() -> &'static Script {
+    static S: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    script(&S, CREATE_LUA)
+}
+fn cap_script() -> &'static Script {
+    static S: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    script(&S, CAP_LUA)
+}
+
+/// What a reserve call found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// A unit is held for the caller until `until_ms`.
+    Reserved {
+        until_ms: u64,
+        units_left: u64,
+    },
+    /// The caller already holds one (the same hold; no second unit).
+    AlreadyHeld {
+        until_ms: u64,
+        units_left: u64,
+    },
+    SoldOut,
+    AlreadyBought,
+    Missing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purchase {
+    Purchased,
+    /// Bought before: the same purchase.
+    AlreadyPurchased,
+    /// No live hold: never reserved, or the hold lapsed (its unit went back).
+    NoHold,
+}
+
+/// A promo's stored record and counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromoRecord {
+    pub json: String,
+    pub stock: i64,
+    pub sold: i64,
+    pub holds: u64,
+    pub activation: BTreeMap<String, String>,
+}
+
+impl Store {
+    fn promo_key(&self, id: &PromoId) -> String {
+        format!("{}:promo:{{{id}}}", self.ns)
+    }
+    fn promos_key(&self) -> String {
+        format!("{}:promos", self.ns)
+    }
+    fn pending_promos_key(&self) -> String {
+        format!("{}:promos:pending", self.ns)
+    }
+    fn promo_keys(&self, id: &PromoId) -> [String; 3] {
+        let k = self.promo_key(id);
+        [k.clone(), format!("{k}:holds"), format!("{k}:buyers")]
+    }
+
+    /// Stores a promo unless one with its id exists; `None` when created, else the stored
+    /// JSON. Either way the promo is (again) listed and scheduled.
+    pub async fn create_promo(
+        &self,
+        id: &PromoId,
+        json: &str,
+        units: u32,
+        starts_ms: u64,
+        ends_ms: u64,
+    ) -> Result<Option<String>, StoreError> {
+        let existing: Option<String> = self
+            .eval(create_script().key(self.promo_key(id)).arg(json).arg(units))
+            .await?;
+        let mut pipe = redis::pipe();
+        pipe.zadd(self.promos_key(), id.as_str(), ends_ms)
+            .ignore()
+            .zadd(self.pending_promos_key(), id.as_str(), starts_ms)
+            .ignore();
+        self.query_pipe::<()>(&pipe).await?;
+        Ok(existing)
+    }
+
+    /// Promos that end after `now_ms` (active or still to come), oldest end first.
+    pub async fn current_promo_ids(&self, now_ms: u64) -> Result<Vec<PromoId>, StoreError> {
+        let (mut c, generation) = self.connection();
+        let ids: Vec<String> = self
+            .bounded(
+                generation,
+                c.zrangebyscore_limit(self.promos_key(), now_ms + 1, "+inf", 0, 1000),
+            )
+            .await?;
+        Ok(ids.iter().filter_map(|i| PromoId::parse(i)).collect())
+    }
+
+    /// Promos whose start has come and that no scheduler activated yet.
+    pub async fn due_promo_ids(&self, now_ms: u64) -> Result<Vec<PromoId>, StoreError> {
+        let (mut c, generation) = self.connection();
+        let ids: Vec<String> = self
+            .bounded(
+                generation,
+                c.zrangebyscore_limit(self.pending_promos_key(), "-inf", now_ms, 0, 100),
+            )
+            .await?;
+        Ok(ids.iter().filter_map(|i| PromoId::parse(i)).collect())
+    }
+
+    pub async fn promo(&self, id: &PromoId) -> Result<Option<PromoRecord>, StoreError> {
+        let [key, holds, _] = self.promo_keys(id);
+        let mut pipe = redis::pipe();
+        pipe.hgetall(&key).zcard(&holds);
+        let (mut fields, holds): (BTreeMap<String, String>, u64) = self.query_pipe(&pipe).await?;
+        let Some(json) = fields.remove("json") else {
+            return Ok(None);
+        };
+        let n = |v: Option<String>| v.and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok(Some(PromoRecord {
+            json,
+            stock: n(fields.remove("stock")),
+            sold: n(fields.remove("sold")),
+            holds,
+            activation: fields,
+        }))
+    }
+
+    /// Takes the activation of a promo for `lease` unless another scheduler holds it.
+    pub async fn claim_promo_activation(
+        &self,
+        id: &PromoId,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let (mut c, generation) = self.connection();
+        let key = format!("{}:activating", self.promo_key(id));
+        let set: Option<String> = self
+            .bounded(
+                generation,
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(owner)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(lease.as_millis() as u64)
+                    .query_async(&mut c),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Records an activation and takes the promo off the schedule.
+    pub async fn finish_promo_activation(
+        &self,
+        id: &PromoId,
+        fields: &[(&str, String)],
+    ) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.hset_multiple(self.promo_key(id), fields)
+            .ignore()
+            .zrem(self.pending_promos_key(), id.as_str())
+            .ignore()
+            .del(format!("{}:activating", self.promo_key(id)))
+            .ignore();
+        self.query_pipe::<()>(&pipe).await
+    }
+
+    /// Customers within `radius_m` metres of a point (Redis GEO).
+    pub async fn customers_near(
+        &self,
+        lat: f64,
+        lon: f64,
+        radius_m: f64,
+    ) -> Result<Vec<CustomerId>, StoreError> {
+        let (mut c, generation) = self.connection();
+        let ids: Vec<String> = self
+            .bounded(
+                generation,
+                redis::cmd("GEOSEARCH")
+                    .arg(self.geo_key())
+                    .arg("FROMLONLAT")
+                    .arg(lon)
+                    .arg(lat)
+                    .arg("BYRADIUS")
+                    .arg(radius_m)
+                    .arg("m")
+                    .query_async(&mut c),
+            )
+            .await?;
+        Ok(ids.iter().filter_map(|i| CustomerId::parse(i)).collect())
+    }
+
+    /// Takes each user's promo notification of their local day for `promo` unless another
+    /// promo has it; answers for each whether `promo` holds it (`false`: capped).
+    pub async fn take_daily_caps(
+        &self,
+        promo: &PromoId,
+        users: &[(CustomerId, String)],
+    ) -> Result<Vec<bool>, StoreError> {
+        let script = cap_script();
+        let mut out = Vec::with_capacity(users.len());
+        for chunk in users.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for (user, date) in chunk {
+                pipe.invoke_script(
+                    script
+                        .key(format!("{}:promo-cap:{user}:{date}", self.ns))
+                        .arg(promo.as_str())
+                        // Two days: the local date has passed everywhere by then.
+                        .arg(2 * 24 * 3600),
+                );
+            }
+            let holders: Vec<String> = self.query_pipe_with_scripts(&pipe, &[script]).await?;
+            out.extend(holders.iter().map(|h| h == promo.as_str()));
+        }
+        Ok(out)
+    }
+
+    pub async fn reserve_unit(
+        &self,
+        id: &PromoId,
+        user: &CustomerId,
+        now_ms: u64,
+        hold: Duration,
+    ) -> Result<Reservation, StoreError> {
+        let [key, holds, buyers] = self.promo_keys(id);
+        let (outcome, until, left): (String, u64, i64) = self
+            .eval(
+                reserve_script()
+                    .key(key)
+                    .key(holds)
+                    .key(buyers)
+                    .arg(user.as_str())
+                    .arg(now_ms)
+                    .arg(hold.as_millis() as u64),
+            )
+            .await?;
+        let units_left = left.max(0) as u64;
+        Ok(match outcome.as_str() {
+            "reserved" => Reservation::Reserved {
+                until_ms: until,
+                units_left,
+            },
+            "held" => Reservation::AlreadyHeld {
+                until_ms: until,
+                units_left,
+            },
+            "sold_out" => Reservation::SoldOut,
+            "bought" => Reservation::AlreadyBought,
+            _ => Reservation::Missing,
+        })
+    }
+
+    pub async fn purchase_unit(
+        &self,
+        id: &PromoId,
+        user: &CustomerId,
+        now_ms: u64,
+    ) -> Result<Purchase, StoreError> {
+        let [key, holds, buyers] = self.promo_keys(id);
+        let outcome: String = self
+            .eval(
+                purchase_script()
+                    .key(key)
+                    .key(holds)
+                    .key(buyers)
+                    .arg(user.as_str())
+                    .arg(now_ms),
+            )
+            .await?;
+        Ok(match outcome.as_str() {
+            "purchased" => Purchase::Purchased,
+            "already" => Purchase::AlreadyPurchased,
+            _ => Purchase::NoHold,
+        })
+    }
+}
