@@ -13,5 +13,6 @@ mod dispatch_once;
 mod events;
 mod observability;
 mod offers;
+mod promos;
 mod redis_restart;
 mod resilience;
