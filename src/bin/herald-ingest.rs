@@ -63,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
         .with_request_ttl(Duration::from_secs(args.request_ttl_secs));
     let producer =
         kafka::producer(&args.common.kafka_brokers).context("creating the Kafka producer")?;
-    let jwt = match &args.jwt_secret {
+    let jwt = match args.jwt_secret.as_ref().filter(|s| !s.expose().is_empty()) {
         Some(secret) => Some(herald::auth::Jwt::new(secret.expose()).context("HERALD_JWT_SECRET")?),
         None => {
             tracing::warn!("no HERALD_JWT_SECRET: the flash-promo API refuses authenticated calls");

@@ -550,4 +550,49 @@ async fn roles_tokens_limits_and_the_window_are_enforced() {
     .await;
     assert_eq!(s, 410, "closed: {err}");
     assert!(err["error"].as_str().unwrap().contains("ended"), "{err}");
+
+    // CORS: an API configured with an origin answers its preflight, and no other's.
+    let cors_api = std::sync::Arc::new(herald::api::Ingest {
+        store: fleet.store.clone(),
+        producer: herald::kafka::producer(fleet.brokers()).unwrap(),
+        topics: fleet.topics.clone(),
+        promos: herald::api::PromoSettings {
+            jwt: Some(Jwt::new(JWT_SECRET).unwrap()),
+            cors_origins: vec!["https://shop.example".into()],
+            ..herald::api::PromoSettings::default()
+        },
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/api/flash-promos/guarded/reserve/",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(herald::api::serve(
+        listener,
+        cors_api,
+        fleet.shutdown.child_token(),
+    ));
+    for (origin, allowed) in [
+        ("https://shop.example", true),
+        ("https://evil.example", false),
+    ] {
+        let r = fleet
+            .http
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header("Access-Control-Request-Headers", "authorization")
+            .send()
+            .await
+            .unwrap();
+        let header = r
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(
+            header.as_deref() == Some(origin),
+            allowed,
+            "{origin}: {header:?}"
+        );
+    }
 }
