@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures::{stream, StreamExt};
 use serde_json::{json, Value};
 
-use crate::model::Channel;
+use crate::model::{Channel, Location};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -224,11 +224,14 @@ fn spawn_progress(
 /// customers `{prefix}{i}`, a campaign to all of them, and a watch until it completes.
 impl LoadGen {
     /// Stores `count` synthetic customers reachable on `channels`, 1000 per call.
+    /// Stores `count` synthetic customers `{prefix}0..`, each placed within `area` (centre
+    /// and radius in metres) when given.
     pub async fn seed_customers(
         &self,
         prefix: &str,
         count: u64,
         channels: &[Channel],
+        area: Option<(Location, f64)>,
         concurrency: usize,
     ) -> Result<(), LoadError> {
         let batches: Vec<(u64, u64)> = (0..count)
@@ -240,7 +243,13 @@ impl LoadGen {
         let results: Vec<Result<Value, LoadError>> = stream::iter(batches)
             .map(|(start, end)| {
                 let customers: Vec<Value> = (start..end)
-                    .map(|i| synthetic_customer(&format!("{prefix}{i}"), channels))
+                    .map(|i| {
+                        let mut c = synthetic_customer(&format!("{prefix}{i}"), channels);
+                        if let Some((centre, radius_m)) = area {
+                            c["location"] = json!(spread(centre, radius_m, i));
+                        }
+                        c
+                    })
                     .collect();
                 let done = &done;
                 async move {
@@ -432,6 +441,81 @@ fn synthetic_customer(id: &str, channels: &[Channel]) -> Value {
         .map(|c| (c.to_string(), json!(true)))
         .collect();
     json!({"id": id, "name": format!("Cliente {id}"), "contacts": contacts, "consent": consent, "time_zone": "Europe/Madrid"})
+}
+
+/// The `i`-th of many points spread evenly over a disc (a sunflower pattern), so seeded
+/// customers fill a store's radius deterministically.
+pub fn spread(centre: Location, radius_m: f64, i: u64) -> Location {
+    const M_PER_DEG: f64 = 6_372_797.560_856 * std::f64::consts::PI / 180.0;
+    let golden = std::f64::consts::PI * (3.0 - 5f64.sqrt());
+    let r = radius_m * (((i % 10_000) as f64 + 0.5) / 10_000.0).sqrt();
+    let a = i as f64 * golden;
+    Location {
+        lat: centre.lat + r * a.cos() / M_PER_DEG,
+        lon: centre.lon + r * a.sin() / (M_PER_DEG * centre.lat.to_radians().cos()),
+    }
+}
+
+/// Sends one reservation for each of `users` synthetic users (`{prefix}0..`) to a flash
+/// promo, `concurrency` at a time, with tokens minted by `jwt`; returns the latencies (ms,
+/// sorted) and how many of each status.
+pub async fn bench_reserve(
+    api: &str,
+    promo: &str,
+    jwt: &crate::auth::Jwt,
+    prefix: &str,
+    users: u64,
+    concurrency: usize,
+) -> Result<(Vec<f64>, std::collections::BTreeMap<u16, u64>), LoadError> {
+    let tokens: Vec<String> = (0..users)
+        .map(|i| {
+            jwt.mint(
+                &format!("{prefix}{i}"),
+                crate::auth::Role::User,
+                Duration::from_secs(3600),
+            )
+            .unwrap_or_default()
+        })
+        .collect();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .map_err(|source| LoadError::Unreachable {
+            url: api.to_string(),
+            source,
+        })?;
+    let url = format!("{api}/api/flash-promos/{promo}/reserve/");
+    let results: Vec<Result<(f64, u16), LoadError>> = stream::iter(tokens)
+        .map(|token| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let started = Instant::now();
+                let r = http
+                    .post(&url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .map_err(|source| LoadError::Unreachable {
+                        url: url.clone(),
+                        source,
+                    })?;
+                let status = r.status().as_u16();
+                let _ = r.bytes().await;
+                Ok((started.elapsed().as_secs_f64() * 1000.0, status))
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let mut latencies = Vec::with_capacity(results.len());
+    let mut statuses = std::collections::BTreeMap::new();
+    for r in results {
+        let (ms, status) = r?;
+        latencies.push(ms);
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    Ok((latencies, statuses))
 }
 
 /// Produces `count` records made by `record(i)` (key, payload) as fast as the broker takes

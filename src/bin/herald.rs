@@ -68,6 +68,9 @@ enum Command {
     /// Sales and user events (seeds 003 and 004).
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Flash promos (seed 002).
+    #[command(subcommand)]
+    Promos(PromosCommand),
     /// Kafka topics of the fleet.
     #[command(subcommand)]
     Topics(TopicsCommand),
@@ -153,6 +156,25 @@ enum DlqCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum PromosCommand {
+    /// Reserve latency: USERS synthetic users (`PREFIX0..`) each reserve a unit of PROMO,
+    /// CONCURRENCY at a time; prints p50/p99/max and the statuses (for benchmarks).
+    BenchReserve {
+        #[arg(long)]
+        promo: String,
+        #[arg(long, default_value_t = 20_000)]
+        users: u64,
+        #[arg(long, default_value_t = 2000)]
+        concurrency: usize,
+        #[arg(long, default_value = "rb")]
+        prefix: String,
+        /// HS256 secret, the same herald-ingest has.
+        #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
+        jwt_secret: herald::config::Secret,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum EventsCommand {
     /// Publish realistic user events and sales straight to the topics at RATE per second
     /// for DURATION seconds: shoppers click, view, add to cart and buy (each purchase is
@@ -217,6 +239,12 @@ enum CustomersCommand {
         /// Batches of 1000 in flight at once.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
+        /// Place the customers around this point (`LAT,LON`), for flash-promo segments.
+        #[arg(long, value_delimiter = ',', num_args = 2)]
+        near: Option<Vec<f64>>,
+        /// Radius of `--near`, in metres.
+        #[arg(long, default_value_t = 1900.0)]
+        radius_m: f64,
     },
 }
 
@@ -336,8 +364,19 @@ async fn main() -> anyhow::Result<()> {
             prefix,
             channels,
             concurrency,
+            near,
+            radius_m,
         }) => {
-            load.seed_customers(&prefix, count, &channels, concurrency)
+            let area = near.filter(|n| n.len() == 2).map(|n| {
+                (
+                    herald::model::Location {
+                        lat: n[0],
+                        lon: n[1],
+                    },
+                    radius_m,
+                )
+            });
+            load.seed_customers(&prefix, count, &channels, area, concurrency)
                 .await
                 .context("storing customers")?;
         }
@@ -483,6 +522,33 @@ async fn main() -> anyhow::Result<()> {
                         l.partition, l.high, l.lag
                     );
                 }
+            }
+        }
+        Command::Promos(PromosCommand::BenchReserve {
+            promo,
+            users,
+            concurrency,
+            prefix,
+            jwt_secret,
+        }) => {
+            let jwt = herald::auth::Jwt::new(jwt_secret.expose())?;
+            let started = std::time::Instant::now();
+            let (lat, statuses) =
+                herald::loadgen::bench_reserve(&cli.api, &promo, &jwt, &prefix, users, concurrency)
+                    .await?;
+            let secs = started.elapsed().as_secs_f64();
+            let q = |p: f64| {
+                lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
+                    .copied()
+                    .unwrap_or(0.0)
+            };
+            println!("reserve_requests {}", lat.len());
+            println!("reserve_per_sec {:.0}", lat.len() as f64 / secs);
+            println!("reserve_p50_ms {:.2}", q(0.5));
+            println!("reserve_p99_ms {:.2}", q(0.99));
+            println!("reserve_max_ms {:.2}", lat.last().copied().unwrap_or(0.0));
+            for (status, n) in statuses {
+                println!("reserve_status_{status} {n}");
             }
         }
         Command::Token {
