@@ -15,6 +15,7 @@ PROVIDER_ADDR=${HERALD_DEMO_PROVIDER_ADDR:-127.0.0.1:3001}
 METRICS_ADDR=${HERALD_DEMO_METRICS_ADDR:-127.0.0.1:9300}
 export HERALD_PROFILE=release
 export HERALD_PROVIDER_API_KEY=${HERALD_PROVIDER_API_KEY:-demo-$RANDOM$RANDOM}
+export HERALD_JWT_SECRET=${HERALD_JWT_SECRET:-demo-secret-$RANDOM$RANDOM$RANDOM}
 
 ensure_apt redis-server curl python3
 build_fleet
@@ -89,6 +90,28 @@ log "10% of receipts are lost, so those customers fall back after 3 s)"
 
 log "(customers are in Europe/Madrid: at night SMS and WhatsApp are in quiet hours, so a customer"
 log " whose e-mail and push stayed silent waits for 09:00 and the campaign stays 'running')"
+echo
+
+PROMO="flash-$(date +%s)"
+log "flash promo $PROMO (seed 002): 10 headphones at 19.99 for the $COUNT customers within 2 km of a store"
+"$BIN/herald" --api "http://$API_ADDR" customers seed --count "$COUNT" --prefix near --channels email \
+    --near 40.4168,-3.7038 --radius-m 1900
+ADMIN=$("$BIN/herald" token --role admin --sub demo-ops)
+curl -sf -X POST "http://$API_ADDR/api/flash-promos/" -H "Authorization: Bearer $ADMIN" \
+    -H 'content-type: application/json' -d "{
+  \"id\": \"$PROMO\", \"store\": {\"id\": \"sol\", \"name\": \"Tienda Sol\", \"location\": {\"lat\": 40.4168, \"lon\": -3.7038}},
+  \"product\": {\"id\": \"p1\", \"name\": \"Auriculares\"}, \"price\": \"19.99\", \"original_price\": \"49.99\", \"units\": 10,
+  \"starts_at\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\", \"ends_at\": \"$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)\"}" >/dev/null
+for _ in $(seq 50); do
+    curl -sf "http://$API_ADDR/v1/campaigns/promo-$PROMO" >/dev/null && break
+    sleep 0.2
+done
+BUYER=$("$BIN/herald" token --role user --sub near0)
+log "near0 reserves: $(curl -s -X POST "http://$API_ADDR/api/flash-promos/$PROMO/reserve/" -H "Authorization: Bearer $BUYER")"
+log "near0 buys:     $(curl -s -X POST "http://$API_ADDR/api/flash-promos/$PROMO/purchase/" -H "Authorization: Bearer $BUYER")"
+sleep 2
+log "the promo now: $(curl -s "http://$API_ADDR/api/flash-promos/$PROMO/" -H "Authorization: Bearer $ADMIN" | python3 -c 'import json,sys; p=json.load(sys.stdin); print(json.dumps({"stock": p["stock"], "notifications": p["notifications"]}))')"
+log "try: curl -H \"Authorization: Bearer \$(HERALD_JWT_SECRET=$HERALD_JWT_SECRET herald token --role user --sub near1)\" -X POST http://$API_ADDR/api/flash-promos/$PROMO/reserve/"
 echo
 
 log "shop events: 5 s of shoppers (the same $COUNT demo customers) clicking and buying, 1% invalid, 1% copies"

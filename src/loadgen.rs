@@ -518,6 +518,28 @@ pub async fn bench_reserve(
     Ok((latencies, statuses))
 }
 
+/// Queues one record on a fast (unacknowledged) producer, waiting while its queue is full.
+pub fn send_waiting(
+    producer: &rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+) -> Result<(), rdkafka::error::KafkaError> {
+    use rdkafka::error::RDKafkaErrorCode;
+    use rdkafka::producer::BaseRecord;
+    let mut rec = BaseRecord::to(topic).key(key).payload(payload);
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                rec = r;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
 /// Produces `count` records made by `record(i)` (key, payload) as fast as the broker takes
 /// them; returns records per second. Blocking.
 pub fn produce_fast(
@@ -526,8 +548,7 @@ pub fn produce_fast(
     count: u64,
     mut record: impl FnMut(u64) -> (String, Vec<u8>),
 ) -> Result<f64, rdkafka::error::KafkaError> {
-    use rdkafka::error::RDKafkaErrorCode;
-    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    use rdkafka::producer::{Producer, ThreadedProducer};
     use rdkafka::ClientConfig;
 
     let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> = ClientConfig::new()
@@ -538,17 +559,7 @@ pub fn produce_fast(
     let started = Instant::now();
     for i in 0..count {
         let (key, payload) = record(i);
-        let mut rec = BaseRecord::to(topic).key(&key).payload(&payload);
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                    rec = r;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, _)) => return Err(e),
-            }
-        }
+        send_waiting(&producer, topic, &key, &payload)?;
     }
     producer.flush(Duration::from_secs(60))?;
     Ok(count as f64 / started.elapsed().as_secs_f64())

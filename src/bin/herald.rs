@@ -240,7 +240,7 @@ enum CustomersCommand {
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
         /// Place the customers around this point (`LAT,LON`), for flash-promo segments.
-        #[arg(long, value_delimiter = ',', num_args = 2)]
+        #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
         near: Option<Vec<f64>>,
         /// Radius of `--near`, in metres.
         #[arg(long, default_value_t = 1900.0)]

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
 use serde::Serialize;
 use serde_json::json;
@@ -256,17 +255,7 @@ pub fn generate(
             }
         }
         for (topic, key, payload) in shop.next_records(topics, &mut report) {
-            let mut rec = BaseRecord::to(&topic).key(&key).payload(&payload);
-            loop {
-                match producer.send(rec) {
-                    Ok(()) => break,
-                    Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                        rec = r;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err((e, _)) => return Err(e),
-                }
-            }
+            crate::loadgen::send_waiting(&producer, &topic, &key, &payload)?;
             report.published += 1;
         }
         events += 1;
