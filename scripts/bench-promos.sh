@@ -102,13 +102,17 @@ log "reserve latency: 20,000 buyers, $CONCURRENCY at a time"
 ulimit -n 65536 2>/dev/null || true
 "$BIN/herald" --api "http://$API" promos bench-reserve --promo "$PROMO" --users 20000 \
     --concurrency "$CONCURRENCY" | tee "$OUT/reserve.txt"
+log "reserve latency: 20,000 other buyers, 64 at a time (below saturation)"
+"$BIN/herald" --api "http://$API" promos bench-reserve --promo "$PROMO" --users 20000 \
+    --prefix rl --concurrency 64 | tee "$OUT/reserve-64.txt"
 
-python3 - "$N" "$start_ns" "$activated_ns" "$end_ns" "$OUT" <<'PY'
+python3 - "$N" "$start_ns" "$activated_ns" "$end_ns" "$OUT" "$CONCURRENCY" <<'PY'
 import json, sys
 n, start, activated, end, out = int(sys.argv[1]), *map(int, sys.argv[2:5]), sys.argv[5]
 c = json.load(open(f"{out}/campaign.json"))
 p = json.load(open(f"{out}/promo-state.json"))
 r = dict(l.split() for l in open(f"{out}/reserve.txt") if l.strip())
+r64 = dict(l.split() for l in open(f"{out}/reserve-64.txt") if l.strip())
 counts = c.get("counts", {})
 secs = (end - start) / 1e9
 sent = counts.get("sent", 0)
@@ -118,6 +122,7 @@ print(f"promo created -> campaign  {(activated - start) / 1e9:.1f} s (activation
 print(f"campaign status            {c.get('status')} (sent {sent:,}, delivered {counts.get('delivered', 0):,})")
 print(f"promo created -> last      {secs:.1f} s")
 print(f"notifications a minute     {sent / secs * 60:,.0f}")
-print(f"reserve at {r.get('reserve_requests')} requests: {r.get('reserve_per_sec')}/s, p50 {r.get('reserve_p50_ms')} ms, p99 {r.get('reserve_p99_ms')} ms, max {r.get('reserve_max_ms')} ms")
+print(f"reserve at {sys.argv[6]} concurrent: {r.get('reserve_per_sec')}/s, p50 {r.get('reserve_p50_ms')} ms, p99 {r.get('reserve_p99_ms')} ms, max {r.get('reserve_max_ms')} ms")
 print("reserve statuses           " + ", ".join(f"{k[15:]}: {v}" for k, v in r.items() if k.startswith("reserve_status_")))
+print(f"reserve at 64 concurrent:  {r64.get('reserve_per_sec')}/s, p50 {r64.get('reserve_p50_ms')} ms, p99 {r64.get('reserve_p99_ms')} ms, max {r64.get('reserve_max_ms')} ms")
 PY

@@ -41,6 +41,9 @@ pub struct PromoSettings {
     pub hold: Duration,
     /// Origins allowed by CORS (`*` for any); empty: no CORS headers.
     pub cors_origins: Vec<String>,
+    /// Promos read before: a promo never changes once created (its stock lives apart), so
+    /// reserve and purchase need not read it from Redis each time.
+    pub known: std::sync::Mutex<std::collections::HashMap<PromoId, Arc<FlashPromo>>>,
 }
 
 impl Default for PromoSettings {
@@ -50,6 +53,7 @@ impl Default for PromoSettings {
             limit: CallerLimit::new(5, 10),
             hold: Duration::from_secs(60),
             cors_origins: Vec::new(),
+            known: Default::default(),
         }
     }
 }
@@ -198,6 +202,28 @@ async fn load(app: &Ingest, raw_id: &str) -> Result<(FlashPromo, PromoRecord), A
     Ok((promo, rec))
 }
 
+/// A promo's definition, from memory once read.
+async fn definition(app: &Ingest, raw_id: &str) -> Result<Arc<FlashPromo>, ApiError> {
+    let id = PromoId::parse(raw_id).ok_or_else(|| ApiError::not_found("flash promo"))?;
+    let cached = app
+        .promos
+        .known
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&id)
+        .cloned();
+    if let Some(promo) = cached {
+        return Ok(promo);
+    }
+    let promo = Arc::new(load(app, raw_id).await?.0);
+    let mut known = app.promos.known.lock().unwrap_or_else(|e| e.into_inner());
+    if known.len() >= 10_000 {
+        known.clear();
+    }
+    known.insert(id, promo.clone());
+    Ok(promo)
+}
+
 /// Refuses what the window no longer (or not yet) allows.
 fn open_window(p: &FlashPromo, now: u64) -> Result<(), ApiError> {
     match p.window(now) {
@@ -289,7 +315,7 @@ async fn reserve(
 }
 
 async fn reserve_for(app: &Ingest, raw_id: &str, user: &CustomerId) -> Result<Response, ApiError> {
-    let (promo, _) = load(app, raw_id).await?;
+    let promo = definition(app, raw_id).await?;
     let now = now_ms();
     open_window(&promo, now)?;
     let held = |status: StatusCode, until_ms: u64, left: u64| {
@@ -341,7 +367,7 @@ async fn purchase(
 }
 
 async fn purchase_for(app: &Ingest, raw_id: &str, user: &CustomerId) -> Result<Response, ApiError> {
-    let (promo, _) = load(app, raw_id).await?;
+    let promo = definition(app, raw_id).await?;
     let now = now_ms();
     open_window(&promo, now)?;
     let status = match app.store.purchase_unit(&promo.id, user, now).await? {

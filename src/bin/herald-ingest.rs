@@ -79,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
             limit: herald::auth::CallerLimit::new(args.user_rate_per_sec, args.user_burst),
             hold: Duration::from_secs(args.reservation_secs.max(1)),
             cors_origins: args.cors_origins.clone(),
+            ..api::PromoSettings::default()
         },
     });
     let shutdown = herald::shutdown::on_signal();
