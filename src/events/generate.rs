@@ -90,7 +90,7 @@ type Record = (String, String, Vec<u8>);
 
 impl Shop {
     fn new(config: GenerateConfig) -> Self {
-        let mut rng = StdRng::seed_from_u64(config.seed);
+        let rng = StdRng::seed_from_u64(config.seed);
         // Ids unique per run (a second run is new events, not copies); the mix follows the seed.
         let run = format!("g{:x}", crate::model::now_ms());
         Shop {
