@@ -122,11 +122,23 @@ fn caller(app: &Ingest, headers: &HeaderMap) -> Result<Claims, ApiError> {
         .map_err(|e| error(StatusCode::UNAUTHORIZED, e.to_string()))
 }
 
-/// Why a buyer's call is refused before it starts.
+/// Why a buyer's call is refused: as any API error, or over the rate limit.
 enum Refused {
     Api(ApiError),
     /// Over the per-user rate limit: retry after this many seconds.
     TooMany(u64),
+}
+
+impl From<ApiError> for Refused {
+    fn from(e: ApiError) -> Self {
+        Refused::Api(e)
+    }
+}
+
+impl From<crate::store::StoreError> for Refused {
+    fn from(e: crate::store::StoreError) -> Self {
+        Refused::Api(e.into())
+    }
 }
 
 impl IntoResponse for Refused {
@@ -304,18 +316,9 @@ async fn reserve(
     State(app): State<Arc<Ingest>>,
     headers: HeaderMap,
     Path(raw_id): Path<String>,
-) -> Response {
-    let user = match buyer(&app, &headers) {
-        Ok(u) => u,
-        Err(r) => return r.into_response(),
-    };
-    reserve_for(&app, &raw_id, &user)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn reserve_for(app: &Ingest, raw_id: &str, user: &CustomerId) -> Result<Response, ApiError> {
-    let promo = definition(app, raw_id).await?;
+) -> Result<Response, Refused> {
+    let user = &buyer(&app, &headers)?;
+    let promo = definition(&app, &raw_id).await?;
     let now = now_ms();
     open_window(&promo, now)?;
     let held = |status: StatusCode, until_ms: u64, left: u64| {
@@ -343,12 +346,11 @@ async fn reserve_for(app: &Ingest, raw_id: &str, user: &CustomerId) -> Result<Re
             until_ms,
             units_left,
         } => Ok(held(StatusCode::OK, until_ms, units_left)),
-        Reservation::SoldOut => Err(error(StatusCode::CONFLICT, "sold out")),
-        Reservation::AlreadyBought => Err(error(
-            StatusCode::CONFLICT,
-            "already purchased by this user",
-        )),
-        Reservation::Missing => Err(ApiError::not_found("flash promo")),
+        Reservation::SoldOut => Err(error(StatusCode::CONFLICT, "sold out").into()),
+        Reservation::AlreadyBought => {
+            Err(error(StatusCode::CONFLICT, "already purchased by this user").into())
+        }
+        Reservation::Missing => Err(ApiError::not_found("flash promo").into()),
     }
 }
 
@@ -356,18 +358,9 @@ async fn purchase(
     State(app): State<Arc<Ingest>>,
     headers: HeaderMap,
     Path(raw_id): Path<String>,
-) -> Response {
-    let user = match buyer(&app, &headers) {
-        Ok(u) => u,
-        Err(r) => return r.into_response(),
-    };
-    purchase_for(&app, &raw_id, &user)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn purchase_for(app: &Ingest, raw_id: &str, user: &CustomerId) -> Result<Response, ApiError> {
-    let promo = definition(app, raw_id).await?;
+) -> Result<Response, Refused> {
+    let user = &buyer(&app, &headers)?;
+    let promo = definition(&app, &raw_id).await?;
     let now = now_ms();
     open_window(&promo, now)?;
     let status = match app.store.purchase_unit(&promo.id, user, now).await? {
@@ -377,12 +370,13 @@ async fn purchase_for(app: &Ingest, raw_id: &str, user: &CustomerId) -> Result<R
             return Err(error(
                 StatusCode::CONFLICT,
                 "no live reservation by this user: reserve first (a hold lasts one minute)",
-            ))
+            )
+            .into())
         }
     };
     let sale = sale_id(&promo.id, user);
     if status == StatusCode::CREATED {
-        record_sale(app, &promo, user, sale.as_ref(), now).await;
+        record_sale(&app, &promo, user, sale.as_ref(), now).await;
     }
     Ok((
         status,
