@@ -42,14 +42,8 @@ bash scripts/stack.sh up
 # shellcheck disable=SC1091
 source "$HERALD_STATE/stack.env"
 
-log "own broker: $PARTITIONS partitions per topic, namespace $NS"
-rm -f "$OUT/broker.addr"
-"$BIN/herald-broker" --partitions "$PARTITIONS" --namespace "$NS" --address-file "$OUT/broker.addr" \
-    >"$OUT/broker.log" 2>&1 &
-broker_pid=$!
-for _ in $(seq 100); do [ -s "$OUT/broker.addr" ] && break; sleep 0.1; done
-export HERALD_KAFKA_BROKERS
-HERALD_KAFKA_BROKERS=$(cat "$OUT/broker.addr")
+start_own_broker "$OUT" "$PARTITIONS" "$NS"
+broker_pid=$OWN_BROKER_PID
 
 log "publishing $N events (not timed as aggregation)"
 "$BIN/herald" events generate --rate 0 --duration 3600 --count "$N" --users 100000 --json \

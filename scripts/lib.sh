@@ -49,6 +49,21 @@ bin_dir() {
     echo "$CARGO_TARGET_DIR/${HERALD_PROFILE:-debug}"
 }
 
+# A herald-broker of a benchmark's own (so it measures on an empty broker): PARTITIONS per
+# topic for namespace NS, its log and address in OUT. Sets OWN_BROKER_PID and exports
+# HERALD_KAFKA_BROKERS.
+start_own_broker() {
+    local out=$1 partitions=$2 ns=$3
+    log "own broker: $partitions partitions per topic, namespace $ns"
+    rm -f "$out/broker.addr"
+    "$(bin_dir)/herald-broker" --partitions "$partitions" --namespace "$ns" \
+        --address-file "$out/broker.addr" >"$out/broker.log" 2>&1 &
+    OWN_BROKER_PID=$!
+    for _ in $(seq 100); do [ -s "$out/broker.addr" ] && break; sleep 0.1; done
+    HERALD_KAFKA_BROKERS=$(cat "$out/broker.addr")
+    export HERALD_KAFKA_BROKERS
+}
+
 pid_alive() {
     [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
 }
