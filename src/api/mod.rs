@@ -108,6 +108,16 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .merge(offers::routes())
         .merge(events::routes())
         .merge(promos::routes(&ingest.promos))
+        .route("/docs", get(docs_page))
+        .route(
+            "/docs/openapi.json",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    OPENAPI,
+                )
+            }),
+        )
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
         .fallback(|| async { ApiError::not_found("route") })
@@ -119,6 +129,21 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .layer(axum::middleware::from_fn(move |req, next| {
             count_request(tally.clone(), req, next)
         }))
+}
+
+/// The OpenAPI description of this API (written by `docs/openapi.py`).
+const OPENAPI: &str = include_str!("openapi.json");
+
+/// `/docs`: the OpenAPI document as a page, with no assets to fetch.
+async fn docs_page() -> axum::response::Html<String> {
+    static PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    axum::response::Html(
+        PAGE.get_or_init(|| {
+            // Inside a <script> element, "</" must not appear as is.
+            include_str!("docs.html").replace("__SPEC__", &OPENAPI.replace("</", "<\\/"))
+        })
+        .clone(),
+    )
 }
 
 /// Requests answered, by route and status, for `/metrics`.

@@ -5,6 +5,7 @@
 mod harness;
 
 mod api_contract;
+mod api_docs;
 mod broker_binary;
 mod campaign_crash;
 mod dead_letters;

@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Writes src/api/openapi.json, the OpenAPI 3.0 description of herald-ingest's HTTP API that
+herald-ingest serves at /docs/openapi.json. Run after changing a route: python3 docs/openapi.py
+(tests/it/api_docs.rs checks that every route the code declares is described, and that every
+described path answers)."""
+import json, pathlib
+
+def obj(props, required=()):
+    return {"type": "object", "properties": props, "required": list(required)} if required else {"type": "object", "properties": props}
+
+S = {"type": "string"}
+I = {"type": "integer", "minimum": 0}
+DEC = {"type": "string", "pattern": r"^\d+(\.\d{1,2})?$", "description": "Exact decimal, at most two decimals (a JSON number is accepted too)"}
+TS = {"type": "string", "format": "date-time", "description": "RFC 3339; seed 003's form without offset is read as UTC"}
+CH = {"type": "string", "enum": ["email", "sms", "whatsapp", "push"]}
+LOC = obj({"lat": {"type": "number"}, "lon": {"type": "number"}}, ["lat", "lon"])
+ERR = obj({"error": S, "field": {"type": "string", "description": "The offending field, e.g. events[3].amount"}}, ["error"])
+
+def resp(desc, schema=None):
+    r = {"description": desc}
+    if schema:
+        r["content"] = {"application/json": {"schema": schema}}
+    return r
+
+def body(schema):
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+ERRS = {"400": resp("Not JSON", ERR), "422": resp("A field is invalid (named in `field`)", ERR)}
+NF = {"404": resp("Unknown", ERR)}
+AUTH = {"401": resp("Missing or invalid bearer token", ERR), "503": resp("No JWT secret configured", ERR)}
+BEARER = [{"bearer": []}]
+
+def p(name, desc="", where="path"):
+    return {"name": name, "in": where, "required": where == "path", "schema": S, "description": desc}
+
+customer = obj({
+    "id": S, "name": S,
+    "contacts": {"type": "object", "additionalProperties": S, "description": "Address per channel"},
+    "consent": {"type": "object", "additionalProperties": {"type": "boolean"}},
+    "time_zone": {"type": "string", "description": "IANA name"},
+    "location": LOC,
+    "attributes": {"type": "object", "additionalProperties": S},
+})
+sale = obj({
+    "event_type": {"type": "string", "enum": ["sale_completed"]}, "sale_id": S,
+    "product_id": {"oneOf": [S, {"type": "integer"}]}, "product_name": S,
+    "quantity": {"type": "integer", "minimum": 1, "maximum": 10000}, "total": DEC,
+    "customer_email": {"type": "string", "format": "email"}, "customer_id": S, "timestamp": TS,
+}, ["event_type", "sale_id", "product_id", "product_name", "quantity", "total", "customer_email", "timestamp"])
+user_event = obj({
+    "event_id": S, "user_id": S,
+    "event_type": {"type": "string", "enum": ["click", "view", "add_to_cart", "purchase"]},
+    "category": S, "product_id": {"oneOf": [S, {"type": "integer"}]},
+    "amount": dict(DEC, description="Purchases only, and required for them"), "timestamp": TS,
+}, ["event_id", "user_id", "event_type", "timestamp"])
+segment = obj({
+    "radius_m": {"type": "number", "default": 2000, "maximum": 50000},
+    "min_purchases": I, "min_spent": DEC, "categories": {"type": "array", "items": S},
+    "attributes": {"type": "object", "additionalProperties": S},
+})
+promo_in = obj({
+    "id": S, "store": obj({"id": S, "name": S, "location": LOC}, ["id", "name", "location"]),
+    "product": obj({"id": S, "name": S}, ["id", "name"]), "price": DEC, "original_price": DEC,
+    "units": {"type": "integer", "minimum": 1}, "starts_at": TS, "ends_at": TS, "segment": segment,
+    "message": {"type": "string", "description": "Template; {{name}} and profile attributes are filled per customer"},
+    "channels": {"type": "array", "items": CH},
+}, ["store", "product", "price", "units", "starts_at", "ends_at"])
+promo_out = obj({
+    "id": S, "status": {"type": "string", "enum": ["scheduled", "active", "ended"]}, "price": DEC,
+    "stock": obj({"available": I, "held": I, "sold": I}),
+    "notifications": obj({"activated_at": TS, "campaign": S, "near": I, "segment": I, "capped": I, "notified": I}),
+})
+
+paths = {
+    "/v1/requests": {"post": {"summary": "Create a notification request (seed 001)", "requestBody": body(obj({"to": S, "message": S, "type": {"type": "string", "enum": ["email", "sms", "push"]}}, ["to", "message", "type"])),
+        "responses": {"201": resp("Created", obj({"id": S})), **ERRS}}},
+    "/v1/requests/{id}/process": {"post": {"summary": "Queue a request for sending (idempotent)", "parameters": [p("id")], "responses": {"202": resp("Queued"), **NF, "503": resp("Kafka did not acknowledge in time", ERR)}}},
+    "/v1/requests/{id}": {"get": {"summary": "A request's status", "parameters": [p("id")], "responses": {"200": resp("Status", obj({"id": S, "status": {"type": "string", "enum": ["queued", "processing", "sent", "failed"]}})), **NF}}},
+    "/v1/customers/{id}": {
+        "put": {"summary": "Store a customer", "parameters": [p("id")], "requestBody": body(customer), "responses": {"200": resp("Stored", customer), **ERRS}},
+        "get": {"summary": "A customer", "parameters": [p("id")], "responses": {"200": resp("The customer", customer), **NF}}},
+    "/v1/customers/batch": {"post": {"summary": "Store up to 10,000 customers", "requestBody": body(obj({"customers": {"type": "array", "items": customer}}, ["customers"])), "responses": {"200": resp("Stored", obj({"stored": I})), **ERRS}}},
+    "/v1/customers/{id}/loyalty": {"get": {"summary": "Loyalty points of a customer id or e-mail address", "parameters": [p("id", "Customer id or e-mail address")], "responses": {"200": resp("The account", obj({"customer": S, "points": {"type": "integer"}, "sales": I, "spent": DEC, "last_sale_id": S, "recent": {"type": "array", "items": obj({"sale_id": S, "points": {"type": "integer"}, "total": DEC, "at_ms": I})}})), **NF}}},
+    "/v1/customers/{id}/activity": {"get": {"summary": "A user's aggregated events (seed 004)", "parameters": [p("id")], "responses": {"200": resp("Aggregates", obj({"user_id": S, "events": I, "clicks": I, "views": I, "add_to_cart": I, "purchases": I, "spent": DEC, "categories": {"type": "object", "additionalProperties": I}, "last_seen_ms": I})), **NF}}},
+    "/v1/campaigns": {"post": {"summary": "Send a campaign of personalised offers (the same id again resumes)", "requestBody": body(obj({"id": S, "name": S, "template": S, "channels": {"type": "array", "items": CH}, "confirmation_timeout_ms": {"type": "object", "additionalProperties": I}, "max_cost": {"type": "number"}, "audience": obj({"customer_ids": {"type": "array", "items": S}}, ["customer_ids"])}, ["name", "template", "audience"])),
+        "responses": {"202": resp("Queued", obj({"id": S, "recipients": I, "batches": I})), "200": resp("Already there: resumed"), **ERRS}}},
+    "/v1/campaigns/{id}": {"get": {"summary": "A campaign's progress and counts", "parameters": [p("id")], "responses": {"200": resp("Report", obj({"id": S, "status": {"type": "string", "enum": ["fanning_out", "running", "completed"]}, "recipients": I, "progress": {"type": "object"}, "counts": {"type": "object", "additionalProperties": I}})), **NF}}},
+    "/v1/receipts": {"post": {"summary": "Delivery receipts from a provider: one, or {\"receipts\": [...]}", "requestBody": body({"oneOf": [obj({"key": S, "status": {"type": "string", "enum": ["delivered", "failed"]}, "reason": S}, ["key", "status"]), obj({"receipts": {"type": "array", "items": {"type": "object"}}})]}), "responses": {"200": resp("Applied"), **ERRS}}},
+    "/v1/sales": {"post": {"summary": "A completed sale (seed 003): a confirmation e-mail and loyalty points follow", "requestBody": body(sale), "responses": {"202": resp("Accepted", obj({"sale_id": S, "status": S, "confirmation": {"type": "string", "description": "The request id of the confirmation e-mail"}, "loyalty_account": S})), **ERRS, "503": resp("Kafka unavailable", ERR)}}},
+    "/v1/user-events": {"post": {"summary": "User events (seed 004): one, or {\"events\": [...]} (up to 10,000)", "requestBody": body({"oneOf": [user_event, obj({"events": {"type": "array", "items": user_event}}, ["events"])]}), "responses": {"202": resp("Accepted", obj({"accepted": I})), **ERRS, "503": resp("Kafka unavailable: send them again", ERR)}}},
+    "/api/flash-promos/": {"post": {"summary": "Create a flash promo (admin)", "security": BEARER, "requestBody": body(promo_in), "responses": {"201": resp("Created", promo_out), "200": resp("This id exists: the stored promo", promo_out), **ERRS, **AUTH, "403": resp("Not an admin", ERR)}}},
+    "/api/flash-promos/active/": {"get": {"summary": "Promos whose window is open", "responses": {"200": resp("Active promos", obj({"count": I, "promos": {"type": "array", "items": promo_out}}))}}},
+    "/api/flash-promos/{id}/": {"get": {"summary": "One promo with its stock and notification figures", "security": BEARER, "parameters": [p("id")], "responses": {"200": resp("The promo", promo_out), **NF, **AUTH}}},
+    "/api/flash-promos/{id}/reserve/": {"post": {"summary": "Hold one unit for the caller (60 s)", "security": BEARER, "parameters": [p("id")], "responses": {"201": resp("Held", obj({"promo_id": S, "user_id": S, "status": S, "expires_at": TS, "expires_in_ms": I, "units_left": I})), "200": resp("Already held by the caller: the same hold"), "409": resp("Sold out, already bought, or not open yet", ERR), "410": resp("Ended", ERR), "429": resp("Over the caller's rate limit (Retry-After)", ERR), **NF, **AUTH}}},
+    "/api/flash-promos/{id}/purchase/": {"post": {"summary": "Buy the unit the caller holds", "security": BEARER, "parameters": [p("id")], "responses": {"201": resp("Bought", obj({"promo_id": S, "user_id": S, "status": S, "price": DEC, "sale_id": S})), "200": resp("Bought before: the same purchase"), "409": resp("No live hold by the caller, or not open yet", ERR), "410": resp("Ended", ERR), "429": resp("Over the caller's rate limit (Retry-After)", ERR), **NF, **AUTH}}},
+    "/api/users/segments/": {"get": {"summary": "The caller's segments and the active promos that suit them", "security": BEARER, "parameters": [p("user_id", "Admins only: another user", "query")], "responses": {"200": resp("Segments", obj({"user_id": S, "segments": {"type": "array", "items": S}, "located": {"type": "boolean"}, "promos": {"type": "array", "items": S}})), **NF, **AUTH, "403": resp("A user asked for someone else", ERR)}}},
+    "/healthz": {"get": {"summary": "Alive", "responses": {"200": resp("ok")}}},
+    "/readyz": {"get": {"summary": "Ready: Redis answers", "responses": {"200": resp("ready"), "503": resp("not ready")}}},
+    "/metrics": {"get": {"summary": "Prometheus metrics (requests by route and status)", "responses": {"200": resp("text/plain exposition")}}},
+    "/docs": {"get": {"summary": "This API, as a page", "responses": {"200": resp("HTML")}}},
+    "/docs/openapi.json": {"get": {"summary": "This document", "responses": {"200": resp("OpenAPI 3.0")}}},
+}
+
+doc = {
+    "openapi": "3.0.3",
+    "info": {"title": "Herald API (herald-ingest)", "version": "1",
+             "description": "Seed 001's requests API exactly as contracted, offers and campaigns, receipts, sales and user events, and seed 002's flash promos."},
+    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (HS256; claims sub, role admin|user, exp)"}}},
+    "paths": paths,
+}
+out = pathlib.Path(__file__).resolve().parent.parent / "src" / "api" / "openapi.json"
+out.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+print(f"wrote {out} ({len(paths)} paths)")
