@@ -6,7 +6,8 @@
 //! - `POST /api/flash-promos/{id}/reserve/` (the caller, for themself) → 201 a unit held for
 //!   the reservation time (60 s); again while held → 200 the same hold.
 //! - `POST /api/flash-promos/{id}/purchase/` (the caller) → 201 bought with a live hold;
-//!   again → 200 the same purchase.
+//!   again → 200 the same purchase. The purchase's sale event goes out through the promo's
+//!   outbox (see [`crate::promos::outbox`]).
 //! - `GET /api/users/segments/` → the caller's segments and the active promos that suit them
 //!   (an admin may ask for `?user_id=`).
 //!
@@ -363,7 +364,13 @@ async fn purchase(
     let promo = definition(&app, &raw_id).await?;
     let now = now_ms();
     open_window(&promo, now)?;
-    let status = match app.store.purchase_unit(&promo.id, user, now).await? {
+    let sale = sale_id(&promo.id, user);
+    let event = sale_event(&app, &promo, user, sale.as_ref(), now).await?;
+    let status = match app
+        .store
+        .purchase_unit(&promo.id, user, now, event.as_deref())
+        .await?
+    {
         Purchase::Purchased => StatusCode::CREATED,
         Purchase::AlreadyPurchased => StatusCode::OK,
         Purchase::NoHold => {
@@ -374,10 +381,6 @@ async fn purchase(
             .into())
         }
     };
-    let sale = sale_id(&promo.id, user);
-    if status == StatusCode::CREATED {
-        record_sale(&app, &promo, user, sale.as_ref(), now).await;
-    }
     Ok((
         status,
         Json(json!({
@@ -393,26 +396,28 @@ fn sale_id(promo: &PromoId, user: &CustomerId) -> Option<SaleId> {
     SaleId::parse(&format!("fp-{promo}-{user}"))
 }
 
-/// Publishes the purchase as a `sale_completed` (seed 003), so the buyer gets the
-/// confirmation e-mail and loyalty points like any sale. Best effort: the purchase stands
-/// whatever Kafka says, and a buyer without an e-mail address gets no sale event.
-async fn record_sale(
+/// The purchase as seed 003's `sale_completed`, so that the buyer gets the confirmation
+/// e-mail and loyalty points like any sale. The purchase script queues it in the promo's
+/// outbox with the purchase itself, and `herald-retry` publishes it. `None` for a buyer
+/// with no e-mail address (or ids too long for a sale id).
+async fn sale_event(
     app: &Ingest,
     promo: &FlashPromo,
     user: &CustomerId,
     sale: Option<&SaleId>,
     now: u64,
-) {
+) -> Result<Option<String>, ApiError> {
     let Some(sale_id) = sale else {
         tracing::warn!(promo = %promo.id, user = %user, "ids too long for a sale id; no sale event");
-        return;
+        return Ok(None);
     };
-    let email = match app.store.customer(user).await {
-        Ok(Some(c)) => c.contacts.get(&Channel::Email).cloned(),
-        _ => None,
-    };
-    let Some(customer_email) = email else {
-        return;
+    let Some(customer_email) = app
+        .store
+        .customer(user)
+        .await?
+        .and_then(|c| c.contacts.get(&Channel::Email).cloned())
+    else {
+        return Ok(None);
     };
     let event = SaleEvent {
         event_type: SALE_COMPLETED.into(),
@@ -425,21 +430,9 @@ async fn record_sale(
         customer_id: Some(user.clone()),
         timestamp: rfc3339(now),
     };
-    let published = match serde_json::to_vec(&event) {
-        Ok(payload) => crate::kafka::publish(
-            &app.producer,
-            &app.topics.sales(),
-            sale_id.as_str(),
-            &payload,
-            None,
-        )
-        .await
-        .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = published {
-        tracing::error!(promo = %promo.id, user = %user, error = %e, "purchase recorded, sale event lost");
-    }
+    serde_json::to_string(&event)
+        .map(Some)
+        .map_err(|e| ApiError::unavailable(e.to_string()))
 }
 
 #[derive(Deserialize)]

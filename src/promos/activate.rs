@@ -102,7 +102,8 @@ pub async fn activate_due(
     Ok(done)
 }
 
-/// Activates promos as their windows open until `shutdown`, checking every `poll`.
+/// Activates promos as their windows open, and publishes their purchases' sale events,
+/// until `shutdown`, checking every `poll`.
 pub async fn run(
     store: Store,
     producer: FutureProducer,
@@ -113,10 +114,14 @@ pub async fn run(
     let owner = uuid::Uuid::new_v4().to_string();
     tracing::info!(%owner, "flash promo scheduler running");
     loop {
-        if let Err(e) =
-            activate_due(&store, &producer, &topics, &owner, crate::model::now_ms()).await
-        {
+        let now = crate::model::now_ms();
+        if let Err(e) = activate_due(&store, &producer, &topics, &owner, now).await {
             tracing::warn!(error = %e, "flash promo activation failed; will retry");
+        }
+        if let Err(e) =
+            super::outbox::publish_outboxes(&store, &producer, &topics, &owner, now).await
+        {
+            tracing::warn!(error = %e, "flash promo sale events not published; will retry");
         }
         if !crate::shutdown::sleep_unless_cancelled(poll, &shutdown).await {
             return;

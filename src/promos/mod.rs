@@ -6,6 +6,7 @@
 //! ([`crate::store`]'s reserve and purchase scripts).
 
 pub mod activate;
+pub mod outbox;
 pub mod segment;
 
 use std::collections::BTreeMap;

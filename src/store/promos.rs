@@ -5,6 +5,9 @@
 //! - `{ns}:promo:{ID}:holds`: sorted set, member = user, score = when the hold lapses (ms).
 //! - `{ns}:promo:{ID}:buyers`: set of users who bought.
 //! - `{ns}:promo:{ID}:activating`: the activation lease of one scheduler instance.
+//! - `{ns}:promo:{ID}:outbox`: sale events of purchases, written by the purchase script and
+//!   published to `herald.sales` by a scheduler (`…:outbox-lock` is its lease), so a
+//!   purchase and its sale event are never parted.
 //! - `{ns}:promos`: every promo by end time; `{ns}:promos:pending`: promos not yet
 //!   activated, by start time.
 //! - `{ns}:promo-cap:{USER}:{DATE}`: the promo that notified the user on that local date.
@@ -40,7 +43,7 @@ redis.call('ZADD', KEYS[2], until_ms, ARGV[1])
 return {'reserved', until_ms, stock - 1}
 "#;
 
-// KEYS: promo hash, holds, buyers. ARGV: user, now ms.
+// KEYS: promo hash, holds, buyers, outbox. ARGV: user, now ms, the sale event ('' for none).
 const PURCHASE_LUA: &str = r#"
 if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return 'already' end
 local held = redis.call('ZSCORE', KEYS[2], ARGV[1])
@@ -52,6 +55,7 @@ if tonumber(held) <= tonumber(ARGV[2]) then
 end
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'sold', 1)
+if ARGV[3] ~= '' then redis.call('RPUSH', KEYS[4], ARGV[3]) end
 return 'purchased'
 "#;
 
@@ -333,21 +337,27 @@ impl Store {
         })
     }
 
+    /// Buys the unit `user` holds; a first purchase also queues `sale_event` (if any) in the
+    /// promo's outbox, in the same script.
     pub async fn purchase_unit(
         &self,
         id: &PromoId,
         user: &CustomerId,
         now_ms: u64,
+        sale_event: Option<&str>,
     ) -> Result<Purchase, StoreError> {
         let [key, holds, buyers] = self.promo_keys(id);
+        let outbox = format!("{key}:outbox");
         let outcome: String = self
             .eval(
                 purchase_script()
                     .key(key)
                     .key(holds)
                     .key(buyers)
+                    .key(outbox)
                     .arg(user.as_str())
-                    .arg(now_ms),
+                    .arg(now_ms)
+                    .arg(sale_event.unwrap_or("")),
             )
             .await?;
         Ok(match outcome.as_str() {
@@ -355,5 +365,47 @@ impl Store {
             "already" => Purchase::AlreadyPurchased,
             _ => Purchase::NoHold,
         })
+    }
+
+    /// Takes a promo's outbox for `lease` unless another scheduler drains it now.
+    pub async fn claim_outbox(
+        &self,
+        id: &PromoId,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let (mut c, generation) = self.connection();
+        let set: Option<String> = self
+            .bounded(
+                generation,
+                redis::cmd("SET")
+                    .arg(format!("{}:outbox-lock", self.promo_key(id)))
+                    .arg(owner)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(lease.as_millis() as u64)
+                    .query_async(&mut c),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// The oldest `max` entries of a promo's outbox (read, not removed).
+    pub async fn outbox(&self, id: &PromoId, max: usize) -> Result<Vec<String>, StoreError> {
+        let (mut c, generation) = self.connection();
+        let key = format!("{}:outbox", self.promo_key(id));
+        self.bounded(generation, c.lrange(key, 0, max as isize - 1))
+            .await
+    }
+
+    /// Removes the oldest `n` entries once published, and lets the outbox go.
+    pub async fn trim_outbox(&self, id: &PromoId, n: usize) -> Result<(), StoreError> {
+        let key = self.promo_key(id);
+        let mut pipe = redis::pipe();
+        pipe.ltrim(format!("{key}:outbox"), n as isize, -1)
+            .ignore()
+            .del(format!("{key}:outbox-lock"))
+            .ignore();
+        self.query_pipe::<()>(&pipe).await
     }
 }

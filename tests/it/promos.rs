@@ -596,3 +596,59 @@ async fn roles_tokens_limits_and_the_window_are_enforced() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purchase_becomes_one_sale_event_through_the_outbox() {
+    let fleet = Fleet::start(quiet_provider(), 1).await;
+    fleet.put_customers(vec![placed("buyer1", SOL, 10.0)]).await;
+    create(&fleet, promo("sold", 2, SOL)).await;
+    let t = token(Role::User, "buyer1");
+    let (s, _) = call(
+        &fleet,
+        "POST",
+        "/api/flash-promos/sold/reserve/",
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_eq!(s, 201);
+    for want in [201, 200] {
+        let (s, body) = call(
+            &fleet,
+            "POST",
+            "/api/flash-promos/sold/purchase/",
+            Some(&t),
+            None,
+        )
+        .await;
+        assert_eq!(s, want, "{body}");
+    }
+    let producer = herald::kafka::producer(fleet.brokers()).unwrap();
+    let drain = || {
+        herald::promos::outbox::publish_outboxes(
+            &fleet.store,
+            &producer,
+            &fleet.topics,
+            "t",
+            herald::model::now_ms(),
+        )
+    };
+    assert_eq!(drain().await.unwrap(), 1, "one purchase, one sale event");
+    assert_eq!(drain().await.unwrap(), 0, "published once, then trimmed");
+    let sales = fleet
+        .read_topic(&fleet.topics.sales(), 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(sales.len(), 1);
+    use rdkafka::message::Message as _;
+    let sale: herald::events::model::SaleEvent =
+        serde_json::from_slice(sales[0].payload().unwrap()).unwrap();
+    assert!(sale.validate(herald::model::now_ms()).is_ok(), "{sale:?}");
+    assert_eq!(
+        (
+            sale.sale_id.as_str(),
+            sale.total.to_string().as_str(),
+            sale.customer_email.as_str()
+        ),
+        ("fp-sold-buyer1", "19.99", "buyer1@example.com")
+    );
+}
