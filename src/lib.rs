@@ -26,24 +26,20 @@
 
 pub mod api;
 pub mod auth;
-pub mod broker;
+pub mod campaigns;
 pub mod config;
+pub mod dev;
 pub mod dispatch;
 pub mod dlq;
 pub mod events;
-pub mod fanout;
 pub mod health;
 pub mod kafka;
 pub mod latency;
-pub mod loadgen;
 pub mod metrics;
 pub mod model;
 pub mod prom;
 pub mod promos;
 pub mod provider;
-pub mod retry;
-pub mod rules;
 pub mod shutdown;
-pub mod simulator;
 pub mod store;
 pub mod telemetry;

@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 
 use super::offers::parse_json;
 use super::{ApiError, Ingest};
-use crate::events::model::{Invalid, MemberId, SaleEvent, UserEvent};
 use crate::kafka;
+use crate::model::commerce::{Invalid, MemberId, SaleEvent, UserEvent};
 use crate::model::{now_ms, CustomerId};
 
 const MAX_EVENTS_PER_CALL: usize = 10_000;

@@ -12,19 +12,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use futures::future::join_all;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{ApiError, Ingest};
-use crate::kafka;
+use crate::campaigns::rules::is_known_time_zone;
+use crate::campaigns::{receipts, LaunchError};
 use crate::model::{
-    now_ms, parse_delivery_key, Campaign, CampaignId, Channel, Customer, CustomerId,
-    LifecycleEvent, LifecycleKind, Receipt, Template,
+    now_ms, Campaign, CampaignId, Channel, Customer, CustomerId, Receipt, Template,
 };
-use crate::rules::is_known_time_zone;
-use crate::store::{CampaignCreation, ReceiptOutcome, BATCH_SIZE};
 
 /// Largest body for bulk routes: a million-customer audience is about 15 MB of JSON.
 const BULK_BODY_LIMIT: usize = 128 * 1024 * 1024;
@@ -288,13 +285,21 @@ async fn create_campaign(
         recipients: audience.len() as u64,
         created_ms: now_ms(),
     };
-    let (campaign, status) = match app.store.create_campaign(&campaign, &audience).await? {
-        CampaignCreation::Created => (campaign, StatusCode::ACCEPTED),
-        CampaignCreation::Exists(existing) => (*existing, StatusCode::OK),
+    let launched =
+        crate::campaigns::launch(&app.store, &app.producer, &app.topics, campaign, &audience)
+            .await
+            .map_err(|e| match e {
+                LaunchError::Store(e) => ApiError::from(e),
+                LaunchError::NotQueued => ApiError::unavailable(
+                    "queue unavailable; post the same campaign id again to resume",
+                ),
+            })?;
+    let (campaign, batches) = (launched.campaign, launched.batches);
+    let status = if launched.created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
     };
-    let batches = (campaign.recipients as usize).div_ceil(BATCH_SIZE);
-    queue_batches(&app, &campaign.id, batches).await?;
-    tracing::info!(campaign = %campaign.id, recipients = campaign.recipients, batches, "campaign queued");
     Ok((
         status,
         Json(json!({
@@ -304,16 +309,6 @@ async fn create_campaign(
         })),
     )
         .into_response())
-}
-
-async fn queue_batches(app: &Ingest, id: &CampaignId, batches: usize) -> Result<(), ApiError> {
-    if crate::fanout::queue_batches(&app.producer, &app.topics, id, batches).await > 0 {
-        tracing::error!(campaign = %id, "campaign batches not queued");
-        return Err(ApiError::unavailable(
-            "queue unavailable; post the same campaign id again to resume",
-        ));
-    }
-    Ok(())
 }
 
 async fn get_campaign(
@@ -389,57 +384,7 @@ async fn receipts(
             format!("at most {MAX_RECEIPTS_PER_CALL} receipts per call"),
         ));
     }
-    let mut parsed = Vec::with_capacity(receipts.len());
-    let mut unknown = 0u64;
-    for r in &receipts {
-        match parse_delivery_key(&r.key) {
-            Some((campaign, customer, channel)) => parsed.push((
-                campaign,
-                customer,
-                channel,
-                r.status,
-                r.reason.clone().unwrap_or_else(|| "failure receipt".into()),
-            )),
-            None => unknown += 1,
-        }
-    }
-    let outcomes = if parsed.is_empty() {
-        Vec::new()
-    } else {
-        app.store.apply_receipts(&parsed).await?
-    };
-    let mut tally: BTreeMap<&str, u64> = BTreeMap::new();
-    if unknown > 0 {
-        tally.insert("unknown", unknown);
-    }
-    let mut events = Vec::new();
-    for (outcome, (campaign, customer, channel, _, reason)) in outcomes.iter().zip(&parsed) {
-        let name = match outcome {
-            ReceiptOutcome::Delivered(_) => "delivered",
-            ReceiptOutcome::Undelivered => "undelivered",
-            ReceiptOutcome::Early => "early",
-            ReceiptOutcome::Late => "late",
-            ReceiptOutcome::Unknown => "unknown",
-        };
-        *tally.entry(name).or_default() += 1;
-        let (kind, latency_ms) = match outcome {
-            ReceiptOutcome::Delivered(latency) => (LifecycleKind::Delivered, *latency),
-            ReceiptOutcome::Undelivered => (LifecycleKind::Undelivered, None),
-            _ => continue,
-        };
-        let detail = (kind == LifecycleKind::Undelivered).then(|| reason.clone());
-        events.push(LifecycleEvent {
-            latency_ms,
-            ..LifecycleEvent::for_delivery(kind, campaign, customer, *channel, detail)
-        });
-    }
-    let topic = app.topics.events();
-    join_all(
-        events
-            .iter()
-            .map(|e| kafka::emit_event(&app.producer, &topic, e)),
-    )
-    .await;
+    let tally = receipts::apply(&app.store, &app.producer, &app.topics, &receipts).await?;
     Ok(Json(json!({ "received": receipts.len(), "outcomes": tally })).into_response())
 }
 

@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use super::offers::parse_json;
 use super::{ApiError, Ingest};
 use crate::auth::{CallerLimit, Claims, Jwt, Role};
-use crate::events::model::{SaleEvent, SALE_COMPLETED};
+use crate::model::commerce::{SaleEvent, SALE_COMPLETED};
 use crate::model::{now_ms, Channel, CustomerId, PromoId, SaleId};
 use crate::promos::{segment, FlashPromo, NewPromo, Window};
 use crate::store::{PromoRecord, Purchase, Reservation};

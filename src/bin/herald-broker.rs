@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use herald::broker::MockBroker;
+use herald::dev::broker::MockBroker;
 use herald::kafka::Topics;
 
 /// Runs librdkafka's mock Kafka cluster on 127.0.0.1 with Herald's topics created.

@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use herald::campaigns::fanout::{FanOut, FanOutConfig};
+use herald::campaigns::rules::Rules;
 use herald::config::{CommonArgs, HealthArgs, RulesArgs};
-use herald::fanout::{FanOut, FanOutConfig};
 use herald::health::Probes;
 use herald::kafka::{self, LagProbe, Topics};
 use herald::model::Channel;
-use herald::rules::Rules;
 use herald::store::Store;
 
 /// Consumes campaign batches from `herald.campaigns` (group `herald-fanout`), picks each

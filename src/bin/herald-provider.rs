@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use herald::config::LogFormat;
-use herald::simulator::{self, SimulatorArgs};
+use herald::dev::simulator::{self, SimulatorArgs};
 
 /// A stand-in for the external provider (`POST /v1/notify` with `X-API-Key`) that can be
 /// slow, fail, rate-limit and hang on demand; `GET /v1/stats` tells what it saw.

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use herald::campaigns::retry::{Retrier, RetryConfig};
+use herald::campaigns::rules::Rules;
 use herald::config::{CommonArgs, HealthArgs, RulesArgs};
 use herald::kafka::{self, Topics};
-use herald::retry::{Retrier, RetryConfig};
-use herald::rules::Rules;
 use herald::store::Store;
 
 /// Scans each campaign's pending confirmations in Redis; a deadline passed without a

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use herald::loadgen::LoadGen;
+use herald::dev::loadgen::LoadGen;
 use herald::model::Channel;
 
 /// Operate a Herald fleet.
@@ -400,14 +400,14 @@ async fn main() -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", herald::loadgen::campaign_summary(&report));
+                print!("{}", herald::dev::loadgen::campaign_summary(&report));
             }
         }
         Command::Campaigns(CampaignsCommand::Watch { id, wait_secs }) => {
             let report = load
                 .watch_campaign(&id, Duration::from_secs(wait_secs))
                 .await?;
-            print!("{}", herald::loadgen::campaign_summary(&report));
+            print!("{}", herald::dev::loadgen::campaign_summary(&report));
         }
         Command::Campaigns(CampaignsCommand::Show { id }) => {
             println!(
@@ -533,9 +533,15 @@ async fn main() -> anyhow::Result<()> {
         }) => {
             let jwt = herald::auth::Jwt::new(jwt_secret.expose())?;
             let started = std::time::Instant::now();
-            let (lat, statuses) =
-                herald::loadgen::bench_reserve(&cli.api, &promo, &jwt, &prefix, users, concurrency)
-                    .await?;
+            let (lat, statuses) = herald::dev::loadgen::bench_reserve(
+                &cli.api,
+                &promo,
+                &jwt,
+                &prefix,
+                users,
+                concurrency,
+            )
+            .await?;
             let secs = started.elapsed().as_secs_f64();
             let q = |p: f64| {
                 lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
@@ -577,7 +583,7 @@ async fn main() -> anyhow::Result<()> {
                     anyhow::bail!("--{name}-ratio must be between 0 and 1, not {ratio}");
                 }
             }
-            let config = herald::events::generate::GenerateConfig {
+            let config = herald::dev::generate::GenerateConfig {
                 rate,
                 duration: Duration::from_secs(duration),
                 max_events: count,
@@ -606,7 +612,12 @@ async fn main() -> anyhow::Result<()> {
             campaigns,
         } => {
             let rate = tokio::task::spawn_blocking(move || {
-                herald::loadgen::produce_lifecycle_events(&kafka_brokers, &topic, count, campaigns)
+                herald::dev::loadgen::produce_lifecycle_events(
+                    &kafka_brokers,
+                    &topic,
+                    count,
+                    campaigns,
+                )
             })
             .await??;
             println!("events_produced_per_sec {rate:.0}");
@@ -618,7 +629,7 @@ async fn main() -> anyhow::Result<()> {
             size,
         } => {
             let (produced, consumed) = tokio::task::spawn_blocking(move || {
-                herald::loadgen::broker_throughput(&kafka_brokers, &topic, count, size)
+                herald::dev::loadgen::broker_throughput(&kafka_brokers, &topic, count, size)
             })
             .await??;
             println!("broker_produce_per_sec {produced:.0}");
@@ -632,8 +643,8 @@ async fn main() -> anyhow::Result<()> {
 /// few seconds otherwise).
 async fn generate_events(
     kafka: KafkaArgs,
-    config: herald::events::generate::GenerateConfig,
-) -> anyhow::Result<herald::events::generate::GenerateReport> {
+    config: herald::dev::generate::GenerateConfig,
+) -> anyhow::Result<herald::dev::generate::GenerateReport> {
     use std::io::IsTerminal as _;
     let topics = herald::kafka::Topics::new(&kafka.namespace);
     let planned = match (config.rate, config.max_events) {
@@ -654,22 +665,28 @@ async fn generate_events(
     let shown = bar.clone();
     let mut last_line = std::time::Instant::now();
     let report = tokio::task::spawn_blocking(move || {
-        herald::events::generate::generate(&kafka.kafka_brokers, &topics, config, |r| {
-            match &shown {
-                Some(bar) => {
-                    bar.set_position(r.published);
-                    bar.set_message(format!("{} sales, {} invalid", r.sales, r.invalid_user_events + r.invalid_sales));
-                }
-                None if last_line.elapsed() >= Duration::from_secs(2) => {
-                    last_line = std::time::Instant::now();
-                    eprintln!(
-                        "  [{:>5.1}s] published {} ({} user events, {} sales, {} invalid, {} copies)",
-                        r.elapsed_s, r.published, r.user_events, r.sales,
-                        r.invalid_user_events + r.invalid_sales, r.duplicate_user_events + r.duplicate_sales
-                    );
-                }
-                None => {}
+        herald::dev::generate::generate(&kafka.kafka_brokers, &topics, config, |r| match &shown {
+            Some(bar) => {
+                bar.set_position(r.published);
+                bar.set_message(format!(
+                    "{} sales, {} invalid",
+                    r.sales,
+                    r.invalid_user_events + r.invalid_sales
+                ));
             }
+            None if last_line.elapsed() >= Duration::from_secs(2) => {
+                last_line = std::time::Instant::now();
+                eprintln!(
+                    "  [{:>5.1}s] published {} ({} user events, {} sales, {} invalid, {} copies)",
+                    r.elapsed_s,
+                    r.published,
+                    r.user_events,
+                    r.sales,
+                    r.invalid_user_events + r.invalid_sales,
+                    r.duplicate_user_events + r.duplicate_sales
+                );
+            }
+            None => {}
         })
     })
     .await??;

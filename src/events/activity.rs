@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use rdkafka::message::{Message as _, OwnedMessage};
 
-use super::model::{Activity, UserEvent};
 use super::{Applied, Consume, Role};
+use crate::model::commerce::{Activity, UserEvent};
 use crate::model::now_ms;
 use crate::store::Store;
 

@@ -15,8 +15,6 @@
 //! `event_id`, so a redelivered or re-published event changes nothing.
 
 mod activity;
-pub mod generate;
-pub mod model;
 mod sales;
 
 use std::collections::BTreeMap;

@@ -8,9 +8,9 @@ use rdkafka::producer::FutureProducer;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 
-use super::model::{cents, SaleEvent};
 use super::{Applied, Consume, Role};
 use crate::kafka::Topics;
+use crate::model::commerce::{cents, SaleEvent};
 use crate::model::{
     now_ms, Channel, LifecycleEvent, LifecycleKind, Message, Notification, RequestId,
 };

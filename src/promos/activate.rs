@@ -8,9 +8,10 @@ use std::time::Duration;
 use rdkafka::producer::FutureProducer;
 
 use super::{segment, FlashPromo, Window};
+use crate::campaigns::LaunchError;
 use crate::kafka::Topics;
 use crate::model::{Campaign, CampaignId, CustomerId, PromoId};
-use crate::store::{CampaignCreation, Store, StoreError, BATCH_SIZE};
+use crate::store::{Store, StoreError};
 
 /// How long one scheduler may take to activate a promo before another may try.
 const ACTIVATION_LEASE: Duration = Duration::from_secs(60);
@@ -163,15 +164,12 @@ async fn activate(
     let recipients = if audience.is_empty() {
         0
     } else {
-        match store.create_campaign(&campaign, &audience).await? {
-            CampaignCreation::Created => campaign.recipients,
-            CampaignCreation::Exists(existing) => existing.recipients,
+        match crate::campaigns::launch(store, producer, topics, campaign.clone(), &audience).await {
+            Ok(launched) => launched.campaign.recipients,
+            Err(LaunchError::NotQueued) => return Ok(None),
+            Err(LaunchError::Store(e)) => return Err(e),
         }
     };
-    let batches = (recipients as usize).div_ceil(BATCH_SIZE);
-    if crate::fanout::queue_batches(producer, topics, &campaign.id, batches).await > 0 {
-        return Ok(None);
-    }
     Ok(Some(Activation {
         promo: promo.id.clone(),
         campaign: campaign.id,

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::events::model::{cents, parse_timestamp, Invalid};
+use crate::model::commerce::{cents, parse_timestamp, Invalid};
 use crate::model::{Channel, Location, PromoId, Template};
 
 pub use activate::{activate_due, Activation};

@@ -21,7 +21,7 @@ use redis::Script;
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError};
-use crate::events::model::{from_cents, Activity, MemberId, UserAction};
+use crate::model::commerce::{from_cents, Activity, MemberId, UserAction};
 use crate::model::{CustomerId, Message, RequestId, RequestStatus, SaleId};
 
 const ACTIVITY_LUA: &str = r#"

@@ -151,9 +151,7 @@ mod offers;
 mod promos;
 pub use events::{ActivitySummary, Confirmation, CreditLine, LoyaltyAccount, LoyaltyCredit};
 pub use metrics::{Applied, Increments, MetricsRun};
-pub use offers::{
-    CampaignCache, CampaignCreation, OnceClaim, Overdue, ReceiptOutcome, SentOutcome, BATCH_SIZE,
-};
+pub use offers::{CampaignCreation, OnceClaim, Overdue, ReceiptOutcome, SentOutcome, BATCH_SIZE};
 pub use promos::{PromoRecord, Purchase, Reservation};
 
 async fn new_manager(client: &redis::Client) -> Result<ConnectionManager, StoreError> {

@@ -86,44 +86,6 @@ pub enum CampaignCreation {
     Exists(Box<Campaign>),
 }
 
-/// Campaign definitions never change once stored, so the workers that need one per batch
-/// or per fallback read each from Redis once.
-#[derive(Default)]
-pub struct CampaignCache {
-    campaigns: std::sync::Mutex<std::collections::HashMap<CampaignId, std::sync::Arc<Campaign>>>,
-}
-
-impl CampaignCache {
-    fn map(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<CampaignId, std::sync::Arc<Campaign>>>
-    {
-        self.campaigns.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The campaign, from memory or Redis; `None` if it does not exist.
-    pub async fn get(
-        &self,
-        store: &Store,
-        id: &CampaignId,
-    ) -> Result<Option<std::sync::Arc<Campaign>>, StoreError> {
-        if let Some(c) = self.map().get(id) {
-            return Ok(Some(c.clone()));
-        }
-        let Some(c) = store.campaign(id).await? else {
-            return Ok(None);
-        };
-        let c = std::sync::Arc::new(c);
-        self.map().insert(id.clone(), c.clone());
-        Ok(Some(c))
-    }
-
-    /// Drops a finished campaign.
-    pub fn forget(&self, id: &CampaignId) {
-        self.map().remove(id);
-    }
-}
-
 struct OfferScripts {
     claim: Script,
     renew: Script,

@@ -350,7 +350,7 @@ async fn behaviour_criteria_narrow_the_segment() {
         ])
         .await;
     // k1 bought twice, k3 once in shoes, k2 only looked.
-    let activity = |id: &str, user: &str, action, cents| herald::events::model::Activity {
+    let activity = |id: &str, user: &str, action, cents| herald::model::commerce::Activity {
         event_id: EventId::parse(id).unwrap(),
         user_id: CustomerId::parse(user).unwrap(),
         action,
@@ -358,7 +358,7 @@ async fn behaviour_criteria_narrow_the_segment() {
         amount_cents: cents,
         at_ms: herald::model::now_ms(),
     };
-    use herald::events::model::UserAction::{Purchase, View};
+    use herald::model::commerce::UserAction::{Purchase, View};
     fleet
         .store
         .apply_activity(
@@ -630,7 +630,7 @@ async fn a_purchase_becomes_one_sale_event_through_the_outbox() {
         .await;
     assert_eq!(sales.len(), 1);
     use rdkafka::message::Message as _;
-    let sale: herald::events::model::SaleEvent =
+    let sale: herald::model::commerce::SaleEvent =
         serde_json::from_slice(sales[0].payload().unwrap()).unwrap();
     assert!(sale.validate(herald::model::now_ms()).is_ok(), "{sale:?}");
     assert_eq!(

@@ -256,7 +256,7 @@ pub fn generate(
             }
         }
         for (topic, key, payload) in shop.next_records(topics, &mut report) {
-            crate::loadgen::send_waiting(&producer, &topic, &key, &payload)?;
+            crate::dev::loadgen::send_waiting(&producer, &topic, &key, &payload)?;
             report.published += 1;
         }
         events += 1;
@@ -276,7 +276,7 @@ pub fn generate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::model::{SaleEvent, UserEvent};
+    use crate::model::commerce::{SaleEvent, UserEvent};
 
     #[test]
     fn the_mix_has_valid_events_sales_for_purchases_mistakes_and_copies() {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::model::{Campaign, Channel, Customer};
 
 /// The rules Herald ships with; also a commented example for operators.
-pub const DEFAULT_RULES: &str = include_str!("../config/rules.toml");
+pub const DEFAULT_RULES: &str = include_str!("../../config/rules.toml");
 
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {

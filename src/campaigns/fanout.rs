@@ -1,6 +1,6 @@
 //! `herald-fanout`: turns a campaign into one delivery per customer. It consumes batches of
 //! 1000 audience members from `herald.campaigns`, picks each customer's first channel with
-//! the [`rules`](crate::rules), renders the template and publishes to the channel topics.
+//! the [`rules`](crate::campaigns::rules), renders the template and publishes to the channel topics.
 //!
 //! It never contacts anyone itself, and it never decides twice: a batch is marked done in
 //! Redis only after all its deliveries are acknowledged, and a batch redelivered after a
@@ -19,14 +19,16 @@ use rdkafka::producer::FutureProducer;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::cache::CampaignCache;
+use super::render::render_delivery;
+use super::rules::{Choice, Rules, Situation};
 use crate::kafka::{self, LagProbe, Topics};
 use crate::model::{
-    now_ms, Campaign, CampaignBatch, CampaignId, Channel, Customer, CustomerId, Delivery,
-    LifecycleEvent, LifecycleKind, Message, RequestId,
+    now_ms, Campaign, CampaignBatch, CampaignId, Channel, CustomerId, Delivery, LifecycleEvent,
+    LifecycleKind, RequestId,
 };
-use crate::rules::{Choice, Rules, Situation};
 use crate::shutdown::sleep_unless_cancelled;
-use crate::store::{CampaignCache, Store};
+use crate::store::Store;
 
 #[derive(Debug, Clone)]
 pub struct FanOutConfig {
@@ -67,35 +69,6 @@ pub struct FanOut {
     pub stats: FanOutStats,
     campaigns: CampaignCache,
     health: Mutex<(Instant, Vec<Channel>)>,
-}
-
-/// Renders one customer's message for one channel: what fan-out and retry both publish.
-pub fn render_delivery(
-    campaign: &Campaign,
-    customer_id: &CustomerId,
-    customer: &Customer,
-    channel: Channel,
-    attempt: u32,
-    rules: &Rules,
-    fanned_out_ms: u64,
-) -> Delivery {
-    Delivery {
-        campaign: campaign.id.clone(),
-        customer: customer_id.clone(),
-        attempt,
-        message: Message {
-            to: customer
-                .reachable_on(channel)
-                .unwrap_or_default()
-                .to_string(),
-            message: campaign
-                .template
-                .render(|k| customer.placeholder(customer_id, k)),
-            channel,
-        },
-        timeout_ms: rules.confirmation_timeout_ms(campaign, channel),
-        fanned_out_ms,
-    }
 }
 
 impl FanOut {
@@ -467,31 +440,4 @@ impl From<crate::store::StoreError> for BatchError {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Queues a campaign's batches for fan-out, keyed per batch so they spread over partitions
-/// and fan-out workers; returns how many the broker refused (queue them again: fan-out
-/// drops a batch it has done).
-pub async fn queue_batches(
-    producer: &FutureProducer,
-    topics: &Topics,
-    id: &CampaignId,
-    batches: usize,
-) -> usize {
-    let topic = topics.campaigns();
-    let records: Vec<(String, String, Vec<u8>)> = (0..batches)
-        .map(|b| {
-            let batch = CampaignBatch {
-                campaign: id.clone(),
-                batch: b as u32,
-                customers: Vec::new(),
-            };
-            (
-                topic.clone(),
-                format!("{id}:{b}"),
-                serde_json::to_vec(&batch).unwrap_or_default(),
-            )
-        })
-        .collect();
-    crate::kafka::publish_all(producer, &records).await
 }

@@ -1,7 +1,7 @@
 //! `herald-retry`: the fallback scheduler. It scans each active campaign's pending set for
 //! deadlines that passed without a receipt (and for provider failures, due at once), claims
 //! them atomically so that several instances never take the same one, and moves each to the
-//! next channel the [`rules`](crate::rules) allow, or ends it `failed` and dead-lettered
+//! next channel the [`rules`](crate::campaigns::rules) allow, or ends it `failed` and dead-lettered
 //! when none is left. It never calls the provider: it republishes to a channel topic and the
 //! dispatchers' once-slot claim keeps the fallback single.
 
@@ -15,14 +15,15 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::fanout::render_delivery;
+use super::cache::CampaignCache;
+use super::render::render_delivery;
+use super::rules::{Choice, Rules, Situation};
 use crate::kafka::{self, Topics};
 use crate::model::{
     now_ms, Campaign, CampaignId, Channel, CustomerId, LifecycleEvent, LifecycleKind,
 };
-use crate::rules::{Choice, Rules, Situation};
 use crate::shutdown::sleep_unless_cancelled;
-use crate::store::{CampaignCache, Overdue, Store, StoreError};
+use crate::store::{Overdue, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct RetryConfig {

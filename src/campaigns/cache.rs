@@ -1,0 +1,42 @@
+//! Campaign definitions held in memory by the workers that read one per batch or fallback.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::model::{Campaign, CampaignId};
+use crate::store::{Store, StoreError};
+
+/// Campaign definitions never change once stored, so the workers that need one per batch
+/// or per fallback read each from Redis once.
+#[derive(Default)]
+pub struct CampaignCache {
+    campaigns: Mutex<HashMap<CampaignId, Arc<Campaign>>>,
+}
+
+impl CampaignCache {
+    fn map(&self) -> MutexGuard<'_, HashMap<CampaignId, Arc<Campaign>>> {
+        self.campaigns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The campaign, from memory or Redis; `None` if it does not exist.
+    pub async fn get(
+        &self,
+        store: &Store,
+        id: &CampaignId,
+    ) -> Result<Option<Arc<Campaign>>, StoreError> {
+        if let Some(c) = self.map().get(id) {
+            return Ok(Some(c.clone()));
+        }
+        let Some(c) = store.campaign(id).await? else {
+            return Ok(None);
+        };
+        let c = Arc::new(c);
+        self.map().insert(id.clone(), c.clone());
+        Ok(Some(c))
+    }
+
+    /// Drops a finished campaign.
+    pub fn forget(&self, id: &CampaignId) {
+        self.map().remove(id);
+    }
+}

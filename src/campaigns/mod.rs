@@ -1,0 +1,98 @@
+//! Campaigns: one offer to many customers, each reached once, on the best channel, with a
+//! fallback when a channel stays silent. In the order a campaign lives:
+//!
+//! - [`launch`] (here): the definition and audience are stored and the batches queued on
+//!   `herald.campaigns`; the API and flash-promo activation both start campaigns this way.
+//! - [`fanout`]: `herald-fanout` turns each batch into one delivery per customer, on the
+//!   first channel the [`rules`] allow, rendered by [`render`].
+//! - `dispatch` (its own module) claims the customer's once-slot and sends.
+//! - [`receipts`]: what the provider confirms moves the slot to `delivered` (or on).
+//! - [`retry`]: `herald-retry` moves what stayed silent to the next channel.
+//! - [`cache`]: definitions held in memory by the workers.
+
+pub mod cache;
+pub mod fanout;
+pub mod receipts;
+pub mod render;
+pub mod retry;
+pub mod rules;
+
+use rdkafka::producer::FutureProducer;
+
+use crate::kafka::Topics;
+use crate::model::{Campaign, CampaignBatch, CampaignId, CustomerId};
+use crate::store::{CampaignCreation, Store, StoreError, BATCH_SIZE};
+
+pub use cache::CampaignCache;
+
+/// A campaign stored and queued.
+#[derive(Debug, Clone)]
+pub struct Launched {
+    /// The campaign as stored: the first definition if this id existed already.
+    pub campaign: Campaign,
+    /// `false` when the id existed already (a client's retry): nothing new was stored.
+    pub created: bool,
+    pub batches: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Some batches were not acknowledged by Kafka; launching the same id again resumes.
+    #[error("campaign batches not queued")]
+    NotQueued,
+}
+
+/// Stores a campaign and its audience (once per id) and queues its batches for fan-out.
+/// Launching the same id again stores nothing new and queues the batches again: fan-out
+/// drops the batches it has done, so a caller may retry until it succeeds.
+pub async fn launch(
+    store: &Store,
+    producer: &FutureProducer,
+    topics: &Topics,
+    campaign: Campaign,
+    audience: &[CustomerId],
+) -> Result<Launched, LaunchError> {
+    let (campaign, created) = match store.create_campaign(&campaign, audience).await? {
+        CampaignCreation::Created => (campaign, true),
+        CampaignCreation::Exists(existing) => (*existing, false),
+    };
+    let batches = (campaign.recipients as usize).div_ceil(BATCH_SIZE);
+    if queue_batches(producer, topics, &campaign.id, batches).await > 0 {
+        tracing::error!(campaign = %campaign.id, "campaign batches not queued");
+        return Err(LaunchError::NotQueued);
+    }
+    tracing::info!(campaign = %campaign.id, recipients = campaign.recipients, batches, "campaign queued");
+    Ok(Launched {
+        campaign,
+        created,
+        batches,
+    })
+}
+
+/// Queues a campaign's batches for fan-out, keyed per batch so they spread over partitions
+/// and fan-out workers; returns how many the broker refused.
+async fn queue_batches(
+    producer: &FutureProducer,
+    topics: &Topics,
+    id: &CampaignId,
+    batches: usize,
+) -> usize {
+    let topic = topics.campaigns();
+    let records: Vec<(String, String, Vec<u8>)> = (0..batches)
+        .map(|b| {
+            let batch = CampaignBatch {
+                campaign: id.clone(),
+                batch: b as u32,
+                customers: Vec::new(),
+            };
+            (
+                topic.clone(),
+                format!("{id}:{b}"),
+                serde_json::to_vec(&batch).unwrap_or_default(),
+            )
+        })
+        .collect();
+    crate::kafka::publish_all(producer, &records).await
+}

@@ -1,0 +1,74 @@
+//! Provider receipts applied to the once-slots: a confirmation ends the wait for it, a
+//! failure sends the customer on to the next channel now, and each change is announced on
+//! `herald.events`. A receipt for a delivery that already moved on changes nothing.
+
+use std::collections::BTreeMap;
+
+use futures::future::join_all;
+use rdkafka::producer::FutureProducer;
+
+use crate::kafka::{self, Topics};
+use crate::model::{parse_delivery_key, LifecycleEvent, LifecycleKind, Receipt};
+use crate::store::{ReceiptOutcome, Store, StoreError};
+
+/// Applies receipts and tells how many ended each way (`delivered`, `undelivered`, `early`,
+/// `late`, `unknown`: keys that are not Herald delivery keys).
+pub async fn apply(
+    store: &Store,
+    producer: &FutureProducer,
+    topics: &Topics,
+    receipts: &[Receipt],
+) -> Result<BTreeMap<&'static str, u64>, StoreError> {
+    let mut parsed = Vec::with_capacity(receipts.len());
+    let mut unknown = 0u64;
+    for r in receipts {
+        match parse_delivery_key(&r.key) {
+            Some((campaign, customer, channel)) => parsed.push((
+                campaign,
+                customer,
+                channel,
+                r.status,
+                r.reason.clone().unwrap_or_else(|| "failure receipt".into()),
+            )),
+            None => unknown += 1,
+        }
+    }
+    let outcomes = if parsed.is_empty() {
+        Vec::new()
+    } else {
+        store.apply_receipts(&parsed).await?
+    };
+    let mut tally: BTreeMap<&'static str, u64> = BTreeMap::new();
+    if unknown > 0 {
+        tally.insert("unknown", unknown);
+    }
+    let mut events = Vec::new();
+    for (outcome, (campaign, customer, channel, _, reason)) in outcomes.iter().zip(&parsed) {
+        let name = match outcome {
+            ReceiptOutcome::Delivered(_) => "delivered",
+            ReceiptOutcome::Undelivered => "undelivered",
+            ReceiptOutcome::Early => "early",
+            ReceiptOutcome::Late => "late",
+            ReceiptOutcome::Unknown => "unknown",
+        };
+        *tally.entry(name).or_default() += 1;
+        let (kind, latency_ms) = match outcome {
+            ReceiptOutcome::Delivered(latency) => (LifecycleKind::Delivered, *latency),
+            ReceiptOutcome::Undelivered => (LifecycleKind::Undelivered, None),
+            _ => continue,
+        };
+        let detail = (kind == LifecycleKind::Undelivered).then(|| reason.clone());
+        events.push(LifecycleEvent {
+            latency_ms,
+            ..LifecycleEvent::for_delivery(kind, campaign, customer, *channel, detail)
+        });
+    }
+    let topic = topics.events();
+    join_all(
+        events
+            .iter()
+            .map(|e| kafka::emit_event(producer, &topic, e)),
+    )
+    .await;
+    Ok(tally)
+}

@@ -1,0 +1,202 @@
+//! Campaigns and the customers they reach: the definition as stored, one batch of its
+//! audience, the delivery of one customer on one channel, and the receipt that confirms it.
+
+use serde::{Deserialize, Serialize};
+
+use super::{CampaignId, Channel, CustomerId, Message};
+/// A point on Earth, validated on the way in.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Location {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+/// What Herald knows of a customer: where each channel reaches them, what they agreed to,
+/// and what a template may mention. Consent is opt-in: a channel without `true` is unused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Customer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Address per channel: e-mail address, phone number (SMS), WhatsApp number, push token.
+    #[serde(default)]
+    pub contacts: std::collections::BTreeMap<Channel, String>,
+    #[serde(default)]
+    pub consent: std::collections::BTreeMap<Channel, bool>,
+    /// IANA name, e.g. `Europe/Madrid`; quiet hours are read in it.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// Free-form values a campaign template can mention as `{{key}}`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+fn default_time_zone() -> String {
+    "UTC".into()
+}
+
+impl Customer {
+    /// The address to use on `channel`, if the customer has one and agreed to it.
+    pub fn reachable_on(&self, channel: Channel) -> Option<&str> {
+        let consented = self.consent.get(&channel).copied().unwrap_or(false);
+        self.contacts
+            .get(&channel)
+            .map(String::as_str)
+            .filter(|a| consented && !a.trim().is_empty())
+    }
+
+    /// The value of `{{key}}` in a template.
+    pub fn placeholder(&self, id: &CustomerId, key: &str) -> Option<String> {
+        match key {
+            "id" | "customer_id" => Some(id.to_string()),
+            "name" => self.name.clone(),
+            _ => self.attributes.get(key).cloned(),
+        }
+    }
+}
+
+/// A message template with `{{placeholder}}`s filled from each customer's profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Template(String);
+
+impl TryFrom<String> for Template {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let mut rest = s.as_str();
+        while let Some(open) = rest.find("{{") {
+            let after = &rest[open + 2..];
+            let close = after
+                .find("}}")
+                .ok_or("template has a '{{' without its '}}'")?;
+            let key = after[..close].trim();
+            if key.is_empty() || key.contains('{') {
+                return Err(format!("template has an invalid placeholder {{{{{key}}}}}"));
+            }
+            rest = &after[close + 2..];
+        }
+        Ok(Template(s))
+    }
+}
+
+impl From<Template> for String {
+    fn from(t: Template) -> String {
+        t.0
+    }
+}
+
+impl Template {
+    /// Fills every placeholder; one the profile lacks becomes empty rather than leaking `{{…}}`.
+    pub fn render(&self, lookup: impl Fn(&str) -> Option<String>) -> String {
+        let mut out = String::with_capacity(self.0.len() + 32);
+        let mut rest = self.0.as_str();
+        while let Some(open) = rest.find("{{") {
+            out.push_str(&rest[..open]);
+            let after = &rest[open + 2..];
+            match after.find("}}") {
+                Some(close) => {
+                    out.push_str(&lookup(after[..close].trim()).unwrap_or_default());
+                    rest = &after[close + 2..];
+                }
+                None => {
+                    out.push_str(&rest[open..]);
+                    rest = "";
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+/// A campaign as stored: what to say, on which channels in which order, how long to wait
+/// for each channel's confirmation, and to whom.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Campaign {
+    pub id: CampaignId,
+    pub name: String,
+    pub template: Template,
+    /// Preferred order; empty means the rules' default order.
+    #[serde(default)]
+    pub channels: Vec<Channel>,
+    /// How long to wait for a receipt on each channel before falling back; channels not
+    /// listed use the rules' default.
+    #[serde(default)]
+    pub confirmation_timeout_ms: std::collections::BTreeMap<Channel, u64>,
+    /// The most one message may cost; dearer channels are skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost: Option<f64>,
+    pub recipients: u64,
+    pub created_ms: u64,
+}
+
+/// One batch of a campaign's audience, the unit of fan-out on `herald.campaigns`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignBatch {
+    pub campaign: CampaignId,
+    pub batch: u32,
+    /// A replay: fan out just these customers again (the batch number is then only a label).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub customers: Vec<CustomerId>,
+}
+
+/// The work on a channel topic for one (campaign, customer) on one channel.
+/// `attempt` counts channels tried: 0 is the first choice, 1 the first fallback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub campaign: CampaignId,
+    pub customer: CustomerId,
+    pub attempt: u32,
+    #[serde(flatten)]
+    pub message: Message,
+    /// How long to wait for a receipt before the next channel is tried.
+    pub timeout_ms: u64,
+    /// When the campaign's fan-out published the first attempt, for latency figures.
+    pub fanned_out_ms: u64,
+}
+
+impl Delivery {
+    /// The provider idempotency key: one (campaign, customer) on one channel. A fallback is
+    /// another message on another channel, so it has its own key.
+    pub fn idempotency_key(&self) -> String {
+        delivery_key(&self.campaign, &self.customer, self.message.channel)
+    }
+}
+
+pub fn delivery_key(campaign: &CampaignId, customer: &CustomerId, channel: Channel) -> String {
+    format!("{campaign}:{customer}:{channel}")
+}
+
+/// Splits a delivery key back into its parts (receipts name deliveries by it).
+pub fn parse_delivery_key(key: &str) -> Option<(CampaignId, CustomerId, Channel)> {
+    let mut parts = key.split(':');
+    let (c, u, ch) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((
+        CampaignId::parse(c)?,
+        CustomerId::parse(u)?,
+        ch.parse().ok()?,
+    ))
+}
+
+/// What the provider says happened to a delivery it accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReceiptStatus {
+    Delivered,
+    Failed,
+}
+
+/// A delivery receipt: what a provider posts to `POST /v1/receipts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The idempotency key Herald sent with the message.
+    pub key: String,
+    pub status: ReceiptStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
