@@ -17,10 +17,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use redis::Script;
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError};
+use super::{Lua, Store, StoreError};
 use crate::model::commerce::{from_cents, Activity, MemberId, UserAction};
 use crate::model::{CustomerId, Message, RequestId, RequestStatus, SaleId};
 
@@ -59,20 +58,11 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 'new'
 "#;
 
-fn activity_script() -> &'static Script {
-    static S: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    S.get_or_init(|| Script::new(ACTIVITY_LUA))
-}
+static ACTIVITY: Lua = Lua::new(ACTIVITY_LUA);
 
-fn loyalty_script() -> &'static Script {
-    static S: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    S.get_or_init(|| Script::new(LOYALTY_LUA))
-}
+static LOYALTY: Lua = Lua::new(LOYALTY_LUA);
 
-fn open_request_script() -> &'static Script {
-    static S: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    S.get_or_init(|| Script::new(OPEN_REQUEST_LUA))
-}
+static OPEN_REQUEST: Lua = Lua::new(OPEN_REQUEST_LUA);
 
 /// Points for one sale, to credit once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,7 +145,7 @@ impl Store {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let script = activity_script();
+        let script = &*ACTIVITY;
         let ttl = dedup_window.as_secs().max(1);
         let mut pipe = redis::pipe();
         for a in batch {
@@ -210,7 +200,7 @@ impl Store {
         if credits.is_empty() {
             return Ok(Vec::new());
         }
-        let script = loyalty_script();
+        let script = &*LOYALTY;
         let ttl = dedup_window.as_secs().max(1);
         let mut pipe = redis::pipe();
         for credit in credits {
@@ -273,7 +263,7 @@ impl Store {
         if requests.is_empty() {
             return Ok(Vec::new());
         }
-        let script = open_request_script();
+        let script = &*OPEN_REQUEST;
         let mut pipe = redis::pipe();
         for (id, msg) in requests {
             pipe.invoke_script(

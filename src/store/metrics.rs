@@ -15,9 +15,9 @@
 
 use std::collections::BTreeMap;
 
-use redis::{AsyncCommands, Script};
+use redis::AsyncCommands;
 
-use super::{Store, StoreError};
+use super::{Lua, Store, StoreError};
 use crate::model::CampaignId;
 
 /// Counter increments for one partition's run of events: `(campaign, field) → n`, where
@@ -69,10 +69,7 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return -2
 "#;
 
-fn apply_script() -> &'static Script {
-    static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| Script::new(APPLY_LUA))
-}
+static APPLY: Lua = Lua::new(APPLY_LUA);
 
 impl Store {
     fn metrics_key(&self, what: &str) -> String {
@@ -90,7 +87,7 @@ impl Store {
         runs: &[MetricsRun],
         now_ms: u64,
     ) -> Result<Vec<Applied>, StoreError> {
-        let script = apply_script();
+        let script = &*APPLY;
         let mut pipe = redis::pipe();
         for run in runs {
             let mut invocation = script.key(self.metrics_key("offsets"));
@@ -102,7 +99,7 @@ impl Store {
                 .arg(run.next)
                 .arg(self.metrics_campaign_prefix())
                 .arg(now_ms)
-                .arg(super::offers::CAMPAIGN_TTL.as_secs());
+                .arg(super::campaigns::CAMPAIGN_TTL.as_secs());
             for ((campaign, field), n) in &run.increments {
                 invocation
                     .arg(campaign.as_ref().map(|c| c.as_str()).unwrap_or(""))

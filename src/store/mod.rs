@@ -2,13 +2,11 @@
 //! claim script is the single gate before a provider call, and a terminal status is never
 //! overwritten. Every script reads Redis's own clock, so leases mean the same to every host.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Script};
-
-use crate::model::{Channel, Message, RequestId, RequestStatus};
+use redis::Script;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -22,29 +20,6 @@ pub enum StoreError {
     Corrupt { key: String, what: String },
 }
 
-/// The outcome of trying to take a request for sending.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
-    /// This caller holds the lease and must end it with `finish` or `release`.
-    Claimed,
-    /// Already sent or failed: a duplicate delivery.
-    AlreadyDone(RequestStatus),
-    /// Another live claim holds it; it may be retried after `retry_in`.
-    HeldByOther { retry_in: Duration },
-    /// No such request (never created, or expired).
-    Missing,
-}
-
-/// What `POST /v1/requests/{id}/process` found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Publication {
-    /// First call: the caller must publish (and `unmark_published` if that fails).
-    MustPublish(Message),
-    /// Already published by an earlier call: nothing to do.
-    AlreadyPublished,
-    Missing,
-}
-
 /// Longest one Redis operation may take before it is abandoned as failed.
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -55,7 +30,6 @@ pub struct Store {
     reconnecting: Arc<tokio::sync::Mutex<()>>,
     ns: String,
     request_ttl: Duration,
-    scripts: &'static Scripts,
 }
 
 /// The current connection and a generation number, bumped each time it is replaced.
@@ -64,23 +38,27 @@ struct Connection {
     generation: u64,
 }
 
-struct Scripts {
-    claim: Script,
-    renew: Script,
-    finish: Script,
-    release: Script,
-    mark_published: Script,
+/// A Lua script of the store. Each is a `static` beside the methods that run it and is
+/// hashed once, on first use: one registry for all of them, nothing to keep in step by hand.
+pub(crate) struct Lua {
+    body: &'static str,
+    script: OnceLock<Script>,
 }
 
-fn scripts() -> &'static Scripts {
-    static SCRIPTS: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
-    SCRIPTS.get_or_init(|| Scripts {
-        claim: Script::new(CLAIM_LUA),
-        renew: Script::new(RENEW_LUA),
-        finish: Script::new(FINISH_LUA),
-        release: Script::new(RELEASE_LUA),
-        mark_published: Script::new(MARK_PUBLISHED_LUA),
-    })
+impl Lua {
+    pub(crate) const fn new(body: &'static str) -> Self {
+        Lua {
+            body,
+            script: OnceLock::new(),
+        }
+    }
+}
+
+impl std::ops::Deref for Lua {
+    type Target = Script;
+    fn deref(&self) -> &Script {
+        self.script.get_or_init(|| Script::new(self.body))
+    }
 }
 
 /// Prefixes a Lua body with `now`, Redis's clock in milliseconds.
@@ -93,66 +71,22 @@ macro_rules! lua_with_now {
     };
 }
 
-const CLAIM_LUA: &str = lua_with_now!(
-    r#"
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return {'missing'} end
-if st == 'sent' or st == 'failed' then return {'done', st} end
-if st == 'processing' then
-  local owner = redis.call('HGET', KEYS[1], 'owner')
-  local lease_until = tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0') or 0
-  if owner ~= ARGV[1] and lease_until > now then return {'held', tostring(lease_until - now)} end
-end
-redis.call('HSET', KEYS[1], 'status', 'processing', 'owner', ARGV[1], 'lease_until', now + tonumber(ARGV[2]), 'updated_ms', now)
-redis.call('HINCRBY', KEYS[1], 'claims', 1)
-return {'claimed'}
-"#
-);
-
-const RENEW_LUA: &str = lua_with_now!(
-    r#"
-if redis.call('HGET', KEYS[1], 'status') ~= 'processing' then return 0 end
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'lease_until', now + tonumber(ARGV[2]))
-return 1
-"#
-);
-
-/// Terminal statuses are final: a late or duplicate finisher changes nothing.
-const FINISH_LUA: &str = lua_with_now!(
-    r#"
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st or st == 'sent' or st == 'failed' then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'detail', ARGV[2], 'owner', '', 'lease_until', 0, 'updated_ms', now)
-return 1
-"#
-);
-
-/// Hands a claimed request back (graceful shutdown), so the next owner need not wait out the lease.
-const RELEASE_LUA: &str = r#"
-if redis.call('HGET', KEYS[1], 'status') ~= 'processing' then return 0 end
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'queued', 'owner', '', 'lease_until', 0)
-return 1
-"#;
-
-const MARK_PUBLISHED_LUA: &str = lua_with_now!(
-    r#"
-local rec = redis.call('HMGET', KEYS[1], 'to', 'message', 'type')
-if not rec[3] then return {'missing'} end
-if redis.call('HSETNX', KEYS[1], 'published_ms', now) == 0 then return {'already'} end
-return {'publish', rec[1], rec[2], rec[3]}
-"#
-);
-
+mod campaigns;
+mod channel_health;
+mod customers;
 mod events;
 mod metrics;
-mod offers;
+mod pending;
 mod promos;
+mod requests;
+mod slots;
+pub use campaigns::{CampaignCreation, BATCH_SIZE};
 pub use events::{ActivitySummary, Confirmation, CreditLine, LoyaltyAccount, LoyaltyCredit};
 pub use metrics::{Applied, Increments, MetricsRun};
-pub use offers::{CampaignCreation, OnceClaim, Overdue, ReceiptOutcome, SentOutcome, BATCH_SIZE};
+pub use pending::{Overdue, ReceiptOutcome};
 pub use promos::{PromoRecord, Purchase, Reservation};
+pub use requests::{Claim, Publication};
+pub use slots::{OnceClaim, SentOutcome};
 
 async fn new_manager(client: &redis::Client) -> Result<ConnectionManager, StoreError> {
     let config = redis::aio::ConnectionManagerConfig::new()
@@ -184,7 +118,6 @@ impl Store {
             reconnecting: Arc::new(tokio::sync::Mutex::new(())),
             ns: namespace.to_string(),
             request_ttl: Duration::from_secs(7 * 24 * 3600),
-            scripts: scripts(),
         })
     }
 
@@ -277,213 +210,11 @@ impl Store {
         }
     }
 
-    fn request_key(&self, id: &RequestId) -> String {
-        format!("{}:req:{}", self.ns, id)
-    }
-
     pub async fn ping(&self) -> Result<(), StoreError> {
         let (mut c, generation) = self.connection();
         let _: String = self
             .bounded(generation, redis::cmd("PING").query_async(&mut c))
             .await?;
         Ok(())
-    }
-
-    pub async fn create_request(&self, id: &RequestId, msg: &Message) -> Result<(), StoreError> {
-        let key = self.request_key(id);
-        let (mut c, generation) = self.connection();
-        let created = crate::model::now_ms();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset_multiple(
-                &key,
-                &[
-                    ("to", msg.to.as_str()),
-                    ("message", msg.message.as_str()),
-                    ("type", msg.channel.as_str()),
-                    ("status", RequestStatus::Queued.as_str()),
-                    ("created_ms", &created.to_string()),
-                ],
-            )
-            .ignore()
-            .expire(&key, self.request_ttl.as_secs() as i64)
-            .ignore();
-        self.bounded(generation, pipe.query_async::<()>(&mut c))
-            .await?;
-        Ok(())
-    }
-
-    pub async fn request_status(
-        &self,
-        id: &RequestId,
-    ) -> Result<Option<RequestStatus>, StoreError> {
-        let key = self.request_key(id);
-        let (mut c, generation) = self.connection();
-        let raw: Option<String> = self.bounded(generation, c.hget(&key, "status")).await?;
-        raw.map(|s| {
-            RequestStatus::parse(&s).ok_or(StoreError::Corrupt {
-                key: key.clone(),
-                what: format!("status {s:?}"),
-            })
-        })
-        .transpose()
-    }
-
-    /// Marks a request published exactly once, however many times `/process` is called.
-    pub async fn mark_published(&self, id: &RequestId) -> Result<Publication, StoreError> {
-        let key = self.request_key(id);
-        let reply: Vec<String> = self.eval(&self.scripts.mark_published.key(&key)).await?;
-        match reply.first().map(String::as_str) {
-            Some("missing") => Ok(Publication::Missing),
-            Some("already") => Ok(Publication::AlreadyPublished),
-            Some("publish") if reply.len() == 4 => {
-                let channel = reply[3]
-                    .parse::<Channel>()
-                    .map_err(|e| StoreError::Corrupt {
-                        key: key.clone(),
-                        what: e.to_string(),
-                    })?;
-                Ok(Publication::MustPublish(Message {
-                    to: reply[1].clone(),
-                    message: reply[2].clone(),
-                    channel,
-                }))
-            }
-            _ => Err(StoreError::Corrupt {
-                key,
-                what: format!("mark_published reply {reply:?}"),
-            }),
-        }
-    }
-
-    /// Undoes `mark_published` when the publish itself failed, so a retry of `/process` works.
-    pub async fn unmark_published(&self, id: &RequestId) -> Result<(), StoreError> {
-        let (mut c, generation) = self.connection();
-        let _: i64 = self
-            .bounded(generation, c.hdel(self.request_key(id), "published_ms"))
-            .await?;
-        Ok(())
-    }
-
-    /// Takes the request for sending under a lease of `lease`; `owner` must be unique per attempt.
-    pub async fn claim(
-        &self,
-        id: &RequestId,
-        owner: &str,
-        lease: Duration,
-    ) -> Result<Claim, StoreError> {
-        let key = self.request_key(id);
-        let reply: Vec<String> = self
-            .eval(
-                self.scripts
-                    .claim
-                    .key(&key)
-                    .arg(owner)
-                    .arg(lease.as_millis() as u64),
-            )
-            .await?;
-        match (reply.first().map(String::as_str), reply.get(1)) {
-            (Some("claimed"), _) => Ok(Claim::Claimed),
-            (Some("missing"), _) => Ok(Claim::Missing),
-            (Some("done"), Some(st)) => {
-                RequestStatus::parse(st)
-                    .map(Claim::AlreadyDone)
-                    .ok_or(StoreError::Corrupt {
-                        key,
-                        what: format!("status {st:?}"),
-                    })
-            }
-            (Some("held"), Some(ms)) => Ok(Claim::HeldByOther {
-                retry_in: Duration::from_millis(ms.parse().unwrap_or(1000)),
-            }),
-            _ => Err(StoreError::Corrupt {
-                key,
-                what: format!("claim reply {reply:?}"),
-            }),
-        }
-    }
-
-    /// Extends the lease; `false` means this owner lost it and must not call the provider.
-    pub async fn renew(
-        &self,
-        id: &RequestId,
-        owner: &str,
-        lease: Duration,
-    ) -> Result<bool, StoreError> {
-        let kept: i64 = self
-            .eval(
-                self.scripts
-                    .renew
-                    .key(self.request_key(id))
-                    .arg(owner)
-                    .arg(lease.as_millis() as u64),
-            )
-            .await?;
-        Ok(kept == 1)
-    }
-
-    /// Records the terminal status; `false` if it was already terminal.
-    pub async fn finish(
-        &self,
-        id: &RequestId,
-        status: RequestStatus,
-        detail: &str,
-    ) -> Result<bool, StoreError> {
-        debug_assert!(status.is_terminal());
-        let changed: i64 = self
-            .eval(
-                self.scripts
-                    .finish
-                    .key(self.request_key(id))
-                    .arg(status.as_str())
-                    .arg(detail),
-            )
-            .await?;
-        Ok(changed == 1)
-    }
-
-    pub async fn release(&self, id: &RequestId, owner: &str) -> Result<bool, StoreError> {
-        let released: i64 = self
-            .eval(self.scripts.release.key(self.request_key(id)).arg(owner))
-            .await?;
-        Ok(released == 1)
-    }
-
-    /// Counts of requests by status under this namespace (SCAN; for tests and the demo, not hot paths).
-    pub async fn count_statuses(
-        &self,
-    ) -> Result<std::collections::HashMap<String, u64>, StoreError> {
-        let (mut c, generation) = self.connection();
-        let pattern = format!("{}:req:*", self.ns);
-        let mut keys: Vec<String> = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000);
-            let (next, batch): (u64, Vec<String>) =
-                self.bounded(generation, scan.query_async(&mut c)).await?;
-            keys.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        let mut counts = std::collections::HashMap::new();
-        for chunk in keys.chunks(500) {
-            let mut pipe = redis::pipe();
-            for k in chunk {
-                pipe.hget(k, "status");
-            }
-            let statuses: Vec<Option<String>> =
-                self.bounded(generation, pipe.query_async(&mut c)).await?;
-            for s in statuses.into_iter().flatten() {
-                *counts.entry(s).or_insert(0) += 1;
-            }
-        }
-        Ok(counts)
     }
 }

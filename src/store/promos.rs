@@ -19,9 +19,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use redis::{AsyncCommands, Script};
+use redis::AsyncCommands;
 
-use super::{Store, StoreError};
+use super::{Lua, Store, StoreError};
 use crate::model::{CustomerId, PromoId};
 
 // KEYS: promo hash, holds, buyers. ARGV: user, now ms, hold ms.
@@ -74,26 +74,10 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return ARGV[1]
 "#;
 
-fn script(cell: &'static std::sync::OnceLock<Script>, body: &str) -> &'static Script {
-    cell.get_or_init(|| Script::new(body))
-}
-
-fn reserve_script() -> &'static Script {
-    static S: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    script(&S, RESERVE_LUA)
-}
-fn purchase_script() -> &'static Script {
-    static S: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    script(&S, PURCHASE_LUA)
-}
-fn create_script() -> &'static Script {
-    static S: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    script(&S, CREATE_LUA)
-}
-fn cap_script() -> &'static Script {
-    static S: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    script(&S, CAP_LUA)
-}
+static RESERVE: Lua = Lua::new(RESERVE_LUA);
+static PURCHASE: Lua = Lua::new(PURCHASE_LUA);
+static CREATE: Lua = Lua::new(CREATE_LUA);
+static CAP: Lua = Lua::new(CAP_LUA);
 
 /// What a reserve call found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +142,7 @@ impl Store {
         ends_ms: u64,
     ) -> Result<Option<String>, StoreError> {
         let existing: Option<String> = self
-            .eval(create_script().key(self.promo_key(id)).arg(json).arg(units))
+            .eval(CREATE.key(self.promo_key(id)).arg(json).arg(units))
             .await?;
         let mut pipe = redis::pipe();
         pipe.zadd(self.promos_key(), id.as_str(), ends_ms)
@@ -283,7 +267,7 @@ impl Store {
         promo: &PromoId,
         users: &[(CustomerId, String)],
     ) -> Result<Vec<bool>, StoreError> {
-        let script = cap_script();
+        let script = &*CAP;
         let mut out = Vec::with_capacity(users.len());
         for chunk in users.chunks(1000) {
             let mut pipe = redis::pipe();
@@ -312,7 +296,7 @@ impl Store {
         let [key, holds, buyers] = self.promo_keys(id);
         let (outcome, until, left): (String, u64, i64) = self
             .eval(
-                reserve_script()
+                RESERVE
                     .key(key)
                     .key(holds)
                     .key(buyers)
@@ -350,7 +334,7 @@ impl Store {
         let outbox = format!("{key}:outbox");
         let outcome: String = self
             .eval(
-                purchase_script()
+                PURCHASE
                     .key(key)
                     .key(holds)
                     .key(buyers)

@@ -1,0 +1,72 @@
+//! Customers as Herald knows them: a profile per customer (where each channel reaches them,
+//! consent, time zone, template attributes) and the GEO set of their locations that flash
+//! promos segment by.
+
+use super::{Store, StoreError};
+use crate::model::{Customer, CustomerId};
+
+impl Store {
+    pub(super) fn customer_key(&self, id: &CustomerId) -> String {
+        format!("{}:customer:{id}", self.ns)
+    }
+
+    pub(super) fn geo_key(&self) -> String {
+        format!("{}:geo:customers", self.ns)
+    }
+
+    /// Stores (or replaces) a customer; its location also goes into the GEO set.
+    pub async fn put_customers(
+        &self,
+        customers: &[(CustomerId, Customer)],
+    ) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        for (id, c) in customers {
+            let json = serde_json::to_string(c).map_err(|e| StoreError::Corrupt {
+                key: self.customer_key(id),
+                what: e.to_string(),
+            })?;
+            pipe.set(self.customer_key(id), json).ignore();
+            match c.location {
+                Some(loc) => pipe
+                    .cmd("GEOADD")
+                    .arg(self.geo_key())
+                    .arg(loc.lon)
+                    .arg(loc.lat)
+                    .arg(id.as_str())
+                    .ignore(),
+                None => pipe.zrem(self.geo_key(), id.as_str()).ignore(),
+            };
+        }
+        self.query_pipe::<()>(&pipe).await
+    }
+
+    pub async fn customer(&self, id: &CustomerId) -> Result<Option<Customer>, StoreError> {
+        Ok(self
+            .customers(std::slice::from_ref(id))
+            .await?
+            .pop()
+            .flatten())
+    }
+
+    /// Profiles of many customers in one round trip; `None` for an unknown (or unreadable) one.
+    pub async fn customers(&self, ids: &[CustomerId]) -> Result<Vec<Option<Customer>>, StoreError> {
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.get(self.customer_key(id));
+        }
+        let raw: Vec<Option<String>> = self.query_pipe(&pipe).await?;
+        Ok(raw
+            .into_iter()
+            .zip(ids)
+            .map(|(json, id)| {
+                json.and_then(|j| match serde_json::from_str(&j) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        tracing::warn!(customer = %id, error = %e, "unreadable customer profile");
+                        None
+                    }
+                })
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,257 @@
+//! Each campaign's pending set (`{ns}:pending:{CAMPAIGN}`, member = customer, score =
+//! deadline): what waits for a receipt, for a fallback or for quiet hours to end. Receipts
+//! take entries out; `herald-retry` claims the overdue ones and advances or fails their
+//! slots, each change one script that checks the claim token it was given.
+
+use std::time::Duration;
+
+use super::{Lua, Store, StoreError};
+use crate::model::{CampaignId, Channel, CustomerId, ReceiptStatus};
+
+/// What one receipt changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptOutcome {
+    /// With the milliseconds since the provider accepted the send, when known.
+    Delivered(Option<u64>),
+    /// A failure receipt: the next channel is due now.
+    Undelivered,
+    /// Arrived before the dispatcher recorded the send; applied when it does.
+    Early,
+    /// For a delivery that already moved on or ended: recorded, changes nothing.
+    Late,
+    Unknown,
+}
+
+/// An overdue entry of a campaign's pending set, claimed by one `herald-retry`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overdue {
+    pub customer: CustomerId,
+    /// `queued`: republish the same attempt (its publish may have been lost, or it waited
+    /// out quiet hours). Anything else: fall back to the next channel.
+    pub status: String,
+    pub attempt: u32,
+    pub channel: Option<Channel>,
+    pub tried: Vec<Channel>,
+    /// The W3C traceparent of the first attempt, so the fallback joins its trace.
+    pub trace: Option<String>,
+}
+
+// KEYS[1] slot, KEYS[2] campaign, KEYS[3] pending. ARGV: channel, status, customer, reason.
+const RECEIPT_LUA: &str = lua_with_now!(
+    r#"
+local f = redis.call('HMGET', KEYS[1], 'st', 'ch', 'sa')
+if not f[1] then return 'unknown' end
+if f[2] == ARGV[1] and f[1] == 'claimed' then
+  redis.call('HSET', KEYS[1], 'er', ARGV[2])
+  return 'early'
+end
+if f[2] == ARGV[1] and (f[1] == 'sent' or f[1] == 'retrying') then
+  if ARGV[2] == 'delivered' then
+    redis.call('HSET', KEYS[1], 'st', 'delivered', 'rt', '')
+    redis.call('ZREM', KEYS[3], ARGV[3])
+    redis.call('HINCRBY', KEYS[2], 'delivered', 1)
+    redis.call('HINCRBY', KEYS[2], 'delivered:' .. ARGV[1], 1)
+    if f[3] then return 'delivered ' .. (now - tonumber(f[3])) end
+    return 'delivered'
+  end
+  redis.call('HSET', KEYS[1], 'st', 'undelivered', 'rt', '', 'why', ARGV[4])
+  redis.call('ZADD', KEYS[3], now, ARGV[3])
+  redis.call('HINCRBY', KEYS[2], 'undelivered:' .. ARGV[1], 1)
+  return 'undelivered'
+end
+redis.call('HINCRBY', KEYS[2], 'late_receipts', 1)
+redis.call('HSET', KEYS[1], 'late:' .. ARGV[1], ARGV[2])
+return 'late'
+"#
+);
+
+// KEYS[1] pending. ARGV: batch, lease ms, token, slot key prefix.
+// Overdue entries get a new score (now + lease) so no other instance sees them meanwhile.
+const CLAIM_OVERDUE_LUA: &str = lua_with_now!(
+    r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local out = {}
+for _, m in ipairs(due) do
+  local slot = ARGV[4] .. m
+  local f = redis.call('HMGET', slot, 'st', 'a', 'ch', 'tr', 'tp')
+  local st = f[1]
+  if not st or st == 'delivered' or st == 'failed' then
+    redis.call('ZREM', KEYS[1], m)
+  else
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), m)
+    if st ~= 'claimed' then
+      if st ~= 'queued' then redis.call('HSET', slot, 'st', 'retrying', 'rt', ARGV[3]) end
+      table.insert(out, m)
+      table.insert(out, st)
+      table.insert(out, f[2] or '0')
+      table.insert(out, f[3] or '')
+      table.insert(out, f[4] or '')
+      table.insert(out, f[5] or '')
+    end
+  end
+end
+return out
+"#
+);
+
+// KEYS[1] slot, KEYS[2] campaign, KEYS[3] pending.
+// ARGV: token, attempt, next channel, customer, due at ms (0: now + watch ms), watch ms.
+// The entry stays pending as a watchdog: if the republished message is lost, it comes due again.
+const ADVANCE_LUA: &str = lua_with_now!(
+    r#"
+local f = redis.call('HMGET', KEYS[1], 'st', 'rt', 'a', 'tr')
+if f[1] ~= 'retrying' or f[2] ~= ARGV[1] or tonumber(f[3]) ~= tonumber(ARGV[2]) then return 0 end
+local due = tonumber(ARGV[5])
+if due == 0 then due = now + tonumber(ARGV[6]) end
+redis.call('HSET', KEYS[1], 'st', 'queued', 'a', tonumber(ARGV[2]) + 1, 'ch', ARGV[3], 'tr', f[4] .. ',' .. ARGV[3], 'rt', '', 'er', '', 'own', '', 'lu', 0)
+redis.call('ZADD', KEYS[3], due, ARGV[4])
+redis.call('HINCRBY', KEYS[2], 'fallbacks', 1)
+redis.call('HINCRBY', KEYS[2], 'fallbacks:' .. ARGV[3], 1)
+return 1
+"#
+);
+
+// KEYS[1] slot, KEYS[2] campaign, KEYS[3] pending. ARGV: token, attempt, customer, reason code, reason.
+const FAIL_LUA: &str = r#"
+local f = redis.call('HMGET', KEYS[1], 'st', 'rt', 'a')
+if f[1] ~= 'retrying' or f[2] ~= ARGV[1] or tonumber(f[3]) ~= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'st', 'failed', 'rt', '', 'why', ARGV[5])
+redis.call('ZREM', KEYS[3], ARGV[3])
+redis.call('HINCRBY', KEYS[2], 'failed', 1)
+redis.call('HINCRBY', KEYS[2], 'failed:' .. ARGV[4], 1)
+return 1
+"#;
+
+static RECEIPT: Lua = Lua::new(RECEIPT_LUA);
+static CLAIM_OVERDUE: Lua = Lua::new(CLAIM_OVERDUE_LUA);
+static ADVANCE: Lua = Lua::new(ADVANCE_LUA);
+static FAIL: Lua = Lua::new(FAIL_LUA);
+
+impl Store {
+    /// Applies receipts in one round trip.
+    pub async fn apply_receipts(
+        &self,
+        receipts: &[(CampaignId, CustomerId, Channel, ReceiptStatus, String)],
+    ) -> Result<Vec<ReceiptOutcome>, StoreError> {
+        let mut pipe = redis::pipe();
+        let script = &*RECEIPT;
+        for (campaign, customer, channel, status, reason) in receipts {
+            let status = match status {
+                ReceiptStatus::Delivered => "delivered",
+                ReceiptStatus::Failed => "failed",
+            };
+            pipe.invoke_script(
+                script
+                    .key(self.slot_key(campaign, customer))
+                    .key(self.campaign_key(campaign))
+                    .key(self.pending_key(campaign))
+                    .arg(channel.as_str())
+                    .arg(status)
+                    .arg(customer.as_str())
+                    .arg(reason),
+            );
+        }
+        let replies: Vec<String> = self.query_pipe_with_scripts(&pipe, &[script]).await?;
+        Ok(replies
+            .iter()
+            .map(|r| match r.split_once(' ').unwrap_or((r, "")) {
+                ("delivered", latency) => ReceiptOutcome::Delivered(latency.parse().ok()),
+                (_, "") => match r.as_str() {
+                    "undelivered" => ReceiptOutcome::Undelivered,
+                    "early" => ReceiptOutcome::Early,
+                    "late" => ReceiptOutcome::Late,
+                    _ => ReceiptOutcome::Unknown,
+                },
+                _ => ReceiptOutcome::Unknown,
+            })
+            .collect())
+    }
+
+    /// Claims up to `limit` overdue pending entries of a campaign for this `token`; no other
+    /// `herald-retry` sees them for `lease`.
+    pub async fn claim_overdue(
+        &self,
+        campaign: &CampaignId,
+        token: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Overdue>, StoreError> {
+        let flat: Vec<String> = self
+            .eval(
+                CLAIM_OVERDUE
+                    .key(self.pending_key(campaign))
+                    .arg(limit)
+                    .arg(lease.as_millis() as u64)
+                    .arg(token)
+                    .arg(self.slot_prefix(campaign)),
+            )
+            .await?;
+        Ok(flat
+            .chunks_exact(6)
+            .filter_map(|f| {
+                Some(Overdue {
+                    customer: CustomerId::parse(&f[0])?,
+                    status: f[1].clone(),
+                    attempt: f[2].parse().unwrap_or(0),
+                    channel: f[3].parse().ok(),
+                    tried: f[4].split(',').filter_map(|c| c.parse().ok()).collect(),
+                    trace: Some(f[5].clone()).filter(|t| !t.is_empty()),
+                })
+            })
+            .collect())
+    }
+
+    /// Moves a claimed overdue entry to its next channel (`queued`, one attempt later).
+    /// `due_ms` of 0 means publish now, watched for `watch`; otherwise wait until `due_ms`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn advance(
+        &self,
+        campaign: &CampaignId,
+        o: &Overdue,
+        token: &str,
+        next: Channel,
+        due_ms: u64,
+        watch: Duration,
+    ) -> Result<bool, StoreError> {
+        let n: i64 = self
+            .eval(
+                ADVANCE
+                    .key(self.slot_key(campaign, &o.customer))
+                    .key(self.campaign_key(campaign))
+                    .key(self.pending_key(campaign))
+                    .arg(token)
+                    .arg(o.attempt)
+                    .arg(next.as_str())
+                    .arg(o.customer.as_str())
+                    .arg(due_ms)
+                    .arg(watch.as_millis() as u64),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Ends a claimed overdue entry as failed (no channel left).
+    pub async fn fail_overdue(
+        &self,
+        campaign: &CampaignId,
+        o: &Overdue,
+        token: &str,
+        code: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let n: i64 = self
+            .eval(
+                FAIL.key(self.slot_key(campaign, &o.customer))
+                    .key(self.campaign_key(campaign))
+                    .key(self.pending_key(campaign))
+                    .arg(token)
+                    .arg(o.attempt)
+                    .arg(o.customer.as_str())
+                    .arg(code)
+                    .arg(reason),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+}

@@ -1,0 +1,378 @@
+//! The once-slot of every (campaign, customer) `{ns}:once:{CAMPAIGN}:CUSTOMER`, the one record that decides whether that
+//! customer is contacted and on which channel. Each change of a slot is one Lua script that
+//! also moves the campaign's counters and the campaign's pending set, so the counts add up
+//! whatever crashes in between.
+//!
+//! Slot statuses: `queued` (published, not yet claimed) → `claimed` (a dispatcher holds the
+//! lease) → `sent` (the provider accepted; waiting for a receipt in the pending set) →
+//! `delivered`. Silence past the deadline, a failed receipt or a provider rejection lead
+//! through `undelivered`/`retrying` to the next channel (`queued` again, one attempt later)
+//! or to `failed`. `delivered` and `failed` are final.
+//!
+//! Every key of one campaign carries the campaign id as its hash tag (`{CAMPAIGN}`), so each
+//! script touches a single Redis Cluster slot. That is why the pending set is one per
+//! campaign (`{ns}:pending:{CAMPAIGN}`) rather than one `herald:pending` for all.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+
+use super::campaigns::CAMPAIGN_TTL;
+use super::{Lua, Store, StoreError};
+use crate::model::{CampaignId, Channel, CustomerId, Delivery};
+
+/// How a dispatcher's claim of a once-slot ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnceClaim {
+    /// This dispatcher holds the lease and must call the provider, then `mark_sent`.
+    Claimed,
+    /// The customer was already handled for this attempt (or moved on): counted `deduplicated`.
+    Duplicate(String),
+    /// Another live lease holds it; try again after `retry_in`.
+    Held { retry_in: Duration },
+}
+
+/// Where a delivery stands after the provider accepted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SentOutcome {
+    /// Waiting for its receipt until the deadline.
+    AwaitingReceipt,
+    /// The receipt came back before the send was recorded.
+    Delivered,
+    /// A failure receipt came first: the next channel is due now.
+    Undelivered,
+    /// This dispatcher lost its lease; whoever holds it records the outcome.
+    LostLease,
+}
+
+// KEYS[1] slot, KEYS[2] campaign. ARGV: attempt, channel, owner, lease ms, ttl s, traceparent.
+// The first claim's trace is kept (`tp`) so that a fallback continues it.
+const CLAIM_LUA: &str = lua_with_now!(
+    r#"
+local a = tonumber(ARGV[1])
+local f = redis.call('HMGET', KEYS[1], 'st', 'a', 'ch', 'own', 'lu')
+if not f[1] then
+  if a ~= 0 then
+    redis.call('HINCRBY', KEYS[2], 'deduplicated', 1)
+    return {'dup', 'expired'}
+  end
+  redis.call('HSET', KEYS[1], 'st', 'claimed', 'a', 0, 'ch', ARGV[2], 'tr', ARGV[2], 'own', ARGV[3], 'lu', now + tonumber(ARGV[4]))
+  if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'tp', ARGV[6]) end
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
+  return {'claimed'}
+end
+if tonumber(f[2]) ~= a or f[3] ~= ARGV[2] or (f[1] ~= 'queued' and f[1] ~= 'claimed') then
+  redis.call('HINCRBY', KEYS[2], 'deduplicated', 1)
+  return {'dup', f[1]}
+end
+if f[1] == 'claimed' and f[4] ~= ARGV[3] and tonumber(f[5]) > now then
+  return {'held', tostring(tonumber(f[5]) - now)}
+end
+redis.call('HSET', KEYS[1], 'st', 'claimed', 'own', ARGV[3], 'lu', now + tonumber(ARGV[4]))
+if ARGV[6] ~= '' then redis.call('HSETNX', KEYS[1], 'tp', ARGV[6]) end
+return {'claimed'}
+"#
+);
+
+// KEYS[1] slot. ARGV: owner, lease ms.
+const RENEW_LUA: &str = lua_with_now!(
+    r#"
+local f = redis.call('HMGET', KEYS[1], 'st', 'own')
+if f[1] ~= 'claimed' or f[2] ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'lu', now + tonumber(ARGV[2]))
+return 1
+"#
+);
+
+// KEYS[1] slot. ARGV: owner. A handed-back claim is queued again for its redelivered message.
+const RELEASE_LUA: &str = r#"
+local f = redis.call('HMGET', KEYS[1], 'st', 'own')
+if f[1] ~= 'claimed' or f[2] ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'st', 'queued', 'own', '', 'lu', 0)
+return 1
+"#;
+
+// KEYS[1] slot, KEYS[2] campaign, KEYS[3] pending. ARGV: owner, channel, timeout ms, customer, provider id.
+const MARK_SENT_LUA: &str = lua_with_now!(
+    r#"
+local f = redis.call('HMGET', KEYS[1], 'st', 'own', 'er')
+if f[1] ~= 'claimed' or f[2] ~= ARGV[1] then return 'lost' end
+redis.call('HINCRBY', KEYS[2], 'sent', 1)
+redis.call('HINCRBY', KEYS[2], 'sent:' .. ARGV[2], 1)
+if f[3] == 'delivered' then
+  redis.call('HSET', KEYS[1], 'st', 'delivered', 'own', '', 'pid', ARGV[5])
+  redis.call('ZREM', KEYS[3], ARGV[4])
+  redis.call('HINCRBY', KEYS[2], 'delivered', 1)
+  redis.call('HINCRBY', KEYS[2], 'delivered:' .. ARGV[2], 1)
+  return 'delivered'
+end
+if f[3] == 'failed' then
+  redis.call('HSET', KEYS[1], 'st', 'undelivered', 'own', '', 'pid', ARGV[5], 'why', 'failure receipt')
+  redis.call('ZADD', KEYS[3], now, ARGV[4])
+  redis.call('HINCRBY', KEYS[2], 'undelivered:' .. ARGV[2], 1)
+  return 'undelivered'
+end
+redis.call('HSET', KEYS[1], 'st', 'sent', 'own', '', 'pid', ARGV[5], 'sa', now)
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[4])
+return 'sent'
+"#
+);
+
+// KEYS[1] slot, KEYS[2] campaign, KEYS[3] pending. ARGV: owner, channel, customer, reason.
+const MARK_UNDELIVERED_LUA: &str = lua_with_now!(
+    r#"
+local f = redis.call('HMGET', KEYS[1], 'st', 'own')
+if f[1] ~= 'claimed' or f[2] ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'st', 'undelivered', 'own', '', 'why', ARGV[4])
+redis.call('ZADD', KEYS[3], now, ARGV[3])
+redis.call('HINCRBY', KEYS[2], 'undelivered:' .. ARGV[2], 1)
+return 1
+"#
+);
+
+// KEYS[1] slot, KEYS[2] campaign. ARGV: reason code, reason, ttl s.
+const FIRST_UNREACHABLE_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'st', 'failed', 'a', 0, 'ch', '', 'tr', '', 'why', ARGV[2], 'fc', ARGV[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+redis.call('HINCRBY', KEYS[2], 'failed', 1)
+redis.call('HINCRBY', KEYS[2], 'failed:' .. ARGV[1], 1)
+return 1
+"#;
+
+// KEYS[1] slot, KEYS[2] campaign. Only a customer that failed before any channel was tried
+// (unknown, or no channel) is reopened: anything sent stays as it is.
+const REOPEN_UNREACHABLE_LUA: &str = r#"
+local f = redis.call('HMGET', KEYS[1], 'st', 'ch', 'fc')
+if f[1] ~= 'failed' or f[2] ~= '' or not f[3] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HINCRBY', KEYS[2], 'failed', -1)
+redis.call('HINCRBY', KEYS[2], 'failed:' .. f[3], -1)
+redis.call('HINCRBY', KEYS[2], 'replayed', 1)
+return 1
+"#;
+
+// KEYS[1] slot, KEYS[2] campaign, KEYS[3] pending. ARGV: channel, due at ms, customer, ttl s.
+const FIRST_DEFERRED_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'st', 'queued', 'a', 0, 'ch', ARGV[1], 'tr', ARGV[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+redis.call('ZADD', KEYS[3], tonumber(ARGV[2]), ARGV[3])
+redis.call('HINCRBY', KEYS[2], 'deferred', 1)
+return 1
+"#;
+
+static CLAIM: Lua = Lua::new(CLAIM_LUA);
+static RENEW: Lua = Lua::new(RENEW_LUA);
+static RELEASE: Lua = Lua::new(RELEASE_LUA);
+static MARK_SENT: Lua = Lua::new(MARK_SENT_LUA);
+static MARK_UNDELIVERED: Lua = Lua::new(MARK_UNDELIVERED_LUA);
+static FIRST_UNREACHABLE: Lua = Lua::new(FIRST_UNREACHABLE_LUA);
+static REOPEN_UNREACHABLE: Lua = Lua::new(REOPEN_UNREACHABLE_LUA);
+static FIRST_DEFERRED: Lua = Lua::new(FIRST_DEFERRED_LUA);
+
+impl Store {
+    pub(super) fn slot_prefix(&self, id: &CampaignId) -> String {
+        format!("{}:once:{{{id}}}:", self.ns)
+    }
+
+    /// The once-slot of one (campaign, customer).
+    pub fn slot_key(&self, campaign: &CampaignId, customer: &CustomerId) -> String {
+        format!("{}{customer}", self.slot_prefix(campaign))
+    }
+
+    /// The pending confirmations of one campaign: member = customer, score = deadline (ms).
+    pub fn pending_key(&self, id: &CampaignId) -> String {
+        format!("{}:pending:{{{id}}}", self.ns)
+    }
+
+    /// The gate before a customer is contacted: claims this delivery's attempt under a lease.
+    pub async fn claim_once(
+        &self,
+        d: &Delivery,
+        owner: &str,
+        lease: Duration,
+        traceparent: Option<&str>,
+    ) -> Result<OnceClaim, StoreError> {
+        let slot = self.slot_key(&d.campaign, &d.customer);
+        let reply: Vec<String> = self
+            .eval(
+                CLAIM
+                    .key(&slot)
+                    .key(self.campaign_key(&d.campaign))
+                    .arg(d.attempt)
+                    .arg(d.message.channel.as_str())
+                    .arg(owner)
+                    .arg(lease.as_millis() as u64)
+                    .arg(CAMPAIGN_TTL.as_secs())
+                    .arg(traceparent.unwrap_or("")),
+            )
+            .await?;
+        match (reply.first().map(String::as_str), reply.get(1)) {
+            (Some("claimed"), _) => Ok(OnceClaim::Claimed),
+            (Some("dup"), Some(st)) => Ok(OnceClaim::Duplicate(st.clone())),
+            (Some("held"), Some(ms)) => Ok(OnceClaim::Held {
+                retry_in: Duration::from_millis(ms.parse().unwrap_or(1000)),
+            }),
+            _ => Err(StoreError::Corrupt {
+                key: slot,
+                what: format!("claim reply {reply:?}"),
+            }),
+        }
+    }
+
+    /// Extends the lease; `false` means it was lost and the provider must not be called.
+    pub async fn renew_once(
+        &self,
+        d: &Delivery,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let kept: i64 = self
+            .eval(
+                RENEW
+                    .key(self.slot_key(&d.campaign, &d.customer))
+                    .arg(owner)
+                    .arg(lease.as_millis() as u64),
+            )
+            .await?;
+        Ok(kept == 1)
+    }
+
+    /// Hands a claim back on shutdown, so the redelivered message need not wait out the lease.
+    pub async fn release_once(&self, d: &Delivery, owner: &str) -> Result<bool, StoreError> {
+        let released: i64 = self
+            .eval(
+                RELEASE
+                    .key(self.slot_key(&d.campaign, &d.customer))
+                    .arg(owner),
+            )
+            .await?;
+        Ok(released == 1)
+    }
+
+    /// The provider accepted: wait for the receipt until now + the delivery's time-out.
+    pub async fn mark_sent(
+        &self,
+        d: &Delivery,
+        owner: &str,
+        provider_id: &str,
+    ) -> Result<SentOutcome, StoreError> {
+        let reply: String = self
+            .eval(
+                MARK_SENT
+                    .key(self.slot_key(&d.campaign, &d.customer))
+                    .key(self.campaign_key(&d.campaign))
+                    .key(self.pending_key(&d.campaign))
+                    .arg(owner)
+                    .arg(d.message.channel.as_str())
+                    .arg(d.timeout_ms)
+                    .arg(d.customer.as_str())
+                    .arg(provider_id),
+            )
+            .await?;
+        Ok(match reply.as_str() {
+            "sent" => SentOutcome::AwaitingReceipt,
+            "delivered" => SentOutcome::Delivered,
+            "undelivered" => SentOutcome::Undelivered,
+            _ => SentOutcome::LostLease,
+        })
+    }
+
+    /// The provider refused for good: the next channel is due now.
+    pub async fn mark_undelivered(
+        &self,
+        d: &Delivery,
+        owner: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let n: i64 = self
+            .eval(
+                MARK_UNDELIVERED
+                    .key(self.slot_key(&d.campaign, &d.customer))
+                    .key(self.campaign_key(&d.campaign))
+                    .key(self.pending_key(&d.campaign))
+                    .arg(owner)
+                    .arg(d.message.channel.as_str())
+                    .arg(d.customer.as_str())
+                    .arg(reason),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// A customer with no usable channel at fan-out: failed once, without any send.
+    pub async fn fail_unreachable(
+        &self,
+        campaign: &CampaignId,
+        customer: &CustomerId,
+        code: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let n: i64 = self
+            .eval(
+                FIRST_UNREACHABLE
+                    .key(self.slot_key(campaign, customer))
+                    .key(self.campaign_key(campaign))
+                    .arg(code)
+                    .arg(reason)
+                    .arg(CAMPAIGN_TTL.as_secs()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Reopens a customer that failed before any channel was tried (unknown customer, no
+    /// channel), so that a replayed dead letter fans them out again; `false` when the slot
+    /// is anything else (sent, delivered, or already reopened).
+    pub async fn reopen_unreachable(
+        &self,
+        campaign: &CampaignId,
+        customer: &CustomerId,
+    ) -> Result<bool, StoreError> {
+        let n: i64 = self
+            .eval(
+                REOPEN_UNREACHABLE
+                    .key(self.slot_key(campaign, customer))
+                    .key(self.campaign_key(campaign)),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// The first channel is in quiet hours and the rules say wait: `herald-retry` publishes
+    /// it at `at_ms`.
+    pub async fn defer_first(
+        &self,
+        campaign: &CampaignId,
+        customer: &CustomerId,
+        channel: Channel,
+        at_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let n: i64 = self
+            .eval(
+                FIRST_DEFERRED
+                    .key(self.slot_key(campaign, customer))
+                    .key(self.campaign_key(campaign))
+                    .key(self.pending_key(campaign))
+                    .arg(channel.as_str())
+                    .arg(at_ms)
+                    .arg(customer.as_str())
+                    .arg(CAMPAIGN_TTL.as_secs()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// One slot's fields, for the API and tests.
+    pub async fn slot(
+        &self,
+        campaign: &CampaignId,
+        customer: &CustomerId,
+    ) -> Result<BTreeMap<String, String>, StoreError> {
+        let (mut c, generation) = self.connection();
+        self.bounded(generation, c.hgetall(self.slot_key(campaign, customer)))
+            .await
+    }
+}
