@@ -27,10 +27,10 @@
 pub mod api;
 pub mod auth;
 pub mod campaigns;
+pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod dispatch;
-pub mod dlq;
 pub mod events;
 pub mod health;
 pub mod kafka;

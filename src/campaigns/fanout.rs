@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use serde::Serialize;
@@ -99,32 +99,15 @@ impl FanOut {
         consumer: StreamConsumer,
         shutdown: CancellationToken,
     ) -> Result<(), kafka::KafkaError> {
-        let topic = self.topics.campaigns();
-        consumer
-            .subscribe(&[&topic])
-            .map_err(kafka::KafkaError::Setup)?;
-        tracing::info!(%topic, "fan-out consuming");
-        loop {
-            let msg = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                m = consumer.recv() => match m {
-                    Ok(m) => m.detach(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "kafka consume error");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                },
-            };
-            if self.handle(&msg, &shutdown).await {
-                if let Err(e) = consumer.store_offset(msg.topic(), msg.partition(), msg.offset()) {
-                    tracing::debug!(error = %e, "offset not stored");
-                }
-            } else {
+        let subscription = kafka::Subscription::new(consumer, &self.topics.campaigns())?;
+        tracing::info!(topic = subscription.topic(), "fan-out consuming");
+        while let Some(msg) = subscription.next(&shutdown).await {
+            if !self.handle(&msg, &shutdown).await {
                 break; // shutdown mid-batch: leave it uncommitted, it comes back
             }
+            subscription.store(msg.partition(), msg.offset());
         }
-        kafka::close_consumer(Arc::new(consumer), Duration::from_secs(10)).await;
+        subscription.close().await;
         Ok(())
     }
 

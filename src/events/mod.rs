@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use serde::Serialize;
@@ -37,12 +37,8 @@ use crate::shutdown::sleep_unless_cancelled;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EventsError {
-    #[error("cannot subscribe to {topic}: {source}")]
-    Subscribe {
-        topic: String,
-        #[source]
-        source: rdkafka::error::KafkaError,
-    },
+    #[error(transparent)]
+    Kafka(#[from] kafka::KafkaError),
 }
 
 /// One of the consumers `herald-events` runs.
@@ -182,8 +178,7 @@ struct InFlight<T> {
 /// Everything a consumer's loop shares with its batches.
 struct Batches<C: Consume> {
     work: Arc<C>,
-    consumer: Arc<StreamConsumer>,
-    topic: String,
+    subscription: kafka::Subscription,
     stats: Arc<RoleStats>,
 }
 
@@ -279,10 +274,7 @@ impl<C: Consume> Batches<C> {
             .fetch_add(applied.duplicates, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
         for (partition, offset) in last_offsets {
-            if let Err(e) = self.consumer.store_offset(&self.topic, *partition, *offset) {
-                // A partition taken away meanwhile: its new owner applies it again, harmlessly.
-                tracing::debug!(error = %e, partition, "offset not stored");
-            }
+            self.subscription.store(*partition, *offset);
         }
     }
 }
@@ -302,17 +294,11 @@ pub async fn run<C: Consume>(
     let role = work.role();
     let topic = role.topic(&topics);
     let dlq = role.dead_letter_topic(&topics);
-    consumer
-        .subscribe(&[&topic])
-        .map_err(|source| EventsError::Subscribe {
-            topic: topic.clone(),
-            source,
-        })?;
+    let subscription = kafka::Subscription::new(consumer, &topic)?;
     tracing::info!(role = role.as_str(), %topic, "consuming");
     let batches = Batches {
         work,
-        consumer: Arc::new(consumer),
-        topic,
+        subscription,
         stats: stats.clone(),
     };
     let mut pending = Pending::default();
@@ -335,9 +321,8 @@ pub async fn run<C: Consume>(
                     break;
                 }
             }
-            m = batches.consumer.recv(), if !full => match m {
-                Ok(m) => {
-                    let msg = m.detach();
+            m = batches.subscription.next(&shutdown), if !full => match m {
+                Some(msg) => {
                     stats.consumed.fetch_add(1, Ordering::Relaxed);
                     match batches.work.decode(&msg) {
                         Ok(item) => pending.items.push(item),
@@ -351,10 +336,7 @@ pub async fn run<C: Consume>(
                     }
                     pending.last_offsets.insert(msg.partition(), msg.offset());
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "kafka consume error");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+                None => break,
             },
         }
     }
@@ -366,7 +348,7 @@ pub async fn run<C: Consume>(
         batches.flush(&mut pending, &mut in_flight, &last_try).await;
         batches.settle(&mut in_flight, &last_try).await;
     }
-    kafka::close_consumer(batches.consumer, Duration::from_secs(10)).await;
+    batches.subscription.close().await;
     log_progress(role, &stats);
     Ok(())
 }

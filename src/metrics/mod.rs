@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use serde::Serialize;
@@ -27,12 +27,8 @@ use crate::store::{Applied, Increments, MetricsRun, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
-    #[error("cannot subscribe to {topic}: {source}")]
-    Subscribe {
-        topic: String,
-        #[source]
-        source: rdkafka::error::KafkaError,
-    },
+    #[error(transparent)]
+    Kafka(#[from] kafka::KafkaError),
 }
 
 #[derive(Debug, Clone)]
@@ -166,15 +162,8 @@ impl Aggregator {
         consumer: StreamConsumer,
         shutdown: CancellationToken,
     ) -> Result<(), MetricsError> {
-        let topic = self.topics.events();
-        consumer
-            .subscribe(&[&topic])
-            .map_err(|source| MetricsError::Subscribe {
-                topic: topic.clone(),
-                source,
-            })?;
-        tracing::info!(%topic, "metrics aggregator consuming");
-        let consumer = Arc::new(consumer);
+        let consumer = kafka::Subscription::new(consumer, &self.topics.events())?;
+        tracing::info!(topic = consumer.topic(), "metrics aggregator consuming");
         let mut runs: BTreeMap<i32, PartitionRun> = BTreeMap::new();
         let mut recent = RecentIds::new(self.config.recent_ids);
         let mut pending = 0usize;
@@ -200,23 +189,17 @@ impl Aggregator {
                     self.flush(&consumer, &mut runs).await;
                     pending = runs.values().map(|r| r.events.len()).sum();
                 }
-                m = consumer.recv() => match m {
-                    Ok(m) => {
-                        let msg = m.detach();
-                        let event = self.decode(&msg, &mut recent, &shutdown).await;
-                        runs.entry(msg.partition()).or_default().events.push((msg.offset(), event));
-                        pending += 1;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "kafka consume error");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                },
+                m = consumer.next(&shutdown) => {
+                    let Some(msg) = m else { break };
+                    let event = self.decode(&msg, &mut recent, &shutdown).await;
+                    runs.entry(msg.partition()).or_default().events.push((msg.offset(), event));
+                    pending += 1;
+                }
             }
         }
         // What cannot be counted now stays uncommitted and is counted by whoever reads next.
         self.flush(&consumer, &mut runs).await;
-        kafka::close_consumer(consumer, Duration::from_secs(10)).await;
+        consumer.close().await;
         self.log_progress();
         Ok(())
     }
@@ -271,7 +254,7 @@ impl Aggregator {
     /// What fails stays for the next flush, its offset unstored.
     async fn flush(
         &self,
-        consumer: &StreamConsumer,
+        consumer: &kafka::Subscription,
         runs: &mut BTreeMap<i32, PartitionRun>,
     ) -> bool {
         let topic = self.topics.events();
@@ -319,9 +302,7 @@ impl Aggregator {
                     }
                 }
                 // Everything up to `last` is counted (here or by another reader): commit it.
-                if let Err(e) = consumer.store_offset(&topic, *partition, last) {
-                    tracing::debug!(error = %e, "offset not stored");
-                }
+                consumer.store(*partition, last);
             }
             runs.retain(|_, r| !r.events.is_empty());
         }

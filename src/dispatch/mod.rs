@@ -1,17 +1,20 @@
 //! `herald-dispatch --channel C`: consumes `herald.notify.C`, claims each notification in
 //! Redis, calls the provider, records the outcome, and only then lets the offset be committed.
 //!
-//! Many messages are worked on at once (up to `max_in_flight`); the [`OffsetTracker`] keeps
+//! Many messages are worked on at once (up to `max_in_flight`); the [`kafka::Subscription`] keeps
 //! commits in order. The Redis claim, not Kafka, decides whether a customer is contacted:
 //! a redelivered or duplicated message finds the request claimed or finished and is counted
 //! `deduplicated`. A killed dispatcher leaves a lease that expires, and the message, never
 //! committed, comes back to whoever owns the partition next.
 
+mod delivery;
+mod request;
+
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use serde::Serialize;
@@ -21,15 +24,12 @@ use tokio_util::sync::CancellationToken;
 use crate::shutdown::sleep_unless_cancelled;
 use tokio_util::task::TaskTracker;
 
-use crate::kafka::{self, OffsetTracker, Topics};
+use crate::kafka::{self, Topics};
 use crate::latency::LatencyHistogram;
-use crate::model::{
-    now_ms, Channel, Delivery, LifecycleEvent, LifecycleKind, Notification, RequestId,
-    RequestStatus,
-};
+use crate::model::{Channel, Delivery, LifecycleEvent, LifecycleKind, Notification, RequestId};
 use crate::prom;
-use crate::provider::{CircuitState, ProviderClient, SendOutcome};
-use crate::store::{Claim, OnceClaim, SentOutcome, Store, StoreError};
+use crate::provider::{CircuitState, ProviderClient};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct DispatchConfig {
@@ -46,12 +46,6 @@ pub struct DispatchConfig {
 pub enum DispatchError {
     #[error(transparent)]
     Kafka(#[from] kafka::KafkaError),
-    #[error("cannot subscribe to {topic}: {source}")]
-    Subscribe {
-        topic: String,
-        #[source]
-        source: rdkafka::error::KafkaError,
-    },
 }
 
 /// Counts of what this instance did; logged as progress and read by tests.
@@ -83,7 +77,7 @@ fn serialize_histogram<S: serde::Serializer>(
 
 /// How the handling of one message ended, as far as its offset is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Handled {
+pub(super) enum Handled {
     /// Its outcome is recorded (or belongs to someone else): the offset may be committed.
     Done,
     /// Shutdown came first: leave the offset uncommitted so the message comes back.
@@ -106,18 +100,13 @@ impl Dispatcher {
         consumer: StreamConsumer,
         shutdown: CancellationToken,
     ) -> Result<(), DispatchError> {
-        let topic = self.topics.notify(self.config.channel);
-        consumer
-            .subscribe(&[&topic])
-            .map_err(|source| DispatchError::Subscribe {
-                topic: topic.clone(),
-                source,
-            })?;
-        tracing::info!(%topic, channel = %self.config.channel, "dispatcher consuming");
+        let subscription = Arc::new(kafka::Subscription::new(
+            consumer,
+            &self.topics.notify(self.config.channel),
+        )?);
+        tracing::info!(topic = subscription.topic(), channel = %self.config.channel, "dispatcher consuming");
 
         tokio::spawn(self.clone().announce_health(shutdown.clone()));
-        let consumer = Arc::new(consumer);
-        let offsets = Arc::new(Mutex::new(OffsetTracker::default()));
         let permits = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
         let tasks = TaskTracker::new();
         let work_cancel = CancellationToken::new();
@@ -128,44 +117,18 @@ impl Dispatcher {
                 _ = shutdown.cancelled() => break,
                 p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             };
-            let received = tokio::select! {
-                _ = shutdown.cancelled() => break,
+            let msg = tokio::select! {
                 _ = progress.tick() => { self.log_progress(); continue }
-                m = consumer.recv() => m,
-            };
-            let msg = match received {
-                Ok(m) => m.detach(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "kafka consume error");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
+                m = subscription.next(&shutdown) => match m { Some(m) => m, None => break },
             };
             self.stats.received.fetch_add(1, Ordering::Relaxed);
             self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-            lock(&offsets).start(msg.topic(), msg.partition(), msg.offset());
-            let (me, consumer, offsets, cancel) = (
-                self.clone(),
-                consumer.clone(),
-                offsets.clone(),
-                work_cancel.clone(),
-            );
+            subscription.started(&msg);
+            let (me, subscription, cancel) =
+                (self.clone(), subscription.clone(), work_cancel.clone());
             tasks.spawn(async move {
-                let handled = me.handle(&msg, &cancel).await;
-                let mut offsets = lock(&offsets);
-                match handled {
-                    Handled::Done => {
-                        if let Some(upto) =
-                            offsets.finish(msg.topic(), msg.partition(), msg.offset())
-                        {
-                            // Fails harmlessly if the partition was revoked meanwhile.
-                            if let Err(e) =
-                                consumer.store_offset(msg.topic(), msg.partition(), upto)
-                            {
-                                tracing::debug!(error = %e, "offset not stored");
-                            }
-                        }
-                    }
+                match me.handle(&msg, &cancel).await {
+                    Handled::Done => subscription.finished(&msg),
                     // Left in flight on purpose: nothing at or after it is committed by
                     // this instance, so its message is delivered again.
                     Handled::HandedBack => {}
@@ -191,7 +154,9 @@ impl Dispatcher {
             work_cancel.cancel();
             tasks.wait().await;
         }
-        kafka::close_consumer(consumer, Duration::from_secs(10)).await;
+        if let Some(subscription) = Arc::into_inner(subscription) {
+            subscription.close().await;
+        }
         self.log_progress();
         Ok(())
     }
@@ -315,173 +280,6 @@ impl Dispatcher {
         }
     }
 
-    /// A campaign delivery: the once-slot decides, the provider sends, the pending set waits
-    /// for the receipt.
-    async fn handle_delivery(&self, d: Delivery, cancel: &CancellationToken) -> Handled {
-        let owner = uuid::Uuid::new_v4().to_string();
-        let lease = self.config.lease;
-        let channel = d.message.channel;
-        let trace = crate::telemetry::current_traceparent();
-        loop {
-            let claim = match retry_store(cancel, || {
-                self.store.claim_once(&d, &owner, lease, trace.as_deref())
-            })
-            .await
-            {
-                Some(c) => c,
-                None => return Handled::HandedBack,
-            };
-            match claim {
-                OnceClaim::Claimed => break,
-                OnceClaim::Duplicate(status) => {
-                    self.stats.deduplicated.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(campaign = %d.campaign, customer = %d.customer, %status, "duplicate delivery dropped");
-                    self.emit_delivery(LifecycleKind::Deduplicated, &d, Some(status))
-                        .await;
-                    return Handled::Done;
-                }
-                OnceClaim::Held { retry_in } => {
-                    if !sleep_unless_cancelled(retry_in + Duration::from_millis(50), cancel).await {
-                        return Handled::HandedBack;
-                    }
-                }
-            }
-        }
-        if d.attempt == 0 {
-            self.stats
-                .fanout_to_call_ms
-                .record_ms(now_ms().saturating_sub(d.fanned_out_ms));
-        }
-        let key = d.idempotency_key();
-        let outcome = self
-            .provider
-            .send(&key, &d.message, cancel, || async {
-                retry_store(cancel, || self.store.renew_once(&d, &owner, lease))
-                    .await
-                    .unwrap_or(false)
-            })
-            .await;
-        // The provider has answered: recording that must not be given up on shutdown.
-        let never = CancellationToken::new();
-        match outcome {
-            SendOutcome::Delivered { provider_id } => {
-                let recorded =
-                    retry_store(&never, || self.store.mark_sent(&d, &owner, &provider_id)).await;
-                if recorded == Some(SentOutcome::LostLease) {
-                    return Handled::Done;
-                }
-                self.stats.sent.fetch_add(1, Ordering::Relaxed);
-                self.emit_delivery(LifecycleKind::Sent, &d, Some(provider_id))
-                    .await;
-            }
-            SendOutcome::Failed { reason } => {
-                tracing::warn!(campaign = %d.campaign, customer = %d.customer, %channel, %reason, "delivery refused; next channel due");
-                let _ =
-                    retry_store(&never, || self.store.mark_undelivered(&d, &owner, &reason)).await;
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                self.emit_delivery(LifecycleKind::Undelivered, &d, Some(reason))
-                    .await;
-            }
-            SendOutcome::Abandoned => {
-                if cancel.is_cancelled() {
-                    let _ = self.store.release_once(&d, &owner).await;
-                    self.stats.handed_back.fetch_add(1, Ordering::Relaxed);
-                    return Handled::HandedBack;
-                }
-            }
-        }
-        Handled::Done
-    }
-
-    async fn emit_delivery(&self, kind: LifecycleKind, d: &Delivery, detail: Option<String>) {
-        let event =
-            LifecycleEvent::for_delivery(kind, &d.campaign, &d.customer, d.message.channel, detail);
-        kafka::emit_event(&self.producer, &self.topics.events(), &event).await;
-    }
-
-    /// A seed 001 request.
-    async fn handle_request(
-        &self,
-        msg: &OwnedMessage,
-        notification: Notification,
-        cancel: &CancellationToken,
-    ) -> Handled {
-        let id = &notification.id;
-        // Unique per handling, so even two copies of one message in this process exclude each other.
-        let owner = uuid::Uuid::new_v4().to_string();
-        let lease = self.config.lease;
-        loop {
-            let claim = match retry_store(cancel, || self.store.claim(id, &owner, lease)).await {
-                Some(c) => c,
-                None => return Handled::HandedBack,
-            };
-            match claim {
-                Claim::Claimed => break,
-                Claim::AlreadyDone(status) => {
-                    self.stats.deduplicated.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(id = %id, %status, "duplicate delivery dropped");
-                    self.emit(
-                        LifecycleKind::Deduplicated,
-                        id,
-                        Some(status.as_str().to_string()),
-                    )
-                    .await;
-                    return Handled::Done;
-                }
-                Claim::HeldByOther { retry_in } => {
-                    // Someone may have died holding it: wait out the lease, keep the offset open.
-                    if !sleep_unless_cancelled(retry_in + Duration::from_millis(50), cancel).await {
-                        return Handled::HandedBack;
-                    }
-                }
-                Claim::Missing => {
-                    return self
-                        .dead_letter(msg, &format!("unknown request {id}"), cancel)
-                        .await;
-                }
-            }
-        }
-        self.emit(LifecycleKind::Processing, id, None).await;
-        let outcome = self
-            .provider
-            .send(id.as_str(), &notification.message, cancel, || async {
-                retry_store(cancel, || self.store.renew(id, &owner, lease))
-                    .await
-                    .unwrap_or(false)
-            })
-            .await;
-        let (status, kind, detail) = match outcome {
-            SendOutcome::Delivered { provider_id } => {
-                (RequestStatus::Sent, LifecycleKind::Sent, provider_id)
-            }
-            SendOutcome::Failed { reason } => {
-                (RequestStatus::Failed, LifecycleKind::Failed, reason)
-            }
-            SendOutcome::Abandoned => {
-                if cancel.is_cancelled() {
-                    let _ = self.store.release(id, &owner).await;
-                    self.stats.handed_back.fetch_add(1, Ordering::Relaxed);
-                    return Handled::HandedBack;
-                }
-                // The lease moved to another owner, who will record the outcome.
-                return Handled::Done;
-            }
-        };
-        // The provider has answered: recording that must not be given up on shutdown,
-        // or the next owner would send again.
-        let never = CancellationToken::new();
-        let _ = retry_store(&never, || self.store.finish(id, status, &detail)).await;
-        match status {
-            RequestStatus::Sent => self.stats.sent.fetch_add(1, Ordering::Relaxed),
-            _ => self.stats.failed.fetch_add(1, Ordering::Relaxed),
-        };
-        if status == RequestStatus::Failed {
-            tracing::warn!(id = %id, channel = %self.config.channel, reason = %detail, "notification failed");
-        }
-        self.emit(kind, id, Some(detail)).await;
-        Handled::Done
-    }
-
     fn decode(&self, msg: &OwnedMessage) -> Result<Work, String> {
         let payload = msg.payload().ok_or("empty message")?;
         let probe: KindProbe = serde_json::from_slice(payload)
@@ -553,12 +351,8 @@ struct KindProbe {
     campaign: Option<serde::de::IgnoredAny>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Retries a Redis operation while Redis is unreachable; `None` if cancelled first.
-async fn retry_store<T, F, Fut>(cancel: &CancellationToken, mut op: F) -> Option<T>
+pub(super) async fn retry_store<T, F, Fut>(cancel: &CancellationToken, mut op: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,

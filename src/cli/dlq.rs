@@ -9,12 +9,14 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Deserialize;
 
+use super::KafkaArgs;
 use crate::kafka::{self, dlq_headers, KafkaError, Topics, DLQ_ORIGIN_HEADER};
 use crate::model::{CampaignBatch, CampaignId, CustomerId};
 use crate::store::{Store, StoreError};
@@ -205,6 +207,147 @@ pub async fn replay(
         }
         Replay::Skip(_) => Ok(false),
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeadLetterTopic {
+    Fleet,
+    UserEvents,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum DlqCommand {
+    /// List dead letters (oldest first) with their reason and where they came from.
+    List {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Which dead-letter topic: the fleet's (`herald.dlq`: notifications, campaigns,
+        /// sales) or the user events' (`herald.user-events.dlq`).
+        #[arg(long, value_enum, default_value_t = DeadLetterTopic::Fleet)]
+        topic: DeadLetterTopic,
+        /// Only those whose reason contains this text.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Replay dead letters once their cause is fixed: a message goes back to its source
+    /// topic; a customer fan-out could not reach is fanned out again. Anything already
+    /// delivered is not sent twice (the campaign slot or request claim decides).
+    Replay {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Which dead-letter topic: the fleet's (`herald.dlq`: notifications, campaigns,
+        /// sales) or the user events' (`herald.user-events.dlq`).
+        #[arg(long, value_enum, default_value_t = DeadLetterTopic::Fleet)]
+        topic: DeadLetterTopic,
+        /// Redis URL (to reopen unreachable customers' campaign slots).
+        #[arg(
+            long,
+            env = "HERALD_REDIS_URL",
+            default_value = "redis://127.0.0.1:6399"
+        )]
+        redis_url: String,
+        /// Only those whose reason contains this text.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Show what would be replayed, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+pub async fn execute(command: DlqCommand) -> anyhow::Result<()> {
+    match command {
+        DlqCommand::List {
+            kafka,
+            topic,
+            reason,
+        } => {
+            for l in read_dead_letters(&kafka, topic, reason.as_deref()).await? {
+                let from = l
+                    .source_topic
+                    .clone()
+                    .or(l.origin.clone())
+                    .unwrap_or_else(|| "?".into());
+                println!(
+                    "{}:{:<8} {:<24} key={:<30} reason: {}",
+                    l.partition, l.offset, from, l.key, l.reason
+                );
+            }
+            Ok(())
+        }
+        DlqCommand::Replay {
+            kafka,
+            topic,
+            redis_url,
+            reason,
+            dry_run,
+        } => replay_all(&kafka, topic, &redis_url, reason.as_deref(), dry_run).await,
+    }
+}
+
+async fn replay_all(
+    kafka: &KafkaArgs,
+    which: DeadLetterTopic,
+    redis_url: &str,
+    reason: Option<&str>,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let letters = read_dead_letters(kafka, which, reason).await?;
+    let topics = kafka.topics();
+    let store = Store::connect(redis_url, &kafka.namespace)
+        .await
+        .with_context(|| format!("connecting to Redis at {redis_url}"))?;
+    let producer = kafka::producer(&kafka.kafka_brokers)?;
+    let (mut done, mut skipped) = (0, 0);
+    for l in &letters {
+        let action = plan(l);
+        let what = match &action {
+            Replay::Republish { topic } => format!("republish to {topic}"),
+            Replay::FanOutAgain { campaign, customer } => {
+                format!("fan out {customer} of campaign {campaign} again")
+            }
+            Replay::Skip(why) => format!("skip: {why}"),
+        };
+        if dry_run {
+            println!("{}:{} would {what}", l.partition, l.offset);
+            continue;
+        }
+        if replay(l, &action, &store, &producer, &topics).await? {
+            done += 1;
+            println!("{}:{} {what}", l.partition, l.offset);
+        } else {
+            skipped += 1;
+            println!("{}:{} nothing to do ({what})", l.partition, l.offset);
+        }
+    }
+    if !dry_run {
+        println!(
+            "replayed {done}, left {skipped} of {} dead letters",
+            letters.len()
+        );
+    }
+    Ok(())
+}
+
+/// The dead letters of the fleet, optionally only those whose reason contains `reason`.
+async fn read_dead_letters(
+    kafka: &KafkaArgs,
+    which: DeadLetterTopic,
+    reason: Option<&str>,
+) -> anyhow::Result<Vec<DeadLetter>> {
+    let topics = kafka.topics();
+    let topic = match which {
+        DeadLetterTopic::Fleet => topics.dlq(),
+        DeadLetterTopic::UserEvents => topics.user_events_dlq(),
+    };
+    let brokers = kafka.kafka_brokers.clone();
+    let letters = tokio::task::spawn_blocking(move || read_all(&brokers, &topic))
+        .await?
+        .context("reading the dead-letter topic")?;
+    Ok(letters
+        .into_iter()
+        .filter(|l| reason.map_or(true, |r| l.reason.contains(r)))
+        .collect())
 }
 
 #[cfg(test)]

@@ -1,0 +1,85 @@
+//! `herald campaigns`: send a campaign to synthetic customers and follow campaigns.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use crate::dev::loadgen::{campaign_summary, LoadGen};
+use crate::model::Channel;
+
+#[derive(Subcommand, Debug)]
+pub enum CampaignsCommand {
+    /// Send a campaign to the synthetic customers `PREFIX0..PREFIX{COUNT-1}` and watch it.
+    Send {
+        /// Campaign id (posting the same id again resumes, never duplicates).
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value = "cust")]
+        prefix: String,
+        /// Channel order.
+        #[arg(long, value_delimiter = ',', default_value = "email,push")]
+        channels: Vec<Channel>,
+        /// Receipt time-out per channel before falling back, in milliseconds.
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+        /// Stop watching after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        wait_secs: u64,
+        /// Print the final report as JSON instead of a table (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a campaign's progress and counts.
+    Show { id: String },
+    /// Follow a campaign with a progress bar (rate, ETA) until it ends, then a summary table.
+    Watch {
+        id: String,
+        /// Stop watching after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        wait_secs: u64,
+    },
+}
+
+pub async fn execute(command: CampaignsCommand, api: &LoadGen) -> anyhow::Result<()> {
+    match command {
+        CampaignsCommand::Send {
+            id,
+            count,
+            prefix,
+            channels,
+            timeout_ms,
+            wait_secs,
+            json,
+        } => {
+            let created = api
+                .send_campaign(&id, &prefix, count, &channels, timeout_ms)
+                .await
+                .context("creating the campaign")?;
+            eprintln!("campaign accepted: {created}");
+            let report = api
+                .watch_campaign(&id, Duration::from_secs(wait_secs))
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", campaign_summary(&report));
+            }
+        }
+        CampaignsCommand::Watch { id, wait_secs } => {
+            let report = api
+                .watch_campaign(&id, Duration::from_secs(wait_secs))
+                .await?;
+            print!("{}", campaign_summary(&report));
+        }
+        CampaignsCommand::Show { id } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&api.campaign(&id).await?)?
+            );
+        }
+    }
+    Ok(())
+}

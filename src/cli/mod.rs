@@ -1,0 +1,102 @@
+//! The operators' command line, `herald`: one module per command group, each with its
+//! arguments and an `execute`. The binary only parses and calls [`run`].
+
+mod bench;
+mod campaigns;
+mod customers;
+pub mod dlq;
+mod events;
+mod kafka;
+mod promos;
+mod requests;
+
+use clap::{Parser, Subcommand};
+
+use crate::dev::loadgen::LoadGen;
+
+/// Operate a Herald fleet.
+#[derive(Parser, Debug)]
+#[command(name = "herald", version, about, long_about = None)]
+pub struct Cli {
+    /// Base URL of herald-ingest.
+    #[arg(
+        long,
+        global = true,
+        env = "HERALD_API_URL",
+        default_value = "http://127.0.0.1:5000"
+    )]
+    api: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Seed 001 requests.
+    #[command(subcommand)]
+    Requests(requests::RequestsCommand),
+    /// Customers.
+    #[command(subcommand)]
+    Customers(customers::CustomersCommand),
+    /// Campaigns of personalised offers (`herald campaign ...` works too).
+    #[command(subcommand, alias = "campaign")]
+    Campaigns(campaigns::CampaignsCommand),
+    /// Publishes synthetic lifecycle events (sent, then delivered, per recipient) to a topic
+    /// as fast as the broker takes them, for benchmarking `herald-metrics`.
+    ProduceEvents(bench::ProduceEvents),
+    /// Mint a bearer token for the flash-promo API with the configured secret (for local
+    /// use and tests; production tokens come from your identity provider).
+    Token(promos::Token),
+    /// Sales and user events (seeds 003 and 004).
+    #[command(subcommand)]
+    Events(events::EventsCommand),
+    /// Flash promos (seed 002).
+    #[command(subcommand)]
+    Promos(promos::PromosCommand),
+    /// Kafka topics of the fleet.
+    #[command(subcommand)]
+    Topics(kafka::TopicsCommand),
+    /// The dead-letter topic: what could not be handled, why, and replaying it.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+    /// Consumer lag of every group of the fleet, per partition.
+    Lag(kafka::Lag),
+    /// Raw produce-then-consume throughput of a Kafka broker (for benchmarks).
+    BrokerBench(bench::BrokerBench),
+}
+
+/// Where the fleet's Kafka is and which namespace its topics use.
+#[derive(clap::Args, Debug)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "HERALD_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+    /// Prefix of the fleet's topic names.
+    #[arg(long, env = "HERALD_NAMESPACE", default_value = "herald")]
+    pub namespace: String,
+}
+
+impl KafkaArgs {
+    fn topics(&self) -> crate::kafka::Topics {
+        crate::kafka::Topics::new(&self.namespace)
+    }
+}
+
+/// Runs one command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let api = LoadGen::new(&cli.api);
+    match cli.command {
+        Command::Requests(c) => requests::execute(c, &api).await,
+        Command::Customers(c) => customers::execute(c, &api).await,
+        Command::Campaigns(c) => campaigns::execute(c, &api).await,
+        Command::ProduceEvents(c) => c.execute().await,
+        Command::Token(c) => c.execute(),
+        Command::Events(c) => events::execute(c).await,
+        Command::Promos(c) => promos::execute(c, &cli.api).await,
+        Command::Topics(c) => kafka::execute(c).await,
+        Command::Dlq(c) => dlq::execute(c).await,
+        Command::Lag(c) => c.execute().await,
+        Command::BrokerBench(c) => c.execute().await,
+    }
+}

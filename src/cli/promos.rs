@@ -1,0 +1,80 @@
+//! `herald promos` and `herald token`: flash-promo load and bearer tokens for local use.
+
+use std::time::{Duration, Instant};
+
+use clap::Subcommand;
+
+use crate::auth::{Jwt, Role};
+use crate::config::Secret;
+
+#[derive(Subcommand, Debug)]
+pub enum PromosCommand {
+    /// Reserve latency: USERS synthetic users (`PREFIX0..`) each reserve a unit of PROMO,
+    /// CONCURRENCY at a time; prints p50/p99/max and the statuses (for benchmarks).
+    BenchReserve {
+        #[arg(long)]
+        promo: String,
+        #[arg(long, default_value_t = 20_000)]
+        users: u64,
+        #[arg(long, default_value_t = 2000)]
+        concurrency: usize,
+        #[arg(long, default_value = "rb")]
+        prefix: String,
+        /// HS256 secret, the same herald-ingest has.
+        #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
+        jwt_secret: Secret,
+    },
+}
+
+pub async fn execute(command: PromosCommand, api: &str) -> anyhow::Result<()> {
+    let PromosCommand::BenchReserve {
+        promo,
+        users,
+        concurrency,
+        prefix,
+        jwt_secret,
+    } = command;
+    let jwt = Jwt::new(jwt_secret.expose())?;
+    let started = Instant::now();
+    let (lat, statuses) =
+        crate::dev::loadgen::bench_reserve(api, &promo, &jwt, &prefix, users, concurrency).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let q = |p: f64| {
+        lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    println!("reserve_requests {}", lat.len());
+    println!("reserve_per_sec {:.0}", lat.len() as f64 / secs);
+    println!("reserve_p50_ms {:.2}", q(0.5));
+    println!("reserve_p99_ms {:.2}", q(0.99));
+    println!("reserve_max_ms {:.2}", lat.last().copied().unwrap_or(0.0));
+    for (status, n) in statuses {
+        println!("reserve_status_{status} {n}");
+    }
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Token {
+    #[arg(long, value_enum)]
+    role: Role,
+    /// The caller's id: a customer id for a user.
+    #[arg(long)]
+    sub: String,
+    /// HS256 secret, the same herald-ingest has.
+    #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Secret,
+    /// Validity in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl_secs: u64,
+}
+
+impl Token {
+    pub fn execute(self) -> anyhow::Result<()> {
+        let jwt = Jwt::new(self.jwt_secret.expose())?;
+        let ttl = Duration::from_secs(self.ttl_secs);
+        println!("{}", jwt.mint(&self.sub, self.role, ttl)?);
+        Ok(())
+    }
+}

@@ -1,0 +1,99 @@
+//! A seed 001 request: its record's claim is the gate before the provider call, and its
+//! terminal status, once written, is never overwritten.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rdkafka::message::OwnedMessage;
+use tokio_util::sync::CancellationToken;
+
+use super::{retry_store, Dispatcher, Handled};
+use crate::model::{LifecycleKind, Notification, RequestStatus};
+use crate::provider::SendOutcome;
+use crate::shutdown::sleep_unless_cancelled;
+use crate::store::Claim;
+
+impl Dispatcher {
+    /// A seed 001 request.
+    pub(super) async fn handle_request(
+        &self,
+        msg: &OwnedMessage,
+        notification: Notification,
+        cancel: &CancellationToken,
+    ) -> Handled {
+        let id = &notification.id;
+        // Unique per handling, so even two copies of one message in this process exclude each other.
+        let owner = uuid::Uuid::new_v4().to_string();
+        let lease = self.config.lease;
+        loop {
+            let claim = match retry_store(cancel, || self.store.claim(id, &owner, lease)).await {
+                Some(c) => c,
+                None => return Handled::HandedBack,
+            };
+            match claim {
+                Claim::Claimed => break,
+                Claim::AlreadyDone(status) => {
+                    self.stats.deduplicated.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(id = %id, %status, "duplicate delivery dropped");
+                    self.emit(
+                        LifecycleKind::Deduplicated,
+                        id,
+                        Some(status.as_str().to_string()),
+                    )
+                    .await;
+                    return Handled::Done;
+                }
+                Claim::HeldByOther { retry_in } => {
+                    // Someone may have died holding it: wait out the lease, keep the offset open.
+                    if !sleep_unless_cancelled(retry_in + Duration::from_millis(50), cancel).await {
+                        return Handled::HandedBack;
+                    }
+                }
+                Claim::Missing => {
+                    return self
+                        .dead_letter(msg, &format!("unknown request {id}"), cancel)
+                        .await;
+                }
+            }
+        }
+        self.emit(LifecycleKind::Processing, id, None).await;
+        let outcome = self
+            .provider
+            .send(id.as_str(), &notification.message, cancel, || async {
+                retry_store(cancel, || self.store.renew(id, &owner, lease))
+                    .await
+                    .unwrap_or(false)
+            })
+            .await;
+        let (status, kind, detail) = match outcome {
+            SendOutcome::Delivered { provider_id } => {
+                (RequestStatus::Sent, LifecycleKind::Sent, provider_id)
+            }
+            SendOutcome::Failed { reason } => {
+                (RequestStatus::Failed, LifecycleKind::Failed, reason)
+            }
+            SendOutcome::Abandoned => {
+                if cancel.is_cancelled() {
+                    let _ = self.store.release(id, &owner).await;
+                    self.stats.handed_back.fetch_add(1, Ordering::Relaxed);
+                    return Handled::HandedBack;
+                }
+                // The lease moved to another owner, who will record the outcome.
+                return Handled::Done;
+            }
+        };
+        // The provider has answered: recording that must not be given up on shutdown,
+        // or the next owner would send again.
+        let never = CancellationToken::new();
+        let _ = retry_store(&never, || self.store.finish(id, status, &detail)).await;
+        match status {
+            RequestStatus::Sent => self.stats.sent.fetch_add(1, Ordering::Relaxed),
+            _ => self.stats.failed.fetch_add(1, Ordering::Relaxed),
+        };
+        if status == RequestStatus::Failed {
+            tracing::warn!(id = %id, channel = %self.config.channel, reason = %detail, "notification failed");
+        }
+        self.emit(kind, id, Some(detail)).await;
+        Handled::Done
+    }
+}
