@@ -37,6 +37,7 @@ pub mod kafka;
 pub mod latency;
 pub mod metrics;
 pub mod model;
+pub mod program;
 pub mod prom;
 pub mod promos;
 pub mod provider;

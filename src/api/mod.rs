@@ -5,7 +5,6 @@
 //! Seed 001's contract holds exactly: `POST /v1/requests` → 201 `{"id"}`,
 //! `POST /v1/requests/{id}/process` → 202, `GET /v1/requests/{id}` → 200 `{"id","status"}`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +25,7 @@ use crate::store::{Publication, Store, StoreError};
 
 mod events;
 mod offers;
+pub mod program;
 mod promos;
 
 pub use promos::PromoSettings;
@@ -194,16 +194,6 @@ async fn count_request(
 }
 
 /// Serves the API on `addr` until `shutdown` is cancelled, then flushes the producer.
-pub async fn run(
-    ingest: Arc<Ingest>,
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "herald-ingest listening");
-    serve(listener, ingest, shutdown).await
-}
-
 pub async fn serve(
     listener: tokio::net::TcpListener,
     ingest: Arc<Ingest>,

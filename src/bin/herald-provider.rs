@@ -20,7 +20,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let _telemetry = herald::telemetry::init("herald-provider", args.log_format);
-    simulator::run(args.sim, herald::shutdown::on_signal()).await?;
-    Ok(())
+    herald::program::main("herald-provider", args.log_format, |shutdown| async move {
+        Ok(simulator::run(args.sim, shutdown).await?)
+    })
+    .await
 }

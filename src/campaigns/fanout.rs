@@ -22,11 +22,13 @@ use tokio_util::sync::CancellationToken;
 use super::cache::CampaignCache;
 use super::render::render_delivery;
 use super::rules::{Choice, Rules, Situation};
+use crate::config::{CommonArgs, HealthArgs, RulesArgs};
 use crate::kafka::{self, LagProbe, Topics};
 use crate::model::{
     now_ms, Campaign, CampaignBatch, CampaignId, Channel, CustomerId, Delivery, LifecycleEvent,
     LifecycleKind, RequestId,
 };
+use crate::program::{self, Connections};
 use crate::shutdown::sleep_unless_cancelled;
 use crate::store::Store;
 
@@ -423,4 +425,82 @@ impl From<crate::store::StoreError> for BatchError {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Consumes campaign batches from `herald.campaigns` (group `herald-fanout`), picks each
+/// customer's channel by the rules and publishes the deliveries, pausing while dispatchers
+/// are too far behind. Run several to scale.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "herald-fanout", version)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub rules: RulesArgs,
+
+    #[command(flatten)]
+    pub health: HealthArgs,
+
+    /// Pause fan-out while any dispatch group is this many messages behind on one partition.
+    /// Keep it well under what the broker retains per partition.
+    #[arg(long, env = "HERALD_FANOUT_MAX_LAG", default_value_t = 10_000)]
+    pub max_lag: i64,
+}
+
+/// The `herald-fanout` program, connected and ready to consume.
+pub struct Program {
+    pub fanout: Arc<FanOut>,
+    consumer: StreamConsumer,
+    args: Args,
+}
+
+impl Program {
+    pub async fn from_args(args: &Args) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let rules =
+            Rules::load(args.rules.rules.as_deref()).context("loading the channel rules")?;
+        let c = Connections::open(&args.common).await?;
+        let consumer = program::consumer(&args.common, &c.topics.fanout_group())?;
+        let fanout = Arc::new(FanOut::new(
+            c.store,
+            c.producer,
+            c.topics,
+            Arc::new(rules),
+            Arc::new(LagProbe::new(&args.common.kafka_brokers)),
+            FanOutConfig {
+                max_lag: args.max_lag,
+                channels: Channel::ALL.to_vec(),
+            },
+        ));
+        Ok(Program {
+            fanout,
+            consumer,
+            args: args.clone(),
+        })
+    }
+
+    /// Fans out until `shutdown`; a batch under way is finished or left uncommitted.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let f = self.fanout;
+        let (stats, metrics, lag) = (f.clone(), f.clone(), f.clone());
+        crate::health::spawn(
+            self.args.health.health_addr,
+            crate::health::Probes {
+                ready: crate::health::redis_ready(f.store.clone()),
+                stats: Arc::new(move || serde_json::json!({ "fanout": &stats.stats })),
+                metrics: Arc::new(move || metrics.prometheus()),
+            },
+            shutdown.clone(),
+        );
+        kafka::watch_lag(
+            &self.args.common.kafka_brokers,
+            f.topics.fanout_group(),
+            f.topics.campaigns(),
+            shutdown.clone(),
+            move |n| lag.stats.consumer_lag.store(n, Ordering::Relaxed),
+        );
+        f.run(self.consumer, shutdown).await?;
+        Ok(())
+    }
 }

@@ -90,3 +90,51 @@ impl Drop for MockBroker {
         unsafe { rdsys::rd_kafka_mock_cluster_destroy(self.cluster) };
     }
 }
+
+/// Runs librdkafka's mock Kafka cluster on 127.0.0.1 with Herald's topics created.
+/// In memory only, about 5 MiB kept per partition: for development and tests, not production
+/// (compose/ runs Apache Kafka).
+#[derive(clap::Parser, Debug)]
+#[command(name = "herald-broker", version)]
+pub struct Args {
+    /// Partitions per topic; the most dispatchers of one channel that can share work.
+    #[arg(long, env = "HERALD_BROKER_PARTITIONS", default_value_t = 8)]
+    pub partitions: i32,
+
+    /// Topic namespace (topics are `<namespace>.notify.email`, ...).
+    #[arg(long, env = "HERALD_NAMESPACE", default_value = "herald")]
+    pub namespace: String,
+
+    /// File the bootstrap address is written to.
+    #[arg(
+        long,
+        env = "HERALD_BROKER_ADDRESS_FILE",
+        default_value = ".herald/broker.addr"
+    )]
+    pub address_file: std::path::PathBuf,
+}
+
+/// Starts the broker, creates the topics, writes the address file and serves until
+/// `shutdown`.
+pub async fn run(args: Args, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let broker = MockBroker::start(1).context("starting the mock cluster")?;
+    for topic in crate::kafka::Topics::new(&args.namespace).all() {
+        broker.create_topic(&topic, args.partitions)?;
+    }
+    let file = &args.address_file;
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(file, broker.bootstrap_servers())
+        .with_context(|| format!("writing {}", file.display()))?;
+    println!("HERALD_KAFKA_BROKERS={}", broker.bootstrap_servers());
+    tracing::info!(
+        bootstrap = broker.bootstrap_servers(),
+        partitions = args.partitions,
+        "herald-broker ready"
+    );
+    shutdown.cancelled().await;
+    drop(broker);
+    Ok(())
+}

@@ -8,6 +8,7 @@
 //! committed, comes back to whoever owns the partition next.
 
 mod delivery;
+pub mod program;
 mod request;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -15,6 +15,7 @@
 //! `event_id`, so a redelivered or re-published event changes nothing.
 
 mod activity;
+pub mod program;
 mod sales;
 
 use std::collections::BTreeMap;

@@ -5,6 +5,7 @@
 
 mod counts;
 mod http;
+pub mod program;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

@@ -112,7 +112,9 @@ async fn the_api_answers_while_the_provider_hangs() {
     let mut sim = quiet_provider();
     sim.hang_rate = 1.0;
     let fleet = Fleet::start(sim, 2).await;
-    let _dispatcher = fleet.start_dispatcher(Channel::Sms, fleet.shutdown.child_token());
+    let _dispatcher = fleet
+        .start_dispatcher(Channel::Sms, fleet.shutdown.child_token())
+        .await;
     let (ids, statuses) = fleet.submit(30, "sms").await;
     assert!(
         statuses.iter().all(|s| *s == 201 || *s == 202),

@@ -30,7 +30,9 @@ async fn poison_messages_are_dead_lettered_and_the_rest_still_sent() {
             .unwrap();
     }
 
-    let (dispatcher, _) = fleet.start_dispatcher(Channel::Email, fleet.shutdown.child_token());
+    let (dispatcher, _) = fleet
+        .start_dispatcher(Channel::Email, fleet.shutdown.child_token())
+        .await;
     let (ids, _) = fleet.submit(5, "email").await;
     let counts = fleet.wait_terminal(&ids, Duration::from_secs(30)).await;
     assert_eq!(counts.get("sent"), Some(&5), "{counts:?}");

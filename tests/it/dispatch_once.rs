@@ -13,8 +13,12 @@ use crate::harness::{quiet_provider, ChildGuard, Fleet, API_KEY};
 #[tokio::test]
 async fn two_dispatchers_in_one_group_handle_each_message_once() {
     let fleet = Fleet::start(quiet_provider(), 8).await;
-    let (a, _) = fleet.start_dispatcher(Channel::Email, fleet.shutdown.child_token());
-    let (b, _) = fleet.start_dispatcher(Channel::Email, fleet.shutdown.child_token());
+    let (a, _) = fleet
+        .start_dispatcher(Channel::Email, fleet.shutdown.child_token())
+        .await;
+    let (b, _) = fleet
+        .start_dispatcher(Channel::Email, fleet.shutdown.child_token())
+        .await;
     // Let both join the group before any work arrives, so both get partitions.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (ids, _) = fleet.submit(200, "email").await;
@@ -52,7 +56,9 @@ async fn duplicate_kafka_delivery_contacts_the_customer_once() {
             .unwrap();
     }
 
-    let (d, _) = fleet.start_dispatcher(Channel::Push, fleet.shutdown.child_token());
+    let (d, _) = fleet
+        .start_dispatcher(Channel::Push, fleet.shutdown.child_token())
+        .await;
     let counts = fleet.wait_terminal(&ids, Duration::from_secs(30)).await;
     assert_eq!(counts.get("sent"), Some(&50), "{counts:?}");
     for _ in 0..100 {

@@ -118,7 +118,7 @@ async fn loyalty_of(fleet: &Fleet, who: &str) -> (u16, Value) {
 async fn each_sale_is_one_email_and_one_credit_however_often_it_arrives() {
     let fleet = Fleet::start(quiet_provider(), 4).await;
     let stop = fleet.shutdown.child_token();
-    fleet.start_dispatcher(Channel::Email, stop.clone());
+    fleet.start_dispatcher(Channel::Email, stop.clone()).await;
     let mail = fleet.start_events(
         sale_email(&fleet),
         &fleet.topics.group("sale-email"),
@@ -219,7 +219,7 @@ async fn each_sale_is_one_email_and_one_credit_however_often_it_arrives() {
 async fn with_loyalty_stopped_emails_still_go_and_it_catches_up_when_started() {
     let fleet = Fleet::start(quiet_provider(), 4).await;
     let stop = fleet.shutdown.child_token();
-    fleet.start_dispatcher(Channel::Email, stop.clone());
+    fleet.start_dispatcher(Channel::Email, stop.clone()).await;
     let bin = env!("CARGO_BIN_EXE_herald-events");
     let mut mail = fleet.spawn(bin, &["--only", "sale-email"]);
 

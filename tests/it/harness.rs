@@ -7,20 +7,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald::api::{self, Ingest};
-use herald::campaigns::fanout::{FanOut, FanOutConfig};
-use herald::campaigns::retry::{Retrier, RetryConfig};
-use herald::campaigns::rules::Rules;
-use herald::config::ProviderArgs;
+use herald::campaigns::fanout::{self, FanOut};
+use herald::campaigns::retry::{self, Retrier};
+use herald::config::{CommonArgs, HealthArgs, LogFormat, ProviderArgs, RulesArgs};
 use herald::dev::broker::MockBroker;
 use herald::dev::simulator::{self, SimStats, SimulatorArgs};
-use herald::dispatch::{DispatchConfig, DispatchStats, Dispatcher};
+use herald::dispatch::{self, Dispatcher};
 use herald::events::{BatchConfig, Consume, RoleStats};
-use herald::kafka::LagProbe;
 use herald::kafka::{self, Topics};
-use herald::metrics::{Aggregator, AggregatorConfig};
+use herald::metrics::{self, Aggregator};
 use herald::model::Channel;
-use herald::provider::ProviderClient;
 use herald::store::Store;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
@@ -42,6 +38,16 @@ pub fn repo_file(relative: &str) -> std::path::PathBuf {
 
 /// The JWT secret of every test fleet's API (`Fleet::token` mints with it).
 pub const JWT_SECRET: &str = "test-secret-of-enough-bytes";
+
+/// The flags of a program of the fleet in namespace `ns`.
+fn common_args(brokers: &str, redis_url: &str, ns: &str) -> CommonArgs {
+    CommonArgs {
+        kafka_brokers: brokers.to_string(),
+        redis_url: redis_url.to_string(),
+        namespace: ns.to_string(),
+        log_format: LogFormat::Text,
+    }
+}
 
 pub fn redis_url() -> String {
     std::env::var("HERALD_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6399".into())
@@ -76,6 +82,8 @@ pub struct Fleet {
     /// connection errors for ever; the process ends soon anyway.
     pub broker: std::mem::ManuallyDrop<MockBroker>,
     pub store: Store,
+    /// The Redis this fleet's programs use (the local stack's unless a test brings its own).
+    pub redis_url: String,
     pub provider_url: String,
     pub api_url: String,
     pub http: reqwest::Client,
@@ -100,32 +108,34 @@ impl Fleet {
             .expect("redis of the local stack (scripts/stack.sh up)");
         let shutdown = CancellationToken::new();
 
-        let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let api_url = format!("http://{}", api_listener.local_addr().unwrap());
-
+        let ingest = herald::api::program::Program::from_args(&herald::api::program::Args {
+            common: common_args(broker.bootstrap_servers(), redis_url, &ns),
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            request_ttl_secs: 3600,
+            publish_timeout_ms: 5000,
+            jwt_secret: Some(JWT_SECRET.into()),
+            user_rate_per_sec: 5,
+            user_burst: 10,
+            reservation_secs: 2,
+            cors_origins: Vec::new(),
+        })
+        .await
+        .expect("herald-ingest set-up");
+        let api_url = format!("http://{}", ingest.local_addr().unwrap());
         let mut sim = sim;
         sim.receipt_url = Some(format!("{api_url}/v1/receipts"));
         let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let provider_url = format!("http://{}", sim_listener.local_addr().unwrap());
         tokio::spawn(simulator::serve(sim_listener, sim, shutdown.clone()));
 
-        let ingest = Arc::new(Ingest {
-            store: store.clone(),
-            producer: kafka::producer(broker.bootstrap_servers()).unwrap(),
-            topics: topics.clone(),
-            promos: api::PromoSettings {
-                jwt: Some(herald::auth::Jwt::new(JWT_SECRET).unwrap()),
-                hold: Duration::from_secs(2),
-                ..api::PromoSettings::default()
-            },
-        });
-        tokio::spawn(api::serve(api_listener, ingest, shutdown.clone()));
+        tokio::spawn(ingest.run(shutdown.clone()));
 
         Fleet {
             ns,
             topics,
             broker,
             store,
+            redis_url: redis_url.to_string(),
             provider_url,
             api_url,
             http: reqwest::Client::new(),
@@ -139,7 +149,7 @@ impl Fleet {
         let child = std::process::Command::new(bin)
             .args(args)
             .env("HERALD_KAFKA_BROKERS", self.brokers())
-            .env("HERALD_REDIS_URL", redis_url())
+            .env("HERALD_REDIS_URL", &self.redis_url)
             .env("HERALD_NAMESPACE", &self.ns)
             .env("HERALD_PROVIDER_URL", &self.provider_url)
             .env("HERALD_PROVIDER_API_KEY", API_KEY)
@@ -175,77 +185,79 @@ impl Fleet {
         }
     }
 
+    /// The flags every program of this fleet takes.
+    pub fn common(&self) -> CommonArgs {
+        common_args(self.brokers(), &self.redis_url, &self.ns)
+    }
+
     /// Starts an in-process dispatcher; it stops when `stop` (or the fleet) is cancelled.
-    pub fn start_dispatcher(
+    pub async fn start_dispatcher(
         &self,
         channel: Channel,
         stop: CancellationToken,
     ) -> (Arc<Dispatcher>, tokio::task::JoinHandle<()>) {
         self.start_dispatcher_with(channel, stop, self.provider_args())
+            .await
     }
 
     /// As [`Fleet::start_dispatcher`], with the provider client's settings given.
-    pub fn start_dispatcher_with(
+    pub async fn start_dispatcher_with(
         &self,
         channel: Channel,
         stop: CancellationToken,
         provider: ProviderArgs,
     ) -> (Arc<Dispatcher>, tokio::task::JoinHandle<()>) {
-        let consumer =
-            kafka::consumer(self.brokers(), &self.topics.dispatch_group(channel)).unwrap();
-        let d = Arc::new(Dispatcher {
-            store: self.store.clone(),
-            producer: kafka::producer(self.brokers()).unwrap(),
-            topics: self.topics.clone(),
-            provider: Arc::new(ProviderClient::new(&provider).unwrap()),
-            config: DispatchConfig {
-                channel,
-                // Longer than a provider call can take, as in production (30 s vs 2 s).
-                lease: Duration::from_millis(5_000.max(2 * provider.provider_timeout_ms)),
-                max_in_flight: 256,
-                shutdown_grace: Duration::from_secs(5),
-            },
-            stats: DispatchStats::default(),
-        });
-        let run = d.clone().run(consumer, stop);
-        let handle = tokio::spawn(async move { run.await.expect("dispatcher run") });
+        let args = dispatch::program::Args {
+            common: self.common(),
+            // Longer than a provider call can take, as in production (30 s vs 2 s).
+            lease_ms: 5_000.max(2 * provider.provider_timeout_ms),
+            provider,
+            health: HealthArgs { health_addr: None },
+            channel,
+            max_in_flight: 256,
+            shutdown_grace_ms: 5_000,
+        };
+        let program = dispatch::program::Program::from_args(&args)
+            .await
+            .expect("dispatcher set-up");
+        let d = program.dispatcher.clone();
+        let handle = tokio::spawn(async move { program.run(stop).await.expect("dispatcher run") });
         (d, handle)
     }
 
     /// Starts in-process campaign fan-out with the built-in rules.
-    pub fn start_fanout(&self, stop: CancellationToken) -> Arc<FanOut> {
-        let consumer = kafka::consumer(self.brokers(), &self.topics.fanout_group()).unwrap();
-        let f = Arc::new(FanOut::new(
-            self.store.clone(),
-            kafka::producer(self.brokers()).unwrap(),
-            self.topics.clone(),
-            Arc::new(Rules::load(None).unwrap()),
-            Arc::new(LagProbe::new(self.brokers())),
-            FanOutConfig {
-                max_lag: 10_000,
-                channels: Channel::ALL.to_vec(),
-            },
-        ));
-        let run = f.clone().run(consumer, stop);
-        tokio::spawn(async move { run.await.expect("fan-out run") });
+    pub async fn start_fanout(&self, stop: CancellationToken) -> Arc<FanOut> {
+        let args = fanout::Args {
+            common: self.common(),
+            rules: RulesArgs { rules: None },
+            health: HealthArgs { health_addr: None },
+            max_lag: 10_000,
+        };
+        let program = fanout::Program::from_args(&args)
+            .await
+            .expect("fan-out set-up");
+        let f = program.fanout.clone();
+        tokio::spawn(async move { program.run(stop).await.expect("fan-out run") });
         f
     }
 
-    /// Starts an in-process `herald-retry` with short leases, as tests need.
-    pub fn start_retry(&self, stop: CancellationToken) -> Arc<Retrier> {
-        let r = Arc::new(Retrier::new(
-            self.store.clone(),
-            kafka::producer(self.brokers()).unwrap(),
-            self.topics.clone(),
-            Arc::new(Rules::load(None).unwrap()),
-            RetryConfig {
-                poll_interval: Duration::from_millis(50),
-                claim_lease: Duration::from_secs(3),
-                watch: Duration::from_secs(5),
-                ..RetryConfig::default()
-            },
-        ));
-        tokio::spawn(r.clone().run(stop));
+    /// Starts an in-process `herald-retry` with short leases, as tests need; flash promos
+    /// are left to the tests that activate them.
+    pub async fn start_retry(&self, stop: CancellationToken) -> Arc<Retrier> {
+        let args = retry::Args {
+            common: self.common(),
+            rules: RulesArgs { rules: None },
+            health: HealthArgs { health_addr: None },
+            poll_ms: 50,
+            claim_lease_ms: 3_000,
+            watch_ms: 5_000,
+            promo_poll_ms: 0,
+        };
+        let program = retry::Program::from_args(&args)
+            .await
+            .expect("retry set-up");
+        let r = program.retrier.clone();
+        tokio::spawn(async move { program.run(stop).await.expect("retry run") });
         r
     }
 
@@ -256,22 +268,19 @@ impl Fleet {
         group: &str,
         stop: CancellationToken,
     ) -> (Arc<Aggregator>, String) {
-        let consumer = kafka::consumer(self.brokers(), group).unwrap();
-        let agg = Arc::new(Aggregator::new(
-            self.store.clone(),
-            kafka::producer(self.brokers()).unwrap(),
-            self.topics.clone(),
-            AggregatorConfig {
-                flush_interval: Duration::from_millis(50),
-                ..AggregatorConfig::default()
-            },
-        ));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(herald::metrics::serve(listener, agg.clone(), stop.clone()));
-        tokio::spawn(agg.clone().sample_rates(stop.clone()));
-        let run = agg.clone().run(consumer, stop);
-        tokio::spawn(async move { run.await.expect("aggregator run") });
+        let args = metrics::program::Args {
+            common: self.common(),
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            group: Some(group.to_string()),
+            batch: 5000,
+            flush_ms: 50,
+        };
+        let program = metrics::program::Program::from_args(&args)
+            .await
+            .expect("metrics set-up");
+        let url = format!("http://{}", program.local_addr().unwrap());
+        let agg = program.aggregator.clone();
+        tokio::spawn(async move { program.run(stop).await.expect("aggregator run") });
         (agg, url)
     }
 

@@ -222,10 +222,12 @@ async fn run_small_campaign(
     let mut patient = fleet.provider_args();
     patient.provider_timeout_ms = 15_000;
     for ch in [Channel::Email, Channel::Push] {
-        fleet.start_dispatcher_with(ch, stop.clone(), patient.clone());
+        fleet
+            .start_dispatcher_with(ch, stop.clone(), patient.clone())
+            .await;
     }
-    fleet.start_fanout(stop.clone());
-    fleet.start_retry(stop.clone());
+    fleet.start_fanout(stop.clone()).await;
+    fleet.start_retry(stop.clone()).await;
     let metrics = fleet
         .start_metrics(&fleet.topics.metrics_group(), stop)
         .await;
@@ -382,7 +384,7 @@ async fn prometheus_scrapes_the_fleet_and_grafana_asks_only_for_what_exists() {
     let fleet = Fleet::start(quiet_provider(), 2).await;
     let (_agg, metrics_url) = run_small_campaign(&fleet, "prom1", 20).await;
     let stop = fleet.shutdown.child_token();
-    let (dispatcher, _) = fleet.start_dispatcher(Channel::Sms, stop.clone());
+    let (dispatcher, _) = fleet.start_dispatcher(Channel::Sms, stop.clone()).await;
     let (d1, d2) = (dispatcher.clone(), dispatcher.clone());
     let dispatch_url = serve_probes(
         Probes {

@@ -50,17 +50,23 @@ fn count(report: &Value, key: &str) -> u64 {
 /// idempotency key: one delivery at a real provider, two at this deliberately non-idempotent
 /// simulator. A generous time-out keeps a slow, loaded test machine from causing that, so
 /// what these tests check is the once-slot alone.
-fn start_workers(fleet: &Fleet, channels: &[Channel], per_channel: usize) -> CancellationToken {
+async fn start_workers(
+    fleet: &Fleet,
+    channels: &[Channel],
+    per_channel: usize,
+) -> CancellationToken {
     let stop = fleet.shutdown.child_token();
     let mut patient = fleet.provider_args();
     patient.provider_timeout_ms = 15_000;
     for ch in channels {
         for _ in 0..per_channel {
-            fleet.start_dispatcher_with(*ch, stop.clone(), patient.clone());
+            fleet
+                .start_dispatcher_with(*ch, stop.clone(), patient.clone())
+                .await;
         }
     }
-    fleet.start_fanout(stop.clone());
-    fleet.start_retry(stop.clone());
+    fleet.start_fanout(stop.clone()).await;
+    fleet.start_retry(stop.clone()).await;
     stop
 }
 
@@ -102,7 +108,7 @@ async fn duplicate_kafka_deliveries_across_four_dispatchers_contact_each_custome
         })
         .collect();
     fleet.put_customers(customers).await;
-    let _stop = start_workers(&fleet, &[Channel::Email, Channel::Sms], 4);
+    let _stop = start_workers(&fleet, &[Channel::Email, Channel::Sms], 4).await;
 
     let body = campaign("dup-test", &["email", "sms"], 30_000, &ids);
     let (status, created) = fleet.post("/v1/campaigns", body.clone()).await;
@@ -176,7 +182,7 @@ async fn silent_email_falls_back_to_sms_after_the_timeout() {
                 .collect(),
         )
         .await;
-    let _stop = start_workers(&fleet, &[Channel::Email, Channel::Sms], 1);
+    let _stop = start_workers(&fleet, &[Channel::Email, Channel::Sms], 1).await;
 
     let (status, _) = fleet
         .post(
@@ -224,7 +230,7 @@ async fn no_receipt_on_any_channel_ends_failed_and_dead_lettered() {
                 .collect(),
         )
         .await;
-    let _stop = start_workers(&fleet, &[Channel::Email, Channel::Sms], 1);
+    let _stop = start_workers(&fleet, &[Channel::Email, Channel::Sms], 1).await;
 
     let (status, _) = fleet
         .post(
@@ -271,7 +277,7 @@ async fn customers_nobody_can_reach_are_dead_lettered_and_counted_failed() {
     fleet
         .put_customers(vec![customer("ok", &["email"], &daytime()), no_consent])
         .await;
-    let _stop = start_workers(&fleet, &[Channel::Email, Channel::Sms], 1);
+    let _stop = start_workers(&fleet, &[Channel::Email, Channel::Sms], 1).await;
     let audience = ["ok", "mute", "ghost"].map(String::from);
     let (status, _) = fleet
         .post(
@@ -313,7 +319,7 @@ async fn an_sms_first_customer_inside_quiet_hours_gets_email_instead() {
             customer("day", &["sms", "email"], &day),
         ])
         .await;
-    let _stop = start_workers(&fleet, &[Channel::Email, Channel::Sms], 1);
+    let _stop = start_workers(&fleet, &[Channel::Email, Channel::Sms], 1).await;
     let audience = ["night", "day"].map(String::from);
     let (status, _) = fleet
         .post(
@@ -441,7 +447,7 @@ async fn a_customer_dead_lettered_for_no_channel_is_delivered_once_after_a_fix_a
     fleet
         .put_customers(vec![customer("ok", &["email"], &daytime()), mute])
         .await;
-    let _stop = start_workers(&fleet, &[Channel::Email], 1);
+    let _stop = start_workers(&fleet, &[Channel::Email], 1).await;
     let audience = ["ok", "mute"].map(String::from);
     let (status, _) = fleet
         .post(

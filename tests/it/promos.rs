@@ -268,8 +268,8 @@ async fn the_segment_is_who_is_within_two_km_and_a_second_promo_that_day_is_capp
 
     // The campaign goes out through fan-out and the e-mail dispatcher to exactly those four.
     let stop = fleet.shutdown.child_token();
-    fleet.start_fanout(stop.clone());
-    fleet.start_dispatcher(Channel::Email, stop.clone());
+    fleet.start_fanout(stop.clone()).await;
+    fleet.start_dispatcher(Channel::Email, stop.clone()).await;
     wait_until("four promo e-mails", Duration::from_secs(30), || async {
         fleet.sim_stats().await.calls >= 4
     })

@@ -83,7 +83,9 @@ async fn dispatchers_ride_out_a_redis_restart() {
     sim.rate_limit = 100;
     let fleet = Fleet::start_with_redis(sim, 4, &format!("redis://127.0.0.1:{}", redis.port)).await;
     let (ids, _) = fleet.submit(300, "email").await;
-    let (dispatcher, _) = fleet.start_dispatcher(Channel::Email, fleet.shutdown.child_token());
+    let (dispatcher, _) = fleet
+        .start_dispatcher(Channel::Email, fleet.shutdown.child_token())
+        .await;
     for _ in 0..200 {
         if fleet.sim_stats().await.delivered >= 50 {
             break;

@@ -16,7 +16,9 @@ async fn five_hundred_requests_through_a_failing_rate_limited_provider_all_end()
     sim.hang_rate = 0.02;
     sim.hang_ms = 3000;
     let fleet = Fleet::start(sim, 4).await;
-    let (d, _) = fleet.start_dispatcher(Channel::Email, fleet.shutdown.child_token());
+    let (d, _) = fleet
+        .start_dispatcher(Channel::Email, fleet.shutdown.child_token())
+        .await;
     let (ids, http_statuses) = fleet.submit(500, "email").await;
     assert!(
         http_statuses.iter().all(|s| *s < 500),

@@ -1,0 +1,108 @@
+//! The `herald-dispatch` program: its flags and its set-up, shared by the binary and the
+//! test harness.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::StreamConsumer;
+use tokio_util::sync::CancellationToken;
+
+use super::{DispatchConfig, DispatchStats, Dispatcher};
+use crate::config::{CommonArgs, HealthArgs, ProviderArgs};
+use crate::model::Channel;
+use crate::program::{self, Connections};
+use crate::provider::ProviderClient;
+
+/// Consumes `herald.notify.<channel>` in the group `herald-dispatch-<channel>`, claims each
+/// notification in Redis, calls the provider and records the outcome before committing.
+/// Run several per channel to scale.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "herald-dispatch", version)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub provider: ProviderArgs,
+
+    #[command(flatten)]
+    pub health: HealthArgs,
+
+    /// The channel this instance sends: email, sms, whatsapp or push.
+    #[arg(long, env = "HERALD_CHANNEL")]
+    pub channel: Channel,
+
+    /// Lease of a claim in milliseconds; a crashed instance's work is retried after it.
+    #[arg(long, env = "HERALD_LEASE_MS", default_value_t = 30_000)]
+    pub lease_ms: u64,
+
+    /// Notifications worked on at once by this instance.
+    #[arg(long, env = "HERALD_MAX_IN_FLIGHT", default_value_t = 512)]
+    pub max_in_flight: usize,
+
+    /// On SIGTERM, how long in-flight work may finish before it is handed back, in ms.
+    #[arg(long, env = "HERALD_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+/// A dispatcher connected and ready to consume.
+pub struct Program {
+    pub dispatcher: Arc<Dispatcher>,
+    consumer: StreamConsumer,
+    args: Args,
+}
+
+impl Program {
+    pub async fn from_args(args: &Args) -> anyhow::Result<Self> {
+        let Connections {
+            store,
+            producer,
+            topics,
+        } = Connections::open(&args.common).await?;
+        let consumer = program::consumer(&args.common, &topics.dispatch_group(args.channel))?;
+        let dispatcher = Arc::new(Dispatcher {
+            store,
+            producer,
+            topics,
+            provider: Arc::new(ProviderClient::new(&args.provider)?),
+            config: DispatchConfig {
+                channel: args.channel,
+                lease: Duration::from_millis(args.lease_ms),
+                max_in_flight: args.max_in_flight,
+                shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
+            },
+            stats: DispatchStats::default(),
+        });
+        Ok(Program {
+            dispatcher,
+            consumer,
+            args: args.clone(),
+        })
+    }
+
+    /// Dispatches until `shutdown`, then finishes or hands back in-flight work and commits.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let d = self.dispatcher;
+        let (stats, metrics, lag) = (d.clone(), d.clone(), d.clone());
+        crate::health::spawn(
+            self.args.health.health_addr,
+            crate::health::Probes {
+                ready: crate::health::redis_ready(d.store.clone()),
+                stats: Arc::new(move || stats.stats_json()),
+                metrics: Arc::new(move || metrics.prometheus()),
+            },
+            shutdown.clone(),
+        );
+        let channel = self.args.channel;
+        crate::kafka::watch_lag(
+            &self.args.common.kafka_brokers,
+            d.topics.dispatch_group(channel),
+            d.topics.notify(channel),
+            shutdown.clone(),
+            move |n| lag.stats.consumer_lag.store(n, Ordering::Relaxed),
+        );
+        d.run(self.consumer, shutdown).await?;
+        Ok(())
+    }
+}

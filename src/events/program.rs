@@ -1,0 +1,172 @@
+//! The `herald-events` program: its flags and its set-up.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{BatchConfig, Loyalty, LoyaltyRule, Role, RoleStats, SaleEmail, UserEvents};
+use crate::config::{CommonArgs, HealthArgs};
+use crate::program::{self, Connections};
+
+/// Consumes `herald.sales` in two independent groups, `herald-sale-email` (a confirmation
+/// e-mail per sale, sent by the e-mail dispatchers) and `herald-loyalty` (points per sale),
+/// and `herald.user-events` in `herald-user-events` (per-user aggregates in Redis). Each
+/// sale and each `event_id` takes effect once, whatever Kafka redelivers; what cannot be
+/// used goes to `herald.dlq` (sales) or `herald.user-events.dlq` with the reason. Run
+/// several to scale; `--only` splits the consumers into separate deployments.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "herald-events", version)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub health: HealthArgs,
+
+    /// Run only these consumers (repeat or comma-separate); all three when unset.
+    #[arg(long, env = "HERALD_EVENTS_ONLY", value_enum, value_delimiter = ',')]
+    pub only: Vec<Role>,
+
+    /// Loyalty points per unit of currency spent (rounded down per sale).
+    #[arg(long, env = "HERALD_LOYALTY_POINTS_PER_UNIT", default_value = "1")]
+    pub points_per_unit: rust_decimal::Decimal,
+
+    /// Loyalty points per item bought, on top.
+    #[arg(long, env = "HERALD_LOYALTY_POINTS_PER_ITEM", default_value_t = 0)]
+    pub points_per_item: i64,
+
+    /// How long a `sale_id` or `event_id` is remembered, in hours: a copy arriving later
+    /// would take effect again. Keep it above the topics' retention.
+    #[arg(long, env = "HERALD_EVENTS_DEDUP_HOURS", default_value_t = 24 * 30)]
+    pub dedup_hours: u64,
+
+    /// Events applied per Redis round trip at most.
+    #[arg(long, env = "HERALD_EVENTS_BATCH", default_value_t = 2000)]
+    pub batch: usize,
+
+    /// How long an event may wait to be applied, in ms.
+    #[arg(long, env = "HERALD_EVENTS_FLUSH_MS", default_value_t = 50)]
+    pub flush_ms: u64,
+}
+
+impl Args {
+    /// The consumers to run: `--only`, or all three.
+    fn roles(&self) -> Vec<Role> {
+        let mut roles = if self.only.is_empty() {
+            Role::ALL.to_vec()
+        } else {
+            self.only.clone()
+        };
+        roles.sort();
+        roles.dedup();
+        roles
+    }
+}
+
+/// Runs the chosen consumers until `shutdown`; one failing stops the others, so the
+/// orchestrator restarts the whole process.
+pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if args.points_per_unit.is_sign_negative() || args.points_per_item < 0 {
+        anyhow::bail!("loyalty points per unit and per item must not be negative");
+    }
+    let c = Connections::open(&args.common).await?;
+    let stats: Vec<(Role, Arc<RoleStats>)> = args
+        .roles()
+        .into_iter()
+        .map(|r| (r, Arc::new(RoleStats::default())))
+        .collect();
+    serve_health(&args, &c, &stats, &shutdown);
+    let mut running = JoinSet::new();
+    for (role, stats) in stats {
+        let group = role.group(&c.topics);
+        let consumer = program::consumer(&args.common, &group)?;
+        let lag_stats = stats.clone();
+        crate::kafka::watch_lag(
+            &args.common.kafka_brokers,
+            group,
+            role.topic(&c.topics),
+            shutdown.clone(),
+            move |n| lag_stats.consumer_lag.store(n, Ordering::Relaxed),
+        );
+        let batch = BatchConfig {
+            max_batch: args.batch.max(1),
+            flush_interval: Duration::from_millis(args.flush_ms.max(1)),
+        };
+        let (producer, topics, shutdown) = (c.producer.clone(), c.topics.clone(), shutdown.clone());
+        let dedup_window = Duration::from_secs(args.dedup_hours.max(1) * 3600);
+        let store = c.store.clone();
+        match role {
+            Role::SaleEmail => {
+                let work = Arc::new(SaleEmail {
+                    store,
+                    producer: producer.clone(),
+                    topics: topics.clone(),
+                    dedup_window,
+                });
+                running.spawn(super::run(
+                    work, consumer, producer, topics, batch, stats, shutdown,
+                ))
+            }
+            Role::Loyalty => {
+                let rule = LoyaltyRule {
+                    per_unit: args.points_per_unit,
+                    per_item: args.points_per_item,
+                };
+                let work = Arc::new(Loyalty {
+                    store,
+                    rule,
+                    dedup_window,
+                });
+                running.spawn(super::run(
+                    work, consumer, producer, topics, batch, stats, shutdown,
+                ))
+            }
+            Role::UserEvents => {
+                let work = Arc::new(UserEvents {
+                    store,
+                    dedup_window,
+                });
+                running.spawn(super::run(
+                    work, consumer, producer, topics, batch, stats, shutdown,
+                ))
+            }
+        };
+    }
+    let mut failure = None;
+    while let Some(done) = running.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failure = Some(anyhow::Error::from(e)),
+            Err(e) => failure = Some(anyhow::Error::from(e).context("consumer task")),
+        }
+        shutdown.cancel();
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+fn serve_health(
+    args: &Args,
+    c: &Connections,
+    stats: &[(Role, Arc<RoleStats>)],
+    shutdown: &CancellationToken,
+) {
+    let (for_json, for_prom, topics) = (stats.to_vec(), stats.to_vec(), c.topics.clone());
+    crate::health::spawn(
+        args.health.health_addr,
+        crate::health::Probes {
+            ready: crate::health::redis_ready(c.store.clone()),
+            stats: Arc::new(move || {
+                let map: serde_json::Map<String, serde_json::Value> = for_json
+                    .iter()
+                    .map(|(r, s)| (r.as_str().to_string(), serde_json::json!(&**s)))
+                    .collect();
+                serde_json::Value::Object(map)
+            }),
+            metrics: Arc::new(move || super::prometheus(&topics, &for_prom)),
+        },
+        shutdown.clone(),
+    );
+}
