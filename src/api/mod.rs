@@ -21,7 +21,9 @@ use crate::kafka::{self, Topics};
 use crate::model::{
     now_ms, Channel, LifecycleEvent, LifecycleKind, Message, Notification, RequestId,
 };
-use crate::store::{Publication, Store, StoreError};
+use crate::store::{Publication, Store};
+
+pub use crate::http::ApiError;
 
 mod events;
 mod offers;
@@ -40,62 +42,6 @@ pub struct Ingest {
     pub topics: Topics,
     /// Authentication, rate limit, hold time and CORS of the flash-promo API.
     pub promos: PromoSettings,
-}
-
-/// An API error: status plus a JSON body that names the offending field, if any.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-    field: Option<String>,
-}
-
-impl ApiError {
-    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            message: message.into(),
-            field: Some(field.into()),
-        }
-    }
-    pub fn bad_json(message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-            field: None,
-        }
-    }
-    pub fn not_found(what: &str) -> Self {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: format!("{what} not found"),
-            field: None,
-        }
-    }
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: message.into(),
-            field: None,
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "store error");
-        ApiError::unavailable("state store unavailable, try again")
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.message });
-        if let Some(field) = self.field {
-            body["field"] = json!(field);
-        }
-        (self.status, Json(body)).into_response()
-    }
 }
 
 pub fn router(ingest: Arc<Ingest>) -> Router {

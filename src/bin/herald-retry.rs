@@ -1,7 +1,7 @@
 //! herald-retry: moves deliveries that stayed silent to the next channel. Several may run.
 
 use clap::Parser;
-use herald::campaigns::retry::{Args, Program};
+use herald::schedulers::{Args, Program};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 //! `herald produce-events` and `herald broker-bench`: load for the benchmarks, straight to
 //! Kafka.
 
-use crate::dev::loadgen::{broker_throughput, produce_lifecycle_events};
+use crate::dev::kafka_bench::{broker_throughput, produce_lifecycle_events};
 
 #[derive(clap::Args, Debug)]
 pub struct ProduceEvents {

@@ -5,7 +5,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Subcommand;
 
-use crate::dev::loadgen::{campaign_summary, LoadGen};
+use crate::dev::loadgen::LoadGen;
+use crate::dev::report::campaign_summary;
 use crate::model::Channel;
 
 #[derive(Subcommand, Debug)]

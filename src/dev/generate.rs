@@ -256,7 +256,7 @@ pub fn generate(
             }
         }
         for (topic, key, payload) in shop.next_records(topics, &mut report) {
-            crate::dev::loadgen::send_waiting(&producer, &topic, &key, &payload)?;
+            crate::dev::kafka_bench::send_waiting(&producer, &topic, &key, &payload)?;
             report.published += 1;
         }
         events += 1;

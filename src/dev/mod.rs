@@ -4,5 +4,7 @@
 
 pub mod broker;
 pub mod generate;
+pub mod kafka_bench;
 pub mod loadgen;
+pub mod report;
 pub mod simulator;

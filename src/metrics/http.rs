@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::{Aggregator, Counts, LATENCY_BUCKETS_MS};
-use crate::api::ApiError;
+use crate::http::ApiError;
 use crate::model::{now_ms, CampaignId};
 use crate::prom::{self, Family, Value as PromValue};
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald::campaigns::fanout::{self, FanOut};
-use herald::campaigns::retry::{self, Retrier};
+use herald::campaigns::retry::Retrier;
 use herald::config::{CommonArgs, HealthArgs, LogFormat, ProviderArgs, RulesArgs};
 use herald::dev::broker::MockBroker;
 use herald::dev::simulator::{self, SimStats, SimulatorArgs};
@@ -244,7 +244,7 @@ impl Fleet {
     /// Starts an in-process `herald-retry` with short leases, as tests need; flash promos
     /// are left to the tests that activate them.
     pub async fn start_retry(&self, stop: CancellationToken) -> Arc<Retrier> {
-        let args = retry::Args {
+        let args = herald::schedulers::Args {
             common: self.common(),
             rules: RulesArgs { rules: None },
             health: HealthArgs { health_addr: None },
@@ -253,7 +253,7 @@ impl Fleet {
             watch_ms: 5_000,
             promo_poll_ms: 0,
         };
-        let program = retry::Program::from_args(&args)
+        let program = herald::schedulers::Program::from_args(&args)
             .await
             .expect("retry set-up");
         let r = program.retrier.clone();

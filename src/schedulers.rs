@@ -1,0 +1,111 @@
+//! The `herald-retry` program: the schedulers that work from Redis rather than from a
+//! topic. It moves overdue confirmations to their next channel ([`campaigns::retry`]) and
+//! opens flash promos' windows ([`promos::activate`]); both claim their work under leases,
+//! so several instances may run. It sits above both, so neither needs the other.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+#[cfg(doc)]
+use crate::campaigns;
+use crate::campaigns::retry::{Retrier, RetryConfig};
+use crate::campaigns::rules::Rules;
+use crate::config::{CommonArgs, HealthArgs, RulesArgs};
+use crate::program::Connections;
+use crate::promos;
+
+/// Scans each campaign's pending confirmations in Redis; a deadline passed without a
+/// receipt (or a refused send) is claimed atomically and republished to the customer's
+/// next channel, or failed and dead-lettered when none is left. Also opens flash promos'
+/// windows. Several may run.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "herald-retry", version)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub rules: RulesArgs,
+
+    #[command(flatten)]
+    pub health: HealthArgs,
+
+    /// How often to scan when idle, in milliseconds.
+    #[arg(long, env = "HERALD_RETRY_POLL_MS", default_value_t = 200)]
+    pub poll_ms: u64,
+
+    /// How long a claimed entry is hidden from other instances, in milliseconds; a crashed
+    /// instance's claims come due again after it.
+    #[arg(long, env = "HERALD_RETRY_CLAIM_LEASE_MS", default_value_t = 30_000)]
+    pub claim_lease_ms: u64,
+
+    /// How long a republished delivery may wait for a dispatcher before it is published
+    /// again (covers a publish lost in a crash), in milliseconds.
+    #[arg(long, env = "HERALD_RETRY_WATCH_MS", default_value_t = 60_000)]
+    pub watch_ms: u64,
+
+    /// How often flash promos whose window opened are looked for, in ms (0: this instance
+    /// leaves promos to others).
+    #[arg(long, env = "HERALD_PROMO_POLL_MS", default_value_t = 1000)]
+    pub promo_poll_ms: u64,
+}
+
+/// The `herald-retry` program, connected and ready to scan.
+pub struct Program {
+    pub retrier: Arc<Retrier>,
+    args: Args,
+}
+
+impl Program {
+    pub async fn from_args(args: &Args) -> anyhow::Result<Self> {
+        let rules =
+            Rules::load(args.rules.rules.as_deref()).context("loading the channel rules")?;
+        let c = Connections::open(&args.common).await?;
+        let retrier = Arc::new(Retrier::new(
+            c.store,
+            c.producer,
+            c.topics,
+            Arc::new(rules),
+            RetryConfig {
+                poll_interval: Duration::from_millis(args.poll_ms),
+                claim_lease: Duration::from_millis(args.claim_lease_ms),
+                watch: Duration::from_millis(args.watch_ms),
+                ..RetryConfig::default()
+            },
+        ));
+        Ok(Program {
+            retrier,
+            args: args.clone(),
+        })
+    }
+
+    /// Scans until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let r = self.retrier;
+        let (stats, metrics) = (r.clone(), r.clone());
+        crate::health::spawn(
+            self.args.health.health_addr,
+            crate::health::Probes {
+                ready: crate::health::redis_ready(r.store.clone()),
+                stats: Arc::new(move || stats.stats_json()),
+                metrics: Arc::new(move || metrics.prometheus()),
+            },
+            shutdown.clone(),
+        );
+        // The same process opens flash promos' windows: both are schedulers over Redis.
+        if self.args.promo_poll_ms > 0 {
+            tokio::spawn(promos::activate::run(
+                r.store.clone(),
+                r.producer.clone(),
+                r.topics.clone(),
+                Duration::from_millis(self.args.promo_poll_ms.max(10)),
+                shutdown.clone(),
+            ));
+        }
+        r.run(shutdown).await;
+        Ok(())
+    }
+}
