@@ -6,6 +6,7 @@
 use std::future::Future;
 
 use anyhow::Context;
+use clap::{CommandFactory, FromArgMatches};
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
@@ -43,18 +44,52 @@ pub fn consumer(common: &CommonArgs, group: &str) -> anyhow::Result<StreamConsum
         .with_context(|| format!("creating the Kafka consumer of {group}"))
 }
 
-/// Runs a program: logs and traces named `name`, `body` given the shutdown signal
-/// (SIGTERM or SIGINT), then the one exit sequence. On success the process exits at once
-/// with 0: its work is committed or handed back, and a Kafka client stuck on a dead broker
-/// must not hold it up. An error is returned to `main`, which prints it and exits with 1.
-pub async fn main<F, Fut>(name: &'static str, log_format: LogFormat, body: F) -> anyhow::Result<()>
-where
-    F: FnOnce(CancellationToken) -> Fut,
-    Fut: Future<Output = anyhow::Result<()>>,
-{
-    let telemetry = crate::telemetry::init(name, log_format);
-    let result = body(crate::shutdown::on_signal()).await;
-    telemetry.shutdown();
-    result?;
+/// A long-running program of the fleet: its flags, how it is set up, and how it runs.
+/// The binaries call [`main`]; the test harness calls `from_args` and `run` itself.
+pub trait Program: Sized + Send + 'static {
+    /// Its flags; their command name (`herald-dispatch`...) names it in logs and traces.
+    type Args: clap::Parser + Send + 'static;
+
+    /// Connects to what the program needs; a bad flag or an unreachable Redis fails here,
+    /// before any work is taken.
+    fn from_args(args: &Self::Args) -> impl Future<Output = anyhow::Result<Self>> + Send;
+
+    /// Works until `shutdown`, then finishes or hands back what is under way.
+    fn run(self, shutdown: CancellationToken) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// A program's `main`: parse its flags, start the runtime, logs and traces, set it up and
+/// run it until SIGTERM or SIGINT, then the one exit sequence of every program. On success
+/// the process exits at once with 0: its work is committed or handed back, and a Kafka
+/// client stuck on a dead broker must not hold it up. An error is returned, and the
+/// binary's `main` prints it and exits with 1.
+pub fn main<P: Program>() -> anyhow::Result<()> {
+    let matches = P::Args::command().get_matches();
+    let args = match P::Args::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
+    // Every program's flags have `--log-format` but the broker's, which logs text.
+    let log_format = matches
+        .try_get_one::<LogFormat>("log_format")
+        .ok()
+        .flatten()
+        .copied()
+        .unwrap_or(LogFormat::Text);
+    let name: &'static str = Box::leak(P::Args::command().get_name().to_string().into_boxed_str());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let telemetry = crate::telemetry::init(name, log_format);
+        let shutdown = crate::shutdown::on_signal();
+        let result = match P::from_args(&args).await {
+            Ok(program) => program.run(shutdown).await,
+            Err(e) => Err(e),
+        };
+        telemetry.shutdown();
+        result
+    })?;
     std::process::exit(0)
 }

@@ -59,8 +59,10 @@ pub struct Program {
     args: Args,
 }
 
-impl Program {
-    pub async fn from_args(args: &Args) -> anyhow::Result<Self> {
+impl crate::program::Program for Program {
+    type Args = Args;
+
+    async fn from_args(args: &Args) -> anyhow::Result<Self> {
         let rules =
             Rules::load(args.rules.rules.as_deref()).context("loading the channel rules")?;
         let c = Connections::open(&args.common).await?;
@@ -83,7 +85,7 @@ impl Program {
     }
 
     /// Scans until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let r = self.retrier;
         let (stats, metrics) = (r.clone(), r.clone());
         crate::health::spawn(

@@ -64,8 +64,10 @@ pub struct Program {
     listener: TcpListener,
 }
 
-impl Program {
-    pub async fn from_args(args: &Args) -> anyhow::Result<Self> {
+impl crate::program::Program for Program {
+    type Args = Args;
+
+    async fn from_args(args: &Args) -> anyhow::Result<Self> {
         let c = Connections::open(&args.common).await?;
         let ingest = Arc::new(Ingest {
             store: c
@@ -87,13 +89,8 @@ impl Program {
         Ok(Program { ingest, listener })
     }
 
-    /// Where the API listens (the port chosen when asked for port 0).
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
     /// Serves until `shutdown`, then lets requests under way finish.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let idle = self.ingest.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -117,5 +114,12 @@ fn jwt(secret: Option<&Secret>) -> anyhow::Result<Option<Jwt>> {
             tracing::warn!("no HERALD_JWT_SECRET: the flash-promo API refuses authenticated calls");
             Ok(None)
         }
+    }
+}
+
+impl Program {
+    /// Where the API listens (the port chosen when asked for port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
     }
 }

@@ -455,8 +455,10 @@ pub struct Program {
     args: Args,
 }
 
-impl Program {
-    pub async fn from_args(args: &Args) -> anyhow::Result<Self> {
+impl crate::program::Program for Program {
+    type Args = Args;
+
+    async fn from_args(args: &Args) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let rules =
             Rules::load(args.rules.rules.as_deref()).context("loading the channel rules")?;
@@ -481,7 +483,7 @@ impl Program {
     }
 
     /// Fans out until `shutdown`; a batch under way is finished or left uncommitted.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let f = self.fanout;
         let (stats, metrics, lag) = (f.clone(), f.clone(), f.clone());
         crate::health::spawn(

@@ -94,7 +94,7 @@ impl Drop for MockBroker {
 /// Runs librdkafka's mock Kafka cluster on 127.0.0.1 with Herald's topics created.
 /// In memory only, about 5 MiB kept per partition: for development and tests, not production
 /// (compose/ runs Apache Kafka).
-#[derive(clap::Parser, Debug)]
+#[derive(clap::Parser, Debug, Clone)]
 #[command(name = "herald-broker", version)]
 pub struct Args {
     /// Partitions per topic; the most dispatchers of one channel that can share work.
@@ -114,14 +114,39 @@ pub struct Args {
     pub address_file: std::path::PathBuf,
 }
 
-/// Starts the broker, creates the topics, writes the address file and serves until
-/// `shutdown`.
-pub async fn run(args: Args, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let broker = MockBroker::start(1).context("starting the mock cluster")?;
-    for topic in crate::kafka::Topics::new(&args.namespace).all() {
-        broker.create_topic(&topic, args.partitions)?;
+/// The `herald-broker` program: the mock cluster with the fleet's topics.
+pub struct Program {
+    broker: MockBroker,
+    args: Args,
+}
+
+impl crate::program::Program for Program {
+    type Args = Args;
+
+    async fn from_args(args: &Args) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let broker = MockBroker::start(1).context("starting the mock cluster")?;
+        for topic in crate::kafka::Topics::new(&args.namespace).all() {
+            broker.create_topic(&topic, args.partitions)?;
+        }
+        Ok(Program {
+            broker,
+            args: args.clone(),
+        })
     }
+
+    /// Writes the address file and serves until `shutdown`.
+    async fn run(self, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+        serve(self.broker, self.args, shutdown).await
+    }
+}
+
+async fn serve(
+    broker: MockBroker,
+    args: Args,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
     let file = &args.address_file;
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::config::LogFormat;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use clap::Args;
 use rand::Rng;
 use serde::Serialize;
 use serde_json::json;
@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::model::{Channel, Receipt, ReceiptStatus};
 use crate::provider::{API_KEY_HEADER, IDEMPOTENCY_KEY_HEADER};
 
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct SimulatorArgs {
     /// Address to listen on.
     #[arg(long, env = "HERALD_PROVIDER_ADDR", default_value = "127.0.0.1:3001")]
@@ -445,4 +445,32 @@ async fn key_deliveries(
 
 fn error(status: StatusCode, msg: &str) -> Response {
     (status, Json(json!({"error": msg}))).into_response()
+}
+
+/// A stand-in for the external provider (`POST /v1/notify` with `X-API-Key`) that can be
+/// slow, fail, rate-limit and hang on demand; `GET /v1/stats` tells what it saw.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "herald-provider", version)]
+pub struct Args {
+    #[command(flatten)]
+    pub sim: SimulatorArgs,
+
+    /// Log format.
+    #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The `herald-provider` program.
+pub struct Program(SimulatorArgs);
+
+impl crate::program::Program for Program {
+    type Args = Args;
+
+    async fn from_args(args: &Args) -> anyhow::Result<Self> {
+        Ok(Program(args.sim.clone()))
+    }
+
+    async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        Ok(run(self.0, shutdown).await?)
+    }
 }

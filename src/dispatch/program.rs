@@ -53,8 +53,10 @@ pub struct Program {
     args: Args,
 }
 
-impl Program {
-    pub async fn from_args(args: &Args) -> anyhow::Result<Self> {
+impl crate::program::Program for Program {
+    type Args = Args;
+
+    async fn from_args(args: &Args) -> anyhow::Result<Self> {
         let Connections {
             store,
             producer,
@@ -82,7 +84,7 @@ impl Program {
     }
 
     /// Dispatches until `shutdown`, then finishes or hands back in-flight work and commits.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let d = self.dispatcher;
         let (stats, metrics, lag) = (d.clone(), d.clone(), d.clone());
         crate::health::spawn(

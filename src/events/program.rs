@@ -66,13 +66,34 @@ impl Args {
     }
 }
 
-/// Runs the chosen consumers until `shutdown`; one failing stops the others, so the
-/// orchestrator restarts the whole process.
-pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
-    if args.points_per_unit.is_sign_negative() || args.points_per_item < 0 {
-        anyhow::bail!("loyalty points per unit and per item must not be negative");
+/// The chosen consumers, connected.
+pub struct Program {
+    args: Args,
+    c: Connections,
+}
+
+impl crate::program::Program for Program {
+    type Args = Args;
+
+    async fn from_args(args: &Args) -> anyhow::Result<Self> {
+        if args.points_per_unit.is_sign_negative() || args.points_per_item < 0 {
+            anyhow::bail!("loyalty points per unit and per item must not be negative");
+        }
+        let c = Connections::open(&args.common).await?;
+        Ok(Program {
+            args: args.clone(),
+            c,
+        })
     }
-    let c = Connections::open(&args.common).await?;
+
+    /// Runs the chosen consumers until `shutdown`; one failing stops the others, so the
+    /// orchestrator restarts the whole process.
+    async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        run(self.args, self.c, shutdown).await
+    }
+}
+
+async fn run(args: Args, c: Connections, shutdown: CancellationToken) -> anyhow::Result<()> {
     let stats: Vec<(Role, Arc<RoleStats>)> = args
         .roles()
         .into_iter()

@@ -51,8 +51,10 @@ pub struct Program {
     brokers: String,
 }
 
-impl Program {
-    pub async fn from_args(args: &Args) -> anyhow::Result<Self> {
+impl crate::program::Program for Program {
+    type Args = Args;
+
+    async fn from_args(args: &Args) -> anyhow::Result<Self> {
         let c = Connections::open(&args.common).await?;
         let group = args
             .group
@@ -81,13 +83,8 @@ impl Program {
         })
     }
 
-    /// Where the dashboard listens (the port chosen when asked for port 0).
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
     /// Counts and serves until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let agg = self.aggregator;
         let lag_target = agg.clone();
         crate::kafka::watch_lag(
@@ -104,5 +101,12 @@ impl Program {
         let served = server.await.context("dashboard task")?;
         counted?;
         served.context("serving the dashboard")
+    }
+}
+
+impl Program {
+    /// Where the dashboard listens (the port chosen when asked for port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
     }
 }

@@ -17,6 +17,7 @@ use herald::events::{BatchConfig, Consume, RoleStats};
 use herald::kafka::{self, Topics};
 use herald::metrics::{self, Aggregator};
 use herald::model::Channel;
+use herald::program::Program as _;
 use herald::store::Store;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
