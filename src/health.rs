@@ -29,6 +29,23 @@ pub struct Probes {
     pub metrics: MetricsFn,
 }
 
+impl Probes {
+    /// Ready while Redis answers; `/stats` and `/metrics` read from `program`.
+    pub fn of<T: Send + Sync + 'static>(
+        store: &crate::store::Store,
+        program: &Arc<T>,
+        stats: fn(&T) -> Value,
+        metrics: fn(&T) -> Vec<crate::prom::Family>,
+    ) -> Probes {
+        let (for_stats, for_metrics) = (program.clone(), program.clone());
+        Probes {
+            ready: redis_ready(store.clone()),
+            stats: Arc::new(move || stats(&for_stats)),
+            metrics: Arc::new(move || metrics(&for_metrics)),
+        }
+    }
+}
+
 /// Serves `/healthz` (alive), `/readyz`, `/stats` and `/metrics` until `shutdown`.
 pub async fn serve(
     addr: SocketAddr,

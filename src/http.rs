@@ -63,3 +63,9 @@ impl IntoResponse for ApiError {
         (self.status, Json(body)).into_response()
     }
 }
+
+/// The value, or a 404 naming `what`: an id that does not parse names nothing that exists,
+/// so it is as unknown as a well-formed id with no record.
+pub fn or_not_found<T>(value: Option<T>, what: &str) -> Result<T, ApiError> {
+    value.ok_or_else(|| ApiError::not_found(what))
+}

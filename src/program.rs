@@ -4,6 +4,7 @@
 //! its binary and by the test harness alike.
 
 use std::future::Future;
+use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
@@ -12,6 +13,7 @@ use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{CommonArgs, LogFormat};
+use crate::health::Probes;
 use crate::kafka::{self, Topics};
 use crate::store::Store;
 
@@ -54,6 +56,12 @@ pub trait Program: Sized + Send + 'static {
     /// before any work is taken.
     fn from_args(args: &Self::Args) -> impl Future<Output = anyhow::Result<Self>> + Send;
 
+    /// Where it serves `/healthz`, `/readyz`, `/stats` and `/metrics`, and what they show;
+    /// `None` for a program that serves its own or none.
+    fn health(&self) -> Option<(SocketAddr, Probes)> {
+        None
+    }
+
     /// Works until `shutdown`, then finishes or hands back what is under way.
     fn run(self, shutdown: CancellationToken) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
@@ -85,7 +93,12 @@ pub fn main<P: Program>() -> anyhow::Result<()> {
         let telemetry = crate::telemetry::init(name, log_format);
         let shutdown = crate::shutdown::on_signal();
         let result = match P::from_args(&args).await {
-            Ok(program) => program.run(shutdown).await,
+            Ok(program) => {
+                if let Some((addr, probes)) = program.health() {
+                    crate::health::spawn(Some(addr), probes, shutdown.clone());
+                }
+                program.run(shutdown).await
+            }
             Err(e) => Err(e),
         };
         telemetry.shutdown();

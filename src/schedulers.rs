@@ -3,17 +3,17 @@
 //! opens flash promos' windows ([`promos::activate`]); both claim their work under leases,
 //! so several instances may run. It sits above both, so neither needs the other.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 #[cfg(doc)]
 use crate::campaigns;
 use crate::campaigns::retry::{Retrier, RetryConfig};
-use crate::campaigns::rules::Rules;
 use crate::config::{CommonArgs, HealthArgs, RulesArgs};
+use crate::health::Probes;
 use crate::program::Connections;
 use crate::promos;
 
@@ -56,54 +56,50 @@ pub struct Args {
 /// The `herald-retry` program, connected and ready to scan.
 pub struct Program {
     pub retrier: Arc<Retrier>,
-    args: Args,
+    /// How often promo windows are looked for; `None`: not by this instance.
+    promo_poll: Option<Duration>,
+    health: Option<SocketAddr>,
 }
 
 impl crate::program::Program for Program {
     type Args = Args;
 
     async fn from_args(args: &Args) -> anyhow::Result<Self> {
-        let rules =
-            Rules::load(args.rules.rules.as_deref()).context("loading the channel rules")?;
+        let rules = args.rules.load()?;
         let c = Connections::open(&args.common).await?;
-        let retrier = Arc::new(Retrier::new(
-            c.store,
-            c.producer,
-            c.topics,
-            Arc::new(rules),
-            RetryConfig {
-                poll_interval: Duration::from_millis(args.poll_ms),
-                claim_lease: Duration::from_millis(args.claim_lease_ms),
-                watch: Duration::from_millis(args.watch_ms),
-                ..RetryConfig::default()
-            },
-        ));
+        let config = RetryConfig {
+            poll_interval: Duration::from_millis(args.poll_ms),
+            claim_lease: Duration::from_millis(args.claim_lease_ms),
+            watch: Duration::from_millis(args.watch_ms),
+            ..RetryConfig::default()
+        };
+        let retrier = Retrier::new(c.store, c.producer, c.topics, Arc::new(rules), config);
         Ok(Program {
-            retrier,
-            args: args.clone(),
+            retrier: Arc::new(retrier),
+            promo_poll: (args.promo_poll_ms > 0)
+                .then(|| Duration::from_millis(args.promo_poll_ms.max(10))),
+            health: args.health.health_addr,
         })
+    }
+
+    fn health(&self) -> Option<(SocketAddr, Probes)> {
+        let r = &self.retrier;
+        Some((
+            self.health?,
+            Probes::of(&r.store, r, Retrier::stats_json, Retrier::prometheus),
+        ))
     }
 
     /// Scans until `shutdown`.
     async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let r = self.retrier;
-        let (stats, metrics) = (r.clone(), r.clone());
-        crate::health::spawn(
-            self.args.health.health_addr,
-            crate::health::Probes {
-                ready: crate::health::redis_ready(r.store.clone()),
-                stats: Arc::new(move || stats.stats_json()),
-                metrics: Arc::new(move || metrics.prometheus()),
-            },
-            shutdown.clone(),
-        );
-        // The same process opens flash promos' windows: both are schedulers over Redis.
-        if self.args.promo_poll_ms > 0 {
+        if let Some(poll) = self.promo_poll {
+            let (store, producer, topics) = (r.store.clone(), r.producer.clone(), r.topics.clone());
             tokio::spawn(promos::activate::run(
-                r.store.clone(),
-                r.producer.clone(),
-                r.topics.clone(),
-                Duration::from_millis(self.args.promo_poll_ms.max(10)),
+                store,
+                producer,
+                topics,
+                poll,
                 shutdown.clone(),
             ));
         }

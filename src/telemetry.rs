@@ -101,14 +101,21 @@ fn otlp_provider(service: &'static str) -> Option<SdkTracerProvider> {
 
 const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 
-/// The current span's W3C trace context as Kafka headers; `None` when not tracing.
-pub fn trace_headers() -> Option<OwnedHeaders> {
+/// The current span's W3C trace context (`traceparent`, `tracestate`); `None` when not
+/// tracing.
+fn current_context() -> Option<HashMap<String, String>> {
     let cx = tracing::Span::current().context();
     if !cx.span().span_context().is_valid() {
         return None;
     }
     let mut carrier: HashMap<String, String> = HashMap::new();
     TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    Some(carrier)
+}
+
+/// The current span's W3C trace context as Kafka headers; `None` when not tracing.
+pub fn trace_headers() -> Option<OwnedHeaders> {
+    let carrier = current_context()?;
     let mut headers = OwnedHeaders::new();
     for name in TRACE_HEADERS {
         if let Some(v) = carrier.get(name) {
@@ -163,13 +170,7 @@ fn set_parent(span: &tracing::Span, carrier: &HashMap<String, String>) {
 
 /// The current span's W3C traceparent, to store with state that outlives the message.
 pub fn current_traceparent() -> Option<String> {
-    let cx = tracing::Span::current().context();
-    if !cx.span().span_context().is_valid() {
-        return None;
-    }
-    let mut carrier: HashMap<String, String> = HashMap::new();
-    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
-    carrier.remove(TRACE_HEADERS[0])
+    current_context()?.remove(TRACE_HEADERS[0])
 }
 
 /// Records that the metrics aggregator counted a traced event, as a span of its trace.

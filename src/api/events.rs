@@ -19,7 +19,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::offers::parse_json;
-use super::{ApiError, Ingest};
+use super::{ApiError, App, Ingest};
+use crate::http::or_not_found;
 use crate::kafka;
 use crate::model::commerce::{Invalid, MemberId, SaleEvent, UserEvent};
 use crate::model::{now_ms, CustomerId};
@@ -40,10 +41,7 @@ fn invalid_at(prefix: &str, e: Invalid) -> ApiError {
     ApiError::invalid(format!("{prefix}{}", e.field), e.reason)
 }
 
-async fn post_sale(
-    State(app): State<Arc<Ingest>>,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
+async fn post_sale(State(app): App, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let sale: SaleEvent = parse_json(&body, "")?;
     sale.validate(now_ms()).map_err(|e| invalid_at("", e))?;
     let payload = serde_json::to_vec(&sale).map_err(|e| ApiError::unavailable(e.to_string()))?;
@@ -74,10 +72,7 @@ struct UserEventBatch {
     events: Vec<UserEvent>,
 }
 
-async fn post_user_events(
-    State(app): State<Arc<Ingest>>,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
+async fn post_user_events(State(app): App, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let probe: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_json(format!("body is not valid JSON: {e}")))?;
     let (events, prefix) = if probe.get("events").is_some() {
@@ -121,28 +116,14 @@ async fn post_user_events(
         .into_response())
 }
 
-async fn get_loyalty(
-    State(app): State<Arc<Ingest>>,
-    Path(raw_id): Path<String>,
-) -> Result<Response, ApiError> {
-    let member = MemberId::parse(&raw_id).ok_or_else(|| ApiError::not_found("loyalty account"))?;
-    let account = app
-        .store
-        .loyalty(&member)
-        .await?
-        .ok_or_else(|| ApiError::not_found("loyalty account"))?;
+async fn get_loyalty(State(app): App, Path(raw_id): Path<String>) -> Result<Response, ApiError> {
+    let member = or_not_found(MemberId::parse(&raw_id), "loyalty account")?;
+    let account = or_not_found(app.store.loyalty(&member).await?, "loyalty account")?;
     Ok(Json(account).into_response())
 }
 
-async fn get_activity(
-    State(app): State<Arc<Ingest>>,
-    Path(raw_id): Path<String>,
-) -> Result<Response, ApiError> {
-    let user = CustomerId::parse(&raw_id).ok_or_else(|| ApiError::not_found("activity"))?;
-    let activity = app
-        .store
-        .activity(&user)
-        .await?
-        .ok_or_else(|| ApiError::not_found("activity"))?;
+async fn get_activity(State(app): App, Path(raw_id): Path<String>) -> Result<Response, ApiError> {
+    let user = or_not_found(CustomerId::parse(&raw_id), "activity")?;
+    let activity = or_not_found(app.store.activity(&user).await?, "activity")?;
     Ok(Json(activity).into_response())
 }

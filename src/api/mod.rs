@@ -23,7 +23,11 @@ use crate::model::{
 };
 use crate::store::{Publication, Store};
 
+use crate::http::or_not_found;
 pub use crate::http::ApiError;
+
+/// The state every handler is given.
+type App = State<Arc<Ingest>>;
 
 mod events;
 mod offers;
@@ -207,10 +211,7 @@ fn parse_message(body: &[u8]) -> Result<Message, ApiError> {
     })
 }
 
-async fn create_request(
-    State(app): State<Arc<Ingest>>,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
+async fn create_request(State(app): App, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let msg = parse_message(&body)?;
     let id = RequestId::generate();
     app.store.create_request(&id, &msg).await?;
@@ -220,10 +221,10 @@ async fn create_request(
 
 #[tracing::instrument(name = "ingest.process", skip_all, fields(id = %raw_id))]
 async fn process_request(
-    State(app): State<Arc<Ingest>>,
+    State(app): App,
     Path(raw_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = RequestId::parse(&raw_id).ok_or_else(|| ApiError::not_found("request"))?;
+    let id = or_not_found(RequestId::parse(&raw_id), "request")?;
     match app.store.mark_published(&id).await? {
         Publication::Missing => return Err(ApiError::not_found("request")),
         Publication::AlreadyPublished => {}
@@ -252,21 +253,14 @@ async fn process_request(
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response())
 }
 
-async fn get_request(
-    State(app): State<Arc<Ingest>>,
-    Path(raw_id): Path<String>,
-) -> Result<Response, ApiError> {
-    let id = RequestId::parse(&raw_id).ok_or_else(|| ApiError::not_found("request"))?;
-    let status = app
-        .store
-        .request_status(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("request"))?;
+async fn get_request(State(app): App, Path(raw_id): Path<String>) -> Result<Response, ApiError> {
+    let id = or_not_found(RequestId::parse(&raw_id), "request")?;
+    let status = or_not_found(app.store.request_status(&id).await?, "request")?;
     Ok(Json(json!({ "id": id, "status": status })).into_response())
 }
 
 /// Ready when Redis answers and the Kafka cluster's metadata can be fetched.
-async fn ready(State(app): State<Arc<Ingest>>) -> Response {
+async fn ready(State(app): App) -> Response {
     let redis = app.store.ping().await.map_err(|e| e.to_string());
     let producer = app.producer.clone();
     let kafka = tokio::task::spawn_blocking(move || {

@@ -16,9 +16,10 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{ApiError, Ingest};
+use super::{ApiError, App, Ingest};
 use crate::campaigns::rules::is_known_time_zone;
 use crate::campaigns::{receipts, LaunchError};
+use crate::http::or_not_found;
 use crate::model::{
     now_ms, Campaign, CampaignId, Channel, Customer, CustomerId, Receipt, Template,
 };
@@ -131,7 +132,7 @@ fn customer_id(raw: &str) -> Result<CustomerId, ApiError> {
 }
 
 async fn put_customer(
-    State(app): State<Arc<Ingest>>,
+    State(app): App,
     Path(raw_id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -150,16 +151,9 @@ fn customer_json(id: &CustomerId, c: &Customer) -> Value {
     v
 }
 
-async fn get_customer(
-    State(app): State<Arc<Ingest>>,
-    Path(raw_id): Path<String>,
-) -> Result<Response, ApiError> {
-    let id = CustomerId::parse(&raw_id).ok_or_else(|| ApiError::not_found("customer"))?;
-    let c = app
-        .store
-        .customer(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("customer"))?;
+async fn get_customer(State(app): App, Path(raw_id): Path<String>) -> Result<Response, ApiError> {
+    let id = or_not_found(CustomerId::parse(&raw_id), "customer")?;
+    let c = or_not_found(app.store.customer(&id).await?, "customer")?;
     Ok(Json(customer_json(&id, &c)).into_response())
 }
 
@@ -170,10 +164,7 @@ struct CustomerBatch {
 }
 
 /// Upserts up to 10,000 customers at once: `{"customers": [{"id": ..., ...profile}]}`.
-async fn put_customers(
-    State(app): State<Arc<Ingest>>,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
+async fn put_customers(State(app): App, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let batch: CustomerBatch = parse_json(&body, "")?;
     if batch.customers.len() > MAX_CUSTOMERS_PER_BATCH {
         return Err(ApiError::invalid(
@@ -262,10 +253,7 @@ fn validate_campaign(c: &NewCampaign) -> Result<(), ApiError> {
 /// again stores nothing new and re-queues the batches (fan-out skips finished ones), so a
 /// client that lost the answer can retry without any customer hearing twice.
 #[tracing::instrument(name = "ingest.campaign", skip_all)]
-async fn create_campaign(
-    State(app): State<Arc<Ingest>>,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
+async fn create_campaign(State(app): App, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let new: NewCampaign = parse_json(&body, "")?;
     validate_campaign(&new)?;
     let mut seen = HashSet::with_capacity(new.audience.customer_ids.len());
@@ -311,16 +299,9 @@ async fn create_campaign(
         .into_response())
 }
 
-async fn get_campaign(
-    State(app): State<Arc<Ingest>>,
-    Path(raw_id): Path<String>,
-) -> Result<Response, ApiError> {
-    let id = CampaignId::parse(&raw_id).ok_or_else(|| ApiError::not_found("campaign"))?;
-    let campaign = app
-        .store
-        .campaign(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("campaign"))?;
+async fn get_campaign(State(app): App, Path(raw_id): Path<String>) -> Result<Response, ApiError> {
+    let id = or_not_found(CampaignId::parse(&raw_id), "campaign")?;
+    let campaign = or_not_found(app.store.campaign(&id).await?, "campaign")?;
     let counts = app.store.campaign_counts(&id).await?;
     Ok(Json(campaign_report(&campaign, &counts)).into_response())
 }
@@ -368,10 +349,7 @@ struct ManyReceipts {
 /// Applies provider receipts. Keys that are not Herald delivery keys are counted `unknown`;
 /// a receipt for a delivery that already moved on is `late` and changes nothing.
 #[tracing::instrument(name = "ingest.receipts", skip_all)]
-async fn receipts(
-    State(app): State<Arc<Ingest>>,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
+async fn receipts(State(app): App, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let many = parse_json::<Value>(&body, "")?.get("receipts").is_some();
     let receipts = if many {
         parse_json::<ManyReceipts>(&body, "")?.receipts

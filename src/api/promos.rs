@@ -26,8 +26,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::offers::parse_json;
-use super::{ApiError, Ingest};
+use super::{ApiError, App, Ingest};
 use crate::auth::{CallerLimit, Claims, Jwt, Role};
+use crate::http::or_not_found;
 use crate::model::commerce::{SaleEvent, SALE_COMPLETED};
 use crate::model::{now_ms, Channel, CustomerId, PromoId, SaleId};
 use crate::promos::{segment, FlashPromo, NewPromo, Window};
@@ -204,12 +205,8 @@ fn promo_view(p: &FlashPromo, rec: &PromoRecord, now: u64) -> Value {
 }
 
 async fn load(app: &Ingest, raw_id: &str) -> Result<(FlashPromo, PromoRecord), ApiError> {
-    let id = PromoId::parse(raw_id).ok_or_else(|| ApiError::not_found("flash promo"))?;
-    let rec = app
-        .store
-        .promo(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("flash promo"))?;
+    let id = or_not_found(PromoId::parse(raw_id), "flash promo")?;
+    let rec = or_not_found(app.store.promo(&id).await?, "flash promo")?;
     let promo = serde_json::from_str(&rec.json)
         .map_err(|e| ApiError::unavailable(format!("unreadable promo {id}: {e}")))?;
     Ok((promo, rec))
@@ -217,7 +214,7 @@ async fn load(app: &Ingest, raw_id: &str) -> Result<(FlashPromo, PromoRecord), A
 
 /// A promo's definition, from memory once read.
 async fn definition(app: &Ingest, raw_id: &str) -> Result<Arc<FlashPromo>, ApiError> {
-    let id = PromoId::parse(raw_id).ok_or_else(|| ApiError::not_found("flash promo"))?;
+    let id = or_not_found(PromoId::parse(raw_id), "flash promo")?;
     let cached = app
         .promos
         .known
@@ -238,6 +235,23 @@ async fn definition(app: &Ingest, raw_id: &str) -> Result<Arc<FlashPromo>, ApiEr
 }
 
 /// Refuses what the window no longer (or not yet) allows.
+/// What reserve and purchase answer: a response, or why the call is refused.
+type Refusable = Result<Response, Refused>;
+
+/// The buyer, the promo and now, for a reserve or a purchase: refused unless the caller is a
+/// user and the promo's window is open.
+async fn buying(
+    app: &Ingest,
+    headers: &HeaderMap,
+    raw_id: &str,
+) -> Result<(CustomerId, Arc<FlashPromo>, u64), Refused> {
+    let user = buyer(app, headers)?;
+    let promo = definition(app, raw_id).await?;
+    let now = now_ms();
+    open_window(&promo, now)?;
+    Ok((user, promo, now))
+}
+
 fn open_window(p: &FlashPromo, now: u64) -> Result<(), ApiError> {
     match p.window(now) {
         Window::Active => Ok(()),
@@ -253,7 +267,7 @@ fn open_window(p: &FlashPromo, now: u64) -> Result<(), ApiError> {
 }
 
 async fn create_promo(
-    State(app): State<Arc<Ingest>>,
+    State(app): App,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -290,7 +304,7 @@ async fn create_promo(
     Ok((status, Json(promo_view(&promo, &rec, now))).into_response())
 }
 
-async fn active_promos(State(app): State<Arc<Ingest>>) -> Result<Response, ApiError> {
+async fn active_promos(State(app): App) -> Result<Response, ApiError> {
     let now = now_ms();
     let mut active = Vec::new();
     for id in app.store.current_promo_ids(now).await? {
@@ -304,7 +318,7 @@ async fn active_promos(State(app): State<Arc<Ingest>>) -> Result<Response, ApiEr
 }
 
 async fn get_promo(
-    State(app): State<Arc<Ingest>>,
+    State(app): App,
     headers: HeaderMap,
     Path(raw_id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -313,15 +327,9 @@ async fn get_promo(
     Ok(Json(promo_view(&promo, &rec, now_ms())).into_response())
 }
 
-async fn reserve(
-    State(app): State<Arc<Ingest>>,
-    headers: HeaderMap,
-    Path(raw_id): Path<String>,
-) -> Result<Response, Refused> {
-    let user = &buyer(&app, &headers)?;
-    let promo = definition(&app, &raw_id).await?;
-    let now = now_ms();
-    open_window(&promo, now)?;
+async fn reserve(State(app): App, headers: HeaderMap, Path(id): Path<String>) -> Refusable {
+    let (user, promo, now) = buying(&app, &headers, &id).await?;
+    let user = &user;
     let held = |status: StatusCode, until_ms: u64, left: u64| {
         (
             status,
@@ -355,15 +363,9 @@ async fn reserve(
     }
 }
 
-async fn purchase(
-    State(app): State<Arc<Ingest>>,
-    headers: HeaderMap,
-    Path(raw_id): Path<String>,
-) -> Result<Response, Refused> {
-    let user = &buyer(&app, &headers)?;
-    let promo = definition(&app, &raw_id).await?;
-    let now = now_ms();
-    open_window(&promo, now)?;
+async fn purchase(State(app): App, headers: HeaderMap, Path(id): Path<String>) -> Refusable {
+    let (user, promo, now) = buying(&app, &headers, &id).await?;
+    let user = &user;
     let sale = sale_id(&promo.id, user);
     let event = sale_event(&app, &promo, user, sale.as_ref(), now).await?;
     let status = match app
@@ -441,7 +443,7 @@ struct SegmentsQuery {
 }
 
 async fn user_segments(
-    State(app): State<Arc<Ingest>>,
+    State(app): App,
     headers: HeaderMap,
     Query(q): Query<SegmentsQuery>,
 ) -> Result<Response, ApiError> {
@@ -456,12 +458,8 @@ async fn user_segments(
         }
         _ => claims.sub.clone(),
     };
-    let user = CustomerId::parse(&raw).ok_or_else(|| ApiError::not_found("customer"))?;
-    let customer = app
-        .store
-        .customer(&user)
-        .await?
-        .ok_or_else(|| ApiError::not_found("customer"))?;
+    let user = or_not_found(CustomerId::parse(&raw), "customer")?;
+    let customer = or_not_found(app.store.customer(&user).await?, "customer")?;
     let activity = app.store.activity(&user).await?;
     let now = now_ms();
     let mut promos = Vec::new();

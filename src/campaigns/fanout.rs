@@ -113,6 +113,11 @@ impl FanOut {
         Ok(())
     }
 
+    /// Counters for `/stats`.
+    pub fn stats_json(&self) -> serde_json::Value {
+        serde_json::json!({ "fanout": &self.stats })
+    }
+
     /// `/metrics`: batches and deliveries by result, and the consumer lag.
     pub fn prometheus(&self) -> Vec<crate::prom::Family> {
         vec![
@@ -452,51 +457,43 @@ pub struct Args {
 pub struct Program {
     pub fanout: Arc<FanOut>,
     consumer: StreamConsumer,
-    args: Args,
+    brokers: String,
+    health: Option<std::net::SocketAddr>,
 }
 
 impl crate::program::Program for Program {
     type Args = Args;
 
     async fn from_args(args: &Args) -> anyhow::Result<Self> {
-        use anyhow::Context as _;
-        let rules =
-            Rules::load(args.rules.rules.as_deref()).context("loading the channel rules")?;
+        let rules = args.rules.load()?;
         let c = Connections::open(&args.common).await?;
         let consumer = program::consumer(&args.common, &c.topics.fanout_group())?;
-        let fanout = Arc::new(FanOut::new(
-            c.store,
-            c.producer,
-            c.topics,
-            Arc::new(rules),
-            Arc::new(LagProbe::new(&args.common.kafka_brokers)),
-            FanOutConfig {
-                max_lag: args.max_lag,
-                channels: Channel::ALL.to_vec(),
-            },
-        ));
+        let lag = Arc::new(LagProbe::new(&args.common.kafka_brokers));
+        let config = FanOutConfig {
+            max_lag: args.max_lag,
+            channels: Channel::ALL.to_vec(),
+        };
+        let fanout = FanOut::new(c.store, c.producer, c.topics, Arc::new(rules), lag, config);
         Ok(Program {
-            fanout,
+            fanout: Arc::new(fanout),
             consumer,
-            args: args.clone(),
+            brokers: args.common.kafka_brokers.clone(),
+            health: args.health.health_addr,
         })
+    }
+
+    fn health(&self) -> Option<(std::net::SocketAddr, crate::health::Probes)> {
+        let f = &self.fanout;
+        let probes = crate::health::Probes::of(&f.store, f, FanOut::stats_json, FanOut::prometheus);
+        Some((self.health?, probes))
     }
 
     /// Fans out until `shutdown`; a batch under way is finished or left uncommitted.
     async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let f = self.fanout;
-        let (stats, metrics, lag) = (f.clone(), f.clone(), f.clone());
-        crate::health::spawn(
-            self.args.health.health_addr,
-            crate::health::Probes {
-                ready: crate::health::redis_ready(f.store.clone()),
-                stats: Arc::new(move || serde_json::json!({ "fanout": &stats.stats })),
-                metrics: Arc::new(move || metrics.prometheus()),
-            },
-            shutdown.clone(),
-        );
+        let lag = f.clone();
         kafka::watch_lag(
-            &self.args.common.kafka_brokers,
+            &self.brokers,
             f.topics.fanout_group(),
             f.topics.campaigns(),
             shutdown.clone(),

@@ -327,6 +327,13 @@ pub fn is_known_time_zone(zone: &str) -> bool {
     jiff::tz::db().get(zone).is_ok()
 }
 
+impl crate::config::RulesArgs {
+    /// The rules this flag names, or the built-in default.
+    pub fn load(&self) -> Result<Rules, RulesError> {
+        Rules::load(self.rules.as_deref())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,16 +3,24 @@
 
 use crate::dev::kafka_bench::{broker_throughput, produce_lifecycle_events};
 
+/// Where a benchmark's messages go, and how many.
 #[derive(clap::Args, Debug)]
-pub struct ProduceEvents {
+pub struct Load {
     /// Kafka bootstrap servers.
     #[arg(long, env = "HERALD_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     kafka_brokers: String,
-    /// Topic (the fleet's is NAMESPACE.events).
+    /// Topic to fill: the fleet's events topic (NAMESPACE.events) for `produce-events`, an
+    /// otherwise unused one for `broker-bench`.
     #[arg(long)]
     topic: String,
     #[arg(long, default_value_t = 1_000_000)]
     count: u64,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ProduceEvents {
+    #[command(flatten)]
+    load: Load,
     /// Campaigns to spread the recipients over.
     #[arg(long, default_value_t = 4)]
     campaigns: u64,
@@ -21,7 +29,8 @@ pub struct ProduceEvents {
 impl ProduceEvents {
     pub async fn execute(self) -> anyhow::Result<()> {
         let rate = tokio::task::spawn_blocking(move || {
-            produce_lifecycle_events(&self.kafka_brokers, &self.topic, self.count, self.campaigns)
+            let load = &self.load;
+            produce_lifecycle_events(&load.kafka_brokers, &load.topic, load.count, self.campaigns)
         })
         .await??;
         println!("events_produced_per_sec {rate:.0}");
@@ -31,14 +40,8 @@ impl ProduceEvents {
 
 #[derive(clap::Args, Debug)]
 pub struct BrokerBench {
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "HERALD_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    kafka_brokers: String,
-    /// Topic to fill (it should be otherwise unused).
-    #[arg(long)]
-    topic: String,
-    #[arg(long, default_value_t = 1_000_000)]
-    count: u64,
+    #[command(flatten)]
+    load: Load,
     /// Message size in bytes.
     #[arg(long, default_value_t = 250)]
     size: usize,
@@ -47,7 +50,8 @@ pub struct BrokerBench {
 impl BrokerBench {
     pub async fn execute(self) -> anyhow::Result<()> {
         let (produced, consumed) = tokio::task::spawn_blocking(move || {
-            broker_throughput(&self.kafka_brokers, &self.topic, self.count, self.size)
+            let load = &self.load;
+            broker_throughput(&load.kafka_brokers, &load.topic, load.count, self.size)
         })
         .await??;
         println!("broker_produce_per_sec {produced:.0}");

@@ -5,9 +5,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Subcommand;
 
+use super::Synthetic;
 use crate::dev::loadgen::LoadGen;
 use crate::dev::report::campaign_summary;
-use crate::model::Channel;
 
 #[derive(Subcommand, Debug)]
 pub enum CampaignsCommand {
@@ -16,13 +16,8 @@ pub enum CampaignsCommand {
         /// Campaign id (posting the same id again resumes, never duplicates).
         #[arg(long)]
         id: String,
-        #[arg(long)]
-        count: u64,
-        #[arg(long, default_value = "cust")]
-        prefix: String,
-        /// Channel order.
-        #[arg(long, value_delimiter = ',', default_value = "email,push")]
-        channels: Vec<Channel>,
+        #[command(flatten)]
+        audience: Synthetic,
         /// Receipt time-out per channel before falling back, in milliseconds.
         #[arg(long, default_value_t = 30_000)]
         timeout_ms: u64,
@@ -48,9 +43,12 @@ pub async fn execute(command: CampaignsCommand, api: &LoadGen) -> anyhow::Result
     match command {
         CampaignsCommand::Send {
             id,
-            count,
-            prefix,
-            channels,
+            audience:
+                Synthetic {
+                    count,
+                    prefix,
+                    channels,
+                },
             timeout_ms,
             wait_secs,
             json,

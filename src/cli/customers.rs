@@ -3,19 +3,16 @@
 use anyhow::Context;
 use clap::Subcommand;
 
+use super::Synthetic;
 use crate::dev::loadgen::LoadGen;
-use crate::model::{Channel, Location};
+use crate::model::Location;
 
 #[derive(Subcommand, Debug)]
 pub enum CustomersCommand {
     /// Store COUNT synthetic customers `PREFIX0..`, reachable on CHANNELS.
     Seed {
-        #[arg(long)]
-        count: u64,
-        #[arg(long, default_value = "cust")]
-        prefix: String,
-        #[arg(long, value_delimiter = ',', default_value = "email,push")]
-        channels: Vec<Channel>,
+        #[command(flatten)]
+        customers: Synthetic,
         /// Batches of 1000 in flight at once.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
@@ -30,9 +27,12 @@ pub enum CustomersCommand {
 
 pub async fn execute(command: CustomersCommand, api: &LoadGen) -> anyhow::Result<()> {
     let CustomersCommand::Seed {
-        count,
-        prefix,
-        channels,
+        customers:
+            Synthetic {
+                count,
+                prefix,
+                channels,
+            },
         concurrency,
         near,
         radius_m,

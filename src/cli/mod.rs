@@ -77,6 +77,18 @@ pub struct KafkaArgs {
     pub namespace: String,
 }
 
+/// The synthetic customers `PREFIX0..PREFIX{COUNT-1}` of demos and benchmarks.
+#[derive(clap::Args, Debug)]
+pub struct Synthetic {
+    #[arg(long)]
+    pub count: u64,
+    #[arg(long, default_value = "cust")]
+    pub prefix: String,
+    /// Channels they are reachable on, in the order a campaign tries them.
+    #[arg(long, value_delimiter = ',', default_value = "email,push")]
+    pub channels: Vec<crate::model::Channel>,
+}
+
 impl KafkaArgs {
     fn topics(&self) -> crate::kafka::Topics {
         crate::kafka::Topics::new(&self.namespace)

@@ -89,15 +89,21 @@ impl LoadGen {
         Ok(id)
     }
 
-    pub async fn status(&self, id: &str) -> Result<String, LoadError> {
-        let url = format!("{}/v1/requests/{id}", self.api);
+    /// GETs `path`: the status code and the JSON body (`null` when there is none).
+    async fn get(&self, path: &str) -> Result<(u16, Value), LoadError> {
+        let url = format!("{}{path}", self.api);
         let resp = self
             .http
             .get(&url)
             .send()
             .await
             .map_err(|source| LoadError::Unreachable { url, source })?;
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub async fn status(&self, id: &str) -> Result<String, LoadError> {
+        let (_, body) = self.get(&format!("/v1/requests/{id}")).await?;
         Ok(body["status"].as_str().unwrap_or("unknown").to_string())
     }
 
@@ -305,15 +311,7 @@ impl LoadGen {
     }
 
     pub async fn campaign(&self, id: &str) -> Result<Value, LoadError> {
-        let url = format!("{}/v1/campaigns/{id}", self.api);
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|source| LoadError::Unreachable { url, source })?;
-        let status = resp.status().as_u16();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let (status, body) = self.get(&format!("/v1/campaigns/{id}")).await?;
         if status != 200 {
             return Err(LoadError::Refused {
                 what: "campaign",

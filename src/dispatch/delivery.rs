@@ -3,15 +3,13 @@
 //! message, redelivered or duplicated, finds the slot taken and is counted `deduplicated`.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{retry_store, Dispatcher, Handled};
+use super::{claim_until, retry_store, Dispatcher, Handled, Step};
 use crate::kafka;
 use crate::model::{now_ms, Delivery, LifecycleEvent, LifecycleKind};
 use crate::provider::SendOutcome;
-use crate::shutdown::sleep_unless_cancelled;
 use crate::store::{OnceClaim, SentOutcome};
 
 impl Dispatcher {
@@ -22,29 +20,23 @@ impl Dispatcher {
         let lease = self.config.lease;
         let channel = d.message.channel;
         let trace = crate::telemetry::current_traceparent();
-        loop {
-            let claim = match retry_store(cancel, || {
-                self.store.claim_once(&d, &owner, lease, trace.as_deref())
+        let claimed = claim_until(cancel, || async {
+            let claim = self.store.claim_once(&d, &owner, lease, trace.as_deref());
+            Ok(match claim.await? {
+                OnceClaim::Claimed => Step::Claimed,
+                OnceClaim::Held { retry_in } => Step::Held(retry_in),
+                OnceClaim::Duplicate(status) => Step::Settled(status),
             })
-            .await
-            {
-                Some(c) => c,
-                None => return Handled::HandedBack,
-            };
-            match claim {
-                OnceClaim::Claimed => break,
-                OnceClaim::Duplicate(status) => {
-                    self.stats.deduplicated.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(campaign = %d.campaign, customer = %d.customer, %status, "duplicate delivery dropped");
-                    self.emit_delivery(LifecycleKind::Deduplicated, &d, Some(status))
-                        .await;
-                    return Handled::Done;
-                }
-                OnceClaim::Held { retry_in } => {
-                    if !sleep_unless_cancelled(retry_in + Duration::from_millis(50), cancel).await {
-                        return Handled::HandedBack;
-                    }
-                }
+        });
+        match claimed.await {
+            Ok(()) => {}
+            Err(None) => return Handled::HandedBack,
+            Err(Some(status)) => {
+                self.stats.deduplicated.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(campaign = %d.campaign, customer = %d.customer, %status, "duplicate delivery dropped");
+                self.emit_delivery(LifecycleKind::Deduplicated, &d, Some(status))
+                    .await;
+                return Handled::Done;
             }
         }
         if d.attempt == 0 {

@@ -352,6 +352,40 @@ struct KindProbe {
     campaign: Option<serde::de::IgnoredAny>,
 }
 
+/// One try at a claim, for either kind of work.
+pub(super) enum Step<T> {
+    Claimed,
+    /// Another owner's lease is live until `retry_in` from now.
+    Held(Duration),
+    /// Nothing to send: a duplicate, or no such record (what the claim said).
+    Settled(T),
+}
+
+/// Claims until the work is ours (`Ok`), settled without a send (`Err(Some)`) or shutdown
+/// came first (`Err(None)`). Another owner's live lease is waited out, since its holder
+/// may have died; the offset stays open meanwhile.
+pub(super) async fn claim_until<T, F, Fut>(
+    cancel: &CancellationToken,
+    mut claim: F,
+) -> Result<(), Option<T>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Step<T>, StoreError>>,
+{
+    loop {
+        match retry_store(cancel, &mut claim).await {
+            None => return Err(None),
+            Some(Step::Claimed) => return Ok(()),
+            Some(Step::Settled(what)) => return Err(Some(what)),
+            Some(Step::Held(retry_in)) => {
+                if !sleep_unless_cancelled(retry_in + Duration::from_millis(50), cancel).await {
+                    return Err(None);
+                }
+            }
+        }
+    }
+}
+
 /// Retries a Redis operation while Redis is unreachable; `None` if cancelled first.
 pub(super) async fn retry_store<T, F, Fut>(cancel: &CancellationToken, mut op: F) -> Option<T>
 where

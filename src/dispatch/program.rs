@@ -1,6 +1,7 @@
 //! The `herald-dispatch` program: its flags and its set-up, shared by the binary and the
 //! test harness.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{DispatchConfig, DispatchStats, Dispatcher};
 use crate::config::{CommonArgs, HealthArgs, ProviderArgs};
+use crate::health::Probes;
 use crate::model::Channel;
 use crate::program::{self, Connections};
 use crate::provider::ProviderClient;
@@ -50,7 +52,8 @@ pub struct Args {
 pub struct Program {
     pub dispatcher: Arc<Dispatcher>,
     consumer: StreamConsumer,
-    args: Args,
+    brokers: String,
+    health: Option<SocketAddr>,
 }
 
 impl crate::program::Program for Program {
@@ -79,26 +82,24 @@ impl crate::program::Program for Program {
         Ok(Program {
             dispatcher,
             consumer,
-            args: args.clone(),
+            brokers: args.common.kafka_brokers.clone(),
+            health: args.health.health_addr,
         })
+    }
+
+    fn health(&self) -> Option<(SocketAddr, Probes)> {
+        let d = &self.dispatcher;
+        let probes = Probes::of(&d.store, d, Dispatcher::stats_json, Dispatcher::prometheus);
+        Some((self.health?, probes))
     }
 
     /// Dispatches until `shutdown`, then finishes or hands back in-flight work and commits.
     async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let d = self.dispatcher;
-        let (stats, metrics, lag) = (d.clone(), d.clone(), d.clone());
-        crate::health::spawn(
-            self.args.health.health_addr,
-            crate::health::Probes {
-                ready: crate::health::redis_ready(d.store.clone()),
-                stats: Arc::new(move || stats.stats_json()),
-                metrics: Arc::new(move || metrics.prometheus()),
-            },
-            shutdown.clone(),
-        );
-        let channel = self.args.channel;
+        let lag = d.clone();
+        let channel = d.config.channel;
         crate::kafka::watch_lag(
-            &self.args.common.kafka_brokers,
+            &self.brokers,
             d.topics.dispatch_group(channel),
             d.topics.notify(channel),
             shutdown.clone(),

@@ -2,15 +2,13 @@
 //! terminal status, once written, is never overwritten.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use rdkafka::message::OwnedMessage;
 use tokio_util::sync::CancellationToken;
 
-use super::{retry_store, Dispatcher, Handled};
+use super::{claim_until, retry_store, Dispatcher, Handled, Step};
 use crate::model::{LifecycleKind, Notification, RequestStatus};
 use crate::provider::SendOutcome;
-use crate::shutdown::sleep_unless_cancelled;
 use crate::store::Claim;
 
 impl Dispatcher {
@@ -25,35 +23,27 @@ impl Dispatcher {
         // Unique per handling, so even two copies of one message in this process exclude each other.
         let owner = uuid::Uuid::new_v4().to_string();
         let lease = self.config.lease;
-        loop {
-            let claim = match retry_store(cancel, || self.store.claim(id, &owner, lease)).await {
-                Some(c) => c,
-                None => return Handled::HandedBack,
-            };
-            match claim {
-                Claim::Claimed => break,
-                Claim::AlreadyDone(status) => {
-                    self.stats.deduplicated.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(id = %id, %status, "duplicate delivery dropped");
-                    self.emit(
-                        LifecycleKind::Deduplicated,
-                        id,
-                        Some(status.as_str().to_string()),
-                    )
+        let claimed = claim_until(cancel, || async {
+            Ok(match self.store.claim(id, &owner, lease).await? {
+                Claim::Claimed => Step::Claimed,
+                Claim::HeldByOther { retry_in } => Step::Held(retry_in),
+                settled => Step::Settled(settled),
+            })
+        });
+        match claimed.await {
+            Ok(()) => {}
+            Err(None) => return Handled::HandedBack,
+            Err(Some(Claim::AlreadyDone(status))) => {
+                self.stats.deduplicated.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(id = %id, %status, "duplicate delivery dropped");
+                let detail = Some(status.as_str().to_string());
+                self.emit(LifecycleKind::Deduplicated, id, detail).await;
+                return Handled::Done;
+            }
+            Err(Some(_)) => {
+                return self
+                    .dead_letter(msg, &format!("unknown request {id}"), cancel)
                     .await;
-                    return Handled::Done;
-                }
-                Claim::HeldByOther { retry_in } => {
-                    // Someone may have died holding it: wait out the lease, keep the offset open.
-                    if !sleep_unless_cancelled(retry_in + Duration::from_millis(50), cancel).await {
-                        return Handled::HandedBack;
-                    }
-                }
-                Claim::Missing => {
-                    return self
-                        .dead_letter(msg, &format!("unknown request {id}"), cancel)
-                        .await;
-                }
             }
         }
         self.emit(LifecycleKind::Processing, id, None).await;

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{BatchConfig, Loyalty, LoyaltyRule, Role, RoleStats, SaleEmail, UserEvents};
 use crate::config::{CommonArgs, HealthArgs};
+use crate::health::Probes;
 use crate::program::{self, Connections};
 
 /// Consumes `herald.sales` in two independent groups, `herald-sale-email` (a confirmation
@@ -70,6 +71,7 @@ impl Args {
 pub struct Program {
     args: Args,
     c: Connections,
+    stats: Vec<(Role, Arc<RoleStats>)>,
 }
 
 impl crate::program::Program for Program {
@@ -80,26 +82,48 @@ impl crate::program::Program for Program {
             anyhow::bail!("loyalty points per unit and per item must not be negative");
         }
         let c = Connections::open(&args.common).await?;
+        let stats = args
+            .roles()
+            .into_iter()
+            .map(|r| (r, Arc::new(RoleStats::default())))
+            .collect();
         Ok(Program {
             args: args.clone(),
             c,
+            stats,
         })
+    }
+
+    fn health(&self) -> Option<(std::net::SocketAddr, Probes)> {
+        let (for_json, for_prom) = (self.stats.clone(), self.stats.clone());
+        let topics = self.c.topics.clone();
+        let probes = Probes {
+            ready: crate::health::redis_ready(self.c.store.clone()),
+            stats: Arc::new(move || {
+                let map: serde_json::Map<String, serde_json::Value> = for_json
+                    .iter()
+                    .map(|(r, s)| (r.as_str().to_string(), serde_json::json!(&**s)))
+                    .collect();
+                serde_json::Value::Object(map)
+            }),
+            metrics: Arc::new(move || super::prometheus(&topics, &for_prom)),
+        };
+        Some((self.args.health.health_addr?, probes))
     }
 
     /// Runs the chosen consumers until `shutdown`; one failing stops the others, so the
     /// orchestrator restarts the whole process.
     async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        run(self.args, self.c, shutdown).await
+        run(self.args, self.c, self.stats, shutdown).await
     }
 }
 
-async fn run(args: Args, c: Connections, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let stats: Vec<(Role, Arc<RoleStats>)> = args
-        .roles()
-        .into_iter()
-        .map(|r| (r, Arc::new(RoleStats::default())))
-        .collect();
-    serve_health(&args, &c, &stats, &shutdown);
+async fn run(
+    args: Args,
+    c: Connections,
+    stats: Vec<(Role, Arc<RoleStats>)>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let mut running = JoinSet::new();
     for (role, stats) in stats {
         let group = role.group(&c.topics);
@@ -166,28 +190,4 @@ async fn run(args: Args, c: Connections, shutdown: CancellationToken) -> anyhow:
         shutdown.cancel();
     }
     failure.map_or(Ok(()), Err)
-}
-
-fn serve_health(
-    args: &Args,
-    c: &Connections,
-    stats: &[(Role, Arc<RoleStats>)],
-    shutdown: &CancellationToken,
-) {
-    let (for_json, for_prom, topics) = (stats.to_vec(), stats.to_vec(), c.topics.clone());
-    crate::health::spawn(
-        args.health.health_addr,
-        crate::health::Probes {
-            ready: crate::health::redis_ready(c.store.clone()),
-            stats: Arc::new(move || {
-                let map: serde_json::Map<String, serde_json::Value> = for_json
-                    .iter()
-                    .map(|(r, s)| (r.as_str().to_string(), serde_json::json!(&**s)))
-                    .collect();
-                serde_json::Value::Object(map)
-            }),
-            metrics: Arc::new(move || super::prometheus(&topics, &for_prom)),
-        },
-        shutdown.clone(),
-    );
 }

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::{Aggregator, Counts, LATENCY_BUCKETS_MS};
-use crate::http::ApiError;
+use crate::http::{or_not_found, ApiError};
 use crate::model::{now_ms, CampaignId};
 use crate::prom::{self, Family, Value as PromValue};
 
@@ -129,7 +129,7 @@ async fn campaign_stats(
     State(agg): State<Arc<Aggregator>>,
     Path(raw): Path<String>,
 ) -> Result<Json<CampaignView>, ApiError> {
-    let id = CampaignId::parse(&raw).ok_or_else(|| ApiError::not_found("campaign"))?;
+    let id = or_not_found(CampaignId::parse(&raw), "campaign")?;
     let view = campaign_view(&agg, id).await?;
     if view.recipients == 0 && view.counts.outcomes.is_empty() {
         return Err(ApiError::not_found("campaign"));

@@ -11,7 +11,7 @@ use super::{segment, FlashPromo, Window};
 use crate::campaigns::LaunchError;
 use crate::kafka::Topics;
 use crate::model::{Campaign, CampaignId, CustomerId, PromoId};
-use crate::store::{Store, StoreError};
+use crate::store::{PromoTask, Store, StoreError};
 
 /// How long one scheduler may take to activate a promo before another may try.
 const ACTIVATION_LEASE: Duration = Duration::from_secs(60);
@@ -50,7 +50,7 @@ pub async fn activate_due(
     let mut done = Vec::new();
     for id in store.due_promo_ids(now_ms).await? {
         if !store
-            .claim_promo_activation(&id, owner, ACTIVATION_LEASE)
+            .claim_promo_task(&id, PromoTask::Activation, owner, ACTIVATION_LEASE)
             .await?
         {
             continue;

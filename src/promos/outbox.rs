@@ -9,7 +9,7 @@ use std::time::Duration;
 use rdkafka::producer::FutureProducer;
 
 use crate::kafka::Topics;
-use crate::store::{Store, StoreError};
+use crate::store::{PromoTask, Store, StoreError};
 
 /// Longer than a publish may take (the producer's 30 s), so two schedulers never drain one
 /// outbox at once.
@@ -31,7 +31,10 @@ pub async fn publish_outboxes(
         .current_promo_ids(now_ms.saturating_sub(AFTER_END))
         .await?
     {
-        if !store.claim_outbox(&id, owner, DRAIN_LEASE).await? {
+        if !store
+            .claim_promo_task(&id, PromoTask::OutboxDrain, owner, DRAIN_LEASE)
+            .await?
+        {
             continue;
         }
         let events = store.outbox(&id, DRAIN_BATCH).await?;

@@ -22,17 +22,17 @@ pub enum CampaignCreation {
 }
 
 // KEYS[1] campaign, KEYS[2] batch bitmap. ARGV: batch, recipients in it.
-const BATCH_DONE_LUA: &str = r#"
+static BATCH_DONE: Lua = Lua::new(
+    r#"
 if redis.call('SETBIT', KEYS[2], tonumber(ARGV[1]), 1) == 1 then return 0 end
 redis.call('HINCRBY', KEYS[1], 'fanned_out', tonumber(ARGV[2]))
 redis.call('HINCRBY', KEYS[1], 'batches_done', 1)
 return 1
-"#;
+"#,
+);
 
 /// Campaign keys live this long after creation: well past any fallback chain.
 pub(super) const CAMPAIGN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
-
-static BATCH_DONE: Lua = Lua::new(BATCH_DONE_LUA);
 
 impl Store {
     pub(super) fn campaign_key(&self, id: &CampaignId) -> String {
@@ -177,16 +177,14 @@ impl Store {
         batch: u32,
         size: usize,
     ) -> Result<bool, StoreError> {
-        let done: i64 = self
-            .eval(
-                BATCH_DONE
-                    .key(self.campaign_key(id))
-                    .key(self.batches_key(id))
-                    .arg(batch)
-                    .arg(size),
-            )
-            .await?;
-        Ok(done == 1)
+        self.eval_flag(
+            BATCH_DONE
+                .key(self.campaign_key(id))
+                .key(self.batches_key(id))
+                .arg(batch)
+                .arg(size),
+        )
+        .await
     }
 
     pub async fn active_campaigns(&self) -> Result<Vec<CampaignId>, StoreError> {

@@ -23,7 +23,8 @@ use super::{Lua, Store, StoreError};
 use crate::model::commerce::{from_cents, Activity, MemberId, UserAction};
 use crate::model::{CustomerId, Message, RequestId, RequestStatus, SaleId};
 
-const ACTIVITY_LUA: &str = r#"
+static ACTIVITY: Lua = Lua::new(
+    r#"
 if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 0 end
 redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
 local cents = tonumber(ARGV[3])
@@ -34,9 +35,11 @@ if at > tonumber(redis.call('HGET', KEYS[1], 'last_seen_ms') or '0') then
   redis.call('HSET', KEYS[1], 'last_seen_ms', ARGV[5])
 end
 return 1
-"#;
+"#,
+);
 
-const LOYALTY_LUA: &str = r#"
+static LOYALTY: Lua = Lua::new(
+    r#"
 if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'EX', ARGV[1]) then return 0 end
 redis.call('HINCRBY', KEYS[1], 'points', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'sales', 1)
@@ -45,10 +48,12 @@ redis.call('HSET', KEYS[1], 'last_sale_id', ARGV[3], 'updated_ms', ARGV[5])
 redis.call('LPUSH', KEYS[3], ARGV[6])
 redis.call('LTRIM', KEYS[3], 0, 19)
 return 1
-"#;
+"#,
+);
 
 /// Creates a request record unless one exists; answers `new` or the existing status.
-const OPEN_REQUEST_LUA: &str = r#"
+static OPEN_REQUEST: Lua = Lua::new(
+    r#"
 local st = redis.call('HGET', KEYS[1], 'status')
 if st then return st end
 local t = redis.call('TIME')
@@ -56,13 +61,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[1], 'to', ARGV[1], 'message', ARGV[2], 'type', ARGV[3], 'status', 'queued', 'created_ms', now, 'published_ms', now)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 'new'
-"#;
-
-static ACTIVITY: Lua = Lua::new(ACTIVITY_LUA);
-
-static LOYALTY: Lua = Lua::new(LOYALTY_LUA);
-
-static OPEN_REQUEST: Lua = Lua::new(OPEN_REQUEST_LUA);
+"#,
+);
 
 /// Points for one sale, to credit once.
 #[derive(Debug, Clone, PartialEq, Eq)]

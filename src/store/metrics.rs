@@ -48,7 +48,8 @@ pub enum Applied {
 // then (campaign or '', field, n) triples.
 // A campaign's counters live as long as the campaign itself; the list of campaigns keeps
 // the newest 1000.
-const APPLY_LUA: &str = r#"
+static APPLY: Lua = Lua::new(
+    r#"
 local mark = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
 if mark > tonumber(ARGV[2]) then return mark end
 local seen = {}
@@ -67,9 +68,8 @@ end
 if next(seen) ~= nil then redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -1001) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return -2
-"#;
-
-static APPLY: Lua = Lua::new(APPLY_LUA);
+"#,
+);
 
 impl Store {
     fn metrics_key(&self, what: &str) -> String {

@@ -84,7 +84,7 @@ pub use campaigns::{CampaignCreation, BATCH_SIZE};
 pub use events::{ActivitySummary, Confirmation, CreditLine, LoyaltyAccount, LoyaltyCredit};
 pub use metrics::{Applied, Increments, MetricsRun};
 pub use pending::{Overdue, ReceiptOutcome};
-pub use promos::{PromoRecord, Purchase, Reservation};
+pub use promos::{PromoRecord, PromoTask, Purchase, Reservation};
 pub use requests::{Claim, Publication};
 pub use slots::{OnceClaim, SentOutcome};
 
@@ -162,6 +162,33 @@ impl Store {
         let (mut c, generation) = self.connection();
         self.bounded(generation, invocation.invoke_async(&mut c))
             .await
+    }
+
+    /// Takes `key` as a lease for `owner` unless someone else holds it: `true` if taken.
+    async fn take_lease(
+        &self,
+        key: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let (mut c, generation) = self.connection();
+        let mut set = redis::cmd("SET");
+        set.arg(key)
+            .arg(owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(lease.as_millis() as u64);
+        let taken: Option<String> = self.bounded(generation, set.query_async(&mut c)).await?;
+        Ok(taken.is_some())
+    }
+
+    /// Runs a script that answers 1 when it changed something.
+    async fn eval_flag(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<bool, StoreError> {
+        let changed: i64 = self.eval(invocation).await?;
+        Ok(changed == 1)
     }
 
     /// Runs a pipeline, bounded like every other operation.

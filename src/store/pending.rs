@@ -38,7 +38,7 @@ pub struct Overdue {
 }
 
 // KEYS[1] slot, KEYS[2] campaign, KEYS[3] pending. ARGV: channel, status, customer, reason.
-const RECEIPT_LUA: &str = lua_with_now!(
+static RECEIPT: Lua = Lua::new(lua_with_now!(
     r#"
 local f = redis.call('HMGET', KEYS[1], 'st', 'ch', 'sa')
 if not f[1] then return 'unknown' end
@@ -64,11 +64,11 @@ redis.call('HINCRBY', KEYS[2], 'late_receipts', 1)
 redis.call('HSET', KEYS[1], 'late:' .. ARGV[1], ARGV[2])
 return 'late'
 "#
-);
+));
 
 // KEYS[1] pending. ARGV: batch, lease ms, token, slot key prefix.
 // Overdue entries get a new score (now + lease) so no other instance sees them meanwhile.
-const CLAIM_OVERDUE_LUA: &str = lua_with_now!(
+static CLAIM_OVERDUE: Lua = Lua::new(lua_with_now!(
     r#"
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local out = {}
@@ -93,12 +93,12 @@ for _, m in ipairs(due) do
 end
 return out
 "#
-);
+));
 
 // KEYS[1] slot, KEYS[2] campaign, KEYS[3] pending.
 // ARGV: token, attempt, next channel, customer, due at ms (0: now + watch ms), watch ms.
 // The entry stays pending as a watchdog: if the republished message is lost, it comes due again.
-const ADVANCE_LUA: &str = lua_with_now!(
+static ADVANCE: Lua = Lua::new(lua_with_now!(
     r#"
 local f = redis.call('HMGET', KEYS[1], 'st', 'rt', 'a', 'tr')
 if f[1] ~= 'retrying' or f[2] ~= ARGV[1] or tonumber(f[3]) ~= tonumber(ARGV[2]) then return 0 end
@@ -110,10 +110,11 @@ redis.call('HINCRBY', KEYS[2], 'fallbacks', 1)
 redis.call('HINCRBY', KEYS[2], 'fallbacks:' .. ARGV[3], 1)
 return 1
 "#
-);
+));
 
 // KEYS[1] slot, KEYS[2] campaign, KEYS[3] pending. ARGV: token, attempt, customer, reason code, reason.
-const FAIL_LUA: &str = r#"
+static FAIL: Lua = Lua::new(
+    r#"
 local f = redis.call('HMGET', KEYS[1], 'st', 'rt', 'a')
 if f[1] ~= 'retrying' or f[2] ~= ARGV[1] or tonumber(f[3]) ~= tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], 'st', 'failed', 'rt', '', 'why', ARGV[5])
@@ -121,12 +122,8 @@ redis.call('ZREM', KEYS[3], ARGV[3])
 redis.call('HINCRBY', KEYS[2], 'failed', 1)
 redis.call('HINCRBY', KEYS[2], 'failed:' .. ARGV[4], 1)
 return 1
-"#;
-
-static RECEIPT: Lua = Lua::new(RECEIPT_LUA);
-static CLAIM_OVERDUE: Lua = Lua::new(CLAIM_OVERDUE_LUA);
-static ADVANCE: Lua = Lua::new(ADVANCE_LUA);
-static FAIL: Lua = Lua::new(FAIL_LUA);
+"#,
+);
 
 impl Store {
     /// Applies receipts in one round trip.
@@ -142,10 +139,7 @@ impl Store {
                 ReceiptStatus::Failed => "failed",
             };
             pipe.invoke_script(
-                script
-                    .key(self.slot_key(campaign, customer))
-                    .key(self.campaign_key(campaign))
-                    .key(self.pending_key(campaign))
+                self.on_slot(&RECEIPT, campaign, customer)
                     .arg(channel.as_str())
                     .arg(status)
                     .arg(customer.as_str())
@@ -214,21 +208,16 @@ impl Store {
         due_ms: u64,
         watch: Duration,
     ) -> Result<bool, StoreError> {
-        let n: i64 = self
-            .eval(
-                ADVANCE
-                    .key(self.slot_key(campaign, &o.customer))
-                    .key(self.campaign_key(campaign))
-                    .key(self.pending_key(campaign))
-                    .arg(token)
-                    .arg(o.attempt)
-                    .arg(next.as_str())
-                    .arg(o.customer.as_str())
-                    .arg(due_ms)
-                    .arg(watch.as_millis() as u64),
-            )
-            .await?;
-        Ok(n == 1)
+        self.eval_flag(
+            self.on_slot(&ADVANCE, campaign, &o.customer)
+                .arg(token)
+                .arg(o.attempt)
+                .arg(next.as_str())
+                .arg(o.customer.as_str())
+                .arg(due_ms)
+                .arg(watch.as_millis() as u64),
+        )
+        .await
     }
 
     /// Ends a claimed overdue entry as failed (no channel left).
@@ -240,18 +229,14 @@ impl Store {
         code: &str,
         reason: &str,
     ) -> Result<bool, StoreError> {
-        let n: i64 = self
-            .eval(
-                FAIL.key(self.slot_key(campaign, &o.customer))
-                    .key(self.campaign_key(campaign))
-                    .key(self.pending_key(campaign))
-                    .arg(token)
-                    .arg(o.attempt)
-                    .arg(o.customer.as_str())
-                    .arg(code)
-                    .arg(reason),
-            )
-            .await?;
-        Ok(n == 1)
+        self.eval_flag(
+            self.on_slot(&FAIL, campaign, &o.customer)
+                .arg(token)
+                .arg(o.attempt)
+                .arg(o.customer.as_str())
+                .arg(code)
+                .arg(reason),
+        )
+        .await
     }
 }

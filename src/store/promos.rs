@@ -25,7 +25,8 @@ use super::{Lua, Store, StoreError};
 use crate::model::{CustomerId, PromoId};
 
 // KEYS: promo hash, holds, buyers. ARGV: user, now ms, hold ms.
-const RESERVE_LUA: &str = r#"
+static RESERVE: Lua = Lua::new(
+    r#"
 local lapsed = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, 1000)
 for _, u in ipairs(lapsed) do
   redis.call('ZREM', KEYS[2], u)
@@ -41,10 +42,12 @@ local until_ms = tonumber(ARGV[2]) + tonumber(ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'stock', -1)
 redis.call('ZADD', KEYS[2], until_ms, ARGV[1])
 return {'reserved', until_ms, stock - 1}
-"#;
+"#,
+);
 
 // KEYS: promo hash, holds, buyers, outbox. ARGV: user, now ms, the sale event ('' for none).
-const PURCHASE_LUA: &str = r#"
+static PURCHASE: Lua = Lua::new(
+    r#"
 if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return 'already' end
 local held = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not held then return 'no_hold' end
@@ -57,27 +60,36 @@ redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'sold', 1)
 if ARGV[3] ~= '' then redis.call('RPUSH', KEYS[4], ARGV[3]) end
 return 'purchased'
-"#;
+"#,
+);
 
 // KEYS: promo hash. ARGV: json, units. Creates unless it exists.
-const CREATE_LUA: &str = r#"
+static CREATE: Lua = Lua::new(
+    r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HGET', KEYS[1], 'json') end
 redis.call('HSET', KEYS[1], 'json', ARGV[1], 'stock', ARGV[2], 'sold', 0)
 return false
-"#;
+"#,
+);
 
 // KEYS: cap key. ARGV: promo, ttl s. The promo that holds the user's day.
-const CAP_LUA: &str = r#"
+static CAP: Lua = Lua::new(
+    r#"
 local v = redis.call('GET', KEYS[1])
 if v then return v end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return ARGV[1]
-"#;
+"#,
+);
 
-static RESERVE: Lua = Lua::new(RESERVE_LUA);
-static PURCHASE: Lua = Lua::new(PURCHASE_LUA);
-static CREATE: Lua = Lua::new(CREATE_LUA);
-static CAP: Lua = Lua::new(CAP_LUA);
+/// What a scheduler does to a promo under a lease, one instance at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromoTask {
+    /// Opening its window: the segment becomes a campaign.
+    Activation,
+    /// Publishing its purchases' sale events.
+    OutboxDrain,
+}
 
 /// What a reserve call found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,28 +207,20 @@ impl Store {
         }))
     }
 
-    /// Takes the activation of a promo for `lease` unless another scheduler holds it.
-    pub async fn claim_promo_activation(
+    /// Takes one scheduler's `task` on a promo for `lease` unless another scheduler holds it.
+    pub async fn claim_promo_task(
         &self,
         id: &PromoId,
+        task: PromoTask,
         owner: &str,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        let (mut c, generation) = self.connection();
-        let key = format!("{}:activating", self.promo_key(id));
-        let set: Option<String> = self
-            .bounded(
-                generation,
-                redis::cmd("SET")
-                    .arg(&key)
-                    .arg(owner)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(lease.as_millis() as u64)
-                    .query_async(&mut c),
-            )
-            .await?;
-        Ok(set.is_some())
+        let suffix = match task {
+            PromoTask::Activation => "activating",
+            PromoTask::OutboxDrain => "outbox-lock",
+        };
+        let key = format!("{}:{suffix}", self.promo_key(id));
+        self.take_lease(&key, owner, lease).await
     }
 
     /// Records an activation and takes the promo off the schedule.
@@ -349,29 +353,6 @@ impl Store {
             "already" => Purchase::AlreadyPurchased,
             _ => Purchase::NoHold,
         })
-    }
-
-    /// Takes a promo's outbox for `lease` unless another scheduler drains it now.
-    pub async fn claim_outbox(
-        &self,
-        id: &PromoId,
-        owner: &str,
-        lease: Duration,
-    ) -> Result<bool, StoreError> {
-        let (mut c, generation) = self.connection();
-        let set: Option<String> = self
-            .bounded(
-                generation,
-                redis::cmd("SET")
-                    .arg(format!("{}:outbox-lock", self.promo_key(id)))
-                    .arg(owner)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(lease.as_millis() as u64)
-                    .query_async(&mut c),
-            )
-            .await?;
-        Ok(set.is_some())
     }
 
     /// The oldest `max` entries of a promo's outbox (read, not removed).

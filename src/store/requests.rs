@@ -32,7 +32,7 @@ pub enum Publication {
     Missing,
 }
 
-const CLAIM_LUA: &str = lua_with_now!(
+static CLAIM: Lua = Lua::new(lua_with_now!(
     r#"
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'missing'} end
@@ -46,49 +46,45 @@ redis.call('HSET', KEYS[1], 'status', 'processing', 'owner', ARGV[1], 'lease_unt
 redis.call('HINCRBY', KEYS[1], 'claims', 1)
 return {'claimed'}
 "#
-);
+));
 
-const RENEW_LUA: &str = lua_with_now!(
+static RENEW: Lua = Lua::new(lua_with_now!(
     r#"
 if redis.call('HGET', KEYS[1], 'status') ~= 'processing' then return 0 end
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'lease_until', now + tonumber(ARGV[2]))
 return 1
 "#
-);
+));
 
 /// Terminal statuses are final: a late or duplicate finisher changes nothing.
-const FINISH_LUA: &str = lua_with_now!(
+static FINISH: Lua = Lua::new(lua_with_now!(
     r#"
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st or st == 'sent' or st == 'failed' then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'detail', ARGV[2], 'owner', '', 'lease_until', 0, 'updated_ms', now)
 return 1
 "#
-);
+));
 
 /// Hands a claimed request back (graceful shutdown), so the next owner need not wait out the lease.
-const RELEASE_LUA: &str = r#"
+static RELEASE: Lua = Lua::new(
+    r#"
 if redis.call('HGET', KEYS[1], 'status') ~= 'processing' then return 0 end
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'owner', '', 'lease_until', 0)
 return 1
-"#;
+"#,
+);
 
-const MARK_PUBLISHED_LUA: &str = lua_with_now!(
+static MARK_PUBLISHED: Lua = Lua::new(lua_with_now!(
     r#"
 local rec = redis.call('HMGET', KEYS[1], 'to', 'message', 'type')
 if not rec[3] then return {'missing'} end
 if redis.call('HSETNX', KEYS[1], 'published_ms', now) == 0 then return {'already'} end
 return {'publish', rec[1], rec[2], rec[3]}
 "#
-);
-
-static CLAIM: Lua = Lua::new(CLAIM_LUA);
-static RENEW: Lua = Lua::new(RENEW_LUA);
-static FINISH: Lua = Lua::new(FINISH_LUA);
-static RELEASE: Lua = Lua::new(RELEASE_LUA);
-static MARK_PUBLISHED: Lua = Lua::new(MARK_PUBLISHED_LUA);
+));
 
 impl Store {
     pub(super) fn request_key(&self, id: &RequestId) -> String {
@@ -210,15 +206,13 @@ impl Store {
         owner: &str,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        let kept: i64 = self
-            .eval(
-                RENEW
-                    .key(self.request_key(id))
-                    .arg(owner)
-                    .arg(lease.as_millis() as u64),
-            )
-            .await?;
-        Ok(kept == 1)
+        self.eval_flag(
+            RENEW
+                .key(self.request_key(id))
+                .arg(owner)
+                .arg(lease.as_millis() as u64),
+        )
+        .await
     }
 
     /// Records the terminal status; `false` if it was already terminal.
@@ -229,22 +223,18 @@ impl Store {
         detail: &str,
     ) -> Result<bool, StoreError> {
         debug_assert!(status.is_terminal());
-        let changed: i64 = self
-            .eval(
-                FINISH
-                    .key(self.request_key(id))
-                    .arg(status.as_str())
-                    .arg(detail),
-            )
-            .await?;
-        Ok(changed == 1)
+        self.eval_flag(
+            FINISH
+                .key(self.request_key(id))
+                .arg(status.as_str())
+                .arg(detail),
+        )
+        .await
     }
 
     pub async fn release(&self, id: &RequestId, owner: &str) -> Result<bool, StoreError> {
-        let released: i64 = self
-            .eval(RELEASE.key(self.request_key(id)).arg(owner))
-            .await?;
-        Ok(released == 1)
+        self.eval_flag(RELEASE.key(self.request_key(id)).arg(owner))
+            .await
     }
 
     /// Counts of requests by status under this namespace (SCAN; for tests and the demo, not hot paths).

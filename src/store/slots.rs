@@ -48,7 +48,7 @@ pub enum SentOutcome {
 
 // KEYS[1] slot, KEYS[2] campaign. ARGV: attempt, channel, owner, lease ms, ttl s, traceparent.
 // The first claim's trace is kept (`tp`) so that a fallback continues it.
-const CLAIM_LUA: &str = lua_with_now!(
+static CLAIM: Lua = Lua::new(lua_with_now!(
     r#"
 local a = tonumber(ARGV[1])
 local f = redis.call('HMGET', KEYS[1], 'st', 'a', 'ch', 'own', 'lu')
@@ -73,28 +73,30 @@ redis.call('HSET', KEYS[1], 'st', 'claimed', 'own', ARGV[3], 'lu', now + tonumbe
 if ARGV[6] ~= '' then redis.call('HSETNX', KEYS[1], 'tp', ARGV[6]) end
 return {'claimed'}
 "#
-);
+));
 
 // KEYS[1] slot. ARGV: owner, lease ms.
-const RENEW_LUA: &str = lua_with_now!(
+static RENEW: Lua = Lua::new(lua_with_now!(
     r#"
 local f = redis.call('HMGET', KEYS[1], 'st', 'own')
 if f[1] ~= 'claimed' or f[2] ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'lu', now + tonumber(ARGV[2]))
 return 1
 "#
-);
+));
 
 // KEYS[1] slot. ARGV: owner. A handed-back claim is queued again for its redelivered message.
-const RELEASE_LUA: &str = r#"
+static RELEASE: Lua = Lua::new(
+    r#"
 local f = redis.call('HMGET', KEYS[1], 'st', 'own')
 if f[1] ~= 'claimed' or f[2] ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'st', 'queued', 'own', '', 'lu', 0)
 return 1
-"#;
+"#,
+);
 
 // KEYS[1] slot, KEYS[2] campaign, KEYS[3] pending. ARGV: owner, channel, timeout ms, customer, provider id.
-const MARK_SENT_LUA: &str = lua_with_now!(
+static MARK_SENT: Lua = Lua::new(lua_with_now!(
     r#"
 local f = redis.call('HMGET', KEYS[1], 'st', 'own', 'er')
 if f[1] ~= 'claimed' or f[2] ~= ARGV[1] then return 'lost' end
@@ -117,10 +119,10 @@ redis.call('HSET', KEYS[1], 'st', 'sent', 'own', '', 'pid', ARGV[5], 'sa', now)
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[4])
 return 'sent'
 "#
-);
+));
 
 // KEYS[1] slot, KEYS[2] campaign, KEYS[3] pending. ARGV: owner, channel, customer, reason.
-const MARK_UNDELIVERED_LUA: &str = lua_with_now!(
+static MARK_UNDELIVERED: Lua = Lua::new(lua_with_now!(
     r#"
 local f = redis.call('HMGET', KEYS[1], 'st', 'own')
 if f[1] ~= 'claimed' or f[2] ~= ARGV[1] then return 0 end
@@ -129,21 +131,24 @@ redis.call('ZADD', KEYS[3], now, ARGV[3])
 redis.call('HINCRBY', KEYS[2], 'undelivered:' .. ARGV[2], 1)
 return 1
 "#
-);
+));
 
 // KEYS[1] slot, KEYS[2] campaign. ARGV: reason code, reason, ttl s.
-const FIRST_UNREACHABLE_LUA: &str = r#"
+static FIRST_UNREACHABLE: Lua = Lua::new(
+    r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'st', 'failed', 'a', 0, 'ch', '', 'tr', '', 'why', ARGV[2], 'fc', ARGV[1])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 redis.call('HINCRBY', KEYS[2], 'failed', 1)
 redis.call('HINCRBY', KEYS[2], 'failed:' .. ARGV[1], 1)
 return 1
-"#;
+"#,
+);
 
 // KEYS[1] slot, KEYS[2] campaign. Only a customer that failed before any channel was tried
 // (unknown, or no channel) is reopened: anything sent stays as it is.
-const REOPEN_UNREACHABLE_LUA: &str = r#"
+static REOPEN_UNREACHABLE: Lua = Lua::new(
+    r#"
 local f = redis.call('HMGET', KEYS[1], 'st', 'ch', 'fc')
 if f[1] ~= 'failed' or f[2] ~= '' or not f[3] then return 0 end
 redis.call('DEL', KEYS[1])
@@ -151,28 +156,38 @@ redis.call('HINCRBY', KEYS[2], 'failed', -1)
 redis.call('HINCRBY', KEYS[2], 'failed:' .. f[3], -1)
 redis.call('HINCRBY', KEYS[2], 'replayed', 1)
 return 1
-"#;
+"#,
+);
 
 // KEYS[1] slot, KEYS[2] campaign, KEYS[3] pending. ARGV: channel, due at ms, customer, ttl s.
-const FIRST_DEFERRED_LUA: &str = r#"
+static FIRST_DEFERRED: Lua = Lua::new(
+    r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'st', 'queued', 'a', 0, 'ch', ARGV[1], 'tr', ARGV[1])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 redis.call('ZADD', KEYS[3], tonumber(ARGV[2]), ARGV[3])
 redis.call('HINCRBY', KEYS[2], 'deferred', 1)
 return 1
-"#;
-
-static CLAIM: Lua = Lua::new(CLAIM_LUA);
-static RENEW: Lua = Lua::new(RENEW_LUA);
-static RELEASE: Lua = Lua::new(RELEASE_LUA);
-static MARK_SENT: Lua = Lua::new(MARK_SENT_LUA);
-static MARK_UNDELIVERED: Lua = Lua::new(MARK_UNDELIVERED_LUA);
-static FIRST_UNREACHABLE: Lua = Lua::new(FIRST_UNREACHABLE_LUA);
-static REOPEN_UNREACHABLE: Lua = Lua::new(REOPEN_UNREACHABLE_LUA);
-static FIRST_DEFERRED: Lua = Lua::new(FIRST_DEFERRED_LUA);
+"#,
+);
 
 impl Store {
+    /// `script` on one customer's slot with its campaign's counters and pending set: the
+    /// three keys every slot transition moves together (one hash tag, one cluster slot).
+    pub(super) fn on_slot<'a>(
+        &self,
+        script: &'a Lua,
+        campaign: &CampaignId,
+        customer: &CustomerId,
+    ) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(self.slot_key(campaign, customer))
+            .key(self.campaign_key(campaign))
+            .key(self.pending_key(campaign));
+        invocation
+    }
+
     pub(super) fn slot_prefix(&self, id: &CampaignId) -> String {
         format!("{}:once:{{{id}}}:", self.ns)
     }
@@ -229,27 +244,23 @@ impl Store {
         owner: &str,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        let kept: i64 = self
-            .eval(
-                RENEW
-                    .key(self.slot_key(&d.campaign, &d.customer))
-                    .arg(owner)
-                    .arg(lease.as_millis() as u64),
-            )
-            .await?;
-        Ok(kept == 1)
+        self.eval_flag(
+            RENEW
+                .key(self.slot_key(&d.campaign, &d.customer))
+                .arg(owner)
+                .arg(lease.as_millis() as u64),
+        )
+        .await
     }
 
     /// Hands a claim back on shutdown, so the redelivered message need not wait out the lease.
     pub async fn release_once(&self, d: &Delivery, owner: &str) -> Result<bool, StoreError> {
-        let released: i64 = self
-            .eval(
-                RELEASE
-                    .key(self.slot_key(&d.campaign, &d.customer))
-                    .arg(owner),
-            )
-            .await?;
-        Ok(released == 1)
+        self.eval_flag(
+            RELEASE
+                .key(self.slot_key(&d.campaign, &d.customer))
+                .arg(owner),
+        )
+        .await
     }
 
     /// The provider accepted: wait for the receipt until now + the delivery's time-out.
@@ -261,10 +272,7 @@ impl Store {
     ) -> Result<SentOutcome, StoreError> {
         let reply: String = self
             .eval(
-                MARK_SENT
-                    .key(self.slot_key(&d.campaign, &d.customer))
-                    .key(self.campaign_key(&d.campaign))
-                    .key(self.pending_key(&d.campaign))
+                self.on_slot(&MARK_SENT, &d.campaign, &d.customer)
                     .arg(owner)
                     .arg(d.message.channel.as_str())
                     .arg(d.timeout_ms)
@@ -287,19 +295,14 @@ impl Store {
         owner: &str,
         reason: &str,
     ) -> Result<bool, StoreError> {
-        let n: i64 = self
-            .eval(
-                MARK_UNDELIVERED
-                    .key(self.slot_key(&d.campaign, &d.customer))
-                    .key(self.campaign_key(&d.campaign))
-                    .key(self.pending_key(&d.campaign))
-                    .arg(owner)
-                    .arg(d.message.channel.as_str())
-                    .arg(d.customer.as_str())
-                    .arg(reason),
-            )
-            .await?;
-        Ok(n == 1)
+        self.eval_flag(
+            self.on_slot(&MARK_UNDELIVERED, &d.campaign, &d.customer)
+                .arg(owner)
+                .arg(d.message.channel.as_str())
+                .arg(d.customer.as_str())
+                .arg(reason),
+        )
+        .await
     }
 
     /// A customer with no usable channel at fan-out: failed once, without any send.
@@ -310,17 +313,15 @@ impl Store {
         code: &str,
         reason: &str,
     ) -> Result<bool, StoreError> {
-        let n: i64 = self
-            .eval(
-                FIRST_UNREACHABLE
-                    .key(self.slot_key(campaign, customer))
-                    .key(self.campaign_key(campaign))
-                    .arg(code)
-                    .arg(reason)
-                    .arg(CAMPAIGN_TTL.as_secs()),
-            )
-            .await?;
-        Ok(n == 1)
+        self.eval_flag(
+            FIRST_UNREACHABLE
+                .key(self.slot_key(campaign, customer))
+                .key(self.campaign_key(campaign))
+                .arg(code)
+                .arg(reason)
+                .arg(CAMPAIGN_TTL.as_secs()),
+        )
+        .await
     }
 
     /// Reopens a customer that failed before any channel was tried (unknown customer, no
@@ -331,14 +332,12 @@ impl Store {
         campaign: &CampaignId,
         customer: &CustomerId,
     ) -> Result<bool, StoreError> {
-        let n: i64 = self
-            .eval(
-                REOPEN_UNREACHABLE
-                    .key(self.slot_key(campaign, customer))
-                    .key(self.campaign_key(campaign)),
-            )
-            .await?;
-        Ok(n == 1)
+        self.eval_flag(
+            REOPEN_UNREACHABLE
+                .key(self.slot_key(campaign, customer))
+                .key(self.campaign_key(campaign)),
+        )
+        .await
     }
 
     /// The first channel is in quiet hours and the rules say wait: `herald-retry` publishes
@@ -350,19 +349,14 @@ impl Store {
         channel: Channel,
         at_ms: u64,
     ) -> Result<bool, StoreError> {
-        let n: i64 = self
-            .eval(
-                FIRST_DEFERRED
-                    .key(self.slot_key(campaign, customer))
-                    .key(self.campaign_key(campaign))
-                    .key(self.pending_key(campaign))
-                    .arg(channel.as_str())
-                    .arg(at_ms)
-                    .arg(customer.as_str())
-                    .arg(CAMPAIGN_TTL.as_secs()),
-            )
-            .await?;
-        Ok(n == 1)
+        self.eval_flag(
+            self.on_slot(&FIRST_DEFERRED, campaign, customer)
+                .arg(channel.as_str())
+                .arg(at_ms)
+                .arg(customer.as_str())
+                .arg(CAMPAIGN_TTL.as_secs()),
+        )
+        .await
     }
 
     /// One slot's fields, for the API and tests.
