@@ -1,28 +1,36 @@
 //! Herald sends promotional and transactional notifications (e-mail, SMS, WhatsApp, push)
 //! for an e-commerce company. Kafka carries the work and Redis holds the state; each program
-//! in `src/bin` is a thin shell around one of these modules.
+//! in `src/bin` only calls [`program::main`] with a program's set-up from this library.
 //!
 //! In the order a notification lives:
 //!
 //! - [`api`]: accepted over HTTP by `herald-ingest`, validated and recorded, then published.
-//! - [`kafka`]: topics, producers, consumers that commit only finished work, dead letters.
-//! - [`dispatch`]: `herald-dispatch --channel C` claims each notification, sends it, records it.
-//! - [`store`]: Redis; the claim with a lease is the one gate before a customer is contacted.
+//! - [`campaigns`]: a campaign is launched, fanned out to one delivery per customer on the
+//!   channel its [`campaigns::rules`] choose, confirmed by [`campaigns::receipts`] or moved
+//!   to the next channel by [`campaigns::retry`].
+//! - [`kafka`]: topics, producers, the one consumer loop that commits only finished work,
+//!   dead letters, lag.
+//! - [`dispatch`]: `herald-dispatch --channel C` claims each notification, sends it, records
+//!   it: [`dispatch::request`] for seed 001 requests, [`dispatch::delivery`] for campaigns.
+//! - [`store`]: Redis, one file per kind of state; the once-slot ([`store`]`::slots`) is the
+//!   one gate before a customer is contacted.
 //! - [`provider`]: the resilient client of the external provider (limits, retries, breaker).
-//! - [`model`]: the shared types: channels, ids, statuses, lifecycle events.
-//!
-//! - [`fanout`], [`rules`], [`retry`]: campaigns: the first channel per customer, and the
-//!   fallback when a channel stays silent.
 //! - [`metrics`]: `herald-metrics` counts lifecycle events once into Redis and shows them
 //!   (dashboard, `/v1/stats`, Prometheus through [`prom`]).
+//! - [`promos`]: flash promos (seed 002): reservations, segments, activation as a campaign.
 //! - [`events`]: `herald-events`: sales become confirmation e-mails and loyalty points, user
 //!   events become per-user aggregates, each once.
+//! - [`schedulers`]: `herald-retry`, the schedulers that work from Redis (fallbacks, promo
+//!   windows).
+//! - [`model`]: the shared types: channels, ids, campaigns, lifecycle events, business events.
 //!
-//! Around them: [`config`] (flags and `HERALD_*` variables), [`telemetry`] (logs, OTLP traces
+//! Around them: [`program`] (what every program shares: connections, health, the exit
+//! sequence), [`config`] (flags and `HERALD_*` variables), [`telemetry`] (logs, OTLP traces
 //! carried in Kafka headers), [`health`] (probes and `/metrics` for programs without an API),
-//! [`shutdown`] (signals), [`broker`] (the local development Kafka broker),
-//! [`simulator`] (a misbehaving provider for demos, tests and benchmarks) and [`loadgen`]
-//! (drives the API for the CLI, the demo and benchmarks).
+//! [`http`] (the error body every HTTP server answers with), [`auth`] (JWTs, caller limits),
+//! [`shutdown`] (signals), [`cli`] (the `herald` command) and [`dev`] (the local broker, the
+//! simulated provider, load and event generators: demo, tests and benchmarks, not the
+//! production path).
 
 pub mod api;
 pub mod auth;

@@ -7,9 +7,9 @@
 //! `deduplicated`. A killed dispatcher leaves a lease that expires, and the message, never
 //! committed, comes back to whoever owns the partition next.
 
-mod delivery;
+pub mod delivery;
 pub mod program;
-mod request;
+pub mod request;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
