@@ -306,10 +306,11 @@ async fn get_campaign(State(app): App, Path(raw_id): Path<String>) -> Result<Res
     Ok(Json(campaign_report(&campaign, &counts)).into_response())
 }
 
-/// Progress and counts by outcome; `delivered + failed` reaches `recipients` when done.
+/// Progress and counts by outcome; `delivered + failed + uncertain` reaches `recipients`
+/// when done.
 pub fn campaign_report(c: &Campaign, counts: &BTreeMap<String, u64>) -> Value {
     let get = |k: &str| counts.get(k).copied().unwrap_or(0);
-    let outcomes = get("delivered") + get("failed");
+    let outcomes = get("delivered") + get("failed") + get("uncertain");
     let status = if get("batches_done") < get("batches") {
         "fanning_out"
     } else if outcomes >= c.recipients {

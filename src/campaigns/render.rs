@@ -29,6 +29,7 @@ pub fn render_delivery(
             channel,
         },
         timeout_ms: rules.confirmation_timeout_ms(campaign, channel),
+        on_uncertain: rules.uncertain_send(channel),
         fanned_out_ms,
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use serde::Deserialize;
 
-use crate::model::{Campaign, Channel, Customer};
+use crate::model::{Campaign, Channel, Customer, UncertainSend};
 
 /// The rules Herald ships with; also a commented example for operators.
 pub const DEFAULT_RULES: &str = include_str!("../../config/rules.toml");
@@ -90,6 +90,7 @@ pub struct ChannelRule {
     pub cost: f64,
     pub confirmation_timeout_ms: u64,
     pub quiet_hours: Option<QuietHours>,
+    pub uncertain_send: UncertainSend,
 }
 
 /// What to do with one (campaign, customer) now.
@@ -159,6 +160,8 @@ struct RawChannel {
     #[serde(default = "default_timeout")]
     confirmation_timeout_ms: u64,
     quiet_hours: Option<RawQuiet>,
+    #[serde(default)]
+    uncertain_send: UncertainSend,
 }
 
 fn default_timeout() -> u64 {
@@ -204,6 +207,7 @@ impl Rules {
                 ChannelRule {
                     cost: c.cost,
                     confirmation_timeout_ms: c.confirmation_timeout_ms.max(1),
+                    uncertain_send: c.uncertain_send,
                     quiet_hours,
                 },
             );
@@ -236,6 +240,13 @@ impl Rules {
     }
 
     /// How long to wait for a receipt on `channel` before falling back.
+    /// What a dispatcher does with a send of `channel` a crash left uncertain.
+    pub fn uncertain_send(&self, channel: Channel) -> UncertainSend {
+        self.rule(channel)
+            .map(|r| r.uncertain_send)
+            .unwrap_or_default()
+    }
+
     pub fn confirmation_timeout_ms(&self, campaign: &Campaign, channel: Channel) -> u64 {
         campaign
             .confirmation_timeout_ms

@@ -53,6 +53,12 @@ pub fn campaign_summary(report: &Value) -> String {
         n("late_receipts".into()),
         n("deferred".into()),
     ));
+    // What crashes left uncertain: sent again (resent) or left alone (uncertain).
+    out.push_str(&format!(
+        "uncertain sends: resent {} · left uncertain {}\n",
+        n("resent".into()),
+        n("uncertain".into()),
+    ));
     out
 }
 

@@ -105,6 +105,14 @@ pub struct SimStats {
     pub max_deliveries_per_key: u64,
     /// Calls answered from an earlier delivery of the same key (`--idempotent` only).
     pub replayed: u64,
+    /// Deliveries beyond the first of a key: the messages a customer got twice.
+    pub extra_deliveries: u64,
+    /// Campaign recipients (`campaign:customer`, from `campaign:customer:channel` keys)
+    /// delivered more than once over all channels.
+    pub recipients_reached_twice: u64,
+    /// Up to 1000 keys delivered more than once, with how often, for a test to account for.
+    #[serde(default)]
+    pub repeated_keys: Vec<(String, u64)>,
     pub receipts_posted: u64,
     /// Receipts deliberately never sent (loss rate, silent channels).
     pub receipts_withheld: u64,
@@ -321,12 +329,31 @@ impl Sim {
             keys_delivered_twice: deliveries.values().filter(|n| **n > 1).count() as u64,
             max_deliveries_per_key: deliveries.values().copied().max().unwrap_or(0),
             replayed: self.replayed.load(Ordering::Relaxed),
+            extra_deliveries: deliveries.values().map(|n| n.saturating_sub(1)).sum(),
+            recipients_reached_twice: reached_twice(&deliveries),
+            repeated_keys: deliveries
+                .iter()
+                .filter(|(_, n)| **n > 1)
+                .take(1000)
+                .map(|(k, n)| (k.clone(), *n))
+                .collect(),
             receipts_posted: self.receipt_counts.posted.load(Ordering::Relaxed),
             receipts_withheld: self.receipt_counts.withheld.load(Ordering::Relaxed),
             receipts_failed: self.receipt_counts.failed.load(Ordering::Relaxed),
             receipts_undeliverable: self.receipt_counts.undeliverable.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Recipients delivered more than once, whatever the channel: keys `campaign:customer:channel`
+/// grouped by what precedes the channel (other keys are their own group).
+fn reached_twice(deliveries: &HashMap<String, u64>) -> u64 {
+    let mut per_recipient: HashMap<&str, u64> = HashMap::new();
+    for (key, n) in deliveries {
+        let recipient = key.rsplit_once(':').map_or(key.as_str(), |(r, _)| r);
+        *per_recipient.entry(recipient).or_default() += n;
+    }
+    per_recipient.values().filter(|n| **n > 1).count() as u64
 }
 
 /// Posts due receipts in batches (up to 1000 per call, as real providers' webhooks batch),

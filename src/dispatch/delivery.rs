@@ -3,6 +3,7 @@
 //! message, redelivered or duplicated, finds the slot taken and is counted `deduplicated`.
 
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
@@ -16,35 +17,19 @@ impl Dispatcher {
     /// A campaign delivery: the once-slot decides, the provider sends, the pending set waits
     /// for the receipt.
     pub(super) async fn handle_delivery(&self, d: Delivery, cancel: &CancellationToken) -> Handled {
-        let owner = uuid::Uuid::new_v4().to_string();
-        let lease = self.config.lease;
-        let channel = d.message.channel;
-        let trace = crate::telemetry::current_traceparent();
-        let claimed = claim_until(cancel, || async {
-            let claim = self.store.claim_once(&d, &owner, lease, trace.as_deref());
-            Ok(match claim.await? {
-                OnceClaim::Claimed => Step::Claimed,
-                OnceClaim::Held { retry_in } => Step::Held(retry_in),
-                OnceClaim::Duplicate(status) => Step::Settled(status),
-            })
-        });
-        match claimed.await {
-            Ok(()) => {}
-            Err(None) => return Handled::HandedBack,
-            Err(Some(status)) => {
-                self.stats.deduplicated.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(campaign = %d.campaign, customer = %d.customer, %status, "duplicate delivery dropped");
-                self.emit_delivery(LifecycleKind::Deduplicated, &d, Some(status))
-                    .await;
-                return Handled::Done;
-            }
+        // Unique per handling; the process id tells an audit which process held a slot.
+        let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        if let Some(handled) = self.claim_delivery(&d, &owner, cancel).await {
+            return handled;
         }
         if d.attempt == 0 {
             self.stats
                 .fanout_to_call_ms
                 .record_ms(now_ms().saturating_sub(d.fanned_out_ms));
         }
+        let lease = self.config.lease;
         let key = d.idempotency_key();
+        // Each renewal also marks the slot `sending`: from here a crash leaves it uncertain.
         let outcome = self
             .provider
             .send(&key, &d.message, cancel, || async {
@@ -53,30 +38,97 @@ impl Dispatcher {
                     .unwrap_or(false)
             })
             .await;
-        // The provider has answered: recording that must not be given up on shutdown.
+        self.record_delivery(&d, &owner, outcome, cancel).await
+    }
+
+    /// Takes the once-slot; `None` when this dispatcher holds it and must send, otherwise
+    /// how the message was dealt with.
+    async fn claim_delivery(
+        &self,
+        d: &Delivery,
+        owner: &str,
+        cancel: &CancellationToken,
+    ) -> Option<Handled> {
+        let lease = self.config.lease;
+        let trace = crate::telemetry::current_traceparent();
+        let claimed = claim_until(cancel, || async {
+            let claim = self.store.claim_once(d, owner, lease, trace.as_deref());
+            Ok(match claim.await? {
+                OnceClaim::Claimed => Step::Claimed,
+                OnceClaim::Resend => {
+                    self.stats.resent.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(campaign = %d.campaign, customer = %d.customer, "uncertain send: sending again with the same key");
+                    Step::Claimed
+                }
+                OnceClaim::Held { retry_in } => Step::Held(retry_in),
+                OnceClaim::Duplicate(status) => Step::Settled(Some(status)),
+                OnceClaim::Uncertain => Step::Settled(None),
+            })
+        });
+        match claimed.await {
+            Ok(()) => None,
+            Err(None) => Some(Handled::HandedBack),
+            Err(Some(Some(status))) => {
+                self.stats.deduplicated.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(campaign = %d.campaign, customer = %d.customer, %status, "duplicate delivery dropped");
+                self.emit_delivery(LifecycleKind::Deduplicated, d, Some(status))
+                    .await;
+                Some(Handled::Done)
+            }
+            Err(Some(None)) => {
+                self.stats.uncertain.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(campaign = %d.campaign, customer = %d.customer, channel = %d.message.channel, "uncertain send left as is (policy skip)");
+                let why = "a dispatcher died while the provider call may have gone out";
+                self.emit_delivery(LifecycleKind::Uncertain, d, Some(why.into()))
+                    .await;
+                Some(Handled::Done)
+            }
+        }
+    }
+
+    /// Records what the provider said. That must not be given up on shutdown: the next
+    /// owner would find the slot `sending` and count the send uncertain.
+    async fn record_delivery(
+        &self,
+        d: &Delivery,
+        owner: &str,
+        outcome: SendOutcome,
+        cancel: &CancellationToken,
+    ) -> Handled {
         let never = CancellationToken::new();
         match outcome {
             SendOutcome::Delivered { provider_id } => {
+                let accepted = Instant::now();
                 let recorded =
-                    retry_store(&never, || self.store.mark_sent(&d, &owner, &provider_id)).await;
-                if recorded == Some(SentOutcome::LostLease) {
-                    return Handled::Done;
-                }
+                    retry_store(&never, || self.store.mark_sent(d, owner, &provider_id)).await;
+                self.stats
+                    .accept_to_mark_ms
+                    .record_ms(accepted.elapsed().as_millis() as u64);
+                let detail = if recorded == Some(SentOutcome::LostLease) {
+                    // Sent, but another owner holds the slot now and may send again.
+                    self.stats
+                        .sent_after_lost_lease
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(campaign = %d.campaign, customer = %d.customer, "sent after the lease was lost");
+                    format!("{provider_id} (after the lease was lost)")
+                } else {
+                    provider_id
+                };
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
-                self.emit_delivery(LifecycleKind::Sent, &d, Some(provider_id))
+                self.emit_delivery(LifecycleKind::Sent, d, Some(detail))
                     .await;
             }
             SendOutcome::Failed { reason } => {
-                tracing::warn!(campaign = %d.campaign, customer = %d.customer, %channel, %reason, "delivery refused; next channel due");
+                tracing::warn!(campaign = %d.campaign, customer = %d.customer, channel = %d.message.channel, %reason, "delivery refused; next channel due");
                 let _ =
-                    retry_store(&never, || self.store.mark_undelivered(&d, &owner, &reason)).await;
+                    retry_store(&never, || self.store.mark_undelivered(d, owner, &reason)).await;
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                self.emit_delivery(LifecycleKind::Undelivered, &d, Some(reason))
+                self.emit_delivery(LifecycleKind::Undelivered, d, Some(reason))
                     .await;
             }
-            SendOutcome::Abandoned => {
+            SendOutcome::Abandoned { maybe_sent } => {
                 if cancel.is_cancelled() {
-                    let _ = self.store.release_once(&d, &owner).await;
+                    let _ = self.store.release_once(d, owner, maybe_sent).await;
                     self.stats.handed_back.fetch_add(1, Ordering::Relaxed);
                     return Handled::HandedBack;
                 }

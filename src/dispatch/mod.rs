@@ -58,6 +58,14 @@ pub struct DispatchStats {
     pub deduplicated: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub handed_back: AtomicU64,
+    /// Claims of a slot whose previous owner died while its send was uncertain, sent again
+    /// (policy `resend`).
+    pub resent: AtomicU64,
+    /// Such slots left `uncertain`, never sent again (policy `skip`).
+    pub uncertain: AtomicU64,
+    /// Sends the provider accepted after this dispatcher had lost the slot's lease: the
+    /// new owner may have sent too.
+    pub sent_after_lost_lease: AtomicU64,
     /// Messages being worked on now (a gauge, so not among the counters above).
     #[serde(skip)]
     pub in_flight: AtomicU64,
@@ -67,6 +75,10 @@ pub struct DispatchStats {
     /// Campaign deliveries: time from fan-out to the first provider call (first channel only).
     #[serde(serialize_with = "serialize_histogram")]
     pub fanout_to_call_ms: LatencyHistogram,
+    /// The uncertain window's tail: from the provider's acceptance until the slot is marked
+    /// `sent`. A crash inside it (or inside the call before it) leaves the send uncertain.
+    #[serde(serialize_with = "serialize_histogram")]
+    pub accept_to_mark_ms: LatencyHistogram,
 }
 
 fn serialize_histogram<S: serde::Serializer>(
@@ -185,9 +197,14 @@ impl Dispatcher {
 
     /// Counters for `/stats`.
     pub fn stats_json(&self) -> serde_json::Value {
+        let window = self.stats.accept_to_mark_ms.snapshot();
         serde_json::json!({
             "channel": self.config.channel,
             "dispatch": &self.stats,
+            "uncertain_window_ms": {
+                "p50": crate::latency::quantile(&window, 0.5),
+                "p99": crate::latency::quantile(&window, 0.99),
+            },
             "provider": {
                 "circuit": format!("{:?}", self.provider.circuit_state()).to_lowercase(),
                 "rate_per_sec": self.provider.current_rate(),
@@ -234,6 +251,12 @@ impl Dispatcher {
                 "herald_provider_circuit_state",
                 "Provider circuit: 0 closed, 1 half-open, 2 open.",
                 circuit,
+            ),
+            gauge(
+                "herald_dispatch_uncertain_window_p99_ms",
+                "p99 of the time from the provider's acceptance to the slot marked sent.",
+                crate::latency::quantile(&self.stats.accept_to_mark_ms.snapshot(), 0.99)
+                    .unwrap_or(0) as f64,
             ),
             gauge(
                 "herald_provider_rate_per_second",

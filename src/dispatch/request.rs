@@ -62,7 +62,7 @@ impl Dispatcher {
             SendOutcome::Failed { reason } => {
                 (RequestStatus::Failed, LifecycleKind::Failed, reason)
             }
-            SendOutcome::Abandoned => {
+            SendOutcome::Abandoned { .. } => {
                 if cancel.is_cancelled() {
                     let _ = self.store.release(id, &owner).await;
                     self.stats.handed_back.fetch_add(1, Ordering::Relaxed);

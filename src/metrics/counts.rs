@@ -128,10 +128,14 @@ impl Counts {
         self.outcomes.get(name).copied().unwrap_or(0)
     }
 
-    /// Customers whose notification reached an end: delivered, failed for good, or dead-lettered
-    /// before any channel (a campaign is complete when this reaches its recipients).
+    /// Customers whose notification reached an end: delivered, failed for good, dead-lettered
+    /// before any channel, or left uncertain by a crash (a campaign is complete when this
+    /// reaches its recipients).
     pub fn finished(&self) -> u64 {
-        self.outcome("delivered") + self.outcome("failed") + self.outcome("dead_lettered")
+        self.outcome("delivered")
+            + self.outcome("failed")
+            + self.outcome("dead_lettered")
+            + self.outcome("uncertain")
     }
 }
 

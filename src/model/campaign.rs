@@ -142,6 +142,30 @@ pub struct CampaignBatch {
     pub customers: Vec<CustomerId>,
 }
 
+/// What the next owner of a slot does when the previous one died while the provider call
+/// may have gone out (after the slot was marked `sending`, before it was marked `sent`):
+/// nobody can know whether the customer got the message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UncertainSend {
+    /// At least once: send again with the same idempotency key (Message-ID). Right for
+    /// transactional messages and for providers that drop a repeated key.
+    #[default]
+    Resend,
+    /// At most once: mark the slot `uncertain`, count it and never send it again. Right for
+    /// promotions, where a second copy is worse than a miss.
+    Skip,
+}
+
+impl UncertainSend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UncertainSend::Resend => "resend",
+            UncertainSend::Skip => "skip",
+        }
+    }
+}
+
 /// The work on a channel topic for one (campaign, customer) on one channel.
 /// `attempt` counts channels tried: 0 is the first choice, 1 the first fallback.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,6 +179,9 @@ pub struct Delivery {
     pub timeout_ms: u64,
     /// When the campaign's fan-out published the first attempt, for latency figures.
     pub fanned_out_ms: u64,
+    /// The channel's policy for a send a crash left uncertain (from the rules).
+    #[serde(default)]
+    pub on_uncertain: UncertainSend,
 }
 
 impl Delivery {

@@ -20,6 +20,9 @@ pub enum LifecycleKind {
     Undelivered,
     /// Moved on to the next channel after silence or failure.
     FellBack,
+    /// A dispatcher died while the provider call may have gone out, and the channel's
+    /// policy is `skip`: counted, never sent again.
+    Uncertain,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,7 +85,7 @@ impl LifecycleEvent {
 }
 
 impl LifecycleKind {
-    pub const ALL: [LifecycleKind; 9] = [
+    pub const ALL: [LifecycleKind; 10] = [
         LifecycleKind::Accepted,
         LifecycleKind::Processing,
         LifecycleKind::Sent,
@@ -92,6 +95,7 @@ impl LifecycleKind {
         LifecycleKind::Failed,
         LifecycleKind::Deduplicated,
         LifecycleKind::DeadLettered,
+        LifecycleKind::Uncertain,
     ];
 
     /// The outcome name metrics use (`fallback` for [`LifecycleKind::FellBack`]).
@@ -106,6 +110,7 @@ impl LifecycleKind {
             LifecycleKind::Failed => "failed",
             LifecycleKind::Deduplicated => "deduplicated",
             LifecycleKind::DeadLettered => "dead_lettered",
+            LifecycleKind::Uncertain => "uncertain",
         }
     }
 }

@@ -36,8 +36,12 @@ pub enum SendOutcome {
     Failed {
         reason: String,
     },
-    /// Gave up without an outcome (shutdown, or the lease went to someone else): not ours to record.
-    Abandoned,
+    /// Gave up without an outcome (shutdown, or the lease went to someone else): not ours to
+    /// record. `maybe_sent` when an earlier attempt ended without an answer (a time-out or a
+    /// broken connection after the request left), so the provider may have accepted it.
+    Abandoned {
+        maybe_sent: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -71,9 +75,19 @@ pub struct ProviderStats {
 }
 
 enum AttemptError {
-    RateLimited { retry_after: Duration },
-    Rejected { status: StatusCode, body: String },
-    Transient(String),
+    RateLimited {
+        retry_after: Duration,
+    },
+    Rejected {
+        status: StatusCode,
+        body: String,
+    },
+    /// Worth another try. `maybe_sent` when there was no answer to a request that may have
+    /// arrived (a time-out, or the connection broke after it was made).
+    Transient {
+        why: String,
+        maybe_sent: bool,
+    },
 }
 
 pub struct ProviderClient {
@@ -144,6 +158,8 @@ impl ProviderClient {
         let mut failures = 0u32;
         let mut rate_limited = 0u32;
         let mut last_error: String;
+        let mut maybe_sent = false;
+        let abandoned = |maybe_sent| SendOutcome::Abandoned { maybe_sent };
         loop {
             if let Err(open) = self.breaker.check() {
                 failures += 1;
@@ -153,23 +169,23 @@ impl ProviderClient {
                 }
                 let wait = open.retry_in.max(self.policy.backoff(failures));
                 if !sleep_unless_cancelled(wait, cancel).await {
-                    return SendOutcome::Abandoned;
+                    return abandoned(maybe_sent);
                 }
                 continue;
             }
             if !self.wait_for_slot(cancel).await {
-                return SendOutcome::Abandoned;
+                return abandoned(maybe_sent);
             }
             let renewing = tokio::time::Instant::now();
             if !before_attempt().await {
                 self.breaker.record_neutral();
-                return SendOutcome::Abandoned;
+                return abandoned(maybe_sent);
             }
             // A slow renewal (Redis down) makes the reserved slot stale; callers that all
             // waited on Redis would otherwise call the provider in one burst when it returns.
             if renewing.elapsed() > Duration::from_millis(250) && !self.wait_for_slot(cancel).await
             {
-                return SendOutcome::Abandoned;
+                return abandoned(maybe_sent);
             }
             match self.attempt(idempotency_key, msg).await {
                 Ok(provider_id) => {
@@ -196,7 +212,11 @@ impl ProviderClient {
                         reason: format!("provider rejected: {status} {body}"),
                     };
                 }
-                Err(AttemptError::Transient(why)) => {
+                Err(AttemptError::Transient {
+                    why,
+                    maybe_sent: no_answer,
+                }) => {
+                    maybe_sent |= no_answer;
                     self.breaker.record_failure();
                     // A 5xx or a time-out still used up one of the provider's admissions.
                     self.limiter.on_admitted();
@@ -206,7 +226,7 @@ impl ProviderClient {
                         break;
                     }
                     if !sleep_unless_cancelled(self.policy.backoff(failures), cancel).await {
-                        return SendOutcome::Abandoned;
+                        return abandoned(maybe_sent);
                     }
                 }
             }
@@ -232,7 +252,10 @@ impl ProviderClient {
             .concurrency
             .acquire()
             .await
-            .map_err(|_| AttemptError::Transient("client shutting down".into()))?;
+            .map_err(|_| AttemptError::Transient {
+                why: "client shutting down".into(),
+                maybe_sent: false,
+            })?;
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let response = self
             .http
@@ -244,7 +267,10 @@ impl ProviderClient {
             .await
             .map_err(|e| {
                 self.stats.network_errors.fetch_add(1, Ordering::Relaxed);
-                AttemptError::Transient(describe_reqwest_error(&e))
+                AttemptError::Transient {
+                    why: describe_reqwest_error(&e),
+                    maybe_sent: !e.is_connect(),
+                }
             })?;
         let status = response.status();
         if status.is_success() {
@@ -262,9 +288,10 @@ impl ProviderClient {
         }
         if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
             self.stats.server_errors.fetch_add(1, Ordering::Relaxed);
-            return Err(AttemptError::Transient(format!(
-                "provider answered {status}"
-            )));
+            return Err(AttemptError::Transient {
+                why: format!("provider answered {status}"),
+                maybe_sent: false,
+            });
         }
         let body = response.text().await.unwrap_or_default();
         Err(AttemptError::Rejected {

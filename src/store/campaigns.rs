@@ -199,7 +199,10 @@ impl Store {
     /// waits in its pending set.
     pub async fn retire_if_finished(&self, id: &CampaignId) -> Result<bool, StoreError> {
         let counts = self.campaign_counts(id).await?;
-        let outcomes = counts.get("delivered").unwrap_or(&0) + counts.get("failed").unwrap_or(&0);
+        let outcomes = ["delivered", "failed", "uncertain"]
+            .iter()
+            .map(|k| counts.get(*k).copied().unwrap_or(0))
+            .sum::<u64>();
         let (mut c, generation) = self.connection();
         let pending: u64 = self
             .bounded(generation, c.zcard(self.pending_key(id)))

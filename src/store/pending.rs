@@ -42,7 +42,7 @@ static RECEIPT: Lua = Lua::new(lua_with_now!(
     r#"
 local f = redis.call('HMGET', KEYS[1], 'st', 'ch', 'sa')
 if not f[1] then return 'unknown' end
-if f[2] == ARGV[1] and f[1] == 'claimed' then
+if f[2] == ARGV[1] and (f[1] == 'claimed' or f[1] == 'sending') then
   redis.call('HSET', KEYS[1], 'er', ARGV[2])
   return 'early'
 end
@@ -76,11 +76,11 @@ for _, m in ipairs(due) do
   local slot = ARGV[4] .. m
   local f = redis.call('HMGET', slot, 'st', 'a', 'ch', 'tr', 'tp')
   local st = f[1]
-  if not st or st == 'delivered' or st == 'failed' then
+  if not st or st == 'delivered' or st == 'failed' or st == 'uncertain' then
     redis.call('ZREM', KEYS[1], m)
   else
     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), m)
-    if st ~= 'claimed' then
+    if st ~= 'claimed' and st ~= 'sending' then
       if st ~= 'queued' then redis.call('HSET', slot, 'st', 'retrying', 'rt', ARGV[3]) end
       table.insert(out, m)
       table.insert(out, st)

@@ -4,10 +4,11 @@
 //! whatever crashes in between.
 //!
 //! Slot statuses: `queued` (published, not yet claimed) → `claimed` (a dispatcher holds the
-//! lease) → `sent` (the provider accepted; waiting for a receipt in the pending set) →
-//! `delivered`. Silence past the deadline, a failed receipt or a provider rejection lead
+//! lease) → `sending` (the provider call may go out from here on) → `sent` (the provider
+//! accepted; waiting for a receipt in the pending set) → `delivered`. A slot found `sending`
+//! by the next owner is uncertain: sent again, or ended `uncertain`, by the channel's policy. Silence past the deadline, a failed receipt or a provider rejection lead
 //! through `undelivered`/`retrying` to the next channel (`queued` again, one attempt later)
-//! or to `failed`. `delivered` and `failed` are final.
+//! or to `failed`. `delivered`, `failed` and `uncertain` are final.
 //!
 //! Every key of one campaign carries the campaign id as its hash tag (`{CAMPAIGN}`), so each
 //! script touches a single Redis Cluster slot. That is why the pending set is one per
@@ -27,6 +28,12 @@ use crate::model::{CampaignId, Channel, CustomerId, Delivery};
 pub enum OnceClaim {
     /// This dispatcher holds the lease and must call the provider, then `mark_sent`.
     Claimed,
+    /// Claimed, and the previous owner may have sent already: the channel's policy is
+    /// `resend`, so it goes again with the same idempotency key (counted `resent`).
+    Resend,
+    /// The previous owner may have sent and the policy is `skip`: the slot is now
+    /// `uncertain` (counted) and nobody sends it again.
+    Uncertain,
     /// The customer was already handled for this attempt (or moved on): counted `deduplicated`.
     Duplicate(String),
     /// Another live lease holds it; try again after `retry_in`.
@@ -46,12 +53,16 @@ pub enum SentOutcome {
     LostLease,
 }
 
-// KEYS[1] slot, KEYS[2] campaign. ARGV: attempt, channel, owner, lease ms, ttl s, traceparent.
-// The first claim's trace is kept (`tp`) so that a fallback continues it.
+// KEYS[1] slot, KEYS[2] campaign, KEYS[3] pending.
+// ARGV: attempt, channel, owner, lease ms, ttl s, traceparent, uncertain policy, customer.
+// The first claim's trace is kept (`tp`) so that a fallback continues it. A slot left
+// `sending` by an owner whose lease ran out (or handed back with `ms`, maybe sent) is
+// uncertain: per the policy it is claimed to be sent again (`rs` counts the resends) or
+// ends `uncertain`, never sent again.
 static CLAIM: Lua = Lua::new(lua_with_now!(
     r#"
 local a = tonumber(ARGV[1])
-local f = redis.call('HMGET', KEYS[1], 'st', 'a', 'ch', 'own', 'lu')
+local f = redis.call('HMGET', KEYS[1], 'st', 'a', 'ch', 'own', 'lu', 'ms')
 if not f[1] then
   if a ~= 0 then
     redis.call('HINCRBY', KEYS[2], 'deduplicated', 1)
@@ -62,35 +73,73 @@ if not f[1] then
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
   return {'claimed'}
 end
-if tonumber(f[2]) ~= a or f[3] ~= ARGV[2] or (f[1] ~= 'queued' and f[1] ~= 'claimed') then
+local st = f[1]
+if tonumber(f[2]) ~= a or f[3] ~= ARGV[2] or (st ~= 'queued' and st ~= 'claimed' and st ~= 'sending') then
   redis.call('HINCRBY', KEYS[2], 'deduplicated', 1)
-  return {'dup', f[1]}
+  return {'dup', st}
 end
-if f[1] == 'claimed' and f[4] ~= ARGV[3] and tonumber(f[5]) > now then
+if (st == 'claimed' or st == 'sending') and f[4] ~= ARGV[3] and tonumber(f[5]) > now then
   return {'held', tostring(tonumber(f[5]) - now)}
 end
-redis.call('HSET', KEYS[1], 'st', 'claimed', 'own', ARGV[3], 'lu', now + tonumber(ARGV[4]))
+local resend = ''
+if st == 'sending' or f[6] == '1' then
+  -- A receipt that came while the dead owner held the slot proves the send went out.
+  local er = redis.call('HGET', KEYS[1], 'er')
+  if er == 'delivered' or er == 'failed' then
+    redis.call('HINCRBY', KEYS[2], 'sent', 1)
+    redis.call('HINCRBY', KEYS[2], 'sent:' .. ARGV[2], 1)
+    if er == 'delivered' then
+      redis.call('HSET', KEYS[1], 'st', 'delivered', 'own', '', 'ms', '')
+      redis.call('ZREM', KEYS[3], ARGV[8])
+      redis.call('HINCRBY', KEYS[2], 'delivered', 1)
+      redis.call('HINCRBY', KEYS[2], 'delivered:' .. ARGV[2], 1)
+    else
+      redis.call('HSET', KEYS[1], 'st', 'undelivered', 'own', '', 'ms', '', 'why', 'failure receipt')
+      redis.call('ZADD', KEYS[3], now, ARGV[8])
+      redis.call('HINCRBY', KEYS[2], 'undelivered:' .. ARGV[2], 1)
+    end
+    return {'dup', er}
+  end
+  -- Who left it uncertain, for the audit (and the crash tests).
+  if f[4] and f[4] ~= '' then redis.call('HSET', KEYS[1], 'po', f[4]) end
+  if ARGV[7] == 'skip' then
+    redis.call('HSET', KEYS[1], 'st', 'uncertain', 'own', '', 'lu', 0, 'ms', '')
+    redis.call('ZREM', KEYS[3], ARGV[8])
+    redis.call('HINCRBY', KEYS[2], 'uncertain', 1)
+    redis.call('HINCRBY', KEYS[2], 'uncertain:' .. ARGV[2], 1)
+    return {'uncertain'}
+  end
+  redis.call('HINCRBY', KEYS[1], 'rs', 1)
+  redis.call('HINCRBY', KEYS[2], 'resent', 1)
+  redis.call('HINCRBY', KEYS[2], 'resent:' .. ARGV[2], 1)
+  resend = 'resend'
+end
+redis.call('HSET', KEYS[1], 'st', 'claimed', 'own', ARGV[3], 'lu', now + tonumber(ARGV[4]), 'ms', '')
 if ARGV[6] ~= '' then redis.call('HSETNX', KEYS[1], 'tp', ARGV[6]) end
-return {'claimed'}
+return {'claimed', resend}
 "#
 ));
 
-// KEYS[1] slot. ARGV: owner, lease ms.
+// KEYS[1] slot. ARGV: owner, lease ms. Runs right before every provider call: from here
+// until `sent` is recorded, a crash leaves the send uncertain, and the slot says so.
 static RENEW: Lua = Lua::new(lua_with_now!(
     r#"
 local f = redis.call('HMGET', KEYS[1], 'st', 'own')
-if f[1] ~= 'claimed' or f[2] ~= ARGV[1] then return 0 end
+if (f[1] ~= 'claimed' and f[1] ~= 'sending') or f[2] ~= ARGV[1] then return 0 end
+if f[1] == 'claimed' then redis.call('HSET', KEYS[1], 'st', 'sending', 'sg', now) end
 redis.call('HSET', KEYS[1], 'lu', now + tonumber(ARGV[2]))
 return 1
 "#
 ));
 
-// KEYS[1] slot. ARGV: owner. A handed-back claim is queued again for its redelivered message.
+// KEYS[1] slot. ARGV: owner, maybe sent (1: an attempt may have reached the provider).
+// A handed-back claim is queued again for its redelivered message.
 static RELEASE: Lua = Lua::new(
     r#"
 local f = redis.call('HMGET', KEYS[1], 'st', 'own')
-if f[1] ~= 'claimed' or f[2] ~= ARGV[1] then return 0 end
+if (f[1] ~= 'claimed' and f[1] ~= 'sending') or f[2] ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'st', 'queued', 'own', '', 'lu', 0)
+if f[1] == 'sending' and ARGV[2] == '1' then redis.call('HSET', KEYS[1], 'ms', '1', 'po', ARGV[1]) end
 return 1
 "#,
 );
@@ -99,7 +148,7 @@ return 1
 static MARK_SENT: Lua = Lua::new(lua_with_now!(
     r#"
 local f = redis.call('HMGET', KEYS[1], 'st', 'own', 'er')
-if f[1] ~= 'claimed' or f[2] ~= ARGV[1] then return 'lost' end
+if (f[1] ~= 'claimed' and f[1] ~= 'sending') or f[2] ~= ARGV[1] then return 'lost' end
 redis.call('HINCRBY', KEYS[2], 'sent', 1)
 redis.call('HINCRBY', KEYS[2], 'sent:' .. ARGV[2], 1)
 if f[3] == 'delivered' then
@@ -125,7 +174,7 @@ return 'sent'
 static MARK_UNDELIVERED: Lua = Lua::new(lua_with_now!(
     r#"
 local f = redis.call('HMGET', KEYS[1], 'st', 'own')
-if f[1] ~= 'claimed' or f[2] ~= ARGV[1] then return 0 end
+if (f[1] ~= 'claimed' and f[1] ~= 'sending') or f[2] ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'st', 'undelivered', 'own', '', 'why', ARGV[4])
 redis.call('ZADD', KEYS[3], now, ARGV[3])
 redis.call('HINCRBY', KEYS[2], 'undelivered:' .. ARGV[2], 1)
@@ -213,19 +262,21 @@ impl Store {
         let slot = self.slot_key(&d.campaign, &d.customer);
         let reply: Vec<String> = self
             .eval(
-                CLAIM
-                    .key(&slot)
-                    .key(self.campaign_key(&d.campaign))
+                self.on_slot(&CLAIM, &d.campaign, &d.customer)
                     .arg(d.attempt)
                     .arg(d.message.channel.as_str())
                     .arg(owner)
                     .arg(lease.as_millis() as u64)
                     .arg(CAMPAIGN_TTL.as_secs())
-                    .arg(traceparent.unwrap_or("")),
+                    .arg(traceparent.unwrap_or(""))
+                    .arg(d.on_uncertain.as_str())
+                    .arg(d.customer.as_str()),
             )
             .await?;
         match (reply.first().map(String::as_str), reply.get(1)) {
+            (Some("claimed"), Some(resend)) if resend == "resend" => Ok(OnceClaim::Resend),
             (Some("claimed"), _) => Ok(OnceClaim::Claimed),
+            (Some("uncertain"), _) => Ok(OnceClaim::Uncertain),
             (Some("dup"), Some(st)) => Ok(OnceClaim::Duplicate(st.clone())),
             (Some("held"), Some(ms)) => Ok(OnceClaim::Held {
                 retry_in: Duration::from_millis(ms.parse().unwrap_or(1000)),
@@ -254,11 +305,19 @@ impl Store {
     }
 
     /// Hands a claim back on shutdown, so the redelivered message need not wait out the lease.
-    pub async fn release_once(&self, d: &Delivery, owner: &str) -> Result<bool, StoreError> {
+    /// Hands a claim back on shutdown; `maybe_sent` when an attempt may have reached the
+    /// provider, so that the next owner treats the send as uncertain.
+    pub async fn release_once(
+        &self,
+        d: &Delivery,
+        owner: &str,
+        maybe_sent: bool,
+    ) -> Result<bool, StoreError> {
         self.eval_flag(
             RELEASE
                 .key(self.slot_key(&d.campaign, &d.customer))
-                .arg(owner),
+                .arg(owner)
+                .arg(if maybe_sent { "1" } else { "0" }),
         )
         .await
     }

@@ -1,26 +1,36 @@
-//! The crash test of issue 3: a 20,000-recipient campaign while dispatchers, fan-out and
-//! `herald-retry` (real processes) are killed with SIGKILL and restarted. At the end every
-//! recipient has exactly one outcome and the provider never delivered a key twice.
+//! Crash tests: campaigns while dispatchers, fan-out and `herald-retry` (real processes) are
+//! killed with SIGKILL and restarted, against a provider that counts every delivery (it
+//! does not drop a repeated idempotency key, as SMTP, Twilio and FCM do not). What the
+//! fleet promises depends on the channel's policy for the uncertain send (a dispatcher
+//! killed after the provider call may have gone out, before the slot recorded it):
+//! `resend` delivers again, and every extra delivery is one Herald counted as a resend;
+//! `skip` never reaches anyone twice and counts the sends it could not vouch for.
 
+use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
 use futures::future::join_all;
-use herald::model::{CampaignId, CustomerId};
-use serde_json::json;
+use herald::dev::simulator::SimStats;
+use herald::model::{CampaignId, Channel, CustomerId};
+use serde_json::{json, Value};
 
 use crate::harness::{quiet_provider, ChildGuard, Fleet};
-
-const RECIPIENTS: usize = 20_000;
 
 /// One of the fleet's processes, restartable.
 struct Worker {
     bin: &'static str,
-    args: &'static [&'static str],
+    args: Vec<String>,
     child: ChildGuard,
 }
 
 impl Worker {
+    fn start(fleet: &Fleet, bin: &'static str, args: &[&str]) -> Worker {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let child = spawn(fleet, bin, &args);
+        Worker { bin, args, child }
+    }
+
     /// Sends `signal`, waits up to `limit` for the process to exit, starts a new one;
     /// returns the old one's exit.
     async fn replace(
@@ -33,22 +43,14 @@ impl Worker {
         let sent = Command::new("kill").args([signal, &pid]).status().unwrap();
         assert!(sent.success(), "kill {signal} {pid}");
         let exit = self.child.wait_exit(limit).await;
-        self.child = fleet.spawn(self.bin, self.args);
+        self.child = spawn(fleet, self.bin, &self.args);
         exit
     }
 }
 
-type Spec = (&'static str, &'static [&'static str]);
-
-fn start_workers(fleet: &Fleet, specs: &[Spec]) -> Vec<Worker> {
-    specs
-        .iter()
-        .map(|(bin, args)| Worker {
-            bin,
-            args,
-            child: fleet.spawn(bin, args),
-        })
-        .collect()
+fn spawn(fleet: &Fleet, bin: &str, args: &[String]) -> ChildGuard {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    fleet.spawn(bin, &args)
 }
 
 /// Customers reachable by e-mail and push, in a zone where quiet hours do not matter
@@ -80,91 +82,277 @@ async fn post_campaign(fleet: &Fleet, id: &str, ids: &[String], timeout_ms: u64)
     assert_eq!(status, 202, "{created}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn killing_dispatchers_fanout_and_retry_mid_campaign_leaves_one_outcome_each() {
+/// Channel rules with `policy` for e-mail and push, written where fan-out and retry read them.
+fn rules_with_policy(policy: &str) -> std::path::PathBuf {
+    let default = std::fs::read_to_string(crate::harness::repo_file("config/rules.toml")).unwrap();
+    let rules = default
+        .replace(
+            "[channels.email]\n",
+            &format!("[channels.email]\nuncertain_send = \"{policy}\"\n"),
+        )
+        .replace(
+            "[channels.push]\n",
+            &format!("[channels.push]\nuncertain_send = \"{policy}\"\n"),
+        );
+    assert_eq!(rules.matches("uncertain_send").count(), 2, "{rules}");
+    let path = std::env::temp_dir().join(format!("herald-rules-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&path, rules).unwrap();
+    path
+}
+
+/// How a crash run ended.
+struct CrashRun {
+    report: Value,
+    sim: SimStats,
+    /// Every slot's fields, by customer.
+    slots: HashMap<String, std::collections::BTreeMap<String, String>>,
+    dispatcher_kills: u64,
+    /// Process ids of the dispatchers killed.
+    killed: Vec<String>,
+}
+
+impl CrashRun {
+    fn count(&self, k: &str) -> u64 {
+        self.report["counts"][k].as_u64().unwrap_or(0)
+    }
+}
+
+/// Dispatchers in-flight at most, per process: what one SIGKILL can leave uncertain.
+const MAX_IN_FLIGHT: u64 = 64;
+
+/// A campaign to `n` customers with the uncertain-send `policy` while one process is
+/// SIGKILLed and restarted every second, each kind at least once.
+async fn crash_run(policy: &str, n: usize, receipt_loss_rate: f64, timeout_ms: u64) -> CrashRun {
     let mut sim = quiet_provider();
-    // A real provider answers a repeated idempotency key from its first result; a crash
-    // between the provider's accept and the record of it makes Herald ask again.
-    sim.idempotent = true;
-    sim.receipt_loss_rate = 0.05;
+    // A real provider's latency, so that kills land inside calls.
+    sim.latency_min_ms = 5;
+    sim.latency_max_ms = 40;
+    // Some calls hang (then fail): a copy or a redelivery after a rebalance then meets a
+    // slot its live owner is still sending.
+    sim.hang_rate = 0.03;
+    sim.hang_ms = 1500;
+    sim.receipt_loss_rate = receipt_loss_rate;
     let fleet = Fleet::start(sim, 8).await;
-    let ids: Vec<String> = (0..RECIPIENTS).map(|i| format!("k{i}")).collect();
+    let ids: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
     put_email_push_customers(&fleet, &ids).await;
 
+    let rules = rules_with_policy(policy);
+    let rules = rules.to_str().unwrap();
     let dispatch = env!("CARGO_BIN_EXE_herald-dispatch");
-    let specs: [Spec; 7] = [
-        (dispatch, &["--channel", "email"]),
-        (dispatch, &["--channel", "email"]),
-        (dispatch, &["--channel", "push"]),
-        (dispatch, &["--channel", "push"]),
-        (env!("CARGO_BIN_EXE_herald-fanout"), &[]),
-        (env!("CARGO_BIN_EXE_herald-retry"), &[]),
-        (env!("CARGO_BIN_EXE_herald-retry"), &[]),
+    let in_flight = MAX_IN_FLIGHT.to_string();
+    let email = ["--channel", "email", "--max-in-flight", &in_flight];
+    let push = ["--channel", "push", "--max-in-flight", &in_flight];
+    let mut workers = vec![
+        Worker::start(&fleet, dispatch, &email),
+        Worker::start(&fleet, dispatch, &email),
+        Worker::start(&fleet, dispatch, &push),
+        Worker::start(&fleet, dispatch, &push),
+        Worker::start(
+            &fleet,
+            env!("CARGO_BIN_EXE_herald-fanout"),
+            &["--rules", rules],
+        ),
+        Worker::start(
+            &fleet,
+            env!("CARGO_BIN_EXE_herald-retry"),
+            &["--rules", rules],
+        ),
+        Worker::start(
+            &fleet,
+            env!("CARGO_BIN_EXE_herald-retry"),
+            &["--rules", rules],
+        ),
     ];
-    let mut workers = start_workers(&fleet, &specs);
-    post_campaign(&fleet, "crash", &ids, 1500).await;
+    post_campaign(&fleet, "crash", &ids, timeout_ms).await;
+    // Copies of the first deliveries, handled alongside their originals by live owners.
+    let copying = fleet.shutdown.child_token();
+    let copies = fleet.duplicate_messages(
+        vec![
+            fleet.topics.notify(Channel::Email),
+            fleet.topics.notify(Channel::Push),
+        ],
+        3000,
+        copying.clone(),
+    );
 
-    // Kill one process every 1.5 s, each kind at least once, and start it again.
+    let victims = [0, 5, 2, 4, 6, 1, 3, 5, 0];
     let mut outcomes_at_kills = Vec::new();
-    for victim in [0, 5, 2, 4, 6, 1, 3, 5, 0] {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut killed = Vec::new();
+    for victim in victims {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
         let (_, now) = fleet.get("/v1/campaigns/crash").await;
         outcomes_at_kills.push(now["progress"]["outcomes"].as_u64().unwrap_or(0));
+        killed.push(workers[victim].child.id().to_string());
         workers[victim]
             .replace(&fleet, "-KILL", Duration::from_secs(10))
             .await;
     }
-
-    let report = fleet.wait_campaign("crash", Duration::from_secs(240)).await;
-    eprintln!("outcomes at each kill: {outcomes_at_kills:?}; final: {report}");
     assert!(
-        outcomes_at_kills[2] < RECIPIENTS as u64,
+        outcomes_at_kills[2] < n as u64,
         "the kills must land mid-campaign: {outcomes_at_kills:?}"
     );
-    let count = |k: &str| report["counts"][k].as_u64().unwrap_or(0);
+    let report = fleet.wait_campaign("crash", Duration::from_secs(240)).await;
+    copying.cancel();
+    let copied = copies.await.unwrap();
+    assert!(copied > 1000, "copies were made: {copied}");
+    eprintln!(
+        "[{policy}] copies {copied}; outcomes at each kill: {outcomes_at_kills:?}; final: {report}"
+    );
+    let sim = fleet.sim_stats().await;
+    let campaign = CampaignId::parse("crash").unwrap();
+    let mut slots = HashMap::new();
+    for chunk in ids.chunks(500) {
+        let read = join_all(chunk.iter().map(|id| {
+            let (store, campaign) = (fleet.store.clone(), campaign.clone());
+            let customer = CustomerId::parse(id).unwrap();
+            async move {
+                (
+                    customer.to_string(),
+                    store.slot(&campaign, &customer).await.unwrap(),
+                )
+            }
+        }))
+        .await;
+        slots.extend(read);
+    }
+    let _ = std::fs::remove_file(rules);
+    CrashRun {
+        report,
+        sim,
+        slots,
+        dispatcher_kills: victims.iter().filter(|v| **v < 4).count() as u64,
+        killed,
+    }
+}
+
+/// Every slot sent again or left uncertain was left `sending` by a dispatcher that was
+/// killed: a live owner's slot taken over (a broken owner or lease check) fails this.
+fn assert_only_killed_owners_left_uncertain_sends(run: &CrashRun) {
+    for (customer, slot) in &run.slots {
+        let taken_over =
+            slot.get("rs").is_some() || slot.get("st").map(String::as_str) == Some("uncertain");
+        if !taken_over {
+            continue;
+        }
+        let previous = slot.get("po").map(String::as_str).unwrap_or("");
+        let pid = previous.split('-').next().unwrap_or("");
+        assert!(
+            run.killed.iter().any(|k| k == pid),
+            "{customer}: its send was taken over from {previous:?}, a process that was not killed ({:?}); slot {slot:?}",
+            run.killed
+        );
+    }
+}
+
+/// Every recipient ended delivered, failed or uncertain, and no slot is stuck in between.
+fn assert_one_outcome_each(run: &CrashRun, n: usize) {
+    let report = &run.report;
     assert_eq!(report["status"], "completed", "{report}");
     assert_eq!(
-        count("delivered") + count("failed"),
-        RECIPIENTS as u64,
+        run.count("delivered") + run.count("failed") + run.count("uncertain"),
+        n as u64,
         "one outcome per recipient: {report}"
     );
     assert_eq!(
-        count("delivered:email") + count("delivered:push"),
-        count("delivered"),
+        run.count("delivered:email") + run.count("delivered:push"),
+        run.count("delivered"),
         "{report}"
     );
-    assert_eq!(count("failed"), count("failed:exhausted"), "{report}");
-    assert!(
-        count("fallbacks:push") > 0,
-        "lost receipts caused fallbacks: {report}"
-    );
-
-    let sim = fleet.sim_stats().await;
-    assert!(sim.max_deliveries_per_key <= 1, "{sim:?}");
-    assert_eq!(sim.keys_delivered_twice, 0, "{sim:?}");
-
-    // Every once-slot ended delivered or failed; none is stuck in between.
-    let campaign = CampaignId::parse("crash").unwrap();
-    let mut stuck = Vec::new();
-    for chunk in ids.chunks(500) {
-        let slots = join_all(chunk.iter().map(|id| {
-            let (store, campaign) = (fleet.store.clone(), campaign.clone());
-            let id = CustomerId::parse(id).unwrap();
-            async move { (id.clone(), store.slot(&campaign, &id).await.unwrap()) }
-        }))
-        .await;
-        stuck.extend(slots.into_iter().filter(|(_, s)| {
+    let stuck: Vec<_> = run
+        .slots
+        .iter()
+        .filter(|(_, s)| {
             !matches!(
                 s.get("st").map(String::as_str),
-                Some("delivered" | "failed")
+                Some("delivered" | "failed" | "uncertain")
             )
-        }));
-    }
+        })
+        .collect();
     assert!(
         stuck.is_empty(),
         "{} slots not terminal, e.g. {:?}",
         stuck.len(),
         stuck.first()
+    );
+    let uncertain_slots = run
+        .slots
+        .values()
+        .filter(|s| s.get("st").map(String::as_str) == Some("uncertain"))
+        .count() as u64;
+    assert_eq!(uncertain_slots, run.count("uncertain"), "{report}");
+}
+
+/// Policy `resend` (at least once): a send a kill left uncertain goes again with the same
+/// idempotency key. Against a counting provider that is a second delivery, and every one
+/// of them must be a resend Herald recorded on that very slot: any other duplicate (two
+/// live owners sending at once) fails the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_resend_every_extra_delivery_is_a_counted_resend_of_a_killed_send() {
+    const N: usize = 12_000;
+    let run = crash_run("resend", N, 0.05, 1500).await;
+    assert_one_outcome_each(&run, N);
+    assert_only_killed_owners_left_uncertain_sends(&run);
+    assert_eq!(run.count("uncertain"), 0, "{}", run.report);
+    assert!(
+        run.count("fallbacks:push") > 0,
+        "lost receipts caused fallbacks: {}",
+        run.report
+    );
+    let sim = &run.sim;
+    assert!(sim.repeated_keys.len() < 1000, "{sim:?}");
+    for (key, deliveries) in &sim.repeated_keys {
+        let customer = key.split(':').nth(1).unwrap();
+        let resends: u64 = run.slots[customer]
+            .get("rs")
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0);
+        assert!(
+            resends >= deliveries - 1,
+            "{key} delivered {deliveries} times but resent {resends} times: a duplicate Herald did not account for"
+        );
+    }
+    assert!(
+        sim.extra_deliveries <= run.count("resent"),
+        "{sim:?} {}",
+        run.report
+    );
+    assert!(
+        run.count("resent") <= run.dispatcher_kills * MAX_IN_FLIGHT,
+        "resends are bounded by what the kills left in flight: {}",
+        run.report
+    );
+}
+
+/// Policy `skip` (at most once): nobody is reached twice, on one channel or two; what the
+/// kills left uncertain is counted, never sent again, and bounded by what was in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_skip_nobody_is_reached_twice_and_the_uncertain_sends_are_counted() {
+    const N: usize = 12_000;
+    // No lost receipts and a long time-out: no fallback, so a second message could only
+    // come from a resend.
+    let run = crash_run("skip", N, 0.0, 60_000).await;
+    assert_one_outcome_each(&run, N);
+    assert_only_killed_owners_left_uncertain_sends(&run);
+    let sim = &run.sim;
+    assert_eq!(sim.keys_delivered_twice, 0, "{sim:?}");
+    assert_eq!(sim.recipients_reached_twice, 0, "{sim:?}");
+    assert_eq!(run.count("resent"), 0, "{}", run.report);
+    assert!(
+        run.count("uncertain") > 0,
+        "dispatcher kills landed inside provider calls: {}",
+        run.report
+    );
+    assert!(
+        run.count("uncertain") <= run.dispatcher_kills * MAX_IN_FLIGHT,
+        "{}",
+        run.report
+    );
+    // Every uncertain customer was reached at most once, and nobody else was left out.
+    assert_eq!(
+        run.count("delivered") + run.count("uncertain"),
+        N as u64,
+        "{}",
+        run.report
     );
 }
 
@@ -182,14 +370,13 @@ async fn sigterm_to_every_process_mid_campaign_loses_nothing_and_sends_nothing_t
     let ids: Vec<String> = (0..N).map(|i| format!("t{i}")).collect();
     put_email_push_customers(&fleet, &ids).await;
     let dispatch = env!("CARGO_BIN_EXE_herald-dispatch");
-    let specs: [Spec; 5] = [
-        (dispatch, &["--channel", "email"]),
-        (dispatch, &["--channel", "email"]),
-        (dispatch, &["--channel", "push"]),
-        (env!("CARGO_BIN_EXE_herald-fanout"), &[]),
-        (env!("CARGO_BIN_EXE_herald-retry"), &[]),
+    let mut workers = vec![
+        Worker::start(&fleet, dispatch, &["--channel", "email"]),
+        Worker::start(&fleet, dispatch, &["--channel", "email"]),
+        Worker::start(&fleet, dispatch, &["--channel", "push"]),
+        Worker::start(&fleet, env!("CARGO_BIN_EXE_herald-fanout"), &[]),
+        Worker::start(&fleet, env!("CARGO_BIN_EXE_herald-retry"), &[]),
     ];
-    let mut workers = start_workers(&fleet, &specs);
     post_campaign(&fleet, "rolling", &ids, 3000).await;
 
     // A rolling restart: each process in turn gets SIGTERM, must exit 0, and is replaced.

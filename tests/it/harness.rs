@@ -428,6 +428,47 @@ impl Fleet {
             .unwrap()
     }
 
+    /// Publishes a copy of each of the first `max` messages on `topics` right behind it, as
+    /// Kafka does when it redelivers, until `stop`; returns how many were copied.
+    pub fn duplicate_messages(
+        &self,
+        topics: Vec<String>,
+        max: usize,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<usize> {
+        use rdkafka::message::Message as _;
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .set("group.id", format!("{}-duplicator", self.ns))
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topic_refs).unwrap();
+        let producer = kafka::producer(self.brokers()).unwrap();
+        tokio::spawn(async move {
+            let mut copied = 0;
+            while copied < max {
+                let m = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    m = consumer.recv() => m,
+                };
+                let Ok(m) = m else { continue };
+                let (Some(key), Some(payload)) = (m.key(), m.payload()) else {
+                    continue;
+                };
+                let key = String::from_utf8_lossy(key).to_string();
+                if kafka::publish(&producer, m.topic(), &key, payload, None)
+                    .await
+                    .is_ok()
+                {
+                    copied += 1;
+                }
+            }
+            copied
+        })
+    }
+
     /// Reads every message on `topic` from the start, waiting up to `limit` for at least `want`.
     pub async fn read_topic(&self, topic: &str, want: usize, limit: Duration) -> Vec<OwnedMessage> {
         use rdkafka::message::Message as _;

@@ -14,6 +14,7 @@ mod dispatch_once;
 mod events;
 mod observability;
 mod offers;
+mod once_slot;
 mod promos;
 mod redis_restart;
 mod resilience;
