@@ -142,7 +142,7 @@ async fn crash_run(policy: &str, n: usize, receipt_loss_rate: f64, timeout_ms: u
     let in_flight = MAX_IN_FLIGHT.to_string();
     let email = ["--channel", "email", "--max-in-flight", &in_flight];
     let push = ["--channel", "push", "--max-in-flight", &in_flight];
-    let mut workers = vec![
+    let mut workers = [
         Worker::start(&fleet, dispatch, &email),
         Worker::start(&fleet, dispatch, &email),
         Worker::start(&fleet, dispatch, &push),
@@ -370,7 +370,7 @@ async fn sigterm_to_every_process_mid_campaign_loses_nothing_and_sends_nothing_t
     let ids: Vec<String> = (0..N).map(|i| format!("t{i}")).collect();
     put_email_push_customers(&fleet, &ids).await;
     let dispatch = env!("CARGO_BIN_EXE_herald-dispatch");
-    let mut workers = vec![
+    let mut workers = [
         Worker::start(&fleet, dispatch, &["--channel", "email"]),
         Worker::start(&fleet, dispatch, &["--channel", "email"]),
         Worker::start(&fleet, dispatch, &["--channel", "push"]),
