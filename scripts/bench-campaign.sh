@@ -66,7 +66,7 @@ export HERALD_KAFKA_BROKERS
 HERALD_KAFKA_BROKERS=$(cat "$OUT/broker.addr")
 
 start provider "$BIN/herald-provider" --addr "$PROVIDER" --latency-min-ms 0 --latency-max-ms 2 \
-    --idempotent --receipt-url "http://$API/v1/receipts" --receipt-delay-ms 100
+    --receipt-url "http://$API/v1/receipts" --receipt-delay-ms 100
 start ingest "$BIN/herald-ingest" --http-addr "$API"
 export HERALD_PROVIDER_URL="http://$PROVIDER"
 fast=(--max-in-flight 2048 --provider-concurrency 1024 --provider-rate 1000000 --provider-max-rate 1000000)
@@ -88,6 +88,8 @@ start_ns=$(date +%s%N)
 end_ns=$(date +%s%N)
 
 for port in 5061 5062; do curl -s "http://127.0.0.1:$port/stats" >"$OUT/stats-$port.json"; done
+# The provider counts every delivery (it does not drop a repeated key): duplicates show.
+curl -s "http://$PROVIDER/v1/stats" >"$OUT/provider.json"
 rss_lines=""
 for i in "${!pids[@]}"; do
     hwm=$(awk '/VmHWM/ {print $2}' "/proc/${pids[$i]}/status" 2>/dev/null || echo 0)
@@ -118,7 +120,13 @@ def q(p):
         if seen >= rank: return upper
 broker = dict(l.split() for l in open(f"{out}/broker.txt") if l.strip())
 produce, consume = float(broker["broker_produce_per_sec"]), float(broker["broker_consume_per_sec"])
-outcomes = counts.get("delivered", 0) + counts.get("failed", 0)
+outcomes = counts.get("delivered", 0) + counts.get("failed", 0) + counts.get("uncertain", 0)
+provider = json.load(open(f"{out}/provider.json"))
+window = {}
+for port in (5061, 5062):
+    stats = json.load(open(f"{out}/stats-{port}.json"))
+    for upper, c in stats["dispatch"]["accept_to_mark_ms"]:
+        window[upper] = window.get(upper, 0) + c
 rate = n / secs
 print()
 print(f"recipients                 {n}")
@@ -126,6 +134,10 @@ print(f"status                     {report['status']}  (delivered {counts.get('d
 print(f"time to last outcome       {secs:.1f} s")
 print(f"recipients/s               {rate:.0f}")
 print(f"fan-out -> provider call   p50 {q(0.5)} ms, p99 {q(0.99)} ms")
+buckets = window
+print(f"uncertain window           accept -> marked sent p50 {q(0.5)} ms, p99 {q(0.99)} ms")
+print(f"duplicates (provider)      {provider['extra_deliveries']} extra deliveries, {provider['recipients_reached_twice']} recipients reached twice, replayed {provider['replayed']}")
+print(f"uncertain sends            resent {counts.get('resent', 0)}, left uncertain {counts.get('uncertain', 0)}")
 print(f"broker raw produce         {produce:.0f} msg/s")
 print(f"broker raw consume         {consume:.0f} msg/s")
 print(f"pipeline / raw consume     {rate / consume * 100:.1f} %")

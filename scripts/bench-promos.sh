@@ -63,7 +63,7 @@ export HERALD_KAFKA_BROKERS
 HERALD_KAFKA_BROKERS=$(cat "$OUT/broker.addr")
 
 start provider "$BIN/herald-provider" --addr "$PROVIDER" --latency-min-ms 0 --latency-max-ms 2 \
-    --idempotent --receipt-url "http://$API/v1/receipts" --receipt-delay-ms 100
+    --receipt-url "http://$API/v1/receipts" --receipt-delay-ms 100
 # Each benchmark user reserves once: the per-user limit stays as deployed.
 start ingest "$BIN/herald-ingest" --http-addr "$API"
 export HERALD_PROVIDER_URL="http://$PROVIDER"
@@ -97,6 +97,7 @@ activated_ns=$(date +%s%N)
 end_ns=$(date +%s%N)
 curl -s "http://$API/v1/campaigns/promo-$PROMO" >"$OUT/campaign.json"
 curl -s "http://$API/api/flash-promos/$PROMO/" -H "Authorization: Bearer $ADMIN" >"$OUT/promo-state.json"
+curl -s "http://$PROVIDER/v1/stats" >"$OUT/provider.json"
 
 log "reserve latency: 20,000 buyers, $CONCURRENCY at a time"
 ulimit -n 65536 2>/dev/null || true
@@ -122,6 +123,8 @@ print(f"promo created -> campaign  {(activated - start) / 1e9:.1f} s (activation
 print(f"campaign status            {c.get('status')} (sent {sent:,}, delivered {counts.get('delivered', 0):,})")
 print(f"promo created -> last      {secs:.1f} s")
 print(f"notifications a minute     {sent / secs * 60:,.0f}")
+prov = json.load(open(f"{out}/provider.json"))
+print(f"duplicates (provider)      {prov['extra_deliveries']} extra deliveries, {prov['recipients_reached_twice']} reached twice, replayed {prov['replayed']}; resent {counts.get('resent', 0)}, uncertain {counts.get('uncertain', 0)}")
 print(f"reserve at {sys.argv[6]} concurrent: {r.get('reserve_per_sec')}/s, p50 {r.get('reserve_p50_ms')} ms, p99 {r.get('reserve_p99_ms')} ms, max {r.get('reserve_max_ms')} ms")
 print("reserve statuses           " + ", ".join(f"{k[15:]}: {v}" for k, v in r.items() if k.startswith("reserve_status_")))
 print(f"reserve at 64 concurrent:  {r64.get('reserve_per_sec')}/s, p50 {r64.get('reserve_p50_ms')} ms, p99 {r64.get('reserve_p99_ms')} ms, max {r64.get('reserve_max_ms')} ms")
