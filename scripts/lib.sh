@@ -31,8 +31,32 @@ ensure_apt() {
         || die "apt-get install ${missing[*]} failed"
 }
 
+# The Rust toolchain that is here (rustup's or Debian's; none can be downloaded on these
+# machines, so none is pinned), with rustfmt and clippy, and what rdkafka-sys needs to build
+# librdkafka (a C toolchain, make, cmake, pkg-config, zlib).
 ensure_rust() {
-    command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
+    command -v cargo >/dev/null || die "cargo not found: install Rust (rustup, or Debian's cargo >= the rust-version in Cargo.toml)"
+    if command -v rustup >/dev/null; then
+        local installed
+        installed=$(rustup component list --installed 2>/dev/null || true)
+        local missing=()
+        grep -q '^rustfmt' <<<"$installed" || missing+=(rustfmt)
+        grep -q '^clippy' <<<"$installed" || missing+=(clippy)
+        if [ ${#missing[@]} -gt 0 ]; then
+            log "adding ${missing[*]} (rustup)"
+            rustup component add "${missing[@]}" || die "rustup component add ${missing[*]} failed"
+        fi
+    else
+        command -v rustfmt >/dev/null || ensure_apt rustfmt
+        cargo clippy --version >/dev/null 2>&1 || ensure_apt rust-clippy
+    fi
+    local tools=()
+    command -v cc >/dev/null || tools+=(build-essential)
+    command -v make >/dev/null || tools+=(make)
+    command -v cmake >/dev/null || tools+=(cmake)
+    command -v pkg-config >/dev/null || tools+=(pkg-config)
+    [ ${#tools[@]} -gt 0 ] && ensure_apt "${tools[@]}"
+    ensure_apt zlib1g-dev
 }
 
 # Builds binaries (default: all); HERALD_PROFILE=release|debug (default debug).

@@ -1,5 +1,6 @@
 //! Seed 001's HTTP contract, exactly.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use herald::model::Channel;
@@ -120,10 +121,35 @@ async fn the_api_answers_while_the_provider_hangs() {
         statuses.iter().all(|s| *s == 201 || *s == 202),
         "{statuses:?}"
     );
-    let counts = fleet.status_counts(&ids).await;
+    // Read as a client reads them: the dispatcher has taken them (`processing`), none
+    // ended, and the API answers at once while every provider call hangs.
+    crate::harness::wait_until("requests processing", Duration::from_secs(20), || async {
+        let seen = http_statuses(&fleet, &ids).await;
+        seen.get("processing").copied().unwrap_or(0) == ids.len()
+    })
+    .await;
+    let seen = http_statuses(&fleet, &ids).await;
+    let started = std::time::Instant::now();
+    let (status, body) = fleet.get(&format!("/v1/requests/{}", ids[0])).await;
     assert_eq!(
-        counts.get("sent"),
-        None,
-        "nothing can be sent while every call hangs: {counts:?}"
+        (status, body["status"].as_str()),
+        (200, Some("processing")),
+        "{body}"
     );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the API answered slowly"
+    );
+    assert_eq!(seen.get("sent"), None, "{seen:?}");
+}
+
+/// Statuses as `GET /v1/requests/{id}` reports them.
+async fn http_statuses(fleet: &Fleet, ids: &[String]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for id in ids {
+        let (_, body) = fleet.get(&format!("/v1/requests/{id}")).await;
+        let status = body["status"].as_str().unwrap_or("?").to_string();
+        *counts.entry(status).or_insert(0) += 1;
+    }
+    counts
 }

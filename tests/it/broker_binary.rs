@@ -54,7 +54,7 @@ fn broker_creates_every_topic_and_stops_on_sigterm() {
         .status()
         .unwrap();
     assert!(status.success());
-    let exit = child.wait().unwrap();
+    let exit = crate::harness::wait_child(&mut child, Duration::from_secs(30));
     assert!(exit.success(), "exit on SIGTERM: {exit:?}");
     let _ = std::fs::remove_dir_all(dir);
 }

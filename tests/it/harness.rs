@@ -174,7 +174,9 @@ impl Fleet {
         ProviderArgs {
             provider_url: self.provider_url.clone(),
             provider_api_key: API_KEY.into(),
-            provider_timeout_ms: 1000,
+            // Generous, as in production: a call slowed by a loaded CI machine must not be
+            // retried (and delivered twice by the counting simulator) for being slow.
+            provider_timeout_ms: 5000,
             provider_max_attempts: 6,
             provider_backoff_ms: 50,
             provider_backoff_max_ms: 1000,
@@ -550,6 +552,22 @@ impl Drop for ChildGuard {
 }
 
 /// Polls `check` every 100 ms until it holds; fails the test after `limit`.
+/// Waits for a child to exit, killing it (and failing) after `limit`: a test must not hang CI.
+pub fn wait_child(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process {} did not exit within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
 where
     F: FnMut() -> Fut,

@@ -187,23 +187,26 @@ fn chromium() -> &'static str {
 }
 
 /// Headless Chromium as the env notes say to run it here (no background networking).
+/// Chromium under `timeout`, so that a browser that hangs fails the test instead of CI.
 fn chromium_command(profile: &std::path::Path) -> Command {
-    let mut c = Command::new(chromium());
-    c.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-        "--virtual-time-budget=3000",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()))
-    .stdin(Stdio::null())
-    .stderr(Stdio::null());
+    let mut c = Command::new("timeout");
+    c.args(["--kill-after=5", "90"])
+        .arg(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--virtual-time-budget=3000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .stdin(Stdio::null())
+        .stderr(Stdio::null());
     c
 }
 
