@@ -18,3 +18,4 @@ mod once_slot;
 mod promos;
 mod redis_restart;
 mod resilience;
+mod slots;

@@ -1,0 +1,274 @@
+//! The once-slot's state machine, driven script by script against the real Redis: late
+//! receipts while a customer is on the way to the next channel, and the uncertain send.
+
+use std::time::Duration;
+
+use herald::model::{
+    CampaignId, Channel, CustomerId, Delivery, Message, ReceiptStatus, UncertainSend,
+};
+use herald::store::{OnceClaim, ReceiptOutcome, Store};
+
+use crate::harness::redis_url;
+
+async fn store() -> Store {
+    let ns = format!("s{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    Store::connect(&redis_url(), &ns).await.unwrap()
+}
+
+fn delivery(campaign: &str, customer: &str, channel: Channel, attempt: u32) -> Delivery {
+    Delivery {
+        campaign: CampaignId::parse(campaign).unwrap(),
+        customer: CustomerId::parse(customer).unwrap(),
+        attempt,
+        message: Message {
+            to: "x".into(),
+            message: "hi".into(),
+            channel,
+        },
+        // Due at once, so that retry's claim finds it overdue.
+        timeout_ms: 0,
+        fanned_out_ms: 0,
+        on_uncertain: UncertainSend::Resend,
+    }
+}
+
+async fn status(store: &Store, d: &Delivery) -> String {
+    let slot = store.slot(&d.campaign, &d.customer).await.unwrap();
+    slot.get("st").cloned().unwrap_or_default()
+}
+
+/// Sends `d` and lets its time-out pass; `herald-retry` (token `retry-1`) claims it.
+async fn sent_then_overdue(store: &Store, d: &Delivery) -> herald::store::Overdue {
+    assert_eq!(
+        store
+            .claim_once(d, "o1", Duration::from_secs(30), None)
+            .await
+            .unwrap(),
+        OnceClaim::Claimed
+    );
+    assert!(store
+        .renew_once(d, "o1", Duration::from_secs(30))
+        .await
+        .unwrap());
+    store.mark_sent(d, "o1", "p1").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut overdue = store
+        .claim_overdue(&d.campaign, "retry-1", 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    overdue.retain(|o| o.customer == d.customer);
+    assert_eq!(overdue.len(), 1, "{overdue:?}");
+    assert_eq!(status(store, d).await, "retrying");
+    overdue.remove(0)
+}
+
+fn receipt(
+    d: &Delivery,
+    s: ReceiptStatus,
+) -> (CampaignId, CustomerId, Channel, ReceiptStatus, String) {
+    (
+        d.campaign.clone(),
+        d.customer.clone(),
+        d.message.channel,
+        s,
+        "late".to_string(),
+    )
+}
+
+/// While retry holds a silent e-mail (`retrying`, not yet moved on), its receipt still
+/// counts and the move to SMS is then refused. Once it is queued on SMS, late e-mail
+/// receipts, a delivery or a failure, are counted late and change nothing.
+#[tokio::test]
+async fn receipts_while_retrying_still_count_and_after_the_move_change_nothing() {
+    let store = store().await;
+    let watch = Duration::from_secs(60);
+
+    let caught = delivery("late", "caught", Channel::Email, 0);
+    let overdue = sent_then_overdue(&store, &caught).await;
+    let outcome = store
+        .apply_receipts(&[receipt(&caught, ReceiptStatus::Delivered)])
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome[..], [ReceiptOutcome::Delivered(_)]),
+        "{outcome:?}"
+    );
+    let moved = store
+        .advance(
+            &caught.campaign,
+            &overdue,
+            "retry-1",
+            Channel::Sms,
+            0,
+            watch,
+        )
+        .await
+        .unwrap();
+    assert!(!moved, "a delivered customer is not moved to SMS");
+    assert_eq!(status(&store, &caught).await, "delivered");
+
+    let moved_on = delivery("late", "moved", Channel::Email, 0);
+    let overdue = sent_then_overdue(&store, &moved_on).await;
+    let moved = store
+        .advance(
+            &moved_on.campaign,
+            &overdue,
+            "retry-1",
+            Channel::Sms,
+            0,
+            watch,
+        )
+        .await
+        .unwrap();
+    assert!(moved);
+    for s in [ReceiptStatus::Delivered, ReceiptStatus::Failed] {
+        let outcome = store
+            .apply_receipts(&[receipt(&moved_on, s)])
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            vec![ReceiptOutcome::Late],
+            "{s:?} while queued on SMS"
+        );
+    }
+    let slot = store
+        .slot(&moved_on.campaign, &moved_on.customer)
+        .await
+        .unwrap();
+    assert_eq!(
+        (slot["st"].as_str(), slot["ch"].as_str(), slot["a"].as_str()),
+        ("queued", "sms", "1")
+    );
+    let counts = store.campaign_counts(&moved_on.campaign).await.unwrap();
+    assert_eq!(counts.get("late_receipts"), Some(&2), "{counts:?}");
+    assert_eq!(counts.get("delivered"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("fallbacks"), Some(&1), "{counts:?}");
+}
+
+/// The uncertain window: a slot claimed but not yet `sending` is simply claimed again once
+/// its owner's lease ends; one left `sending` is sent again under `resend` and ends
+/// `uncertain` under `skip`; a receipt that came in the meantime settles it instead.
+#[tokio::test]
+async fn a_dead_owners_slot_is_claimed_resent_or_left_uncertain_by_the_policy() {
+    let store = store().await;
+    let lease = Duration::from_millis(50);
+    let later = || tokio::time::sleep(Duration::from_millis(80));
+
+    // Died after the claim, before the call: nothing can have gone out.
+    let before = delivery("unc", "before", Channel::Email, 0);
+    store
+        .claim_once(&before, "dead", lease, None)
+        .await
+        .unwrap();
+    later().await;
+    assert_eq!(
+        store
+            .claim_once(&before, "next", lease, None)
+            .await
+            .unwrap(),
+        OnceClaim::Claimed
+    );
+
+    // Died inside the call, policy resend: sent again, counted on the slot.
+    let resend = delivery("unc", "resend", Channel::Email, 0);
+    store
+        .claim_once(&resend, "dead", lease, None)
+        .await
+        .unwrap();
+    assert!(store.renew_once(&resend, "dead", lease).await.unwrap());
+    assert_eq!(status(&store, &resend).await, "sending");
+    assert!(
+        matches!(
+            store
+                .claim_once(&resend, "next", lease, None)
+                .await
+                .unwrap(),
+            OnceClaim::Held { .. }
+        ),
+        "a live owner's send is never taken over"
+    );
+    later().await;
+    assert_eq!(
+        store
+            .claim_once(&resend, "next", lease, None)
+            .await
+            .unwrap(),
+        OnceClaim::Resend
+    );
+    let slot = store
+        .slot(&resend.campaign, &resend.customer)
+        .await
+        .unwrap();
+    assert_eq!((slot["rs"].as_str(), slot["po"].as_str()), ("1", "dead"));
+
+    // Died inside the call, policy skip: uncertain, never sent again.
+    let mut skip = delivery("unc", "skip", Channel::Email, 0);
+    skip.on_uncertain = UncertainSend::Skip;
+    store.claim_once(&skip, "dead", lease, None).await.unwrap();
+    assert!(store.renew_once(&skip, "dead", lease).await.unwrap());
+    later().await;
+    assert_eq!(
+        store.claim_once(&skip, "next", lease, None).await.unwrap(),
+        OnceClaim::Uncertain
+    );
+    assert_eq!(status(&store, &skip).await, "uncertain");
+    assert!(matches!(
+        store.claim_once(&skip, "third", lease, None).await.unwrap(),
+        OnceClaim::Duplicate(_)
+    ));
+
+    // Died inside the call, but the provider's receipt came: delivered, not uncertain.
+    let mut proven = delivery("unc", "proven", Channel::Email, 0);
+    proven.on_uncertain = UncertainSend::Skip;
+    store
+        .claim_once(&proven, "dead", lease, None)
+        .await
+        .unwrap();
+    assert!(store.renew_once(&proven, "dead", lease).await.unwrap());
+    let early = (
+        proven.campaign.clone(),
+        proven.customer.clone(),
+        Channel::Email,
+        ReceiptStatus::Delivered,
+        String::new(),
+    );
+    assert_eq!(
+        store.apply_receipts(&[early]).await.unwrap(),
+        vec![ReceiptOutcome::Early]
+    );
+    later().await;
+    assert!(matches!(
+        store
+            .claim_once(&proven, "next", lease, None)
+            .await
+            .unwrap(),
+        OnceClaim::Duplicate(_)
+    ));
+    assert_eq!(status(&store, &proven).await, "delivered");
+
+    // A graceful hand-back after an unanswered call is uncertain too; one before any call is not.
+    let handed = delivery("unc", "handed", Channel::Email, 0);
+    store.claim_once(&handed, "old", lease, None).await.unwrap();
+    assert!(store.renew_once(&handed, "old", lease).await.unwrap());
+    assert!(store.release_once(&handed, "old", true).await.unwrap());
+    assert_eq!(
+        store
+            .claim_once(&handed, "next", lease, None)
+            .await
+            .unwrap(),
+        OnceClaim::Resend
+    );
+    let clean = delivery("unc", "clean", Channel::Email, 0);
+    store.claim_once(&clean, "old", lease, None).await.unwrap();
+    assert!(store.renew_once(&clean, "old", lease).await.unwrap());
+    assert!(store.release_once(&clean, "old", false).await.unwrap());
+    assert_eq!(
+        store.claim_once(&clean, "next", lease, None).await.unwrap(),
+        OnceClaim::Claimed
+    );
+
+    let counts = store.campaign_counts(&skip.campaign).await.unwrap();
+    assert_eq!(counts.get("uncertain"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("resent"), Some(&2), "{counts:?}");
+}
