@@ -227,3 +227,41 @@ async fn sigterm_finishes_or_hands_back_in_flight_work_and_sends_nothing_twice()
     assert_eq!(sim.keys_delivered_twice, 0, "{sim:?}");
     assert_eq!(sim.delivered, 300);
 }
+
+/// A dispatcher told to stop while work waits on the provider's rate hands that work back
+/// (its offsets stay uncommitted, its claims are released), and the next one sends each of
+/// those requests once.
+#[tokio::test]
+async fn a_stopped_dispatcher_hands_back_what_it_had_not_sent_and_the_next_sends_it_once() {
+    let fleet = Fleet::start(quiet_provider(), 2).await;
+    let (ids, _) = fleet.submit(60, "email").await;
+    let mut slow = fleet.provider_args();
+    slow.provider_rate = 5.0;
+    slow.provider_max_rate = 5.0;
+    let first_stop = fleet.shutdown.child_token();
+    let (first, running) = fleet
+        .start_dispatcher_with(Channel::Email, first_stop.clone(), slow)
+        .await;
+    crate::harness::wait_until("a few sent", Duration::from_secs(30), || async {
+        first.stats.sent.load(Ordering::Relaxed) >= 3
+    })
+    .await;
+    first_stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("the dispatcher stops within its grace period")
+        .unwrap();
+    let handed_back = first.stats.handed_back.load(Ordering::Relaxed);
+    let sent_first = first.stats.sent.load(Ordering::Relaxed);
+    assert!(handed_back > 0, "work waiting on the rate was handed back");
+    assert!(sent_first < 60, "{sent_first}");
+
+    fleet
+        .start_dispatcher(Channel::Email, fleet.shutdown.child_token())
+        .await;
+    let counts = fleet.wait_terminal(&ids, Duration::from_secs(60)).await;
+    assert_eq!(counts.get("sent"), Some(&60), "{counts:?}");
+    let sim = fleet.sim_stats().await;
+    assert_eq!(sim.distinct_keys, 60, "{sim:?}");
+    assert_eq!(sim.extra_deliveries, 0, "nothing sent twice: {sim:?}");
+}
