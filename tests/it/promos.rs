@@ -642,3 +642,39 @@ async fn a_purchase_becomes_one_sale_event_through_the_outbox() {
         ("fp-sold-buyer1", "19.99", "buyer1@example.com")
     );
 }
+
+/// As deployed, with no flag, a reservation holds its unit for seed 002's sixty seconds
+/// (the other tests shorten it to two): the API says so in `expires_at` and `expires_in_ms`.
+#[tokio::test]
+async fn a_reservation_holds_its_unit_for_sixty_seconds_by_default() {
+    use clap::Parser as _;
+    use herald::program::Program as _;
+    let fleet = Fleet::start(quiet_provider(), 1).await;
+    let mut args = herald::api::program::Args::try_parse_from(["herald-ingest"]).unwrap();
+    assert_eq!(args.reservation_secs, 60);
+    args.common = fleet.common();
+    args.http_addr = "127.0.0.1:0".parse().unwrap();
+    args.jwt_secret = Some(JWT_SECRET.into());
+    let deployed = herald::api::program::Program::from_args(&args)
+        .await
+        .unwrap();
+    let url = format!("http://{}", deployed.local_addr().unwrap());
+    tokio::spawn(deployed.run(fleet.shutdown.child_token()));
+
+    create(&fleet, promo("minute", 5, SOL)).await;
+    let before = jiff::Timestamp::now();
+    let reply = fleet
+        .http
+        .post(format!("{url}/api/flash-promos/minute/reserve/"))
+        .bearer_auth(token(Role::User, "m1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status().as_u16(), 201);
+    let body: Value = reply.json().await.unwrap();
+    let left = body["expires_in_ms"].as_u64().unwrap();
+    assert!((59_000..=60_000).contains(&left), "{body}");
+    let expires: jiff::Timestamp = body["expires_at"].as_str().unwrap().parse().unwrap();
+    let held = expires.duration_since(before).as_secs_f64();
+    assert!((59.0..=61.0).contains(&held), "held {held} s: {body}");
+}
