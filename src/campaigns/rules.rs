@@ -591,6 +591,22 @@ quiet_hours = { start = "22:00", end = "08:00" }
     }
 
     #[test]
+    fn the_uncertain_send_policy_is_per_channel_and_resend_by_default() {
+        let rules = Rules::parse(
+            "[selection]\ndefault_order = [\"email\", \"sms\"]\n[channels.sms]\nuncertain_send = \"skip\"\n[channels.email]\ncost = 0.001\n",
+        )
+        .unwrap();
+        assert_eq!(rules.uncertain_send(Channel::Sms), UncertainSend::Skip);
+        assert_eq!(rules.uncertain_send(Channel::Email), UncertainSend::Resend);
+        assert_eq!(rules.uncertain_send(Channel::Push), UncertainSend::Resend);
+        let bad = Rules::parse(
+            "[selection]\ndefault_order = [\"sms\"]\n[channels.sms]\nuncertain_send = \"maybe\"\n",
+        )
+        .unwrap_err();
+        assert!(bad.to_string().contains("uncertain_send"), "{bad}");
+    }
+
+    #[test]
     fn time_zones_are_checked() {
         assert!(is_known_time_zone("Europe/Madrid"));
         assert!(!is_known_time_zone("Mars/Olympus"));

@@ -86,6 +86,10 @@ async fn post_campaign(fleet: &Fleet, id: &str, ids: &[String], timeout_ms: u64)
 fn rules_with_policy(policy: &str) -> std::path::PathBuf {
     let default = std::fs::read_to_string(crate::harness::repo_file("config/rules.toml")).unwrap();
     let rules = default
+        .lines()
+        .filter(|l| !l.starts_with("uncertain_send"))
+        .collect::<Vec<_>>()
+        .join("\n")
         .replace(
             "[channels.email]\n",
             &format!("[channels.email]\nuncertain_send = \"{policy}\"\n"),
@@ -94,7 +98,11 @@ fn rules_with_policy(policy: &str) -> std::path::PathBuf {
             "[channels.push]\n",
             &format!("[channels.push]\nuncertain_send = \"{policy}\"\n"),
         );
-    assert_eq!(rules.matches("uncertain_send").count(), 2, "{rules}");
+    let set = rules
+        .lines()
+        .filter(|l| l.starts_with("uncertain_send"))
+        .count();
+    assert_eq!(set, 2, "{rules}");
     let path = std::env::temp_dir().join(format!("herald-rules-{}.toml", uuid::Uuid::new_v4()));
     std::fs::write(&path, rules).unwrap();
     path
