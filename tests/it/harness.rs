@@ -430,6 +430,45 @@ impl Fleet {
             .unwrap()
     }
 
+    /// Waits until each `(group, topic)` has committed everything on its topic: what was
+    /// published has been handled, so a test can then check that nothing more happens.
+    pub async fn wait_caught_up(&self, groups: &[(String, String)], limit: Duration) {
+        let probe = std::sync::Arc::new(herald::kafka::LagProbe::new(self.brokers()));
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let (probe, groups) = (probe.clone(), groups.to_vec());
+            let lags = tokio::task::spawn_blocking(move || {
+                groups
+                    .iter()
+                    .map(|(g, t)| (g.clone(), probe.max_lag(g, t).unwrap_or(i64::MAX)))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap();
+            if lags.iter().all(|(_, lag)| *lag == 0) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "consumers still behind: {lags:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The dispatch group of `channel` with its topic, for [`Fleet::wait_caught_up`].
+    pub fn dispatch_group(&self, channel: Channel) -> (String, String) {
+        (
+            self.topics.dispatch_group(channel),
+            self.topics.notify(channel),
+        )
+    }
+
+    /// Fan-out's group with its topic, for [`Fleet::wait_caught_up`].
+    pub fn fanout_group(&self) -> (String, String) {
+        (self.topics.fanout_group(), self.topics.campaigns())
+    }
+
     /// Publishes a copy of each of the first `max` messages on `topics` right behind it, as
     /// Kafka does when it redelivers, until `stop`; returns how many were copied.
     pub fn duplicate_messages(

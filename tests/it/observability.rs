@@ -79,7 +79,13 @@ async fn every_event_is_counted_once_across_copies_poison_and_a_full_reread() {
         Duration::from_secs(10),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = fleet.topics.events();
+    fleet
+        .wait_caught_up(
+            &[("obs-first".into(), events.clone())],
+            Duration::from_secs(20),
+        )
+        .await;
     let counts = fleet.store.metrics_campaign(&campaign).await.unwrap();
     assert_eq!(counts.get("sent:email"), Some(&120), "{counts:?}");
     assert_eq!(counts.get("delivered:email"), Some(&30));
@@ -135,7 +141,9 @@ async fn every_event_is_counted_once_across_copies_poison_and_a_full_reread() {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    fleet
+        .wait_caught_up(&[("obs-second".into(), events)], Duration::from_secs(20))
+        .await;
     assert_eq!(second.stats.counted.load(Ordering::Relaxed), 20);
     assert_eq!(
         second.stats.already_counted.load(Ordering::Relaxed),

@@ -509,7 +509,8 @@ async fn a_customer_dead_lettered_for_no_channel_is_delivered_once_after_a_fix_a
     // Replaying again finds nothing to do, and the customer still got one message.
     let again = herald_cli(&fleet, &["dlq", "replay", "--reason", "no usable channel"]).await;
     assert!(again.contains("replayed 0,"), "{again}");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let groups = [fleet.fanout_group(), fleet.dispatch_group(Channel::Email)];
+    fleet.wait_caught_up(&groups, Duration::from_secs(20)).await;
     let key: Value = fleet
         .http
         .get(format!("{}/v1/keys/replay1:mute:email", fleet.provider_url))

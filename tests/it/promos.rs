@@ -282,7 +282,8 @@ async fn the_segment_is_who_is_within_two_km_and_a_second_promo_that_day_is_capp
     let done = activate(&fleet).await;
     let b = &done[0];
     assert_eq!((b.near, b.capped, b.audience), (4, 4, 0), "{b:?}");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let groups = [fleet.fanout_group(), fleet.dispatch_group(Channel::Email)];
+    fleet.wait_caught_up(&groups, Duration::from_secs(20)).await;
     let sim = fleet.sim_stats().await;
     assert_eq!((sim.calls, sim.keys_delivered_twice), (4, 0), "{sim:?}");
     let admin = token(Role::Admin, "ops");
