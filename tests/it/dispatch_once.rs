@@ -134,11 +134,7 @@ async fn a_dispatcher_killed_mid_run_leaves_nothing_stuck() {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::harness::free_port()
 }
 
 #[tokio::test]

@@ -89,6 +89,9 @@ pub struct Fleet {
     pub api_url: String,
     pub http: reqwest::Client,
     pub shutdown: CancellationToken,
+    /// What the fleet's background tasks failed with: the waits below fail at once with it
+    /// rather than at their time-out.
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Fleet {
@@ -127,9 +130,13 @@ impl Fleet {
         sim.receipt_url = Some(format!("{api_url}/v1/receipts"));
         let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let provider_url = format!("http://{}", sim_listener.local_addr().unwrap());
-        tokio::spawn(simulator::serve(sim_listener, sim, shutdown.clone()));
+        let failures: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let simulated = simulator::serve(sim_listener, sim, shutdown.clone());
+        spawn_checked(&failures, "the simulated provider", async move {
+            simulated.await.map_err(anyhow::Error::from)
+        });
 
-        tokio::spawn(ingest.run(shutdown.clone()));
+        spawn_checked(&failures, "herald-ingest", ingest.run(shutdown.clone()));
 
         Fleet {
             ns,
@@ -141,6 +148,7 @@ impl Fleet {
             api_url,
             http: reqwest::Client::new(),
             shutdown,
+            failures,
         }
     }
 
@@ -188,6 +196,15 @@ impl Fleet {
         }
     }
 
+    /// Fails the test with what a background task of this fleet failed with, if any.
+    pub fn assert_no_failures(&self) {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(
+            failures.is_empty(),
+            "a background task failed: {failures:?}"
+        );
+    }
+
     /// The flags every program of this fleet takes.
     pub fn common(&self) -> CommonArgs {
         common_args(self.brokers(), &self.redis_url, &self.ns)
@@ -224,7 +241,7 @@ impl Fleet {
             .await
             .expect("dispatcher set-up");
         let d = program.dispatcher.clone();
-        let handle = tokio::spawn(async move { program.run(stop).await.expect("dispatcher run") });
+        let handle = spawn_checked(&self.failures, "a dispatcher", program.run(stop));
         (d, handle)
     }
 
@@ -240,7 +257,7 @@ impl Fleet {
             .await
             .expect("fan-out set-up");
         let f = program.fanout.clone();
-        tokio::spawn(async move { program.run(stop).await.expect("fan-out run") });
+        spawn_checked(&self.failures, "fan-out", program.run(stop));
         f
     }
 
@@ -260,7 +277,7 @@ impl Fleet {
             .await
             .expect("retry set-up");
         let r = program.retrier.clone();
-        tokio::spawn(async move { program.run(stop).await.expect("retry run") });
+        spawn_checked(&self.failures, "retry", program.run(stop));
         r
     }
 
@@ -283,7 +300,7 @@ impl Fleet {
             .expect("metrics set-up");
         let url = format!("http://{}", program.local_addr().unwrap());
         let agg = program.aggregator.clone();
-        tokio::spawn(async move { program.run(stop).await.expect("aggregator run") });
+        spawn_checked(&self.failures, "the metrics aggregator", program.run(stop));
         (agg, url)
     }
 
@@ -308,7 +325,9 @@ impl Fleet {
             stats.clone(),
             stop,
         );
-        tokio::spawn(async move { run.await.expect("events consumer run") });
+        spawn_checked(&self.failures, "an events consumer", async move {
+            run.await.map_err(anyhow::Error::from)
+        });
         stats
     }
 
@@ -326,6 +345,7 @@ impl Fleet {
     pub async fn wait_campaign(&self, id: &str, limit: Duration) -> Value {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
+            self.assert_no_failures();
             let (status, report) = self.get(&format!("/v1/campaigns/{id}")).await;
             if (status == 200 && report["status"] == "completed")
                 || tokio::time::Instant::now() > deadline
@@ -388,6 +408,7 @@ impl Fleet {
     pub async fn wait_terminal(&self, ids: &[String], limit: Duration) -> HashMap<String, usize> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
+            self.assert_no_failures();
             let counts = self.status_counts(ids).await;
             let done = counts.get("sent").copied().unwrap_or(0)
                 + counts.get("failed").copied().unwrap_or(0);
@@ -591,6 +612,49 @@ impl Drop for ChildGuard {
 }
 
 /// Polls `check` every 100 ms until it holds; fails the test after `limit`.
+/// Spawns one of the fleet's tasks; an error or a panic is recorded in `failures`, where
+/// the fleet's waits find it, instead of surfacing only as a time-out.
+fn spawn_checked<F>(
+    failures: &Arc<std::sync::Mutex<Vec<String>>>,
+    what: &'static str,
+    work: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let inner = tokio::spawn(work);
+    let failures = failures.clone();
+    tokio::spawn(async move {
+        let failure = match inner.await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => format!("{what} failed: {e:#}"),
+            Err(e) => format!("{what} panicked: {e}"),
+        };
+        eprintln!("{failure}");
+        failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(failure);
+    })
+}
+
+/// A port for a server a test starts itself (a child process, Prometheus, Redis). Taken
+/// from below the kernel's ephemeral range (32768 and up), so no port-0 bind anywhere can be
+/// handed the same one between this check and the server's own bind; a counter keeps this
+/// process's tests apart, the process id other test processes.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id() % 800) as u16 * 20;
+    for _ in 0..2000 {
+        let port = 16_000 + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 16_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range");
+}
+
 /// Waits for a child to exit, killing it (and failing) after `limit`: a test must not hang CI.
 pub fn wait_child(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + limit;

@@ -348,11 +348,7 @@ async fn the_dashboard_shows_what_the_counters_hold() {
 
 /// Serves a dispatcher's probes (and `/metrics`) on an ephemeral port; returns its URL.
 async fn serve_probes(probes: Probes, stop: tokio_util::sync::CancellationToken) -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::harness::free_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     tokio::spawn(herald::health::serve(addr, probes, stop));
     let url = format!("http://{addr}");
@@ -469,11 +465,7 @@ async fn prometheus_scrapes_the_fleet_and_grafana_asks_only_for_what_exists() {
         target(&metrics_url), target(&dispatch_url), target(&fleet.api_url)
     );
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::harness::free_port();
     let _prom = ChildGuard(Some(
         Command::new(prometheus)
             .arg(format!(
@@ -595,11 +587,7 @@ impl TracedPrograms {
             ("HERALD_PROVIDER_API_KEY", API_KEY.to_string()),
             ("RUST_LOG", "warn".to_string()),
         ]);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::harness::free_port();
         let addr = format!("127.0.0.1:{port}");
         let mut programs = TracedPrograms {
             env,
@@ -711,11 +699,7 @@ async fn a_campaign_delivery_and_its_fallback_are_one_trace() {
     }
     programs.spawn(env!("CARGO_BIN_EXE_herald-fanout"), &[]);
     programs.spawn(env!("CARGO_BIN_EXE_herald-retry"), &[]);
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let metrics_port = crate::harness::free_port();
     let metrics = format!("127.0.0.1:{metrics_port}");
     programs.spawn(
         env!("CARGO_BIN_EXE_herald-metrics"),

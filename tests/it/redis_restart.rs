@@ -45,11 +45,7 @@ impl OwnRedis {
     }
 
     async fn new() -> OwnRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::harness::free_port();
         let dir = std::env::temp_dir().join(format!("herald-redis-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let server = OwnRedis::start(port, &dir).await;
