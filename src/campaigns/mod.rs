@@ -12,6 +12,7 @@
 
 pub mod cache;
 pub mod fanout;
+pub mod quiet;
 pub mod receipts;
 pub mod render;
 pub mod retry;
