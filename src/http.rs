@@ -31,6 +31,13 @@ impl ApiError {
             field: None,
         }
     }
+    pub fn conflict(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::CONFLICT,
+            message: message.into(),
+            field: Some(field.into()),
+        }
+    }
     pub fn not_found(what: &str) -> Self {
         ApiError {
             status: StatusCode::NOT_FOUND,

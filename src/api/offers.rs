@@ -281,6 +281,13 @@ async fn create_campaign(State(app): App, body: axum::body::Bytes) -> Result<Res
                 LaunchError::NotQueued => ApiError::unavailable(
                     "queue unavailable; post the same campaign id again to resume",
                 ),
+                LaunchError::Conflict => ApiError::conflict(
+                    "id",
+                    "a different campaign (definition or audience) already has this id",
+                ),
+                LaunchError::InProgress => ApiError::unavailable(
+                    "this campaign is being stored by another call; post it again shortly",
+                ),
             })?;
     let (campaign, batches) = (launched.campaign, launched.batches);
     let status = if launched.created {

@@ -73,7 +73,12 @@ impl crate::program::Program for Program {
             store: c
                 .store
                 .with_request_ttl(Duration::from_secs(args.request_ttl_secs)),
-            producer: c.producer,
+            // The API answers "unavailable" within the publish time-out instead of holding a
+            // caller for librdkafka's own 30 s when the broker is gone.
+            producer: crate::kafka::producer_with_timeout(
+                &args.common.kafka_brokers,
+                Duration::from_millis(args.publish_timeout_ms.max(1)),
+            )?,
             topics: c.topics,
             promos: PromoSettings {
                 jwt: jwt(args.jwt_secret.as_ref())?,

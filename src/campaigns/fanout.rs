@@ -70,7 +70,7 @@ pub struct FanOut {
     pub config: FanOutConfig,
     pub stats: FanOutStats,
     campaigns: CampaignCache,
-    health: Mutex<(Instant, Vec<Channel>)>,
+    health: Mutex<Option<(Instant, Vec<Channel>)>>,
 }
 
 impl FanOut {
@@ -91,7 +91,9 @@ impl FanOut {
             config,
             stats: FanOutStats::default(),
             campaigns: CampaignCache::default(),
-            health: Mutex::new((Instant::now() - Duration::from_secs(60), Vec::new())),
+            // Nothing read yet (not "read a minute ago": a host up for less than a minute
+            // has no such instant, and the subtraction would panic).
+            health: Mutex::new(None),
         }
     }
 
@@ -388,14 +390,13 @@ impl FanOut {
 
     /// Channels with an open provider circuit, re-read at most once a second.
     async fn unhealthy(&self) -> Vec<Channel> {
-        {
-            let h = lock(&self.health);
-            if h.0.elapsed() < Duration::from_secs(1) {
-                return h.1.clone();
+        if let Some((read, channels)) = lock(&self.health).as_ref() {
+            if read.elapsed() < Duration::from_secs(1) {
+                return channels.clone();
             }
         }
         let now = self.store.unhealthy_channels().await.unwrap_or_default();
-        *lock(&self.health) = (Instant::now(), now.clone());
+        *lock(&self.health) = Some((Instant::now(), now.clone()));
         now
     }
 

@@ -43,11 +43,18 @@ pub enum LaunchError {
     /// Some batches were not acknowledged by Kafka; launching the same id again resumes.
     #[error("campaign batches not queued")]
     NotQueued,
+    /// Another campaign (another definition or audience) already has this id.
+    #[error("a different campaign has this id")]
+    Conflict,
+    /// The same campaign is being stored by another call; launching again shortly resumes.
+    #[error("the campaign is being stored by another call")]
+    InProgress,
 }
 
 /// Stores a campaign and its audience (once per id) and queues its batches for fan-out.
-/// Launching the same id again stores nothing new and queues the batches again: fan-out
-/// drops the batches it has done, so a caller may retry until it succeeds.
+/// Launching the same campaign again stores nothing new and queues the batches again:
+/// fan-out drops the batches it has done, so a caller may retry until it succeeds. The same
+/// id with another definition or audience is refused.
 pub async fn launch(
     store: &Store,
     producer: &FutureProducer,
@@ -58,6 +65,8 @@ pub async fn launch(
     let (campaign, created) = match store.create_campaign(&campaign, audience).await? {
         CampaignCreation::Created => (campaign, true),
         CampaignCreation::Exists(existing) => (*existing, false),
+        CampaignCreation::Conflict => return Err(LaunchError::Conflict),
+        CampaignCreation::InProgress => return Err(LaunchError::InProgress),
     };
     let batches = (campaign.recipients as usize).div_ceil(BATCH_SIZE);
     if queue_batches(producer, topics, &campaign.id, batches).await > 0 {

@@ -201,7 +201,7 @@ async fn metrics(State(agg): State<Arc<Aggregator>>) -> Result<Response, ApiErro
 fn fleet_families(totals: &Counts) -> Vec<Family> {
     let mut notifications = Family::new(
         "herald_notifications",
-        "Notifications by channel and outcome (accepted, sent, delivered, undelivered, fallback, failed, deduplicated, dead_lettered), counted from herald.events.",
+        "Notifications by channel and outcome (accepted, sent, delivered, undelivered, fallback, failed, deduplicated, dead_lettered, uncertain), counted from herald.events.",
     );
     for (channel, outcomes) in &totals.channels {
         for (outcome, n) in outcomes {

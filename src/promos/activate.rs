@@ -166,8 +166,14 @@ async fn activate(
     } else {
         match crate::campaigns::launch(store, producer, topics, campaign.clone(), &audience).await {
             Ok(launched) => launched.campaign.recipients,
-            Err(LaunchError::NotQueued) => return Ok(None),
+            Err(LaunchError::NotQueued | LaunchError::InProgress) => return Ok(None),
             Err(LaunchError::Store(e)) => return Err(e),
+            Err(LaunchError::Conflict) => {
+                return Err(StoreError::Corrupt {
+                    key: campaign.id.to_string(),
+                    what: "another campaign has this promo's campaign id".into(),
+                })
+            }
         }
     };
     Ok(Some(Activation {

@@ -102,11 +102,24 @@ pub struct ProviderClient {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot build the provider's HTTP client: {0}")]
-pub struct ClientBuildError(#[from] reqwest::Error);
+pub enum ClientBuildError {
+    #[error("cannot build the provider's HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// A rate that is not a positive number would stall or break the limiter.
+    #[error("--{0} must be a positive number, not {1}")]
+    Rate(&'static str, f64),
+}
 
 impl ProviderClient {
     pub fn new(args: &ProviderArgs) -> Result<Self, ClientBuildError> {
+        for (flag, rate) in [
+            ("provider-rate", args.provider_rate),
+            ("provider-max-rate", args.provider_max_rate),
+        ] {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(ClientBuildError::Rate(flag, rate));
+            }
+        }
         let http = reqwest::Client::builder()
             .timeout(args.timeout())
             .connect_timeout(args.timeout().min(Duration::from_secs(2)))
@@ -325,6 +338,39 @@ pub fn parse_retry_after(value: Option<&reqwest::header::HeaderValue>) -> Durati
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    fn args(rate: f64, max_rate: f64) -> ProviderArgs {
+        ProviderArgs {
+            provider_url: "http://127.0.0.1:1".into(),
+            provider_api_key: "k".into(),
+            provider_timeout_ms: 1000,
+            provider_max_attempts: 1,
+            provider_backoff_ms: 1,
+            provider_backoff_max_ms: 1,
+            provider_concurrency: 1,
+            provider_rate: rate,
+            provider_max_rate: max_rate,
+            provider_breaker_failures: 1,
+            provider_breaker_cooldown_ms: 1,
+        }
+    }
+
+    #[test]
+    fn a_rate_that_is_not_a_positive_number_is_refused_at_start() {
+        assert!(ProviderClient::new(&args(500.0, 1000.0)).is_ok());
+        for (rate, max) in [
+            (f64::NAN, 10.0),
+            (-1.0, 10.0),
+            (0.0, 10.0),
+            (5.0, f64::INFINITY),
+        ] {
+            let refused = ProviderClient::new(&args(rate, max)).err();
+            assert!(
+                matches!(refused, Some(ClientBuildError::Rate(..))),
+                "{rate} {max}: {refused:?}"
+            );
+        }
+    }
 
     #[test]
     fn retry_after_reads_seconds_and_defaults_to_one() {

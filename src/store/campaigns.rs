@@ -19,6 +19,69 @@ pub enum CampaignCreation {
     Created,
     /// A campaign with this id exists: the same request again, nothing new stored.
     Exists(Box<Campaign>),
+    /// A campaign with this id but another definition or audience exists.
+    Conflict,
+    /// The same campaign is being stored by another call right now: try again shortly.
+    InProgress,
+}
+
+/// How long one call may take to store a campaign's audience before another call may
+/// take over (a crash left it half-stored): well above the minute 5,000,000 ids take.
+const CREATION_LEASE: Duration = Duration::from_secs(300);
+
+// KEYS[1] campaign. ARGV: definition, fingerprint, owner, lease ms.
+// Decides, atomically, whether this call stores the campaign: a new id, or one a crashed
+// creator left half-stored (its lease over). Another fingerprint is a conflict.
+static BEGIN_CREATE: Lua = Lua::new(lua_with_now!(
+    r#"
+local f = redis.call('HMGET', KEYS[1], 'def', 'fp', 'ready', 'cr', 'cru')
+if f[1] and f[2] and f[2] ~= ARGV[2] then return 'conflict' end
+if f[3] then return 'exists' end
+if f[1] and f[4] and f[4] ~= ARGV[3] and tonumber(f[5] or '0') > now then return 'busy' end
+if not f[1] then redis.call('HSET', KEYS[1], 'def', ARGV[1]) end
+redis.call('HSET', KEYS[1], 'fp', ARGV[2], 'cr', ARGV[3], 'cru', now + tonumber(ARGV[4]))
+return 'create'
+"#
+));
+
+// KEYS[1] campaign, KEYS[2] audience, KEYS[3] active set.
+// ARGV: owner, recipients, batches, ttl s, campaign id. Only the creator holding the lease.
+static FINISH_CREATE: Lua = Lua::new(
+    r#"
+if redis.call('HGET', KEYS[1], 'cr') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'recipients', ARGV[2], 'batches', ARGV[3], 'ready', '1')
+redis.call('HDEL', KEYS[1], 'cr', 'cru')
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
+redis.call('SADD', KEYS[3], ARGV[5])
+return 1
+"#,
+);
+
+/// A stable digest of what a campaign is (its definition but the creation time, and its
+/// audience in order): a retry carries the same one, a different campaign another.
+fn fingerprint(campaign: &Campaign, audience: &[CustomerId]) -> String {
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    let definition = Campaign {
+        created_ms: 0,
+        recipients: 0,
+        ..campaign.clone()
+    };
+    eat(serde_json::to_string(&definition)
+        .unwrap_or_default()
+        .as_bytes());
+    for id in audience {
+        eat(b"\n");
+        eat(id.as_str().as_bytes());
+    }
+    format!("{hash:016x}:{}", audience.len())
 }
 
 // KEYS[1] campaign, KEYS[2] batch bitmap. ARGV: batch, recipients in it.
@@ -62,13 +125,22 @@ impl Store {
             key: key.clone(),
             what: e.to_string(),
         })?;
-        let (mut c, generation) = self.connection();
-        let created: bool = self
-            .bounded(generation, c.hset_nx(&key, "def", &def))
+        let owner = uuid::Uuid::new_v4().to_string();
+        let decision: String = self
+            .eval(
+                BEGIN_CREATE
+                    .key(&key)
+                    .arg(&def)
+                    .arg(fingerprint(campaign, audience))
+                    .arg(&owner)
+                    .arg(CREATION_LEASE.as_millis() as u64),
+            )
             .await?;
-        if !created {
-            let ready: Option<String> = self.bounded(generation, c.hget(&key, "ready")).await?;
-            if ready.is_some() {
+        match decision.as_str() {
+            "create" => {}
+            "conflict" => return Ok(CampaignCreation::Conflict),
+            "busy" => return Ok(CampaignCreation::InProgress),
+            _ => {
                 return match self.campaign(&campaign.id).await? {
                     Some(existing) => Ok(CampaignCreation::Exists(Box::new(existing))),
                     None => Err(StoreError::Corrupt {
@@ -77,10 +149,9 @@ impl Store {
                     }),
                 };
             }
-            // A crash left it half-stored: store the audience again from the start.
         }
+        // New, or half-stored by a creator that crashed: the audience from the start.
         let audience_key = self.audience_key(&campaign.id);
-        let ttl = CAMPAIGN_TTL.as_secs() as i64;
         self.query_pipe::<()>(redis::pipe().del(&audience_key).ignore())
             .await?;
         for chunk in audience.chunks(10_000) {
@@ -88,25 +159,23 @@ impl Store {
             self.query_pipe::<()>(redis::pipe().rpush(&audience_key, ids).ignore())
                 .await?;
         }
-        let batches = audience.len().div_ceil(BATCH_SIZE);
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset_multiple(
-                &key,
-                &[
-                    ("recipients", audience.len().to_string()),
-                    ("batches", batches.to_string()),
-                    ("ready", "1".to_string()),
-                ],
+        let finished = self
+            .eval_flag(
+                FINISH_CREATE
+                    .key(&key)
+                    .key(&audience_key)
+                    .key(self.active_key())
+                    .arg(&owner)
+                    .arg(audience.len())
+                    .arg(audience.len().div_ceil(BATCH_SIZE))
+                    .arg(CAMPAIGN_TTL.as_secs())
+                    .arg(campaign.id.as_str()),
             )
-            .ignore()
-            .expire(&key, ttl)
-            .ignore()
-            .expire(&audience_key, ttl)
-            .ignore()
-            .sadd(self.active_key(), campaign.id.as_str())
-            .ignore();
-        self.query_pipe::<()>(&pipe).await?;
+            .await?;
+        if !finished {
+            // Taken over after our lease ran out: the other call stores it.
+            return Ok(CampaignCreation::InProgress);
+        }
         Ok(CampaignCreation::Created)
     }
 

@@ -153,3 +153,23 @@ async fn http_statuses(fleet: &Fleet, ids: &[String]) -> HashMap<String, usize> 
     }
     counts
 }
+
+/// A request the provider refuses (here: a wrong API key, a 401) ends `failed`, and a client
+/// reading `GET /v1/requests/{id}` sees exactly that.
+#[tokio::test]
+async fn a_refused_request_reads_failed_over_http() {
+    let fleet = Fleet::start(quiet_provider(), 2).await;
+    let mut wrong_key = fleet.provider_args();
+    wrong_key.provider_api_key = "not-the-key".into();
+    fleet
+        .start_dispatcher_with(Channel::Email, fleet.shutdown.child_token(), wrong_key)
+        .await;
+    let (ids, _) = fleet.submit(5, "email").await;
+    crate::harness::wait_until("requests failed", Duration::from_secs(30), || async {
+        http_statuses(&fleet, &ids).await.get("failed").copied() == Some(ids.len())
+    })
+    .await;
+    let sim = fleet.sim_stats().await;
+    assert_eq!(sim.delivered, 0, "{sim:?}");
+    assert!(sim.unauthorized >= 5, "{sim:?}");
+}

@@ -524,3 +524,59 @@ async fn a_customer_dead_lettered_for_no_channel_is_delivered_once_after_a_fix_a
     let (_, report) = fleet.get("/v1/campaigns/replay1").await;
     assert_eq!(count(&report, "delivered"), 2, "{report}");
 }
+
+/// Posting a campaign again answers as the first time did; the same id with another
+/// template or another audience is a 409 naming `id`, and changes nothing stored.
+#[tokio::test]
+async fn the_same_campaign_again_is_accepted_and_a_different_one_under_its_id_refused() {
+    let fleet = Fleet::start(quiet_provider(), 1).await;
+    let body = |template: &str, ids: &[&str]| {
+        json!({"id": "again", "name": "n", "template": template, "channels": ["email"],
+               "audience": {"customer_ids": ids}})
+    };
+    let (status, first) = fleet.post("/v1/campaigns", body("hi", &["a", "b"])).await;
+    assert_eq!(status, 202, "{first}");
+    let (status, again) = fleet.post("/v1/campaigns", body("hi", &["a", "b"])).await;
+    assert_eq!((status, &again), (200, &first));
+    for other in [body("bye", &["a", "b"]), body("hi", &["a", "c"])] {
+        let (status, refused) = fleet.post("/v1/campaigns", other).await;
+        assert_eq!(status, 409, "{refused}");
+        assert_eq!(refused["field"], "id", "{refused}");
+    }
+    let campaign = CampaignId::parse("again").unwrap();
+    let stored = fleet.store.campaign(&campaign).await.unwrap().unwrap();
+    assert_eq!(String::from(stored.template), "hi");
+    let audience = fleet.store.audience_batch(&campaign, 0).await.unwrap();
+    assert_eq!(audience, ["a", "b"].map(|c| CustomerId::parse(c).unwrap()));
+}
+
+/// Two clients post the same large campaign at once (a retry racing the first call): one
+/// stores it, the other is told to come back or finds it stored, and the audience is stored
+/// once, not interleaved.
+#[tokio::test]
+async fn two_posts_of_one_campaign_at_once_store_its_audience_once() {
+    const N: usize = 100_000;
+    let fleet = Fleet::start(quiet_provider(), 1).await;
+    let ids: Vec<String> = (0..N).map(|i| format!("race{i}")).collect();
+    let body = json!({"id": "race", "name": "n", "template": "hi", "channels": ["email"],
+                      "audience": {"customer_ids": ids}});
+    let (a, b) = tokio::join!(
+        fleet.post("/v1/campaigns", body.clone()),
+        fleet.post("/v1/campaigns", body.clone())
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert!(
+        matches!(statuses, [200, 202] | [202, 503]),
+        "one stores it, the other finds it or is told to retry: {statuses:?} {} {}",
+        a.1,
+        b.1
+    );
+    let campaign = CampaignId::parse("race").unwrap();
+    let mut stored = Vec::new();
+    for batch in 0..=(N / 1000) as u32 {
+        stored.extend(fleet.store.audience_batch(&campaign, batch).await.unwrap());
+    }
+    assert_eq!(stored.len(), N, "the audience once, in order");
+    assert!(stored.iter().zip(&ids).all(|(s, i)| s.as_str() == i));
+}
