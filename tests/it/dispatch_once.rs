@@ -144,6 +144,9 @@ async fn sigterm_finishes_or_hands_back_in_flight_work_and_sends_nothing_twice()
     sim.latency_max_ms = 120;
     // Not idempotent: any double send would show.
     let fleet = Fleet::start(sim, 4).await;
+    // All queued before the dispatcher starts, so that however slowly a loaded machine
+    // submits, the stop below lands mid-run: at 50/s the 300 take six seconds.
+    let (ids, _) = fleet.submit(300, "sms").await;
     let port = free_port();
     let mut dispatcher = ChildGuard(Some(
         Command::new(env!("CARGO_BIN_EXE_herald-dispatch"))
@@ -156,7 +159,7 @@ async fn sigterm_finishes_or_hands_back_in_flight_work_and_sends_nothing_twice()
                 "300",
             ])
             .args(["--health-addr", &format!("127.0.0.1:{port}")])
-            .args(["--provider-rate", "100", "--provider-max-rate", "100"])
+            .args(["--provider-rate", "50", "--provider-max-rate", "50"])
             .env("HERALD_KAFKA_BROKERS", fleet.brokers())
             .env("HERALD_REDIS_URL", crate::harness::redis_url())
             .env("HERALD_NAMESPACE", &fleet.ns)
@@ -179,7 +182,6 @@ async fn sigterm_finishes_or_hands_back_in_flight_work_and_sends_nothing_twice()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ready, "dispatcher reports ready");
-    let (ids, _) = fleet.submit(300, "sms").await;
     for _ in 0..200 {
         if fleet.sim_stats().await.delivered >= 50 {
             break;
