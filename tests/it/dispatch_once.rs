@@ -76,8 +76,22 @@ async fn duplicate_kafka_delivery_contacts_the_customer_once() {
 }
 
 fn spawn_dispatcher(fleet: &Fleet, channel: &str) -> ChildGuard {
+    spawn_dispatcher_with(fleet, channel, &[])
+}
+
+/// A dispatcher process at `rate` provider calls per second at most.
+fn spawn_dispatcher_at(fleet: &Fleet, channel: &str, rate: &str) -> ChildGuard {
+    spawn_dispatcher_with(
+        fleet,
+        channel,
+        &["--provider-rate", rate, "--provider-max-rate", rate],
+    )
+}
+
+fn spawn_dispatcher_with(fleet: &Fleet, channel: &str, extra: &[&str]) -> ChildGuard {
     let child = Command::new(env!("CARGO_BIN_EXE_herald-dispatch"))
         .args(["--channel", channel, "--lease-ms", "3000"])
+        .args(extra)
         .env("HERALD_KAFKA_BROKERS", fleet.brokers())
         .env("HERALD_REDIS_URL", crate::harness::redis_url())
         .env("HERALD_NAMESPACE", &fleet.ns)
@@ -98,10 +112,11 @@ async fn a_dispatcher_killed_mid_run_leaves_nothing_stuck() {
     // and our record is then replayed, not sent again.
     sim.idempotent = true;
     let fleet = Fleet::start(sim, 4).await;
-    let mut first = spawn_dispatcher(&fleet, "email");
-    let mut second = spawn_dispatcher(&fleet, "email");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Queued first and sent at 60/s per dispatcher, so the kill lands mid-run however
+    // slowly a loaded machine submits.
     let (ids, _) = fleet.submit(400, "email").await;
+    let mut first = spawn_dispatcher_at(&fleet, "email", "60");
+    let mut second = spawn_dispatcher_at(&fleet, "email", "60");
 
     // Kill one instance with SIGKILL while work is in flight, then bring it back.
     for _ in 0..200 {

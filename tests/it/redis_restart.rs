@@ -136,8 +136,14 @@ async fn a_campaign_survives_redis_killed_and_recovered_from_its_aof() {
         )
         .await;
     let stop = fleet.shutdown.child_token();
+    // At most 500 sends a second, so the crash lands mid-campaign however loaded the machine.
+    let mut steady = fleet.provider_args();
+    steady.provider_rate = 500.0;
+    steady.provider_max_rate = 500.0;
     for channel in [Channel::Email, Channel::Push] {
-        fleet.start_dispatcher(channel, stop.clone()).await;
+        fleet
+            .start_dispatcher_with(channel, stop.clone(), steady.clone())
+            .await;
     }
     fleet.start_fanout(stop.clone()).await;
     fleet.start_retry(stop.clone()).await;
