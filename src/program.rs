@@ -27,11 +27,20 @@ pub struct Connections {
 
 impl Connections {
     pub async fn open(common: &CommonArgs) -> anyhow::Result<Self> {
+        Self::open_with_delivery_timeout(common, kafka::DELIVERY_TIMEOUT).await
+    }
+
+    /// As [`Connections::open`], with a producer that reports a message failed when the
+    /// broker has not acknowledged it within `delivery_timeout`.
+    pub async fn open_with_delivery_timeout(
+        common: &CommonArgs,
+        delivery_timeout: std::time::Duration,
+    ) -> anyhow::Result<Self> {
         let store = Store::connect(&common.redis_url, &common.namespace)
             .await
             .with_context(|| format!("connecting to Redis at {}", common.redis_url))?;
-        let producer =
-            kafka::producer(&common.kafka_brokers).context("creating the Kafka producer")?;
+        let producer = kafka::producer_with_timeout(&common.kafka_brokers, delivery_timeout)
+            .context("creating the Kafka producer")?;
         Ok(Connections {
             store,
             producer,

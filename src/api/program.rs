@@ -68,17 +68,15 @@ impl crate::program::Program for Program {
     type Args = Args;
 
     async fn from_args(args: &Args) -> anyhow::Result<Self> {
-        let c = Connections::open(&args.common).await?;
+        // The API answers "unavailable" within the publish time-out instead of holding a
+        // caller for the producer's default 30 s when the broker is gone.
+        let publish_timeout = Duration::from_millis(args.publish_timeout_ms.max(1));
+        let c = Connections::open_with_delivery_timeout(&args.common, publish_timeout).await?;
         let ingest = Arc::new(Ingest {
             store: c
                 .store
                 .with_request_ttl(Duration::from_secs(args.request_ttl_secs)),
-            // The API answers "unavailable" within the publish time-out instead of holding a
-            // caller for librdkafka's own 30 s when the broker is gone.
-            producer: crate::kafka::producer_with_timeout(
-                &args.common.kafka_brokers,
-                Duration::from_millis(args.publish_timeout_ms.max(1)),
-            )?,
+            producer: c.producer,
             topics: c.topics,
             promos: PromoSettings {
                 jwt: jwt(args.jwt_secret.as_ref())?,

@@ -115,8 +115,11 @@ impl Topics {
 /// A producer that waits for the broker's acknowledgement before a send counts; a message
 /// the broker has not acknowledged within 30 s is reported failed.
 pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
-    producer_with_timeout(brokers, Duration::from_secs(30))
+    producer_with_timeout(brokers, DELIVERY_TIMEOUT)
 }
+
+/// How long a producer waits for the broker's acknowledgement unless told otherwise.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// As [`producer`], with the delivery time-out given: the API uses a short one so that a
 /// caller hears "unavailable" in seconds rather than waiting on a dead broker.
