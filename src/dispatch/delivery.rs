@@ -61,21 +61,21 @@ impl Dispatcher {
                     Step::Claimed
                 }
                 OnceClaim::Held { retry_in } => Step::Held(retry_in),
-                OnceClaim::Duplicate(status) => Step::Settled(Some(status)),
-                OnceClaim::Uncertain => Step::Settled(None),
+                OnceClaim::Duplicate(status) => Step::Settled(Settled::Duplicate(status)),
+                OnceClaim::Uncertain => Step::Settled(Settled::Uncertain),
             })
         });
         match claimed.await {
             Ok(()) => None,
             Err(None) => Some(Handled::HandedBack),
-            Err(Some(Some(status))) => {
+            Err(Some(Settled::Duplicate(status))) => {
                 self.stats.deduplicated.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(campaign = %d.campaign, customer = %d.customer, %status, "duplicate delivery dropped");
                 self.emit_delivery(LifecycleKind::Deduplicated, d, Some(status))
                     .await;
                 Some(Handled::Done)
             }
-            Err(Some(None)) => {
+            Err(Some(Settled::Uncertain)) => {
                 self.stats.uncertain.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(campaign = %d.campaign, customer = %d.customer, channel = %d.message.channel, "uncertain send left as is (policy skip)");
                 let why = "a dispatcher died while the provider call may have gone out";
@@ -142,4 +142,12 @@ impl Dispatcher {
             LifecycleEvent::for_delivery(kind, &d.campaign, &d.customer, d.message.channel, detail);
         kafka::emit_event(&self.producer, &self.topics.events(), &event).await;
     }
+}
+
+/// Why a delivery needs no send from this dispatcher.
+enum Settled {
+    /// Handled already for this attempt, or moved on (the slot's status).
+    Duplicate(String),
+    /// Its previous owner died mid-send and the channel's policy is `skip`.
+    Uncertain,
 }
