@@ -10,12 +10,14 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
-use futures::future::join_all;
 use herald::dev::simulator::SimStats;
-use herald::model::{CampaignId, Channel, CustomerId};
+use herald::model::Channel;
 use serde_json::{json, Value};
 
-use crate::harness::{quiet_provider, ChildGuard, Fleet};
+use crate::harness::{
+    assert_every_slot_ended, assert_repeats_are_counted_resends, quiet_provider, ChildGuard, Fleet,
+    Slot,
+};
 
 /// One of the fleet's processes, restartable.
 struct Worker {
@@ -113,7 +115,7 @@ struct CrashRun {
     report: Value,
     sim: SimStats,
     /// Every slot's fields, by customer.
-    slots: HashMap<String, std::collections::BTreeMap<String, String>>,
+    slots: HashMap<String, Slot>,
     dispatcher_kills: u64,
     /// Process ids of the dispatchers killed.
     killed: Vec<String>,
@@ -207,22 +209,7 @@ async fn crash_run(policy: &str, n: usize, receipt_loss_rate: f64, timeout_ms: u
         "[{policy}] copies {copied}; outcomes at each kill: {outcomes_at_kills:?}; final: {report}"
     );
     let sim = fleet.sim_stats().await;
-    let campaign = CampaignId::parse("crash").unwrap();
-    let mut slots = HashMap::new();
-    for chunk in ids.chunks(500) {
-        let read = join_all(chunk.iter().map(|id| {
-            let (store, campaign) = (fleet.store.clone(), campaign.clone());
-            let customer = CustomerId::parse(id).unwrap();
-            async move {
-                (
-                    customer.to_string(),
-                    store.slot(&campaign, &customer).await.unwrap(),
-                )
-            }
-        }))
-        .await;
-        slots.extend(read);
-    }
+    let slots = fleet.slots("crash", &ids).await;
     let _ = std::fs::remove_file(rules);
     CrashRun {
         report,
@@ -266,22 +253,7 @@ fn assert_one_outcome_each(run: &CrashRun, n: usize) {
         run.count("delivered"),
         "{report}"
     );
-    let stuck: Vec<_> = run
-        .slots
-        .iter()
-        .filter(|(_, s)| {
-            !matches!(
-                s.get("st").map(String::as_str),
-                Some("delivered" | "failed" | "uncertain")
-            )
-        })
-        .collect();
-    assert!(
-        stuck.is_empty(),
-        "{} slots not terminal, e.g. {:?}",
-        stuck.len(),
-        stuck.first()
-    );
+    assert_every_slot_ended(&run.slots);
     let uncertain_slots = run
         .slots
         .values()
@@ -307,18 +279,7 @@ async fn with_resend_every_extra_delivery_is_a_counted_resend_of_a_killed_send()
         run.report
     );
     let sim = &run.sim;
-    assert!(sim.repeated_keys.len() < 1000, "{sim:?}");
-    for (key, deliveries) in &sim.repeated_keys {
-        let customer = key.split(':').nth(1).unwrap();
-        let resends: u64 = run.slots[customer]
-            .get("rs")
-            .and_then(|r| r.parse().ok())
-            .unwrap_or(0);
-        assert!(
-            resends >= deliveries - 1,
-            "{key} delivered {deliveries} times but resent {resends} times: a duplicate Herald did not account for"
-        );
-    }
+    assert_repeats_are_counted_resends(sim, &run.slots);
     assert!(
         sim.extra_deliveries <= run.count("resent"),
         "{sim:?} {}",

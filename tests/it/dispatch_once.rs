@@ -4,9 +4,7 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use herald::kafka;
 use herald::model::Channel;
-use rdkafka::message::Message as _;
 
 use crate::harness::{quiet_provider, ChildGuard, Fleet, API_KEY};
 
@@ -48,13 +46,7 @@ async fn duplicate_kafka_delivery_contacts_the_customer_once() {
     let topic = fleet.topics.notify(Channel::Push);
     let originals = fleet.read_topic(&topic, 50, Duration::from_secs(10)).await;
     assert_eq!(originals.len(), 50);
-    let producer = kafka::producer(fleet.brokers()).unwrap();
-    for m in &originals {
-        let key = String::from_utf8_lossy(m.key().unwrap()).to_string();
-        kafka::publish(&producer, &topic, &key, m.payload().unwrap(), None)
-            .await
-            .unwrap();
-    }
+    fleet.publish_copies(&topic, &originals).await;
 
     let (d, _) = fleet
         .start_dispatcher(Channel::Push, fleet.shutdown.child_token())

@@ -490,6 +490,43 @@ impl Fleet {
         (self.topics.fanout_group(), self.topics.campaigns())
     }
 
+    /// Every recipient's once-slot of `campaign`, by customer id. Each read is retried: a
+    /// test may just have crashed Redis, which broke this connection too.
+    pub async fn slots(&self, campaign: &str, ids: &[String]) -> HashMap<String, Slot> {
+        let campaign = herald::model::CampaignId::parse(campaign).unwrap();
+        let mut slots = HashMap::new();
+        for chunk in ids.chunks(500) {
+            let read = futures::future::join_all(chunk.iter().map(|id| {
+                let customer = herald::model::CustomerId::parse(id).unwrap();
+                let campaign = &campaign;
+                async move {
+                    for _ in 0..50 {
+                        if let Ok(slot) = self.store.slot(campaign, &customer).await {
+                            return (customer.to_string(), slot);
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    panic!("cannot read the slot of {customer}");
+                }
+            }))
+            .await;
+            slots.extend(read);
+        }
+        slots
+    }
+
+    /// Copies each of `messages` onto `topic` once more, as a redelivery would.
+    pub async fn publish_copies(&self, topic: &str, messages: &[OwnedMessage]) {
+        use rdkafka::message::Message as _;
+        let producer = kafka::producer(self.brokers()).unwrap();
+        for m in messages {
+            let key = String::from_utf8_lossy(m.key().unwrap()).to_string();
+            kafka::publish(&producer, topic, &key, m.payload().unwrap(), None)
+                .await
+                .unwrap();
+        }
+    }
+
     /// Publishes a copy of each of the first `max` messages on `topics` right behind it, as
     /// Kafka does when it redelivers, until `stop`; returns how many were copied.
     pub fn duplicate_messages(
@@ -612,6 +649,45 @@ impl Drop for ChildGuard {
 }
 
 /// Polls `check` every 100 ms until it holds; fails the test after `limit`.
+/// A once-slot's fields, as `Store::slot` reads them.
+pub type Slot = std::collections::BTreeMap<String, String>;
+
+/// Every slot ended: `delivered`, `failed` or `uncertain`, none stuck on the way.
+pub fn assert_every_slot_ended(slots: &HashMap<String, Slot>) {
+    let stuck: Vec<_> = slots
+        .iter()
+        .filter(|(_, s)| {
+            !matches!(
+                s.get("st").map(String::as_str),
+                Some("delivered" | "failed" | "uncertain")
+            )
+        })
+        .collect();
+    assert!(
+        stuck.is_empty(),
+        "{} slots not terminal, e.g. {:?}",
+        stuck.len(),
+        stuck.first()
+    );
+}
+
+/// Every key the provider delivered more than once (`campaign:customer:channel`) is a
+/// resend Herald recorded on that customer's slot (`rs`): no duplicate it did not count.
+pub fn assert_repeats_are_counted_resends(sim: &SimStats, slots: &HashMap<String, Slot>) {
+    assert!(sim.repeated_keys.len() < 1000, "{sim:?}");
+    for (key, deliveries) in &sim.repeated_keys {
+        let customer = key.split(':').nth(1).unwrap();
+        let resends: u64 = slots[customer]
+            .get("rs")
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0);
+        assert!(
+            resends >= deliveries - 1,
+            "{key} delivered {deliveries} times but resent {resends} times: a duplicate Herald did not account for"
+        );
+    }
+}
+
 /// Spawns one of the fleet's tasks; an error or a panic is recorded in `failures`, where
 /// the fleet's waits find it, instead of surfacing only as a time-out.
 fn spawn_checked<F>(

@@ -5,9 +5,7 @@
 
 use std::time::Duration;
 
-use herald::kafka;
 use herald::model::Channel;
-use rdkafka::message::Message as _;
 use serde_json::json;
 
 use crate::harness::{quiet_provider, Fleet};
@@ -44,13 +42,7 @@ async fn copies_in_flight_together_contact_the_customer_once_and_resend_nothing(
     let topic = fleet.topics.notify(Channel::Email);
     let originals = fleet.read_topic(&topic, N, Duration::from_secs(30)).await;
     assert_eq!(originals.len(), N);
-    let producer = kafka::producer(fleet.brokers()).unwrap();
-    for m in &originals {
-        let key = String::from_utf8_lossy(m.key().unwrap()).to_string();
-        kafka::publish(&producer, &topic, &key, m.payload().unwrap(), None)
-            .await
-            .unwrap();
-    }
+    fleet.publish_copies(&topic, &originals).await;
     let (dispatcher, _) = fleet.start_dispatcher(Channel::Email, stop).await;
 
     let report = fleet.wait_campaign("copies", Duration::from_secs(60)).await;

@@ -4,10 +4,12 @@
 use std::process::Command;
 use std::time::Duration;
 
-use herald::model::{CampaignId, Channel, CustomerId};
+use herald::model::Channel;
 use serde_json::json;
 
-use crate::harness::{quiet_provider, ChildGuard, Fleet};
+use crate::harness::{
+    assert_every_slot_ended, assert_repeats_are_counted_resends, quiet_provider, ChildGuard, Fleet,
+};
 
 struct OwnRedis {
     port: u16,
@@ -180,39 +182,8 @@ async fn a_campaign_survives_redis_killed_and_recovered_from_its_aof() {
     );
     let sim = fleet.sim_stats().await;
     assert!(sim.extra_deliveries <= count("resent"), "{sim:?} {report}");
-    let campaign = CampaignId::parse("aof").unwrap();
-    for (key, deliveries) in &sim.repeated_keys {
-        let customer = CustomerId::parse(key.split(':').nth(1).unwrap()).unwrap();
-        let slot = read_slot(&fleet, &campaign, &customer).await;
-        let resends: u64 = slot.get("rs").and_then(|r| r.parse().ok()).unwrap_or(0);
-        assert!(
-            resends >= deliveries - 1,
-            "{key} delivered {deliveries} times, resent {resends}: {slot:?}"
-        );
-    }
-    for id in &ids {
-        let customer = CustomerId::parse(id).unwrap();
-        let slot = read_slot(&fleet, &campaign, &customer).await;
-        let st = slot.get("st").map(String::as_str);
-        assert!(
-            matches!(st, Some("delivered" | "failed" | "uncertain")),
-            "{id} stuck: {slot:?}"
-        );
-    }
+    let slots = fleet.slots("aof", &ids).await;
+    assert_repeats_are_counted_resends(&sim, &slots);
+    assert_every_slot_ended(&slots);
     eprintln!("redis crash after {outcomes_before} outcomes: {report} {sim:?}");
-}
-
-/// A slot, read through the test's own connection, which the crash broke too.
-async fn read_slot(
-    fleet: &Fleet,
-    campaign: &CampaignId,
-    customer: &CustomerId,
-) -> std::collections::BTreeMap<String, String> {
-    for _ in 0..50 {
-        if let Ok(slot) = fleet.store.slot(campaign, customer).await {
-            return slot;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("cannot read the slot of {customer}");
 }

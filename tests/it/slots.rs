@@ -37,6 +37,13 @@ async fn status(store: &Store, d: &Delivery) -> String {
     slot.get("st").cloned().unwrap_or_default()
 }
 
+/// `owner` claims `d` and marks it `sending`, as a dispatcher does right before the provider
+/// call; the tests then let `owner` die there.
+async fn claimed_and_sending(store: &Store, d: &Delivery, owner: &str, lease: Duration) {
+    store.claim_once(d, owner, lease, None).await.unwrap();
+    assert!(store.renew_once(d, owner, lease).await.unwrap());
+}
+
 /// Sends `d` and lets its time-out pass; `herald-retry` (token `retry-1`) claims it.
 async fn sent_then_overdue(store: &Store, d: &Delivery) -> herald::store::Overdue {
     assert_eq!(
@@ -172,11 +179,7 @@ async fn a_dead_owners_slot_is_claimed_resent_or_left_uncertain_by_the_policy() 
 
     // Died inside the call, policy resend: sent again, counted on the slot.
     let resend = delivery("unc", "resend", Channel::Email, 0);
-    store
-        .claim_once(&resend, "dead", lease, None)
-        .await
-        .unwrap();
-    assert!(store.renew_once(&resend, "dead", lease).await.unwrap());
+    claimed_and_sending(&store, &resend, "dead", lease).await;
     assert_eq!(status(&store, &resend).await, "sending");
     assert!(
         matches!(
@@ -205,8 +208,7 @@ async fn a_dead_owners_slot_is_claimed_resent_or_left_uncertain_by_the_policy() 
     // Died inside the call, policy skip: uncertain, never sent again.
     let mut skip = delivery("unc", "skip", Channel::Email, 0);
     skip.on_uncertain = UncertainSend::Skip;
-    store.claim_once(&skip, "dead", lease, None).await.unwrap();
-    assert!(store.renew_once(&skip, "dead", lease).await.unwrap());
+    claimed_and_sending(&store, &skip, "dead", lease).await;
     later().await;
     assert_eq!(
         store.claim_once(&skip, "next", lease, None).await.unwrap(),
@@ -221,11 +223,7 @@ async fn a_dead_owners_slot_is_claimed_resent_or_left_uncertain_by_the_policy() 
     // Died inside the call, but the provider's receipt came: delivered, not uncertain.
     let mut proven = delivery("unc", "proven", Channel::Email, 0);
     proven.on_uncertain = UncertainSend::Skip;
-    store
-        .claim_once(&proven, "dead", lease, None)
-        .await
-        .unwrap();
-    assert!(store.renew_once(&proven, "dead", lease).await.unwrap());
+    claimed_and_sending(&store, &proven, "dead", lease).await;
     let early = (
         proven.campaign.clone(),
         proven.customer.clone(),
@@ -249,8 +247,7 @@ async fn a_dead_owners_slot_is_claimed_resent_or_left_uncertain_by_the_policy() 
 
     // A graceful hand-back after an unanswered call is uncertain too; one before any call is not.
     let handed = delivery("unc", "handed", Channel::Email, 0);
-    store.claim_once(&handed, "old", lease, None).await.unwrap();
-    assert!(store.renew_once(&handed, "old", lease).await.unwrap());
+    claimed_and_sending(&store, &handed, "old", lease).await;
     assert!(store.release_once(&handed, "old", true).await.unwrap());
     assert_eq!(
         store
@@ -260,8 +257,7 @@ async fn a_dead_owners_slot_is_claimed_resent_or_left_uncertain_by_the_policy() 
         OnceClaim::Resend
     );
     let clean = delivery("unc", "clean", Channel::Email, 0);
-    store.claim_once(&clean, "old", lease, None).await.unwrap();
-    assert!(store.renew_once(&clean, "old", lease).await.unwrap());
+    claimed_and_sending(&store, &clean, "old", lease).await;
     assert!(store.release_once(&clean, "old", false).await.unwrap());
     assert_eq!(
         store.claim_once(&clean, "next", lease, None).await.unwrap(),
