@@ -81,7 +81,10 @@ pub trait Program: Sized + Send + 'static {
 /// client stuck on a dead broker must not hold it up. An error is returned, and the
 /// binary's `main` prints it and exits with 1.
 pub fn main<P: Program>() -> anyhow::Result<()> {
-    let matches = P::Args::command().get_matches();
+    let command = P::Args::command();
+    // The program's name in logs and traces: the command name its flags declare.
+    let name: &'static str = Box::leak(command.get_name().to_string().into_boxed_str());
+    let matches = command.get_matches();
     let args = match P::Args::from_arg_matches(&matches) {
         Ok(args) => args,
         Err(e) => e.exit(),
@@ -93,7 +96,6 @@ pub fn main<P: Program>() -> anyhow::Result<()> {
         .flatten()
         .copied()
         .unwrap_or(LogFormat::Text);
-    let name: &'static str = Box::leak(P::Args::command().get_name().to_string().into_boxed_str());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

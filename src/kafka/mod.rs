@@ -143,7 +143,7 @@ pub fn producer_with_timeout(
         .map_err(KafkaError::Setup)
 }
 
-/// A group consumer that commits only offsets stored by the caller (see [`OffsetTracker`]).
+/// A group consumer that commits only offsets stored by the caller (see [`Subscription`]).
 pub fn consumer(brokers: &str, group: &str) -> Result<StreamConsumer, KafkaError> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
