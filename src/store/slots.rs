@@ -259,7 +259,6 @@ impl Store {
         lease: Duration,
         traceparent: Option<&str>,
     ) -> Result<OnceClaim, StoreError> {
-        let slot = self.slot_key(&d.campaign, &d.customer);
         let reply: Vec<String> = self
             .eval(
                 self.on_slot(&CLAIM, &d.campaign, &d.customer)
@@ -282,7 +281,7 @@ impl Store {
                 retry_in: Duration::from_millis(ms.parse().unwrap_or(1000)),
             }),
             _ => Err(StoreError::Corrupt {
-                key: slot,
+                key: self.slot_key(&d.campaign, &d.customer),
                 what: format!("claim reply {reply:?}"),
             }),
         }
