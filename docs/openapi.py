@@ -2,7 +2,9 @@
 """Writes src/api/openapi.json, the OpenAPI 3.0 description of herald-ingest's HTTP API that
 herald-ingest serves at /docs/openapi.json. Run after changing a route: python3 docs/openapi.py
 (tests/it/api_docs.rs checks that every route the code declares is described, and that every
-described path answers)."""
+described path answers). Who may call each operation is not written here: herald-ingest adds
+it from src/api/access.rs when it serves the document (tests/it/api_access.rs calls every
+operation with no, wrong and right credentials)."""
 import json, pathlib
 
 def obj(props, required=()):
@@ -25,10 +27,11 @@ def resp(desc, schema=None):
 def body(schema):
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
-ERRS = {"400": resp("Not JSON", ERR), "422": resp("A field is invalid (named in `field`)", ERR)}
+ERRS = {"400": resp("Not JSON", ERR), "413": resp("Body larger than the route's limit", ERR), "415": resp("Body is not Content-Type: application/json", ERR), "422": resp("A field is invalid (named in `field`)", ERR)}
 NF = {"404": resp("Unknown", ERR)}
-AUTH = {"401": resp("Missing or invalid bearer token", ERR), "503": resp("No JWT secret configured", ERR)}
-BEARER = [{"bearer": []}]
+# 401/403/429 and each operation's `security` are written in by herald-ingest from its access
+# table (src/api/access.rs), the one the middleware enforces.
+AUTH = {"503": resp("No JWT secret configured", ERR)}
 
 def p(name, desc="", where="path"):
     return {"name": name, "in": where, "required": where == "path", "schema": S, "description": desc}
@@ -88,12 +91,12 @@ paths = {
     "/v1/receipts": {"post": {"summary": "Delivery receipts from a provider: one, or {\"receipts\": [...]}", "requestBody": body({"oneOf": [obj({"key": S, "status": {"type": "string", "enum": ["delivered", "failed"]}, "reason": S}, ["key", "status"]), obj({"receipts": {"type": "array", "items": {"type": "object"}}})]}), "responses": {"200": resp("Applied"), **ERRS}}},
     "/v1/sales": {"post": {"summary": "A completed sale (seed 003): a confirmation e-mail and loyalty points follow", "requestBody": body(sale), "responses": {"202": resp("Accepted", obj({"sale_id": S, "status": S, "confirmation": {"type": "string", "description": "The request id of the confirmation e-mail"}, "loyalty_account": S})), **ERRS, "503": resp("Kafka unavailable", ERR)}}},
     "/v1/user-events": {"post": {"summary": "User events (seed 004): one, or {\"events\": [...]} (up to 10,000)", "requestBody": body({"oneOf": [user_event, obj({"events": {"type": "array", "items": user_event}}, ["events"])]}), "responses": {"202": resp("Accepted", obj({"accepted": I})), **ERRS, "503": resp("Kafka unavailable: send them again", ERR)}}},
-    "/api/flash-promos/": {"post": {"summary": "Create a flash promo (admin)", "security": BEARER, "requestBody": body(promo_in), "responses": {"201": resp("Created", promo_out), "200": resp("This id exists: the stored promo", promo_out), **ERRS, **AUTH, "403": resp("Not an admin", ERR)}}},
+    "/api/flash-promos/": {"post": {"summary": "Create a flash promo (admin)", "requestBody": body(promo_in), "responses": {"201": resp("Created", promo_out), "200": resp("This id exists: the stored promo", promo_out), **ERRS, **AUTH, "403": resp("Not an admin", ERR)}}},
     "/api/flash-promos/active/": {"get": {"summary": "Promos whose window is open", "responses": {"200": resp("Active promos", obj({"count": I, "promos": {"type": "array", "items": promo_out}}))}}},
-    "/api/flash-promos/{id}/": {"get": {"summary": "One promo with its stock and notification figures", "security": BEARER, "parameters": [p("id")], "responses": {"200": resp("The promo", promo_out), **NF, **AUTH}}},
-    "/api/flash-promos/{id}/reserve/": {"post": {"summary": "Hold one unit for the caller (60 s)", "security": BEARER, "parameters": [p("id")], "responses": {"201": resp("Held", obj({"promo_id": S, "user_id": S, "status": S, "expires_at": TS, "expires_in_ms": I, "units_left": I})), "200": resp("Already held by the caller: the same hold"), "409": resp("Sold out, already bought, or not open yet", ERR), "410": resp("Ended", ERR), "429": resp("Over the caller's rate limit (Retry-After)", ERR), **NF, **AUTH}}},
-    "/api/flash-promos/{id}/purchase/": {"post": {"summary": "Buy the unit the caller holds", "security": BEARER, "parameters": [p("id")], "responses": {"201": resp("Bought", obj({"promo_id": S, "user_id": S, "status": S, "price": DEC, "sale_id": S})), "200": resp("Bought before: the same purchase"), "409": resp("No live hold by the caller, or not open yet", ERR), "410": resp("Ended", ERR), "429": resp("Over the caller's rate limit (Retry-After)", ERR), **NF, **AUTH}}},
-    "/api/users/segments/": {"get": {"summary": "The caller's segments and the active promos that suit them", "security": BEARER, "parameters": [p("user_id", "Admins only: another user", "query")], "responses": {"200": resp("Segments", obj({"user_id": S, "segments": {"type": "array", "items": S}, "located": {"type": "boolean"}, "promos": {"type": "array", "items": S}})), **NF, **AUTH, "403": resp("A user asked for someone else", ERR)}}},
+    "/api/flash-promos/{id}/": {"get": {"summary": "One promo with its stock and notification figures", "parameters": [p("id")], "responses": {"200": resp("The promo", promo_out), **NF, **AUTH}}},
+    "/api/flash-promos/{id}/reserve/": {"post": {"summary": "Hold one unit for the caller (60 s)", "parameters": [p("id")], "responses": {"201": resp("Held", obj({"promo_id": S, "user_id": S, "status": S, "expires_at": TS, "expires_in_ms": I, "units_left": I})), "200": resp("Already held by the caller: the same hold"), "409": resp("Sold out, already bought, or not open yet", ERR), "410": resp("Ended", ERR), "429": resp("Over the caller's rate limit (Retry-After)", ERR), **NF, **AUTH}}},
+    "/api/flash-promos/{id}/purchase/": {"post": {"summary": "Buy the unit the caller holds", "parameters": [p("id")], "responses": {"201": resp("Bought", obj({"promo_id": S, "user_id": S, "status": S, "price": DEC, "sale_id": S})), "200": resp("Bought before: the same purchase"), "409": resp("No live hold by the caller, or not open yet", ERR), "410": resp("Ended", ERR), "429": resp("Over the caller's rate limit (Retry-After)", ERR), **NF, **AUTH}}},
+    "/api/users/segments/": {"get": {"summary": "The caller's segments and the active promos that suit them", "parameters": [p("user_id", "Admins only: another user", "query")], "responses": {"200": resp("Segments", obj({"user_id": S, "segments": {"type": "array", "items": S}, "located": {"type": "boolean"}, "promos": {"type": "array", "items": S}})), **NF, **AUTH, "403": resp("A user asked for someone else", ERR)}}},
     "/healthz": {"get": {"summary": "Alive", "responses": {"200": resp("ok")}}},
     "/readyz": {"get": {"summary": "Ready: Redis answers", "responses": {"200": resp("ready"), "503": resp("not ready")}}},
     "/metrics": {"get": {"summary": "Prometheus metrics (requests by route and status)", "responses": {"200": resp("text/plain exposition")}}},
@@ -105,7 +108,6 @@ doc = {
     "openapi": "3.0.3",
     "info": {"title": "Herald API (herald-ingest)", "version": "1",
              "description": "Seed 001's requests API exactly as contracted, offers and campaigns, receipts, sales and user events, and seed 002's flash promos."},
-    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (HS256; claims sub, role admin|user, exp)"}}},
     "paths": paths,
 }
 out = pathlib.Path(__file__).resolve().parent.parent / "src" / "api" / "openapi.json"

@@ -12,7 +12,7 @@ ADDR=${HERALD_BENCH_API_ADDR:-127.0.0.1:5055}
 export HERALD_PROFILE=release
 
 ensure_apt redis-server wrk
-build_fleet --bin herald-ingest --bin herald-broker
+build_fleet --bin herald-ingest --bin herald-broker --bin herald
 stack_was_up=""
 pid_alive "$HERALD_STATE/redis.pid" && pid_alive "$HERALD_STATE/broker.pid" && stack_was_up=1
 ensure_port_free "${ADDR##*:}" herald-ingest
@@ -20,6 +20,10 @@ bash scripts/stack.sh up
 # shellcheck disable=SC1091
 source "$HERALD_STATE/stack.env"
 export HERALD_NAMESPACE="bench$RANDOM"
+# As a deployment runs it: every call presents a key with the requests scopes.
+setup_credentials "$HERALD_STATE/bench-keys"
+HERALD_API_KEY=$("$(bin_dir)/herald" keys create --name bench --scopes requests:write,requests:read | tail -1)
+export HERALD_API_KEY
 
 "$(bin_dir)/herald-ingest" --http-addr "$ADDR" >"$HERALD_STATE/bench-ingest.log" 2>&1 &
 ingest=$!

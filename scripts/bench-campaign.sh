@@ -19,6 +19,7 @@ export HERALD_NAMESPACE=$NS
 
 ensure_apt redis-server curl python3
 build_fleet
+setup_credentials "$HERALD_STATE/bench-campaign-keys"
 BIN=$(bin_dir)
 OUT="$HERALD_STATE/bench-campaign"
 mkdir -p "$OUT"

@@ -17,11 +17,11 @@ NS="benchp$RANDOM"
 PROMO="bench-$RANDOM"
 export HERALD_PROFILE=release
 export HERALD_PROVIDER_API_KEY="bench-$RANDOM$RANDOM"
-export HERALD_JWT_SECRET="bench-secret-$RANDOM$RANDOM$RANDOM"
 export HERALD_NAMESPACE=$NS
 
 ensure_apt redis-server curl python3
 build_fleet
+setup_credentials "$HERALD_STATE/bench-promos-keys"
 BIN=$(bin_dir)
 OUT="$HERALD_STATE/bench-promos"
 mkdir -p "$OUT"
@@ -89,13 +89,13 @@ curl -sf -X POST "http://$API/api/flash-promos/" -H "Authorization: Bearer $ADMI
   \"product\": {\"id\": \"p1\", \"name\": \"Auriculares\"}, \"price\": \"19.99\", \"units\": 100000,
   \"starts_at\": \"$now\", \"ends_at\": \"$ends\"}" >"$OUT/promo.json"
 for _ in $(seq 600); do
-    curl -sf "http://$API/v1/campaigns/promo-$PROMO" >/dev/null && break
+    curl -sf -H "Authorization: Bearer $HERALD_API_KEY" "http://$API/v1/campaigns/promo-$PROMO" >/dev/null && break
     sleep 0.1
 done
 activated_ns=$(date +%s%N)
 "$BIN/herald" --api "http://$API" campaign watch "promo-$PROMO" >"$OUT/watch.txt" 2>&1 || true
 end_ns=$(date +%s%N)
-curl -s "http://$API/v1/campaigns/promo-$PROMO" >"$OUT/campaign.json"
+curl -s -H "Authorization: Bearer $HERALD_API_KEY" "http://$API/v1/campaigns/promo-$PROMO" >"$OUT/campaign.json"
 curl -s "http://$API/api/flash-promos/$PROMO/" -H "Authorization: Bearer $ADMIN" >"$OUT/promo-state.json"
 curl -s "http://$PROVIDER/v1/stats" >"$OUT/provider.json"
 

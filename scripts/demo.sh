@@ -15,12 +15,15 @@ PROVIDER_ADDR=${HERALD_DEMO_PROVIDER_ADDR:-127.0.0.1:3001}
 METRICS_ADDR=${HERALD_DEMO_METRICS_ADDR:-127.0.0.1:9300}
 export HERALD_PROFILE=release
 export HERALD_PROVIDER_API_KEY=${HERALD_PROVIDER_API_KEY:-demo-$RANDOM$RANDOM}
-export HERALD_JWT_SECRET=${HERALD_JWT_SECRET:-demo-secret-$RANDOM$RANDOM$RANDOM}
 
 ensure_apt redis-server curl python3
 build_fleet
 BIN=$(bin_dir)
 mkdir -p "$HERALD_STATE/logs"
+log "credentials: an admin key from \`herald keys create\` in .herald/demo-keys/keys.toml, a receipt secret, a JWT secret"
+setup_credentials "$HERALD_STATE/demo-keys"
+AUTH="Authorization: Bearer $HERALD_API_KEY"
+(umask 077; printf '%s\n' "$HERALD_API_KEY" >"$HERALD_STATE/demo-keys/admin.key")
 
 stack_was_up=""
 pid_alive "$HERALD_STATE/redis.pid" && pid_alive "$HERALD_STATE/broker.pid" && stack_was_up=1
@@ -103,7 +106,7 @@ curl -sf -X POST "http://$API_ADDR/api/flash-promos/" -H "Authorization: Bearer 
   \"product\": {\"id\": \"p1\", \"name\": \"Auriculares\"}, \"price\": \"19.99\", \"original_price\": \"49.99\", \"units\": 10,
   \"starts_at\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\", \"ends_at\": \"$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)\"}" >/dev/null
 for _ in $(seq 50); do
-    curl -sf "http://$API_ADDR/v1/campaigns/promo-$PROMO" >/dev/null && break
+    curl -sf -H "$AUTH" "http://$API_ADDR/v1/campaigns/promo-$PROMO" >/dev/null && break
     sleep 0.2
 done
 BUYER=$("$BIN/herald" token --role user --sub near0)
@@ -117,22 +120,23 @@ echo
 log "shop events: 5 s of shoppers (the same $COUNT demo customers) clicking and buying, 1% invalid, 1% copies"
 "$BIN/herald" events generate --rate 1000 --duration 5 --users "$COUNT" --prefix demo
 log "one sale through the API (seed 003's event):"
-curl -s -X POST "http://$API_ADDR/v1/sales" -H 'content-type: application/json' -d "{
+curl -s -X POST "http://$API_ADDR/v1/sales" -H "$AUTH" -H 'content-type: application/json' -d "{
   \"event_type\": \"sale_completed\", \"sale_id\": \"demo-$(date +%s)\", \"product_id\": 1,
   \"product_name\": \"Manzana Orgánica\", \"quantity\": 5, \"total\": 75.00,
   \"customer_email\": \"cliente@example.com\", \"timestamp\": \"$(date -u +%Y-%m-%dT%H:%M:%S)\"}"
 echo
 for _ in $(seq 50); do
-    curl -sf "http://$API_ADDR/v1/customers/cliente@example.com/loyalty" >/dev/null && break
+    curl -sf -H "$AUTH" "http://$API_ADDR/v1/customers/cliente@example.com/loyalty" >/dev/null && break
     sleep 0.2
 done
 log "herald-events: $(curl -s http://127.0.0.1:9407/stats)"
-log "loyalty:  curl http://$API_ADDR/v1/customers/cliente@example.com/loyalty  (or demo0, demo1, ...)"
-log "activity: curl http://$API_ADDR/v1/customers/demo0/activity"
+log "every /v1 route takes the key: export HERALD_API_KEY=\$(cat $HERALD_STATE/demo-keys/admin.key)"
+log "loyalty:  curl -H \"Authorization: Bearer \$HERALD_API_KEY\" http://$API_ADDR/v1/customers/cliente@example.com/loyalty  (or demo0, demo1, ...)"
+log "activity: curl -H \"Authorization: Bearer \$HERALD_API_KEY\" http://$API_ADDR/v1/customers/demo0/activity"
 echo
 log "provider's view: $(curl -s "http://$PROVIDER_ADDR/v1/stats")"
-log "campaign report: curl http://$API_ADDR/v1/campaigns/$CAMPAIGN"
-log "the API is at http://$API_ADDR  (try: curl http://$API_ADDR/v1/requests/<id>)"
+log "campaign report: curl -H \"Authorization: Bearer \$HERALD_API_KEY\" http://$API_ADDR/v1/campaigns/$CAMPAIGN"
+log "the API is at http://$API_ADDR  (try: herald requests get <id>, with HERALD_API_KEY set)"
 log "dashboard: http://$METRICS_ADDR/  ·  Prometheus metrics: http://$METRICS_ADDR/metrics and /metrics on ports 9401-9407"
 if [ -n "${HERALD_DEMO_KEEP:-}" ]; then
     log "fleet running; Ctrl-C to stop"

@@ -122,3 +122,26 @@ stop_pidfile() {
     fi
     rm -f "$f"
 }
+
+# A random secret of 32 bytes, as hex (what `openssl rand -hex 32` prints).
+random_secret() {
+    od -An -tx1 -N32 /dev/urandom | tr -d ' \n'
+}
+
+# Sets a deployment's credentials up as an operator would, in directory DIR: a key file with
+# one admin key made by `herald keys create` (exports HERALD_API_KEYS_FILE and HERALD_API_KEY,
+# which the herald CLI presents), a receipt secret shared by Herald and the simulated provider,
+# and a JWT secret for the flash-promo API unless one is set.
+setup_credentials() {
+    local dir=$1
+    mkdir -p "$dir"
+    export HERALD_API_KEYS_FILE="$dir/keys.toml"
+    rm -f "$HERALD_API_KEYS_FILE"
+    HERALD_API_KEY=$("$(bin_dir)/herald" keys create --name operator --scopes admin | tail -1)
+    export HERALD_API_KEY
+    local receipt_secret
+    receipt_secret=$(random_secret)
+    export HERALD_RECEIPT_SECRETS="sim=$receipt_secret"
+    export HERALD_SIM_RECEIPT_SECRET="$receipt_secret"
+    export HERALD_JWT_SECRET=${HERALD_JWT_SECRET:-$(random_secret)}
+}

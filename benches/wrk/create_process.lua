@@ -3,6 +3,9 @@
 local ids = {}
 local body = '{"to":"bench@example.com","message":"benchmark offer","type":"email"}'
 local headers = { ["Content-Type"] = "application/json" }
+-- The service key, as a client presents it (scripts/bench-api.sh makes one).
+local key = os.getenv("HERALD_API_KEY")
+if key and key ~= "" then headers["Authorization"] = "Bearer " .. key end
 local bad = 0
 
 request = function()

@@ -29,11 +29,14 @@ pub use crate::http::ApiError;
 /// The state every handler is given.
 type App = State<Arc<Ingest>>;
 
+pub mod access;
+mod docs;
 mod events;
 mod offers;
 pub mod program;
 mod promos;
 
+pub use access::AccessSettings;
 pub use promos::PromoSettings;
 
 /// Longest accepted `to` and `message`, in bytes.
@@ -46,6 +49,8 @@ pub struct Ingest {
     pub topics: Topics,
     /// Authentication, rate limit, hold time and CORS of the flash-promo API.
     pub promos: PromoSettings,
+    /// Service keys, receipt secrets and what is open: see [`access`].
+    pub access: access::AccessSettings,
 }
 
 pub fn router(ingest: Arc<Ingest>) -> Router {
@@ -58,42 +63,34 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .merge(offers::routes())
         .merge(events::routes())
         .merge(promos::routes(&ingest.promos))
-        .route("/docs", get(docs_page))
+        .route(
+            "/docs",
+            get(|| async { axum::response::Html(docs::page()) }),
+        )
         .route(
             "/docs/openapi.json",
             get(|| async {
                 (
                     [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    OPENAPI,
+                    docs::document(),
                 )
             }),
         )
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
-        .fallback(|| async { ApiError::not_found("route") })
-        .with_state(ingest)
         .route(
             "/metrics",
             get(move || std::future::ready(requests.exposition())),
         )
+        .fallback(|| async { ApiError::not_found("route") })
+        .layer(axum::middleware::from_fn_with_state(
+            ingest.clone(),
+            access::guard,
+        ))
+        .with_state(ingest)
         .layer(axum::middleware::from_fn(move |req, next| {
             count_request(tally.clone(), req, next)
         }))
-}
-
-/// The OpenAPI description of this API (written by `docs/openapi.py`).
-const OPENAPI: &str = include_str!("openapi.json");
-
-/// `/docs`: the OpenAPI document as a page, with no assets to fetch.
-async fn docs_page() -> axum::response::Html<String> {
-    static PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    axum::response::Html(
-        PAGE.get_or_init(|| {
-            // Inside a <script> element, "</" must not appear as is.
-            include_str!("docs.html").replace("__SPEC__", &OPENAPI.replace("</", "<\\/"))
-        })
-        .clone(),
-    )
 }
 
 /// Requests answered, by route and status, for `/metrics`.

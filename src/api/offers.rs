@@ -357,7 +357,12 @@ struct ManyReceipts {
 /// Applies provider receipts. Keys that are not Herald delivery keys are counted `unknown`;
 /// a receipt for a delivery that already moved on is `late` and changes nothing.
 #[tracing::instrument(name = "ingest.receipts", skip_all)]
-async fn receipts(State(app): App, body: axum::body::Bytes) -> Result<Response, ApiError> {
+async fn receipts(
+    State(app): App,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    verify_signature(&app, &headers, &body)?;
     let many = parse_json::<Value>(&body, "")?.get("receipts").is_some();
     let receipts = if many {
         parse_json::<ManyReceipts>(&body, "")?.receipts
@@ -372,6 +377,28 @@ async fn receipts(State(app): App, body: axum::body::Bytes) -> Result<Response, 
     }
     let tally = receipts::apply(&app.store, &app.producer, &app.topics, &receipts).await?;
     Ok(Json(json!({ "received": receipts.len(), "outcomes": tally })).into_response())
+}
+
+/// Refuses a receipt call that no configured provider signed, recently (see
+/// [`crate::auth::signature`]); with no secrets (`--insecure-dev`) every call passes.
+fn verify_signature(
+    app: &Ingest,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let Some(secrets) = app.access.receipts.as_ref() else {
+        return Ok(());
+    };
+    let header = headers
+        .get(crate::auth::signature::HEADER)
+        .and_then(|h| h.to_str().ok());
+    secrets
+        .verify(header, body, now_ms() / 1000)
+        .map(|_provider| ())
+        .map_err(|e| {
+            tracing::warn!(error = %e, "receipt call refused");
+            ApiError::unauthorized(e.to_string())
+        })
 }
 
 #[cfg(test)]

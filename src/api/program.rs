@@ -9,8 +9,9 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{Ingest, PromoSettings};
-use crate::auth::{CallerLimit, Jwt};
+use super::{AccessSettings, Ingest, PromoSettings};
+use crate::auth::signature::ReceiptSecrets;
+use crate::auth::{CallerLimit, Jwt, KeyStore};
 use crate::config::{CommonArgs, Secret};
 use crate::program::Connections;
 use crate::shutdown::sleep_unless_cancelled;
@@ -56,6 +57,101 @@ pub struct Args {
     /// unset: no CORS headers.
     #[arg(long, env = "HERALD_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+
+    #[command(flatten)]
+    pub access: AccessArgs,
+}
+
+/// Who may call the API.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct AccessArgs {
+    /// The service key file (`herald keys create` writes it; mount it as a secret). Required
+    /// unless `--insecure-dev`.
+    #[arg(long, env = "HERALD_API_KEYS_FILE")]
+    pub api_keys_file: Option<std::path::PathBuf>,
+
+    /// The providers' receipt secrets, `provider=secret,...` (at least 32 bytes each; one per
+    /// provider, or old and new while rotating). Required unless `--insecure-dev`.
+    #[arg(long, env = "HERALD_RECEIPT_SECRETS", hide_env_values = true)]
+    pub receipt_secrets: Option<Secret>,
+
+    /// Route groups callers may use without credentials. Only `requests` (seed 001's three
+    /// routes, for a client of the seed's exact contract) can be opened.
+    #[arg(long, env = "HERALD_PUBLIC_ROUTES", value_delimiter = ',')]
+    pub public_routes: Vec<String>,
+
+    /// Calls per second allowed to each service key, sustained.
+    #[arg(long, env = "HERALD_KEY_RATE_PER_SEC", default_value_t = 2000)]
+    pub key_rate_per_sec: u32,
+
+    /// Calls each service key may make at once before the rate applies.
+    #[arg(long, env = "HERALD_KEY_BURST", default_value_t = 4000)]
+    pub key_burst: u32,
+
+    /// Serve with no key store and unsigned receipts: every route open to anyone. For a
+    /// laptop only; never on a network.
+    #[arg(long, env = "HERALD_INSECURE_DEV")]
+    pub insecure_dev: bool,
+}
+
+impl AccessArgs {
+    /// The access settings, or why the API must not start with these.
+    pub fn settings(&self) -> anyhow::Result<AccessSettings> {
+        let public_requests = public_requests(&self.public_routes)?;
+        let limit = CallerLimit::new(self.key_rate_per_sec, self.key_burst);
+        if self.insecure_dev {
+            tracing::warn!(
+                "--insecure-dev: EVERY ROUTE IS OPEN TO ANYONE and receipts are not verified; \
+                 never run this on a network"
+            );
+            return Ok(AccessSettings {
+                public_requests,
+                limit,
+                ..AccessSettings::insecure()
+            });
+        }
+        let path = self.api_keys_file.as_ref().context(
+            "no key store: set HERALD_API_KEYS_FILE (create keys with \
+             `herald keys create --name NAME --scopes a,b`), or pass --insecure-dev on a laptop",
+        )?;
+        let keys = KeyStore::open(path).context("HERALD_API_KEYS_FILE")?;
+        if keys.is_empty() {
+            tracing::warn!(file = %path.display(), "the key file holds no active key: every keyed route answers 401");
+        }
+        let secrets = self.receipt_secrets.as_ref().context(
+            "no receipt secret: set HERALD_RECEIPT_SECRETS=provider=<secret> \
+             (make one with `openssl rand -hex 32`; the provider signs receipts with it)",
+        )?;
+        let receipts = ReceiptSecrets::parse(secrets.expose())?;
+        if public_requests {
+            tracing::warn!(
+                "HERALD_PUBLIC_ROUTES=requests: seed 001's routes (POST /v1/requests, \
+                 POST /v1/requests/{{id}}/process, GET /v1/requests/{{id}}) ANSWER CALLERS \
+                 WITHOUT CREDENTIALS"
+            );
+        }
+        Ok(AccessSettings {
+            keys: Some(keys),
+            public_requests,
+            limit,
+            receipts: Some(receipts),
+        })
+    }
+}
+
+/// Whether `HERALD_PUBLIC_ROUTES` opens seed 001's routes; anything else it names is refused.
+fn public_requests(groups: &[String]) -> anyhow::Result<bool> {
+    let mut open = false;
+    for group in groups.iter().map(|g| g.trim()).filter(|g| !g.is_empty()) {
+        match group {
+            "requests" => open = true,
+            _ => anyhow::bail!(
+                "HERALD_PUBLIC_ROUTES: only `requests` (seed 001's routes) can be opened; \
+                 every other route needs credentials"
+            ),
+        }
+    }
+    Ok(open)
 }
 
 /// The API connected, its listener bound.
@@ -70,6 +166,8 @@ impl crate::program::Program for Program {
     async fn from_args(args: &Args) -> anyhow::Result<Self> {
         // The API answers "unavailable" within the publish time-out instead of holding a
         // caller for the producer's default 30 s when the broker is gone.
+        let access = args.access.settings()?;
+        let jwt = jwt(args.jwt_secret.as_ref())?;
         let publish_timeout = Duration::from_millis(args.publish_timeout_ms.max(1));
         let c = Connections::open_with_delivery_timeout(&args.common, publish_timeout).await?;
         let ingest = Arc::new(Ingest {
@@ -79,12 +177,13 @@ impl crate::program::Program for Program {
             producer: c.producer,
             topics: c.topics,
             promos: PromoSettings {
-                jwt: jwt(args.jwt_secret.as_ref())?,
+                jwt,
                 limit: CallerLimit::new(args.user_rate_per_sec, args.user_burst),
                 hold: Duration::from_secs(args.reservation_secs.max(1)),
                 cors_origins: args.cors_origins.clone(),
                 ..PromoSettings::default()
             },
+            access,
         });
         let listener = TcpListener::bind(args.http_addr)
             .await
@@ -99,6 +198,14 @@ impl crate::program::Program for Program {
         tokio::spawn(async move {
             while sleep_unless_cancelled(Duration::from_secs(60), &stop).await {
                 idle.promos.limit.forget_idle();
+                idle.access.limit.forget_idle();
+            }
+        });
+        let keys = self.ingest.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            while sleep_unless_cancelled(Duration::from_secs(2), &stop).await {
+                reload_keys(&keys.access);
             }
         });
         tracing::info!(addr = %self.local_addr()?, "herald-ingest listening");
@@ -108,8 +215,22 @@ impl crate::program::Program for Program {
     }
 }
 
+/// Takes keys created or revoked since the file was last read.
+fn reload_keys(access: &AccessSettings) {
+    let Some(keys) = access.keys.as_ref() else {
+        return;
+    };
+    match keys.reload_if_changed() {
+        Ok(true) => tracing::info!(active = keys.len(), "service keys read again"),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "the key file could not be read again; the keys read before stay")
+        }
+    }
+}
+
 fn jwt(secret: Option<&Secret>) -> anyhow::Result<Option<Jwt>> {
-    match secret.filter(|s| !s.expose().is_empty()) {
+    match secret {
         Some(secret) => Ok(Some(
             Jwt::new(secret.expose()).context("HERALD_JWT_SECRET")?,
         )),

@@ -11,17 +11,18 @@
 //! - `GET /api/users/segments/` → the caller's segments and the active promos that suit them
 //!   (an admin may ask for `?user_id=`).
 //!
-//! Every call but the active list needs `Authorization: Bearer <JWT>`; reserve and purchase
+//! Every call but the active list needs `Authorization: Bearer <JWT>` (checked by [`super::access`];
+//! a service key with `promos:write` acts as an admin); reserve and purchase
 //! are rate-limited per caller (429 with `Retry-After`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -109,21 +110,6 @@ fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
     }
 }
 
-/// The verified caller.
-fn caller(app: &Ingest, headers: &HeaderMap) -> Result<Claims, ApiError> {
-    let jwt = app.promos.jwt.as_ref().ok_or_else(|| {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "authentication is not configured (set HERALD_JWT_SECRET)",
-        )
-    })?;
-    let header = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok());
-    jwt.verify_header(header)
-        .map_err(|e| error(StatusCode::UNAUTHORIZED, e.to_string()))
-}
-
 /// Why a buyer's call is refused: as any API error, or over the rate limit.
 enum Refused {
     Api(ApiError),
@@ -158,8 +144,7 @@ impl IntoResponse for Refused {
 }
 
 /// The caller as a buyer: their own customer id, within their rate limit.
-fn buyer(app: &Ingest, headers: &HeaderMap) -> Result<CustomerId, Refused> {
-    let claims = caller(app, headers).map_err(Refused::Api)?;
+fn buyer(app: &Ingest, claims: &Claims) -> Result<CustomerId, Refused> {
     let user = CustomerId::parse(&claims.sub).ok_or_else(|| {
         Refused::Api(error(
             StatusCode::FORBIDDEN,
@@ -242,10 +227,10 @@ type Refusable = Result<Response, Refused>;
 /// user and the promo's window is open.
 async fn buying(
     app: &Ingest,
-    headers: &HeaderMap,
+    claims: &Claims,
     raw_id: &str,
 ) -> Result<(CustomerId, Arc<FlashPromo>, u64), Refused> {
-    let user = buyer(app, headers)?;
+    let user = buyer(app, claims)?;
     let promo = definition(app, raw_id).await?;
     let now = now_ms();
     open_window(&promo, now)?;
@@ -268,10 +253,9 @@ fn open_window(p: &FlashPromo, now: u64) -> Result<(), ApiError> {
 
 async fn create_promo(
     State(app): App,
-    headers: HeaderMap,
+    Extension(claims): Extension<Claims>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let claims = caller(&app, &headers)?;
     if claims.role != Role::Admin {
         return Err(error(
             StatusCode::FORBIDDEN,
@@ -317,18 +301,17 @@ async fn active_promos(State(app): App) -> Result<Response, ApiError> {
     Ok(Json(json!({"count": active.len(), "promos": active})).into_response())
 }
 
-async fn get_promo(
-    State(app): App,
-    headers: HeaderMap,
-    Path(raw_id): Path<String>,
-) -> Result<Response, ApiError> {
-    caller(&app, &headers)?;
+async fn get_promo(State(app): App, Path(raw_id): Path<String>) -> Result<Response, ApiError> {
     let (promo, rec) = load(&app, &raw_id).await?;
     Ok(Json(promo_view(&promo, &rec, now_ms())).into_response())
 }
 
-async fn reserve(State(app): App, headers: HeaderMap, Path(id): Path<String>) -> Refusable {
-    let (user, promo, now) = buying(&app, &headers, &id).await?;
+async fn reserve(
+    State(app): App,
+    Extension(claims): Extension<Claims>,
+    Path(id): Path<String>,
+) -> Refusable {
+    let (user, promo, now) = buying(&app, &claims, &id).await?;
     let user = &user;
     let held = |status: StatusCode, until_ms: u64, left: u64| {
         (
@@ -363,8 +346,12 @@ async fn reserve(State(app): App, headers: HeaderMap, Path(id): Path<String>) ->
     }
 }
 
-async fn purchase(State(app): App, headers: HeaderMap, Path(id): Path<String>) -> Refusable {
-    let (user, promo, now) = buying(&app, &headers, &id).await?;
+async fn purchase(
+    State(app): App,
+    Extension(claims): Extension<Claims>,
+    Path(id): Path<String>,
+) -> Refusable {
+    let (user, promo, now) = buying(&app, &claims, &id).await?;
     let user = &user;
     let sale = sale_id(&promo.id, user);
     let event = sale_event(&app, &promo, user, sale.as_ref(), now).await?;
@@ -444,10 +431,9 @@ struct SegmentsQuery {
 
 async fn user_segments(
     State(app): App,
-    headers: HeaderMap,
+    Extension(claims): Extension<Claims>,
     Query(q): Query<SegmentsQuery>,
 ) -> Result<Response, ApiError> {
-    let claims = caller(&app, &headers)?;
     let raw = match (&q.user_id, claims.role) {
         (Some(other), Role::Admin) => other.clone(),
         (Some(other), Role::User) if *other != claims.sub => {

@@ -7,6 +7,7 @@ mod customers;
 pub mod dlq;
 mod events;
 mod kafka;
+mod keys;
 mod promos;
 mod requests;
 
@@ -27,6 +28,10 @@ pub struct Cli {
     )]
     api: String,
 
+    /// The service API key the commands that call herald-ingest present.
+    #[arg(long, global = true, env = "HERALD_API_KEY", hide_env_values = true)]
+    api_key: Option<crate::config::Secret>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -45,6 +50,9 @@ enum Command {
     /// Publishes synthetic lifecycle events (sent, then delivered, per recipient) to a topic
     /// as fast as the broker takes them, for benchmarking `herald-metrics`.
     ProduceEvents(bench::ProduceEvents),
+    /// Service API keys: create, revoke, list (the file herald-ingest reads).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Mint a bearer token for the flash-promo API with the configured secret (for local
     /// use and tests; production tokens come from your identity provider).
     Token(promos::Token),
@@ -97,12 +105,13 @@ impl KafkaArgs {
 
 /// Runs one command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let api = LoadGen::new(&cli.api);
+    let api = LoadGen::new(&cli.api).with_key(cli.api_key.as_ref().map(|k| k.expose()))?;
     match cli.command {
         Command::Requests(c) => requests::execute(c, &api).await,
         Command::Customers(c) => customers::execute(c, &api).await,
         Command::Campaigns(c) => campaigns::execute(c, &api).await,
         Command::ProduceEvents(c) => c.execute().await,
+        Command::Keys(c) => keys::execute(c),
         Command::Token(c) => c.execute(),
         Command::Events(c) => events::execute(c).await,
         Command::Promos(c) => promos::execute(c, &cli.api).await,

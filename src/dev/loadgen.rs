@@ -25,6 +25,8 @@ pub enum LoadError {
         status: u16,
         body: String,
     },
+    #[error("the API key (HERALD_API_KEY) holds characters a header cannot carry")]
+    BadKey,
 }
 
 /// The result of one run: every request's final status, and how long it took.
@@ -47,6 +49,26 @@ impl LoadGen {
             http: reqwest::Client::new(),
             api: api.trim_end_matches('/').to_string(),
         }
+    }
+
+    /// Presents `key` (a service API key) with every call.
+    pub fn with_key(mut self, key: Option<&str>) -> Result<Self, LoadError> {
+        let Some(key) = key.filter(|k| !k.is_empty()) else {
+            return Ok(self);
+        };
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| LoadError::BadKey)?;
+        value.set_sensitive(true);
+        let headers =
+            reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
+        self.http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .map_err(|source| LoadError::Unreachable {
+                url: self.api.clone(),
+                source,
+            })?;
+        Ok(self)
     }
 
     async fn post(&self, what: &'static str, path: &str, body: Value) -> Result<Value, LoadError> {

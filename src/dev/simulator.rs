@@ -72,6 +72,12 @@ pub struct SimulatorArgs {
     #[arg(long, env = "HERALD_SIM_RECEIPT_URL")]
     pub receipt_url: Option<String>,
 
+    /// The secret receipts are signed with (`Herald-Signature`); Herald holds the same one in
+    /// `HERALD_RECEIPT_SECRETS`. Unset: receipts go unsigned, which only an insecure-dev
+    /// Herald accepts.
+    #[arg(long, env = "HERALD_SIM_RECEIPT_SECRET", hide_env_values = true)]
+    pub receipt_secret: Option<crate::config::Secret>,
+
     /// How long after accepting a message its receipt is posted, in milliseconds.
     #[arg(long, env = "HERALD_SIM_RECEIPT_DELAY_MS", default_value_t = 100)]
     pub receipt_delay_ms: u64,
@@ -161,6 +167,7 @@ pub async fn serve(
     let receipts = args.receipt_url.clone().map(|url| {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(post_receipts(
+            args.receipt_secret.clone(),
             rx,
             url,
             receipt_counts.clone(),
@@ -359,6 +366,7 @@ fn reached_twice(deliveries: &HashMap<String, u64>) -> u64 {
 /// Posts due receipts in batches (up to 1000 per call, as real providers' webhooks batch),
 /// retrying a failed post a few times before counting its receipts undeliverable.
 async fn post_receipts(
+    secret: Option<crate::config::Secret>,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<(Instant, Receipt)>,
     url: String,
     counts: Arc<ReceiptCounts>,
@@ -389,16 +397,20 @@ async fn post_receipts(
                 .iter()
                 .filter(|r| r.status == ReceiptStatus::Failed)
                 .count() as u64;
-            let body = json!({ "receipts": batch });
+            let body = json!({ "receipts": batch }).to_string();
             let mut posted = false;
             for attempt in 0..3u64 {
-                match client
+                let mut post = client
                     .post(&url)
-                    .json(&body)
-                    .timeout(Duration::from_secs(10))
-                    .send()
-                    .await
-                {
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .timeout(Duration::from_secs(10));
+                if let Some(secret) = &secret {
+                    let now = crate::model::now_ms() / 1000;
+                    let signature =
+                        crate::auth::signature::sign(secret.expose(), now, body.as_bytes());
+                    post = post.header(crate::auth::signature::HEADER, signature);
+                }
+                match post.body(body.clone()).send().await {
                     Ok(resp) if resp.status().is_success() => {
                         posted = true;
                         break;

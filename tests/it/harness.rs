@@ -38,7 +38,44 @@ pub fn repo_file(relative: &str) -> std::path::PathBuf {
 }
 
 /// The JWT secret of every test fleet's API (`Fleet::token` mints with it).
-pub const JWT_SECRET: &str = "test-secret-of-enough-bytes";
+pub const JWT_SECRET: &str = "test-jwt-secret-of-at-least-32-bytes";
+
+/// The secret the simulated provider signs receipts with, and the fleet's API verifies.
+pub const RECEIPT_SECRET: &str = "sim-receipt-secret-0123456789abcdef0123";
+
+/// The access settings of every fleet's API: a key file of the fleet's own (as an operator
+/// makes it, with `herald keys create`) and the simulator's receipt secret.
+pub fn access_args(keys_file: &std::path::Path) -> herald::api::program::AccessArgs {
+    herald::api::program::AccessArgs {
+        api_keys_file: Some(keys_file.to_path_buf()),
+        receipt_secrets: Some(format!("sim={RECEIPT_SECRET}").as_str().into()),
+        public_routes: Vec::new(),
+        key_rate_per_sec: 100_000,
+        key_burst: 100_000,
+        insecure_dev: false,
+    }
+}
+
+/// A key file of its own for a fleet, with one admin key: the file's path and the key.
+pub fn admin_key_file(ns: &str) -> (std::path::PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("herald-it-{ns}"));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let file = dir.join("keys.toml");
+    let key = herald::auth::keys::create(&file, "test-admin", &[herald::auth::Scope::Admin])
+        .expect("an admin key");
+    (file, key.expose().to_string())
+}
+
+/// A client that sends `key` with every request (a request's own Authorization wins).
+pub fn client_with_key(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).expect("a key");
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client")
+}
 
 /// The flags of a program of the fleet in namespace `ns`.
 fn common_args(brokers: &str, redis_url: &str, ns: &str) -> CommonArgs {
@@ -69,6 +106,7 @@ pub fn quiet_provider() -> SimulatorArgs {
         rate_window_ms: 1000,
         // The harness points receipts at the fleet's own API.
         receipt_url: None,
+        receipt_secret: Some(RECEIPT_SECRET.into()),
         receipt_delay_ms: 20,
         receipt_loss_rate: 0.0,
         receipt_failure_rate: 0.0,
@@ -87,7 +125,13 @@ pub struct Fleet {
     pub redis_url: String,
     pub provider_url: String,
     pub api_url: String,
+    /// Sends the fleet's admin key with every request.
     pub http: reqwest::Client,
+    /// Sends no credentials.
+    pub anon: reqwest::Client,
+    /// The fleet's key file and its admin key.
+    pub keys_file: std::path::PathBuf,
+    pub admin_key: String,
     pub shutdown: CancellationToken,
     /// What the fleet's background tasks failed with: the waits below fail at once with it
     /// rather than at their time-out.
@@ -111,6 +155,7 @@ impl Fleet {
             .await
             .expect("redis of the local stack (scripts/stack.sh up)");
         let shutdown = CancellationToken::new();
+        let (keys_file, admin_key) = admin_key_file(&ns);
 
         let ingest = herald::api::program::Program::from_args(&herald::api::program::Args {
             common: common_args(broker.bootstrap_servers(), redis_url, &ns),
@@ -122,6 +167,7 @@ impl Fleet {
             user_burst: 10,
             reservation_secs: 2,
             cors_origins: Vec::new(),
+            access: access_args(&keys_file),
         })
         .await
         .expect("herald-ingest set-up");
@@ -146,7 +192,10 @@ impl Fleet {
             redis_url: redis_url.to_string(),
             provider_url,
             api_url,
-            http: reqwest::Client::new(),
+            http: client_with_key(&admin_key),
+            anon: reqwest::Client::new(),
+            keys_file,
+            admin_key,
             shutdown,
             failures,
         }
@@ -162,6 +211,7 @@ impl Fleet {
             .env("HERALD_NAMESPACE", &self.ns)
             .env("HERALD_PROVIDER_URL", &self.provider_url)
             .env("HERALD_PROVIDER_API_KEY", API_KEY)
+            .envs(self.access_env())
             .env("HERALD_LEASE_MS", "3000")
             .env("HERALD_RETRY_POLL_MS", "100")
             .env("HERALD_RETRY_CLAIM_LEASE_MS", "2000")
@@ -172,6 +222,42 @@ impl Fleet {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
         ChildGuard(Some(child))
+    }
+
+    /// The variables that give a program this fleet's keys and receipt secret.
+    pub fn access_env(&self) -> [(&'static str, String); 4] {
+        [
+            ("HERALD_API_KEYS_FILE", self.keys_file.display().to_string()),
+            ("HERALD_API_KEY", self.admin_key.clone()),
+            ("HERALD_RECEIPT_SECRETS", format!("sim={RECEIPT_SECRET}")),
+            ("HERALD_SIM_RECEIPT_SECRET", RECEIPT_SECRET.to_string()),
+        ]
+    }
+
+    /// POSTs receipts signed as the simulated provider signs them.
+    pub async fn post_receipts(&self, body: Value) -> (u16, Value) {
+        let body = body.to_string();
+        let now = herald::model::now_ms() / 1000;
+        let signature = herald::auth::signature::sign(RECEIPT_SECRET, now, body.as_bytes());
+        let r = self
+            .http
+            .post(format!("{}/v1/receipts", self.api_url))
+            .header("content-type", "application/json")
+            .header(herald::auth::signature::HEADER, signature)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A new key of this fleet with `scopes`, as `herald keys create` makes it.
+    pub fn key(&self, name: &str, scopes: &[herald::auth::Scope]) -> String {
+        herald::auth::keys::create(&self.keys_file, name, scopes)
+            .expect("a key")
+            .expose()
+            .to_string()
     }
 
     pub fn brokers(&self) -> &str {

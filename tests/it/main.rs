@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod api_access;
 mod api_contract;
 mod api_docs;
 mod broker_binary;

@@ -460,8 +460,10 @@ async fn prometheus_scrapes_the_fleet_and_grafana_asks_only_for_what_exists() {
     let dir = std::env::temp_dir().join(format!("herald-prom-{}", fleet.ns));
     std::fs::create_dir_all(&dir).unwrap();
     let target = |url: &str| url.trim_start_matches("http://").to_string();
+    // As an operator sets it up: a key of its own that may read stats and nothing else.
+    let scrape_key = fleet.key("prometheus", &[herald::auth::Scope::StatsRead]);
     let config = format!(
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: herald\n    static_configs:\n      - targets: ['{}', '{}', '{}']\n",
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: herald\n    authorization:\n      credentials: '{scrape_key}'\n    static_configs:\n      - targets: ['{}', '{}', '{}']\n",
         target(&metrics_url), target(&dispatch_url), target(&fleet.api_url)
     );
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
@@ -577,7 +579,8 @@ impl TracedPrograms {
     /// Starts a receiver and `herald-ingest`, waiting until it is ready.
     async fn start(fleet: &Fleet) -> TracedPrograms {
         let (otlp, spans) = otlp_receiver().await;
-        let env = HashMap::from([
+        let mut env = HashMap::from(fleet.access_env());
+        env.extend([
             ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp),
             ("OTEL_BSP_SCHEDULE_DELAY", "200".to_string()),
             ("HERALD_KAFKA_BROKERS", fleet.brokers().to_string()),

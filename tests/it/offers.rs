@@ -202,10 +202,7 @@ async fn silent_email_falls_back_to_sms_after_the_timeout() {
 
     // The e-mail receipt finally turns up: recorded, but nothing changes twice.
     let (status, answer) = fleet
-        .post(
-            "/v1/receipts",
-            json!({"key": "fallback:f0:email", "status": "delivered"}),
-        )
+        .post_receipts(json!({"key": "fallback:f0:email", "status": "delivered"}))
         .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["outcomes"]["late"], 1, "{answer}");
@@ -396,10 +393,7 @@ async fn offer_api_errors_name_the_field() {
     assert_eq!(fleet.get("/v1/campaigns/none").await.0, 404);
 
     let (s, b) = fleet
-        .post(
-            "/v1/receipts",
-            json!({"receipts": [{"key": "a:b:email", "status": "lost"}]}),
-        )
+        .post_receipts(json!({"receipts": [{"key": "a:b:email", "status": "lost"}]}))
         .await;
     assert_eq!(s, 422, "{b}");
     assert!(
@@ -409,10 +403,7 @@ async fn offer_api_errors_name_the_field() {
         "{b}"
     );
     let (s, b) = fleet
-        .post(
-            "/v1/receipts",
-            json!({"key": "not-a-delivery", "status": "delivered"}),
-        )
+        .post_receipts(json!({"key": "not-a-delivery", "status": "delivered"}))
         .await;
     assert_eq!(
         (s, b["outcomes"]["unknown"].as_u64()),

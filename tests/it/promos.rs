@@ -45,9 +45,10 @@ async fn call(
     body: Option<Value>,
 ) -> (u16, Value) {
     let url = format!("{}{}", fleet.api_url, path);
+    // A shopper's call carries the shopper's token only, not the fleet's admin key.
     let mut req = match method {
-        "GET" => fleet.http.get(url),
-        _ => fleet.http.post(url),
+        "GET" => fleet.anon.get(url),
+        _ => fleet.anon.post(url),
     };
     if let Some(t) = bearer {
         req = req.bearer_auth(t);
@@ -414,7 +415,7 @@ async fn roles_tokens_limits_and_the_window_are_enforced() {
     )
     .await;
     assert_eq!(s, 401);
-    let forged = Jwt::new("some-other-secret-16b")
+    let forged = Jwt::new("some-other-secret-of-at-least-32-bytes")
         .unwrap()
         .mint("ops", Role::Admin, Duration::from_secs(60))
         .unwrap();
@@ -552,6 +553,7 @@ async fn roles_tokens_limits_and_the_window_are_enforced() {
             cors_origins: vec!["https://shop.example".into()],
             ..herald::api::PromoSettings::default()
         },
+        access: herald::api::AccessSettings::insecure(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
@@ -656,6 +658,7 @@ async fn a_reservation_holds_its_unit_for_sixty_seconds_by_default() {
     args.common = fleet.common();
     args.http_addr = "127.0.0.1:0".parse().unwrap();
     args.jwt_secret = Some(JWT_SECRET.into());
+    args.access = crate::harness::access_args(&fleet.keys_file);
     let deployed = herald::api::program::Program::from_args(&args)
         .await
         .unwrap();

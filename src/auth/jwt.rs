@@ -1,6 +1,6 @@
-//! Who may call the flash-promo API (seed 002): JWT bearer tokens signed with HS256 and a
-//! shared secret from configuration, carrying the caller's id (`sub`) and role; and a rate
-//! limit per caller. Crates: `jsonwebtoken` (its `ring` backend is already in the tree
+//! Shoppers' credentials for the flash-promo API (seed 002): JWT bearer tokens signed with
+//! HS256 and a shared secret from configuration, carrying the caller's id (`sub`) and role;
+//! and a rate limit per caller (shoppers and service keys alike). Crates: `jsonwebtoken` (its `ring` backend is already in the tree
 //! through rustls) and `governor` (keyed GCRA limiter, the engine behind tower-governor;
 //! used directly because the key is the verified `sub`, known only after authentication).
 
@@ -35,8 +35,8 @@ pub enum AuthError {
     Missing,
     #[error("invalid token: {0}")]
     Invalid(String),
-    #[error("the JWT secret must be at least 16 bytes")]
-    WeakSecret,
+    #[error(transparent)]
+    WeakSecret(#[from] super::secrets::WeakSecret),
 }
 
 /// Signs and checks tokens with one HS256 secret.
@@ -55,9 +55,7 @@ impl std::fmt::Debug for Jwt {
 
 impl Jwt {
     pub fn new(secret: &str) -> Result<Self, AuthError> {
-        if secret.len() < 16 {
-            return Err(AuthError::WeakSecret);
-        }
+        super::secrets::check("HERALD_JWT_SECRET", secret)?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
         validation.set_required_spec_claims(&["exp", "sub"]);
@@ -138,21 +136,21 @@ mod tests {
 
     #[test]
     fn a_token_carries_its_subject_and_role_and_only_its_secret_verifies_it() {
-        let jwt = Jwt::new("a-secret-of-enough-bytes").unwrap();
+        let jwt = Jwt::new("a-secret-of-enough-bytes-0123456789").unwrap();
         let token = jwt
             .mint("c-42", Role::User, Duration::from_secs(60))
             .unwrap();
         let claims = jwt.verify_header(Some(&format!("Bearer {token}"))).unwrap();
         assert_eq!((claims.sub.as_str(), claims.role), ("c-42", Role::User));
-        let other = Jwt::new("another-secret-of-enough").unwrap();
+        let other = Jwt::new("another-secret-of-enough-bytes-0123").unwrap();
         assert!(matches!(other.verify(&token), Err(AuthError::Invalid(_))));
         assert_eq!(jwt.verify_header(None), Err(AuthError::Missing));
-        assert_eq!(Jwt::new("short").err(), Some(AuthError::WeakSecret));
+        assert!(matches!(Jwt::new("short"), Err(AuthError::WeakSecret(_))));
     }
 
     #[test]
     fn an_expired_token_is_refused() {
-        let jwt = Jwt::new("a-secret-of-enough-bytes").unwrap();
+        let jwt = Jwt::new("a-secret-of-enough-bytes-0123456789").unwrap();
         let now = crate::model::now_ms() / 1000;
         let claims = Claims {
             sub: "u".into(),

@@ -1,0 +1,268 @@
+//! Who may call which route of herald-ingest: one table ([`access`]) read by one middleware
+//! ([`guard`]) in front of every route, so a handler never decides for itself and a route
+//! missing from the table is admin-only rather than open.
+//!
+//! - Service keys (`Authorization: Bearer hk_...`) with scopes, for machine callers; rate
+//!   limited per key; every read of customer data is logged with the key's name.
+//! - Shoppers' JWTs on the flash-promo routes, as before; a key with `promos:write` stands in
+//!   for an admin there.
+//! - `/v1/receipts` is proven by the provider's signature of the body (checked by the handler,
+//!   which holds the raw body), not by a key: providers post receipts, they hold no key.
+//! - `HERALD_PUBLIC_ROUTES=requests` opens seed 001's three routes to callers without
+//!   credentials, for a client of the seed's exact contract; nothing else can be opened.
+
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, Ingest};
+use crate::auth::signature::ReceiptSecrets;
+use crate::auth::{ApiKey, Caller, CallerLimit, Claims, KeyStore, Role, Scope};
+
+/// What a route asks of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: health, readiness, the API document, the list of active promos.
+    Public,
+    /// A service key with this scope (or `admin`).
+    Key(Scope),
+    /// Seed 001's routes: a key with this scope, or nobody at all when they are opened.
+    Requests(Scope),
+    /// A shopper's JWT; a key with the scope, if one is given, acts as an admin.
+    Shopper(Option<Scope>),
+    /// A provider's signature of the body (`Herald-Signature`).
+    Signed,
+}
+
+/// The one table of who may call what. A route not named here needs `admin`.
+pub fn access(method: &Method, route: &str) -> Access {
+    use Access::*;
+    match (method.as_str(), route) {
+        (_, "/healthz" | "/readyz" | "/docs" | "/docs/openapi.json") => Public,
+        // A CORS preflight carries no credentials; the call that follows it does.
+        ("OPTIONS", _) => Public,
+        ("GET", "/api/flash-promos/active/") => Public,
+        ("POST", "/v1/requests" | "/v1/requests/{id}/process") => Requests(Scope::RequestsWrite),
+        ("GET", "/v1/requests/{id}") => Requests(Scope::RequestsRead),
+        ("GET", "/v1/customers/{id}" | "/v1/customers/{id}/loyalty")
+        | ("GET", "/v1/customers/{id}/activity") => Key(Scope::CustomersRead),
+        ("PUT", "/v1/customers/{id}") | ("POST", "/v1/customers/batch") => {
+            Key(Scope::CustomersWrite)
+        }
+        ("POST", "/v1/campaigns") => Key(Scope::CampaignsWrite),
+        ("GET", "/v1/campaigns/{id}") => Key(Scope::CampaignsRead),
+        ("POST", "/v1/receipts") => Signed,
+        ("POST", "/v1/sales") => Key(Scope::SalesWrite),
+        ("POST", "/v1/user-events") => Key(Scope::EventsWrite),
+        ("GET", "/metrics") => Key(Scope::StatsRead),
+        ("POST", "/api/flash-promos/") | ("GET", "/api/flash-promos/{id}/") => {
+            Shopper(Some(Scope::PromosWrite))
+        }
+        ("GET", "/api/users/segments/") => Shopper(Some(Scope::PromosWrite)),
+        ("POST", "/api/flash-promos/{id}/reserve/" | "/api/flash-promos/{id}/purchase/") => {
+            Shopper(None)
+        }
+        _ => Key(Scope::Admin),
+    }
+}
+
+/// How herald-ingest authenticates its callers.
+pub struct AccessSettings {
+    /// The service keys; `None` only with `--insecure-dev`, where every key route is open.
+    pub keys: Option<KeyStore>,
+    /// Seed 001's routes open to callers without credentials (`HERALD_PUBLIC_ROUTES=requests`).
+    pub public_requests: bool,
+    /// Calls per key.
+    pub limit: CallerLimit,
+    /// The providers' receipt secrets; `None` only with `--insecure-dev` (receipts unsigned).
+    pub receipts: Option<ReceiptSecrets>,
+}
+
+impl AccessSettings {
+    /// Everything open: for unit tests and `--insecure-dev` only.
+    pub fn insecure() -> AccessSettings {
+        AccessSettings {
+            keys: None,
+            public_requests: false,
+            limit: CallerLimit::new(100_000, 100_000),
+            receipts: None,
+        }
+    }
+}
+
+/// The bearer credential of a request, if any.
+fn bearer(req: &Request) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?
+        .trim();
+    (!token.is_empty()).then_some(token)
+}
+
+/// The middleware: decides from the matched route, and hands the proven caller (a [`Caller`]
+/// or shopper [`Claims`]) to the handler as a request extension.
+pub async fn guard(State(app): State<Arc<Ingest>>, mut req: Request, next: Next) -> Response {
+    let route = match req.extensions().get::<MatchedPath>() {
+        Some(path) => path.as_str().to_string(),
+        // No route matched: the fallback answers 404 and reveals nothing.
+        None => return next.run(req).await,
+    };
+    let needed = access(req.method(), &route);
+    match admit(&app, &mut req, needed, &route) {
+        Ok(()) => next.run(req).await,
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+fn admit(app: &Ingest, req: &mut Request, needed: Access, route: &str) -> Result<(), Refusal> {
+    match needed {
+        Access::Public | Access::Signed => Ok(()),
+        Access::Requests(_) if app.access.public_requests && bearer(req).is_none() => Ok(()),
+        Access::Requests(scope) | Access::Key(scope) => {
+            let caller = service_caller(app, bearer(req), scope)?;
+            audit(&caller, scope, req.method(), req.uri().path());
+            req.extensions_mut().insert(caller);
+            Ok(())
+        }
+        Access::Shopper(key_scope) => {
+            let claims = shopper(app, bearer(req), key_scope, route)?;
+            req.extensions_mut().insert(claims);
+            Ok(())
+        }
+    }
+}
+
+/// The caller behind a service key that holds `scope`, within its rate.
+fn service_caller(app: &Ingest, credential: Option<&str>, scope: Scope) -> Result<Caller, Refusal> {
+    let Some(keys) = app.access.keys.as_ref() else {
+        return Ok(Caller::new("insecure-dev", &[Scope::Admin]));
+    };
+    let credential = credential.ok_or_else(|| {
+        ApiError::unauthorized("missing credentials: send Authorization: Bearer <API key>")
+    })?;
+    let caller = match keys.authenticate(credential) {
+        Some(caller) => caller,
+        None if is_shopper_token(app, credential) => {
+            return Err(ApiError::forbidden(
+                "this route takes a service API key, not a shopper token",
+            )
+            .into())
+        }
+        None => return Err(ApiError::unauthorized("invalid API key").into()),
+    };
+    if !caller.may(scope) {
+        return Err(ApiError::forbidden(format!("this key lacks the scope {scope}")).into());
+    }
+    within_rate(&app.access.limit, &caller.name)?;
+    Ok(caller)
+}
+
+fn is_shopper_token(app: &Ingest, credential: &str) -> bool {
+    !ApiKey::looks_like(credential)
+        && app
+            .promos
+            .jwt
+            .as_ref()
+            .is_some_and(|jwt| jwt.verify(credential).is_ok())
+}
+
+/// A shopper's claims, or an admin's made from a key that holds `key_scope`.
+fn shopper(
+    app: &Ingest,
+    credential: Option<&str>,
+    key_scope: Option<Scope>,
+    route: &str,
+) -> Result<Claims, Refusal> {
+    let credential = credential.ok_or_else(|| {
+        ApiError::unauthorized("missing bearer token (Authorization: Bearer ...)")
+    })?;
+    if ApiKey::looks_like(credential) {
+        let Some(scope) = key_scope else {
+            return Err(ApiError::forbidden(format!(
+                "{route} acts for a shopper: it takes the shopper's token, not an API key"
+            ))
+            .into());
+        };
+        let caller = service_caller(app, Some(credential), scope)?;
+        let now = crate::model::now_ms() / 1000;
+        return Ok(Claims {
+            sub: format!("key:{}", caller.name),
+            role: Role::Admin,
+            iat: now,
+            exp: now,
+        });
+    }
+    let jwt = app.promos.jwt.as_ref().ok_or_else(|| {
+        ApiError::unavailable("authentication is not configured (set HERALD_JWT_SECRET)")
+    })?;
+    jwt.verify(credential)
+        .map_err(|e| ApiError::unauthorized(e.to_string()).into())
+}
+
+fn within_rate(limit: &CallerLimit, name: &str) -> Result<(), Refusal> {
+    limit
+        .check(name)
+        .map_err(|wait| Refusal::TooMany(wait.as_secs().max(1)))
+}
+
+/// Why a call is not let through.
+enum Refusal {
+    Api(ApiError),
+    /// Over the key's rate: retry after this many seconds.
+    TooMany(u64),
+}
+
+impl From<ApiError> for Refusal {
+    fn from(e: ApiError) -> Self {
+        Refusal::Api(e)
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Api(e) => e.into_response(),
+            Refusal::TooMany(secs) => {
+                let mut response = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "this key's call rate is exceeded, retry later",
+                )
+                .into_response();
+                if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                response
+            }
+        }
+    }
+}
+
+/// Reads of customer data are logged with the key's name (never the key), for audits.
+fn audit(caller: &Caller, scope: Scope, method: &Method, path: &str) {
+    if scope == Scope::CustomersRead {
+        tracing::info!(target: "herald::audit", key = %caller.name, %method, path, "customer data read");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_not_in_the_table_needs_admin() {
+        assert_eq!(
+            access(&Method::DELETE, "/v1/requests/{id}"),
+            Access::Key(Scope::Admin)
+        );
+        assert_eq!(
+            access(&Method::GET, "/v1/new-thing"),
+            Access::Key(Scope::Admin)
+        );
+        assert_eq!(access(&Method::GET, "/healthz"), Access::Public);
+        assert_eq!(access(&Method::POST, "/v1/receipts"), Access::Signed);
+    }
+}

@@ -1,0 +1,15 @@
+//! Who may call Herald, and how that is proven:
+//!
+//! - [`keys`]: service API keys with scopes, for machine callers (the shop backend, the
+//!   campaign tool, the `herald` CLI), kept hashed in a file the operator mounts as a secret.
+//! - [`jwt`]: shoppers' bearer tokens for the flash-promo API, and the per-caller rate limit.
+//! - [`signature`]: the HMAC signature a provider puts on the receipts it posts.
+//! - [`secrets`]: the start-up check that refuses empty, short or example secrets.
+
+pub mod jwt;
+pub mod keys;
+pub mod secrets;
+pub mod signature;
+
+pub use jwt::{AuthError, CallerLimit, Claims, Jwt, Role};
+pub use keys::{ApiKey, Caller, KeyError, KeyStore, Scope};
