@@ -9,10 +9,11 @@ use rdkafka::producer::FutureProducer;
 
 use crate::kafka::{self, Topics};
 use crate::model::{parse_delivery_key, LifecycleEvent, LifecycleKind, Receipt};
-use crate::store::{ReceiptOutcome, Store, StoreError};
+use crate::store::{ReceiptOutcome, ReceiptUpdate, Store, StoreError};
 
 /// Applies receipts and tells how many ended each way (`delivered`, `undelivered`, `early`,
-/// `late`, `unknown`: keys that are not Herald delivery keys).
+/// `late`, `mismatched`: not the provider id recorded at send time, `unknown`: keys that are
+/// not Herald delivery keys).
 pub async fn apply(
     store: &Store,
     producer: &FutureProducer,
@@ -23,13 +24,14 @@ pub async fn apply(
     let mut unknown = 0u64;
     for r in receipts {
         match parse_delivery_key(&r.key) {
-            Some((campaign, customer, channel)) => parsed.push((
+            Some((campaign, customer, channel)) => parsed.push(ReceiptUpdate {
                 campaign,
                 customer,
                 channel,
-                r.status,
-                r.reason.clone().unwrap_or_else(|| "failure receipt".into()),
-            )),
+                status: r.status,
+                reason: r.reason.clone().unwrap_or_else(|| "failure receipt".into()),
+                provider_id: r.provider_id.clone(),
+            }),
             None => unknown += 1,
         }
     }
@@ -43,12 +45,13 @@ pub async fn apply(
         tally.insert("unknown", unknown);
     }
     let mut events = Vec::new();
-    for (outcome, (campaign, customer, channel, _, reason)) in outcomes.iter().zip(&parsed) {
+    for (outcome, r) in outcomes.iter().zip(&parsed) {
         let name = match outcome {
             ReceiptOutcome::Delivered(_) => "delivered",
             ReceiptOutcome::Undelivered => "undelivered",
             ReceiptOutcome::Early => "early",
             ReceiptOutcome::Late => "late",
+            ReceiptOutcome::Mismatched => "mismatched",
             ReceiptOutcome::Unknown => "unknown",
         };
         *tally.entry(name).or_default() += 1;
@@ -57,10 +60,10 @@ pub async fn apply(
             ReceiptOutcome::Undelivered => (LifecycleKind::Undelivered, None),
             _ => continue,
         };
-        let detail = (kind == LifecycleKind::Undelivered).then(|| reason.clone());
+        let detail = (kind == LifecycleKind::Undelivered).then(|| r.reason.clone());
         events.push(LifecycleEvent {
             latency_ms,
-            ..LifecycleEvent::for_delivery(kind, campaign, customer, *channel, detail)
+            ..LifecycleEvent::for_delivery(kind, &r.campaign, &r.customer, r.channel, detail)
         });
     }
     let topic = topics.events();

@@ -275,9 +275,13 @@ async fn notify(
             }
         }
     }
-    // Derived from the key, so a replay answers with the same id.
-    let provider_id = format!("sim-{key}");
-    Json(json!({"status": "delivered", "provider_id": provider_id})).into_response()
+    Json(json!({"status": "delivered", "provider_id": provider_id(&key)})).into_response()
+}
+
+/// The id the simulator gives a message: derived from its key, so a replay answers with the
+/// same id, and its receipt names it.
+fn provider_id(key: &str) -> String {
+    format!("sim-{key}")
 }
 
 impl Sim {
@@ -299,6 +303,7 @@ impl Sim {
                 ReceiptStatus::Delivered
             },
             reason: failed.then(|| "simulated: handset unreachable".to_string()),
+            provider_id: Some(provider_id(key)),
         };
         let due = Instant::now() + Duration::from_millis(self.args.receipt_delay_ms);
         let _ = tx.send((due, receipt));

@@ -226,4 +226,8 @@ pub struct Receipt {
     pub status: ReceiptStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The provider's id of the message (what it answered the send with): a receipt for
+    /// another message than the one recorded is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_id: Option<String>,
 }

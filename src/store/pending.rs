@@ -20,7 +20,21 @@ pub enum ReceiptOutcome {
     Early,
     /// For a delivery that already moved on or ended: recorded, changes nothing.
     Late,
+    /// Its provider id is not the one the provider answered the send with: refused, counted.
+    Mismatched,
     Unknown,
+}
+
+/// One receipt, for [`Store::apply_receipts`].
+#[derive(Debug, Clone)]
+pub struct ReceiptUpdate {
+    pub campaign: CampaignId,
+    pub customer: CustomerId,
+    pub channel: Channel,
+    pub status: ReceiptStatus,
+    pub reason: String,
+    /// The provider's id of the message, which must be the one recorded at send time.
+    pub provider_id: Option<String>,
 }
 
 /// An overdue entry of a campaign's pending set, claimed by one `herald-retry`.
@@ -37,11 +51,18 @@ pub struct Overdue {
     pub trace: Option<String>,
 }
 
-// KEYS[1] slot, KEYS[2] campaign, KEYS[3] pending. ARGV: channel, status, customer, reason.
+// KEYS[1] slot, KEYS[2] campaign, KEYS[3] pending. ARGV: channel, status, customer, reason,
+// provider id.
 static RECEIPT: Lua = Lua::new(lua_with_now!(
     r#"
-local f = redis.call('HMGET', KEYS[1], 'st', 'ch', 'sa')
+local f = redis.call('HMGET', KEYS[1], 'st', 'ch', 'sa', 'pid')
 if not f[1] then return 'unknown' end
+-- A receipt names the message the provider accepted: once that id is known, another one
+-- (or none) is not this delivery's receipt.
+if f[4] and f[4] ~= '' and f[4] ~= ARGV[5] then
+  redis.call('HINCRBY', KEYS[2], 'mismatched_receipts', 1)
+  return 'mismatched'
+end
 if f[2] == ARGV[1] and (f[1] == 'claimed' or f[1] == 'sending') then
   redis.call('HSET', KEYS[1], 'er', ARGV[2])
   return 'early'
@@ -129,21 +150,22 @@ impl Store {
     /// Applies receipts in one round trip.
     pub async fn apply_receipts(
         &self,
-        receipts: &[(CampaignId, CustomerId, Channel, ReceiptStatus, String)],
+        receipts: &[ReceiptUpdate],
     ) -> Result<Vec<ReceiptOutcome>, StoreError> {
         let mut pipe = redis::pipe();
         let script = &*RECEIPT;
-        for (campaign, customer, channel, status, reason) in receipts {
-            let status = match status {
+        for r in receipts {
+            let status = match r.status {
                 ReceiptStatus::Delivered => "delivered",
                 ReceiptStatus::Failed => "failed",
             };
             pipe.invoke_script(
-                self.on_slot(&RECEIPT, campaign, customer)
-                    .arg(channel.as_str())
+                self.on_slot(&RECEIPT, &r.campaign, &r.customer)
+                    .arg(r.channel.as_str())
                     .arg(status)
-                    .arg(customer.as_str())
-                    .arg(reason),
+                    .arg(r.customer.as_str())
+                    .arg(&r.reason)
+                    .arg(r.provider_id.as_deref().unwrap_or("")),
             );
         }
         let replies: Vec<String> = self.query_pipe_with_scripts(&pipe, &[script]).await?;
@@ -155,6 +177,7 @@ impl Store {
                     "undelivered" => ReceiptOutcome::Undelivered,
                     "early" => ReceiptOutcome::Early,
                     "late" => ReceiptOutcome::Late,
+                    "mismatched" => ReceiptOutcome::Mismatched,
                     _ => ReceiptOutcome::Unknown,
                 },
                 _ => ReceiptOutcome::Unknown,

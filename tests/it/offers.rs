@@ -571,3 +571,105 @@ async fn two_posts_of_one_campaign_at_once_store_its_audience_once() {
     assert_eq!(stored.len(), N, "the audience once, in order");
     assert!(stored.iter().zip(&ids).all(|(s, i)| s.as_str() == i));
 }
+
+/// A receipt is taken only with the provider's signature, fresh, and for the message the
+/// provider accepted: a forged, stale or unsigned one changes nothing, and one naming another
+/// provider id is refused and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_a_fresh_signed_receipt_for_the_recorded_message_is_applied() {
+    let mut sim = quiet_provider();
+    sim.silent_channels = vec![Channel::Email];
+    let fleet = Fleet::start(sim, 1).await;
+    let ids = vec!["r0".to_string()];
+    fleet
+        .put_customers(vec![customer("r0", &["email", "sms"], &daytime())])
+        .await;
+    let _stop = start_workers(&fleet, &[Channel::Email], 1).await;
+    let (status, _) = fleet
+        .post(
+            "/v1/campaigns",
+            campaign("signed", &["email", "sms"], 60_000, &ids),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let sent = || async { fleet.slots("signed", &ids).await["r0"].get("st").cloned() };
+    crate::harness::wait_until("the e-mail to be sent", Duration::from_secs(30), || async {
+        sent().await.as_deref() == Some("sent")
+    })
+    .await;
+    let recorded = fleet.slots("signed", &ids).await["r0"]["pid"].clone();
+    assert!(recorded.starts_with("sim-"), "{recorded}");
+
+    let body = |provider_id: &str| {
+        json!({"key": "signed:r0:email", "status": "delivered", "provider_id": provider_id})
+            .to_string()
+    };
+    let post = |signature: Option<String>, body: String| {
+        let mut req = fleet
+            .anon
+            .post(format!("{}/v1/receipts", fleet.api_url))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(s) = signature {
+            req = req.header("Herald-Signature", s);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let now = herald::model::now_ms() / 1000;
+    let right = body(&recorded);
+    let sign = herald::auth::signature::sign;
+    for (what, signature) in [
+        ("unsigned", None),
+        (
+            "signed with another secret",
+            Some(sign(&"x".repeat(40), now, right.as_bytes())),
+        ),
+        (
+            "stale",
+            Some(sign(
+                crate::harness::RECEIPT_SECRET,
+                now - 600,
+                right.as_bytes(),
+            )),
+        ),
+        (
+            "signed for another body",
+            Some(sign(crate::harness::RECEIPT_SECRET, now, b"{}")),
+        ),
+    ] {
+        let (status, answer) = post(signature, right.clone()).await;
+        assert_eq!(status, 401, "{what}: {answer}");
+        assert!(answer["error"].is_string(), "{what}: {answer}");
+    }
+    assert_eq!(sent().await.as_deref(), Some("sent"), "nothing changed");
+
+    let wrong = body("sim-someone-else");
+    let signature = sign(crate::harness::RECEIPT_SECRET, now, wrong.as_bytes());
+    let (status, answer) = post(Some(signature), wrong).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outcomes"]["mismatched"], 1, "{answer}");
+    assert_eq!(
+        sent().await.as_deref(),
+        Some("sent"),
+        "a mismatched receipt changes nothing"
+    );
+    let (_, report) = fleet.get("/v1/campaigns/signed").await;
+    assert_eq!(
+        count(&report, "mismatched_receipts"),
+        1,
+        "counted: {report}"
+    );
+
+    let signature = sign(crate::harness::RECEIPT_SECRET, now, right.as_bytes());
+    let (status, answer) = post(Some(signature), right).await;
+    assert_eq!(
+        (status, &answer["outcomes"]["delivered"]),
+        (200, &json!(1)),
+        "{answer}"
+    );
+    assert_eq!(sent().await.as_deref(), Some("delivered"));
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 use herald::model::{
     CampaignId, Channel, CustomerId, Delivery, Message, ReceiptStatus, UncertainSend,
 };
-use herald::store::{OnceClaim, ReceiptOutcome, Store};
+use herald::store::{OnceClaim, ReceiptOutcome, ReceiptUpdate, Store};
 
 use crate::harness::redis_url;
 
@@ -69,17 +69,15 @@ async fn sent_then_overdue(store: &Store, d: &Delivery) -> herald::store::Overdu
     overdue.remove(0)
 }
 
-fn receipt(
-    d: &Delivery,
-    s: ReceiptStatus,
-) -> (CampaignId, CustomerId, Channel, ReceiptStatus, String) {
-    (
-        d.campaign.clone(),
-        d.customer.clone(),
-        d.message.channel,
-        s,
-        "late".to_string(),
-    )
+fn receipt(d: &Delivery, s: ReceiptStatus) -> ReceiptUpdate {
+    ReceiptUpdate {
+        campaign: d.campaign.clone(),
+        customer: d.customer.clone(),
+        channel: d.message.channel,
+        status: s,
+        reason: "late".to_string(),
+        provider_id: None,
+    }
 }
 
 /// While retry holds a silent e-mail (`retrying`, not yet moved on), its receipt still
@@ -224,13 +222,7 @@ async fn a_dead_owners_slot_is_claimed_resent_or_left_uncertain_by_the_policy() 
     let mut proven = delivery("unc", "proven", Channel::Email, 0);
     proven.on_uncertain = UncertainSend::Skip;
     claimed_and_sending(&store, &proven, "dead", lease).await;
-    let early = (
-        proven.campaign.clone(),
-        proven.customer.clone(),
-        Channel::Email,
-        ReceiptStatus::Delivered,
-        String::new(),
-    );
+    let early = receipt(&proven, ReceiptStatus::Delivered);
     assert_eq!(
         store.apply_receipts(&[early]).await.unwrap(),
         vec![ReceiptOutcome::Early]
