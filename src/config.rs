@@ -42,6 +42,18 @@ impl fmt::Display for Secret {
     }
 }
 
+/// A URL fit for logs and errors: its password (and user) replaced by `***`.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 /// Liveness, readiness and stats over HTTP for programs that have no API of their own.
 #[derive(Debug, Clone, Args)]
 pub struct HealthArgs {
@@ -161,6 +173,22 @@ mod tests {
     struct Probe {
         #[command(flatten)]
         common: CommonArgs,
+    }
+
+    #[test]
+    fn a_url_in_a_log_shows_no_password() {
+        assert_eq!(
+            redacted_url("redis://:hunter2@redis:6379/0"),
+            "redis://***@redis:6379/0"
+        );
+        assert_eq!(
+            redacted_url("rediss://user:p%40ss@host/1"),
+            "rediss://***@host/1"
+        );
+        assert_eq!(
+            redacted_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
     }
 
     #[test]

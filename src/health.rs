@@ -89,9 +89,7 @@ pub async fn serve(
         );
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "health endpoints listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    crate::http::serve(listener, app, &crate::http::HttpLimits::default(), shutdown).await
 }
 
 /// Serves the probes in the background when an address is configured.

@@ -89,3 +89,162 @@ impl IntoResponse for ApiError {
 pub fn or_not_found<T>(value: Option<T>, what: &str) -> Result<T, ApiError> {
     value.ok_or_else(|| ApiError::not_found(what))
 }
+
+/// The limits every HTTP server of Herald runs with, so that a slow or greedy client cannot
+/// hold it: how long a client may take to send its headers (slowloris), how long a request
+/// may take in all, how many connections are served at once, and how big a body may be.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpLimits {
+    /// How long a client may take to send a request's headers, in ms; then it is closed.
+    #[arg(long, env = "HERALD_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+
+    /// How long a request may take, body and answer included, in ms; then 408.
+    #[arg(long, env = "HERALD_HTTP_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+
+    /// Connections served at once; more wait to be accepted.
+    #[arg(long, env = "HERALD_HTTP_MAX_CONNECTIONS", default_value_t = 2048)]
+    pub max_connections: usize,
+
+    /// Largest body of a call, in bytes (413 beyond): every route but the bulk ones.
+    #[arg(long, env = "HERALD_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024)]
+    pub body_limit_bytes: usize,
+
+    /// Largest body of the bulk routes (customers batch, user events, receipts), in bytes.
+    #[arg(long, env = "HERALD_BULK_BODY_LIMIT_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub bulk_body_limit_bytes: usize,
+
+    /// Largest body of `POST /v1/campaigns` (its audience is inline), in bytes.
+    #[arg(long, env = "HERALD_CAMPAIGN_BODY_LIMIT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub campaign_body_limit_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+            max_connections: 2048,
+            body_limit_bytes: 1024 * 1024,
+            bulk_body_limit_bytes: 8 * 1024 * 1024,
+            campaign_body_limit_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Serves `app` on `listener` within `limits` until `shutdown`, then lets the requests under
+/// way finish (for at most the request time-out). axum's own `serve` sets no header-read
+/// time-out and no connection cap, so connections are driven by hyper directly.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: &HttpLimits,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let request_timeout = std::time::Duration::from_millis(limits.request_timeout_ms.max(1));
+    let app = app.layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        request_timeout,
+    ));
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_millis(
+            limits.header_timeout_ms.max(1),
+        ));
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = graceful.watch(http1.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // A client that goes away or times out ends its connection; nothing to report.
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(request_timeout) => {
+            tracing::warn!("connections still open after the request time-out: closing them");
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a body that is not JSON with 415 before any handler reads it: a browser can send
+/// `text/plain` across sites without asking first, JSON it cannot.
+pub async fn require_json(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if has_body(&req) && !is_json(req.headers()) {
+        return ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be sent as Content-Type: application/json",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+fn has_body(req: &axum::extract::Request) -> bool {
+    let headers = req.headers();
+    headers.contains_key(axum::http::header::TRANSFER_ENCODING)
+        || headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+}
+
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|essence| essence.trim().to_ascii_lowercase())
+        .is_some_and(|m| m == "application/json" || m.ends_with("+json"))
+}
+
+/// A request's body, read within the route's limit (`DefaultBodyLimit`, counted as it
+/// arrives, never read past it); beyond it a JSON 413 rather than axum's plain text.
+pub struct Body(pub axum::body::Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(Body)
+            .map_err(|e| {
+                let status = e.status();
+                let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    "the body is larger than this route takes (see HERALD_*BODY_LIMIT_BYTES)"
+                } else {
+                    "the body could not be read"
+                };
+                ApiError::new(status, message)
+            })
+    }
+}

@@ -38,7 +38,12 @@ impl Connections {
     ) -> anyhow::Result<Self> {
         let store = Store::connect(&common.redis_url, &common.namespace)
             .await
-            .with_context(|| format!("connecting to Redis at {}", common.redis_url))?;
+            .with_context(|| {
+                format!(
+                    "connecting to Redis at {}",
+                    crate::config::redacted_url(&common.redis_url)
+                )
+            })?;
         let producer = kafka::producer_with_timeout(&common.kafka_brokers, delivery_timeout)
             .context("creating the Kafka producer")?;
         Ok(Connections {

@@ -8,6 +8,7 @@
 //!
 //! Producers may also publish to the topics directly; `herald-events` checks again.
 
+use crate::http::Body;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -26,22 +27,22 @@ use crate::model::commerce::{Invalid, MemberId, SaleEvent, UserEvent};
 use crate::model::{now_ms, CustomerId};
 
 const MAX_EVENTS_PER_CALL: usize = 10_000;
-const EVENTS_BODY_LIMIT: usize = 16 * 1024 * 1024;
-
-pub fn routes() -> Router<Arc<Ingest>> {
+pub fn routes(limits: &crate::http::HttpLimits) -> Router<Arc<Ingest>> {
     Router::new()
         .route("/v1/sales", post(post_sale))
-        .route("/v1/user-events", post(post_user_events))
+        .route(
+            "/v1/user-events",
+            post(post_user_events).layer(DefaultBodyLimit::max(limits.bulk_body_limit_bytes)),
+        )
         .route("/v1/customers/{id}/loyalty", get(get_loyalty))
         .route("/v1/customers/{id}/activity", get(get_activity))
-        .layer(DefaultBodyLimit::max(EVENTS_BODY_LIMIT))
 }
 
 fn invalid_at(prefix: &str, e: Invalid) -> ApiError {
     ApiError::invalid(format!("{prefix}{}", e.field), e.reason)
 }
 
-async fn post_sale(State(app): App, body: axum::body::Bytes) -> Result<Response, ApiError> {
+async fn post_sale(State(app): App, Body(body): Body) -> Result<Response, ApiError> {
     let sale: SaleEvent = parse_json(&body, "")?;
     sale.validate(now_ms()).map_err(|e| invalid_at("", e))?;
     let payload = serde_json::to_vec(&sale).map_err(|e| ApiError::unavailable(e.to_string()))?;
@@ -72,7 +73,7 @@ struct UserEventBatch {
     events: Vec<UserEvent>,
 }
 
-async fn post_user_events(State(app): App, body: axum::body::Bytes) -> Result<Response, ApiError> {
+async fn post_user_events(State(app): App, Body(body): Body) -> Result<Response, ApiError> {
     let probe: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_json(format!("body is not valid JSON: {e}")))?;
     let (events, prefix) = if probe.get("events").is_some() {

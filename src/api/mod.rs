@@ -5,6 +5,7 @@
 //! Seed 001's contract holds exactly: `POST /v1/requests` → 201 `{"id"}`,
 //! `POST /v1/requests/{id}/process` → 202, `GET /v1/requests/{id}` → 200 `{"id","status"}`.
 
+use crate::http::Body;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +52,8 @@ pub struct Ingest {
     pub promos: PromoSettings,
     /// Service keys, receipt secrets and what is open: see [`access`].
     pub access: access::AccessSettings,
+    /// Time-outs, connection cap and body limits of the server.
+    pub http: crate::http::HttpLimits,
 }
 
 pub fn router(ingest: Arc<Ingest>) -> Router {
@@ -60,8 +63,8 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .route("/v1/requests", post(create_request))
         .route("/v1/requests/{id}/process", post(process_request))
         .route("/v1/requests/{id}", get(get_request))
-        .merge(offers::routes())
-        .merge(events::routes())
+        .merge(offers::routes(&ingest.http))
+        .merge(events::routes(&ingest.http))
         .merge(promos::routes(&ingest.promos))
         .route(
             "/docs",
@@ -83,6 +86,10 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
             get(move || std::future::ready(requests.exposition())),
         )
         .fallback(|| async { ApiError::not_found("route") })
+        .layer(axum::extract::DefaultBodyLimit::max(
+            ingest.http.body_limit_bytes,
+        ))
+        .layer(axum::middleware::from_fn(crate::http::require_json))
         .layer(axum::middleware::from_fn_with_state(
             ingest.clone(),
             access::guard,
@@ -147,9 +154,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let producer = ingest.producer.clone();
-    axum::serve(listener, router(ingest))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+    let limits = ingest.http.clone();
+    crate::http::serve(listener, router(ingest), &limits, shutdown).await?;
     // Handlers await their acks, so this only catches stragglers.
     let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
     Ok(())
@@ -208,7 +214,7 @@ fn parse_message(body: &[u8]) -> Result<Message, ApiError> {
     })
 }
 
-async fn create_request(State(app): App, body: axum::body::Bytes) -> Result<Response, ApiError> {
+async fn create_request(State(app): App, Body(body): Body) -> Result<Response, ApiError> {
     let msg = parse_message(&body)?;
     let id = RequestId::generate();
     app.store.create_request(&id, &msg).await?;

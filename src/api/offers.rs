@@ -4,6 +4,7 @@
 //! - `POST /v1/campaigns` → 202 (stored, its batches queued for fan-out), `GET /v1/campaigns/{id}`
 //! - `POST /v1/receipts`: what a provider calls back with, one receipt or `{"receipts": [...]}`
 
+use crate::http::Body;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
@@ -25,20 +26,22 @@ use crate::model::{
 };
 
 /// Largest body for bulk routes: a million-customer audience is about 15 MB of JSON.
-const BULK_BODY_LIMIT: usize = 128 * 1024 * 1024;
 const MAX_AUDIENCE: usize = 5_000_000;
 const MAX_CUSTOMERS_PER_BATCH: usize = 10_000;
 const MAX_RECEIPTS_PER_CALL: usize = 10_000;
 const MAX_CONTACT_LEN: usize = 320;
 
-pub fn routes() -> Router<Arc<Ingest>> {
+pub fn routes(limits: &crate::http::HttpLimits) -> Router<Arc<Ingest>> {
+    let bulk = || DefaultBodyLimit::max(limits.bulk_body_limit_bytes);
     Router::new()
         .route("/v1/customers/{id}", put(put_customer).get(get_customer))
-        .route("/v1/customers/batch", post(put_customers))
-        .route("/v1/campaigns", post(create_campaign))
+        .route("/v1/customers/batch", post(put_customers).layer(bulk()))
+        .route(
+            "/v1/campaigns",
+            post(create_campaign).layer(DefaultBodyLimit::max(limits.campaign_body_limit_bytes)),
+        )
         .route("/v1/campaigns/{id}", get(get_campaign))
-        .route("/v1/receipts", post(receipts))
-        .layer(DefaultBodyLimit::max(BULK_BODY_LIMIT))
+        .route("/v1/receipts", post(receipts).layer(bulk()))
 }
 
 /// Deserializes a body, naming the offending field (`audience.customer_ids[3]`) on a 422.
@@ -113,10 +116,14 @@ fn validate_customer(c: &Customer, prefix: &str) -> Result<(), ApiError> {
             "name is longer than 200 bytes",
         ));
     }
-    if c.attributes.len() > 64 || c.attributes.values().any(|v| v.len() > 1024) {
+    if c.attributes.len() > 64
+        || c.attributes
+            .iter()
+            .any(|(name, value)| name.is_empty() || name.len() > 64 || value.len() > 1024)
+    {
         return Err(ApiError::invalid(
             at("attributes"),
-            "at most 64 attributes of up to 1024 bytes",
+            "at most 64 attributes, named in 1-64 bytes, of up to 1024 bytes each",
         ));
     }
     Ok(())
@@ -134,7 +141,7 @@ fn customer_id(raw: &str) -> Result<CustomerId, ApiError> {
 async fn put_customer(
     State(app): App,
     Path(raw_id): Path<String>,
-    body: axum::body::Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     let id = customer_id(&raw_id)?;
     let customer: Customer = parse_json(&body, "")?;
@@ -164,7 +171,7 @@ struct CustomerBatch {
 }
 
 /// Upserts up to 10,000 customers at once: `{"customers": [{"id": ..., ...profile}]}`.
-async fn put_customers(State(app): App, body: axum::body::Bytes) -> Result<Response, ApiError> {
+async fn put_customers(State(app): App, Body(body): Body) -> Result<Response, ApiError> {
     let batch: CustomerBatch = parse_json(&body, "")?;
     if batch.customers.len() > MAX_CUSTOMERS_PER_BATCH {
         return Err(ApiError::invalid(
@@ -253,7 +260,7 @@ fn validate_campaign(c: &NewCampaign) -> Result<(), ApiError> {
 /// again stores nothing new and re-queues the batches (fan-out skips finished ones), so a
 /// client that lost the answer can retry without any customer hearing twice.
 #[tracing::instrument(name = "ingest.campaign", skip_all)]
-async fn create_campaign(State(app): App, body: axum::body::Bytes) -> Result<Response, ApiError> {
+async fn create_campaign(State(app): App, Body(body): Body) -> Result<Response, ApiError> {
     let new: NewCampaign = parse_json(&body, "")?;
     validate_campaign(&new)?;
     let mut seen = HashSet::with_capacity(new.audience.customer_ids.len());
@@ -360,7 +367,7 @@ struct ManyReceipts {
 async fn receipts(
     State(app): App,
     headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     verify_signature(&app, &headers, &body)?;
     let many = parse_json::<Value>(&body, "")?.get("receipts").is_some();
@@ -375,8 +382,36 @@ async fn receipts(
             format!("at most {MAX_RECEIPTS_PER_CALL} receipts per call"),
         ));
     }
+    if let Some((i, field)) = receipts
+        .iter()
+        .enumerate()
+        .find_map(|(i, r)| oversized_receipt_field(r).map(|field| (i, field)))
+    {
+        let at = if many {
+            format!("receipts[{i}].{field}")
+        } else {
+            field.to_string()
+        };
+        return Err(ApiError::invalid(
+            at,
+            "longer than this field takes (key 256, reason 512, provider_id 128 bytes)",
+        ));
+    }
     let tally = receipts::apply(&app.store, &app.producer, &app.topics, &receipts).await?;
     Ok(Json(json!({ "received": receipts.len(), "outcomes": tally })).into_response())
+}
+
+/// The first field of a receipt longer than it may be: receipts are stored and logged.
+fn oversized_receipt_field(r: &Receipt) -> Option<&'static str> {
+    if r.key.len() > 256 {
+        Some("key")
+    } else if r.reason.as_ref().is_some_and(|s| s.len() > 512) {
+        Some("reason")
+    } else if r.provider_id.as_ref().is_some_and(|s| s.len() > 128) {
+        Some("provider_id")
+    } else {
+        None
+    }
 }
 
 /// Refuses a receipt call that no configured provider signed, recently (see

@@ -60,6 +60,9 @@ pub struct Args {
 
     #[command(flatten)]
     pub access: AccessArgs,
+
+    #[command(flatten)]
+    pub http: crate::http::HttpLimits,
 }
 
 /// Who may call the API.
@@ -184,6 +187,7 @@ impl crate::program::Program for Program {
                 ..PromoSettings::default()
             },
             access,
+            http: args.http.clone(),
         });
         let listener = TcpListener::bind(args.http_addr)
             .await

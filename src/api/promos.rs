@@ -15,6 +15,7 @@
 //! a service key with `promos:write` acts as an admin); reserve and purchase
 //! are rate-limited per caller (429 with `Retry-After`).
 
+use crate::http::Body;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -254,7 +255,7 @@ fn open_window(p: &FlashPromo, now: u64) -> Result<(), ApiError> {
 async fn create_promo(
     State(app): App,
     Extension(claims): Extension<Claims>,
-    body: axum::body::Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     if claims.role != Role::Admin {
         return Err(error(

@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::cache::CampaignCache;
-use super::render::render_delivery;
+use super::render::{self, render_delivery};
 use super::rules::{Choice, Rules, Situation};
 use crate::config::{CommonArgs, HealthArgs, RulesArgs};
 use crate::kafka::{self, LagProbe, Topics};
@@ -224,7 +224,11 @@ impl FanOut {
                         &self.rules,
                         now,
                     );
-                    sends.push(d);
+                    if render::too_large(&d) {
+                        unreachable.push((customer_id, render::TOO_LARGE));
+                    } else {
+                        sends.push(d);
+                    }
                 }
                 Choice::WaitUntil { channel, at_ms } => {
                     self.store
@@ -319,10 +323,10 @@ impl FanOut {
         )
         .await
         .map_err(|e| BatchError::Transient(e.to_string()))?;
-        let code = if reason == "unknown customer" {
-            "unknown_customer"
-        } else {
-            "no_channel"
+        let code = match reason {
+            "unknown customer" => "unknown_customer",
+            render::TOO_LARGE => "too_large",
+            _ => "no_channel",
         };
         if self
             .store

@@ -296,7 +296,12 @@ async fn replay_all(
     let topics = kafka.topics();
     let store = Store::connect(redis_url, &kafka.namespace)
         .await
-        .with_context(|| format!("connecting to Redis at {redis_url}"))?;
+        .with_context(|| {
+            format!(
+                "connecting to Redis at {}",
+                crate::config::redacted_url(redis_url)
+            )
+        })?;
     let producer = kafka::producer(&kafka.kafka_brokers)?;
     let (mut done, mut skipped) = (0, 0);
     for l in &letters {

@@ -196,9 +196,7 @@ pub async fn serve(
         .route("/v1/keys/{key}", get(key_deliveries))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .with_state(sim);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    crate::http::serve(listener, app, &crate::http::HttpLimits::default(), shutdown).await
 }
 
 async fn notify(

@@ -41,9 +41,13 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "metrics dashboard listening");
-    axum::serve(listener, router(agg))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    crate::http::serve(
+        listener,
+        router(agg),
+        &crate::http::HttpLimits::default(),
+        shutdown,
+    )
+    .await
 }
 
 /// One campaign as the dashboard shows it.

@@ -25,8 +25,9 @@ pub struct Args {
     #[command(flatten)]
     pub common: CommonArgs,
 
-    /// Address of the dashboard, stats and `/metrics` (port 0: any free port).
-    #[arg(long, env = "HERALD_METRICS_ADDR", default_value = "0.0.0.0:9300")]
+    /// Address of the dashboard, stats and `/metrics` (port 0: any free port). Loopback by
+    /// default: they take no key, so they are for the internal network only.
+    #[arg(long, env = "HERALD_METRICS_ADDR", default_value = "127.0.0.1:9300")]
     pub http_addr: SocketAddr,
 
     /// Consumer group; every group counts the events on its own (the default suits one fleet).

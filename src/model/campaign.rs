@@ -65,6 +65,12 @@ pub struct Template(String);
 impl TryFrom<String> for Template {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
+        if s.len() > Template::MAX_BYTES {
+            return Err(format!(
+                "template is longer than {} bytes",
+                Template::MAX_BYTES
+            ));
+        }
         let mut rest = s.as_str();
         while let Some(open) = rest.find("{{") {
             let after = &rest[open + 2..];
@@ -88,6 +94,9 @@ impl From<Template> for String {
 }
 
 impl Template {
+    /// Longest template accepted, in bytes.
+    pub const MAX_BYTES: usize = 16 * 1024;
+
     /// Fills every placeholder; one the profile lacks becomes empty rather than leaking `{{…}}`.
     pub fn render(&self, lookup: impl Fn(&str) -> Option<String>) -> String {
         let mut out = String::with_capacity(self.0.len() + 32);

@@ -108,6 +108,8 @@ pub enum ClientBuildError {
     /// A rate that is not a positive number would stall or break the limiter.
     #[error("--{0} must be a positive number, not {1}")]
     Rate(&'static str, f64),
+    #[error("HERALD_PROVIDER_API_KEY is empty: set the key your provider gave you")]
+    EmptyKey,
 }
 
 impl ProviderClient {
@@ -120,7 +122,13 @@ impl ProviderClient {
                 return Err(ClientBuildError::Rate(flag, rate));
             }
         }
+        if args.provider_api_key.expose().trim().is_empty() {
+            return Err(ClientBuildError::EmptyKey);
+        }
         let http = reqwest::Client::builder()
+            // A redirect would carry X-API-Key to wherever it points: a provider that moves
+            // is configured anew, not followed.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(args.timeout())
             .connect_timeout(args.timeout().min(Duration::from_secs(2)))
             .pool_max_idle_per_host(args.provider_concurrency)
@@ -358,6 +366,12 @@ mod tests {
     #[test]
     fn a_rate_that_is_not_a_positive_number_is_refused_at_start() {
         assert!(ProviderClient::new(&args(500.0, 1000.0)).is_ok());
+        let mut keyless = args(500.0, 1000.0);
+        keyless.provider_api_key = " ".into();
+        assert!(matches!(
+            ProviderClient::new(&keyless),
+            Err(ClientBuildError::EmptyKey)
+        ));
         for (rate, max) in [
             (f64::NAN, 10.0),
             (-1.0, 10.0),

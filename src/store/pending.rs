@@ -57,17 +57,17 @@ static RECEIPT: Lua = Lua::new(lua_with_now!(
     r#"
 local f = redis.call('HMGET', KEYS[1], 'st', 'ch', 'sa', 'pid')
 if not f[1] then return 'unknown' end
--- A receipt names the message the provider accepted: once that id is known, another one
--- (or none) is not this delivery's receipt.
-if f[4] and f[4] ~= '' and f[4] ~= ARGV[5] then
-  redis.call('HINCRBY', KEYS[2], 'mismatched_receipts', 1)
-  return 'mismatched'
-end
 if f[2] == ARGV[1] and (f[1] == 'claimed' or f[1] == 'sending') then
   redis.call('HSET', KEYS[1], 'er', ARGV[2])
   return 'early'
 end
 if f[2] == ARGV[1] and (f[1] == 'sent' or f[1] == 'retrying') then
+  -- A receipt that would settle the send names the message the provider accepted: another
+  -- id (or none) is not this delivery's receipt.
+  if f[4] and f[4] ~= '' and f[4] ~= ARGV[5] then
+    redis.call('HINCRBY', KEYS[2], 'mismatched_receipts', 1)
+    return 'mismatched'
+  end
   if ARGV[2] == 'delivered' then
     redis.call('HSET', KEYS[1], 'st', 'delivered', 'rt', '')
     redis.call('ZREM', KEYS[3], ARGV[3])

@@ -138,3 +138,67 @@ async fn bad_campaign_messages_are_dead_lettered_and_fan_out_carries_on() {
         "only the real campaign's batch was fanned out"
     );
 }
+
+/// A customer whose message renders past the size limit (a template of placeholders filled
+/// with long attributes) is failed and dead-lettered; the others are sent, the campaign
+/// completes, and fan-out goes on with the next campaign.
+#[tokio::test]
+async fn a_message_that_renders_too_big_is_dead_lettered_and_the_campaign_completes() {
+    let fleet = Fleet::start(quiet_provider(), 1).await;
+    let stop = fleet.shutdown.child_token();
+    fleet.start_fanout(stop.clone()).await;
+    fleet.start_dispatcher(Channel::Email, stop).await;
+    let person = |id: &str, a: &str| {
+        serde_json::json!({"id": id, "contacts": {"email": format!("{id}@x.example")},
+            "consent": {"email": true}, "time_zone": "Etc/GMT", "attributes": {"a": a}})
+    };
+    fleet
+        .put_customers(vec![
+            person("huge", &"x".repeat(1024)),
+            person("small", "y"),
+        ])
+        .await;
+    // 100 placeholders: 500 bytes of template, 100 KiB once filled with 1 KiB.
+    let template = "{{a}}".repeat(100);
+    for (id, audience) in [("too-big", vec!["huge", "small"]), ("next", vec!["small"])] {
+        let (status, body) = fleet
+            .post(
+                "/v1/campaigns",
+                serde_json::json!({"id": id, "name": "n", "template": template,
+                    "channels": ["email"], "audience": {"customer_ids": audience}}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let report = fleet
+        .wait_campaign("too-big", Duration::from_secs(30))
+        .await;
+    assert_eq!(report["status"], "completed", "{report}");
+    assert_eq!(report["counts"]["delivered"], 1, "{report}");
+    assert_eq!(report["counts"]["failed:too_large"], 1, "{report}");
+    let next = fleet.wait_campaign("next", Duration::from_secs(30)).await;
+    assert_eq!(next["counts"]["delivered"], 1, "fan-out carried on: {next}");
+
+    let dead = fleet
+        .read_topic(&fleet.topics.dlq(), 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(dead.len(), 1);
+    assert!(
+        kafka::header(&dead[0], dlq_headers::REASON).is_some_and(|r| r.contains("64 KiB")),
+        "{:?}",
+        kafka::header(&dead[0], dlq_headers::REASON)
+    );
+
+    let (status, body) = fleet
+        .post(
+            "/v1/campaigns",
+            serde_json::json!({"id": "long", "name": "n", "template": "x".repeat(17 * 1024),
+                "channels": ["email"], "audience": {"customer_ids": ["small"]}}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("template")),
+        "{body}"
+    );
+}

@@ -22,17 +22,72 @@ fn compose_file() -> String {
         .to_string()
 }
 
-#[test]
-fn the_compose_file_is_valid() {
-    let out = Command::new("docker-compose")
-        .args(["-f", &compose_file(), "config", "-q"])
+/// The secrets compose/.env must hold: compose refuses to start without any of them.
+const SECRETS: [&str; 5] = [
+    "HERALD_PROVIDER_API_KEY",
+    "HERALD_REDIS_PASSWORD",
+    "HERALD_RECEIPT_SECRET",
+    "HERALD_JWT_SECRET",
+    "GRAFANA_ADMIN_PASSWORD",
+];
+
+/// `docker-compose config` with these secrets set: its status, and what it printed.
+fn compose_config(secrets: &[&str]) -> (bool, String) {
+    let mut cmd = Command::new("docker-compose");
+    cmd.args(["-f", &compose_file(), "config"]);
+    for name in SECRETS {
+        cmd.env_remove(name);
+    }
+    for name in secrets {
+        cmd.env(name, "a-value-from-compose-env");
+    }
+    let out = cmd
         .output()
         .expect("docker-compose (Debian's package) is installed by scripts/test.sh");
-    assert!(
-        out.status.success(),
-        "docker-compose config: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_compose_file_is_valid() {
+    let (ok, text) = compose_config(&SECRETS);
+    assert!(ok, "docker-compose config: {text}");
+}
+
+#[test]
+fn compose_needs_every_secret_and_publishes_on_loopback_only() {
+    for missing in SECRETS {
+        let others: Vec<&str> = SECRETS.into_iter().filter(|s| *s != missing).collect();
+        let (ok, text) = compose_config(&others);
+        assert!(
+            !ok && text.contains(missing),
+            "starts without {missing}: {text}"
+        );
+    }
+    let (_, text) = compose_config(&SECRETS);
+    let published: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("- ") && l.ends_with("/tcp"))
+        .collect();
+    assert!(published.len() >= 4, "{text}");
+    for port in published {
+        assert!(
+            port.starts_with("- 127.0.0.1:"),
+            "published beyond loopback: {port}"
+        );
+    }
+    assert!(text.contains("--maxmemory-policy noeviction") && text.contains("--requirepass"));
+    assert!(!text.contains("GF_SECURITY_ADMIN_PASSWORD: admin"));
+    let example =
+        std::fs::read_to_string(crate::harness::repo_file("compose/.env.example")).unwrap();
+    for name in SECRETS {
+        assert!(
+            example.lines().any(|l| l == format!("{name}=")),
+            ".env.example must leave {name} empty"
+        );
+    }
 }
 
 /// Every program's `--help`, concatenated.

@@ -466,6 +466,7 @@ async fn the_api_names_the_field_of_a_bad_sale_or_user_event() {
     let r = fleet
         .http
         .post(format!("{}/v1/sales", fleet.api_url))
+        .header("content-type", "application/json")
         .body("{not json")
         .send()
         .await

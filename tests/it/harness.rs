@@ -168,6 +168,7 @@ impl Fleet {
             reservation_secs: 2,
             cors_origins: Vec::new(),
             access: access_args(&keys_file),
+            http: herald::http::HttpLimits::default(),
         })
         .await
         .expect("herald-ingest set-up");

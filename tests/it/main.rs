@@ -7,6 +7,7 @@ mod harness;
 mod api_access;
 mod api_contract;
 mod api_docs;
+mod boundary;
 mod broker_binary;
 mod campaign_crash;
 mod dead_letters;

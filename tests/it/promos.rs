@@ -554,6 +554,7 @@ async fn roles_tokens_limits_and_the_window_are_enforced() {
             ..herald::api::PromoSettings::default()
         },
         access: herald::api::AccessSettings::insecure(),
+        http: herald::http::HttpLimits::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(

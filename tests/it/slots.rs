@@ -76,7 +76,8 @@ fn receipt(d: &Delivery, s: ReceiptStatus) -> ReceiptUpdate {
         channel: d.message.channel,
         status: s,
         reason: "late".to_string(),
-        provider_id: None,
+        // What `sent` below records.
+        provider_id: Some("p1".to_string()),
     }
 }
 

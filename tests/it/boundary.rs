@@ -1,0 +1,151 @@
+//! What a client on the network can do to herald-ingest, as the program runs: oversized and
+//! non-JSON bodies, a client that never finishes its headers, and a deployment that copied an
+//! example secret.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{free_port, quiet_provider, wait_until, Fleet};
+
+const INGEST: &str = env!("CARGO_BIN_EXE_herald-ingest");
+
+/// herald-ingest as a process of this fleet, ready; its address.
+async fn ingest(fleet: &Fleet, extra: &[&str]) -> (crate::harness::ChildGuard, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut args = vec!["--http-addr", addr.as_str()];
+    args.extend_from_slice(extra);
+    let child = fleet.spawn(INGEST, &args);
+    let url = format!("http://{addr}");
+    wait_until("herald-ingest", Duration::from_secs(20), || {
+        let r = fleet.anon.get(format!("{url}/readyz")).send();
+        async move { r.await.map(|r| r.status() == 200).unwrap_or(false) }
+    })
+    .await;
+    (child, url)
+}
+
+fn resident_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_non_json_bodies_are_refused_and_memory_stays_flat() {
+    let fleet = Fleet::start(quiet_provider(), 1).await;
+    let (child, url) = ingest(&fleet, &[]).await;
+    let requests = format!("{url}/v1/requests");
+
+    let (status, body) = {
+        let r = fleet
+            .http
+            .post(&requests)
+            .header("content-type", "text/plain")
+            .body(r#"{"to":"a@example.com","message":"m","type":"email"}"#)
+            .send()
+            .await
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<Value>().await.unwrap_or(Value::Null),
+        )
+    };
+    assert_eq!(status, 415, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("application/json"),
+        "{body}"
+    );
+
+    // 2 MB of JSON, twenty times: each is refused as it arrives, none is held.
+    let big = format!(
+        r#"{{"to":"a@example.com","type":"email","message":"{}"}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let before = resident_kib(child.id());
+    for _ in 0..20 {
+        let r = fleet
+            .http
+            .post(&requests)
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 413, "{body}");
+        assert!(body["error"].is_string(), "a JSON error: {body}");
+    }
+    let after = resident_kib(child.id());
+    assert!(
+        after.saturating_sub(before) < 8 * 1024,
+        "40 MB of refused bodies grew herald-ingest from {before} KiB to {after} KiB"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_headers_is_closed() {
+    let fleet = Fleet::start(quiet_provider(), 1).await;
+    let (_child, url) = ingest(&fleet, &["--header-timeout-ms", "500"]).await;
+    let addr = url.trim_start_matches("http://").to_string();
+    let started = Instant::now();
+    let closed_after = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        // Half a request, then nothing: a slowloris client.
+        stream
+            .write_all(b"POST /v1/requests HTTP/1.1\r\nHost: herald\r\nX-Slow: ")
+            .unwrap();
+        let mut sink = Vec::new();
+        let _ = stream.read_to_end(&mut sink);
+        started.elapsed()
+    })
+    .await
+    .unwrap();
+    assert!(
+        closed_after < Duration::from_secs(5),
+        "the connection was held for {closed_after:?} (header time-out 500 ms)"
+    );
+    assert!(
+        closed_after >= Duration::from_millis(400),
+        "closed at once: {closed_after:?}"
+    );
+}
+
+#[test]
+fn a_program_started_with_an_example_secret_refuses_to_start() {
+    let keys = std::env::temp_dir().join(format!("herald-example-{}.toml", std::process::id()));
+    herald::auth::keys::create(&keys, "ops", &[herald::auth::Scope::Admin]).unwrap();
+    let example = "change-me-to-a-long-random-secret";
+    for (variable, value) in [
+        ("HERALD_JWT_SECRET", example.to_string()),
+        ("HERALD_RECEIPT_SECRETS", format!("sim={example}")),
+        ("HERALD_JWT_SECRET", "tiny-7x9q".to_string()),
+    ] {
+        let out = std::process::Command::new(INGEST)
+            .args(["--http-addr", "127.0.0.1:0"])
+            .env("HERALD_API_KEYS_FILE", &keys)
+            .env("HERALD_RECEIPT_SECRETS", format!("sim={}", "ab".repeat(32)))
+            .env(variable, &value)
+            .env("HERALD_KAFKA_BROKERS", "127.0.0.1:1")
+            .env("HERALD_REDIS_URL", "redis://127.0.0.1:1")
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{variable}={value} started");
+        assert!(
+            stderr.contains(variable) && stderr.contains("openssl rand -hex 32"),
+            "{variable}: {stderr}"
+        );
+        assert!(!stderr.contains(&value), "the secret is echoed: {stderr}");
+    }
+    let _ = std::fs::remove_file(keys);
+}
