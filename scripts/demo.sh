@@ -23,7 +23,8 @@ mkdir -p "$HERALD_STATE/logs"
 log "credentials: an admin key from \`herald keys create\` in .herald/demo-keys/keys.toml, a receipt secret, a JWT secret"
 setup_credentials "$HERALD_STATE/demo-keys"
 AUTH="Authorization: Bearer $HERALD_API_KEY"
-(umask 077; printf '%s\n' "$HERALD_API_KEY" >"$HERALD_STATE/demo-keys/admin.key")
+(umask 077; printf '%s\n' "$HERALD_API_KEY" >"$HERALD_STATE/demo-keys/admin.key"
+    printf '%s\n' "$HERALD_JWT_SECRET" >"$HERALD_STATE/demo-keys/jwt.secret")
 
 stack_was_up=""
 pid_alive "$HERALD_STATE/redis.pid" && pid_alive "$HERALD_STATE/broker.pid" && stack_was_up=1
@@ -114,7 +115,7 @@ log "near0 reserves: $(curl -s -X POST "http://$API_ADDR/api/flash-promos/$PROMO
 log "near0 buys:     $(curl -s -X POST "http://$API_ADDR/api/flash-promos/$PROMO/purchase/" -H "Authorization: Bearer $BUYER")"
 sleep 2
 log "the promo now: $(curl -s "http://$API_ADDR/api/flash-promos/$PROMO/" -H "Authorization: Bearer $ADMIN" | python3 -c 'import json,sys; p=json.load(sys.stdin); print(json.dumps({"stock": p["stock"], "notifications": p["notifications"]}))')"
-log "try: curl -H \"Authorization: Bearer \$(HERALD_JWT_SECRET=$HERALD_JWT_SECRET herald token --role user --sub near1)\" -X POST http://$API_ADDR/api/flash-promos/$PROMO/reserve/"
+log "try: curl -H \"Authorization: Bearer \$(HERALD_JWT_SECRET=\$(cat $HERALD_STATE/demo-keys/jwt.secret) herald token --role user --sub near1)\" -X POST http://$API_ADDR/api/flash-promos/$PROMO/reserve/"
 echo
 
 log "shop events: 5 s of shoppers (the same $COUNT demo customers) clicking and buying, 1% invalid, 1% copies"

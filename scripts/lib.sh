@@ -56,7 +56,7 @@ ensure_rust() {
     command -v cmake >/dev/null || tools+=(cmake)
     command -v pkg-config >/dev/null || tools+=(pkg-config)
     [ ${#tools[@]} -gt 0 ] && ensure_apt "${tools[@]}"
-    ensure_apt zlib1g-dev
+    ensure_apt zlib1g-dev libssl-dev
 }
 
 # Builds binaries (default: all); HERALD_PROFILE=release|debug (default debug).

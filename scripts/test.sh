@@ -29,7 +29,7 @@ phase() {
 
 phase "setup: toolchain and servers"
 ensure_rust
-ensure_apt redis-server curl python3
+ensure_apt redis-server curl python3 openssl
 if [ -z "$quick" ]; then
     # The observability tests drive the dashboard in headless Chromium and scrape with Prometheus.
     APT_NO_RECOMMENDS=1 ensure_apt chromium fonts-dejavu-core prometheus

@@ -36,6 +36,7 @@ impl Connections {
         common: &CommonArgs,
         delivery_timeout: std::time::Duration,
     ) -> anyhow::Result<Self> {
+        kafka::security::install(&common.kafka_security)?;
         let store = Store::connect(&common.redis_url, &common.namespace)
             .await
             .with_context(|| {

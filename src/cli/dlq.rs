@@ -13,7 +13,7 @@ use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
 
 use super::KafkaArgs;
@@ -60,8 +60,7 @@ pub enum DlqError {
 /// Reads every message on `topic` now, from the oldest (blocking; no group offsets are
 /// committed, so reading changes nothing).
 pub fn read_all(brokers: &str, topic: &str) -> Result<Vec<DeadLetter>, KafkaError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = crate::kafka::security::client_config(brokers)
         .set(
             "group.id",
             format!("{topic}-reader-{}", uuid::Uuid::new_v4()),

@@ -32,6 +32,9 @@ pub struct Cli {
     #[arg(long, global = true, env = "HERALD_API_KEY", hide_env_values = true)]
     api_key: Option<crate::config::Secret>,
 
+    #[command(flatten)]
+    kafka_security: crate::kafka::security::KafkaSecurity,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -105,6 +108,7 @@ impl KafkaArgs {
 
 /// Runs one command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    crate::kafka::security::install(&cli.kafka_security)?;
     let api = LoadGen::new(&cli.api).with_key(cli.api_key.as_ref().map(|k| k.expose()))?;
     match cli.command {
         Command::Requests(c) => requests::execute(c, &api).await,

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::ClientConfig;
 use serde::Serialize;
 use serde_json::json;
 
@@ -231,11 +230,11 @@ pub fn generate(
     config: GenerateConfig,
     mut progress: impl FnMut(&GenerateReport),
 ) -> Result<GenerateReport, rdkafka::error::KafkaError> {
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .create()?;
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        crate::kafka::security::client_config(brokers)
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .create()?;
     let (rate, duration, max) = (
         config.rate,
         config.duration,

@@ -36,13 +36,12 @@ pub fn produce_fast(
     mut record: impl FnMut(u64) -> (String, Vec<u8>),
 ) -> Result<f64, rdkafka::error::KafkaError> {
     use rdkafka::producer::{Producer, ThreadedProducer};
-    use rdkafka::ClientConfig;
 
-    let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .create()?;
+    let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+        crate::kafka::security::client_config(brokers)
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .create()?;
     let started = Instant::now();
     for i in 0..count {
         let (key, payload) = record(i);
@@ -96,13 +95,11 @@ pub fn broker_throughput(
     size: usize,
 ) -> Result<(f64, f64), rdkafka::error::KafkaError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::ClientConfig;
 
     let payload = vec![b'x'; size];
     let produce_rate = produce_fast(brokers, topic, count, |i| (i.to_string(), payload.clone()))?;
 
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = crate::kafka::security::client_config(brokers)
         .set("group.id", format!("{topic}-reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{KafkaError, Topics};
@@ -30,8 +29,7 @@ pub async fn create_topics(
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     use rdkafka::types::RDKafkaErrorCode;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let admin: AdminClient<DefaultClientContext> = super::security::client_config(brokers)
         .create()
         .map_err(KafkaError::Setup)?;
     let names = topics.all();
@@ -93,8 +91,7 @@ impl LagProbe {
             return Ok(c.clone());
         }
         // Never subscribes, so it never joins (or disturbs) the group; it only reads its offsets.
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
+        let c: BaseConsumer = super::security::client_config(&self.brokers)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .create()

@@ -7,13 +7,13 @@ use std::time::Duration;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Headers, Message as _, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 
 use crate::model::{Channel, LifecycleEvent};
 
 mod consume;
 mod dead_letter;
 mod lag;
+pub mod security;
 
 pub use consume::{OffsetTracker, Subscription};
 pub use dead_letter::{
@@ -127,8 +127,7 @@ pub fn producer_with_timeout(
     brokers: &str,
     delivery_timeout: Duration,
 ) -> Result<FutureProducer, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    security::client_config(brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         // No linger: the API answers after the ack, so each wait shows in its latency; under load
@@ -145,8 +144,7 @@ pub fn producer_with_timeout(
 
 /// A group consumer that commits only offsets stored by the caller (see [`Subscription`]).
 pub fn consumer(brokers: &str, group: &str) -> Result<StreamConsumer, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    security::client_config(brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")

@@ -84,6 +84,7 @@ fn common_args(brokers: &str, redis_url: &str, ns: &str) -> CommonArgs {
         redis_url: redis_url.to_string(),
         namespace: ns.to_string(),
         log_format: LogFormat::Text,
+        kafka_security: Default::default(),
     }
 }
 

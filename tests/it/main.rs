@@ -21,3 +21,4 @@ mod promos;
 mod redis_restart;
 mod resilience;
 mod slots;
+mod transport;
