@@ -59,6 +59,9 @@ pub struct Args {
     pub cors_origins: Vec<String>,
 
     #[command(flatten)]
+    pub jwt_policy: crate::auth::JwtPolicy,
+
+    #[command(flatten)]
     pub access: AccessArgs,
 
     #[command(flatten)]
@@ -170,7 +173,7 @@ impl crate::program::Program for Program {
         // The API answers "unavailable" within the publish time-out instead of holding a
         // caller for the producer's default 30 s when the broker is gone.
         let access = args.access.settings()?;
-        let jwt = jwt(args.jwt_secret.as_ref())?;
+        let jwt = jwt(args.jwt_secret.as_ref(), &args.jwt_policy)?;
         let publish_timeout = Duration::from_millis(args.publish_timeout_ms.max(1));
         let c = Connections::open_with_delivery_timeout(&args.common, publish_timeout).await?;
         let ingest = Arc::new(Ingest {
@@ -233,10 +236,10 @@ fn reload_keys(access: &AccessSettings) {
     }
 }
 
-fn jwt(secret: Option<&Secret>) -> anyhow::Result<Option<Jwt>> {
+fn jwt(secret: Option<&Secret>, policy: &crate::auth::JwtPolicy) -> anyhow::Result<Option<Jwt>> {
     match secret {
         Some(secret) => Ok(Some(
-            Jwt::new(secret.expose()).context("HERALD_JWT_SECRET")?,
+            Jwt::with_policy(secret.expose(), policy.clone()).context("HERALD_JWT_SECRET")?,
         )),
         None => {
             tracing::warn!("no HERALD_JWT_SECRET: the flash-promo API refuses authenticated calls");

@@ -27,6 +27,40 @@ pub struct Claims {
     /// Expiry, seconds since the epoch.
     pub exp: u64,
     pub iat: u64,
+    /// Who issued it, when the deployment names an issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Whom it is for, when the deployment names an audience.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+/// What a token must carry besides a valid signature: the issuer and audience, when the
+/// deployment names them (tokens from an identity provider carry both), and a lifetime no
+/// longer than `max_lifetime` (a leaked token stops working soon).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct JwtPolicy {
+    /// The `iss` every token must carry (and `herald token` writes); unchecked when unset.
+    #[arg(long, env = "HERALD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// The `aud` every token must carry (and `herald token` writes); unchecked when unset.
+    #[arg(long, env = "HERALD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Longest lifetime (exp - iat) a token may have, in seconds.
+    #[arg(long, env = "HERALD_JWT_MAX_LIFETIME_SECS", default_value_t = 24 * 3600)]
+    pub jwt_max_lifetime_secs: u64,
+}
+
+impl Default for JwtPolicy {
+    fn default() -> Self {
+        JwtPolicy {
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_max_lifetime_secs: 24 * 3600,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -45,6 +79,7 @@ pub struct Jwt {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    policy: JwtPolicy,
 }
 
 impl std::fmt::Debug for Jwt {
@@ -55,14 +90,31 @@ impl std::fmt::Debug for Jwt {
 
 impl Jwt {
     pub fn new(secret: &str) -> Result<Self, AuthError> {
+        Jwt::with_policy(secret, JwtPolicy::default())
+    }
+
+    pub fn with_policy(secret: &str, policy: JwtPolicy) -> Result<Self, AuthError> {
         super::secrets::check("HERALD_JWT_SECRET", secret)?;
+        super::hs256::install();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.set_required_spec_claims(&["exp", "sub", "iat"]);
+        if let Some(iss) = &policy.jwt_issuer {
+            validation.set_issuer(&[iss]);
+            validation.required_spec_claims.insert("iss".into());
+        }
+        match &policy.jwt_audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                validation.required_spec_claims.insert("aud".into());
+            }
+            None => validation.validate_aud = false,
+        }
         Ok(Jwt {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             validation,
+            policy,
         })
     }
 
@@ -74,6 +126,8 @@ impl Jwt {
             role,
             iat: now,
             exp: now + ttl.as_secs(),
+            iss: self.policy.jwt_issuer.clone(),
+            aud: self.policy.jwt_audience.clone(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| AuthError::Invalid(e.to_string()))
@@ -81,9 +135,16 @@ impl Jwt {
 
     /// The claims of a valid, unexpired token signed with this secret.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
-            .map_err(|e| AuthError::Invalid(e.to_string()))
+            .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        if claims.exp.saturating_sub(claims.iat) > self.policy.jwt_max_lifetime_secs {
+            return Err(AuthError::Invalid(format!(
+                "the token lives longer than {} s",
+                self.policy.jwt_max_lifetime_secs
+            )));
+        }
+        Ok(claims)
     }
 
     /// Reads `Authorization: Bearer <token>` and verifies it.
@@ -157,10 +218,47 @@ mod tests {
             role: Role::Admin,
             iat: now - 120,
             exp: now - 60,
+            iss: None,
+            aud: None,
         };
         let token =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &jwt.encoding).unwrap();
         assert!(jwt.verify(&token).is_err());
+    }
+
+    #[test]
+    fn issuer_audience_and_lifetime_are_enforced_when_configured() {
+        let secret = "a-secret-of-enough-bytes-0123456789";
+        let policy = JwtPolicy {
+            jwt_issuer: Some("https://id.shop.example".into()),
+            jwt_audience: Some("herald".into()),
+            jwt_max_lifetime_secs: 3600,
+        };
+        let strict = Jwt::with_policy(secret, policy).unwrap();
+        let ok = strict
+            .mint("c-1", Role::User, Duration::from_secs(600))
+            .unwrap();
+        assert_eq!(strict.verify(&ok).unwrap().aud.as_deref(), Some("herald"));
+        let long = strict
+            .mint("c-1", Role::User, Duration::from_secs(7200))
+            .unwrap();
+        assert!(strict.verify(&long).is_err(), "longer than the cap");
+        let anyone = Jwt::new(secret).unwrap();
+        let no_iss = anyone
+            .mint("c-1", Role::User, Duration::from_secs(600))
+            .unwrap();
+        assert!(strict.verify(&no_iss).is_err(), "no issuer or audience");
+        assert!(anyone.verify(&ok).is_ok(), "unchecked when not configured");
+    }
+
+    #[test]
+    fn a_token_signed_with_another_algorithm_is_refused() {
+        // {"alg":"none"} and {"alg":"HS512"}: never accepted, whatever they carry.
+        let jwt = Jwt::new("a-secret-of-enough-bytes-0123456789").unwrap();
+        let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1Iiwicm9sZSI6ImFkbWluIiwiZXhwIjo5OTk5OTk5OTk5LCJpYXQiOjB9.";
+        assert!(jwt.verify(none).is_err());
+        let hs512 = "eyJhbGciOiJIUzUxMiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1Iiwicm9sZSI6ImFkbWluIiwiZXhwIjo5OTk5OTk5OTk5LCJpYXQiOjB9.AAAA";
+        assert!(jwt.verify(hs512).is_err());
     }
 
     #[test]

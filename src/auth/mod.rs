@@ -6,10 +6,11 @@
 //! - [`signature`]: the HMAC signature a provider puts on the receipts it posts.
 //! - [`secrets`]: the start-up check that refuses empty, short or example secrets.
 
+mod hs256;
 pub mod jwt;
 pub mod keys;
 pub mod secrets;
 pub mod signature;
 
-pub use jwt::{AuthError, CallerLimit, Claims, Jwt, Role};
+pub use jwt::{AuthError, CallerLimit, Claims, Jwt, JwtPolicy, Role};
 pub use keys::{ApiKey, Caller, KeyError, KeyStore, Scope};

@@ -68,11 +68,13 @@ pub struct Token {
     /// Validity in seconds.
     #[arg(long, default_value_t = 3600)]
     ttl_secs: u64,
+    #[command(flatten)]
+    policy: crate::auth::JwtPolicy,
 }
 
 impl Token {
     pub fn execute(self) -> anyhow::Result<()> {
-        let jwt = Jwt::new(self.jwt_secret.expose())?;
+        let jwt = Jwt::with_policy(self.jwt_secret.expose(), self.policy)?;
         let ttl = Duration::from_secs(self.ttl_secs);
         println!("{}", jwt.mint(&self.sub, self.role, ttl)?);
         Ok(())

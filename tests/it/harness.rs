@@ -168,6 +168,7 @@ impl Fleet {
             user_burst: 10,
             reservation_secs: 2,
             cors_origins: Vec::new(),
+            jwt_policy: Default::default(),
             access: access_args(&keys_file),
             http: herald::http::HttpLimits::default(),
         })
