@@ -59,6 +59,13 @@ ensure_rust() {
     ensure_apt zlib1g-dev libssl-dev
 }
 
+# cargo-deny, from crates.io when missing (a few minutes, once: it lands in ~/.cargo/bin).
+ensure_cargo_deny() {
+    command -v cargo-deny >/dev/null && return
+    log "installing cargo-deny from crates.io (once)"
+    cargo install cargo-deny --locked --no-default-features --quiet || die "cargo install cargo-deny failed"
+}
+
 # Builds binaries (default: all); HERALD_PROFILE=release|debug (default debug).
 build_fleet() {
     ensure_rust

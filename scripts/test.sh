@@ -47,6 +47,15 @@ cargo fmt --check
 phase "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 
+phase "cargo deny check bans licenses sources (offline)"
+ensure_cargo_deny
+mkdir -p "$HERALD_STATE"
+if ! cargo deny --offline check bans licenses sources >"$HERALD_STATE/deny.log" 2>&1; then
+    cat "$HERALD_STATE/deny.log"
+    die "cargo deny refused the dependency tree (deny.toml)"
+fi
+tail -1 "$HERALD_STATE/deny.log"
+
 phase "build"
 build_fleet
 cargo test --all-targets --no-run --quiet

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
-use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders, OwnedMessage};
@@ -72,7 +71,17 @@ pub fn init(service: &'static str, format: LogFormat) -> Telemetry {
     Telemetry { provider }
 }
 
+#[cfg(not(feature = "otlp"))]
+fn otlp_provider(_service: &'static str) -> Option<SdkTracerProvider> {
+    if std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|e| !e.trim().is_empty()) {
+        eprintln!("OTLP export disabled: this build has no `otlp` feature");
+    }
+    None
+}
+
+#[cfg(feature = "otlp")]
 fn otlp_provider(service: &'static str) -> Option<SdkTracerProvider> {
+    use opentelemetry_otlp::WithExportConfig as _;
     let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok()?;
     if endpoint.trim().is_empty() {
         return None;

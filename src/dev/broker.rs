@@ -7,9 +7,9 @@
 
 use std::ffi::{CStr, CString};
 
+use rdkafka::bindings as rdsys;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::ClientConfig;
-use rdkafka_sys as rdsys;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
