@@ -248,3 +248,92 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
             })
     }
 }
+
+/// Deserializes a list of at most `N` items, refusing the `N+1`th as it is read: a body with a
+/// million items fails after `N`, without building the million first.
+/// Use: `#[serde(deserialize_with = "crate::http::at_most::<_, _, 10_000>")]`.
+pub fn at_most<'de, D, T, const N: usize>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    struct AtMost<T, const N: usize>(std::marker::PhantomData<T>);
+
+    impl<'de, T: serde::Deserialize<'de>, const N: usize> serde::de::Visitor<'de> for AtMost<T, N> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a list of at most {N} items")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(N).min(1024));
+            while let Some(item) = seq.next_element()? {
+                if items.len() == N {
+                    return Err(serde::de::Error::custom(format!("at most {N} items")));
+                }
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+
+    d.deserialize_seq(AtMost::<T, N>(std::marker::PhantomData))
+}
+
+/// Whether a JSON object body has a top-level `field`, read without keeping anything (the
+/// "one or many" bodies: `{...}` or `{"events": [...]}`).
+pub fn has_field(body: &[u8], field: &'static str) -> Result<bool, ApiError> {
+    use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
+    struct Finds(&'static str);
+    impl<'de> Visitor<'de> for Finds {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            let mut found = false;
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                found |= key == self.0;
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(found)
+        }
+    }
+    serde_json::Deserializer::from_slice(body)
+        .deserialize_map(Finds(field))
+        .map_err(|e| ApiError::bad_json(format!("body is not a valid JSON object: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    struct Batch {
+        #[serde(deserialize_with = "at_most::<_, _, 3>")]
+        items: Vec<u32>,
+    }
+
+    #[test]
+    fn a_list_longer_than_its_cap_is_refused_while_it_is_read() {
+        assert_eq!(
+            serde_json::from_str::<Batch>(r#"{"items":[1,2,3]}"#)
+                .unwrap()
+                .items,
+            vec![1, 2, 3]
+        );
+        let refused = serde_json::from_str::<Batch>(r#"{"items":[1,2,3,4,"not even read"]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("at most 3 items"), "{refused}");
+    }
+
+    #[test]
+    fn a_top_level_field_is_found_without_keeping_the_body() {
+        assert!(has_field(br#"{"a":1,"events":[{"x":{"y":2}}]}"#, "events").unwrap());
+        assert!(!has_field(br#"{"a":{"events":1}}"#, "events").unwrap());
+        assert!(has_field(b"[1]", "events").is_err());
+        assert!(has_field(b"{", "events").is_err());
+    }
+}

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::offers::parse_json;
 use super::{ApiError, App, Ingest};
@@ -70,13 +70,12 @@ async fn post_sale(State(app): App, Body(body): Body) -> Result<Response, ApiErr
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UserEventBatch {
+    #[serde(deserialize_with = "crate::http::at_most::<_, _, MAX_EVENTS_PER_CALL>")]
     events: Vec<UserEvent>,
 }
 
 async fn post_user_events(State(app): App, Body(body): Body) -> Result<Response, ApiError> {
-    let probe: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_json(format!("body is not valid JSON: {e}")))?;
-    let (events, prefix) = if probe.get("events").is_some() {
+    let (events, prefix) = if crate::http::has_field(&body, "events")? {
         let batch: UserEventBatch = parse_json(&body, "")?;
         (batch.events, "events")
     } else {

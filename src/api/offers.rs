@@ -167,6 +167,7 @@ async fn get_customer(State(app): App, Path(raw_id): Path<String>) -> Result<Res
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CustomerBatch {
+    #[serde(deserialize_with = "crate::http::at_most::<_, _, MAX_CUSTOMERS_PER_BATCH>")]
     customers: Vec<Value>,
 }
 
@@ -218,6 +219,7 @@ struct NewCampaign {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Audience {
+    #[serde(deserialize_with = "crate::http::at_most::<_, _, MAX_AUDIENCE>")]
     customer_ids: Vec<CustomerId>,
 }
 
@@ -358,6 +360,7 @@ pub fn campaign_report(c: &Campaign, counts: &BTreeMap<String, u64>) -> Value {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ManyReceipts {
+    #[serde(deserialize_with = "crate::http::at_most::<_, _, MAX_RECEIPTS_PER_CALL>")]
     receipts: Vec<Receipt>,
 }
 
@@ -370,7 +373,7 @@ async fn receipts(
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     verify_signature(&app, &headers, &body)?;
-    let many = parse_json::<Value>(&body, "")?.get("receipts").is_some();
+    let many = crate::http::has_field(&body, "receipts")?;
     let receipts = if many {
         parse_json::<ManyReceipts>(&body, "")?.receipts
     } else {
