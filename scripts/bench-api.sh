@@ -24,6 +24,8 @@ export HERALD_NAMESPACE="bench$RANDOM"
 setup_credentials "$HERALD_STATE/bench-keys"
 HERALD_API_KEY=$("$(bin_dir)/herald" keys create --name bench --scopes requests:write,requests:read | tail -1)
 export HERALD_API_KEY
+# One client at full speed: its key's rate limit (default 2,000/s) must not be what is measured.
+export HERALD_KEY_RATE_PER_SEC=1000000 HERALD_KEY_BURST=1000000
 
 "$(bin_dir)/herald-ingest" --http-addr "$ADDR" >"$HERALD_STATE/bench-ingest.log" 2>&1 &
 ingest=$!

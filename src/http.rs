@@ -194,17 +194,16 @@ pub async fn serve(
     Ok(())
 }
 
-/// Refuses a body that is not JSON with 415 before any handler reads it: a browser can send
+/// A 415 for a body that is not JSON, before any handler reads it: a browser can send
 /// `text/plain` across sites without asking first, JSON it cannot.
-pub async fn require_json(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    if has_body(&req) && !is_json(req.headers()) {
-        return ApiError::new(
+pub fn refuse_non_json(req: &axum::extract::Request) -> Option<Response> {
+    (has_body(req) && !is_json(req.headers())).then(|| {
+        ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "the body must be sent as Content-Type: application/json",
         )
-        .into_response();
-    }
-    next.run(req).await
+        .into_response()
+    })
 }
 
 fn has_body(req: &axum::extract::Request) -> bool {

@@ -103,16 +103,21 @@ fn bearer(req: &Request) -> Option<&str> {
     (!token.is_empty()).then_some(token)
 }
 
-/// The middleware: decides from the matched route, and hands the proven caller (a [`Caller`]
-/// or shopper [`Claims`]) to the handler as a request extension.
+/// The middleware: refuses a body that is not JSON, then decides from the matched route; a
+/// shopper's [`Claims`] go to the handler as a request extension.
 pub async fn guard(State(app): State<Arc<Ingest>>, mut req: Request, next: Next) -> Response {
+    // One middleware for both checks: each layer of `from_fn` costs a boxed future per call.
+    if let Some(refused) = crate::http::refuse_non_json(&req) {
+        return refused;
+    }
+    // A MatchedPath shares its text: cloning it allocates nothing.
     let route = match req.extensions().get::<MatchedPath>() {
-        Some(path) => path.as_str().to_string(),
+        Some(path) => path.clone(),
         // No route matched: the fallback answers 404 and reveals nothing.
         None => return next.run(req).await,
     };
-    let needed = access(req.method(), &route);
-    match admit(&app, &mut req, needed, &route) {
+    let needed = access(req.method(), route.as_str());
+    match admit(&app, &mut req, needed, route.as_str()) {
         Ok(()) => next.run(req).await,
         Err(refusal) => refusal.into_response(),
     }
@@ -125,7 +130,6 @@ fn admit(app: &Ingest, req: &mut Request, needed: Access, route: &str) -> Result
         Access::Requests(scope) | Access::Key(scope) => {
             let caller = service_caller(app, bearer(req), scope)?;
             audit(&caller, scope, req.method(), req.uri().path());
-            req.extensions_mut().insert(caller);
             Ok(())
         }
         Access::Shopper(key_scope) => {
@@ -139,7 +143,10 @@ fn admit(app: &Ingest, req: &mut Request, needed: Access, route: &str) -> Result
 /// The caller behind a service key that holds `scope`, within its rate.
 fn service_caller(app: &Ingest, credential: Option<&str>, scope: Scope) -> Result<Caller, Refusal> {
     let Some(keys) = app.access.keys.as_ref() else {
-        return Ok(Caller::new("insecure-dev", &[Scope::Admin]));
+        static INSECURE: std::sync::OnceLock<Caller> = std::sync::OnceLock::new();
+        return Ok(INSECURE
+            .get_or_init(|| Caller::new("insecure-dev", &[Scope::Admin]))
+            .clone());
     };
     let credential = credential.ok_or_else(|| {
         ApiError::unauthorized("missing credentials: send Authorization: Bearer <API key>")
@@ -205,9 +212,9 @@ fn shopper(
         .map_err(|e| ApiError::unauthorized(e.to_string()).into())
 }
 
-fn within_rate(limit: &CallerLimit, name: &str) -> Result<(), Refusal> {
+fn within_rate(limit: &CallerLimit, name: &std::sync::Arc<str>) -> Result<(), Refusal> {
     limit
-        .check(name)
+        .check_shared(name)
         .map_err(|wait| Refusal::TooMany(wait.as_secs().max(1)))
 }
 

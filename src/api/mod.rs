@@ -89,7 +89,6 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(
             ingest.http.body_limit_bytes,
         ))
-        .layer(axum::middleware::from_fn(crate::http::require_json))
         .layer(axum::middleware::from_fn_with_state(
             ingest.clone(),
             access::guard,

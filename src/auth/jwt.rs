@@ -163,7 +163,7 @@ impl Jwt {
 
 /// A rate limit per caller: `per_second` sustained, `burst` at once.
 pub struct CallerLimit {
-    limiter: governor::DefaultKeyedRateLimiter<String>,
+    limiter: governor::DefaultKeyedRateLimiter<std::sync::Arc<str>>,
 }
 
 impl CallerLimit {
@@ -179,7 +179,12 @@ impl CallerLimit {
 
     /// `Ok` if `caller` may go now, else how long until they may.
     pub fn check(&self, caller: &str) -> Result<(), Duration> {
-        match self.limiter.check_key(&caller.to_string()) {
+        self.check_shared(&std::sync::Arc::from(caller))
+    }
+
+    /// As [`CallerLimit::check`], for a name already shared (a key's): no allocation per call.
+    pub fn check_shared(&self, caller: &std::sync::Arc<str>) -> Result<(), Duration> {
+        match self.limiter.check_key(caller) {
             Ok(()) => Ok(()),
             Err(not_until) => Err(not_until.wait_time_from(DefaultClock::default().now())),
         }

@@ -129,7 +129,15 @@ impl ApiKey {
     }
 
     fn hash(&self) -> String {
-        hex(ring::digest::digest(&ring::digest::SHA256, self.0.as_bytes()).as_ref())
+        hex(&self.digest())
+    }
+
+    fn digest(&self) -> Digest {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(
+            ring::digest::digest(&ring::digest::SHA256, self.0.as_bytes()).as_ref(),
+        );
+        out
     }
 }
 
@@ -137,6 +145,21 @@ impl fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ApiKey(***)")
     }
+}
+
+/// A key's SHA-256.
+type Digest = [u8; 32];
+
+fn unhex_digest(text: &str) -> Option<Digest> {
+    let text = text.trim();
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
@@ -217,7 +240,7 @@ pub struct KeyStore {
 }
 
 struct Loaded {
-    by_hash: HashMap<String, Caller>,
+    by_hash: HashMap<Digest, Caller>,
     version: Option<Version>,
 }
 
@@ -244,7 +267,7 @@ impl KeyStore {
 
     /// The caller a presented key belongs to, if it is an active key of this store.
     pub fn authenticate(&self, presented: &str) -> Option<Caller> {
-        let hash = ApiKey::new(presented).hash();
+        let hash = ApiKey::new(presented).digest();
         if let Some(caller) = self.known(&hash) {
             return Some(caller);
         }
@@ -256,7 +279,7 @@ impl KeyStore {
         }
     }
 
-    fn known(&self, hash: &str) -> Option<Caller> {
+    fn known(&self, hash: &Digest) -> Option<Caller> {
         let loaded = self.loaded.read().unwrap_or_else(|e| e.into_inner());
         loaded.by_hash.get(hash).cloned()
     }
@@ -304,12 +327,14 @@ fn version(path: &Path) -> Option<Version> {
 fn load(path: &Path) -> Result<Loaded, KeyError> {
     let version = version(path);
     let file = read(path)?;
-    let by_hash = file
-        .key
-        .iter()
-        .filter(|k| !k.revoked)
-        .map(|k| (k.hash.to_ascii_lowercase(), Caller::new(&k.name, &k.scopes)))
-        .collect();
+    let mut by_hash = HashMap::new();
+    for k in file.key.iter().filter(|k| !k.revoked) {
+        let digest = unhex_digest(&k.hash).ok_or_else(|| KeyError::Invalid {
+            path: path.to_path_buf(),
+            message: format!("the hash of key {:?} is not 64 hex digits", k.name),
+        })?;
+        by_hash.insert(digest, Caller::new(&k.name, &k.scopes));
+    }
     Ok(Loaded { by_hash, version })
 }
 
