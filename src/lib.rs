@@ -27,7 +27,8 @@
 //! Around them: [`program`] (what every program shares: connections, health, the exit
 //! sequence), [`config`] (flags and `HERALD_*` variables), [`telemetry`] (logs, OTLP traces
 //! carried in Kafka headers), [`health`] (probes and `/metrics` for programs without an API),
-//! [`http`] (the error body every HTTP server answers with), [`auth`] (JWTs, caller limits),
+//! [`http`] (the error body, limits and time-outs every HTTP server shares), [`auth`] (service
+//! keys and scopes, shoppers' JWTs, signed receipts, the secret checks), [`secret`],
 //! [`shutdown`] (signals), [`cli`] (the `herald` command) and [`dev`] (the local broker, the
 //! simulated provider, load and event generators: demo, tests and benchmarks, not the
 //! production path).
@@ -51,6 +52,7 @@ pub mod prom;
 pub mod promos;
 pub mod provider;
 pub mod schedulers;
+pub mod secret;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use rdkafka::ClientConfig;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct KafkaSecurity {
