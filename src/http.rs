@@ -225,26 +225,69 @@ fn is_json(headers: &axum::http::HeaderMap) -> bool {
         .is_some_and(|m| m == "application/json" || m.ends_with("+json"))
 }
 
-/// A request's body, read within the route's limit (`DefaultBodyLimit`, counted as it
-/// arrives, never read past it); beyond it a JSON 413 rather than axum's plain text.
+/// The largest body a route takes, in bytes: set per route (group) with
+/// `.layer(body_limit(n))`, read by [`Body`]; 1 MiB where no route says.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+pub fn body_limit(bytes: usize) -> axum::Extension<BodyLimit> {
+    axum::Extension(BodyLimit(bytes))
+}
+
+/// How much of an oversized body is still read (and thrown away) so that the client, which
+/// is still sending, gets its 413 rather than a reset connection. Beyond it, the 413 goes out
+/// and the connection is closed.
+const DRAIN_BEYOND_LIMIT: usize = 8 * 1024 * 1024;
+
+/// A request's body, read within the route's [`BodyLimit`]: counted as it arrives, never kept
+/// past the limit, and a JSON 413 beyond it.
 pub struct Body(pub axum::body::Bytes);
 
 impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
     type Rejection = ApiError;
 
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        axum::body::Bytes::from_request(req, state)
-            .await
-            .map(Body)
-            .map_err(|e| {
-                let status = e.status();
-                let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    "the body is larger than this route takes (see HERALD_*BODY_LIMIT_BYTES)"
-                } else {
-                    "the body could not be read"
-                };
-                ApiError::new(status, message)
-            })
+    async fn from_request(req: axum::extract::Request, _state: &S) -> Result<Self, ApiError> {
+        use http_body_util::BodyExt as _;
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(1024 * 1024, |l| l.0);
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the body is larger than this route takes ({limit} bytes; see HERALD_*BODY_LIMIT_BYTES)"
+                ),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok());
+        let mut body = req.into_body();
+        if declared.is_some_and(|n| n > limit + DRAIN_BEYOND_LIMIT) {
+            return Err(too_large());
+        }
+        let mut kept = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| ApiError::bad_json("the body could not be read"))?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            seen += data.len();
+            if seen <= limit {
+                kept.extend_from_slice(data);
+            } else if seen > limit + DRAIN_BEYOND_LIMIT {
+                break;
+            } else {
+                kept.clear();
+            }
+        }
+        if seen > limit {
+            return Err(too_large());
+        }
+        Ok(Body(kept.freeze()))
     }
 }
 

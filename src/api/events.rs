@@ -11,7 +11,7 @@
 use crate::http::Body;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -32,7 +32,7 @@ pub fn routes(limits: &crate::http::HttpLimits) -> Router<Arc<Ingest>> {
         .route("/v1/sales", post(post_sale))
         .route(
             "/v1/user-events",
-            post(post_user_events).layer(DefaultBodyLimit::max(limits.bulk_body_limit_bytes)),
+            post(post_user_events).layer(crate::http::body_limit(limits.bulk_body_limit_bytes)),
         )
         .route("/v1/customers/{id}/loyalty", get(get_loyalty))
         .route("/v1/customers/{id}/activity", get(get_activity))

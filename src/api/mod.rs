@@ -86,9 +86,7 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
             get(move || std::future::ready(requests.exposition())),
         )
         .fallback(|| async { ApiError::not_found("route") })
-        .layer(axum::extract::DefaultBodyLimit::max(
-            ingest.http.body_limit_bytes,
-        ))
+        .layer(crate::http::body_limit(ingest.http.body_limit_bytes))
         .layer(axum::middleware::from_fn_with_state(
             ingest.clone(),
             access::guard,

@@ -8,7 +8,7 @@ use crate::http::Body;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -32,13 +32,13 @@ const MAX_RECEIPTS_PER_CALL: usize = 10_000;
 const MAX_CONTACT_LEN: usize = 320;
 
 pub fn routes(limits: &crate::http::HttpLimits) -> Router<Arc<Ingest>> {
-    let bulk = || DefaultBodyLimit::max(limits.bulk_body_limit_bytes);
+    let bulk = || crate::http::body_limit(limits.bulk_body_limit_bytes);
     Router::new()
         .route("/v1/customers/{id}", put(put_customer).get(get_customer))
         .route("/v1/customers/batch", post(put_customers).layer(bulk()))
         .route(
             "/v1/campaigns",
-            post(create_campaign).layer(DefaultBodyLimit::max(limits.campaign_body_limit_bytes)),
+            post(create_campaign).layer(crate::http::body_limit(limits.campaign_body_limit_bytes)),
         )
         .route("/v1/campaigns/{id}", get(get_campaign))
         .route("/v1/receipts", post(receipts).layer(bulk()))
