@@ -57,7 +57,7 @@ pub async fn activate_due(
         }
         let Some(record) = store.promo(&id).await? else {
             store
-                .finish_promo_activation(&id, &[("activation", "missing".into())])
+                .finish_promo_activation(&id, owner, &[("activation", "missing".into())])
                 .await?;
             continue;
         };
@@ -66,23 +66,32 @@ pub async fn activate_due(
             Err(e) => {
                 tracing::error!(promo = %id, error = %e, "unreadable promo; not activated");
                 store
-                    .finish_promo_activation(&id, &[("activation", format!("unreadable: {e}"))])
+                    .finish_promo_activation(
+                        &id,
+                        owner,
+                        &[("activation", format!("unreadable: {e}"))],
+                    )
                     .await?;
                 continue;
             }
         };
         if promo.window(now_ms) == Window::Ended {
             store
-                .finish_promo_activation(&id, &[("activation", "ended before activation".into())])
+                .finish_promo_activation(
+                    &id,
+                    owner,
+                    &[("activation", "ended before activation".into())],
+                )
                 .await?;
             continue;
         }
         match activate(store, producer, topics, &promo, now_ms).await? {
             Some(a) => {
                 tracing::info!(promo = %id, campaign = %a.campaign, near = a.near, segment = a.segment, capped = a.capped, audience = a.audience, "flash promo activated");
-                store
+                let finished = store
                     .finish_promo_activation(
                         &id,
+                        owner,
                         &[
                             ("activation", "done".into()),
                             ("activated_ms", now_ms.to_string()),
@@ -94,6 +103,11 @@ pub async fn activate_due(
                         ],
                     )
                     .await?;
+                if !finished {
+                    // The lease ran out mid-activation and another scheduler took it over: it
+                    // records the activation (the launch is idempotent by campaign id).
+                    tracing::warn!(promo = %id, "activation lease lost; the scheduler holding it finishes");
+                }
                 done.push(a);
             }
             // Not queued: the lease runs out and a scheduler tries again.

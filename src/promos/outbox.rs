@@ -27,10 +27,18 @@ pub async fn publish_outboxes(
     now_ms: u64,
 ) -> Result<usize, StoreError> {
     let mut published = 0;
+    // Every promo with sale events waiting, however long ago it ended; and the promos of the
+    // last hour, for outboxes written before the set existed.
+    let mut ids = store.promos_with_outbox().await?;
     for id in store
         .current_promo_ids(now_ms.saturating_sub(AFTER_END))
         .await?
     {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    for id in ids {
         if !store
             .claim_promo_task(&id, PromoTask::OutboxDrain, owner, DRAIN_LEASE)
             .await?
@@ -45,11 +53,14 @@ pub async fn publish_outboxes(
         let failed = crate::kafka::publish_all(producer, &records).await;
         if failed > 0 {
             tracing::warn!(promo = %id, failed, "sale events not published; will retry");
-            store.trim_outbox(&id, 0).await?;
+            store.trim_outbox(&id, owner, 0).await?;
             continue;
         }
-        store.trim_outbox(&id, events.len()).await?;
-        published += events.len();
+        if store.trim_outbox(&id, owner, events.len()).await? {
+            published += events.len();
+        } else {
+            tracing::warn!(promo = %id, "outbox lease lost while publishing; the next drainer publishes again");
+        }
     }
     Ok(published)
 }

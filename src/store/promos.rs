@@ -45,7 +45,8 @@ return {'reserved', until_ms, stock - 1}
 "#,
 );
 
-// KEYS: promo hash, holds, buyers, outbox. ARGV: user, now ms, the sale event ('' for none).
+// KEYS: promo hash, holds, buyers, outbox, the set of promos with an outbox. ARGV: user, now
+// ms, the sale event ('' for none), promo id.
 static PURCHASE: Lua = Lua::new(
     r#"
 if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return 'already' end
@@ -58,8 +59,37 @@ if tonumber(held) <= tonumber(ARGV[2]) then
 end
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'sold', 1)
-if ARGV[3] ~= '' then redis.call('RPUSH', KEYS[4], ARGV[3]) end
+if ARGV[3] ~= '' then
+  redis.call('RPUSH', KEYS[4], ARGV[3])
+  redis.call('SADD', KEYS[5], ARGV[4])
+end
 return 'purchased'
+"#,
+);
+
+// KEYS: promo hash, pending promos, activation lease. ARGV: owner, promo id, then field, value
+// pairs. Records the activation only while `owner` still holds the lease: a scheduler whose
+// lease ran out must not end (or delete) the lease of the one that took over.
+static FINISH_ACTIVATION: Lua = Lua::new(
+    r#"
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('DEL', KEYS[3])
+return 1
+"#,
+);
+
+// KEYS: outbox, outbox lease, the set of promos with an outbox. ARGV: owner, entries
+// published, promo id. Trims only while `owner` holds the lease (another drainer publishes
+// the same entries again otherwise, which herald-events applies once).
+static TRIM_OUTBOX: Lua = Lua::new(
+    r#"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('LTRIM', KEYS[1], tonumber(ARGV[2]), -1)
+if redis.call('LLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[3]) end
+redis.call('DEL', KEYS[2])
+return 1
 "#,
 );
 
@@ -223,20 +253,37 @@ impl Store {
         self.take_lease(&key, owner, lease).await
     }
 
-    /// Records an activation and takes the promo off the schedule.
+    /// Records an activation and takes the promo off the schedule, if `owner` still holds the
+    /// activation lease; `false` when another scheduler took it over (it finishes the work).
     pub async fn finish_promo_activation(
         &self,
         id: &PromoId,
+        owner: &str,
         fields: &[(&str, String)],
-    ) -> Result<(), StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.hset_multiple(self.promo_key(id), fields)
-            .ignore()
-            .zrem(self.pending_promos_key(), id.as_str())
-            .ignore()
-            .del(format!("{}:activating", self.promo_key(id)))
-            .ignore();
-        self.query_pipe::<()>(&pipe).await
+    ) -> Result<bool, StoreError> {
+        let key = self.promo_key(id);
+        let mut call = FINISH_ACTIVATION.key(&key);
+        call.key(self.pending_promos_key())
+            .key(format!("{key}:activating"))
+            .arg(owner)
+            .arg(id.as_str());
+        for (field, value) in fields {
+            call.arg(*field).arg(value.as_str());
+        }
+        self.eval_flag(&call).await
+    }
+
+    /// Promos whose outbox holds sale events not yet published, however long ago they ended.
+    pub async fn promos_with_outbox(&self) -> Result<Vec<PromoId>, StoreError> {
+        let (mut c, generation) = self.connection();
+        let ids: Vec<String> = self
+            .bounded(generation, c.smembers(self.outboxes_key()))
+            .await?;
+        Ok(ids.iter().filter_map(|i| PromoId::parse(i)).collect())
+    }
+
+    fn outboxes_key(&self) -> String {
+        format!("{}:promos:outboxes", self.ns)
     }
 
     /// Customers within `radius_m` metres of a point (Redis GEO).
@@ -343,9 +390,11 @@ impl Store {
                     .key(holds)
                     .key(buyers)
                     .key(outbox)
+                    .key(self.outboxes_key())
                     .arg(user.as_str())
                     .arg(now_ms)
-                    .arg(sale_event.unwrap_or("")),
+                    .arg(sale_event.unwrap_or(""))
+                    .arg(id.as_str()),
             )
             .await?;
         Ok(match outcome.as_str() {
@@ -363,14 +412,24 @@ impl Store {
             .await
     }
 
-    /// Removes the oldest `n` entries once published, and lets the outbox go.
-    pub async fn trim_outbox(&self, id: &PromoId, n: usize) -> Result<(), StoreError> {
+    /// Removes the oldest `n` entries once published and lets the outbox go, if `owner` still
+    /// holds its lease; `false` when the lease was lost (nothing is trimmed).
+    pub async fn trim_outbox(
+        &self,
+        id: &PromoId,
+        owner: &str,
+        n: usize,
+    ) -> Result<bool, StoreError> {
         let key = self.promo_key(id);
-        let mut pipe = redis::pipe();
-        pipe.ltrim(format!("{key}:outbox"), n as isize, -1)
-            .ignore()
-            .del(format!("{key}:outbox-lock"))
-            .ignore();
-        self.query_pipe::<()>(&pipe).await
+        self.eval_flag(
+            TRIM_OUTBOX
+                .key(format!("{key}:outbox"))
+                .key(format!("{key}:outbox-lock"))
+                .key(self.outboxes_key())
+                .arg(owner)
+                .arg(n)
+                .arg(id.as_str()),
+        )
+        .await
     }
 }

@@ -22,3 +22,4 @@ mod redis_restart;
 mod resilience;
 mod slots;
 mod transport;
+mod windows;

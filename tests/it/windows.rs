@@ -1,0 +1,132 @@
+//! The crash windows of issue 18, each as the failure it would cause: leases released by a
+//! scheduler that no longer holds them, and outboxes of promos that ended long ago.
+
+use std::time::Duration;
+
+use herald::model::{now_ms, CustomerId, PromoId};
+use herald::store::PromoTask;
+
+use crate::harness::{quiet_provider, Fleet};
+
+/// A scheduler whose activation lease ran out must not end the lease of the scheduler that took
+/// over: a third would then take it and activate the promo again. (On the main before this
+/// change, finishing deleted the lease whoever held it.)
+#[tokio::test]
+async fn a_scheduler_that_lost_its_lease_neither_finishes_nor_frees_the_next_ones() {
+    let fleet = Fleet::start(quiet_provider(), 1).await;
+    let store = &fleet.store;
+    let id = PromoId::parse("lease-1").unwrap();
+    let now = now_ms();
+    store
+        .create_promo(&id, "{}", 1, now - 1000, now + 60_000)
+        .await
+        .unwrap();
+    let lease = |ms| Duration::from_millis(ms);
+    assert!(store
+        .claim_promo_task(&id, PromoTask::Activation, "a", lease(50))
+        .await
+        .unwrap());
+    tokio::time::sleep(lease(120)).await;
+    assert!(store
+        .claim_promo_task(&id, PromoTask::Activation, "b", lease(30_000))
+        .await
+        .unwrap());
+
+    let finished = store
+        .finish_promo_activation(&id, "a", &[("activation", "done".into())])
+        .await
+        .unwrap();
+    assert!(!finished, "a no longer holds the lease");
+    assert!(
+        !store
+            .claim_promo_task(&id, PromoTask::Activation, "c", lease(30_000))
+            .await
+            .unwrap(),
+        "b's lease must still be held"
+    );
+    assert!(
+        store.due_promo_ids(now).await.unwrap().contains(&id),
+        "still scheduled: b finishes it"
+    );
+    assert!(store
+        .finish_promo_activation(&id, "b", &[("activation", "done".into())])
+        .await
+        .unwrap());
+    assert!(!store.due_promo_ids(now).await.unwrap().contains(&id));
+}
+
+/// A purchase whose sale event could not be published while its promo ran is published
+/// however long ago the promo ended; a drainer that lost its lease trims nothing. (On the main
+/// before this change, only promos that ended within the hour were drained, and the trim
+/// deleted the lease whoever held it.)
+#[tokio::test]
+async fn an_old_promos_outbox_is_still_published_and_only_its_lease_holder_trims_it() {
+    let fleet = Fleet::start(quiet_provider(), 1).await;
+    let store = &fleet.store;
+    let id = PromoId::parse("ended-long-ago").unwrap();
+    let buyer = CustomerId::parse("b1").unwrap();
+    let hour = 3600 * 1000;
+    let then = now_ms() - 3 * hour;
+    store
+        .create_promo(&id, "{}", 5, then, then + hour)
+        .await
+        .unwrap();
+    store
+        .reserve_unit(&id, &buyer, then + 1000, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let sale = r#"{"event_type":"sale_completed","sale_id":"fp-ended-long-ago-b1"}"#;
+    store
+        .purchase_unit(&id, &buyer, then + 2000, Some(sale))
+        .await
+        .unwrap();
+
+    // A drainer whose lease ran out trims nothing.
+    assert!(store
+        .claim_promo_task(
+            &id,
+            PromoTask::OutboxDrain,
+            "slow",
+            Duration::from_millis(50)
+        )
+        .await
+        .unwrap());
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(store
+        .claim_promo_task(
+            &id,
+            PromoTask::OutboxDrain,
+            "next",
+            Duration::from_millis(50)
+        )
+        .await
+        .unwrap());
+    assert!(!store.trim_outbox(&id, "slow", 1).await.unwrap());
+    assert_eq!(
+        store.outbox(&id, 10).await.unwrap().len(),
+        1,
+        "nothing trimmed"
+    );
+    tokio::time::sleep(Duration::from_millis(120)).await;
+
+    let producer = herald::kafka::producer(fleet.brokers()).unwrap();
+    let published = herald::promos::outbox::publish_outboxes(
+        store,
+        &producer,
+        &fleet.topics,
+        "drainer",
+        now_ms(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        published, 1,
+        "the promo ended two hours ago; its sale still goes out"
+    );
+    assert!(store.outbox(&id, 10).await.unwrap().is_empty());
+    assert!(store.promos_with_outbox().await.unwrap().is_empty());
+    let sales = fleet
+        .read_topic(&fleet.topics.sales(), 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(sales.len(), 1);
+}
