@@ -10,6 +10,8 @@
 //!   to the next channel by [`campaigns::retry`].
 //! - [`kafka`]: topics, producers, the one consumer loop that commits only finished work,
 //!   dead letters, lag.
+//! - [`publish`]: a seed 001 request's notification published to Kafka, and republished by
+//!   herald-retry when its first publish was never acknowledged.
 //! - [`dispatch`]: `herald-dispatch --channel C` claims each notification, sends it, records
 //!   it: [`dispatch::request`] for seed 001 requests, [`dispatch::delivery`] for campaigns.
 //! - [`store`]: Redis, one file per kind of state; the once-slot ([`store`]`::slots`) is the
@@ -51,6 +53,7 @@ pub mod program;
 pub mod prom;
 pub mod promos;
 pub mod provider;
+pub mod publish;
 pub mod schedulers;
 pub mod secret;
 pub mod shutdown;

@@ -1,7 +1,8 @@
 //! The `herald-retry` program: the schedulers that work from Redis rather than from a
-//! topic. It moves overdue confirmations to their next channel ([`campaigns::retry`]) and
-//! opens flash promos' windows ([`promos::activate`]); both claim their work under leases,
-//! so several instances may run. It sits above both, so neither needs the other.
+//! topic. It moves overdue confirmations to their next channel ([`campaigns::retry`]), opens
+//! flash promos' windows ([`promos::activate`]) and publishes seed 001 requests whose publish
+//! was never acknowledged ([`crate::publish`]); each claims its work under leases, so several
+//! instances may run. It sits above both, so neither needs the other.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,6 +52,11 @@ pub struct Args {
     /// leaves promos to others).
     #[arg(long, env = "HERALD_PROMO_POLL_MS", default_value_t = 1000)]
     pub promo_poll_ms: u64,
+
+    /// How often seed 001 requests marked published but never acknowledged by Kafka are
+    /// looked for and published, in ms (0: never).
+    #[arg(long, env = "HERALD_REQUEST_RECONCILE_MS", default_value_t = 1000)]
+    pub request_reconcile_ms: u64,
 }
 
 /// The `herald-retry` program, connected and ready to scan.
@@ -58,6 +64,7 @@ pub struct Program {
     pub retrier: Arc<Retrier>,
     /// How often promo windows are looked for; `None`: not by this instance.
     promo_poll: Option<Duration>,
+    reconcile_poll: Option<Duration>,
     health: Option<SocketAddr>,
 }
 
@@ -78,6 +85,8 @@ impl crate::program::Program for Program {
             retrier: Arc::new(retrier),
             promo_poll: (args.promo_poll_ms > 0)
                 .then(|| Duration::from_millis(args.promo_poll_ms.max(10))),
+            reconcile_poll: (args.request_reconcile_ms > 0)
+                .then(|| Duration::from_millis(args.request_reconcile_ms.max(10))),
             health: args.health.health_addr,
         })
     }
@@ -96,6 +105,16 @@ impl crate::program::Program for Program {
         if let Some(poll) = self.promo_poll {
             let (store, producer, topics) = (r.store.clone(), r.producer.clone(), r.topics.clone());
             tokio::spawn(promos::activate::run(
+                store,
+                producer,
+                topics,
+                poll,
+                shutdown.clone(),
+            ));
+        }
+        if let Some(poll) = self.reconcile_poll {
+            let (store, producer, topics) = (r.store.clone(), r.producer.clone(), r.topics.clone());
+            tokio::spawn(crate::publish::run(
                 store,
                 producer,
                 topics,

@@ -5,7 +5,6 @@
 //! Seed 001's contract holds exactly: `POST /v1/requests` → 201 `{"id"}`,
 //! `POST /v1/requests/{id}/process` → 202, `GET /v1/requests/{id}` → 200 `{"id","status"}`.
 
-use crate::http::Body;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,14 +17,13 @@ use rdkafka::producer::{FutureProducer, Producer};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::kafka::{self, Topics};
-use crate::model::{
-    now_ms, Channel, LifecycleEvent, LifecycleKind, Message, Notification, RequestId,
-};
+use crate::kafka::Topics;
+use crate::model::{Channel, Message, RequestId};
+use crate::publish::{publish_request, RECONCILE_AFTER};
 use crate::store::{Publication, Store};
 
-use crate::http::or_not_found;
 pub use crate::http::ApiError;
+use crate::http::{or_not_found, Body};
 
 /// The state every handler is given.
 type App = State<Arc<Ingest>>;
@@ -225,29 +223,18 @@ async fn process_request(
     Path(raw_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = or_not_found(RequestId::parse(&raw_id), "request")?;
-    match app.store.mark_published(&id).await? {
+    match app.store.mark_published(&id, RECONCILE_AFTER).await? {
         Publication::Missing => return Err(ApiError::not_found("request")),
         Publication::AlreadyPublished => {}
         Publication::MustPublish(message) => {
             let channel = message.channel;
-            let notification = Notification {
-                id: id.clone(),
-                message,
-                published_at_ms: now_ms(),
-            };
-            let topic = app.topics.notify(channel);
-            if let Err(e) =
-                kafka::publish_json(&app.producer, &topic, id.as_str(), &notification).await
-            {
+            if let Err(e) = publish_request(&app.producer, &app.topics, &id, message).await {
                 tracing::error!(id = %id, error = %e, "publish failed");
                 app.store.unmark_published(&id).await?;
                 return Err(ApiError::unavailable("queue unavailable, try again"));
             }
+            app.store.confirm_published(&id).await?;
             tracing::debug!(id = %id, %channel, "request queued");
-            // Off the request path: the caller's answer must not wait on a metrics event.
-            let event = LifecycleEvent::new(LifecycleKind::Accepted, &id, channel, None);
-            let (producer, topic) = (app.producer.clone(), app.topics.events());
-            tokio::spawn(async move { kafka::emit_event(&producer, &topic, &event).await });
         }
     }
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response())

@@ -77,12 +77,39 @@ return 1
 "#,
 );
 
+// KEYS: request, the requests being published. ARGV: id, ms before the reconciler may
+// publish it again. The request is listed until Kafka acknowledges it (`confirm_published`),
+// so one whose publisher died between this mark and the publish is published by herald-retry.
 static MARK_PUBLISHED: Lua = Lua::new(lua_with_now!(
     r#"
 local rec = redis.call('HMGET', KEYS[1], 'to', 'message', 'type')
 if not rec[3] then return {'missing'} end
 if redis.call('HSETNX', KEYS[1], 'published_ms', now) == 0 then return {'already'} end
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 return {'publish', rec[1], rec[2], rec[3]}
+"#
+));
+
+// KEYS: the requests being published. ARGV: limit, lease ms, request key prefix.
+// Due entries whose request is still queued are leased to this caller (their score moves to
+// now + lease) and returned with their message; the rest left the queue, so they go.
+static CLAIM_UNPUBLISHED: Lua = Lua::new(lua_with_now!(
+    r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local out = {}
+for _, id in ipairs(due) do
+  local rec = redis.call('HMGET', ARGV[3] .. id, 'status', 'to', 'message', 'type')
+  if rec[1] == 'queued' and rec[4] then
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)
+    table.insert(out, id)
+    table.insert(out, rec[2])
+    table.insert(out, rec[3])
+    table.insert(out, rec[4])
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
 "#
 ));
 
@@ -131,10 +158,28 @@ impl Store {
         .transpose()
     }
 
-    /// Marks a request published exactly once, however many times `/process` is called.
-    pub async fn mark_published(&self, id: &RequestId) -> Result<Publication, StoreError> {
+    fn publishing_key(&self) -> String {
+        format!("{}:requests:publishing", self.ns)
+    }
+
+    /// Marks a request published exactly once, however many times `/process` is called, and
+    /// lists it as being published: unless [`Store::confirm_published`] follows within
+    /// `grace`, herald-retry publishes it.
+    pub async fn mark_published(
+        &self,
+        id: &RequestId,
+        grace: Duration,
+    ) -> Result<Publication, StoreError> {
         let key = self.request_key(id);
-        let reply: Vec<String> = self.eval(&MARK_PUBLISHED.key(&key)).await?;
+        let reply: Vec<String> = self
+            .eval(
+                MARK_PUBLISHED
+                    .key(&key)
+                    .key(self.publishing_key())
+                    .arg(id.as_str())
+                    .arg(grace.as_millis() as u64),
+            )
+            .await?;
         match reply.first().map(String::as_str) {
             Some("missing") => Ok(Publication::Missing),
             Some("already") => Ok(Publication::AlreadyPublished),
@@ -160,11 +205,58 @@ impl Store {
 
     /// Undoes `mark_published` when the publish itself failed, so a retry of `/process` works.
     pub async fn unmark_published(&self, id: &RequestId) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.hdel(self.request_key(id), "published_ms")
+            .ignore()
+            .zrem(self.publishing_key(), id.as_str())
+            .ignore();
+        self.query_pipe::<()>(&pipe).await
+    }
+
+    /// Kafka acknowledged the request's notification: nothing left for the reconciler.
+    pub async fn confirm_published(&self, id: &RequestId) -> Result<(), StoreError> {
         let (mut c, generation) = self.connection();
         let _: i64 = self
-            .bounded(generation, c.hdel(self.request_key(id), "published_ms"))
+            .bounded(generation, c.zrem(self.publishing_key(), id.as_str()))
             .await?;
         Ok(())
+    }
+
+    /// Requests marked published whose publish was never acknowledged in time (the publisher
+    /// died, or the broker did not answer), still queued: up to `limit`, leased to the caller
+    /// for `lease`.
+    pub async fn claim_unpublished(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<(RequestId, Message)>, StoreError> {
+        let key = self.publishing_key();
+        let reply: Vec<String> = self
+            .eval(
+                CLAIM_UNPUBLISHED
+                    .key(&key)
+                    .arg(limit)
+                    .arg(lease.as_millis() as u64)
+                    .arg(format!("{}:req:", self.ns)),
+            )
+            .await?;
+        let mut out = Vec::with_capacity(reply.len() / 4);
+        for chunk in reply.chunks_exact(4) {
+            let (Some(id), Ok(channel)) =
+                (RequestId::parse(&chunk[0]), chunk[3].parse::<Channel>())
+            else {
+                continue;
+            };
+            out.push((
+                id,
+                Message {
+                    to: chunk[1].clone(),
+                    message: chunk[2].clone(),
+                    channel,
+                },
+            ));
+        }
+        Ok(out)
     }
 
     /// Takes the request for sending under a lease of `lease`; `owner` must be unique per attempt.

@@ -361,6 +361,7 @@ impl Fleet {
             claim_lease_ms: 3_000,
             watch_ms: 5_000,
             promo_poll_ms: 0,
+            request_reconcile_ms: 100,
         };
         let program = herald::schedulers::Program::from_args(&args)
             .await

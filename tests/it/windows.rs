@@ -130,3 +130,45 @@ async fn an_old_promos_outbox_is_still_published_and_only_its_lease_holder_trims
         .await;
     assert_eq!(sales.len(), 1);
 }
+
+/// herald-ingest marks a request published, then dies before Kafka has it: herald-retry's
+/// reconciler publishes it and it is sent, once. (On the main before this change it stayed
+/// `queued` for ever, and every later `/process` answered 202 "already published".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_marked_but_never_published_is_sent_by_the_reconciler() {
+    let fleet = Fleet::start(quiet_provider(), 1).await;
+    let (s, created) = fleet
+        .post(
+            "/v1/requests",
+            serde_json::json!({"to": "a@example.com", "message": "hi", "type": "email"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{created}");
+    let raw = created["id"].as_str().unwrap().to_string();
+    let id = herald::model::RequestId::parse(&raw).unwrap();
+    // What `/process` does first; the process dies before its publish.
+    let marked = fleet
+        .store
+        .mark_published(&id, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(matches!(marked, herald::store::Publication::MustPublish(_)));
+    let (s, _) = fleet
+        .post(
+            &format!("/v1/requests/{raw}/process"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(s, 202, "a later /process finds it marked");
+
+    let stop = fleet.shutdown.child_token();
+    fleet
+        .start_dispatcher(herald::model::Channel::Email, stop.clone())
+        .await;
+    fleet.start_retry(stop).await;
+    let ids = vec![raw.clone()];
+    let ended = fleet.wait_terminal(&ids, Duration::from_secs(20)).await;
+    assert_eq!(ended.get("sent"), Some(&1), "{ended:?}");
+    let sim = fleet.sim_stats().await;
+    assert_eq!((sim.delivered, sim.keys_delivered_twice), (1, 0), "{sim:?}");
+}
