@@ -5,9 +5,10 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use rdkafka::message::OwnedMessage;
 use tokio_util::sync::CancellationToken;
 
-use super::{claim_until, retry_store, Dispatcher, Handled, Step};
+use super::{claim_until, retry_store, Dispatcher, Handled, Step, Stop};
 use crate::kafka;
 use crate::model::{now_ms, Delivery, LifecycleEvent, LifecycleKind};
 use crate::provider::SendOutcome;
@@ -16,10 +17,15 @@ use crate::store::{OnceClaim, SentOutcome};
 impl Dispatcher {
     /// A campaign delivery: the once-slot decides, the provider sends, the pending set waits
     /// for the receipt.
-    pub(super) async fn handle_delivery(&self, d: Delivery, cancel: &CancellationToken) -> Handled {
+    pub(super) async fn handle_delivery(
+        &self,
+        msg: &OwnedMessage,
+        d: Delivery,
+        cancel: &CancellationToken,
+    ) -> Handled {
         // Unique per handling; the process id tells an audit which process held a slot.
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
-        if let Some(handled) = self.claim_delivery(&d, &owner, cancel).await {
+        if let Some(handled) = self.claim_delivery(msg, &d, &owner, cancel).await {
             return handled;
         }
         if d.attempt == 0 {
@@ -45,6 +51,7 @@ impl Dispatcher {
     /// how the message was dealt with.
     async fn claim_delivery(
         &self,
+        msg: &OwnedMessage,
         d: &Delivery,
         owner: &str,
         cancel: &CancellationToken,
@@ -67,15 +74,16 @@ impl Dispatcher {
         });
         match claimed.await {
             Ok(()) => None,
-            Err(None) => Some(Handled::HandedBack),
-            Err(Some(Settled::Duplicate(status))) => {
+            Err(Stop::Cancelled) => Some(Handled::HandedBack),
+            Err(Stop::Corrupt(reason)) => Some(self.dead_letter(msg, &reason, cancel).await),
+            Err(Stop::Settled(Settled::Duplicate(status))) => {
                 self.stats.deduplicated.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(campaign = %d.campaign, customer = %d.customer, %status, "duplicate delivery dropped");
                 self.emit_delivery(LifecycleKind::Deduplicated, d, Some(status))
                     .await;
                 Some(Handled::Done)
             }
-            Err(Some(Settled::Uncertain)) => {
+            Err(Stop::Settled(Settled::Uncertain)) => {
                 self.stats.uncertain.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(campaign = %d.campaign, customer = %d.customer, channel = %d.message.channel, "uncertain send left as is (policy skip)");
                 let why = "a dispatcher died while the provider call may have gone out";

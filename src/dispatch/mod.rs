@@ -299,7 +299,7 @@ impl Dispatcher {
     async fn handle_in_span(&self, msg: &OwnedMessage, cancel: &CancellationToken) -> Handled {
         match self.decode(msg) {
             Ok(Work::Request(n)) => self.handle_request(msg, n, cancel).await,
-            Ok(Work::Delivery(d)) => self.handle_delivery(d, cancel).await,
+            Ok(Work::Delivery(d)) => self.handle_delivery(msg, d, cancel).await,
             Err(reason) => self.dead_letter(msg, &reason, cancel).await,
         }
     }
@@ -384,33 +384,56 @@ pub(super) enum Step<T> {
     Settled(T),
 }
 
-/// Claims until the work is ours (`Ok`), settled without a send (`Err(Some)`) or shutdown
-/// came first (`Err(None)`). Another owner's live lease is waited out, since its holder
-/// may have died; the offset stays open meanwhile.
+/// Why a claim ended without the work being ours.
+pub(super) enum Stop<T> {
+    /// Shutdown came first: hand the message back.
+    Cancelled,
+    /// Nothing to send: a duplicate, or no such record (what the claim said).
+    Settled(T),
+    /// The record cannot be read: retrying will not mend it, so the message is dead-lettered
+    /// with this reason rather than holding its partition for ever.
+    Corrupt(String),
+}
+
+/// Claims until the work is ours (`Ok`) or it [`Stop`]s. Another owner's live lease is waited
+/// out, since its holder may have died; the offset stays open meanwhile.
 pub(super) async fn claim_until<T, F, Fut>(
     cancel: &CancellationToken,
     mut claim: F,
-) -> Result<(), Option<T>>
+) -> Result<(), Stop<T>>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Step<T>, StoreError>>,
 {
     loop {
-        match retry_store(cancel, &mut claim).await {
-            None => return Err(None),
-            Some(Step::Claimed) => return Ok(()),
-            Some(Step::Settled(what)) => return Err(Some(what)),
-            Some(Step::Held(retry_in)) => {
+        let step = match retry_unless_corrupt(cancel, &mut claim).await {
+            Err(StopRetrying::Cancelled) => return Err(Stop::Cancelled),
+            Err(StopRetrying::Corrupt(e)) => return Err(Stop::Corrupt(e.to_string())),
+            Ok(step) => step,
+        };
+        match step {
+            Step::Claimed => return Ok(()),
+            Step::Settled(what) => return Err(Stop::Settled(what)),
+            Step::Held(retry_in) => {
                 if !sleep_unless_cancelled(retry_in + Duration::from_millis(50), cancel).await {
-                    return Err(None);
+                    return Err(Stop::Cancelled);
                 }
             }
         }
     }
 }
 
-/// Retries a Redis operation while Redis is unreachable; `None` if cancelled first.
-pub(super) async fn retry_store<T, F, Fut>(cancel: &CancellationToken, mut op: F) -> Option<T>
+/// Why [`retry_unless_corrupt`] gave up.
+enum StopRetrying {
+    Cancelled,
+    Corrupt(StoreError),
+}
+
+/// Retries a Redis operation while Redis is unreachable; a corrupt record is not retried.
+async fn retry_unless_corrupt<T, F, Fut>(
+    cancel: &CancellationToken,
+    op: &mut F,
+) -> Result<T, StopRetrying>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
@@ -418,14 +441,85 @@ where
     let mut wait = Duration::from_millis(50);
     loop {
         match op().await {
-            Ok(v) => return Some(v),
+            Ok(v) => return Ok(v),
+            Err(e @ StoreError::Corrupt { .. }) => return Err(StopRetrying::Corrupt(e)),
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?wait, "redis operation failed");
                 if !sleep_unless_cancelled(wait, cancel).await {
-                    return None;
+                    return Err(StopRetrying::Cancelled);
                 }
                 wait = (wait * 2).min(Duration::from_secs(2));
             }
         }
+    }
+}
+
+/// Retries a Redis operation while Redis is unreachable; `None` if cancelled first, or if the
+/// record is corrupt (logged: retrying cannot mend it).
+pub(super) async fn retry_store<T, F, Fut>(cancel: &CancellationToken, mut op: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    match retry_unless_corrupt(cancel, &mut op).await {
+        Ok(v) => Some(v),
+        Err(StopRetrying::Cancelled) => None,
+        Err(StopRetrying::Corrupt(e)) => {
+            tracing::error!(error = %e, "corrupt record; not retried");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corrupt() -> StoreError {
+        StoreError::Corrupt {
+            key: "herald:req:r-1".into(),
+            what: "status \"bogus\"".into(),
+        }
+    }
+
+    /// Before, a corrupt record was retried for ever, holding its partition.
+    #[tokio::test]
+    async fn a_corrupt_record_ends_the_claim_with_its_reason_instead_of_retrying() {
+        let cancel = CancellationToken::new();
+        let mut calls = 0;
+        let claim = claim_until::<(), _, _>(&cancel, || {
+            calls += 1;
+            async { Err(corrupt()) }
+        });
+        let stopped = tokio::time::timeout(Duration::from_secs(5), claim)
+            .await
+            .expect("a corrupt record is not retried");
+        match stopped {
+            Err(Stop::Corrupt(reason)) => assert!(reason.contains("bogus"), "{reason}"),
+            _ => panic!("expected Stop::Corrupt"),
+        }
+        assert_eq!(calls, 1);
+        assert!(retry_store(&cancel, || async { Err::<(), _>(corrupt()) })
+            .await
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_is_retried_until_it_answers() {
+        let cancel = CancellationToken::new();
+        let mut calls = 0;
+        let answered = retry_store(&cancel, || {
+            calls += 1;
+            let fail = calls < 3;
+            async move {
+                if fail {
+                    Err(StoreError::Timeout(Duration::from_millis(1)))
+                } else {
+                    Ok(7)
+                }
+            }
+        })
+        .await;
+        assert_eq!((answered, calls), (Some(7), 3));
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use rdkafka::message::OwnedMessage;
 use tokio_util::sync::CancellationToken;
 
-use super::{claim_until, retry_store, Dispatcher, Handled, Step};
+use super::{claim_until, retry_store, Dispatcher, Handled, Step, Stop};
 use crate::model::{LifecycleKind, Notification, RequestStatus};
 use crate::provider::SendOutcome;
 use crate::store::Claim;
@@ -32,15 +32,16 @@ impl Dispatcher {
         });
         match claimed.await {
             Ok(()) => {}
-            Err(None) => return Handled::HandedBack,
-            Err(Some(Claim::AlreadyDone(status))) => {
+            Err(Stop::Cancelled) => return Handled::HandedBack,
+            Err(Stop::Corrupt(reason)) => return self.dead_letter(msg, &reason, cancel).await,
+            Err(Stop::Settled(Claim::AlreadyDone(status))) => {
                 self.stats.deduplicated.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(id = %id, %status, "duplicate delivery dropped");
                 let detail = Some(status.as_str().to_string());
                 self.emit(LifecycleKind::Deduplicated, id, detail).await;
                 return Handled::Done;
             }
-            Err(Some(_)) => {
+            Err(Stop::Settled(_)) => {
                 return self
                     .dead_letter(msg, &format!("unknown request {id}"), cancel)
                     .await;
