@@ -312,15 +312,15 @@ async fn reserve(
     Extension(claims): Extension<Claims>,
     Path(id): Path<String>,
 ) -> Refusable {
-    let (user, promo, now) = buying(&app, &claims, &id).await?;
+    let (user, promo, _opened_at) = buying(&app, &claims, &id).await?;
     let user = &user;
-    let held = |status: StatusCode, until_ms: u64, left: u64| {
+    let held = |status: StatusCode, until_ms: u64, expires_in_ms: u64, left: u64| {
         (
             status,
             Json(json!({
                 "promo_id": promo.id, "user_id": user, "status": "reserved",
                 "expires_at": rfc3339(until_ms),
-                "expires_in_ms": until_ms.saturating_sub(now),
+                "expires_in_ms": expires_in_ms,
                 "units_left": left,
             })),
         )
@@ -328,17 +328,24 @@ async fn reserve(
     };
     match app
         .store
-        .reserve_unit(&promo.id, user, now, app.promos.hold)
+        .reserve_unit(&promo.id, user, app.promos.hold)
         .await?
     {
         Reservation::Reserved {
             until_ms,
+            expires_in_ms,
             units_left,
-        } => Ok(held(StatusCode::CREATED, until_ms, units_left)),
+        } => Ok(held(
+            StatusCode::CREATED,
+            until_ms,
+            expires_in_ms,
+            units_left,
+        )),
         Reservation::AlreadyHeld {
             until_ms,
+            expires_in_ms,
             units_left,
-        } => Ok(held(StatusCode::OK, until_ms, units_left)),
+        } => Ok(held(StatusCode::OK, until_ms, expires_in_ms, units_left)),
         Reservation::SoldOut => Err(error(StatusCode::CONFLICT, "sold out").into()),
         Reservation::AlreadyBought => {
             Err(error(StatusCode::CONFLICT, "already purchased by this user").into())
@@ -358,7 +365,7 @@ async fn purchase(
     let event = sale_event(&app, &promo, user, sale.as_ref(), now).await?;
     let status = match app
         .store
-        .purchase_unit(&promo.id, user, now, event.as_deref())
+        .purchase_unit(&promo.id, user, event.as_deref())
         .await?
     {
         Purchase::Purchased => StatusCode::CREATED,

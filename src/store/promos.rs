@@ -24,48 +24,49 @@ use redis::AsyncCommands;
 use super::{Lua, Store, StoreError};
 use crate::model::{CustomerId, PromoId};
 
-// KEYS: promo hash, holds, buyers. ARGV: user, now ms, hold ms.
-static RESERVE: Lua = Lua::new(
+// KEYS: promo hash, holds, buyers. ARGV: user, hold ms. Holds are stamped and lapse by Redis'
+// clock (TIME), one clock for every API instance whatever their hosts' clocks say.
+static RESERVE: Lua = Lua::new(lua_with_now!(
     r#"
-local lapsed = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, 1000)
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1000)
 for _, u in ipairs(lapsed) do
   redis.call('ZREM', KEYS[2], u)
   redis.call('HINCRBY', KEYS[1], 'stock', 1)
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', 0, 0} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', 0, 0, now} end
 local stock = tonumber(redis.call('HGET', KEYS[1], 'stock') or '0')
-if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return {'bought', 0, stock} end
+if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return {'bought', 0, stock, now} end
 local held = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if held then return {'held', tonumber(held), stock} end
-if stock <= 0 then return {'sold_out', 0, 0} end
-local until_ms = tonumber(ARGV[2]) + tonumber(ARGV[3])
+if held then return {'held', tonumber(held), stock, now} end
+if stock <= 0 then return {'sold_out', 0, 0, now} end
+local until_ms = now + tonumber(ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'stock', -1)
 redis.call('ZADD', KEYS[2], until_ms, ARGV[1])
-return {'reserved', until_ms, stock - 1}
-"#,
-);
+return {'reserved', until_ms, stock - 1, now}
+"#
+));
 
-// KEYS: promo hash, holds, buyers, outbox, the set of promos with an outbox. ARGV: user, now
-// ms, the sale event ('' for none), promo id.
-static PURCHASE: Lua = Lua::new(
+// KEYS: promo hash, holds, buyers, outbox, the set of promos with an outbox. ARGV: user, the
+// sale event ('' for none), promo id. A hold is live by Redis' clock, as RESERVE stamped it.
+static PURCHASE: Lua = Lua::new(lua_with_now!(
     r#"
 if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return 'already' end
 local held = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not held then return 'no_hold' end
 redis.call('ZREM', KEYS[2], ARGV[1])
-if tonumber(held) <= tonumber(ARGV[2]) then
+if tonumber(held) <= now then
   redis.call('HINCRBY', KEYS[1], 'stock', 1)
   return 'lapsed'
 end
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'sold', 1)
-if ARGV[3] ~= '' then
-  redis.call('RPUSH', KEYS[4], ARGV[3])
-  redis.call('SADD', KEYS[5], ARGV[4])
+if ARGV[2] ~= '' then
+  redis.call('RPUSH', KEYS[4], ARGV[2])
+  redis.call('SADD', KEYS[5], ARGV[3])
 end
 return 'purchased'
-"#,
-);
+"#
+));
 
 // KEYS: promo hash, pending promos, activation lease. ARGV: owner, promo id, then field, value
 // pairs. Records the activation only while `owner` still holds the lease: a scheduler whose
@@ -124,14 +125,17 @@ pub enum PromoTask {
 /// What a reserve call found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reservation {
-    /// A unit is held for the caller until `until_ms`.
+    /// A unit is held for the caller until `until_ms` (Redis' clock), `expires_in_ms` from
+    /// now.
     Reserved {
         until_ms: u64,
+        expires_in_ms: u64,
         units_left: u64,
     },
     /// The caller already holds one (the same hold; no second unit).
     AlreadyHeld {
         until_ms: u64,
+        expires_in_ms: u64,
         units_left: u64,
     },
     SoldOut,
@@ -341,29 +345,30 @@ impl Store {
         &self,
         id: &PromoId,
         user: &CustomerId,
-        now_ms: u64,
         hold: Duration,
     ) -> Result<Reservation, StoreError> {
         let [key, holds, buyers] = self.promo_keys(id);
-        let (outcome, until, left): (String, u64, i64) = self
+        let (outcome, until, left, now): (String, u64, i64, u64) = self
             .eval(
                 RESERVE
                     .key(key)
                     .key(holds)
                     .key(buyers)
                     .arg(user.as_str())
-                    .arg(now_ms)
                     .arg(hold.as_millis() as u64),
             )
             .await?;
         let units_left = left.max(0) as u64;
+        let expires_in_ms = until.saturating_sub(now);
         Ok(match outcome.as_str() {
             "reserved" => Reservation::Reserved {
                 until_ms: until,
+                expires_in_ms,
                 units_left,
             },
             "held" => Reservation::AlreadyHeld {
                 until_ms: until,
+                expires_in_ms,
                 units_left,
             },
             "sold_out" => Reservation::SoldOut,
@@ -378,7 +383,6 @@ impl Store {
         &self,
         id: &PromoId,
         user: &CustomerId,
-        now_ms: u64,
         sale_event: Option<&str>,
     ) -> Result<Purchase, StoreError> {
         let [key, holds, buyers] = self.promo_keys(id);
@@ -392,7 +396,6 @@ impl Store {
                     .key(outbox)
                     .key(self.outboxes_key())
                     .arg(user.as_str())
-                    .arg(now_ms)
                     .arg(sale_event.unwrap_or(""))
                     .arg(id.as_str()),
             )

@@ -72,14 +72,11 @@ async fn an_old_promos_outbox_is_still_published_and_only_its_lease_holder_trims
         .await
         .unwrap();
     store
-        .reserve_unit(&id, &buyer, then + 1000, Duration::from_secs(60))
+        .reserve_unit(&id, &buyer, Duration::from_secs(60))
         .await
         .unwrap();
     let sale = r#"{"event_type":"sale_completed","sale_id":"fp-ended-long-ago-b1"}"#;
-    store
-        .purchase_unit(&id, &buyer, then + 2000, Some(sale))
-        .await
-        .unwrap();
+    store.purchase_unit(&id, &buyer, Some(sale)).await.unwrap();
 
     // A drainer whose lease ran out trims nothing.
     assert!(store
@@ -171,4 +168,47 @@ async fn a_request_marked_but_never_published_is_sent_by_the_reconciler() {
     assert_eq!(ended.get("sent"), Some(&1), "{ended:?}");
     let sim = fleet.sim_stats().await;
     assert_eq!((sim.delivered, sim.keys_delivered_twice), (1, 0), "{sim:?}");
+}
+
+/// A hold is stamped and lapses by Redis' clock, not by the clock of the API host that took
+/// it: instances whose clocks disagree still agree on every hold. (On the main before this
+/// change the caller passed its own `now`.)
+#[tokio::test]
+async fn holds_run_on_redis_clock() {
+    let fleet = Fleet::start(quiet_provider(), 1).await;
+    let store = &fleet.store;
+    let id = PromoId::parse("clock").unwrap();
+    let buyer = CustomerId::parse("c1").unwrap();
+    store
+        .create_promo(&id, "{}", 1, now_ms() - 1000, now_ms() + 60_000)
+        .await
+        .unwrap();
+    let client = redis::Client::open(fleet.redis_url.as_str()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut c).await.unwrap();
+    let redis_now = secs * 1000 + micros / 1000;
+    let reserved = store
+        .reserve_unit(&id, &buyer, Duration::from_millis(300))
+        .await
+        .unwrap();
+    let herald::store::Reservation::Reserved {
+        until_ms,
+        expires_in_ms,
+        ..
+    } = reserved
+    else {
+        panic!("{reserved:?}");
+    };
+    assert!(
+        until_ms >= redis_now + 300 && until_ms < redis_now + 1300,
+        "stamped by Redis' clock: {until_ms} vs {redis_now}"
+    );
+    assert!(expires_in_ms <= 300 && expires_in_ms > 0, "{expires_in_ms}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let late = store.purchase_unit(&id, &buyer, None).await.unwrap();
+    assert_eq!(
+        late,
+        herald::store::Purchase::NoHold,
+        "lapsed by Redis' clock"
+    );
 }
