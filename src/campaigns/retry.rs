@@ -23,7 +23,7 @@ use crate::model::{
     now_ms, Campaign, CampaignId, Channel, CustomerId, LifecycleEvent, LifecycleKind,
 };
 use crate::shutdown::sleep_unless_cancelled;
-use crate::store::{Overdue, Store, StoreError};
+use crate::store::{Overdue, RepublishWait, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct RetryConfig {
@@ -38,6 +38,10 @@ pub struct RetryConfig {
     /// Entries handled at once.
     pub concurrency: usize,
 }
+
+/// The longest a delivery published but never claimed waits before it is published again
+/// (the wait doubles from `watch` at each republish).
+const LONGEST_REPUBLISH_WAIT: Duration = Duration::from_secs(30 * 60);
 
 impl Default for RetryConfig {
     fn default() -> Self {
@@ -141,6 +145,10 @@ impl Retrier {
                     &self.token,
                     self.config.batch,
                     self.config.claim_lease,
+                    RepublishWait {
+                        first: self.config.watch,
+                        longest: LONGEST_REPUBLISH_WAIT,
+                    },
                 )
                 .await?;
             if due.is_empty() {

@@ -83,7 +83,7 @@ mod slots;
 pub use campaigns::{CampaignCreation, BATCH_SIZE};
 pub use events::{ActivitySummary, Confirmation, CreditLine, LoyaltyAccount, LoyaltyCredit};
 pub use metrics::{Applied, Increments, MetricsRun};
-pub use pending::{Overdue, ReceiptOutcome, ReceiptUpdate};
+pub use pending::{Overdue, ReceiptOutcome, ReceiptUpdate, RepublishWait};
 pub use promos::{PromoRecord, PromoTask, Purchase, Reservation};
 pub use requests::{Claim, Publication};
 pub use slots::{OnceClaim, SentOutcome};

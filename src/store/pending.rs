@@ -25,6 +25,14 @@ pub enum ReceiptOutcome {
     Unknown,
 }
 
+/// How long a delivery published but never claimed waits before it is published again: the
+/// first wait, doubled at each republish up to the longest.
+#[derive(Debug, Clone, Copy)]
+pub struct RepublishWait {
+    pub first: Duration,
+    pub longest: Duration,
+}
+
 /// One receipt, for [`Store::apply_receipts`].
 #[derive(Debug, Clone)]
 pub struct ReceiptUpdate {
@@ -87,8 +95,12 @@ return 'late'
 "#
 ));
 
-// KEYS[1] pending. ARGV: batch, lease ms, token, slot key prefix.
-// Overdue entries get a new score (now + lease) so no other instance sees them meanwhile.
+// KEYS[1] pending. ARGV: batch, lease ms, token, slot key prefix, first republish wait ms,
+// longest republish wait ms.
+// Overdue entries get a new score (now + lease) so no other instance sees them meanwhile. A
+// `queued` entry (published, never claimed) is republished, and waits twice as long each time
+// (`rq` counts them), up to the longest wait: under a consumer lag of minutes the same
+// deliveries are not queued again and again.
 static CLAIM_OVERDUE: Lua = Lua::new(lua_with_now!(
     r#"
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
@@ -100,7 +112,12 @@ for _, m in ipairs(due) do
   if not st or st == 'delivered' or st == 'failed' or st == 'uncertain' then
     redis.call('ZREM', KEYS[1], m)
   else
-    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), m)
+    local wait = tonumber(ARGV[2])
+    if st == 'queued' then
+      local n = redis.call('HINCRBY', slot, 'rq', 1)
+      wait = math.min(tonumber(ARGV[5]) * 2 ^ math.min(n - 1, 30), tonumber(ARGV[6]))
+    end
+    redis.call('ZADD', KEYS[1], now + wait, m)
     if st ~= 'claimed' and st ~= 'sending' then
       if st ~= 'queued' then redis.call('HSET', slot, 'st', 'retrying', 'rt', ARGV[3]) end
       table.insert(out, m)
@@ -125,7 +142,7 @@ local f = redis.call('HMGET', KEYS[1], 'st', 'rt', 'a', 'tr')
 if f[1] ~= 'retrying' or f[2] ~= ARGV[1] or tonumber(f[3]) ~= tonumber(ARGV[2]) then return 0 end
 local due = tonumber(ARGV[5])
 if due == 0 then due = now + tonumber(ARGV[6]) end
-redis.call('HSET', KEYS[1], 'st', 'queued', 'a', tonumber(ARGV[2]) + 1, 'ch', ARGV[3], 'tr', f[4] .. ',' .. ARGV[3], 'rt', '', 'er', '', 'own', '', 'lu', 0)
+redis.call('HSET', KEYS[1], 'st', 'queued', 'a', tonumber(ARGV[2]) + 1, 'ch', ARGV[3], 'tr', f[4] .. ',' .. ARGV[3], 'rt', '', 'er', '', 'own', '', 'lu', 0, 'rq', 0)
 redis.call('ZADD', KEYS[3], due, ARGV[4])
 redis.call('HINCRBY', KEYS[2], 'fallbacks', 1)
 redis.call('HINCRBY', KEYS[2], 'fallbacks:' .. ARGV[3], 1)
@@ -187,12 +204,15 @@ impl Store {
 
     /// Claims up to `limit` overdue pending entries of a campaign for this `token`; no other
     /// `herald-retry` sees them for `lease`.
+    /// A `queued` entry (published, never claimed) comes back after `republish.first`, then
+    /// twice as long each time, up to `republish.longest`.
     pub async fn claim_overdue(
         &self,
         campaign: &CampaignId,
         token: &str,
         limit: usize,
         lease: Duration,
+        republish: RepublishWait,
     ) -> Result<Vec<Overdue>, StoreError> {
         let flat: Vec<String> = self
             .eval(
@@ -201,7 +221,9 @@ impl Store {
                     .arg(limit)
                     .arg(lease.as_millis() as u64)
                     .arg(token)
-                    .arg(self.slot_prefix(campaign)),
+                    .arg(self.slot_prefix(campaign))
+                    .arg(republish.first.as_millis() as u64)
+                    .arg(republish.longest.as_millis() as u64),
             )
             .await?;
         Ok(flat

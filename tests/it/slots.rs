@@ -6,7 +6,12 @@ use std::time::Duration;
 use herald::model::{
     CampaignId, Channel, CustomerId, Delivery, Message, ReceiptStatus, UncertainSend,
 };
-use herald::store::{OnceClaim, ReceiptOutcome, ReceiptUpdate, Store};
+use herald::store::{OnceClaim, ReceiptOutcome, ReceiptUpdate, RepublishWait, Store};
+
+const WAIT: RepublishWait = RepublishWait {
+    first: Duration::from_secs(60),
+    longest: Duration::from_secs(1800),
+};
 
 use crate::harness::redis_url;
 
@@ -60,7 +65,7 @@ async fn sent_then_overdue(store: &Store, d: &Delivery) -> herald::store::Overdu
     store.mark_sent(d, "o1", "p1").await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let mut overdue = store
-        .claim_overdue(&d.campaign, "retry-1", 10, Duration::from_secs(30))
+        .claim_overdue(&d.campaign, "retry-1", 10, Duration::from_secs(30), WAIT)
         .await
         .unwrap();
     overdue.retain(|o| o.customer == d.customer);

@@ -212,3 +212,45 @@ async fn holds_run_on_redis_clock() {
         "lapsed by Redis' clock"
     );
 }
+
+/// A delivery published but never claimed (its dispatchers lag) is republished after a wait
+/// that doubles each time, not at every claim lease: under a lag of minutes the topic does not
+/// fill with copies. (On the main before this change it came back every lease, 30 s.)
+#[tokio::test]
+async fn an_unclaimed_delivery_is_republished_ever_less_often() {
+    use herald::store::RepublishWait;
+    let fleet = Fleet::start(quiet_provider(), 1).await;
+    let store = &fleet.store;
+    let campaign = herald::model::CampaignId::parse("lagging").unwrap();
+    let customer = CustomerId::parse("c1").unwrap();
+    assert!(store
+        .defer_first(
+            &campaign,
+            &customer,
+            herald::model::Channel::Email,
+            now_ms()
+        )
+        .await
+        .unwrap());
+    let lease = Duration::from_millis(100);
+    let wait = RepublishWait {
+        first: Duration::from_millis(300),
+        longest: Duration::from_secs(60),
+    };
+    let claim = || store.claim_overdue(&campaign, "retry", 10, lease, wait);
+    let mut republished_at = Vec::new();
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(1_500) {
+        let due = claim().await.unwrap();
+        if let Some(o) = due.first() {
+            assert_eq!(o.status, "queued");
+            republished_at.push(started.elapsed().as_millis());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Due at 0, then 300 ms later, then 600 ms after that (900): three in 1.5 s. Every lease
+    // (100 ms) would be about fifteen.
+    assert_eq!(republished_at.len(), 3, "{republished_at:?}");
+    let gaps: Vec<u128> = republished_at.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps[1] >= gaps[0] * 3 / 2, "the wait grows: {gaps:?}");
+}
