@@ -21,10 +21,13 @@ redis_up() {
         return
     fi
     ensure_port_free "$HERALD_REDIS_PORT" "redis (set HERALD_REDIS_PORT to move it)"
-    log "starting redis on 127.0.0.1:$HERALD_REDIS_PORT"
+    # As production runs it: an append-only file fsynced on every write, so a Redis killed
+    # with SIGKILL comes back with every slot transition (docs/operations.md, "Persistence").
+    local fsync=${HERALD_REDIS_APPENDFSYNC:-always}
+    log "starting redis on 127.0.0.1:$HERALD_REDIS_PORT (AOF, appendfsync $fsync)"
     redis-server --bind 127.0.0.1 --port "$HERALD_REDIS_PORT" --daemonize yes \
         --pidfile "$pidfile" --dir "$HERALD_STATE" --logfile "$HERALD_STATE/redis.log" \
-        --save "" --appendonly no >/dev/null
+        --save "" --appendonly yes --appendfsync "$fsync" --appenddirname redis-aof >/dev/null
     wait_port "$HERALD_REDIS_PORT" redis
     for _ in $(seq 50); do [ -s "$pidfile" ] && break; sleep 0.1; done
 }
@@ -68,6 +71,8 @@ case "$cmd" in
         if pid_alive "$HERALD_STATE/redis.pid"; then
             redis-cli -p "$HERALD_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
             stop_pidfile "$HERALD_STATE/redis.pid"
+            # The local stack's data is the demo's and the tests': not kept across `down`.
+            rm -rf "$HERALD_STATE/redis-aof"
         fi
         rm -f "$HERALD_STATE/stack.env" "$HERALD_STATE/broker.addr"
         log "stack down"
