@@ -63,6 +63,26 @@ pub struct CommonArgs {
 
     #[command(flatten)]
     pub kafka_security: crate::kafka::security::KafkaSecurity,
+
+    /// How long a campaign's report (its record and counts) is kept, in seconds.
+    #[arg(long, env = "HERALD_CAMPAIGN_RETENTION_SECS", default_value_t = 30 * 24 * 3600)]
+    pub campaign_retention_secs: u64,
+
+    /// How long a campaign's working sets (audience, batch marks, pending set, once-slots)
+    /// are kept, in seconds: longer than the broker keeps messages, so a late redelivery
+    /// still finds its slot.
+    #[arg(long, env = "HERALD_WORKING_RETENTION_SECS", default_value_t = 8 * 24 * 3600)]
+    pub working_retention_secs: u64,
+}
+
+impl CommonArgs {
+    /// The retention these flags ask for.
+    pub fn retention(&self) -> crate::store::Retention {
+        crate::store::Retention {
+            report: Duration::from_secs(self.campaign_retention_secs.max(1)),
+            working: Duration::from_secs(self.working_retention_secs.max(1)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -44,7 +44,8 @@ impl Connections {
                     "connecting to Redis at {}",
                     crate::config::redacted_url(&common.redis_url)
                 )
-            })?;
+            })?
+            .with_retention(common.retention());
         let producer = kafka::producer_with_timeout(&common.kafka_brokers, delivery_timeout)
             .context("creating the Kafka producer")?;
         Ok(Connections {

@@ -8,6 +8,9 @@ use crate::store::{Store, StoreError};
 
 /// Campaign definitions never change once stored, so the workers that need one per batch
 /// or per fallback read each from Redis once.
+/// Campaigns held at once; past it the cache starts again (each is one Redis read away).
+const MAX_CACHED: usize = 1024;
+
 #[derive(Default)]
 pub struct CampaignCache {
     campaigns: Mutex<HashMap<CampaignId, Arc<Campaign>>>,
@@ -31,7 +34,13 @@ impl CampaignCache {
             return Ok(None);
         };
         let c = Arc::new(c);
-        self.map().insert(id.clone(), c.clone());
+        let mut map = self.map();
+        // Bounded: finished campaigns are forgotten, but a worker that never sees a campaign
+        // finish (it dies and another retires it) must not keep it for ever.
+        if map.len() >= MAX_CACHED {
+            map.clear();
+        }
+        map.insert(id.clone(), c.clone());
         Ok(Some(c))
     }
 

@@ -88,14 +88,32 @@ fn fingerprint(campaign: &Campaign, audience: &[CustomerId]) -> String {
 static BATCH_DONE: Lua = Lua::new(
     r#"
 if redis.call('SETBIT', KEYS[2], tonumber(ARGV[1]), 1) == 1 then return 0 end
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
 redis.call('HINCRBY', KEYS[1], 'fanned_out', tonumber(ARGV[2]))
 redis.call('HINCRBY', KEYS[1], 'batches_done', 1)
 return 1
 "#,
 );
 
-/// Campaign keys live this long after creation: well past any fallback chain.
-pub(super) const CAMPAIGN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long a campaign's keys are kept. The report (the campaign's record and counters) for
+/// `report`; the working sets (audience, batch marks, pending set, once-slots) for `working`,
+/// which must outlast the broker's retention: a message redelivered later must still find its
+/// slot, or the customer would be contacted again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub report: Duration,
+    pub working: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            report: Duration::from_secs(30 * 24 * 3600),
+            // Kafka keeps messages 7 days by default.
+            working: Duration::from_secs(8 * 24 * 3600),
+        }
+    }
+}
 
 impl Store {
     pub(super) fn campaign_key(&self, id: &CampaignId) -> String {
@@ -168,7 +186,7 @@ impl Store {
                     .arg(&owner)
                     .arg(audience.len())
                     .arg(audience.len().div_ceil(BATCH_SIZE))
-                    .arg(CAMPAIGN_TTL.as_secs())
+                    .arg(self.retention.report.as_secs())
                     .arg(campaign.id.as_str()),
             )
             .await?;
@@ -251,7 +269,8 @@ impl Store {
                 .key(self.campaign_key(id))
                 .key(self.batches_key(id))
                 .arg(batch)
-                .arg(size),
+                .arg(size)
+                .arg(self.retention.report.as_secs()),
         )
         .await
     }
@@ -280,9 +299,18 @@ impl Store {
         let finished = recipients.is_some_and(|r| outcomes >= r) && pending == 0;
         // A campaign whose record expired is retired too.
         if finished || recipients.is_none() {
-            let _: i64 = self
-                .bounded(generation, c.srem(self.active_key(), id.as_str()))
-                .await?;
+            // Finished: the working sets go after the working retention, the report stays.
+            let working = self.retention.working.as_secs() as i64;
+            let mut pipe = redis::pipe();
+            pipe.srem(self.active_key(), id.as_str())
+                .ignore()
+                .expire(self.audience_key(id), working)
+                .ignore()
+                .expire(self.batches_key(id), working)
+                .ignore()
+                .expire(self.pending_key(id), working)
+                .ignore();
+            self.query_pipe::<()>(&pipe).await?;
             return Ok(true);
         }
         Ok(false)

@@ -99,7 +99,7 @@ impl Store {
                 .arg(run.next)
                 .arg(self.metrics_campaign_prefix())
                 .arg(now_ms)
-                .arg(super::campaigns::CAMPAIGN_TTL.as_secs());
+                .arg(self.retention.report.as_secs());
             for ((campaign, field), n) in &run.increments {
                 invocation
                     .arg(campaign.as_ref().map(|c| c.as_str()).unwrap_or(""))

@@ -30,6 +30,7 @@ pub struct Store {
     reconnecting: Arc<tokio::sync::Mutex<()>>,
     ns: String,
     request_ttl: Duration,
+    retention: Retention,
 }
 
 /// The current connection and a generation number, bumped each time it is replaced.
@@ -80,7 +81,7 @@ mod pending;
 mod promos;
 mod requests;
 mod slots;
-pub use campaigns::{CampaignCreation, BATCH_SIZE};
+pub use campaigns::{CampaignCreation, Retention, BATCH_SIZE};
 pub use events::{ActivitySummary, Confirmation, CreditLine, LoyaltyAccount, LoyaltyCredit};
 pub use metrics::{Applied, Increments, MetricsRun};
 pub use pending::{Overdue, ReceiptOutcome, ReceiptUpdate, RepublishWait};
@@ -118,7 +119,14 @@ impl Store {
             reconnecting: Arc::new(tokio::sync::Mutex::new(())),
             ns: namespace.to_string(),
             request_ttl: Duration::from_secs(7 * 24 * 3600),
+            retention: Retention::default(),
         })
+    }
+
+    /// How long finished campaigns' keys are kept.
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
     }
 
     /// How long request records live after creation (seven days by default).

@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 
-use super::campaigns::CAMPAIGN_TTL;
 use super::{Lua, Store, StoreError};
 use crate::model::{CampaignId, Channel, CustomerId, Delivery};
 
@@ -266,7 +265,7 @@ impl Store {
                     .arg(d.message.channel.as_str())
                     .arg(owner)
                     .arg(lease.as_millis() as u64)
-                    .arg(CAMPAIGN_TTL.as_secs())
+                    .arg(self.retention.working.as_secs())
                     .arg(traceparent.unwrap_or(""))
                     .arg(d.on_uncertain.as_str())
                     .arg(d.customer.as_str()),
@@ -377,7 +376,7 @@ impl Store {
                 .key(self.campaign_key(campaign))
                 .arg(code)
                 .arg(reason)
-                .arg(CAMPAIGN_TTL.as_secs()),
+                .arg(self.retention.working.as_secs()),
         )
         .await
     }
@@ -412,7 +411,7 @@ impl Store {
                 .arg(channel.as_str())
                 .arg(at_ms)
                 .arg(customer.as_str())
-                .arg(CAMPAIGN_TTL.as_secs()),
+                .arg(self.retention.working.as_secs()),
         )
         .await
     }

@@ -85,6 +85,8 @@ fn common_args(brokers: &str, redis_url: &str, ns: &str) -> CommonArgs {
         namespace: ns.to_string(),
         log_format: LogFormat::Text,
         kafka_security: Default::default(),
+        campaign_retention_secs: 30 * 24 * 3600,
+        working_retention_secs: 8 * 24 * 3600,
     }
 }
 

@@ -254,3 +254,73 @@ async fn an_unclaimed_delivery_is_republished_ever_less_often() {
     let gaps: Vec<u128> = republished_at.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(gaps[1] >= gaps[0] * 3 / 2, "the wait grows: {gaps:?}");
 }
+
+/// A finished campaign's keys go: the working sets after the working retention, the report
+/// after the report's. (On the main before this change the batch marks and the pending set
+/// had no expiry at all, and nothing was shortened when a campaign finished.)
+#[tokio::test]
+async fn a_finished_campaigns_keys_expire_after_their_retention() {
+    use herald::model::{Campaign, CampaignId, Template};
+    use herald::store::{Retention, Store};
+    let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let store = Store::connect(&crate::harness::redis_url(), &ns)
+        .await
+        .unwrap()
+        .with_retention(Retention {
+            report: Duration::from_secs(4),
+            working: Duration::from_secs(2),
+        });
+    let id = CampaignId::parse("kept-briefly").unwrap();
+    let audience: Vec<CustomerId> = ["a", "b"]
+        .iter()
+        .filter_map(|c| CustomerId::parse(c))
+        .collect();
+    let campaign = Campaign {
+        id: id.clone(),
+        name: "n".into(),
+        template: Template::try_from("hi".to_string()).unwrap(),
+        channels: Vec::new(),
+        confirmation_timeout_ms: Default::default(),
+        max_cost: None,
+        recipients: 2,
+        created_ms: now_ms(),
+    };
+    store.create_campaign(&campaign, &audience).await.unwrap();
+    store.mark_batch_done(&id, 0, 2).await.unwrap();
+    for customer in &audience {
+        store
+            .fail_unreachable(&id, customer, "no_channel", "no channel")
+            .await
+            .unwrap();
+    }
+    assert!(store.retire_if_finished(&id).await.unwrap());
+
+    let client = redis::Client::open(crate::harness::redis_url().as_str()).unwrap();
+    let c = client.get_multiplexed_async_connection().await.unwrap();
+    let keys_left = || {
+        let pattern = format!("{ns}:*{{kept-briefly}}*");
+        let mut c = c.clone();
+        async move {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(pattern)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            keys
+        }
+    };
+    let before = keys_left().await;
+    assert!(
+        before.len() >= 4,
+        "record, audience, batches, slots: {before:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(2_600)).await;
+    let working_gone = keys_left().await;
+    assert_eq!(
+        working_gone,
+        vec![format!("{ns}:campaign:{{kept-briefly}}")],
+        "only the report is left after the working retention"
+    );
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert!(keys_left().await.is_empty(), "and it goes after its own");
+}
