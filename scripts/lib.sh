@@ -144,7 +144,7 @@ setup_credentials() {
     mkdir -p "$dir"
     export HERALD_API_KEYS_FILE="$dir/keys.toml"
     rm -f "$HERALD_API_KEYS_FILE"
-    HERALD_API_KEY=$("$(bin_dir)/herald" keys create --name operator --scopes admin | tail -1)
+    HERALD_API_KEY=$("${HERALD_BIN_DIR:-$(bin_dir)}/herald" keys create --name operator --scopes admin | tail -1)
     export HERALD_API_KEY
     local receipt_secret
     receipt_secret=$(random_secret)

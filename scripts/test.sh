@@ -67,7 +67,7 @@ bash "$HERALD_ROOT/scripts/stack.sh" up
 source "$HERALD_STATE/stack.env"
 
 skip=()
-[ -n "$quick" ] && skip=(--skip campaign_crash --skip observability --skip redis_restart)
+[ -n "$quick" ] && skip=(--skip campaign_crash --skip observability --skip redis_restart --skip chaos)
 phase "cargo test${quick:+ (quick)}"
 RUST_LOG="${RUST_LOG:-warn}" cargo test --all-targets -- --test-threads "${HERALD_TEST_THREADS:-4}" "${skip[@]}"
 phase "done"

@@ -10,6 +10,7 @@ mod api_docs;
 mod boundary;
 mod broker_binary;
 mod campaign_crash;
+mod chaos;
 mod dead_letters;
 mod deploy;
 mod dispatch_once;
