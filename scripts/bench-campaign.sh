@@ -5,6 +5,9 @@
 # its own. Then, on the same broker, the raw produce-then-consume throughput for comparison.
 # Prints figures; never fails for speed.
 #   scripts/bench-campaign.sh [N]      (default 100000)
+# With HERALD_BENCH_RETENTION_SECS=S the fleet keeps a finished campaign's working sets S
+# seconds and its report 2S, and the bench prints Redis' memory and the campaign's keys when it
+# completes, after S and after 2S (what retention gives back).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$HERALD_ROOT"
@@ -16,6 +19,10 @@ NS="bench$RANDOM"
 export HERALD_PROFILE=release
 export HERALD_PROVIDER_API_KEY="bench-$RANDOM$RANDOM"
 export HERALD_NAMESPACE=$NS
+RETENTION=${HERALD_BENCH_RETENTION_SECS:-}
+if [ -n "$RETENTION" ]; then
+    export HERALD_WORKING_RETENTION_SECS=$RETENTION HERALD_CAMPAIGN_RETENTION_SECS=$((RETENTION * 2))
+fi
 
 ensure_apt redis-server curl python3
 build_fleet
@@ -23,6 +30,7 @@ setup_credentials "$HERALD_STATE/bench-campaign-keys"
 BIN=$(bin_dir)
 OUT="$HERALD_STATE/bench-campaign"
 mkdir -p "$OUT"
+rm -f "$OUT/retention.txt"
 
 stack_was_up=""
 pid_alive "$HERALD_STATE/redis.pid" && pid_alive "$HERALD_STATE/broker.pid" && stack_was_up=1
@@ -88,6 +96,21 @@ start_ns=$(date +%s%N)
     --channels email,push --timeout-ms 60000 --wait-secs 1800 --json >"$OUT/report.json"
 end_ns=$(date +%s%N)
 
+if [ -n "$RETENTION" ]; then
+    redis_memory() {
+        local used keys
+        used=$(redis-cli -p "$HERALD_REDIS_PORT" info memory | awk -F: '/^used_memory:/ {printf "%.1f MiB", $2 / 1048576}')
+        keys=$(redis-cli -p "$HERALD_REDIS_PORT" --scan --pattern "$NS:*{$NS}*" | wc -l)
+        echo "$used, $keys keys of the campaign"
+    }
+    # herald-retry retires a finished campaign on its next scan; give it a moment.
+    sleep 2
+    echo "redis at completion            $(redis_memory)" >"$OUT/retention.txt"
+    sleep "$RETENTION"
+    echo "after the working retention    $(redis_memory)" >>"$OUT/retention.txt"
+    sleep "$RETENTION"; sleep 2
+    echo "after the report retention     $(redis_memory)" >>"$OUT/retention.txt"
+fi
 for port in 5061 5062; do curl -s "http://127.0.0.1:$port/stats" >"$OUT/stats-$port.json"; done
 # The provider counts every delivery (it does not drop a repeated key): duplicates show.
 curl -s "http://$PROVIDER/v1/stats" >"$OUT/provider.json"
@@ -149,3 +172,5 @@ for line in rss.strip().splitlines():
     print(f"  {name:<16} {int(kb) / 1024:>5.0f} MiB  {int(ticks) / 100:>7.1f}")
 print(f"  {'redis-server':<16} {'':>9}  {int(redis_cpu[0]) / 100 - int(redis_cpu[1]) / 100:>7.1f}")
 PY
+[ -f "$OUT/retention.txt" ] && cat "$OUT/retention.txt"
+true

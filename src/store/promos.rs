@@ -42,6 +42,8 @@ if stock <= 0 then return {'sold_out', 0, 0, now} end
 local until_ms = now + tonumber(ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'stock', -1)
 redis.call('ZADD', KEYS[2], until_ms, ARGV[1])
+local expires = redis.call('PEXPIRETIME', KEYS[1])
+if expires > 0 then redis.call('PEXPIREAT', KEYS[2], expires) end
 return {'reserved', until_ms, stock - 1, now}
 "#
 ));
@@ -60,8 +62,11 @@ if tonumber(held) <= now then
 end
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'sold', 1)
+local expires = redis.call('PEXPIRETIME', KEYS[1])
+if expires > 0 then redis.call('PEXPIREAT', KEYS[3], expires) end
 if ARGV[2] ~= '' then
   redis.call('RPUSH', KEYS[4], ARGV[2])
+  if expires > 0 then redis.call('PEXPIREAT', KEYS[4], expires) end
   redis.call('SADD', KEYS[5], ARGV[3])
 end
 return 'purchased'
@@ -95,10 +100,13 @@ return 1
 );
 
 // KEYS: promo hash. ARGV: json, units. Creates unless it exists.
+// KEYS: promo hash. ARGV: json, units, expire at (ms): the promo's end plus the report
+// retention; its holds, buyers and outbox take the same deadline as they are written.
 static CREATE: Lua = Lua::new(
     r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HGET', KEYS[1], 'json') end
 redis.call('HSET', KEYS[1], 'json', ARGV[1], 'stock', ARGV[2], 'sold', 0)
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 return false
 "#,
 );
@@ -188,7 +196,13 @@ impl Store {
         ends_ms: u64,
     ) -> Result<Option<String>, StoreError> {
         let existing: Option<String> = self
-            .eval(CREATE.key(self.promo_key(id)).arg(json).arg(units))
+            .eval(
+                CREATE
+                    .key(self.promo_key(id))
+                    .arg(json)
+                    .arg(units)
+                    .arg(ends_ms + self.retention.report.as_millis() as u64),
+            )
             .await?;
         let mut pipe = redis::pipe();
         pipe.zadd(self.promos_key(), id.as_str(), ends_ms)

@@ -324,3 +324,53 @@ async fn a_finished_campaigns_keys_expire_after_their_retention() {
     tokio::time::sleep(Duration::from_millis(2_000)).await;
     assert!(keys_left().await.is_empty(), "and it goes after its own");
 }
+
+/// A promo's keys (record, holds, buyers, outbox) go at its end plus the report retention.
+/// (On the main before this change they lived for ever.)
+#[tokio::test]
+async fn a_promos_keys_expire_after_its_end_and_the_retention() {
+    use herald::store::{Retention, Store};
+    let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let store = Store::connect(&crate::harness::redis_url(), &ns)
+        .await
+        .unwrap()
+        .with_retention(Retention {
+            report: Duration::from_secs(2),
+            working: Duration::from_secs(1),
+        });
+    let id = PromoId::parse("short-lived").unwrap();
+    let buyer = CustomerId::parse("b1").unwrap();
+    let now = now_ms();
+    store
+        .create_promo(&id, "{}", 3, now - 1000, now + 500)
+        .await
+        .unwrap();
+    store
+        .reserve_unit(&id, &buyer, Duration::from_secs(60))
+        .await
+        .unwrap();
+    store.purchase_unit(&id, &buyer, Some("{}")).await.unwrap();
+    let client = redis::Client::open(crate::harness::redis_url().as_str()).unwrap();
+    let c = client.get_multiplexed_async_connection().await.unwrap();
+    let keys = || {
+        let mut c = c.clone();
+        let pattern = format!("{ns}:promo:{{short-lived}}*");
+        async move {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(pattern)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            keys
+        }
+    };
+    // The hold went with the purchase.
+    assert_eq!(
+        keys().await.len(),
+        3,
+        "record, buyers, outbox: {:?}",
+        keys().await
+    );
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    assert!(keys().await.is_empty(), "{:?}", keys().await);
+}
