@@ -6,8 +6,8 @@
 # Prints figures; never fails for speed.
 #   scripts/bench-campaign.sh [N]      (default 100000)
 # With HERALD_BENCH_RETENTION_SECS=S the fleet keeps a finished campaign's working sets S
-# seconds and its report 2S, and the bench prints Redis' memory and the campaign's keys when it
-# completes, after S and after 2S (what retention gives back).
+# seconds and its report 4S, and the bench prints Redis' memory and the campaign's keys before
+# it, when it completes, after S and after 4S (what retention gives back).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$HERALD_ROOT"
@@ -21,7 +21,7 @@ export HERALD_PROVIDER_API_KEY="bench-$RANDOM$RANDOM"
 export HERALD_NAMESPACE=$NS
 RETENTION=${HERALD_BENCH_RETENTION_SECS:-}
 if [ -n "$RETENTION" ]; then
-    export HERALD_WORKING_RETENTION_SECS=$RETENTION HERALD_CAMPAIGN_RETENTION_SECS=$((RETENTION * 2))
+    export HERALD_WORKING_RETENTION_SECS=$RETENTION HERALD_CAMPAIGN_RETENTION_SECS=$((RETENTION * 4))
 fi
 
 ensure_apt redis-server curl python3
@@ -90,6 +90,16 @@ redis_start=$(awk '{print $14 + $15}' "/proc/$(cat "$HERALD_STATE/redis.pid")/st
 log "storing $N synthetic customers (not timed)"
 "$BIN/herald" --api "http://$API" customers seed --count "$N" --prefix b --channels email,push
 
+# Redis' memory and the campaign's keys; the scan also expires what is due (Redis frees an
+# expired key when it is next touched or sampled).
+redis_memory() {
+    local keys report used
+    keys=$(redis-cli -p "$HERALD_REDIS_PORT" --scan --pattern "$NS:*{$NS}*" | wc -l)
+    report=$(redis-cli -p "$HERALD_REDIS_PORT" exists "$NS:campaign:{$NS}")
+    used=$(redis-cli -p "$HERALD_REDIS_PORT" info memory | awk -F: '/^used_memory:/ {printf "%.1f MiB", $2 / 1048576}')
+    echo "redis $used; the campaign's keys: $keys (report kept: $report)"
+}
+[ -n "$RETENTION" ] && echo "before the campaign            $(redis_memory)" >"$OUT/retention.txt"
 log "campaign to $N customers: e-mail first, push as fallback"
 start_ns=$(date +%s%N)
 "$BIN/herald" --api "http://$API" campaigns send --id "$NS" --count "$N" --prefix b \
@@ -97,18 +107,12 @@ start_ns=$(date +%s%N)
 end_ns=$(date +%s%N)
 
 if [ -n "$RETENTION" ]; then
-    redis_memory() {
-        local used keys
-        used=$(redis-cli -p "$HERALD_REDIS_PORT" info memory | awk -F: '/^used_memory:/ {printf "%.1f MiB", $2 / 1048576}')
-        keys=$(redis-cli -p "$HERALD_REDIS_PORT" --scan --pattern "$NS:*{$NS}*" | wc -l)
-        echo "$used, $keys keys of the campaign"
-    }
     # herald-retry retires a finished campaign on its next scan; give it a moment.
     sleep 2
-    echo "redis at completion            $(redis_memory)" >"$OUT/retention.txt"
-    sleep "$RETENTION"
+    echo "at completion                  $(redis_memory)" >>"$OUT/retention.txt"
+    sleep "$RETENTION"; sleep 1
     echo "after the working retention    $(redis_memory)" >>"$OUT/retention.txt"
-    sleep "$RETENTION"; sleep 2
+    sleep $((RETENTION * 3))
     echo "after the report retention     $(redis_memory)" >>"$OUT/retention.txt"
 fi
 for port in 5061 5062; do curl -s "http://127.0.0.1:$port/stats" >"$OUT/stats-$port.json"; done
