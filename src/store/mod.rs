@@ -245,6 +245,12 @@ impl Store {
         }
     }
 
+    /// How many times the connection was replaced after a time-out (once per outage, however
+    /// many callers timed out together).
+    pub fn reconnections(&self) -> u64 {
+        self.connection().1
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         let (mut c, generation) = self.connection();
         let _: String = self

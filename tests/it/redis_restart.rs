@@ -229,3 +229,46 @@ async fn campaign_through_a_redis_crash(
     eprintln!("redis ({fsync}) crash after {outcomes_before} outcomes: {report} {sim:?}");
     (sim, report, slots)
 }
+
+/// Redis stops answering (SIGSTOP) while fifty callers wait on it: every one times out, and
+/// the connection is replaced once, not fifty times (the reconnect is single-flight).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn callers_that_time_out_together_reconnect_once() {
+    let redis = OwnRedis::new().await;
+    let store = herald::store::Store::connect(&redis.url(), "single-flight")
+        .await
+        .unwrap();
+    store.ping().await.unwrap();
+    let pid = redis.server.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let callers: Vec<_> = (0..50)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.ping().await })
+        })
+        .collect();
+    // Past the 3 s operation time-out, then Redis answers again.
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    assert!(Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut timed_out = 0;
+    for caller in callers {
+        if caller.await.unwrap().is_err() {
+            timed_out += 1;
+        }
+    }
+    assert_eq!(timed_out, 50, "every caller timed out");
+    store.ping().await.unwrap();
+    assert_eq!(
+        store.reconnections(),
+        1,
+        "one replacement for fifty time-outs"
+    );
+}
