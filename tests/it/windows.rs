@@ -15,12 +15,8 @@ use crate::harness::{quiet_provider, Fleet};
 async fn a_scheduler_that_lost_its_lease_neither_finishes_nor_frees_the_next_ones() {
     let fleet = Fleet::start(quiet_provider(), 1).await;
     let store = &fleet.store;
-    let id = PromoId::parse("lease-1").unwrap();
+    let id = open_promo(store, "lease-1", 1, 60_000).await;
     let now = now_ms();
-    store
-        .create_promo(&id, "{}", 1, now - 1000, now + 60_000)
-        .await
-        .unwrap();
     let lease = |ms| Duration::from_millis(ms);
     assert!(store
         .claim_promo_task(&id, PromoTask::Activation, "a", lease(50))
@@ -177,12 +173,8 @@ async fn a_request_marked_but_never_published_is_sent_by_the_reconciler() {
 async fn holds_run_on_redis_clock() {
     let fleet = Fleet::start(quiet_provider(), 1).await;
     let store = &fleet.store;
-    let id = PromoId::parse("clock").unwrap();
+    let id = open_promo(store, "clock", 1, 60_000).await;
     let buyer = CustomerId::parse("c1").unwrap();
-    store
-        .create_promo(&id, "{}", 1, now_ms() - 1000, now_ms() + 60_000)
-        .await
-        .unwrap();
     let client = redis::Client::open(fleet.redis_url.as_str()).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut c).await.unwrap();
@@ -255,21 +247,57 @@ async fn an_unclaimed_delivery_is_republished_ever_less_often() {
     assert!(gaps[1] >= gaps[0] * 3 / 2, "the wait grows: {gaps:?}");
 }
 
+/// A promo `id` with `units`, opened a second ago, ending `ends_in_ms` from now.
+async fn open_promo(
+    store: &herald::store::Store,
+    id: &str,
+    units: u32,
+    ends_in_ms: u64,
+) -> PromoId {
+    let id = PromoId::parse(id).unwrap();
+    let now = now_ms();
+    store
+        .create_promo(&id, "{}", units, now - 1000, now + ends_in_ms)
+        .await
+        .unwrap();
+    id
+}
+
+/// A store of a namespace of its own, keeping campaigns' reports `report_secs` and their
+/// working sets `working_secs`; its namespace.
+async fn store_with_retention(
+    report_secs: u64,
+    working_secs: u64,
+) -> (herald::store::Store, String) {
+    let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let store = herald::store::Store::connect(&crate::harness::redis_url(), &ns)
+        .await
+        .unwrap()
+        .with_retention(herald::store::Retention {
+            report: Duration::from_secs(report_secs),
+            working: Duration::from_secs(working_secs),
+        });
+    (store, ns)
+}
+
+/// The keys of the local stack's Redis matching `pattern` (a scan also expires what is due).
+async fn keys_matching(pattern: &str) -> Vec<String> {
+    let client = redis::Client::open(crate::harness::redis_url().as_str()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(&mut c)
+        .await
+        .unwrap()
+}
+
 /// A finished campaign's keys go: the working sets after the working retention, the report
 /// after the report's. (On the main before this change the batch marks and the pending set
 /// had no expiry at all, and nothing was shortened when a campaign finished.)
 #[tokio::test]
 async fn a_finished_campaigns_keys_expire_after_their_retention() {
     use herald::model::{Campaign, CampaignId, Template};
-    use herald::store::{Retention, Store};
-    let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let store = Store::connect(&crate::harness::redis_url(), &ns)
-        .await
-        .unwrap()
-        .with_retention(Retention {
-            report: Duration::from_secs(4),
-            working: Duration::from_secs(2),
-        });
+    let (store, ns) = store_with_retention(4, 2).await;
     let id = CampaignId::parse("kept-briefly").unwrap();
     let audience: Vec<CustomerId> = ["a", "b"]
         .iter()
@@ -295,20 +323,8 @@ async fn a_finished_campaigns_keys_expire_after_their_retention() {
     }
     assert!(store.retire_if_finished(&id).await.unwrap());
 
-    let client = redis::Client::open(crate::harness::redis_url().as_str()).unwrap();
-    let c = client.get_multiplexed_async_connection().await.unwrap();
-    let keys_left = || {
-        let pattern = format!("{ns}:*{{kept-briefly}}*");
-        let mut c = c.clone();
-        async move {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(pattern)
-                .query_async(&mut c)
-                .await
-                .unwrap();
-            keys
-        }
-    };
+    let pattern = format!("{ns}:*{{kept-briefly}}*");
+    let keys_left = || keys_matching(&pattern);
     let before = keys_left().await;
     assert!(
         before.len() >= 4,
@@ -329,41 +345,16 @@ async fn a_finished_campaigns_keys_expire_after_their_retention() {
 /// (On the main before this change they lived for ever.)
 #[tokio::test]
 async fn a_promos_keys_expire_after_its_end_and_the_retention() {
-    use herald::store::{Retention, Store};
-    let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let store = Store::connect(&crate::harness::redis_url(), &ns)
-        .await
-        .unwrap()
-        .with_retention(Retention {
-            report: Duration::from_secs(2),
-            working: Duration::from_secs(1),
-        });
-    let id = PromoId::parse("short-lived").unwrap();
+    let (store, ns) = store_with_retention(2, 1).await;
+    let id = open_promo(&store, "short-lived", 3, 500).await;
     let buyer = CustomerId::parse("b1").unwrap();
-    let now = now_ms();
-    store
-        .create_promo(&id, "{}", 3, now - 1000, now + 500)
-        .await
-        .unwrap();
     store
         .reserve_unit(&id, &buyer, Duration::from_secs(60))
         .await
         .unwrap();
     store.purchase_unit(&id, &buyer, Some("{}")).await.unwrap();
-    let client = redis::Client::open(crate::harness::redis_url().as_str()).unwrap();
-    let c = client.get_multiplexed_async_connection().await.unwrap();
-    let keys = || {
-        let mut c = c.clone();
-        let pattern = format!("{ns}:promo:{{short-lived}}*");
-        async move {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(pattern)
-                .query_async(&mut c)
-                .await
-                .unwrap();
-            keys
-        }
-    };
+    let pattern = format!("{ns}:promo:{{short-lived}}*");
+    let keys = || keys_matching(&pattern);
     // The hold went with the purchase.
     assert_eq!(
         keys().await.len(),
