@@ -84,6 +84,56 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Why a call is not let through: an API error, or a caller over its rate (429 with
+/// `Retry-After`). One shape for every limited caller: shoppers and service keys.
+#[derive(Debug)]
+pub enum Refusal {
+    Api(ApiError),
+    TooMany {
+        message: &'static str,
+        retry_after_s: u64,
+    },
+}
+
+impl Refusal {
+    /// Over the rate: retry after `wait`, rounded up to whole seconds (at least one).
+    pub fn too_many(message: &'static str, wait: std::time::Duration) -> Refusal {
+        Refusal::TooMany {
+            message,
+            retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
+        }
+    }
+}
+
+impl From<ApiError> for Refusal {
+    fn from(e: ApiError) -> Self {
+        Refusal::Api(e)
+    }
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        Refusal::Api(e.into())
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Api(e) => e.into_response(),
+            Refusal::TooMany {
+                message,
+                retry_after_s,
+            } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(axum::http::header::RETRY_AFTER, retry_after_s.to_string())],
+                Json(json!({"error": message, "retry_after_s": retry_after_s})),
+            )
+                .into_response(),
+        }
+    }
+}
+
 /// The value, or a 404 naming `what`: an id that does not parse names nothing that exists,
 /// so it is as unknown as a well-formed id with no record.
 pub fn or_not_found<T>(value: Option<T>, what: &str) -> Result<T, ApiError> {

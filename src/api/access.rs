@@ -14,13 +14,14 @@
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, Ingest};
 use crate::auth::signature::ReceiptSecrets;
 use crate::auth::{ApiKey, Caller, CallerLimit, Claims, KeyStore, Role, Scope};
+use crate::http::Refusal;
 
 /// What a route asks of its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,39 +216,7 @@ fn shopper(
 fn within_rate(limit: &CallerLimit, name: &std::sync::Arc<str>) -> Result<(), Refusal> {
     limit
         .check_shared(name)
-        .map_err(|wait| Refusal::TooMany(wait.as_secs().max(1)))
-}
-
-/// Why a call is not let through.
-enum Refusal {
-    Api(ApiError),
-    /// Over the key's rate: retry after this many seconds.
-    TooMany(u64),
-}
-
-impl From<ApiError> for Refusal {
-    fn from(e: ApiError) -> Self {
-        Refusal::Api(e)
-    }
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        match self {
-            Refusal::Api(e) => e.into_response(),
-            Refusal::TooMany(secs) => {
-                let mut response = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "this key's call rate is exceeded, retry later",
-                )
-                .into_response();
-                if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
-                    response.headers_mut().insert(header::RETRY_AFTER, value);
-                }
-                response
-            }
-        }
-    }
+        .map_err(|wait| Refusal::too_many("this key's call rate is exceeded, retry later", wait))
 }
 
 /// Reads of customer data are logged with the key's name (never the key), for audits.

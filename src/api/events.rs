@@ -8,7 +8,6 @@
 //!
 //! Producers may also publish to the topics directly; `herald-events` checks again.
 
-use crate::http::Body;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -21,7 +20,7 @@ use serde_json::json;
 
 use super::offers::parse_json;
 use super::{ApiError, App, Ingest};
-use crate::http::or_not_found;
+use crate::http::{or_not_found, Body};
 use crate::kafka;
 use crate::model::commerce::{Invalid, MemberId, SaleEvent, UserEvent};
 use crate::model::{now_ms, CustomerId};

@@ -4,7 +4,6 @@
 //! - `POST /v1/campaigns` → 202 (stored, its batches queued for fan-out), `GET /v1/campaigns/{id}`
 //! - `POST /v1/receipts`: what a provider calls back with, one receipt or `{"receipts": [...]}`
 
-use crate::http::Body;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
@@ -20,7 +19,7 @@ use serde_json::{json, Value};
 use super::{ApiError, App, Ingest};
 use crate::campaigns::rules::is_known_time_zone;
 use crate::campaigns::{receipts, LaunchError};
-use crate::http::or_not_found;
+use crate::http::{or_not_found, Body};
 use crate::model::{
     now_ms, Campaign, CampaignId, Channel, Customer, CustomerId, Receipt, Template,
 };

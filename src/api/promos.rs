@@ -15,7 +15,6 @@
 //! a service key with `promos:write` acts as an admin); reserve and purchase
 //! are rate-limited per caller (429 with `Retry-After`).
 
-use crate::http::Body;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +29,7 @@ use serde_json::{json, Value};
 use super::offers::parse_json;
 use super::{ApiError, App, Ingest};
 use crate::auth::{CallerLimit, Claims, Jwt, Role};
-use crate::http::or_not_found;
+use crate::http::{or_not_found, Body, Refusal};
 use crate::model::commerce::{SaleEvent, SALE_COMPLETED};
 use crate::model::{now_ms, Channel, CustomerId, PromoId, SaleId};
 use crate::promos::{segment, FlashPromo, NewPromo, Window};
@@ -111,49 +110,16 @@ fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
     }
 }
 
-/// Why a buyer's call is refused: as any API error, or over the rate limit.
-enum Refused {
-    Api(ApiError),
-    /// Over the per-user rate limit: retry after this many seconds.
-    TooMany(u64),
-}
-
-impl From<ApiError> for Refused {
-    fn from(e: ApiError) -> Self {
-        Refused::Api(e)
-    }
-}
-
-impl From<crate::store::StoreError> for Refused {
-    fn from(e: crate::store::StoreError) -> Self {
-        Refused::Api(e.into())
-    }
-}
-
-impl IntoResponse for Refused {
-    fn into_response(self) -> Response {
-        match self {
-            Refused::Api(e) => e.into_response(),
-            Refused::TooMany(secs) => (
-                StatusCode::TOO_MANY_REQUESTS,
-                [(axum::http::header::RETRY_AFTER, secs.to_string())],
-                Json(json!({"error": "too many requests from this user", "retry_after_s": secs})),
-            )
-                .into_response(),
-        }
-    }
-}
-
 /// The caller as a buyer: their own customer id, within their rate limit.
-fn buyer(app: &Ingest, claims: &Claims) -> Result<CustomerId, Refused> {
+fn buyer(app: &Ingest, claims: &Claims) -> Result<CustomerId, Refusal> {
     let user = CustomerId::parse(&claims.sub).ok_or_else(|| {
-        Refused::Api(error(
+        Refusal::Api(error(
             StatusCode::FORBIDDEN,
             "the token's subject is not a customer id",
         ))
     })?;
     if let Err(wait) = app.promos.limit.check(user.as_str()) {
-        return Err(Refused::TooMany(wait.as_secs_f64().ceil().max(1.0) as u64));
+        return Err(Refusal::too_many("too many requests from this user", wait));
     }
     Ok(user)
 }
@@ -222,7 +188,7 @@ async fn definition(app: &Ingest, raw_id: &str) -> Result<Arc<FlashPromo>, ApiEr
 
 /// Refuses what the window no longer (or not yet) allows.
 /// What reserve and purchase answer: a response, or why the call is refused.
-type Refusable = Result<Response, Refused>;
+type Refusable = Result<Response, Refusal>;
 
 /// The buyer, the promo and now, for a reserve or a purchase: refused unless the caller is a
 /// user and the promo's window is open.
@@ -230,7 +196,7 @@ async fn buying(
     app: &Ingest,
     claims: &Claims,
     raw_id: &str,
-) -> Result<(CustomerId, Arc<FlashPromo>, u64), Refused> {
+) -> Result<(CustomerId, Arc<FlashPromo>, u64), Refusal> {
     let user = buyer(app, claims)?;
     let promo = definition(app, raw_id).await?;
     let now = now_ms();

@@ -65,8 +65,6 @@ impl Default for JwtPolicy {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
-    #[error("missing bearer token (Authorization: Bearer ...)")]
-    Missing,
     #[error("invalid token: {0}")]
     Invalid(String),
     #[error(transparent)]
@@ -146,19 +144,6 @@ impl Jwt {
         }
         Ok(claims)
     }
-
-    /// Reads `Authorization: Bearer <token>` and verifies it.
-    pub fn verify_header(&self, header: Option<&str>) -> Result<Claims, AuthError> {
-        let token = header
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(AuthError::Missing)?;
-        self.verify(token)
-    }
 }
 
 /// A rate limit per caller: `per_second` sustained, `burst` at once.
@@ -206,11 +191,10 @@ mod tests {
         let token = jwt
             .mint("c-42", Role::User, Duration::from_secs(60))
             .unwrap();
-        let claims = jwt.verify_header(Some(&format!("Bearer {token}"))).unwrap();
+        let claims = jwt.verify(&token).unwrap();
         assert_eq!((claims.sub.as_str(), claims.role), ("c-42", Role::User));
         let other = Jwt::new("another-secret-of-enough-bytes-0123").unwrap();
         assert!(matches!(other.verify(&token), Err(AuthError::Invalid(_))));
-        assert_eq!(jwt.verify_header(None), Err(AuthError::Missing));
         assert!(matches!(Jwt::new("short"), Err(AuthError::WeakSecret(_))));
     }
 
