@@ -65,13 +65,13 @@ pub struct CommonArgs {
     pub kafka_security: crate::kafka::security::KafkaSecurity,
 
     /// How long a campaign's report (its record and counts) is kept, in seconds.
-    #[arg(long, env = "HERALD_CAMPAIGN_RETENTION_SECS", default_value_t = 30 * 24 * 3600)]
+    #[arg(long, env = "HERALD_CAMPAIGN_RETENTION_SECS", default_value_t = crate::store::Retention::default().report.as_secs())]
     pub campaign_retention_secs: u64,
 
     /// How long a campaign's working sets (audience, batch marks, pending set, once-slots)
     /// are kept, in seconds: longer than the broker keeps messages, so a late redelivery
     /// still finds its slot.
-    #[arg(long, env = "HERALD_WORKING_RETENTION_SECS", default_value_t = 8 * 24 * 3600)]
+    #[arg(long, env = "HERALD_WORKING_RETENTION_SECS", default_value_t = crate::store::Retention::default().working.as_secs())]
     pub working_retention_secs: u64,
 }
 

@@ -146,37 +146,41 @@ pub fn or_not_found<T>(value: Option<T>, what: &str) -> Result<T, ApiError> {
 #[derive(Debug, Clone, clap::Args)]
 pub struct HttpLimits {
     /// How long a client may take to send a request's headers, in ms; then it is closed.
-    #[arg(long, env = "HERALD_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "HERALD_HTTP_HEADER_TIMEOUT_MS", default_value_t = HttpLimits::default().header_timeout_ms)]
     pub header_timeout_ms: u64,
 
     /// How long a request may take, body and answer included, in ms; then 408.
-    #[arg(long, env = "HERALD_HTTP_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    #[arg(long, env = "HERALD_HTTP_REQUEST_TIMEOUT_MS", default_value_t = HttpLimits::default().request_timeout_ms)]
     pub request_timeout_ms: u64,
 
     /// Connections served at once; more wait to be accepted.
-    #[arg(long, env = "HERALD_HTTP_MAX_CONNECTIONS", default_value_t = 2048)]
+    #[arg(long, env = "HERALD_HTTP_MAX_CONNECTIONS", default_value_t = HttpLimits::default().max_connections)]
     pub max_connections: usize,
 
     /// Largest body of a call, in bytes (413 beyond): every route but the bulk ones.
-    #[arg(long, env = "HERALD_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "HERALD_BODY_LIMIT_BYTES", default_value_t = HttpLimits::default().body_limit_bytes)]
     pub body_limit_bytes: usize,
 
     /// Largest body of the bulk routes (customers batch, user events, receipts), in bytes.
-    #[arg(long, env = "HERALD_BULK_BODY_LIMIT_BYTES", default_value_t = 8 * 1024 * 1024)]
+    #[arg(long, env = "HERALD_BULK_BODY_LIMIT_BYTES", default_value_t = HttpLimits::default().bulk_body_limit_bytes)]
     pub bulk_body_limit_bytes: usize,
 
     /// Largest body of `POST /v1/campaigns` (its audience is inline), in bytes.
-    #[arg(long, env = "HERALD_CAMPAIGN_BODY_LIMIT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, env = "HERALD_CAMPAIGN_BODY_LIMIT_BYTES", default_value_t = HttpLimits::default().campaign_body_limit_bytes)]
     pub campaign_body_limit_bytes: usize,
 }
 
+/// The body limit of a route that names none.
+const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// The one place the defaults are written: the flags' defaults read them.
 impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
             header_timeout_ms: 10_000,
             request_timeout_ms: 30_000,
             max_connections: 2048,
-            body_limit_bytes: 1024 * 1024,
+            body_limit_bytes: DEFAULT_BODY_LIMIT,
             bulk_body_limit_bytes: 8 * 1024 * 1024,
             campaign_body_limit_bytes: 64 * 1024 * 1024,
         }
@@ -301,7 +305,7 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
         let limit = req
             .extensions()
             .get::<BodyLimit>()
-            .map_or(1024 * 1024, |l| l.0);
+            .map_or(DEFAULT_BODY_LIMIT, |l| l.0);
         let too_large = || {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,

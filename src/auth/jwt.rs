@@ -49,7 +49,7 @@ pub struct JwtPolicy {
     pub jwt_audience: Option<String>,
 
     /// Longest lifetime (exp - iat) a token may have, in seconds.
-    #[arg(long, env = "HERALD_JWT_MAX_LIFETIME_SECS", default_value_t = 24 * 3600)]
+    #[arg(long, env = "HERALD_JWT_MAX_LIFETIME_SECS", default_value_t = JwtPolicy::default().jwt_max_lifetime_secs)]
     pub jwt_max_lifetime_secs: u64,
 }
 
