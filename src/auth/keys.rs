@@ -112,7 +112,11 @@ impl ApiKey {
         ring::rand::SystemRandom::new()
             .fill(&mut bytes)
             .map_err(|_| KeyError::Random)?;
-        Ok(ApiKey(format!("{}{}", Self::PREFIX, hex(&bytes))))
+        Ok(ApiKey(format!(
+            "{}{}",
+            Self::PREFIX,
+            super::hex::encode(&bytes)
+        )))
     }
 
     pub fn new(key: impl Into<String>) -> ApiKey {
@@ -129,7 +133,7 @@ impl ApiKey {
     }
 
     fn hash(&self) -> String {
-        hex(&self.digest())
+        super::hex::encode(&self.digest())
     }
 
     fn digest(&self) -> Digest {
@@ -151,25 +155,7 @@ impl fmt::Debug for ApiKey {
 type Digest = [u8; 32];
 
 fn unhex_digest(text: &str) -> Option<Digest> {
-    let text = text.trim();
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    super::hex::decode(text.trim(), 32)?.try_into().ok()
 }
 
 #[derive(Debug, thiserror::Error)]

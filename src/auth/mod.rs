@@ -6,6 +6,7 @@
 //! - [`signature`]: the HMAC signature a provider puts on the receipts it posts.
 //! - [`secrets`]: the start-up check that refuses empty, short or example secrets.
 
+mod hex;
 mod hs256;
 pub mod jwt;
 pub mod keys;

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use ring::hmac;
 
-use super::keys::hex;
 use super::secrets::{self, WeakSecret};
 
 /// The header a signed receipt carries.
@@ -110,28 +109,19 @@ fn parse_header(header: &str) -> Result<(u64, Vec<u8>), SignatureError> {
     for part in header.split(',') {
         match part.trim().split_once('=') {
             Some(("t", value)) => t = value.parse::<u64>().ok(),
-            Some(("v1", value)) => v1 = unhex(value),
+            // An HMAC-SHA256 is 32 bytes; a longer value is nobody's signature.
+            Some(("v1", value)) => v1 = super::hex::decode(value, 64),
             _ => {}
         }
     }
     t.zip(v1).ok_or(SignatureError::Malformed)
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || s.len() > 128 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// The `Herald-Signature` value for `body` signed with `secret` at `t` (what a provider sends).
 pub fn sign(secret: &str, t: u64, body: &[u8]) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret.trim().as_bytes());
     let tag = hmac::sign(&key, &signed_text(t, body));
-    format!("t={t},v1={}", hex(tag.as_ref()))
+    format!("t={t},v1={}", super::hex::encode(tag.as_ref()))
 }
 
 #[cfg(test)]
