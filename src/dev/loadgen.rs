@@ -27,6 +27,21 @@ pub enum LoadError {
     },
     #[error("the API key (HERALD_API_KEY) holds characters a header cannot carry")]
     BadKey,
+    #[error("cannot build an HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+/// An HTTP client that presents `key` (a service API key) with every call; a request's own
+/// `Authorization` wins over it.
+pub fn keyed_client(key: &str) -> Result<reqwest::Client, LoadError> {
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+        .map_err(|_| LoadError::BadKey)?;
+    value.set_sensitive(true);
+    let headers = reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .map_err(LoadError::Client)
 }
 
 /// The result of one run: every request's final status, and how long it took.
@@ -53,21 +68,9 @@ impl LoadGen {
 
     /// Presents `key` (a service API key) with every call.
     pub fn with_key(mut self, key: Option<&str>) -> Result<Self, LoadError> {
-        let Some(key) = key.filter(|k| !k.is_empty()) else {
-            return Ok(self);
-        };
-        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
-            .map_err(|_| LoadError::BadKey)?;
-        value.set_sensitive(true);
-        let headers =
-            reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
-        self.http = reqwest::Client::builder()
-            .default_headers(headers)
-            .build()
-            .map_err(|source| LoadError::Unreachable {
-                url: self.api.clone(),
-                source,
-            })?;
+        if let Some(key) = key.filter(|k| !k.is_empty()) {
+            self.http = keyed_client(key)?;
+        }
         Ok(self)
     }
 

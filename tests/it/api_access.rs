@@ -8,7 +8,7 @@ use std::time::Duration;
 use herald::auth::{Jwt, Role, Scope};
 use serde_json::{json, Value};
 
-use crate::harness::{quiet_provider, Fleet, JWT_SECRET, RECEIPT_SECRET};
+use crate::harness::{quiet_provider, Fleet, JWT_SECRET};
 
 /// What the issue allows to be public, written here rather than read from the code under test.
 const PUBLIC: [(&str, &str); 5] = [
@@ -49,8 +49,7 @@ async fn call(
         Credentials::None => {}
         Credentials::Bearer(token) => req = req.bearer_auth(token),
         Credentials::Signed => {
-            let now = herald::model::now_ms() / 1000;
-            let signature = herald::auth::signature::sign(RECEIPT_SECRET, now, body.as_bytes());
+            let signature = crate::harness::receipt_signature(body.as_bytes());
             req = req.header(herald::auth::signature::HEADER, signature);
         }
     }

@@ -43,6 +43,11 @@ pub const JWT_SECRET: &str = "test-jwt-secret-of-at-least-32-bytes";
 /// The secret the simulated provider signs receipts with, and the fleet's API verifies.
 pub const RECEIPT_SECRET: &str = "sim-receipt-secret-0123456789abcdef0123";
 
+/// The `Herald-Signature` the simulated provider would put on `body` now.
+pub fn receipt_signature(body: &[u8]) -> String {
+    herald::auth::signature::sign(RECEIPT_SECRET, herald::model::now_ms() / 1000, body)
+}
+
 /// The access settings of every fleet's API: a key file of the fleet's own (as an operator
 /// makes it, with `herald keys create`) and the simulator's receipt secret.
 pub fn access_args(keys_file: &std::path::Path) -> herald::api::program::AccessArgs {
@@ -64,17 +69,6 @@ pub fn admin_key_file(ns: &str) -> (std::path::PathBuf, String) {
     let key = herald::auth::keys::create(&file, "test-admin", &[herald::auth::Scope::Admin])
         .expect("an admin key");
     (file, key.expose().to_string())
-}
-
-/// A client that sends `key` with every request (a request's own Authorization wins).
-pub fn client_with_key(key: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).expect("a key");
-    headers.insert(reqwest::header::AUTHORIZATION, value);
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .expect("an HTTP client")
 }
 
 /// The flags of a program of the fleet in namespace `ns`.
@@ -197,7 +191,7 @@ impl Fleet {
             redis_url: redis_url.to_string(),
             provider_url,
             api_url,
-            http: client_with_key(&admin_key),
+            http: herald::dev::loadgen::keyed_client(&admin_key).expect("a client with the key"),
             anon: reqwest::Client::new(),
             keys_file,
             admin_key,
@@ -242,8 +236,7 @@ impl Fleet {
     /// POSTs receipts signed as the simulated provider signs them.
     pub async fn post_receipts(&self, body: Value) -> (u16, Value) {
         let body = body.to_string();
-        let now = herald::model::now_ms() / 1000;
-        let signature = herald::auth::signature::sign(RECEIPT_SECRET, now, body.as_bytes());
+        let signature = receipt_signature(body.as_bytes());
         let r = self
             .http
             .post(format!("{}/v1/receipts", self.api_url))
