@@ -69,7 +69,7 @@ pub struct Args {
 }
 
 /// Who may call the API.
-#[derive(clap::Args, Debug, Clone, Default)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct AccessArgs {
     /// The service key file (`herald keys create` writes it; mount it as a secret). Required
     /// unless `--insecure-dev`.
