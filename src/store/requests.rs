@@ -115,7 +115,11 @@ return out
 
 impl Store {
     pub(super) fn request_key(&self, id: &RequestId) -> String {
-        format!("{}:req:{}", self.ns, id)
+        format!("{}{id}", self.request_prefix())
+    }
+
+    fn request_prefix(&self) -> String {
+        format!("{}:req:", self.ns)
     }
 
     pub async fn create_request(&self, id: &RequestId, msg: &Message) -> Result<(), StoreError> {
@@ -237,7 +241,7 @@ impl Store {
                     .key(&key)
                     .arg(limit)
                     .arg(lease.as_millis() as u64)
-                    .arg(format!("{}:req:", self.ns)),
+                    .arg(self.request_prefix()),
             )
             .await?;
         let mut out = Vec::with_capacity(reply.len() / 4);
