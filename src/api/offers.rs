@@ -4,7 +4,7 @@
 //! - `POST /v1/campaigns` → 202 (stored, its batches queued for fan-out), `GET /v1/campaigns/{id}`
 //! - `POST /v1/receipts`: what a provider calls back with, one receipt or `{"receipts": [...]}`
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -21,7 +21,8 @@ use crate::campaigns::rules::is_known_time_zone;
 use crate::campaigns::{receipts, LaunchError};
 use crate::http::{or_not_found, Body};
 use crate::model::{
-    now_ms, Campaign, CampaignId, Channel, Customer, CustomerId, Receipt, Template,
+    now_ms, Campaign, CampaignId, Channel, Customer, CustomerId, EmailTemplate, Language, Receipt,
+    Template, Translation, BUILT_IN_VARIABLES,
 };
 
 /// Largest body for bulk routes: a million-customer audience is about 15 MB of JSON.
@@ -29,6 +30,7 @@ const MAX_AUDIENCE: usize = 5_000_000;
 const MAX_CUSTOMERS_PER_BATCH: usize = 10_000;
 const MAX_RECEIPTS_PER_CALL: usize = 10_000;
 const MAX_CONTACT_LEN: usize = 320;
+const MAX_TRANSLATIONS: usize = 32;
 
 pub fn routes(limits: &crate::http::HttpLimits) -> Router<Arc<Ingest>> {
     let bulk = || crate::http::body_limit(limits.bulk_body_limit_bytes);
@@ -207,6 +209,10 @@ struct NewCampaign {
     name: String,
     template: Template,
     #[serde(default)]
+    email: Option<EmailTemplate>,
+    #[serde(default)]
+    translations: BTreeMap<Language, Translation>,
+    #[serde(default)]
     channels: Vec<Channel>,
     #[serde(default)]
     confirmation_timeout_ms: BTreeMap<Channel, u64>,
@@ -257,6 +263,48 @@ fn validate_campaign(c: &NewCampaign) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Every template of the campaign: a name no profile has and that is not built in, a
+/// rendering error, or a sender that is not an address is refused here, naming the place,
+/// rather than found once per customer.
+fn check_templates(c: &Campaign, known: &BTreeSet<String>) -> Result<(), ApiError> {
+    if c.translations.len() > MAX_TRANSLATIONS {
+        return Err(ApiError::invalid(
+            "translations",
+            format!("at most {MAX_TRANSLATIONS} languages"),
+        ));
+    }
+    for (at, template) in c.templates() {
+        if let Some(name) = template.unknown_variable(known) {
+            return Err(ApiError::invalid(
+                at,
+                format!(
+                    "unknown variable {name:?}: no customer has such an attribute, and it is not one of {}",
+                    BUILT_IN_VARIABLES.join(", ")
+                ),
+            ));
+        }
+        template
+            .trial_render()
+            .map_err(|e| ApiError::invalid(at, e.to_string()))?;
+    }
+    let senders = c.email.iter().map(|e| ("email.from".to_string(), e)).chain(
+        c.translations
+            .iter()
+            .filter_map(|(l, t)| Some((format!("translations.{l}.email.from"), t.email.as_ref()?))),
+    );
+    for (at, email) in senders {
+        if let Some(from) = &email.from {
+            if from.parse::<lettre::message::Mailbox>().is_err() {
+                return Err(ApiError::invalid(
+                    at,
+                    "from must be an address, or a name and an address as Name <a@b.example>",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Stores the campaign and queues its batches; 202 with the id. Posting the same `id`
 /// again stores nothing new and re-queues the batches (fan-out skips finished ones), so a
 /// client that lost the answer can retry without any customer hearing twice.
@@ -271,16 +319,20 @@ async fn create_campaign(State(app): App, Body(body): Body) -> Result<Response, 
         .into_iter()
         .filter(|id| seen.insert(id.clone()))
         .collect();
+    let known = app.store.attribute_names().await?;
     let campaign = Campaign {
         id: new.id.unwrap_or_else(CampaignId::generate),
         name: new.name,
         template: new.template,
+        email: new.email,
+        translations: new.translations,
         channels: new.channels,
         confirmation_timeout_ms: new.confirmation_timeout_ms,
         max_cost: new.max_cost,
         recipients: audience.len() as u64,
         created_ms: now_ms(),
     };
+    check_templates(&campaign, &known)?;
     let launched =
         crate::campaigns::launch(&app.store, &app.producer, &app.topics, campaign, &audience)
             .await

@@ -215,7 +215,7 @@ impl FanOut {
             });
             match choice {
                 Choice::Send(channel) => {
-                    let d = render_delivery(
+                    let rendered = render_delivery(
                         &campaign,
                         customer_id,
                         customer,
@@ -224,10 +224,15 @@ impl FanOut {
                         &self.rules,
                         now,
                     );
-                    if render::too_large(&d) {
-                        unreachable.push((customer_id, render::TOO_LARGE));
-                    } else {
-                        sends.push(d);
+                    match rendered {
+                        Err(e) => {
+                            tracing::warn!(campaign = %id, customer = %customer_id, error = %e, "template could not be rendered");
+                            unreachable.push((customer_id, render::UNRENDERABLE));
+                        }
+                        Ok(d) if render::too_large(&d) => {
+                            unreachable.push((customer_id, render::TOO_LARGE))
+                        }
+                        Ok(d) => sends.push(d),
                     }
                 }
                 Choice::WaitUntil { channel, at_ms } => {
@@ -326,6 +331,7 @@ impl FanOut {
         let code = match reason {
             "unknown customer" => "unknown_customer",
             render::TOO_LARGE => "too_large",
+            render::UNRENDERABLE => "unrenderable",
             _ => "no_channel",
         };
         if self

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::cache::CampaignCache;
-use super::render::render_delivery;
+use super::render::{self, render_delivery};
 use super::rules::{Choice, Rules, Situation};
 use crate::kafka::{self, Topics};
 use crate::model::{
@@ -206,7 +206,7 @@ impl Retrier {
             let (Some(channel), Some(profile)) = (o.channel, customer.as_ref()) else {
                 return Ok(());
             };
-            let d = render_delivery(
+            let rendered = render_delivery(
                 campaign,
                 &o.customer,
                 profile,
@@ -215,6 +215,9 @@ impl Retrier {
                 &self.rules,
                 now_ms(),
             );
+            let Ok(d) = rendered else {
+                return Ok(self.exhaust(campaign, o, render::UNRENDERABLE).await?);
+            };
             kafka::publish_json(
                 &self.producer,
                 &self.topics.notify(channel),
@@ -237,15 +240,7 @@ impl Retrier {
         };
         match (choice, customer) {
             (Choice::Send(next), Some(profile)) => {
-                if !self
-                    .store
-                    .advance(&campaign.id, o, &self.token, next, 0, self.config.watch)
-                    .await?
-                {
-                    self.stats.lost_race.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
-                }
-                let d = render_delivery(
+                let rendered = render_delivery(
                     campaign,
                     &o.customer,
                     &profile,
@@ -254,6 +249,17 @@ impl Retrier {
                     &self.rules,
                     now_ms(),
                 );
+                let Ok(d) = rendered else {
+                    return Ok(self.exhaust(campaign, o, render::UNRENDERABLE).await?);
+                };
+                if !self
+                    .store
+                    .advance(&campaign.id, o, &self.token, next, 0, self.config.watch)
+                    .await?
+                {
+                    self.stats.lost_race.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
                 self.stats.fell_back.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(campaign = %campaign.id, customer = %o.customer, from = ?o.channel, to = %next, "falling back");
                 // If this publish is lost, the entry (kept pending for `watch`) republishes it.

@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{CampaignId, Channel, CustomerId, Message};
+use std::collections::BTreeMap;
+
+use super::{CampaignId, Channel, CustomerId, HtmlTemplate, Language, Message, Template};
 /// A point on Earth, validated on the way in.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Location {
@@ -31,6 +33,9 @@ pub struct Customer {
     /// Free-form values a campaign template can mention as `{{key}}`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub attributes: std::collections::BTreeMap<String, String>,
+    /// The language messages are written in for this customer, when the campaign has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<Language>,
 }
 
 fn default_time_zone() -> String {
@@ -47,76 +52,22 @@ impl Customer {
             .filter(|a| consented && !a.trim().is_empty())
     }
 
-    /// The value of `{{key}}` in a template.
-    pub fn placeholder(&self, id: &CustomerId, key: &str) -> Option<String> {
-        match key {
-            "id" | "customer_id" => Some(id.to_string()),
-            "name" => self.name.clone(),
-            _ => self.attributes.get(key).cloned(),
+    /// What a template sees: the customer's attributes, then the built-in names (which win).
+    pub fn template_context(&self, id: &CustomerId) -> minijinja::Value {
+        use minijinja::Value;
+        let mut values: BTreeMap<Value, Value> = self
+            .attributes
+            .iter()
+            .map(|(k, v)| (Value::from(k.as_str()), Value::from(v.as_str())))
+            .collect();
+        let mut set = |k: &str, v: &str| values.insert(Value::from(k), Value::from(v));
+        set("id", id.as_str());
+        set("customer_id", id.as_str());
+        set("name", self.name.as_deref().unwrap_or(""));
+        if let Some(language) = &self.language {
+            set("language", language.as_str());
         }
-    }
-}
-
-/// A message template with `{{placeholder}}`s filled from each customer's profile.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Template(String);
-
-impl TryFrom<String> for Template {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        if s.len() > Template::MAX_BYTES {
-            return Err(format!(
-                "template is longer than {} bytes",
-                Template::MAX_BYTES
-            ));
-        }
-        let mut rest = s.as_str();
-        while let Some(open) = rest.find("{{") {
-            let after = &rest[open + 2..];
-            let close = after
-                .find("}}")
-                .ok_or("template has a '{{' without its '}}'")?;
-            let key = after[..close].trim();
-            if key.is_empty() || key.contains('{') {
-                return Err(format!("template has an invalid placeholder {{{{{key}}}}}"));
-            }
-            rest = &after[close + 2..];
-        }
-        Ok(Template(s))
-    }
-}
-
-impl From<Template> for String {
-    fn from(t: Template) -> String {
-        t.0
-    }
-}
-
-impl Template {
-    /// Longest template accepted, in bytes.
-    pub const MAX_BYTES: usize = 16 * 1024;
-
-    /// Fills every placeholder; one the profile lacks becomes empty rather than leaking `{{…}}`.
-    pub fn render(&self, lookup: impl Fn(&str) -> Option<String>) -> String {
-        let mut out = String::with_capacity(self.0.len() + 32);
-        let mut rest = self.0.as_str();
-        while let Some(open) = rest.find("{{") {
-            out.push_str(&rest[..open]);
-            let after = &rest[open + 2..];
-            match after.find("}}") {
-                Some(close) => {
-                    out.push_str(&lookup(after[..close].trim()).unwrap_or_default());
-                    rest = &after[close + 2..];
-                }
-                None => {
-                    out.push_str(&rest[open..]);
-                    rest = "";
-                }
-            }
-        }
-        out.push_str(rest);
-        out
+        Value::from(values)
     }
 }
 
@@ -126,7 +77,14 @@ impl Template {
 pub struct Campaign {
     pub id: CampaignId,
     pub name: String,
+    /// The message body on every channel (the plain-text part of an e-mail).
     pub template: Template,
+    /// Subject, HTML part and sender of the e-mails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailTemplate>,
+    /// The same message in other languages, chosen by the customer's `language`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub translations: BTreeMap<Language, Translation>,
     /// Preferred order; empty means the rules' default order.
     #[serde(default)]
     pub channels: Vec<Channel>,
@@ -139,6 +97,70 @@ pub struct Campaign {
     pub max_cost: Option<f64>,
     pub recipients: u64,
     pub created_ms: u64,
+}
+
+/// What an e-mail adds to the body: a subject, an HTML part, a sender.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailTemplate {
+    pub subject: Template,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<HtmlTemplate>,
+    /// `Name <address>` or an address; the dispatcher's default sender when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+/// A campaign's message in one more language.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Translation {
+    pub template: Template,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailTemplate>,
+}
+
+impl Campaign {
+    /// The body and e-mail parts in the customer's language: an exact translation, else
+    /// one for the language's primary part (`es` for `es-mx`), else the campaign's own.
+    pub fn in_language(&self, language: Option<&Language>) -> (&Template, Option<&EmailTemplate>) {
+        let found = language.and_then(|l| {
+            self.translations.get(l).or_else(|| {
+                self.translations
+                    .iter()
+                    .find(|(k, _)| k.as_str() == l.primary())
+                    .map(|(_, t)| t)
+            })
+        });
+        match found {
+            Some(t) => (&t.template, t.email.as_ref().or(self.email.as_ref())),
+            None => (&self.template, self.email.as_ref()),
+        }
+    }
+
+    /// Every template of the campaign with where it is, for checking them all at creation.
+    pub fn templates(&self) -> Vec<(String, &Template)> {
+        let mut all = vec![("template".to_string(), &self.template)];
+        if let Some(e) = &self.email {
+            e.templates("email", &mut all);
+        }
+        for (lang, t) in &self.translations {
+            all.push((format!("translations.{lang}.template"), &t.template));
+            if let Some(e) = &t.email {
+                e.templates(&format!("translations.{lang}.email"), &mut all);
+            }
+        }
+        all
+    }
+}
+
+impl EmailTemplate {
+    fn templates<'a>(&'a self, at: &str, into: &mut Vec<(String, &'a Template)>) {
+        into.push((format!("{at}.subject"), &self.subject));
+        if let Some(h) = &self.html {
+            into.push((format!("{at}.html"), &h.0));
+        }
+    }
 }
 
 /// One batch of a campaign's audience, the unit of fan-out on `herald.campaigns`.
@@ -191,6 +213,19 @@ pub struct Delivery {
     /// The channel's policy for a send a crash left uncertain (from the rules).
     #[serde(default)]
     pub on_uncertain: UncertainSend,
+    /// What an e-mail carries besides the body (e-mail deliveries only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailParts>,
+}
+
+/// A rendered e-mail's subject, HTML part and sender.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailParts {
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 impl Delivery {

@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 mod campaign;
 pub mod commerce;
 mod lifecycle;
+mod template;
 pub use campaign::*;
 pub use lifecycle::*;
+pub use template::*;
 
 /// A delivery channel. The requests API of seed 001 accepts only `email|sms|push`
 /// (see [`Channel::REQUEST_TYPES`]); WhatsApp is for campaigns.

@@ -169,6 +169,8 @@ async fn activate(
         id: promo.campaign_id(),
         name: format!("Flash promo {}: {}", promo.id, promo.product.name),
         template: promo.message.clone(),
+        email: None,
+        translations: Default::default(),
         channels: promo.channels.clone(),
         confirmation_timeout_ms: Default::default(),
         max_cost: None,

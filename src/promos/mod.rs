@@ -245,7 +245,7 @@ fn default_message(product: &Product, price: Decimal, shop: &Shop) -> Result<Tem
         "{{{{name}}}}, flash promo: {} for {:.2} at {}, while units last.",
         product.name, price, shop.name
     ))
-    .map_err(|e| invalid("message", e))
+    .map_err(|e| invalid("message", e.to_string()))
 }
 
 #[cfg(test)]

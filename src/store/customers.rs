@@ -2,12 +2,19 @@
 //! consent, time zone, template attributes) and the GEO set of their locations that flash
 //! promos segment by.
 
+use std::collections::BTreeSet;
+
 use super::{Store, StoreError};
 use crate::model::{Customer, CustomerId};
 
 impl Store {
     pub(super) fn customer_key(&self, id: &CustomerId) -> String {
         format!("{}:customer:{id}", self.ns)
+    }
+
+    /// Every attribute name some profile has had: what a campaign template may mention.
+    fn attribute_names_key(&self) -> String {
+        format!("{}:customers:attributes", self.ns)
     }
 
     pub(super) fn geo_key(&self) -> String {
@@ -26,6 +33,10 @@ impl Store {
                 what: e.to_string(),
             })?;
             pipe.set(self.customer_key(id), json).ignore();
+            if !c.attributes.is_empty() {
+                pipe.sadd(self.attribute_names_key(), c.attributes.keys().collect::<Vec<_>>())
+                    .ignore();
+            }
             match c.location {
                 Some(loc) => pipe
                     .cmd("GEOADD")
@@ -38,6 +49,15 @@ impl Store {
             };
         }
         self.query_pipe::<()>(&pipe).await
+    }
+
+    /// The attribute names customers' profiles have carried (names are never forgotten: a
+    /// template naming one renders it empty for a customer without it).
+    pub async fn attribute_names(&self) -> Result<BTreeSet<String>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.smembers(self.attribute_names_key());
+        let (names,): (BTreeSet<String>,) = self.query_pipe(&pipe).await?;
+        Ok(names)
     }
 
     pub async fn customer(&self, id: &CustomerId) -> Result<Option<Customer>, StoreError> {
