@@ -102,9 +102,9 @@ pub struct ProviderArgs {
     )]
     pub provider_url: String,
 
-    /// API key sent as `X-API-Key`. Never logged.
+    /// API key sent as `X-API-Key` (needed by the `http` adapter). Never logged.
     #[arg(long, env = "HERALD_PROVIDER_API_KEY", hide_env_values = true)]
-    pub provider_api_key: Secret,
+    pub provider_api_key: Option<Secret>,
 
     /// Time-out of one provider call, in milliseconds.
     #[arg(long, env = "HERALD_PROVIDER_TIMEOUT_MS", default_value_t = 2000)]

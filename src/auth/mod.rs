@@ -4,6 +4,7 @@
 //!   campaign tool, the `herald` CLI), kept hashed in a file the operator mounts as a secret.
 //! - [`jwt`]: shoppers' bearer tokens for the flash-promo API, and the per-caller rate limit.
 //! - [`signature`]: the HMAC signature a provider puts on the receipts it posts.
+//! - [`unsubscribe`]: the signed token of a promotional e-mail's one-click unsubscribe link.
 //! - [`secrets`]: the start-up check that refuses empty, short or example secrets.
 
 mod hex;
@@ -12,6 +13,8 @@ pub mod jwt;
 pub mod keys;
 pub mod secrets;
 pub mod signature;
+pub mod unsubscribe;
 
 pub use jwt::{AuthError, CallerLimit, Claims, Jwt, JwtPolicy, Role};
 pub use keys::{ApiKey, Caller, KeyError, KeyStore, Scope};
+pub use unsubscribe::UnsubscribeTokens;

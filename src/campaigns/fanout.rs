@@ -196,7 +196,7 @@ impl FanOut {
         } else {
             self.store.audience_batch(id, batch.batch).await?
         };
-        let profiles = self.store.customers(&ids).await?;
+        let profiles = self.store.promotable_customers(&ids).await?;
         let unhealthy = self.unhealthy().await;
         let now = now_ms();
         let mut sends = Vec::with_capacity(ids.len());

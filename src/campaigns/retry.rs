@@ -200,7 +200,12 @@ impl Retrier {
         o: &Overdue,
         unhealthy: &[Channel],
     ) -> Result<(), RetryError> {
-        let customer = self.store.customer(&o.customer).await?;
+        let customer = self
+            .store
+            .promotable_customers(std::slice::from_ref(&o.customer))
+            .await?
+            .pop()
+            .flatten();
         if o.status == "queued" {
             // Published before but never claimed (lost publish, or quiet hours over): again.
             let (Some(channel), Some(profile)) = (o.channel, customer.as_ref()) else {

@@ -319,6 +319,7 @@ mod tests {
             time_zone: zone.into(),
             location: None,
             attributes: Default::default(),
+            language: None,
         }
     }
 
@@ -327,6 +328,8 @@ mod tests {
             id: CampaignId::parse("c").unwrap(),
             name: "t".into(),
             template: Template::try_from("hi".to_string()).unwrap(),
+            email: None,
+            translations: Default::default(),
             channels: order.to_vec(),
             confirmation_timeout_ms: Default::default(),
             max_cost,

@@ -9,9 +9,10 @@ use rdkafka::message::OwnedMessage;
 use tokio_util::sync::CancellationToken;
 
 use super::{claim_until, retry_store, Dispatcher, Handled, Step, Stop};
+use crate::campaigns::receipts;
 use crate::kafka;
-use crate::model::{now_ms, Delivery, LifecycleEvent, LifecycleKind};
-use crate::provider::SendOutcome;
+use crate::model::{now_ms, Delivery, LifecycleEvent, LifecycleKind, Receipt, ReceiptStatus};
+use crate::provider::{Outgoing, SendOutcome};
 use crate::store::{OnceClaim, SentOutcome};
 
 impl Dispatcher {
@@ -36,9 +37,15 @@ impl Dispatcher {
         let lease = self.config.lease;
         let key = d.idempotency_key();
         // Each renewal also marks the slot `sending`: from here a crash leaves it uncertain.
+        let out = Outgoing {
+            key: &key,
+            message: &d.message,
+            email: d.email.as_ref(),
+            promotion: Some((&d.campaign, &d.customer)),
+        };
         let outcome = self
             .provider
-            .send(&key, &d.message, cancel, || async {
+            .send(&out, cancel, || async {
                 retry_store(cancel, || self.store.renew_once(&d, &owner, lease))
                     .await
                     .unwrap_or(false)
@@ -107,6 +114,7 @@ impl Dispatcher {
         match outcome {
             SendOutcome::Delivered { provider_id } => {
                 let accepted = Instant::now();
+                let confirmed_id = provider_id.clone();
                 let recorded =
                     retry_store(&never, || self.store.mark_sent(d, owner, &provider_id)).await;
                 self.stats
@@ -124,6 +132,26 @@ impl Dispatcher {
                 };
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
                 self.emit_delivery(LifecycleKind::Sent, d, Some(detail))
+                    .await;
+                if self.provider.confirms_on_accept()
+                    && recorded == Some(SentOutcome::AwaitingReceipt)
+                {
+                    self.confirm_now(d, confirmed_id).await;
+                }
+            }
+            SendOutcome::Undeliverable { reason } => {
+                // The address first: if we crash now, the next campaign still skips it.
+                let channel = d.message.channel;
+                let _ = retry_store(&never, || {
+                    self.store
+                        .mark_undeliverable(channel, &d.message.to, &reason)
+                })
+                .await;
+                tracing::warn!(campaign = %d.campaign, customer = %d.customer, %channel, %reason, "address cannot receive; next channel due");
+                let _ =
+                    retry_store(&never, || self.store.mark_undelivered(d, owner, &reason)).await;
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                self.emit_delivery(LifecycleKind::Undelivered, d, Some(reason))
                     .await;
             }
             SendOutcome::Failed { reason } => {
@@ -143,6 +171,24 @@ impl Dispatcher {
             }
         }
         Handled::Done
+    }
+
+    /// For a provider whose acceptance is the last word (SMTP), the acceptance is the
+    /// receipt: applied at once through the same path as `/v1/receipts`, so counts, events
+    /// and metrics are the same.
+    async fn confirm_now(&self, d: &Delivery, provider_id: String) {
+        let receipt = [Receipt {
+            key: d.idempotency_key(),
+            status: ReceiptStatus::Delivered,
+            reason: None,
+            provider_id: Some(provider_id),
+        }];
+        let never = CancellationToken::new();
+        let applied = retry_store(&never, || {
+            receipts::apply(&self.store, &self.producer, &self.topics, &receipt)
+        })
+        .await;
+        tracing::debug!(campaign = %d.campaign, customer = %d.customer, ?applied, "confirmed on acceptance");
     }
 
     async fn emit_delivery(&self, kind: LifecycleKind, d: &Delivery, detail: Option<String>) {

@@ -29,7 +29,7 @@ use crate::kafka::{self, Topics};
 use crate::latency::LatencyHistogram;
 use crate::model::{Channel, Delivery, LifecycleEvent, LifecycleKind, Notification, RequestId};
 use crate::prom;
-use crate::provider::{CircuitState, ProviderClient};
+use crate::provider::{CircuitState, Provider};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -101,7 +101,7 @@ pub struct Dispatcher {
     pub store: Store,
     pub producer: FutureProducer,
     pub topics: Topics,
-    pub provider: Arc<ProviderClient>,
+    pub provider: Arc<Provider>,
     pub config: DispatchConfig,
     pub stats: DispatchStats,
 }
@@ -206,9 +206,11 @@ impl Dispatcher {
                 "p99": crate::latency::quantile(&window, 0.99),
             },
             "provider": {
+                "name": self.provider.name,
+                "adapter": self.provider.adapter,
                 "circuit": format!("{:?}", self.provider.circuit_state()).to_lowercase(),
                 "rate_per_sec": self.provider.current_rate(),
-                "calls": &self.provider.stats,
+                "calls": self.provider.stats(),
             },
         })
     }
@@ -244,7 +246,7 @@ impl Dispatcher {
                 "herald_provider_calls",
                 "Provider calls by status (calls counts every attempt).",
                 "status",
-                &self.provider.stats,
+                self.provider.stats(),
                 &labels,
             ),
             gauge(

@@ -14,7 +14,8 @@ use crate::config::{CommonArgs, HealthArgs, ProviderArgs};
 use crate::health::Probes;
 use crate::model::Channel;
 use crate::program::{self, Connections};
-use crate::provider::ProviderClient;
+use crate::provider::config::ProvidersArgs;
+use crate::provider::ProvidersConfig;
 
 /// Consumes `herald.notify.<channel>` in the group `herald-dispatch-<channel>`, claims each
 /// notification in Redis, calls the provider and records the outcome before committing.
@@ -27,6 +28,9 @@ pub struct Args {
 
     #[command(flatten)]
     pub provider: ProviderArgs,
+
+    #[command(flatten)]
+    pub providers: ProvidersArgs,
 
     #[command(flatten)]
     pub health: HealthArgs,
@@ -70,7 +74,9 @@ impl crate::program::Program for Program {
             store,
             producer,
             topics,
-            provider: Arc::new(ProviderClient::new(&args.provider)?),
+            provider: Arc::new(
+                ProvidersConfig::load(&args.providers)?.build(args.channel, &args.provider)?,
+            ),
             config: DispatchConfig {
                 channel: args.channel,
                 lease: Duration::from_millis(args.lease_ms),

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{claim_until, retry_store, Dispatcher, Handled, Step, Stop};
 use crate::model::{LifecycleKind, Notification, RequestStatus};
-use crate::provider::SendOutcome;
+use crate::provider::{Outgoing, SendOutcome};
 use crate::store::Claim;
 
 impl Dispatcher {
@@ -48,9 +48,15 @@ impl Dispatcher {
             }
         }
         self.emit(LifecycleKind::Processing, id, None).await;
+        let out = Outgoing {
+            key: id.as_str(),
+            message: &notification.message,
+            email: None,
+            promotion: None,
+        };
         let outcome = self
             .provider
-            .send(id.as_str(), &notification.message, cancel, || async {
+            .send(&out, cancel, || async {
                 retry_store(cancel, || self.store.renew(id, &owner, lease))
                     .await
                     .unwrap_or(false)
@@ -61,6 +67,16 @@ impl Dispatcher {
                 (RequestStatus::Sent, LifecycleKind::Sent, provider_id)
             }
             SendOutcome::Failed { reason } => {
+                (RequestStatus::Failed, LifecycleKind::Failed, reason)
+            }
+            SendOutcome::Undeliverable { reason } => {
+                let never = CancellationToken::new();
+                let channel = notification.message.channel;
+                let to = &notification.message.to;
+                let _ = retry_store(&never, || {
+                    self.store.mark_undeliverable(channel, to, &reason)
+                })
+                .await;
                 (RequestStatus::Failed, LifecycleKind::Failed, reason)
             }
             SendOutcome::Abandoned { .. } => {

@@ -269,14 +269,17 @@ mod tests {
     }
 
     #[test]
-    fn templates_fill_placeholders_and_reject_broken_ones() {
+    fn templates_fill_a_customers_values_and_reject_broken_ones() {
         let t = Template::try_from("Hola {{ name }}, {{tier}} {{missing}}!".to_string()).unwrap();
-        let out = t.render(|k| match k {
-            "name" => Some("Ana".into()),
-            "tier" => Some("gold".into()),
-            _ => None,
-        });
-        assert_eq!(out, "Hola Ana, gold !");
+        let ana: Customer =
+            serde_json::from_str(r#"{"name":"Ana","attributes":{"tier":"gold","name":"x"}}"#)
+                .unwrap();
+        let id = CustomerId::parse("c-1").unwrap();
+        // The built-in `name` wins over an attribute of the same name.
+        assert_eq!(
+            t.render(&ana.template_context(&id)).unwrap(),
+            "Hola Ana, gold !"
+        );
         assert!(Template::try_from("Hola {{name".to_string()).is_err());
         assert!(Template::try_from("Hola {{}}".to_string()).is_err());
     }

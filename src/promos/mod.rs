@@ -274,7 +274,8 @@ mod tests {
         assert_eq!(p.price.to_string(), "19.99");
         assert!(p
             .message
-            .render(|_| Some("Ana".into()))
+            .render(&minijinja::context! { name => "Ana" })
+            .unwrap()
             .starts_with("Ana, flash promo: Auriculares for 19.99"));
         assert_eq!(p.window(p.starts_ms - 1), Window::Scheduled);
         assert_eq!(p.window(p.starts_ms), Window::Active);

@@ -1,9 +1,156 @@
-//! Talking to the external notification provider, resiliently.
-//! Nothing outside this module makes an HTTP call to the provider.
+//! Talking to the providers that deliver, resiliently. Nothing outside this module makes a
+//! call to a provider.
+//!
+//! A [`Provider`] is an adapter ([`Transport`]: one call, its answer classified) wrapped in
+//! the [`Resilience`] every adapter shares (limiter, breaker, retries, concurrency cap).
+//! Adapters: [`http`] (seed 001's `POST /v1/notify` contract) and [`smtp`] (e-mail through
+//! any SMTP server, on lettre). Which channel uses which is [`config`]: the providers file.
 
 pub mod breaker;
-pub mod client;
+pub mod config;
+pub mod http;
 pub mod limiter;
+pub mod resilient;
+pub mod smtp;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 pub use breaker::CircuitState;
-pub use client::{ProviderClient, SendOutcome, API_KEY_HEADER, IDEMPOTENCY_KEY_HEADER};
+pub use config::{ProvidersConfig, ProvidersError};
+pub use http::{API_KEY_HEADER, IDEMPOTENCY_KEY_HEADER};
+pub use resilient::{ProviderStats, Resilience};
+
+use crate::model::{CampaignId, CustomerId, EmailParts, Message};
+
+/// One message on its way to a provider.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// The idempotency key: the same for every attempt and every resend after a crash.
+    pub key: &'a str,
+    pub message: &'a Message,
+    /// Subject, HTML part and sender, for e-mail.
+    pub email: Option<&'a EmailParts>,
+    /// Set for promotions (campaign deliveries): the message carries an unsubscribe link.
+    /// Transactional messages (seed 001 requests, sale confirmations) leave it `None`.
+    pub promotion: Option<(&'a CampaignId, &'a CustomerId)>,
+}
+
+/// How a send ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    Delivered {
+        provider_id: String,
+    },
+    /// Ended without success: a permanent rejection or retries exhausted.
+    Failed {
+        reason: String,
+    },
+    /// The address can never receive (an SMTP 5xx at RCPT, say): it is suppressed for
+    /// promotions and the customer moves to the next channel now.
+    Undeliverable {
+        reason: String,
+    },
+    /// Gave up without an outcome (shutdown, or the lease went to someone else): not ours to
+    /// record. `maybe_sent` when an earlier attempt ended without an answer (a time-out or a
+    /// broken connection after the request left), so the provider may have accepted it.
+    Abandoned {
+        maybe_sent: bool,
+    },
+}
+
+/// How one call to a provider ended, when it did not succeed.
+#[derive(Debug)]
+pub enum AttemptError {
+    /// Slow down: the provider's rate limit (429, SMTP 421 "too many connections").
+    RateLimited { retry_after: Duration },
+    /// This message will not be accepted as it is: no point in retrying it.
+    Rejected { reason: String },
+    /// This address will never receive anything.
+    Undeliverable { reason: String },
+    /// Worth another try. `maybe_sent` when there was no answer to a request that may have
+    /// arrived (a time-out, or the connection broke after it was made); `network` when the
+    /// provider never answered at all.
+    Transient {
+        why: String,
+        maybe_sent: bool,
+        network: bool,
+    },
+}
+
+pub type AttemptFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<String, AttemptError>> + Send + 'a>>;
+
+/// One adapter: a single call to its provider, its answer classified. Retries, rate and
+/// breaker are the [`Resilience`] around it, the same for every adapter.
+pub trait Transport: Send + Sync {
+    /// One call; `Ok` with the provider's id for the message.
+    fn attempt<'a>(&'a self, out: &'a Outgoing<'a>) -> AttemptFuture<'a>;
+
+    /// Whether acceptance is all the confirmation there will be (SMTP: a 250 is the last
+    /// word until a bounce), so the delivery is confirmed at once instead of awaiting a
+    /// receipt.
+    fn confirms_on_accept(&self) -> bool {
+        false
+    }
+}
+
+/// A named provider: its adapter and its resilience.
+pub struct Provider {
+    pub name: String,
+    /// The adapter's kind: `http`, `smtp`.
+    pub adapter: &'static str,
+    transport: Box<dyn Transport>,
+    resilience: Resilience,
+}
+
+impl Provider {
+    pub fn new(
+        name: impl Into<String>,
+        adapter: &'static str,
+        transport: Box<dyn Transport>,
+        resilience: Resilience,
+    ) -> Self {
+        Provider {
+            name: name.into(),
+            adapter,
+            transport,
+            resilience,
+        }
+    }
+
+    /// Sends until accepted, refused, or out of attempts (see [`Resilience::send`]).
+    pub async fn send<F, Fut>(
+        &self,
+        out: &Outgoing<'_>,
+        cancel: &CancellationToken,
+        before_attempt: F,
+    ) -> SendOutcome
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        self.resilience
+            .send(self.transport.as_ref(), out, cancel, before_attempt)
+            .await
+    }
+
+    pub fn confirms_on_accept(&self) -> bool {
+        self.transport.confirms_on_accept()
+    }
+
+    pub fn circuit_state(&self) -> CircuitState {
+        self.resilience.circuit_state()
+    }
+
+    pub fn current_rate(&self) -> f64 {
+        self.resilience.current_rate()
+    }
+
+    pub fn stats(&self) -> &ProviderStats {
+        &self.resilience.stats
+    }
+}

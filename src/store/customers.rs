@@ -34,8 +34,11 @@ impl Store {
             })?;
             pipe.set(self.customer_key(id), json).ignore();
             if !c.attributes.is_empty() {
-                pipe.sadd(self.attribute_names_key(), c.attributes.keys().collect::<Vec<_>>())
-                    .ignore();
+                pipe.sadd(
+                    self.attribute_names_key(),
+                    c.attributes.keys().collect::<Vec<_>>(),
+                )
+                .ignore();
             }
             match c.location {
                 Some(loc) => pipe

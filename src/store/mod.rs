@@ -81,6 +81,7 @@ mod pending;
 mod promos;
 mod requests;
 mod slots;
+mod suppression;
 pub use campaigns::{CampaignCreation, Retention, BATCH_SIZE};
 pub use events::{ActivitySummary, Confirmation, CreditLine, LoyaltyAccount, LoyaltyCredit};
 pub use metrics::{Applied, Increments, MetricsRun};

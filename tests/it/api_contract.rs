@@ -160,7 +160,7 @@ async fn http_statuses(fleet: &Fleet, ids: &[String]) -> HashMap<String, usize> 
 async fn a_refused_request_reads_failed_over_http() {
     let fleet = Fleet::start(quiet_provider(), 2).await;
     let mut wrong_key = fleet.provider_args();
-    wrong_key.provider_api_key = "not-the-key".into();
+    wrong_key.provider_api_key = Some("not-the-key".into());
     fleet
         .start_dispatcher_with(Channel::Email, fleet.shutdown.child_token(), wrong_key)
         .await;

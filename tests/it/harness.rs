@@ -18,6 +18,7 @@ use herald::kafka::{self, Topics};
 use herald::metrics::{self, Aggregator};
 use herald::model::Channel;
 use herald::program::Program as _;
+use herald::provider::config::ProvidersArgs;
 use herald::store::Store;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
@@ -265,7 +266,7 @@ impl Fleet {
     pub fn provider_args(&self) -> ProviderArgs {
         ProviderArgs {
             provider_url: self.provider_url.clone(),
-            provider_api_key: API_KEY.into(),
+            provider_api_key: Some(API_KEY.into()),
             // Generous, as in production: a call slowed by a loaded CI machine must not be
             // retried (and delivered twice by the counting simulator) for being slow.
             provider_timeout_ms: 5000,
@@ -311,7 +312,21 @@ impl Fleet {
         stop: CancellationToken,
         provider: ProviderArgs,
     ) -> (Arc<Dispatcher>, tokio::task::JoinHandle<()>) {
+        self.start_dispatcher_through(channel, stop, provider, ProvidersArgs::default())
+            .await
+    }
+
+    /// As [`Fleet::start_dispatcher_with`], with the providers' configuration given too
+    /// (an SMTP server for e-mail, say).
+    pub async fn start_dispatcher_through(
+        &self,
+        channel: Channel,
+        stop: CancellationToken,
+        provider: ProviderArgs,
+        providers: ProvidersArgs,
+    ) -> (Arc<Dispatcher>, tokio::task::JoinHandle<()>) {
         let args = dispatch::program::Args {
+            providers,
             common: self.common(),
             // Longer than a provider call can take, as in production (30 s vs 2 s).
             lease_ms: 5_000.max(2 * provider.provider_timeout_ms),

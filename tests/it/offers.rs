@@ -536,7 +536,7 @@ async fn the_same_campaign_again_is_accepted_and_a_different_one_under_its_id_re
     }
     let campaign = CampaignId::parse("again").unwrap();
     let stored = fleet.store.campaign(&campaign).await.unwrap().unwrap();
-    assert_eq!(String::from(stored.template), "hi");
+    assert_eq!(stored.template.source(), "hi");
     let audience = fleet.store.audience_batch(&campaign, 0).await.unwrap();
     assert_eq!(audience, ["a", "b"].map(|c| CustomerId::parse(c).unwrap()));
 }

@@ -34,6 +34,7 @@ fn delivery(campaign: &str, customer: &str, channel: Channel, attempt: u32) -> D
         timeout_ms: 0,
         fanned_out_ms: 0,
         on_uncertain: UncertainSend::Resend,
+        email: None,
     }
 }
 

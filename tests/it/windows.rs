@@ -307,6 +307,8 @@ async fn a_finished_campaigns_keys_expire_after_their_retention() {
         id: id.clone(),
         name: "n".into(),
         template: Template::try_from("hi".to_string()).unwrap(),
+        email: None,
+        translations: Default::default(),
         channels: Vec::new(),
         confirmation_timeout_ms: Default::default(),
         max_cost: None,

@@ -1,0 +1,181 @@
+//! The seed 001 adapter: `POST {url}/v1/notify` with the message as JSON, `X-API-Key` and
+//! the notification's `Idempotency-Key`. 2xx accepted (its `provider_id`), 429 slow down,
+//! 5xx/408/network transient, any other 4xx a rejection of this message.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use super::{AttemptError, AttemptFuture, Outgoing, Transport};
+use crate::config::{ProviderArgs, Secret};
+
+pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
+pub const API_KEY_HEADER: &str = "X-API-Key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpAdapterError {
+    #[error("cannot build the provider's HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("HERALD_PROVIDER_API_KEY is empty: set the key your provider gave you")]
+    EmptyKey,
+}
+
+/// The seed 001 HTTP contract.
+pub struct HttpTransport {
+    http: reqwest::Client,
+    notify_url: String,
+    api_key: Secret,
+}
+
+impl HttpTransport {
+    pub fn new(args: &ProviderArgs) -> Result<Self, HttpAdapterError> {
+        let api_key = args
+            .provider_api_key
+            .clone()
+            .filter(|k| !k.expose().trim().is_empty())
+            .ok_or(HttpAdapterError::EmptyKey)?;
+        let http = reqwest::Client::builder()
+            // A redirect would carry X-API-Key to wherever it points: a provider that moves
+            // is configured anew, not followed.
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(args.timeout())
+            .connect_timeout(args.timeout().min(Duration::from_secs(2)))
+            .pool_max_idle_per_host(args.provider_concurrency)
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(HttpTransport {
+            http,
+            notify_url: format!("{}/v1/notify", args.provider_url.trim_end_matches('/')),
+            api_key,
+        })
+    }
+
+    async fn call(&self, out: &Outgoing<'_>) -> Result<String, AttemptError> {
+        let response = self
+            .http
+            .post(&self.notify_url)
+            .header(API_KEY_HEADER, self.api_key.expose())
+            .header(IDEMPOTENCY_KEY_HEADER, out.key)
+            .json(out.message)
+            .send()
+            .await
+            .map_err(|e| AttemptError::Transient {
+                why: describe_reqwest_error(&e),
+                maybe_sent: !e.is_connect(),
+                network: true,
+            })?;
+        let status = response.status();
+        if status.is_success() {
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            let id = body
+                .get("provider_id")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            return Ok(id.to_string());
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let retry_after =
+                parse_retry_after(response.headers().get(reqwest::header::RETRY_AFTER));
+            return Err(AttemptError::RateLimited { retry_after });
+        }
+        if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
+            return Err(AttemptError::Transient {
+                why: format!("provider answered {status}"),
+                maybe_sent: false,
+                network: false,
+            });
+        }
+        let body = response.text().await.unwrap_or_default();
+        let body: String = body.chars().take(200).collect();
+        Err(AttemptError::Rejected {
+            reason: format!("provider rejected: {status} {body}"),
+        })
+    }
+}
+
+impl Transport for HttpTransport {
+    fn attempt<'a>(&'a self, out: &'a Outgoing<'a>) -> AttemptFuture<'a> {
+        Box::pin(self.call(out))
+    }
+}
+
+fn describe_reqwest_error(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "provider call timed out".into()
+    } else if e.is_connect() {
+        "cannot connect to provider".into()
+    } else {
+        format!("provider call failed: {e}")
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare from APIs; it falls back to 1 s).
+pub fn parse_retry_after(value: Option<&reqwest::header::HeaderValue>) -> Duration {
+    value
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(300.0)))
+        .unwrap_or(Duration::from_secs(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::Resilience;
+    use reqwest::header::HeaderValue;
+
+    fn args(rate: f64, max_rate: f64) -> ProviderArgs {
+        ProviderArgs {
+            provider_url: "http://127.0.0.1:1".into(),
+            provider_api_key: Some("k".into()),
+            provider_timeout_ms: 1000,
+            provider_max_attempts: 1,
+            provider_backoff_ms: 1,
+            provider_backoff_max_ms: 1,
+            provider_concurrency: 1,
+            provider_rate: rate,
+            provider_max_rate: max_rate,
+            provider_breaker_failures: 1,
+            provider_breaker_cooldown_ms: 1,
+        }
+    }
+
+    #[test]
+    fn a_missing_key_or_a_rate_that_is_not_a_positive_number_is_refused_at_start() {
+        assert!(HttpTransport::new(&args(500.0, 1000.0)).is_ok());
+        for key in [None, Some(" ".into())] {
+            let mut keyless = args(500.0, 1000.0);
+            keyless.provider_api_key = key;
+            assert!(matches!(
+                HttpTransport::new(&keyless),
+                Err(HttpAdapterError::EmptyKey)
+            ));
+        }
+        for (rate, max) in [
+            (f64::NAN, 10.0),
+            (-1.0, 10.0),
+            (0.0, 10.0),
+            (5.0, f64::INFINITY),
+        ] {
+            assert!(Resilience::new(&args(rate, max)).is_err(), "{rate} {max}");
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_defaults_to_one() {
+        assert_eq!(
+            parse_retry_after(Some(&HeaderValue::from_static("3"))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            parse_retry_after(Some(&HeaderValue::from_static("0.5"))),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            parse_retry_after(Some(&HeaderValue::from_static("soon"))),
+            Duration::from_secs(1)
+        );
+        assert_eq!(parse_retry_after(None), Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,261 @@
+//! What every adapter gets around its calls: a time-out per call (the adapter's), bounded
+//! retries with jittered exponential back-off on transient errors, `Retry-After` honoured
+//! through the adaptive limiter, a concurrency cap, and a circuit breaker.
+//!
+//! Retries are hand-written rather than taken from `backon`/`backoff`: the loop has to
+//! interleave the limiter, the breaker, lease renewal and cancellation, which is where those
+//! crates stop helping.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::breaker::{CircuitBreaker, CircuitState};
+use super::limiter::AdaptiveRateLimiter;
+use super::{AttemptError, Outgoing, SendOutcome, Transport};
+use crate::config::ProviderArgs;
+use crate::shutdown::sleep_unless_cancelled;
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    /// 429s are waited out, not counted as attempts, but not forever.
+    pub max_rate_limited: u32,
+}
+
+impl RetryPolicy {
+    /// Full jitter: a uniform wait in [0, min(max, base * 2^attempt)].
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self.base_backoff.saturating_mul(1u32 << attempt.min(16));
+        let cap = exp.min(self.max_backoff);
+        let millis = cap.as_millis() as u64;
+        Duration::from_millis(rand::rng().random_range(0..=millis))
+    }
+}
+
+/// Counters an operator (and the tests) read.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ProviderStats {
+    pub calls: AtomicU64,
+    pub delivered: AtomicU64,
+    pub server_errors: AtomicU64,
+    pub network_errors: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub rejected: AtomicU64,
+    /// Addresses the provider said can never receive.
+    pub undeliverable: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResilienceError {
+    /// A rate that is not a positive number would stall or break the limiter.
+    #[error("--{0} must be a positive number, not {1}")]
+    Rate(&'static str, f64),
+}
+
+/// The limiter, breaker, concurrency cap and retry policy of one provider.
+pub struct Resilience {
+    limiter: AdaptiveRateLimiter,
+    breaker: CircuitBreaker,
+    concurrency: Arc<Semaphore>,
+    policy: RetryPolicy,
+    pub stats: ProviderStats,
+}
+
+impl Resilience {
+    pub fn new(args: &ProviderArgs) -> Result<Self, ResilienceError> {
+        for (flag, rate) in [
+            ("provider-rate", args.provider_rate),
+            ("provider-max-rate", args.provider_max_rate),
+        ] {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(ResilienceError::Rate(flag, rate));
+            }
+        }
+        Ok(Resilience {
+            limiter: AdaptiveRateLimiter::new(args.provider_rate, args.provider_max_rate),
+            breaker: CircuitBreaker::new(
+                args.provider_breaker_failures,
+                Duration::from_millis(args.provider_breaker_cooldown_ms),
+            ),
+            concurrency: Arc::new(Semaphore::new(args.provider_concurrency.max(1))),
+            policy: RetryPolicy {
+                max_attempts: args.provider_max_attempts.max(1),
+                base_backoff: Duration::from_millis(args.provider_backoff_ms),
+                max_backoff: Duration::from_millis(args.provider_backoff_max_ms),
+                max_rate_limited: 30,
+            },
+            stats: ProviderStats::default(),
+        })
+    }
+
+    pub fn circuit_state(&self) -> CircuitState {
+        self.breaker.state()
+    }
+
+    pub fn current_rate(&self) -> f64 {
+        self.limiter.current_rate()
+    }
+
+    /// Sends `out` through `transport` until it is accepted, permanently refused, or out of
+    /// attempts. `before_attempt` runs right before each call; if it answers `false` (the
+    /// caller lost its claim) nothing more is sent.
+    pub async fn send<F, Fut>(
+        &self,
+        transport: &dyn Transport,
+        out: &Outgoing<'_>,
+        cancel: &CancellationToken,
+        mut before_attempt: F,
+    ) -> SendOutcome
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let mut failures = 0u32;
+        let mut rate_limited = 0u32;
+        let mut last_error: String;
+        let mut maybe_sent = false;
+        let abandoned = |maybe_sent| SendOutcome::Abandoned { maybe_sent };
+        loop {
+            if let Err(open) = self.breaker.check() {
+                failures += 1;
+                last_error = "provider circuit open".into();
+                if failures >= self.policy.max_attempts {
+                    break;
+                }
+                let wait = open.retry_in.max(self.policy.backoff(failures));
+                if !sleep_unless_cancelled(wait, cancel).await {
+                    return abandoned(maybe_sent);
+                }
+                continue;
+            }
+            if !self.wait_for_slot(cancel).await {
+                return abandoned(maybe_sent);
+            }
+            let renewing = tokio::time::Instant::now();
+            if !before_attempt().await {
+                self.breaker.record_neutral();
+                return abandoned(maybe_sent);
+            }
+            // A slow renewal (Redis down) makes the reserved slot stale; callers that all
+            // waited on Redis would otherwise call the provider in one burst when it returns.
+            if renewing.elapsed() > Duration::from_millis(250) && !self.wait_for_slot(cancel).await
+            {
+                return abandoned(maybe_sent);
+            }
+            match self.attempt(transport, out).await {
+                Ok(provider_id) => {
+                    self.breaker.record_success();
+                    self.limiter.on_admitted();
+                    self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    return SendOutcome::Delivered { provider_id };
+                }
+                Err(AttemptError::RateLimited { retry_after }) => {
+                    self.breaker.record_neutral();
+                    self.limiter.on_rate_limited(retry_after);
+                    self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    rate_limited += 1;
+                    last_error = "provider rate limit".into();
+                    if rate_limited > self.policy.max_rate_limited {
+                        break;
+                    }
+                }
+                Err(AttemptError::Rejected { reason }) => {
+                    self.breaker.record_neutral();
+                    self.limiter.on_admitted();
+                    self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    return SendOutcome::Failed { reason };
+                }
+                Err(AttemptError::Undeliverable { reason }) => {
+                    self.breaker.record_neutral();
+                    self.limiter.on_admitted();
+                    self.stats.undeliverable.fetch_add(1, Ordering::Relaxed);
+                    return SendOutcome::Undeliverable { reason };
+                }
+                Err(AttemptError::Transient {
+                    why,
+                    maybe_sent: no_answer,
+                    network,
+                }) => {
+                    let counter = if network {
+                        &self.stats.network_errors
+                    } else {
+                        &self.stats.server_errors
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    maybe_sent |= no_answer;
+                    self.breaker.record_failure();
+                    // A 5xx or a time-out still used up one of the provider's admissions.
+                    self.limiter.on_admitted();
+                    failures += 1;
+                    last_error = why;
+                    if failures >= self.policy.max_attempts {
+                        break;
+                    }
+                    if !sleep_unless_cancelled(self.policy.backoff(failures), cancel).await {
+                        return abandoned(maybe_sent);
+                    }
+                }
+            }
+        }
+        SendOutcome::Failed {
+            reason: format!("gave up after {failures} failed attempts: {last_error}"),
+        }
+    }
+
+    async fn attempt(
+        &self,
+        transport: &dyn Transport,
+        out: &Outgoing<'_>,
+    ) -> Result<String, AttemptError> {
+        let _permit = self
+            .concurrency
+            .acquire()
+            .await
+            .map_err(|_| AttemptError::Transient {
+                why: "client shutting down".into(),
+                maybe_sent: false,
+                network: false,
+            })?;
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        transport.attempt(out).await
+    }
+
+    /// Waits for a rate-limit slot; `false` if cancelled first.
+    async fn wait_for_slot(&self, cancel: &CancellationToken) -> bool {
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                self.breaker.record_neutral();
+                false
+            }
+            _ = self.limiter.acquire() => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded_and_grows() {
+        let p = RetryPolicy {
+            max_attempts: 5,
+            base_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(1000),
+            max_rate_limited: 1,
+        };
+        for attempt in 0..20 {
+            assert!(p.backoff(attempt) <= Duration::from_millis(1000));
+        }
+        let max_seen_early = (0..200).map(|_| p.backoff(0)).max().unwrap();
+        assert!(max_seen_early <= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,131 @@
+//! Who must not be sent promotions on a channel: customers who unsubscribed (one-click
+//! unsubscribe, STOP replies), and addresses that can never receive (a 5xx at RCPT, a hard
+//! bounce). An address is suppressed, not a customer, so a customer who changes the address
+//! is reachable again. Transactional messages (seed 001 requests, sale confirmations) do not
+//! read these lists.
+
+use std::collections::BTreeMap;
+
+use super::{Lua, Store, StoreError};
+use crate::model::{CampaignId, Channel, Customer, CustomerId};
+
+// KEYS[1] campaign. Counts an unsubscribe on a campaign that still has its report (a key
+// recreated after retention would never expire).
+static COUNT_UNSUBSCRIBE: Lua = Lua::new(
+    r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'unsubscribed', 1)
+return 1
+"#,
+);
+
+/// An address's case does not matter to who receives it, and bounce reports vary in it.
+fn normalise(address: &str) -> String {
+    address.trim().to_ascii_lowercase()
+}
+
+impl Store {
+    fn unsubscribed_key(&self, channel: Channel) -> String {
+        format!("{}:suppress:unsubscribed:{channel}", self.ns)
+    }
+
+    fn undeliverable_key(&self, channel: Channel) -> String {
+        format!("{}:suppress:undeliverable:{channel}", self.ns)
+    }
+
+    /// Withdraws the customer's consent to promotions on `channel`; `true` the first time.
+    /// The campaign whose message carried the link counts it.
+    pub async fn unsubscribe(
+        &self,
+        customer: &CustomerId,
+        channel: Channel,
+        from_campaign: Option<&CampaignId>,
+    ) -> Result<bool, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.sadd(self.unsubscribed_key(channel), customer.as_str());
+        let (added,): (i64,) = self.query_pipe(&pipe).await?;
+        if added == 1 {
+            if let Some(campaign) = from_campaign {
+                let _: i64 = self
+                    .eval(&COUNT_UNSUBSCRIBE.key(self.campaign_key(campaign)))
+                    .await?;
+            }
+        }
+        Ok(added == 1)
+    }
+
+    /// Marks `address` as one that can never receive on `channel`; `true` the first time.
+    pub async fn mark_undeliverable(
+        &self,
+        channel: Channel,
+        address: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let mut pipe = redis::pipe();
+        let reason: String = reason.chars().take(300).collect();
+        pipe.hset_nx(self.undeliverable_key(channel), normalise(address), reason);
+        let (added,): (i64,) = self.query_pipe(&pipe).await?;
+        Ok(added == 1)
+    }
+
+    /// Why `address` is undeliverable on `channel`, if it is.
+    pub async fn undeliverable(
+        &self,
+        channel: Channel,
+        address: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.hget(self.undeliverable_key(channel), normalise(address));
+        let (reason,): (Option<String>,) = self.query_pipe(&pipe).await?;
+        Ok(reason)
+    }
+
+    /// Profiles of `ids` as promotions may use them (see [`Store::for_promotions`]).
+    pub async fn promotable_customers(
+        &self,
+        ids: &[CustomerId],
+    ) -> Result<Vec<Option<Customer>>, StoreError> {
+        let profiles = self.customers(ids).await?;
+        self.for_promotions(ids, profiles).await
+    }
+
+    /// Profiles as promotions may use them: on each channel where the customer unsubscribed
+    /// or the address is undeliverable, the consent is taken away (in this copy only), so the
+    /// rules pass over that channel. One round trip for the whole batch.
+    pub async fn for_promotions(
+        &self,
+        ids: &[CustomerId],
+        mut profiles: Vec<Option<Customer>>,
+    ) -> Result<Vec<Option<Customer>>, StoreError> {
+        let mut pipe = redis::pipe();
+        let mut asked = Vec::new();
+        for (i, (id, profile)) in ids.iter().zip(&profiles).enumerate() {
+            let Some(p) = profile else { continue };
+            for (channel, address) in &p.contacts {
+                if p.consent.get(channel).copied().unwrap_or(false) {
+                    pipe.sismember(self.unsubscribed_key(*channel), id.as_str());
+                    pipe.hexists(self.undeliverable_key(*channel), normalise(address));
+                    asked.push((i, *channel));
+                }
+            }
+        }
+        if asked.is_empty() {
+            return Ok(profiles);
+        }
+        let answers: Vec<bool> = self.query_pipe(&pipe).await?;
+        let mut suppressed: BTreeMap<usize, Vec<Channel>> = BTreeMap::new();
+        for ((i, channel), pair) in asked.iter().zip(answers.chunks(2)) {
+            if pair.iter().any(|b| *b) {
+                suppressed.entry(*i).or_default().push(*channel);
+            }
+        }
+        for (i, channels) in suppressed {
+            if let Some(p) = profiles[i].as_mut() {
+                for channel in channels {
+                    p.consent.insert(channel, false);
+                }
+            }
+        }
+        Ok(profiles)
+    }
+}
