@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, Ingest};
 use crate::auth::signature::ReceiptSecrets;
-use crate::auth::{ApiKey, Caller, CallerLimit, Claims, KeyStore, Role, Scope};
+use crate::auth::{ApiKey, Caller, CallerLimit, Claims, KeyStore, Role, Scope, UnsubscribeTokens};
 use crate::http::Refusal;
 
 /// What a route asks of its caller.
@@ -36,6 +36,9 @@ pub enum Access {
     Shopper(Option<Scope>),
     /// A provider's signature of the body (`Herald-Signature`).
     Signed,
+    /// A signed link: the token in the path is the credential (one-click unsubscribe, which
+    /// mailbox providers post form-encoded, with no login).
+    Link,
 }
 
 /// The one table of who may call what. A route not named here needs `admin`.
@@ -56,6 +59,8 @@ pub fn access(method: &Method, route: &str) -> Access {
         ("POST", "/v1/campaigns") => Key(Scope::CampaignsWrite),
         ("GET", "/v1/campaigns/{id}") => Key(Scope::CampaignsRead),
         ("POST", "/v1/receipts") => Signed,
+        ("GET" | "POST", "/v1/unsubscribe/{token}") => Link,
+        ("POST", "/v1/bounces") => Key(Scope::BouncesWrite),
         ("POST", "/v1/sales") => Key(Scope::SalesWrite),
         ("POST", "/v1/user-events") => Key(Scope::EventsWrite),
         ("GET", "/metrics") => Key(Scope::StatsRead),
@@ -80,6 +85,8 @@ pub struct AccessSettings {
     pub limit: CallerLimit,
     /// The providers' receipt secrets; `None` only with `--insecure-dev` (receipts unsigned).
     pub receipts: Option<ReceiptSecrets>,
+    /// Checks one-click unsubscribe links; `None` when not configured (every link is 404).
+    pub unsubscribe: Option<UnsubscribeTokens>,
 }
 
 impl AccessSettings {
@@ -90,6 +97,7 @@ impl AccessSettings {
             public_requests: false,
             limit: CallerLimit::new(100_000, 100_000),
             receipts: None,
+            unsubscribe: None,
         }
     }
 }
@@ -108,16 +116,18 @@ fn bearer(req: &Request) -> Option<&str> {
 /// shopper's [`Claims`] go to the handler as a request extension.
 pub async fn guard(State(app): State<Arc<Ingest>>, mut req: Request, next: Next) -> Response {
     // One middleware for both checks: each layer of `from_fn` costs a boxed future per call.
-    if let Some(refused) = crate::http::refuse_non_json(&req) {
-        return refused;
-    }
     // A MatchedPath shares its text: cloning it allocates nothing.
-    let route = match req.extensions().get::<MatchedPath>() {
-        Some(path) => path.clone(),
-        // No route matched: the fallback answers 404 and reveals nothing.
-        None => return next.run(req).await,
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let needed = route.as_ref().map(|r| access(req.method(), r.as_str()));
+    if needed != Some(Access::Link) {
+        if let Some(refused) = crate::http::refuse_non_json(&req) {
+            return refused;
+        }
+    }
+    // No route matched: the fallback answers 404 and reveals nothing.
+    let (Some(route), Some(needed)) = (route, needed) else {
+        return next.run(req).await;
     };
-    let needed = access(req.method(), route.as_str());
     match admit(&app, &mut req, needed, route.as_str()) {
         Ok(()) => next.run(req).await,
         Err(refusal) => refusal.into_response(),
@@ -126,7 +136,7 @@ pub async fn guard(State(app): State<Arc<Ingest>>, mut req: Request, next: Next)
 
 fn admit(app: &Ingest, req: &mut Request, needed: Access, route: &str) -> Result<(), Refusal> {
     match needed {
-        Access::Public | Access::Signed => Ok(()),
+        Access::Public | Access::Signed | Access::Link => Ok(()),
         Access::Requests(_) if app.access.public_requests && bearer(req).is_none() => Ok(()),
         Access::Requests(scope) | Access::Key(scope) => {
             let caller = service_caller(app, bearer(req), scope)?;

@@ -72,7 +72,7 @@ fn with_security(doc: &mut Value) {
 
 fn describe(op: &mut Value, needed: Access) {
     let (security, scope) = match needed {
-        Access::Public => (json!([]), None),
+        Access::Public | Access::Link => (json!([]), None),
         Access::Key(scope) | Access::Requests(scope) => (json!([{"apiKey": []}]), Some(scope)),
         Access::Shopper(Some(scope)) => {
             (json!([{"shopperToken": []}, {"apiKey": []}]), Some(scope))
@@ -84,7 +84,7 @@ fn describe(op: &mut Value, needed: Access) {
     if let Some(scope) = scope {
         op["x-herald-scope"] = json!(scope.as_str());
     }
-    if needed == Access::Public {
+    if matches!(needed, Access::Public | Access::Link) {
         return;
     }
     let responses = &mut op["responses"];

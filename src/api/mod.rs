@@ -34,6 +34,7 @@ mod events;
 mod offers;
 pub mod program;
 mod promos;
+mod unsubscribe;
 
 pub use access::AccessSettings;
 pub use promos::PromoSettings;
@@ -64,6 +65,7 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .merge(offers::routes(&ingest.http))
         .merge(events::routes(&ingest.http))
         .merge(promos::routes(&ingest.promos))
+        .merge(unsubscribe::routes())
         .route(
             "/docs",
             get(|| async { axum::response::Html(docs::page()) }),

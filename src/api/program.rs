@@ -81,6 +81,11 @@ pub struct AccessArgs {
     #[arg(long, env = "HERALD_RECEIPT_SECRETS", hide_env_values = true)]
     pub receipt_secrets: Option<Secret>,
 
+    /// Checks the one-click unsubscribe links in promotional e-mails (the dispatchers sign
+    /// them with the same secret). Without it every link answers 404.
+    #[arg(long, env = "HERALD_UNSUBSCRIBE_SECRET", hide_env_values = true)]
+    pub unsubscribe_secret: Option<Secret>,
+
     /// Route groups callers may use without credentials. Only `requests` (seed 001's three
     /// routes, for a client of the seed's exact contract) can be opened.
     #[arg(long, env = "HERALD_PUBLIC_ROUTES", value_delimiter = ',')]
@@ -104,6 +109,15 @@ impl AccessArgs {
     /// The access settings, or why the API must not start with these.
     pub fn settings(&self) -> anyhow::Result<AccessSettings> {
         let public_requests = public_requests(&self.public_routes)?;
+        let unsubscribe = match &self.unsubscribe_secret {
+            Some(secret) => Some(
+                crate::auth::UnsubscribeTokens::new(secret).context("HERALD_UNSUBSCRIBE_SECRET")?,
+            ),
+            None => {
+                tracing::warn!("no HERALD_UNSUBSCRIBE_SECRET: unsubscribe links cannot be checked and answer 404");
+                None
+            }
+        };
         let limit = CallerLimit::new(self.key_rate_per_sec, self.key_burst);
         if self.insecure_dev {
             tracing::warn!(
@@ -113,6 +127,7 @@ impl AccessArgs {
             return Ok(AccessSettings {
                 public_requests,
                 limit,
+                unsubscribe,
                 ..AccessSettings::insecure()
             });
         }
@@ -141,6 +156,7 @@ impl AccessArgs {
             public_requests,
             limit,
             receipts: Some(receipts),
+            unsubscribe,
         })
     }
 }

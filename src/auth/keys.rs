@@ -28,11 +28,12 @@ pub enum Scope {
     EventsWrite,
     PromosWrite,
     StatsRead,
+    BouncesWrite,
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 11] = [
+    pub const ALL: [Scope; 12] = [
         Scope::RequestsWrite,
         Scope::RequestsRead,
         Scope::CustomersRead,
@@ -43,6 +44,7 @@ impl Scope {
         Scope::EventsWrite,
         Scope::PromosWrite,
         Scope::StatsRead,
+        Scope::BouncesWrite,
         Scope::Admin,
     ];
 
@@ -58,6 +60,7 @@ impl Scope {
             Scope::EventsWrite => "events:write",
             Scope::PromosWrite => "promos:write",
             Scope::StatsRead => "stats:read",
+            Scope::BouncesWrite => "bounces:write",
             Scope::Admin => "admin",
         }
     }

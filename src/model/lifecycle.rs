@@ -23,6 +23,8 @@ pub enum LifecycleKind {
     /// A dispatcher died while the provider call may have gone out, and the channel's
     /// policy is `skip`: counted, never sent again.
     Uncertain,
+    /// The customer followed a promotion's one-click unsubscribe link.
+    Unsubscribed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +113,7 @@ impl LifecycleKind {
             LifecycleKind::Deduplicated => "deduplicated",
             LifecycleKind::DeadLettered => "dead_lettered",
             LifecycleKind::Uncertain => "uncertain",
+            LifecycleKind::Unsubscribed => "unsubscribed",
         }
     }
 }

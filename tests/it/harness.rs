@@ -44,6 +44,9 @@ pub const JWT_SECRET: &str = "test-jwt-secret-of-at-least-32-bytes";
 /// The secret the simulated provider signs receipts with, and the fleet's API verifies.
 pub const RECEIPT_SECRET: &str = "sim-receipt-secret-0123456789abcdef0123";
 
+/// The secret that signs and checks every fleet's unsubscribe links.
+pub const UNSUBSCRIBE_SECRET: &str = "test-unsubscribe-secret-0123456789abcdef";
+
 /// The `Herald-Signature` the simulated provider would put on `body` now.
 pub fn receipt_signature(body: &[u8]) -> String {
     herald::auth::signature::sign(RECEIPT_SECRET, herald::model::now_ms() / 1000, body)
@@ -55,6 +58,7 @@ pub fn access_args(keys_file: &std::path::Path) -> herald::api::program::AccessA
     herald::api::program::AccessArgs {
         api_keys_file: Some(keys_file.to_path_buf()),
         receipt_secrets: Some(format!("sim={RECEIPT_SECRET}").as_str().into()),
+        unsubscribe_secret: Some(UNSUBSCRIBE_SECRET.into()),
         public_routes: Vec::new(),
         key_rate_per_sec: 100_000,
         key_burst: 100_000,
@@ -225,8 +229,9 @@ impl Fleet {
     }
 
     /// The variables that give a program this fleet's keys and receipt secret.
-    pub fn access_env(&self) -> [(&'static str, String); 4] {
+    pub fn access_env(&self) -> [(&'static str, String); 5] {
         [
+            ("HERALD_UNSUBSCRIBE_SECRET", UNSUBSCRIBE_SECRET.to_string()),
             ("HERALD_API_KEYS_FILE", self.keys_file.display().to_string()),
             ("HERALD_API_KEY", self.admin_key.clone()),
             ("HERALD_RECEIPT_SECRETS", format!("sim={RECEIPT_SECRET}")),

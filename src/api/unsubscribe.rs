@@ -1,0 +1,142 @@
+//! Leaving promotions, and addresses that bounce.
+//!
+//! - `GET /v1/unsubscribe/{token}`: a small page asking to confirm (a GET changes nothing:
+//!   mail scanners follow links).
+//! - `POST /v1/unsubscribe/{token}`: RFC 8058 one-click unsubscribe, as mailbox providers send
+//!   it (`List-Unsubscribe=One-Click`, form-encoded) and as the page's button does. Withdraws
+//!   the customer's consent to promotional e-mail at once; idempotent; no login: the signed
+//!   token is the credential, and a forged one is 404.
+//! - `POST /v1/bounces`: a bounce reported later by the provider's webhook or an operator;
+//!   a hard bounce suppresses the address as an SMTP 5xx does.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::offers::parse_json;
+use super::{ApiError, App, Ingest};
+use crate::http::Body;
+use crate::kafka;
+use crate::model::{Channel, LifecycleEvent, LifecycleKind};
+
+const MAX_ADDRESS_LEN: usize = 320;
+const MAX_REASON_LEN: usize = 500;
+
+pub fn routes() -> Router<Arc<Ingest>> {
+    Router::new()
+        .route(
+            "/v1/unsubscribe/{token}",
+            get(confirm_page).post(unsubscribe),
+        )
+        .route("/v1/bounces", post(bounce))
+}
+
+fn forged() -> ApiError {
+    ApiError::not_found("unsubscribe link")
+}
+
+async fn confirm_page(State(app): App, Path(token): Path<String>) -> Result<Response, ApiError> {
+    let tokens = app.access.unsubscribe.as_ref().ok_or_else(forged)?;
+    tokens.verify(&token).ok_or_else(forged)?;
+    // The token is hex and '-' only (it verified), so it is safe inside the page.
+    Ok(Html(format!(
+        "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Unsubscribe</title>\
+         <body style=\"font-family:sans-serif;max-width:30em;margin:3em auto\">\
+         <h1>Unsubscribe</h1><p>Stop receiving promotional e-mails from us? \
+         Order and account messages will still arrive.</p>\
+         <form method=\"post\" action=\"/v1/unsubscribe/{token}\">\
+         <input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">\
+         <button type=\"submit\">Unsubscribe</button></form></body></html>"
+    ))
+    .into_response())
+}
+
+async fn unsubscribe(State(app): App, Path(token): Path<String>) -> Result<Response, ApiError> {
+    let tokens = app.access.unsubscribe.as_ref().ok_or_else(forged)?;
+    let (campaign, customer) = tokens.verify(&token).ok_or_else(forged)?;
+    let first = app
+        .store
+        .unsubscribe(&customer, Channel::Email, Some(&campaign))
+        .await?;
+    if first {
+        tracing::info!(target: "herald::audit", %campaign, %customer, "unsubscribed from promotional e-mail");
+        let event = LifecycleEvent::for_delivery(
+            LifecycleKind::Unsubscribed,
+            &campaign,
+            &customer,
+            Channel::Email,
+            None,
+        );
+        kafka::emit_event(&app.producer, &app.topics.events(), &event).await;
+    }
+    Ok(Html(
+        "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Unsubscribed</title>\
+         <body style=\"font-family:sans-serif;max-width:30em;margin:3em auto\">\
+         <h1>You are unsubscribed</h1><p>You will not receive promotional e-mails from us \
+         any more.</p></body></html>",
+    )
+    .into_response())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum BounceKind {
+    /// The address does not exist or refuses for good: suppressed.
+    Hard,
+    /// Mailbox full, temporarily unavailable: recorded, not suppressed.
+    Soft,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewBounce {
+    address: String,
+    kind: BounceKind,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default = "email")]
+    channel: Channel,
+}
+
+fn email() -> Channel {
+    Channel::Email
+}
+
+async fn bounce(State(app): App, Body(body): Body) -> Result<Response, ApiError> {
+    let b: NewBounce = parse_json(&body, "")?;
+    let address = b.address.trim();
+    if address.is_empty() || address.len() > MAX_ADDRESS_LEN {
+        return Err(ApiError::invalid(
+            "address",
+            format!("address must be 1-{MAX_ADDRESS_LEN} bytes"),
+        ));
+    }
+    let reason = b.reason.unwrap_or_else(|| "bounce reported".into());
+    if reason.len() > MAX_REASON_LEN {
+        return Err(ApiError::invalid(
+            "reason",
+            format!("reason must be at most {MAX_REASON_LEN} bytes"),
+        ));
+    }
+    let suppressed = match b.kind {
+        BounceKind::Hard => {
+            app.store
+                .mark_undeliverable(b.channel, address, &format!("hard bounce: {reason}"))
+                .await?;
+            true
+        }
+        BounceKind::Soft => false,
+    };
+    tracing::info!(target: "herald::audit", channel = %b.channel, kind = ?b.kind, suppressed, "bounce reported");
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "address": address, "channel": b.channel, "suppressed": suppressed })),
+    )
+        .into_response())
+}
