@@ -66,6 +66,36 @@ ensure_cargo_deny() {
     cargo install cargo-deny --locked --no-default-features --quiet || die "cargo install cargo-deny failed"
 }
 
+# A Python virtual environment with the PyPI packages the tests' servers use (aiosmtpd, the
+# SMTP server e-mail is tested against). Exports HERALD_TEST_PYTHON, its interpreter.
+HERALD_VENV="${HERALD_VENV:-$HOME/.cache/herald-venv}"
+ensure_test_python() {
+    if [ ! -x "$HERALD_VENV/bin/python" ]; then
+        python3 -c 'import ensurepip' 2>/dev/null || ensure_apt python3-venv
+        log "creating the Python environment for test servers ($HERALD_VENV)"
+        python3 -m venv "$HERALD_VENV" || die "python3 -m venv failed"
+    fi
+    if ! "$HERALD_VENV/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
+        log "installing aiosmtpd (PyPI)"
+        "$HERALD_VENV/bin/pip" install --quiet --disable-pip-version-check 'aiosmtpd==1.4.6' \
+            || die "pip install aiosmtpd failed"
+    fi
+    export HERALD_TEST_PYTHON="$HERALD_VENV/bin/python"
+}
+
+# Starts the SMTP catcher (scripts/servers/smtp_catcher.py) on PORT, writing to DIR, pid in
+# $HERALD_STATE/smtp.pid.
+start_smtp_catcher() {
+    local port=$1 dir=$2
+    ensure_test_python
+    mkdir -p "$dir" "$HERALD_STATE"
+    ensure_port_free "$port" "the SMTP catcher"
+    "$HERALD_TEST_PYTHON" "$HERALD_ROOT/scripts/servers/smtp_catcher.py" --port "$port" --out "$dir" \
+        >"$HERALD_STATE/smtp.log" 2>&1 &
+    echo $! >"$HERALD_STATE/smtp.pid"
+    wait_port "$port" "the SMTP catcher"
+}
+
 # Builds binaries (default: all); HERALD_PROFILE=release|debug (default debug).
 build_fleet() {
     ensure_rust

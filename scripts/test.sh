@@ -30,6 +30,8 @@ phase() {
 phase "setup: toolchain and servers"
 ensure_rust
 ensure_apt redis-server curl python3 openssl
+# The real SMTP server the e-mail tests send to (aiosmtpd from PyPI, in a venv).
+ensure_test_python
 if [ -z "$quick" ]; then
     # The observability tests drive the dashboard in headless Chromium and scrape with Prometheus.
     APT_NO_RECOMMENDS=1 ensure_apt chromium fonts-dejavu-core prometheus

@@ -221,7 +221,7 @@ impl Retrier {
                 now_ms(),
             );
             let Ok(d) = rendered else {
-                return Ok(self.exhaust(campaign, o, render::UNRENDERABLE).await?);
+                return self.exhaust(campaign, o, render::UNRENDERABLE).await;
             };
             kafka::publish_json(
                 &self.producer,
@@ -255,7 +255,7 @@ impl Retrier {
                     now_ms(),
                 );
                 let Ok(d) = rendered else {
-                    return Ok(self.exhaust(campaign, o, render::UNRENDERABLE).await?);
+                    return self.exhaust(campaign, o, render::UNRENDERABLE).await;
                 };
                 if !self
                     .store

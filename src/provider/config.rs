@@ -32,7 +32,7 @@ use crate::model::Channel;
 use crate::secret::Secret;
 
 /// Where providers are configured: the file, or the environment's shortcuts.
-#[derive(clap::Args, Debug, Clone, Default)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct ProvidersArgs {
     /// A TOML file saying which adapter sends each channel (see docs/operations.md).
     /// Without it every channel uses the `http` adapter (seed 001's contract), and e-mail
@@ -50,7 +50,7 @@ pub struct ProvidersArgs {
     pub email_from: Option<String>,
 
     /// The subject of transactional e-mails (seed 001 requests carry only a body).
-    #[arg(long, env = "HERALD_EMAIL_SUBJECT", default_value = "Notification")]
+    #[arg(long, env = "HERALD_EMAIL_SUBJECT", default_value = DEFAULT_SUBJECT)]
     pub email_subject: String,
 
     /// Herald's public base URL (https://herald.shop.example): unsubscribe links point at
@@ -65,6 +65,23 @@ pub struct ProvidersArgs {
     /// An address that also unsubscribes, offered as the `mailto:` of `List-Unsubscribe`.
     #[arg(long, env = "HERALD_UNSUBSCRIBE_MAILTO")]
     pub unsubscribe_mailto: Option<String>,
+}
+
+/// The subject of a transactional e-mail when nothing else names one.
+pub const DEFAULT_SUBJECT: &str = "Notification";
+
+impl Default for ProvidersArgs {
+    fn default() -> Self {
+        ProvidersArgs {
+            providers: None,
+            smtp_url: None,
+            email_from: None,
+            email_subject: DEFAULT_SUBJECT.into(),
+            public_url: None,
+            unsubscribe_secret: None,
+            unsubscribe_mailto: None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

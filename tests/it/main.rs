@@ -14,6 +14,7 @@ mod chaos;
 mod dead_letters;
 mod deploy;
 mod dispatch_once;
+mod email;
 mod events;
 mod observability;
 mod offers;
