@@ -13,6 +13,8 @@ COUNT=${1:-300}
 API_ADDR=${HERALD_DEMO_API_ADDR:-127.0.0.1:5000}
 PROVIDER_ADDR=${HERALD_DEMO_PROVIDER_ADDR:-127.0.0.1:3001}
 METRICS_ADDR=${HERALD_DEMO_METRICS_ADDR:-127.0.0.1:9300}
+SMTP_PORT=${HERALD_DEMO_SMTP_PORT:-2525}
+MAIL_DIR="$HERALD_STATE/mail"
 export HERALD_PROFILE=release
 export HERALD_PROVIDER_API_KEY=${HERALD_PROVIDER_API_KEY:-demo-$RANDOM$RANDOM}
 
@@ -34,6 +36,7 @@ cleanup() {
     log "stopping the fleet"
     for pid in "${fleet_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${fleet_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    stop_pidfile "$HERALD_STATE/smtp.pid" || true
     [ -z "$stack_was_up" ] && bash "$HERALD_ROOT/scripts/stack.sh" down
     log "logs are in .herald/logs/"
 }
@@ -60,6 +63,13 @@ start provider "$BIN/herald-provider" --addr "$PROVIDER_ADDR" --error-rate 0.1 -
 wait_port "${PROVIDER_ADDR##*:}" herald-provider
 export HERALD_PROVIDER_URL="http://$PROVIDER_ADDR"
 export HERALD_PROVIDER_TIMEOUT_MS=1000
+
+log "starting a real SMTP server on 127.0.0.1:$SMTP_PORT (aiosmtpd from PyPI): e-mail goes there through SMTP"
+rm -rf "$MAIL_DIR"
+start_smtp_catcher "$SMTP_PORT" "$MAIL_DIR"
+export HERALD_SMTP_URL="smtp://127.0.0.1:$SMTP_PORT"
+export HERALD_EMAIL_FROM="Tienda Demo <ofertas@tienda.example>"
+export HERALD_PUBLIC_URL="http://$API_ADDR"
 
 log "starting herald-ingest on $API_ADDR, one dispatcher per channel, fan-out, herald-retry, herald-metrics, herald-events"
 start ingest "$BIN/herald-ingest" --http-addr "$API_ADDR"
@@ -91,6 +101,28 @@ log "10% of receipts are lost, so those customers fall back after 3 s)"
     --channels email,whatsapp,sms,push
 "$BIN/herald" --api "http://$API_ADDR" campaigns send --id "$CAMPAIGN" --count "$COUNT" \
     --prefix demo --channels email,whatsapp,sms,push --timeout-ms 3000 --wait-secs 90
+
+show_mail() {
+    python3 - "$MAIL_DIR/messages.jsonl" <<'PY'
+import json, sys
+msgs = [json.loads(l) for l in open(sys.argv[1])]
+promo = [m for m in msgs if m["list_unsubscribe"]]
+print(f"    {len(msgs)} e-mails at the SMTP server ({len(promo)} promotional, with one-click unsubscribe)")
+for m in [x for x in promo if "demo0@" in x["to"] or "demo1@" in x["to"]][:2]:
+    print(f"    To: {m['to']}  Subject: {m['subject']}\n      text: {(m['text'] or '').strip()}\n      html: {(m['html'] or '').strip()}")
+PY
+}
+log "e-mails received by the SMTP server (.herald/mail/messages.jsonl, raw MIME in .herald/mail/raw/):"
+show_mail
+UNSUBSCRIBE=$(python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    m = json.loads(l)
+    if m["list_unsubscribe"] and "demo0@" in m["to"]:
+        print(m["list_unsubscribe"].split(">")[0][1:]); break' "$MAIL_DIR/messages.jsonl")
+if [ -n "$UNSUBSCRIBE" ]; then
+    log "demo0 clicks one-click unsubscribe (RFC 8058, as Gmail does): $(curl -s -o /dev/null -w '%{http_code}' -X POST -d 'List-Unsubscribe=One-Click' "$UNSUBSCRIBE")"
+    log "  campaign $CAMPAIGN now counts: $(curl -s -H "$AUTH" "http://$API_ADDR/v1/campaigns/$CAMPAIGN" | python3 -c 'import json,sys; print({"unsubscribed": json.load(sys.stdin)["counts"].get("unsubscribed", 0)})')"
+fi
 
 log "(customers are in Europe/Madrid: at night SMS and WhatsApp are in quiet hours, so a customer"
 log " whose e-mail and push stayed silent waits for 09:00 and the campaign stays 'running')"

@@ -275,7 +275,7 @@ impl LoadGen {
             .map(|(start, end)| {
                 let customers: Vec<Value> = (start..end)
                     .map(|i| {
-                        let mut c = synthetic_customer(&format!("{prefix}{i}"), channels);
+                        let mut c = synthetic_customer(&format!("{prefix}{i}"), i, channels);
                         if let Some((centre, radius_m)) = area {
                             c["location"] = json!(spread(centre, radius_m, i));
                         }
@@ -326,7 +326,18 @@ impl LoadGen {
             json!({
                 "id": id,
                 "name": format!("{count}-customer offer"),
-                "template": "Hola {{name}}, tu oferta de hoy: 20% en todo",
+                "template": "Hi {{ name }}, today's offer: 20% off everything",
+                "email": {
+                    "subject": "{{ name }}, 20% off today",
+                    "html": "<p>Hi <b>{{ name }}</b>,</p><p>today's offer: <b>20% off</b> everything.</p>",
+                },
+                "translations": {"es": {
+                    "template": "Hola {{ name }}, tu oferta de hoy: 20% en todo",
+                    "email": {
+                        "subject": "{{ name }}, hoy un 20% de descuento",
+                        "html": "<p>Hola <b>{{ name }}</b>,</p><p>tu oferta de hoy: <b>20%</b> en todo.</p>",
+                    },
+                }},
                 "channels": channels,
                 "confirmation_timeout_ms": timeouts,
                 "audience": {"customer_ids": audience},
@@ -402,7 +413,8 @@ impl LoadGen {
     }
 }
 
-fn synthetic_customer(id: &str, channels: &[Channel]) -> Value {
+/// A customer reachable on `channels`; every other one reads Spanish, the rest English.
+fn synthetic_customer(id: &str, i: u64, channels: &[Channel]) -> Value {
     let contacts: serde_json::Map<String, Value> = channels
         .iter()
         .map(|c| (c.to_string(), json!(format!("{id}@{c}.example"))))
@@ -411,7 +423,9 @@ fn synthetic_customer(id: &str, channels: &[Channel]) -> Value {
         .iter()
         .map(|c| (c.to_string(), json!(true)))
         .collect();
-    json!({"id": id, "name": format!("Cliente {id}"), "contacts": contacts, "consent": consent, "time_zone": "Europe/Madrid"})
+    let language = if i % 2 == 0 { "es" } else { "en" };
+    json!({"id": id, "name": format!("Cliente {id}"), "contacts": contacts, "consent": consent,
+           "time_zone": "Europe/Madrid", "language": language})
 }
 
 /// The `i`-th of many points spread evenly over a disc (a sunflower pattern), so seeded

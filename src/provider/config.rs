@@ -84,6 +84,23 @@ impl Default for ProvidersArgs {
     }
 }
 
+impl ProvidersArgs {
+    /// A variable set to nothing (compose's `${HERALD_SMTP_URL:-}`) is a setting not made.
+    fn without_empty_values(&self) -> ProvidersArgs {
+        let text = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        let secret = |v: &Option<Secret>| v.clone().filter(|s| !s.expose().trim().is_empty());
+        ProvidersArgs {
+            providers: self.providers.clone().filter(|p| !p.as_os_str().is_empty()),
+            smtp_url: secret(&self.smtp_url),
+            email_from: text(&self.email_from),
+            email_subject: self.email_subject.clone(),
+            public_url: text(&self.public_url),
+            unsubscribe_secret: secret(&self.unsubscribe_secret),
+            unsubscribe_mailto: text(&self.unsubscribe_mailto),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProvidersError {
     #[error("cannot read the providers file {path}: {error}")]
@@ -147,14 +164,12 @@ pub struct ProvidersConfig {
 impl ProvidersConfig {
     /// Reads the file if there is one, else the built-in default with the SMTP shortcut.
     pub fn load(args: &ProvidersArgs) -> Result<Self, ProvidersError> {
+        let args = args.without_empty_values();
         let channels = match &args.providers {
             Some(path) => Self::read(path)?,
-            None => Self::default_channels(args),
+            None => Self::default_channels(&args),
         };
-        Ok(ProvidersConfig {
-            channels,
-            args: args.clone(),
-        })
+        Ok(ProvidersConfig { channels, args })
     }
 
     fn read(path: &PathBuf) -> Result<BTreeMap<Channel, ProviderEntry>, ProvidersError> {

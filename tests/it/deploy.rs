@@ -23,8 +23,9 @@ fn compose_file() -> String {
 }
 
 /// The secrets compose/.env must hold: compose refuses to start without any of them.
-const SECRETS: [&str; 5] = [
+const SECRETS: [&str; 6] = [
     "HERALD_PROVIDER_API_KEY",
+    "HERALD_UNSUBSCRIBE_SECRET",
     "HERALD_REDIS_PASSWORD",
     "HERALD_RECEIPT_SECRET",
     "HERALD_JWT_SECRET",
