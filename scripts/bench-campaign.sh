@@ -8,6 +8,8 @@
 # With HERALD_BENCH_RETENTION_SECS=S the fleet keeps a finished campaign's working sets S
 # seconds and its report 4S, and the bench prints Redis' memory and the campaign's keys before
 # it, when it completes, after S and after 4S (what retention gives back).
+# With HERALD_BENCH_EMAIL=smtp the e-mail dispatcher sends through SMTP to a real local SMTP
+# server (aiosmtpd, counting only) instead of the simulated HTTP provider.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$HERALD_ROOT"
@@ -78,9 +80,23 @@ start provider "$BIN/herald-provider" --addr "$PROVIDER" --latency-min-ms 0 --la
     --receipt-url "http://$API/v1/receipts" --receipt-delay-ms 100
 start ingest "$BIN/herald-ingest" --http-addr "$API"
 export HERALD_PROVIDER_URL="http://$PROVIDER"
-fast=(--max-in-flight 2048 --provider-concurrency 1024 --provider-rate 1000000 --provider-max-rate 1000000)
-start dispatch-email "$BIN/herald-dispatch" --channel email --health-addr 127.0.0.1:5061 "${fast[@]}"
-start dispatch-push "$BIN/herald-dispatch" --channel push --health-addr 127.0.0.1:5062 "${fast[@]}"
+fast=(--max-in-flight 2048 --provider-rate 1000000 --provider-max-rate 1000000)
+email=()
+if [ "${HERALD_BENCH_EMAIL:-http}" = smtp ]; then
+    SMTP_PORT=${HERALD_BENCH_SMTP_PORT:-2556}
+    rm -rf "$OUT/mail"
+    log "e-mail through SMTP to a local aiosmtpd on port $SMTP_PORT (counting only)"
+    start_smtp_catcher "$SMTP_PORT" "$OUT/mail" --count-only
+    pids+=("$(cat "$HERALD_STATE/smtp.pid")")
+    names+=("smtp-server")
+    # SMTP sends one message per connection at a time: the pool is the concurrency.
+    email=(--smtp-url "smtp://127.0.0.1:$SMTP_PORT" --email-from "Bench <bench@shop.example>"
+        --public-url "http://$API" --provider-concurrency 64)
+else
+    email=(--provider-concurrency 1024)
+fi
+start dispatch-email "$BIN/herald-dispatch" --channel email --health-addr 127.0.0.1:5061 "${fast[@]}" "${email[@]}"
+start dispatch-push "$BIN/herald-dispatch" --channel push --health-addr 127.0.0.1:5062 "${fast[@]}" --provider-concurrency 1024
 start fanout "$BIN/herald-fanout" --health-addr 127.0.0.1:5063
 start retry "$BIN/herald-retry" --health-addr 127.0.0.1:5064
 wait_port "${API##*:}" herald-ingest
@@ -170,11 +186,12 @@ print(f"broker raw produce         {produce:.0f} msg/s")
 print(f"broker raw consume         {consume:.0f} msg/s")
 print(f"pipeline / raw consume     {rate / consume * 100:.1f} %")
 redis_cpu = sys.argv[6].split()
-print("per process:      peak RSS   CPU seconds (whole run, seeding included)")
+print("per process:      peak RSS   CPU seconds (whole run, seeding included)   CPU µs per recipient")
 for line in rss.strip().splitlines():
     name, kb, ticks = line.split()
-    print(f"  {name:<16} {int(kb) / 1024:>5.0f} MiB  {int(ticks) / 100:>7.1f}")
-print(f"  {'redis-server':<16} {'':>9}  {int(redis_cpu[0]) / 100 - int(redis_cpu[1]) / 100:>7.1f}")
+    print(f"  {name:<16} {int(kb) / 1024:>5.0f} MiB  {int(ticks) / 100:>7.1f}   {int(ticks) * 1e4 / n:>8.0f}")
+redis_ticks = int(redis_cpu[0]) - int(redis_cpu[1])
+print(f"  {'redis-server':<16} {'':>9}  {redis_ticks / 100:>7.1f}   {redis_ticks * 1e4 / n:>8.0f}")
 PY
 [ -f "$OUT/retention.txt" ] && cat "$OUT/retention.txt"
 true

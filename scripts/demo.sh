@@ -96,7 +96,8 @@ log "sending $COUNT requests through POST /v1/requests and /process"
 echo
 CAMPAIGN="demo-$(date +%s)"
 log "personalised offers: $COUNT customers, campaign $CAMPAIGN (e-mail, then WhatsApp, SMS, push;"
-log "10% of receipts are lost, so those customers fall back after 3 s)"
+log "e-mail goes through SMTP and is confirmed when the server accepts it; on the other channels"
+log "10% of the simulator's receipts are lost, so those customers fall back after 3 s)"
 "$BIN/herald" --api "http://$API_ADDR" customers seed --count "$COUNT" --prefix demo \
     --channels email,whatsapp,sms,push
 "$BIN/herald" --api "http://$API_ADDR" campaigns send --id "$CAMPAIGN" --count "$COUNT" \

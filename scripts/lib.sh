@@ -84,13 +84,14 @@ ensure_test_python() {
 }
 
 # Starts the SMTP catcher (scripts/servers/smtp_catcher.py) on PORT, writing to DIR, pid in
-# $HERALD_STATE/smtp.pid.
+# $HERALD_STATE/smtp.pid; more arguments go to the catcher (--count-only).
 start_smtp_catcher() {
     local port=$1 dir=$2
+    shift 2
     ensure_test_python
     mkdir -p "$dir" "$HERALD_STATE"
     ensure_port_free "$port" "the SMTP catcher"
-    "$HERALD_TEST_PYTHON" "$HERALD_ROOT/scripts/servers/smtp_catcher.py" --port "$port" --out "$dir" \
+    "$HERALD_TEST_PYTHON" "$HERALD_ROOT/scripts/servers/smtp_catcher.py" --port "$port" --out "$dir" "$@" \
         >"$HERALD_STATE/smtp.log" 2>&1 &
     echo $! >"$HERALD_STATE/smtp.pid"
     wait_port "$port" "the SMTP catcher"

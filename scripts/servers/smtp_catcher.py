@@ -9,16 +9,23 @@ Faults are driven by OUT_DIR/control.json, read on every RCPT (write it atomical
                                          421/451 at RCPT until then (epoch seconds)
   {"delay_ms": 50}                       each DATA answered that much later (a real relay's pace)
 
-  smtp_catcher.py --port 2525 --out DIR
+  smtp_catcher.py --port 2525 --out DIR [--count-only]
+
+--auth USER:PASSWORD: every session must log in (AUTH PLAIN/LOGIN, allowed without TLS on
+loopback); a wrong password is answered 535.
+--count-only (for benchmarks): parses and keeps nothing, only counts accepted messages into
+OUT_DIR/count (every 1000 and at exit), so the server costs as little as it can.
 """
-import argparse, asyncio, email, email.policy, json, os, signal, time
+import argparse, asyncio, email, email.policy, json, logging, os, signal, time, warnings
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class Catcher:
-    def __init__(self, out):
+    def __init__(self, out, count_only=False):
         self.out = out
+        self.count_only = count_only
         self.count = 0
         os.makedirs(os.path.join(out, "raw"), exist_ok=True)
         self.log = open(os.path.join(out, "messages.jsonl"), "a", buffering=1)
@@ -41,6 +48,11 @@ class Catcher:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.count_only:
+            self.count += 1
+            if self.count % 1000 == 0:
+                self.write_count()
+            return "250 2.0.0 OK queued"
         delay = float(self.control().get("delay_ms", 0))
         if delay > 0:
             await asyncio.sleep(delay / 1000)
@@ -73,14 +85,42 @@ class Catcher:
         return "250 2.0.0 OK queued"
 
 
+    def write_count(self):
+        with open(os.path.join(self.out, "count.tmp"), "w") as f:
+            f.write(str(self.count))
+        os.replace(os.path.join(self.out, "count.tmp"), os.path.join(self.out, "count"))
+
+
+class Authenticator:
+    def __init__(self, spec):
+        user, _, password = spec.partition(":")
+        self.user, self.password = user.encode(), password.encode()
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login == self.user
+            and auth_data.password == self.password
+        )
+        return AuthResult(success=ok, handled=False)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--count-only", action="store_true")
+    ap.add_argument("--auth", help="USER:PASSWORD every session must log in with")
     args = ap.parse_args()
-    catcher = Catcher(args.out)
-    controller = Controller(catcher, hostname=args.host, port=args.port, decode_data=False)
+    catcher = Catcher(args.out, args.count_only)
+    auth = {}
+    # AUTH without TLS is what the tests want on loopback; aiosmtpd warns about it each session.
+    warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
+    if args.auth:
+        auth = dict(authenticator=Authenticator(args.auth), auth_required=True, auth_require_tls=False)
+    controller = Controller(catcher, hostname=args.host, port=args.port, decode_data=False, **auth)
     controller.start()
     print(f"smtp catcher on {args.host}:{args.port}, messages in {args.out}/messages.jsonl", flush=True)
     stop = asyncio.Event()
@@ -89,6 +129,7 @@ def main():
         loop.add_signal_handler(sig, stop.set)
     loop.run_until_complete(stop.wait())
     controller.stop()
+    catcher.write_count()
 
 
 if __name__ == "__main__":

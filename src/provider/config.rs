@@ -382,6 +382,13 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_file_parses() {
+        let example = parse(include_str!("../../config/providers.example.toml")).unwrap();
+        assert_eq!(example[&Channel::Email].adapter, AdapterKind::Smtp);
+        assert_eq!(example[&Channel::Sms].adapter, AdapterKind::Http);
+    }
+
+    #[test]
     fn without_a_file_email_goes_to_smtp_only_when_its_url_is_set() {
         let args = ProvidersArgs::default();
         let plain = ProvidersConfig::load(&args).unwrap();

@@ -25,6 +25,11 @@ struct Catcher {
 
 impl Catcher {
     fn start() -> Catcher {
+        Catcher::start_with(&[])
+    }
+
+    /// With more arguments for the server (`--auth USER:PASSWORD`).
+    fn start_with(extra: &[&str]) -> Catcher {
         let python = std::env::var("HERALD_TEST_PYTHON")
             .map(PathBuf::from)
             .ok()
@@ -45,6 +50,7 @@ impl Catcher {
             .arg(crate::harness::repo_file("scripts/servers/smtp_catcher.py"))
             .args(["--port", &port.to_string(), "--out"])
             .arg(&dir)
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("the SMTP catcher starts");
@@ -497,6 +503,58 @@ async fn a_template_error_is_refused_at_creation_naming_the_place() {
         )
         .await;
     assert_eq!(status, 202, "{answer}");
+}
+
+/// A server that requires AUTH: the right login from the URL sends; a wrong password is a
+/// refusal (535), so the customer falls back to the next channel rather than waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_login_in_the_smtp_url_is_used_and_a_wrong_one_falls_back() {
+    let catcher = Catcher::start_with(&["--auth", "herald:s3cret-pass"]);
+    let fleet = Fleet::start(quiet_provider(), 4).await;
+    let stop = fleet.shutdown.child_token();
+    fleet.start_fanout(stop.clone()).await;
+    fleet.start_retry(stop.clone()).await;
+    fleet.start_dispatcher(Channel::Push, stop.clone()).await;
+    let login = |password: &str| ProvidersArgs {
+        smtp_url: Some(
+            format!("smtp://herald:{password}@127.0.0.1:{}", catcher.port)
+                .as_str()
+                .into(),
+        ),
+        ..smtp_providers(&fleet, &catcher)
+    };
+    let wrong = fleet.shutdown.child_token();
+    fleet
+        .start_dispatcher_through(
+            Channel::Email,
+            wrong.clone(),
+            fleet.provider_args(),
+            login("nope"),
+        )
+        .await;
+    put_customers(&fleet, &ids("a", 2), true).await;
+    post_campaign(&fleet, "wrong-login", &ids("a", 2)).await;
+    let report = fleet
+        .wait_campaign("wrong-login", Duration::from_secs(30))
+        .await;
+    assert_eq!(report["counts"]["delivered:push"], 2, "{report}");
+    assert!(catcher.messages().is_empty());
+    wrong.cancel();
+
+    fleet
+        .start_dispatcher_through(
+            Channel::Email,
+            stop,
+            fleet.provider_args(),
+            login("s3cret-pass"),
+        )
+        .await;
+    post_campaign(&fleet, "right-login", &ids("a", 2)).await;
+    let report = fleet
+        .wait_campaign("right-login", Duration::from_secs(30))
+        .await;
+    assert_eq!(report["counts"]["delivered:email"], 2, "{report}");
+    assert_eq!(catcher.messages().len(), 2);
 }
 
 /// SIGKILL of an e-mail dispatcher (a real process) mid-campaign, then a restart: every
