@@ -123,15 +123,17 @@ pub enum ProvidersError {
     Resilience(#[from] ResilienceError),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AdapterKind {
+    /// Seed 001's contract: what every channel uses unless told otherwise.
+    #[default]
     Http,
     Smtp,
 }
 
 /// One channel's provider as the file writes it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderEntry {
     /// Shown on the dashboard and in metrics; the adapter's kind when absent.
@@ -188,23 +190,14 @@ impl ProvidersConfig {
             .into_iter()
             .map(|channel| {
                 let smtp = channel == Channel::Email && args.smtp_url.is_some();
-                let entry = ProviderEntry {
-                    name: None,
-                    adapter: if smtp {
-                        AdapterKind::Smtp
-                    } else {
-                        AdapterKind::Http
-                    },
-                    url: None,
-                    url_env: smtp.then(|| "HERALD_SMTP_URL".to_string()),
-                    api_key_env: None,
-                    from: None,
-                    subject: None,
-                    rate: None,
-                    max_rate: None,
-                    concurrency: None,
-                    timeout_ms: None,
-                    max_attempts: None,
+                let entry = if smtp {
+                    ProviderEntry {
+                        adapter: AdapterKind::Smtp,
+                        url_env: Some("HERALD_SMTP_URL".to_string()),
+                        ..ProviderEntry::default()
+                    }
+                } else {
+                    ProviderEntry::default()
                 };
                 (channel, entry)
             })
@@ -226,24 +219,7 @@ impl ProvidersConfig {
         channel: Channel,
         defaults: &ProviderArgs,
     ) -> Result<Provider, ProvidersError> {
-        let entry = self
-            .channels
-            .get(&channel)
-            .cloned()
-            .unwrap_or(ProviderEntry {
-                name: None,
-                adapter: AdapterKind::Http,
-                url: None,
-                url_env: None,
-                api_key_env: None,
-                from: None,
-                subject: None,
-                rate: None,
-                max_rate: None,
-                concurrency: None,
-                timeout_ms: None,
-                max_attempts: None,
-            });
+        let entry = self.channels.get(&channel).cloned().unwrap_or_default();
         let invalid = |what: &str| ProvidersError::Invalid {
             channel,
             what: what.into(),
@@ -409,19 +385,7 @@ mod tests {
 
     #[tokio::test]
     async fn smtp_without_a_sender_or_unsubscribe_settings_does_not_start() {
-        let defaults = ProviderArgs {
-            provider_url: "http://127.0.0.1:1".into(),
-            provider_api_key: Some("k".into()),
-            provider_timeout_ms: 1000,
-            provider_max_attempts: 1,
-            provider_backoff_ms: 1,
-            provider_backoff_max_ms: 1,
-            provider_concurrency: 1,
-            provider_rate: 10.0,
-            provider_max_rate: 10.0,
-            provider_breaker_failures: 1,
-            provider_breaker_cooldown_ms: 1,
-        };
+        let defaults = ProviderArgs::for_tests(10.0, 10.0);
         let mut args = ProvidersArgs {
             smtp_url: Some("smtp://127.0.0.1:2525".into()),
             ..Default::default()

@@ -126,19 +126,7 @@ mod tests {
     use reqwest::header::HeaderValue;
 
     fn args(rate: f64, max_rate: f64) -> ProviderArgs {
-        ProviderArgs {
-            provider_url: "http://127.0.0.1:1".into(),
-            provider_api_key: Some("k".into()),
-            provider_timeout_ms: 1000,
-            provider_max_attempts: 1,
-            provider_backoff_ms: 1,
-            provider_backoff_max_ms: 1,
-            provider_concurrency: 1,
-            provider_rate: rate,
-            provider_max_rate: max_rate,
-            provider_breaker_failures: 1,
-            provider_breaker_cooldown_ms: 1,
-        }
+        ProviderArgs::for_tests(rate, max_rate)
     }
 
     #[test]
