@@ -22,7 +22,7 @@ use crate::campaigns::{receipts, LaunchError};
 use crate::http::{or_not_found, Body};
 use crate::model::{
     now_ms, Campaign, CampaignId, Channel, Customer, CustomerId, EmailTemplate, Language, Receipt,
-    Template, Translation, BUILT_IN_VARIABLES,
+    Template, Translation, WhatsappCampaignTemplate, BUILT_IN_VARIABLES,
 };
 
 /// Largest body for bulk routes: a million-customer audience is about 15 MB of JSON.
@@ -211,6 +211,8 @@ struct NewCampaign {
     #[serde(default)]
     email: Option<EmailTemplate>,
     #[serde(default)]
+    whatsapp: Option<WhatsappCampaignTemplate>,
+    #[serde(default)]
     translations: BTreeMap<Language, Translation>,
     #[serde(default)]
     channels: Vec<Channel>,
@@ -273,6 +275,25 @@ fn check_templates(c: &Campaign, known: &BTreeSet<String>) -> Result<(), ApiErro
             format!("at most {MAX_TRANSLATIONS} languages"),
         ));
     }
+    if let Some(w) = &c.whatsapp {
+        let ok = !w.name.is_empty()
+            && w.name.len() <= 512
+            && w.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !ok {
+            return Err(ApiError::invalid(
+                "whatsapp.name",
+                "a template name as Meta's manager writes it: lower-case letters, digits and '_'",
+            ));
+        }
+        if w.parameters.len() > 20 {
+            return Err(ApiError::invalid(
+                "whatsapp.parameters",
+                "at most 20 parameters",
+            ));
+        }
+    }
     for (at, template) in c.templates() {
         if let Some(name) = template.unknown_variable(known) {
             return Err(ApiError::invalid(
@@ -325,6 +346,7 @@ async fn create_campaign(State(app): App, Body(body): Body) -> Result<Response, 
         name: new.name,
         template: new.template,
         email: new.email,
+        whatsapp: new.whatsapp,
         translations: new.translations,
         channels: new.channels,
         confirmation_timeout_ms: new.confirmation_timeout_ms,

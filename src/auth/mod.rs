@@ -5,6 +5,7 @@
 //! - [`jwt`]: shoppers' bearer tokens for the flash-promo API, and the per-caller rate limit.
 //! - [`signature`]: the HMAC signature a provider puts on the receipts it posts.
 //! - [`unsubscribe`]: the signed token of a promotional e-mail's one-click unsubscribe link.
+//! - [`webhooks`]: the signatures Twilio and Meta put on their status webhooks.
 //! - [`secrets`]: the start-up check that refuses empty, short or example secrets.
 
 mod hex;
@@ -14,6 +15,7 @@ pub mod keys;
 pub mod secrets;
 pub mod signature;
 pub mod unsubscribe;
+pub mod webhooks;
 
 pub use jwt::{AuthError, CallerLimit, Claims, Jwt, JwtPolicy, Role};
 pub use keys::{ApiKey, Caller, KeyError, KeyStore, Scope};

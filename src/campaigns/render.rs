@@ -2,6 +2,7 @@
 
 use crate::model::{
     Campaign, Channel, Customer, CustomerId, Delivery, EmailParts, Message, TemplateError,
+    WhatsappTemplate,
 };
 
 use super::rules::Rules;
@@ -24,7 +25,11 @@ pub fn too_large(d: &Delivery) -> bool {
     let email = d.email.as_ref().map_or(0, |e| {
         e.subject.len() + e.html.as_ref().map_or(0, String::len)
     });
-    d.message.message.len() + email > MAX_RENDERED_BYTES
+    let whatsapp = d
+        .whatsapp
+        .as_ref()
+        .map_or(0, |w| w.parameters.iter().map(String::len).sum());
+    d.message.message.len() + email + whatsapp > MAX_RENDERED_BYTES
 }
 
 /// Renders one customer's message for one channel: what fan-out and retry both publish.
@@ -52,6 +57,23 @@ pub fn render_delivery(
         }),
         _ => None,
     };
+    let whatsapp = match (channel, &campaign.whatsapp) {
+        (Channel::Whatsapp, Some(w)) => Some(WhatsappTemplate {
+            name: w.name.clone(),
+            // Meta's template languages are the profile's tag (es, en_US) when it has one.
+            language: customer
+                .language
+                .as_ref()
+                .or(w.language.as_ref())
+                .map_or("en".to_string(), |l| l.as_str().replace('-', "_")),
+            parameters: w
+                .parameters
+                .iter()
+                .map(|p| p.render(&context))
+                .collect::<Result<_, _>>()?,
+        }),
+        _ => None,
+    };
     Ok(Delivery {
         campaign: campaign.id.clone(),
         customer: customer_id.clone(),
@@ -68,5 +90,6 @@ pub fn render_delivery(
         on_uncertain: rules.uncertain_send(channel),
         fanned_out_ms,
         email,
+        whatsapp,
     })
 }

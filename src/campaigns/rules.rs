@@ -329,6 +329,7 @@ mod tests {
             name: "t".into(),
             template: Template::try_from("hi".to_string()).unwrap(),
             email: None,
+            whatsapp: None,
             translations: Default::default(),
             channels: order.to_vec(),
             confirmation_timeout_ms: Default::default(),

@@ -11,8 +11,10 @@ use tokio_util::sync::CancellationToken;
 use super::{claim_until, retry_store, Dispatcher, Handled, Step, Stop};
 use crate::campaigns::receipts;
 use crate::kafka;
-use crate::model::{now_ms, Delivery, LifecycleEvent, LifecycleKind, Receipt, ReceiptStatus};
-use crate::provider::{Outgoing, SendOutcome};
+use crate::model::{
+    now_ms, Channel, Delivery, LifecycleEvent, LifecycleKind, Receipt, ReceiptStatus,
+};
+use crate::provider::{Outgoing, Provider, SendOutcome};
 use crate::store::{OnceClaim, SentOutcome};
 
 impl Dispatcher {
@@ -41,17 +43,20 @@ impl Dispatcher {
             key: &key,
             message: &d.message,
             email: d.email.as_ref(),
+            whatsapp: d.whatsapp.as_ref(),
             promotion: Some((&d.campaign, &d.customer)),
         };
-        let outcome = self
-            .provider
+        let sent = self
+            .providers
             .send(&out, cancel, || async {
                 retry_store(cancel, || self.store.renew_once(&d, &owner, lease))
                     .await
                     .unwrap_or(false)
             })
             .await;
-        self.record_delivery(&d, &owner, outcome, cancel).await
+        let provider = self.providers.provider(sent.provider);
+        self.record_delivery(&d, &owner, sent.outcome, provider, cancel)
+            .await
     }
 
     /// Takes the once-slot; `None` when this dispatcher holds it and must send, otherwise
@@ -108,6 +113,7 @@ impl Dispatcher {
         d: &Delivery,
         owner: &str,
         outcome: SendOutcome,
+        provider: &Provider,
         cancel: &CancellationToken,
     ) -> Handled {
         let never = CancellationToken::new();
@@ -115,8 +121,10 @@ impl Dispatcher {
             SendOutcome::Delivered { provider_id } => {
                 let accepted = Instant::now();
                 let confirmed_id = provider_id.clone();
-                let recorded =
-                    retry_store(&never, || self.store.mark_sent(d, owner, &provider_id)).await;
+                let recorded = retry_store(&never, || {
+                    self.store.mark_sent(d, owner, &provider_id, &provider.name)
+                })
+                .await;
                 self.stats
                     .accept_to_mark_ms
                     .record_ms(accepted.elapsed().as_millis() as u64);
@@ -133,9 +141,7 @@ impl Dispatcher {
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
                 self.emit_delivery(LifecycleKind::Sent, d, Some(detail))
                     .await;
-                if self.provider.confirms_on_accept()
-                    && recorded == Some(SentOutcome::AwaitingReceipt)
-                {
+                if provider.confirms_on_accept() && recorded == Some(SentOutcome::AwaitingReceipt) {
                     self.confirm_now(d, confirmed_id).await;
                 }
             }
@@ -147,6 +153,14 @@ impl Dispatcher {
                         .mark_undeliverable(channel, &d.message.to, &reason)
                 })
                 .await;
+                if channel == Channel::Push {
+                    // A push token that can never receive is dropped from the profile.
+                    let _ = retry_store(&never, || {
+                        self.store
+                            .forget_contact(&d.customer, channel, &d.message.to)
+                    })
+                    .await;
+                }
                 tracing::warn!(campaign = %d.campaign, customer = %d.customer, %channel, %reason, "address cannot receive; next channel due");
                 let _ =
                     retry_store(&never, || self.store.mark_undelivered(d, owner, &reason)).await;
@@ -154,7 +168,7 @@ impl Dispatcher {
                 self.emit_delivery(LifecycleKind::Undelivered, d, Some(reason))
                     .await;
             }
-            SendOutcome::Failed { reason } => {
+            SendOutcome::Failed { reason } | SendOutcome::Unavailable { reason, .. } => {
                 tracing::warn!(campaign = %d.campaign, customer = %d.customer, channel = %d.message.channel, %reason, "delivery refused; next channel due");
                 let _ =
                     retry_store(&never, || self.store.mark_undelivered(d, owner, &reason)).await;

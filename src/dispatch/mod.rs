@@ -29,7 +29,7 @@ use crate::kafka::{self, Topics};
 use crate::latency::LatencyHistogram;
 use crate::model::{Channel, Delivery, LifecycleEvent, LifecycleKind, Notification, RequestId};
 use crate::prom;
-use crate::provider::{CircuitState, Provider};
+use crate::provider::{CircuitState, ProviderChain};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -101,7 +101,8 @@ pub struct Dispatcher {
     pub store: Store,
     pub producer: FutureProducer,
     pub topics: Topics,
-    pub provider: Arc<Provider>,
+    /// The channel's providers, in order: failover within the channel.
+    pub providers: Arc<ProviderChain>,
     pub config: DispatchConfig,
     pub stats: DispatchStats,
 }
@@ -174,11 +175,11 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// While this channel's provider circuit is open, says so in Redis, so that fan-out and
-    /// retry try the channel last.
+    /// While every provider circuit of this channel is open, says so in Redis, so that
+    /// fan-out and retry try the channel last.
     async fn announce_health(self: Arc<Self>, shutdown: CancellationToken) {
         while sleep_unless_cancelled(Duration::from_secs(1), &shutdown).await {
-            if self.provider.circuit_state() == CircuitState::Open {
+            if self.providers.all_open() {
                 if let Err(e) = self
                     .store
                     .set_unhealthy(self.config.channel, Duration::from_secs(3))
@@ -205,13 +206,14 @@ impl Dispatcher {
                 "p50": crate::latency::quantile(&window, 0.5),
                 "p99": crate::latency::quantile(&window, 0.99),
             },
-            "provider": {
-                "name": self.provider.name,
-                "adapter": self.provider.adapter,
-                "circuit": format!("{:?}", self.provider.circuit_state()).to_lowercase(),
-                "rate_per_sec": self.provider.current_rate(),
-                "calls": self.provider.stats(),
-            },
+            "failovers": self.providers.failovers.load(Ordering::Relaxed),
+            "providers": self.providers.providers().iter().map(|p| serde_json::json!({
+                "name": p.name,
+                "adapter": p.adapter,
+                "circuit": circuit_name(p.circuit_state()),
+                "rate_per_sec": p.current_rate(),
+                "calls": p.stats(),
+            })).collect::<Vec<_>>(),
         })
     }
 
@@ -223,13 +225,8 @@ impl Dispatcher {
         let gauge = |name: &str, help: &str, v: f64| {
             prom::Family::new(name, help).with(&labels, prom::Value::Gauge(v))
         };
-        let circuit = match self.provider.circuit_state() {
-            CircuitState::Closed => 0.0,
-            CircuitState::HalfOpen => 1.0,
-            CircuitState::Open => 2.0,
-        };
         let topics = &self.topics;
-        vec![
+        let mut families = vec![
             prom::counters_from(
                 "herald_dispatch_messages",
                 "Messages this dispatcher handled, by result.",
@@ -242,35 +239,58 @@ impl Dispatcher {
                 "Notifications being worked on now.",
                 self.stats.in_flight.load(Ordering::Relaxed) as f64,
             ),
-            prom::counters_from(
-                "herald_provider_calls",
-                "Provider calls by status (calls counts every attempt).",
-                "status",
-                self.provider.stats(),
-                &labels,
-            ),
-            gauge(
-                "herald_provider_circuit_state",
-                "Provider circuit: 0 closed, 1 half-open, 2 open.",
-                circuit,
-            ),
             gauge(
                 "herald_dispatch_uncertain_window_p99_ms",
                 "p99 of the time from the provider's acceptance to the slot marked sent.",
                 crate::latency::quantile(&self.stats.accept_to_mark_ms.snapshot(), 0.99)
                     .unwrap_or(0) as f64,
             ),
-            gauge(
-                "herald_provider_rate_per_second",
-                "The adaptive limiter's current rate.",
-                self.provider.current_rate(),
+            prom::Family::new(
+                "herald_provider_failovers",
+                "Sends that moved on to the channel's next provider.",
+            )
+            .with(
+                &labels,
+                prom::Value::Counter(self.providers.failovers.load(Ordering::Relaxed) as f64),
             ),
-            kafka::lag_family(
-                &topics.dispatch_group(self.config.channel),
-                &topics.notify(self.config.channel),
-                &self.stats.consumer_lag,
-            ),
-        ]
+        ];
+        families.extend(self.provider_families(channel));
+        families.push(kafka::lag_family(
+            &topics.dispatch_group(self.config.channel),
+            &topics.notify(self.config.channel),
+            &self.stats.consumer_lag,
+        ));
+        families
+    }
+
+    /// Per provider of the channel: calls by status, circuit state, adaptive rate (one
+    /// family each, a series per provider).
+    fn provider_families(&self, channel: &str) -> Vec<prom::Family> {
+        let mut calls = prom::Family::new(
+            "herald_provider_calls",
+            "Provider calls by status (calls counts every attempt).",
+        );
+        let mut circuit = prom::Family::new(
+            "herald_provider_circuit_state",
+            "Provider circuit: 0 closed, 1 half-open, 2 open.",
+        );
+        let mut rate = prom::Family::new(
+            "herald_provider_rate_per_second",
+            "The adaptive limiter's current rate.",
+        );
+        for p in self.providers.providers() {
+            let labels = [("channel", channel), ("provider", p.name.as_str())];
+            let per_status = prom::counters_from("", "", "status", p.stats(), &labels);
+            calls.series.extend(per_status.series);
+            let state = match p.circuit_state() {
+                CircuitState::Closed => 0.0,
+                CircuitState::HalfOpen => 1.0,
+                CircuitState::Open => 2.0,
+            };
+            circuit.push(&labels, prom::Value::Gauge(state));
+            rate.push(&labels, prom::Value::Gauge(p.current_rate()));
+        }
+        vec![calls, circuit, rate]
     }
 
     fn log_progress(&self) {
@@ -282,7 +302,7 @@ impl Dispatcher {
             failed = s.failed.load(Ordering::Relaxed),
             deduplicated = s.deduplicated.load(Ordering::Relaxed),
             dead_lettered = s.dead_lettered.load(Ordering::Relaxed),
-            provider_rate = format!("{:.1}", self.provider.current_rate()),
+            provider_rate = format!("{:.1}", self.providers.provider(0).current_rate()),
             "progress"
         );
     }
@@ -362,6 +382,14 @@ impl Dispatcher {
     async fn emit(&self, kind: LifecycleKind, id: &RequestId, detail: Option<String>) {
         let event = LifecycleEvent::new(kind, id, self.config.channel, detail);
         kafka::emit_event(&self.producer, &self.topics.events(), &event).await;
+    }
+}
+
+fn circuit_name(state: CircuitState) -> &'static str {
+    match state {
+        CircuitState::Closed => "closed",
+        CircuitState::HalfOpen => "half_open",
+        CircuitState::Open => "open",
     }
 }
 

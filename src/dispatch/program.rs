@@ -74,8 +74,9 @@ impl crate::program::Program for Program {
             store,
             producer,
             topics,
-            provider: Arc::new(
-                ProvidersConfig::load(&args.providers)?.build(args.channel, &args.provider)?,
+            providers: Arc::new(
+                ProvidersConfig::load(&args.providers)?
+                    .build_chain(args.channel, &args.provider)?,
             ),
             config: DispatchConfig {
                 channel: args.channel,

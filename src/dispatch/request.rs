@@ -52,21 +52,23 @@ impl Dispatcher {
             key: id.as_str(),
             message: &notification.message,
             email: None,
+            whatsapp: None,
             promotion: None,
         };
         let outcome = self
-            .provider
+            .providers
             .send(&out, cancel, || async {
                 retry_store(cancel, || self.store.renew(id, &owner, lease))
                     .await
                     .unwrap_or(false)
             })
-            .await;
+            .await
+            .outcome;
         let (status, kind, detail) = match outcome {
             SendOutcome::Delivered { provider_id } => {
                 (RequestStatus::Sent, LifecycleKind::Sent, provider_id)
             }
-            SendOutcome::Failed { reason } => {
+            SendOutcome::Failed { reason } | SendOutcome::Unavailable { reason, .. } => {
                 (RequestStatus::Failed, LifecycleKind::Failed, reason)
             }
             SendOutcome::Undeliverable { reason } => {

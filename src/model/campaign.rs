@@ -82,6 +82,9 @@ pub struct Campaign {
     /// Subject, HTML part and sender of the e-mails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<EmailTemplate>,
+    /// The approved WhatsApp template that carries the message on the WhatsApp Cloud API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whatsapp: Option<WhatsappCampaignTemplate>,
     /// The same message in other languages, chosen by the customer's `language`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub translations: BTreeMap<Language, Translation>,
@@ -109,6 +112,28 @@ pub struct EmailTemplate {
     /// `Name <address>` or an address; the dispatcher's default sender when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+}
+
+/// A WhatsApp message template approved in Meta's manager: its name, the language to use
+/// when the customer's profile has none, and its body parameters (templates themselves,
+/// rendered per customer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhatsappCampaignTemplate {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<Language>,
+    #[serde(default)]
+    pub parameters: Vec<Template>,
+}
+
+/// A WhatsApp template as one customer gets it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhatsappTemplate {
+    pub name: String,
+    pub language: String,
+    #[serde(default)]
+    pub parameters: Vec<String>,
 }
 
 /// A campaign's message in one more language.
@@ -143,6 +168,11 @@ impl Campaign {
         let mut all = vec![("template".to_string(), &self.template)];
         if let Some(e) = &self.email {
             e.templates("email", &mut all);
+        }
+        if let Some(w) = &self.whatsapp {
+            for (i, p) in w.parameters.iter().enumerate() {
+                all.push((format!("whatsapp.parameters[{i}]"), p));
+            }
         }
         for (lang, t) in &self.translations {
             all.push((format!("translations.{lang}.template"), &t.template));
@@ -216,6 +246,9 @@ pub struct Delivery {
     /// What an e-mail carries besides the body (e-mail deliveries only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<EmailParts>,
+    /// The WhatsApp template it goes as (WhatsApp deliveries of campaigns that name one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whatsapp: Option<WhatsappTemplate>,
 }
 
 /// A rendered e-mail's subject, HTML part and sender.

@@ -170,6 +170,7 @@ async fn activate(
         name: format!("Flash promo {}: {}", promo.id, promo.product.name),
         template: promo.message.clone(),
         email: None,
+        whatsapp: None,
         translations: Default::default(),
         channels: promo.channels.clone(),
         confirmation_timeout_ms: Default::default(),

@@ -10,7 +10,12 @@
 //! from = "Shop <offers@shop.example>"
 //! rate = 50                          # per second; and concurrency, timeout_ms, max_attempts
 //!
-//! [sms]
+//! [[sms]]                            # several: tried in order (failover)
+//! adapter = "twilio"
+//! account_sid = "AC..."
+//! auth_token_env = "TWILIO_AUTH_TOKEN"
+//! from = "+15005550006"
+//! [[sms]]
 //! adapter = "http"
 //! url = "https://notify.shop.example"
 //! api_key_env = "SHOP_NOTIFY_KEY"
@@ -22,10 +27,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::fcm::{FcmSettings, FcmSetupError, FcmTransport, ServiceAccount};
 use super::http::{HttpAdapterError, HttpTransport};
 use super::resilient::ResilienceError;
 use super::smtp::{SmtpSettings, SmtpSetupError, SmtpTransport, UnsubscribeLinks};
-use super::{Provider, Resilience, Transport};
+use super::twilio::{TwilioSettings, TwilioTransport};
+use super::whatsapp::{WhatsappSettings, WhatsappTransport};
+use super::{Provider, ProviderChain, Resilience, Transport};
 use crate::auth::UnsubscribeTokens;
 use crate::config::ProviderArgs;
 use crate::model::Channel;
@@ -121,6 +129,10 @@ pub enum ProvidersError {
     Http(#[from] HttpAdapterError),
     #[error(transparent)]
     Resilience(#[from] ResilienceError),
+    #[error(transparent)]
+    Fcm(#[from] FcmSetupError),
+    #[error("cannot build an HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -130,6 +142,52 @@ pub enum AdapterKind {
     #[default]
     Http,
     Smtp,
+    /// Twilio Programmable Messaging (SMS and WhatsApp).
+    Twilio,
+    /// Meta's WhatsApp Business Cloud API.
+    Whatsapp,
+    /// Firebase Cloud Messaging HTTP v1 (push).
+    Fcm,
+}
+
+impl AdapterKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdapterKind::Http => "http",
+            AdapterKind::Smtp => "smtp",
+            AdapterKind::Twilio => "twilio",
+            AdapterKind::Whatsapp => "whatsapp",
+            AdapterKind::Fcm => "fcm",
+        }
+    }
+
+    /// The channels an adapter can send.
+    fn sends(self, channel: Channel) -> bool {
+        match self {
+            AdapterKind::Http => true,
+            AdapterKind::Smtp => channel == Channel::Email,
+            AdapterKind::Twilio => matches!(channel, Channel::Sms | Channel::Whatsapp),
+            AdapterKind::Whatsapp => channel == Channel::Whatsapp,
+            AdapterKind::Fcm => channel == Channel::Push,
+        }
+    }
+}
+
+/// A channel's entry: one provider (a table) or several in order (an array of tables).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(ProviderEntry),
+    Many(Vec<ProviderEntry>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<ProviderEntry> {
+        match self {
+            OneOrMany::One(e) => vec![e],
+            OneOrMany::Many(v) => v,
+        }
+    }
 }
 
 /// One channel's provider as the file writes it.
@@ -149,6 +207,23 @@ pub struct ProviderEntry {
     pub from: Option<String>,
     /// smtp: the subject of transactional e-mails.
     pub subject: Option<String>,
+    /// With several providers on a channel: the share of first tries this one gets (a cost
+    /// split); without weights the first listed is tried first.
+    pub weight: Option<u32>,
+    /// twilio: the account SID (`AC...`).
+    pub account_sid: Option<String>,
+    /// twilio: the user of HTTP Basic when it is an API key (`SK...`); the account SID otherwise.
+    pub api_key_sid: Option<String>,
+    /// twilio: the variable holding the auth token (or the API key's secret).
+    pub auth_token_env: Option<String>,
+    /// whatsapp: the Graph API version (`v21.0` unless given).
+    pub version: Option<String>,
+    /// whatsapp: the sending phone number's id.
+    pub phone_number_id: Option<String>,
+    /// whatsapp: the variable holding the access token.
+    pub token_env: Option<String>,
+    /// fcm: the variable holding the path of the service-account key file (JSON).
+    pub credentials_env: Option<String>,
     pub rate: Option<f64>,
     pub max_rate: Option<f64>,
     pub concurrency: Option<usize>,
@@ -159,7 +234,7 @@ pub struct ProviderEntry {
 /// What sends each channel, read and checked, secrets not yet resolved.
 #[derive(Debug, Clone)]
 pub struct ProvidersConfig {
-    channels: BTreeMap<Channel, ProviderEntry>,
+    channels: BTreeMap<Channel, Vec<ProviderEntry>>,
     args: ProvidersArgs,
 }
 
@@ -174,18 +249,25 @@ impl ProvidersConfig {
         Ok(ProvidersConfig { channels, args })
     }
 
-    fn read(path: &PathBuf) -> Result<BTreeMap<Channel, ProviderEntry>, ProvidersError> {
+    fn read(path: &PathBuf) -> Result<BTreeMap<Channel, Vec<ProviderEntry>>, ProvidersError> {
         let text = std::fs::read_to_string(path).map_err(|e| ProvidersError::Read {
             path: path.clone(),
             error: e.to_string(),
         })?;
-        toml::from_str(&text).map_err(|e| ProvidersError::Parse {
-            path: path.clone(),
-            error: e.to_string(),
-        })
+        let parsed: BTreeMap<Channel, OneOrMany> =
+            toml::from_str(&text).map_err(|e| ProvidersError::Parse {
+                path: path.clone(),
+                error: e.to_string(),
+            })?;
+        let channels: BTreeMap<Channel, Vec<ProviderEntry>> =
+            parsed.into_iter().map(|(c, e)| (c, e.into_vec())).collect();
+        for (channel, entries) in &channels {
+            check_entries(*channel, entries)?;
+        }
+        Ok(channels)
     }
 
-    fn default_channels(args: &ProvidersArgs) -> BTreeMap<Channel, ProviderEntry> {
+    fn default_channels(args: &ProvidersArgs) -> BTreeMap<Channel, Vec<ProviderEntry>> {
         Channel::ALL
             .into_iter()
             .map(|channel| {
@@ -199,27 +281,65 @@ impl ProvidersConfig {
                 } else {
                     ProviderEntry::default()
                 };
-                (channel, entry)
+                (channel, vec![entry])
             })
             .collect()
     }
 
-    /// Which adapter each channel uses, and its name: for `--help`-level reporting.
+    /// Which providers each channel uses, in order: (channel, name, adapter).
     pub fn summary(&self) -> Vec<(Channel, String, AdapterKind)> {
         self.channels
             .iter()
-            .map(|(c, e)| (*c, entry_name(e), e.adapter))
+            .flat_map(|(c, entries)| entries.iter().map(|e| (*c, entry_name(e), e.adapter)))
             .collect()
     }
 
-    /// Builds the provider of `channel`, resolving its secrets; `defaults` are the flags'
-    /// resilience settings, which the file may override per provider.
+    /// The providers of `channel`, in order, built with their secrets resolved.
+    pub fn build_chain(
+        &self,
+        channel: Channel,
+        defaults: &ProviderArgs,
+    ) -> Result<ProviderChain, ProvidersError> {
+        let entries = self
+            .channels
+            .get(&channel)
+            .cloned()
+            .unwrap_or_else(|| vec![ProviderEntry::default()]);
+        let providers = entries
+            .iter()
+            .map(|e| self.build_entry(channel, e, defaults))
+            .collect::<Result<Vec<_>, _>>()?;
+        let weights = if entries.iter().any(|e| e.weight.is_some()) {
+            entries.iter().map(|e| e.weight.unwrap_or(0)).collect()
+        } else {
+            Vec::new()
+        };
+        Ok(ProviderChain::new(providers, weights))
+    }
+
+    /// Builds the first provider of `channel` (what a single-provider caller wants).
     pub fn build(
         &self,
         channel: Channel,
         defaults: &ProviderArgs,
     ) -> Result<Provider, ProvidersError> {
-        let entry = self.channels.get(&channel).cloned().unwrap_or_default();
+        let entry = self
+            .channels
+            .get(&channel)
+            .and_then(|e| e.first())
+            .cloned()
+            .unwrap_or_default();
+        self.build_entry(channel, &entry, defaults)
+    }
+
+    /// Builds one provider, resolving its secrets; `defaults` are the flags' resilience
+    /// settings, which the file may override per provider.
+    fn build_entry(
+        &self,
+        channel: Channel,
+        entry: &ProviderEntry,
+        defaults: &ProviderArgs,
+    ) -> Result<Provider, ProvidersError> {
         let invalid = |what: &str| ProvidersError::Invalid {
             channel,
             what: what.into(),
@@ -241,6 +361,12 @@ impl ProvidersConfig {
             args.provider_max_attempts = v;
         }
         let resilience = Resilience::new(&args)?;
+        let timeout = Duration::from_millis(args.provider_timeout_ms);
+        let concurrency = args.provider_concurrency;
+        let need = |what: &'static str, v: &Option<String>| {
+            v.clone()
+                .ok_or_else(|| invalid(&format!("{} needs `{what}`", entry.adapter.as_str())))
+        };
         let transport: Box<dyn Transport> = match entry.adapter {
             AdapterKind::Http => {
                 if let Some(url) = &entry.url {
@@ -254,9 +380,6 @@ impl ProvidersConfig {
                 Box::new(HttpTransport::new(&args)?)
             }
             AdapterKind::Smtp => {
-                if channel != Channel::Email {
-                    return Err(invalid("the smtp adapter sends e-mail only"));
-                }
                 let url = match (&entry.url_env, &self.args.smtp_url) {
                     (Some(var), Some(flag)) if var == "HERALD_SMTP_URL" => flag.clone(),
                     (Some(var), _) => env(var)?,
@@ -283,14 +406,51 @@ impl ProvidersConfig {
                     unsubscribe: self.unsubscribe_links()?,
                 })?)
             }
-        };
-        let adapter = match entry.adapter {
-            AdapterKind::Http => "http",
-            AdapterKind::Smtp => "smtp",
+            AdapterKind::Twilio => {
+                let account_sid = need("account_sid", &entry.account_sid)?;
+                Box::new(TwilioTransport::new(TwilioSettings {
+                    base_url: entry.url.clone().unwrap_or("https://api.twilio.com".into()),
+                    username: entry.api_key_sid.clone().unwrap_or(account_sid.clone()),
+                    account_sid,
+                    secret: env(&need("auth_token_env", &entry.auth_token_env)?)?,
+                    from: need("from", &entry.from)?,
+                    channel,
+                    // Without status callbacks every message would wait out its time-out
+                    // and fall back to another channel: a second message to the customer.
+                    public_url: self.args.public_url.clone().ok_or(ProvidersError::Missing(
+                        "HERALD_PUBLIC_URL, where Twilio posts delivery statuses",
+                    ))?,
+                    timeout,
+                    concurrency,
+                })?)
+            }
+            AdapterKind::Whatsapp => Box::new(WhatsappTransport::new(WhatsappSettings {
+                base_url: entry
+                    .url
+                    .clone()
+                    .unwrap_or("https://graph.facebook.com".into()),
+                version: entry.version.clone().unwrap_or("v21.0".into()),
+                phone_number_id: need("phone_number_id", &entry.phone_number_id)?,
+                token: env(&need("token_env", &entry.token_env)?)?,
+                timeout,
+                concurrency,
+            })?),
+            AdapterKind::Fcm => {
+                let path = env(&need("credentials_env", &entry.credentials_env)?)?;
+                Box::new(FcmTransport::new(FcmSettings {
+                    base_url: entry
+                        .url
+                        .clone()
+                        .unwrap_or("https://fcm.googleapis.com".into()),
+                    account: ServiceAccount::read(path.expose())?,
+                    timeout,
+                    concurrency,
+                })?)
+            }
         };
         Ok(Provider::new(
-            entry_name(&entry),
-            adapter,
+            entry_name(entry),
+            entry.adapter.as_str(),
             transport,
             resilience,
         ))
@@ -318,13 +478,34 @@ impl ProvidersConfig {
 }
 
 fn entry_name(e: &ProviderEntry) -> String {
-    e.name.clone().unwrap_or_else(|| {
-        match e.adapter {
-            AdapterKind::Http => "http",
-            AdapterKind::Smtp => "smtp",
+    e.name
+        .clone()
+        .unwrap_or_else(|| e.adapter.as_str().to_string())
+}
+
+/// A channel's providers: at least one, each able to send the channel, names distinct
+/// (metrics and the once-slot tell them apart by name).
+fn check_entries(channel: Channel, entries: &[ProviderEntry]) -> Result<(), ProvidersError> {
+    let invalid = |what: String| ProvidersError::Invalid { channel, what };
+    if entries.is_empty() {
+        return Err(invalid("no provider listed".into()));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for e in entries {
+        if !e.adapter.sends(channel) {
+            return Err(invalid(format!(
+                "the {} adapter cannot send {channel}",
+                e.adapter.as_str()
+            )));
         }
-        .to_string()
-    })
+        let name = entry_name(e);
+        if !names.insert(name.clone()) {
+            return Err(invalid(format!(
+                "two providers are named {name:?}: give each a `name`"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A secret named by the file: the variable must be set (its value is never shown).
@@ -341,7 +522,11 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<BTreeMap<Channel, ProviderEntry>, toml::de::Error> {
-        toml::from_str(text)
+        let many: BTreeMap<Channel, OneOrMany> = toml::from_str(text)?;
+        Ok(many
+            .into_iter()
+            .map(|(c, e)| (c, e.into_vec().remove(0)))
+            .collect())
     }
 
     #[test]

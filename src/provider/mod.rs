@@ -3,15 +3,21 @@
 //!
 //! A [`Provider`] is an adapter ([`Transport`]: one call, its answer classified) wrapped in
 //! the [`Resilience`] every adapter shares (limiter, breaker, retries, concurrency cap).
-//! Adapters: [`http`] (seed 001's `POST /v1/notify` contract) and [`smtp`] (e-mail through
-//! any SMTP server, on lettre). Which channel uses which is [`config`]: the providers file.
+//! Adapters: [`http`] (seed 001's `POST /v1/notify` contract), [`smtp`] (e-mail through any
+//! SMTP server, on lettre), [`twilio`] (SMS, WhatsApp), [`whatsapp`] (Meta's Cloud API) and
+//! [`fcm`] (push). Which channel uses which, and in what order ([`chain`]: failover), is
+//! [`config`]: the providers file.
 
 pub mod breaker;
+pub mod chain;
 pub mod config;
+pub mod fcm;
 pub mod http;
 pub mod limiter;
 pub mod resilient;
 pub mod smtp;
+pub mod twilio;
+pub mod whatsapp;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,11 +26,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use breaker::CircuitState;
+pub use chain::{ChainOutcome, ProviderChain};
 pub use config::{ProvidersConfig, ProvidersError};
 pub use http::{API_KEY_HEADER, IDEMPOTENCY_KEY_HEADER};
 pub use resilient::{ProviderStats, Resilience};
 
-use crate::model::{CampaignId, CustomerId, EmailParts, Message};
+use crate::model::{CampaignId, CustomerId, EmailParts, Message, WhatsappTemplate};
 
 /// One message on its way to a provider.
 #[derive(Debug, Clone, Copy)]
@@ -32,8 +39,10 @@ pub struct Outgoing<'a> {
     /// The idempotency key: the same for every attempt and every resend after a crash.
     pub key: &'a str,
     pub message: &'a Message,
-    /// Subject, HTML part and sender, for e-mail.
+    /// Subject, HTML part and sender, for e-mail (a push notification's title too).
     pub email: Option<&'a EmailParts>,
+    /// The approved template a WhatsApp Cloud API message is sent as, rendered.
+    pub whatsapp: Option<&'a WhatsappTemplate>,
     /// Set for promotions (campaign deliveries): the message carries an unsubscribe link.
     /// Transactional messages (seed 001 requests, sale confirmations) leave it `None`.
     pub promotion: Option<(&'a CampaignId, &'a CustomerId)>,
@@ -53,6 +62,12 @@ pub enum SendOutcome {
     /// promotions and the customer moves to the next channel now.
     Undeliverable {
         reason: String,
+    },
+    /// The provider could not be used (its circuit open, or retries used up on transient
+    /// errors): another provider of the channel may take it. `maybe_sent` as below.
+    Unavailable {
+        reason: String,
+        maybe_sent: bool,
     },
     /// Gave up without an outcome (shutdown, or the lease went to someone else): not ours to
     /// record. `maybe_sent` when an earlier attempt ended without an answer (a time-out or a
@@ -127,6 +142,7 @@ impl Provider {
         &self,
         out: &Outgoing<'_>,
         cancel: &CancellationToken,
+        has_fallback: bool,
         before_attempt: F,
     ) -> SendOutcome
     where
@@ -134,7 +150,13 @@ impl Provider {
         Fut: Future<Output = bool>,
     {
         self.resilience
-            .send(self.transport.as_ref(), out, cancel, before_attempt)
+            .send(
+                self.transport.as_ref(),
+                out,
+                cancel,
+                has_fallback,
+                before_attempt,
+            )
             .await
     }
 

@@ -105,13 +105,16 @@ impl Resilience {
     }
 
     /// Sends `out` through `transport` until it is accepted, permanently refused, or out of
-    /// attempts. `before_attempt` runs right before each call; if it answers `false` (the
-    /// caller lost its claim) nothing more is sent.
+    /// attempts (then [`SendOutcome::Unavailable`]). `before_attempt` runs right before each
+    /// call; if it answers `false` (the caller lost its claim) nothing more is sent. With
+    /// `has_fallback` (another provider can take it) an open circuit is given up on at once
+    /// instead of waited out.
     pub async fn send<F, Fut>(
         &self,
         transport: &dyn Transport,
         out: &Outgoing<'_>,
         cancel: &CancellationToken,
+        has_fallback: bool,
         mut before_attempt: F,
     ) -> SendOutcome
     where
@@ -127,7 +130,7 @@ impl Resilience {
             if let Err(open) = self.breaker.check() {
                 failures += 1;
                 last_error = "provider circuit open".into();
-                if failures >= self.policy.max_attempts {
+                if has_fallback || failures >= self.policy.max_attempts {
                     break;
                 }
                 let wait = open.retry_in.max(self.policy.backoff(failures));
@@ -205,8 +208,9 @@ impl Resilience {
                 }
             }
         }
-        SendOutcome::Failed {
+        SendOutcome::Unavailable {
             reason: format!("gave up after {failures} failed attempts: {last_error}"),
+            maybe_sent,
         }
     }
 

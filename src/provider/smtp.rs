@@ -298,6 +298,7 @@ mod tests {
             key: "spring:c.1:email",
             message: &msg,
             email: Some(&email),
+            whatsapp: None,
             promotion: Some((&c, &u)),
         };
         let text = formatted(&t, &out);
@@ -335,6 +336,7 @@ mod tests {
             key: "k",
             message: &msg,
             email: None,
+            whatsapp: None,
             promotion: None,
         };
         assert!(matches!(

@@ -4,8 +4,17 @@
 
 use std::collections::BTreeSet;
 
-use super::{Store, StoreError};
-use crate::model::{Customer, CustomerId};
+use super::{Lua, Store, StoreError};
+use crate::model::{Channel, Customer, CustomerId};
+
+// KEYS[1] profile. ARGV: the text read, the text to write. Writes only if nobody wrote since.
+static SWAP: Lua = Lua::new(
+    r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+return 1
+"#,
+);
 
 impl Store {
     pub(super) fn customer_key(&self, id: &CustomerId) -> String {
@@ -52,6 +61,42 @@ impl Store {
             };
         }
         self.query_pipe::<()>(&pipe).await
+    }
+
+    /// Removes `address` from the customer's contacts on `channel` if it is still the one
+    /// there (a push token FCM says is gone); `true` if it was removed. Compare-and-set, so
+    /// a profile rewritten in between is left as it is.
+    pub async fn forget_contact(
+        &self,
+        id: &CustomerId,
+        channel: Channel,
+        address: &str,
+    ) -> Result<bool, StoreError> {
+        let key = self.customer_key(id);
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+            key: key.clone(),
+            what: e.to_string(),
+        };
+        for _ in 0..5 {
+            let mut pipe = redis::pipe();
+            pipe.get(&key);
+            let (raw,): (Option<String>,) = self.query_pipe(&pipe).await?;
+            let Some(raw) = raw else { return Ok(false) };
+            let mut customer: Customer = serde_json::from_str(&raw).map_err(corrupt)?;
+            if customer.contacts.get(&channel).map(String::as_str) != Some(address) {
+                return Ok(false);
+            }
+            customer.contacts.remove(&channel);
+            customer.consent.remove(&channel);
+            let after = serde_json::to_string(&customer).map_err(corrupt)?;
+            if self
+                .eval_flag(&SWAP.key(&key).arg(&raw).arg(&after))
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The attribute names customers' profiles have carried (names are never forgotten: a

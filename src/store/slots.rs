@@ -143,13 +143,16 @@ return 1
 "#,
 );
 
-// KEYS[1] slot, KEYS[2] campaign, KEYS[3] pending. ARGV: owner, channel, timeout ms, customer, provider id.
+// KEYS[1] slot, KEYS[2] campaign, KEYS[3] pending. ARGV: owner, channel, timeout ms, customer,
+// provider's message id, provider's name (recorded on the slot, counted on the campaign).
 static MARK_SENT: Lua = Lua::new(lua_with_now!(
     r#"
 local f = redis.call('HMGET', KEYS[1], 'st', 'own', 'er')
 if (f[1] ~= 'claimed' and f[1] ~= 'sending') or f[2] ~= ARGV[1] then return 'lost' end
 redis.call('HINCRBY', KEYS[2], 'sent', 1)
 redis.call('HINCRBY', KEYS[2], 'sent:' .. ARGV[2], 1)
+redis.call('HINCRBY', KEYS[2], 'provider:' .. ARGV[6], 1)
+redis.call('HSET', KEYS[1], 'prov', ARGV[6])
 if f[3] == 'delivered' then
   redis.call('HSET', KEYS[1], 'st', 'delivered', 'own', '', 'pid', ARGV[5])
   redis.call('ZREM', KEYS[3], ARGV[4])
@@ -320,12 +323,14 @@ impl Store {
         .await
     }
 
-    /// The provider accepted: wait for the receipt until now + the delivery's time-out.
+    /// The provider named `provider` accepted, as message `provider_id`: wait for the receipt
+    /// until now + the delivery's time-out.
     pub async fn mark_sent(
         &self,
         d: &Delivery,
         owner: &str,
         provider_id: &str,
+        provider: &str,
     ) -> Result<SentOutcome, StoreError> {
         let reply: String = self
             .eval(
@@ -334,7 +339,8 @@ impl Store {
                     .arg(d.message.channel.as_str())
                     .arg(d.timeout_ms)
                     .arg(d.customer.as_str())
-                    .arg(provider_id),
+                    .arg(provider_id)
+                    .arg(provider),
             )
             .await?;
         Ok(match reply.as_str() {

@@ -282,7 +282,8 @@ async fn an_address_the_server_refuses_falls_back_at_once_and_is_skipped_next_ti
     assert!(!by.contains_key(&address("r3")));
     assert_eq!(
         email
-            .provider
+            .providers
+            .provider(0)
             .stats()
             .undeliverable
             .load(std::sync::atomic::Ordering::Relaxed),
@@ -298,7 +299,8 @@ async fn an_address_the_server_refuses_falls_back_at_once_and_is_skipped_next_ti
     assert_eq!(next["counts"]["delivered"], 6, "{next}");
     assert_eq!(next["counts"]["delivered:push"], 1, "{next}");
     let calls = email
-        .provider
+        .providers
+        .provider(0)
         .stats()
         .calls
         .load(std::sync::atomic::Ordering::Relaxed);
@@ -333,7 +335,7 @@ async fn a_busy_server_slows_herald_down_without_losing_anyone() {
     let by = catcher.by_recipient();
     assert_eq!(by.len(), 60);
     assert!(by.values().all(|m| m.len() == 1));
-    let stats = email.provider.stats();
+    let stats = email.providers.provider(0).stats();
     assert!(
         stats
             .rate_limited

@@ -41,7 +41,7 @@ async fn five_hundred_requests_through_a_failing_rate_limited_provider_all_end()
     let sim = fleet.sim_stats().await;
     eprintln!(
         "provider saw: {sim:?}; adaptive rate now {:.1}/s",
-        d.provider.current_rate()
+        d.providers.provider(0).current_rate()
     );
     assert_eq!(
         sim.keys_delivered_twice, 0,

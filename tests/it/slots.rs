@@ -35,6 +35,7 @@ fn delivery(campaign: &str, customer: &str, channel: Channel, attempt: u32) -> D
         fanned_out_ms: 0,
         on_uncertain: UncertainSend::Resend,
         email: None,
+        whatsapp: None,
     }
 }
 
@@ -63,7 +64,7 @@ async fn sent_then_overdue(store: &Store, d: &Delivery) -> herald::store::Overdu
         .renew_once(d, "o1", Duration::from_secs(30))
         .await
         .unwrap());
-    store.mark_sent(d, "o1", "p1").await.unwrap();
+    store.mark_sent(d, "o1", "p1", "sim").await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let mut overdue = store
         .claim_overdue(&d.campaign, "retry-1", 10, Duration::from_secs(30), WAIT)

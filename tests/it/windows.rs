@@ -308,6 +308,7 @@ async fn a_finished_campaigns_keys_expire_after_their_retention() {
         name: "n".into(),
         template: Template::try_from("hi".to_string()).unwrap(),
         email: None,
+        whatsapp: None,
         translations: Default::default(),
         channels: Vec::new(),
         confirmation_timeout_ms: Default::default(),

@@ -1,0 +1,139 @@
+//! Failover between the providers of one channel: the same message, with the same
+//! idempotency key, goes to the next provider at once when one is unavailable (its circuit
+//! open, or its retries used up on transient errors), before the channel's receipt time-out
+//! and the channel fallback come into play.
+//!
+//! A provider that may have accepted the message (a time-out after the request left) is not
+//! failed over from: the next provider would send it a second time. That send ends `failed`
+//! and the channel's fallback takes it, as it did with one provider.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+use super::{CircuitState, Outgoing, Provider, SendOutcome};
+
+/// The providers of one channel, in order of preference.
+pub struct ProviderChain {
+    providers: Vec<Provider>,
+    /// Weights for the first choice (a cost split); all equal when none are given.
+    weights: Vec<u32>,
+    /// Sends that moved on to the next provider.
+    pub failovers: AtomicU64,
+}
+
+/// What the chain's send ended with, and which provider it was.
+#[derive(Debug)]
+pub struct ChainOutcome {
+    pub outcome: SendOutcome,
+    /// The provider that gave the outcome (the one that accepted, for a delivery).
+    pub provider: usize,
+}
+
+impl ProviderChain {
+    /// `weights`: one per provider, or empty for "in order".
+    pub fn new(providers: Vec<Provider>, weights: Vec<u32>) -> Self {
+        assert!(!providers.is_empty(), "a channel has at least one provider");
+        ProviderChain {
+            providers,
+            weights,
+            failovers: AtomicU64::new(0),
+        }
+    }
+
+    pub fn providers(&self) -> &[Provider] {
+        &self.providers
+    }
+
+    pub fn provider(&self, i: usize) -> &Provider {
+        &self.providers[i.min(self.providers.len() - 1)]
+    }
+
+    /// The channel is down only when every provider's circuit is open.
+    pub fn all_open(&self) -> bool {
+        self.providers
+            .iter()
+            .all(|p| p.circuit_state() == CircuitState::Open)
+    }
+
+    /// The order to try: a weighted first choice (or the first), then the rest in order;
+    /// providers whose circuit is open go last, so they are tried only when nothing else is left.
+    fn order(&self) -> Vec<usize> {
+        let n = self.providers.len();
+        let first = self.weighted_first();
+        let mut order: Vec<usize> = std::iter::once(first)
+            .chain((0..n).filter(|i| *i != first))
+            .collect();
+        order.sort_by_key(|i| self.providers[*i].circuit_state() == CircuitState::Open);
+        order
+    }
+
+    fn weighted_first(&self) -> usize {
+        let total: u64 = self.weights.iter().map(|w| u64::from(*w)).sum();
+        if self.weights.len() != self.providers.len() || total == 0 {
+            return 0;
+        }
+        let mut pick = rand::rng().random_range(0..total);
+        for (i, w) in self.weights.iter().enumerate() {
+            if pick < u64::from(*w) {
+                return i;
+            }
+            pick -= u64::from(*w);
+        }
+        0
+    }
+
+    /// Sends through the first provider that takes it (see the module's comment).
+    pub async fn send<F, Fut>(
+        &self,
+        out: &Outgoing<'_>,
+        cancel: &CancellationToken,
+        mut before_attempt: F,
+    ) -> ChainOutcome
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let order = self.order();
+        let mut last = ChainOutcome {
+            outcome: SendOutcome::Failed {
+                reason: "no provider".into(),
+            },
+            provider: order[0],
+        };
+        for (n, i) in order.iter().copied().enumerate() {
+            let has_next = n + 1 < order.len();
+            let outcome = self.providers[i]
+                .send(out, cancel, has_next, &mut before_attempt)
+                .await;
+            match outcome {
+                SendOutcome::Unavailable {
+                    reason,
+                    maybe_sent: false,
+                } if has_next => {
+                    self.failovers.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(provider = %self.providers[i].name, %reason, "failing over to the next provider");
+                    last = ChainOutcome {
+                        outcome: SendOutcome::Failed { reason },
+                        provider: i,
+                    };
+                }
+                SendOutcome::Unavailable { reason, .. } => {
+                    return ChainOutcome {
+                        outcome: SendOutcome::Failed { reason },
+                        provider: i,
+                    }
+                }
+                outcome => {
+                    return ChainOutcome {
+                        outcome,
+                        provider: i,
+                    }
+                }
+            }
+        }
+        last
+    }
+}

@@ -1,0 +1,232 @@
+//! Twilio Programmable Messaging, for SMS and WhatsApp:
+//! `POST {base}/2010-04-01/Accounts/{AccountSid}/Messages.json`, form-encoded (`To`, `From` or
+//! `MessagingServiceSid`, `Body`, `StatusCallback`), HTTP Basic with the account SID (or an
+//! API key SID) and its secret. WhatsApp addresses carry the `whatsapp:` prefix.
+//!
+//! Answers: 201 with the message `sid`; errors as `{"code", "message", "status"}`. Codes that
+//! mean the number can never receive (21211 invalid `To`, 21610 the recipient replied STOP,
+//! 21612 cannot route, 21614 not a mobile number, 63024 not a WhatsApp user) make the address
+//! undeliverable; 429 (20429) slows down; 5xx and network errors are transient; other 4xx
+//! refuse this message. The status callback URL carries the delivery key, so the signed
+//! webhook names the delivery it is about.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde::Deserialize;
+
+use super::http::parse_retry_after;
+use super::{AttemptError, AttemptFuture, Outgoing, Transport};
+use crate::model::Channel;
+use crate::secret::Secret;
+
+/// Twilio error codes after which a number is not worth trying again.
+const UNDELIVERABLE: [u64; 5] = [21211, 21610, 21612, 21614, 63024];
+
+/// Where and as whom Twilio is called.
+pub struct TwilioSettings {
+    /// `https://api.twilio.com`, or a sandbox / test server.
+    pub base_url: String,
+    pub account_sid: String,
+    /// The user of HTTP Basic: the account SID, or an API key SID (`SK...`).
+    pub username: String,
+    pub secret: Secret,
+    /// A sender number (`+1...`) or a Messaging Service SID (`MG...`).
+    pub from: String,
+    pub channel: Channel,
+    /// Herald's public base URL: status callbacks go to `{url}/v1/webhooks/twilio`.
+    pub public_url: String,
+    pub timeout: Duration,
+    pub concurrency: usize,
+}
+
+pub struct TwilioTransport {
+    http: reqwest::Client,
+    messages_url: String,
+    username: String,
+    secret: Secret,
+    from: String,
+    whatsapp: bool,
+    callback: String,
+}
+
+#[derive(Deserialize)]
+struct Created {
+    sid: String,
+}
+
+#[derive(Deserialize, Default)]
+struct TwilioError {
+    #[serde(default)]
+    code: Option<u64>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+impl TwilioTransport {
+    pub fn new(s: TwilioSettings) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(s.timeout)
+            .connect_timeout(s.timeout.min(Duration::from_secs(2)))
+            .pool_max_idle_per_host(s.concurrency)
+            .build()?;
+        Ok(TwilioTransport {
+            http,
+            messages_url: format!(
+                "{}/2010-04-01/Accounts/{}/Messages.json",
+                s.base_url.trim_end_matches('/'),
+                s.account_sid
+            ),
+            username: s.username,
+            secret: s.secret,
+            from: s.from,
+            whatsapp: s.channel == Channel::Whatsapp,
+            callback: format!("{}/v1/webhooks/twilio", s.public_url.trim_end_matches('/')),
+        })
+    }
+
+    /// `whatsapp:+34...` on the WhatsApp channel, the number as it is on SMS.
+    fn address(&self, number: &str) -> String {
+        if self.whatsapp && !number.starts_with("whatsapp:") {
+            format!("whatsapp:{number}")
+        } else {
+            number.to_string()
+        }
+    }
+
+    fn form(&self, out: &Outgoing<'_>) -> Vec<(&'static str, String)> {
+        let sender = if self.from.starts_with("MG") {
+            ("MessagingServiceSid", self.from.clone())
+        } else {
+            ("From", self.address(&self.from))
+        };
+        let mut form = vec![
+            ("To", self.address(out.message.to.trim())),
+            sender,
+            ("Body", out.message.message.clone()),
+        ];
+        if let Ok(mut callback) = reqwest::Url::parse(&self.callback) {
+            callback.query_pairs_mut().append_pair("key", out.key);
+            form.push(("StatusCallback", callback.to_string()));
+        }
+        form
+    }
+
+    async fn call(&self, out: &Outgoing<'_>) -> Result<String, AttemptError> {
+        let response = self
+            .http
+            .post(&self.messages_url)
+            .basic_auth(&self.username, Some(self.secret.expose()))
+            .form(&self.form(out))
+            .send()
+            .await
+            .map_err(|e| AttemptError::Transient {
+                why: if e.is_timeout() {
+                    "Twilio call timed out".into()
+                } else {
+                    "cannot reach Twilio".into()
+                },
+                maybe_sent: !e.is_connect(),
+                network: true,
+            })?;
+        let status = response.status();
+        if status.is_success() {
+            return match response.json::<Created>().await {
+                Ok(created) => Ok(created.sid),
+                Err(_) => Err(AttemptError::Transient {
+                    why: "Twilio answered without a message sid".into(),
+                    maybe_sent: true,
+                    network: false,
+                }),
+            };
+        }
+        let retry_after = parse_retry_after(response.headers().get(reqwest::header::RETRY_AFTER));
+        let error: TwilioError = response.json().await.unwrap_or_default();
+        Err(classify(status, &error, retry_after))
+    }
+}
+
+fn classify(status: StatusCode, e: &TwilioError, retry_after: Duration) -> AttemptError {
+    let reason = format!(
+        "Twilio {status} {}: {}",
+        e.code.map(|c| c.to_string()).unwrap_or_default(),
+        e.message
+            .as_deref()
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect::<String>()
+    );
+    if status == StatusCode::TOO_MANY_REQUESTS || e.code == Some(20429) {
+        return AttemptError::RateLimited { retry_after };
+    }
+    if status.is_server_error() {
+        return AttemptError::Transient {
+            why: reason,
+            maybe_sent: false,
+            network: false,
+        };
+    }
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        // Wrong credentials fail every message alike: let the breaker see it, so another
+        // provider takes over.
+        return AttemptError::Transient {
+            why: reason,
+            maybe_sent: false,
+            network: false,
+        };
+    }
+    match e.code {
+        Some(code) if UNDELIVERABLE.contains(&code) => AttemptError::Undeliverable { reason },
+        _ => AttemptError::Rejected { reason },
+    }
+}
+
+impl Transport for TwilioTransport {
+    fn attempt<'a>(&'a self, out: &'a Outgoing<'a>) -> AttemptFuture<'a> {
+        Box::pin(self.call(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(code: u64) -> TwilioError {
+        TwilioError {
+            code: Some(code),
+            message: Some("m".into()),
+        }
+    }
+
+    #[test]
+    fn documented_error_classes_map_to_outcomes() {
+        let wait = Duration::from_secs(1);
+        for code in UNDELIVERABLE {
+            assert!(matches!(
+                classify(StatusCode::BAD_REQUEST, &error(code), wait),
+                AttemptError::Undeliverable { .. }
+            ));
+        }
+        assert!(matches!(
+            classify(StatusCode::BAD_REQUEST, &error(21602), wait),
+            AttemptError::Rejected { .. }
+        ));
+        assert!(matches!(
+            classify(StatusCode::TOO_MANY_REQUESTS, &error(20429), wait),
+            AttemptError::RateLimited { .. }
+        ));
+        assert!(matches!(
+            classify(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &TwilioError::default(),
+                wait
+            ),
+            AttemptError::Transient {
+                maybe_sent: false,
+                ..
+            }
+        ));
+    }
+}
