@@ -36,6 +36,9 @@ pub enum Access {
     Shopper(Option<Scope>),
     /// A provider's signature of the body (`Herald-Signature`).
     Signed,
+    /// A provider's own webhook signature (Twilio, Meta), checked by the handler; the body
+    /// is whatever the provider sends (Twilio: form-encoded).
+    Webhook,
     /// A signed link: the token in the path is the credential (one-click unsubscribe, which
     /// mailbox providers post form-encoded, with no login).
     Link,
@@ -60,6 +63,9 @@ pub fn access(method: &Method, route: &str) -> Access {
         ("GET", "/v1/campaigns/{id}") => Key(Scope::CampaignsRead),
         ("POST", "/v1/receipts") => Signed,
         ("GET" | "POST", "/v1/unsubscribe/{token}") => Link,
+        ("POST", "/v1/webhooks/twilio" | "/v1/webhooks/whatsapp") => Webhook,
+        // Meta's handshake proves itself with the verify token, checked by the handler.
+        ("GET", "/v1/webhooks/whatsapp") => Webhook,
         ("POST", "/v1/bounces") => Key(Scope::BouncesWrite),
         ("POST", "/v1/sales") => Key(Scope::SalesWrite),
         ("POST", "/v1/user-events") => Key(Scope::EventsWrite),
@@ -87,6 +93,8 @@ pub struct AccessSettings {
     pub receipts: Option<ReceiptSecrets>,
     /// Checks one-click unsubscribe links; `None` when not configured (every link is 404).
     pub unsubscribe: Option<UnsubscribeTokens>,
+    /// Checks providers' status webhooks (Twilio, Meta).
+    pub webhooks: super::WebhookSecrets,
 }
 
 impl AccessSettings {
@@ -98,6 +106,7 @@ impl AccessSettings {
             limit: CallerLimit::new(100_000, 100_000),
             receipts: None,
             unsubscribe: None,
+            webhooks: Default::default(),
         }
     }
 }
@@ -119,7 +128,7 @@ pub async fn guard(State(app): State<Arc<Ingest>>, mut req: Request, next: Next)
     // A MatchedPath shares its text: cloning it allocates nothing.
     let route = req.extensions().get::<MatchedPath>().cloned();
     let needed = route.as_ref().map(|r| access(req.method(), r.as_str()));
-    if needed != Some(Access::Link) {
+    if !matches!(needed, Some(Access::Link | Access::Webhook)) {
         if let Some(refused) = crate::http::refuse_non_json(&req) {
             return refused;
         }
@@ -136,7 +145,7 @@ pub async fn guard(State(app): State<Arc<Ingest>>, mut req: Request, next: Next)
 
 fn admit(app: &Ingest, req: &mut Request, needed: Access, route: &str) -> Result<(), Refusal> {
     match needed {
-        Access::Public | Access::Signed | Access::Link => Ok(()),
+        Access::Public | Access::Signed | Access::Link | Access::Webhook => Ok(()),
         Access::Requests(_) if app.access.public_requests && bearer(req).is_none() => Ok(()),
         Access::Requests(scope) | Access::Key(scope) => {
             let caller = service_caller(app, bearer(req), scope)?;

@@ -79,6 +79,7 @@ fn describe(op: &mut Value, needed: Access) {
         }
         Access::Shopper(None) => (json!([{"shopperToken": []}]), None),
         Access::Signed => (json!([{"receiptSignature": []}]), None),
+        Access::Webhook => (json!([{"providerSignature": []}]), None),
     };
     op["security"] = security;
     if let Some(scope) = scope {
@@ -89,7 +90,7 @@ fn describe(op: &mut Value, needed: Access) {
     }
     let responses = &mut op["responses"];
     responses["401"] = error_response("Missing or invalid credentials");
-    if !matches!(needed, Access::Signed) {
+    if !matches!(needed, Access::Signed | Access::Webhook) {
         responses["403"] = error_response("The credentials do not allow this operation");
     }
     if matches!(needed, Access::Key(_) | Access::Requests(_)) {

@@ -35,9 +35,11 @@ mod offers;
 pub mod program;
 mod promos;
 mod unsubscribe;
+mod webhooks;
 
 pub use access::AccessSettings;
 pub use promos::PromoSettings;
+pub use webhooks::WebhookSecrets;
 
 /// Longest accepted `to` and `message`, in bytes.
 const MAX_TO_LEN: usize = 320;
@@ -66,6 +68,7 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .merge(events::routes(&ingest.http))
         .merge(promos::routes(&ingest.promos))
         .merge(unsubscribe::routes())
+        .merge(webhooks::routes())
         .route(
             "/docs",
             get(|| async { axum::response::Html(docs::page()) }),

@@ -86,6 +86,23 @@ pub struct AccessArgs {
     #[arg(long, env = "HERALD_UNSUBSCRIBE_SECRET", hide_env_values = true)]
     pub unsubscribe_secret: Option<Secret>,
 
+    /// Herald's public base URL, as providers call it (Twilio signs the full URL).
+    #[arg(long, env = "HERALD_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Checks Twilio's status and inbound webhooks (`X-Twilio-Signature`): the account's
+    /// auth token.
+    #[arg(long, env = "HERALD_TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub twilio_auth_token: Option<Secret>,
+
+    /// Checks Meta's WhatsApp webhooks (`X-Hub-Signature-256`): the app secret.
+    #[arg(long, env = "HERALD_WHATSAPP_APP_SECRET", hide_env_values = true)]
+    pub whatsapp_app_secret: Option<Secret>,
+
+    /// Answers Meta's webhook verification handshake (`hub.verify_token`).
+    #[arg(long, env = "HERALD_WHATSAPP_VERIFY_TOKEN", hide_env_values = true)]
+    pub whatsapp_verify_token: Option<Secret>,
+
     /// Route groups callers may use without credentials. Only `requests` (seed 001's three
     /// routes, for a client of the seed's exact contract) can be opened.
     #[arg(long, env = "HERALD_PUBLIC_ROUTES", value_delimiter = ',')]
@@ -128,6 +145,7 @@ impl AccessArgs {
                 public_requests,
                 limit,
                 unsubscribe,
+                webhooks: self.webhook_secrets(),
                 ..AccessSettings::insecure()
             });
         }
@@ -157,7 +175,18 @@ impl AccessArgs {
             limit,
             receipts: Some(receipts),
             unsubscribe,
+            webhooks: self.webhook_secrets(),
         })
+    }
+
+    fn webhook_secrets(&self) -> crate::api::WebhookSecrets {
+        let set = |s: &Option<Secret>| s.clone().filter(|v| !v.expose().trim().is_empty());
+        crate::api::WebhookSecrets {
+            public_url: self.public_url.clone().filter(|u| !u.trim().is_empty()),
+            twilio_auth_token: set(&self.twilio_auth_token),
+            whatsapp_app_secret: set(&self.whatsapp_app_secret),
+            whatsapp_verify_token: set(&self.whatsapp_verify_token),
+        }
     }
 }
 

@@ -177,14 +177,14 @@ impl AdapterKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 enum OneOrMany {
-    One(ProviderEntry),
+    One(Box<ProviderEntry>),
     Many(Vec<ProviderEntry>),
 }
 
 impl OneOrMany {
     fn into_vec(self) -> Vec<ProviderEntry> {
         match self {
-            OneOrMany::One(e) => vec![e],
+            OneOrMany::One(e) => vec![*e],
             OneOrMany::Many(v) => v,
         }
     }

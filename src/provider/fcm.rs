@@ -23,7 +23,8 @@ use super::http::parse_retry_after;
 use super::{AttemptError, AttemptFuture, Outgoing, Transport};
 
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
-/// A token is renewed this long before Google says it expires.
+/// A token is renewed this long before Google says it expires (a fifth of its life when
+/// that is shorter).
 const REFRESH_EARLY: Duration = Duration::from_secs(300);
 
 /// The fields of a service-account key file Herald reads.
@@ -184,7 +185,8 @@ impl FcmTransport {
         let granted: Granted = response.json().await.map_err(|_| {
             unavailable("the OAuth2 token endpoint answered without a token".into())
         })?;
-        let lifetime = Duration::from_secs(granted.expires_in).saturating_sub(REFRESH_EARLY);
+        let life = Duration::from_secs(granted.expires_in);
+        let lifetime = life.saturating_sub(REFRESH_EARLY.min(life / 5));
         *held = Some(Token {
             value: granted.access_token.clone(),
             renew_at: now + lifetime,

@@ -89,10 +89,7 @@ impl Store {
             customer.contacts.remove(&channel);
             customer.consent.remove(&channel);
             let after = serde_json::to_string(&customer).map_err(corrupt)?;
-            if self
-                .eval_flag(&SWAP.key(&key).arg(&raw).arg(&after))
-                .await?
-            {
+            if self.eval_flag(SWAP.key(&key).arg(&raw).arg(&after)).await? {
                 return Ok(true);
             }
         }

@@ -119,6 +119,15 @@ async fn every_operation_needs_the_credentials_its_document_names() {
             let scope = op["x-herald-scope"]
                 .as_str()
                 .map(|s| s.parse::<Scope>().unwrap());
+            if schemes.contains(&"providerSignature") {
+                let some_key = key_for(Scope::Admin);
+                let (status, body) =
+                    call(&fleet, method, path, Credentials::Bearer(&some_key)).await;
+                assert_eq!(
+                    status, 401,
+                    "{what}: a key is no provider signature: {body}"
+                );
+            }
             if schemes.contains(&"receiptSignature") {
                 let some_key = key_for(Scope::Admin);
                 let (status, body) =

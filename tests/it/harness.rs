@@ -52,10 +52,24 @@ pub fn receipt_signature(body: &[u8]) -> String {
     herald::auth::signature::sign(RECEIPT_SECRET, herald::model::now_ms() / 1000, body)
 }
 
+/// Twilio's auth token and Meta's app secret and verify token, as the fleets' fake
+/// providers sign their webhooks with them.
+pub const TWILIO_AUTH_TOKEN: &str = "test-twilio-auth-token-0123456789abcdef";
+pub const WHATSAPP_APP_SECRET: &str = "test-meta-app-secret-0123456789abcdef";
+pub const WHATSAPP_VERIFY_TOKEN: &str = "test-meta-verify-token";
+
 /// The access settings of every fleet's API: a key file of the fleet's own (as an operator
-/// makes it, with `herald keys create`) and the simulator's receipt secret.
-pub fn access_args(keys_file: &std::path::Path) -> herald::api::program::AccessArgs {
+/// makes it, with `herald keys create`), the simulator's receipt secret and the fake
+/// providers' webhook secrets; `public_url` is where the API listens.
+pub fn access_args(
+    keys_file: &std::path::Path,
+    public_url: &str,
+) -> herald::api::program::AccessArgs {
     herald::api::program::AccessArgs {
+        public_url: Some(public_url.to_string()),
+        twilio_auth_token: Some(TWILIO_AUTH_TOKEN.into()),
+        whatsapp_app_secret: Some(WHATSAPP_APP_SECRET.into()),
+        whatsapp_verify_token: Some(WHATSAPP_VERIFY_TOKEN.into()),
         api_keys_file: Some(keys_file.to_path_buf()),
         receipt_secrets: Some(format!("sim={RECEIPT_SECRET}").as_str().into()),
         unsubscribe_secret: Some(UNSUBSCRIBE_SECRET.into()),
@@ -159,9 +173,12 @@ impl Fleet {
         let shutdown = CancellationToken::new();
         let (keys_file, admin_key) = admin_key_file(&ns);
 
+        // A port chosen first, so the API knows the public URL providers sign webhooks for.
+        let api_port = free_port();
+        let public_url = format!("http://127.0.0.1:{api_port}");
         let ingest = herald::api::program::Program::from_args(&herald::api::program::Args {
             common: common_args(broker.bootstrap_servers(), redis_url, &ns),
-            http_addr: "127.0.0.1:0".parse().unwrap(),
+            http_addr: format!("127.0.0.1:{api_port}").parse().unwrap(),
             request_ttl_secs: 3600,
             publish_timeout_ms: 5000,
             jwt_secret: Some(JWT_SECRET.into()),
@@ -170,7 +187,7 @@ impl Fleet {
             reservation_secs: 2,
             cors_origins: Vec::new(),
             jwt_policy: Default::default(),
-            access: access_args(&keys_file),
+            access: access_args(&keys_file, &public_url),
             http: herald::http::HttpLimits::default(),
         })
         .await

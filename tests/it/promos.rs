@@ -659,7 +659,7 @@ async fn a_reservation_holds_its_unit_for_sixty_seconds_by_default() {
     args.common = fleet.common();
     args.http_addr = "127.0.0.1:0".parse().unwrap();
     args.jwt_secret = Some(JWT_SECRET.into());
-    args.access = crate::harness::access_args(&fleet.keys_file);
+    args.access = crate::harness::access_args(&fleet.keys_file, &fleet.api_url);
     let deployed = herald::api::program::Program::from_args(&args)
         .await
         .unwrap();
