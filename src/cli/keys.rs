@@ -18,7 +18,7 @@ pub enum KeysCommand {
         name: String,
         /// Comma-separated: requests:write, requests:read, customers:read, customers:write,
         /// campaigns:write, campaigns:read, sales:write, events:write, promos:write,
-        /// stats:read, admin.
+        /// stats:read, bounces:write, admin.
         #[arg(long, value_delimiter = ',', required = true)]
         scopes: Vec<Scope>,
         #[command(flatten)]

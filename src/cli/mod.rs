@@ -9,6 +9,7 @@ mod events;
 mod kafka;
 mod keys;
 mod promos;
+mod providers;
 mod requests;
 
 use clap::{Parser, Subcommand};
@@ -65,6 +66,10 @@ enum Command {
     /// Flash promos (seed 002).
     #[command(subcommand)]
     Promos(promos::PromosCommand),
+    /// The providers each channel sends through: `herald providers check` validates the
+    /// providers file and its secrets without sending anything.
+    #[command(subcommand)]
+    Providers(providers::ProvidersCommand),
     /// Kafka topics of the fleet.
     #[command(subcommand)]
     Topics(kafka::TopicsCommand),
@@ -116,6 +121,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Campaigns(c) => campaigns::execute(c, &api).await,
         Command::ProduceEvents(c) => c.execute().await,
         Command::Keys(c) => keys::execute(c),
+        Command::Providers(c) => providers::execute(c).await,
         Command::Token(c) => c.execute(),
         Command::Events(c) => events::execute(c).await,
         Command::Promos(c) => promos::execute(c, &cli.api).await,

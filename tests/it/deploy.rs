@@ -101,7 +101,11 @@ fn all_help() -> String {
         assert!(text.contains("Usage:"), "{bin} --help: {text}");
         help.push_str(&text);
     }
-    for sub in [["topics", "create"], ["campaigns", "watch"]] {
+    for sub in [
+        ["topics", "create"],
+        ["campaigns", "watch"],
+        ["providers", "check"],
+    ] {
         let out = Command::new(BINARIES[0])
             .args(sub)
             .arg("--help")
@@ -130,4 +134,48 @@ fn every_program_answers_help_and_accepts_what_compose_sets() {
             "compose sets {var}, which no program's --help lists"
         );
     }
+}
+
+/// `herald providers check` says which providers each channel uses, names a missing
+/// variable, and never prints a secret's value.
+#[test]
+fn providers_check_lists_each_channel_and_never_prints_a_secret() {
+    let dir = std::env::temp_dir().join(format!("herald-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("providers.toml");
+    std::fs::write(
+        &file,
+        "[[sms]]\nadapter = \"twilio\"\nname = \"twilio\"\naccount_sid = \"AC1\"\nauth_token_env = \"CHECK_TWILIO_TOKEN\"\nfrom = \"+15005550006\"\n\
+         [[sms]]\nadapter = \"http\"\nname = \"backup\"\nurl = \"http://127.0.0.1:3001\"\n\
+         [push]\nadapter = \"fcm\"\ncredentials_env = \"CHECK_FCM_KEY\"\n",
+    )
+    .unwrap();
+    let run = |fcm: Option<&str>| {
+        let mut cmd = Command::new(BINARIES[0]);
+        cmd.args(["providers", "check", "--providers"])
+            .arg(&file)
+            .env("HERALD_PROVIDER_API_KEY", "provider-key-value")
+            .env("HERALD_PUBLIC_URL", "https://herald.example")
+            .env("CHECK_TWILIO_TOKEN", "twilio-token-value")
+            .env_remove("CHECK_FCM_KEY");
+        if let Some(path) = fcm {
+            cmd.env("CHECK_FCM_KEY", path);
+        }
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, text) = run(None);
+    assert!(!ok, "{text}");
+    assert!(text.contains("CHECK_FCM_KEY"), "{text}");
+    assert!(text.contains("twilio") && text.contains("backup"), "{text}");
+    for secret in ["provider-key-value", "twilio-token-value"] {
+        assert!(!text.contains(secret), "printed a secret: {text}");
+    }
+    let (ok, text) = run(Some("/nonexistent/key.json"));
+    assert!(
+        !ok && text.contains("cannot read the FCM service-account key"),
+        "{text}"
+    );
 }
