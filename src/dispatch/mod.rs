@@ -178,7 +178,19 @@ impl Dispatcher {
     /// While every provider circuit of this channel is open, says so in Redis, so that
     /// fan-out and retry try the channel last.
     async fn announce_health(self: Arc<Self>, shutdown: CancellationToken) {
+        let instance = format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into()),
+            std::process::id()
+        );
         while sleep_unless_cancelled(Duration::from_secs(1), &shutdown).await {
+            if let Err(e) = self
+                .store
+                .report_providers(&self.provider_reports(&instance))
+                .await
+            {
+                tracing::debug!(error = %e, "cannot report the providers' figures");
+            }
             if self.providers.all_open() {
                 if let Err(e) = self
                     .store
@@ -189,6 +201,35 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// This instance's figures per provider, for the dashboard's provider panel.
+    fn provider_reports(&self, instance: &str) -> Vec<(String, String)> {
+        let channel = self.config.channel;
+        let failovers = self.providers.failovers.load(Ordering::Relaxed);
+        self.providers
+            .providers()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let report = serde_json::json!({
+                    "channel": channel,
+                    "provider": p.name,
+                    "adapter": p.adapter,
+                    "order": i + 1,
+                    "circuit": circuit_name(p.circuit_state()),
+                    "rate_per_sec": p.current_rate(),
+                    "calls": p.stats(),
+                    // Counted on the channel: a failover leaves one provider for the next.
+                    "channel_failovers": failovers,
+                    "at_ms": crate::model::now_ms(),
+                });
+                (
+                    format!("{channel}/{}/{instance}", p.name),
+                    report.to_string(),
+                )
+            })
+            .collect()
     }
 
     /// Ready when Redis answers: without it nothing can be claimed.

@@ -122,7 +122,45 @@ async fn overview(agg: &Aggregator) -> Result<Value, ApiError> {
         "rates_per_sec": rates_view(agg.rates()),
         "campaigns": campaigns,
         "aggregator": &agg.stats,
+        "providers": providers_view(agg.store.provider_reports().await?),
     }))
+}
+
+/// Dispatchers' reports summed per channel and provider: calls by status, the worst circuit
+/// among the instances heard from in the last 10 s, whether any is still reporting.
+fn providers_view(reports: Vec<(String, Value)>) -> Value {
+    let now = now_ms();
+    let mut rows: std::collections::BTreeMap<(String, u64, String), Value> = Default::default();
+    for (_, r) in reports {
+        let channel = r["channel"].as_str().unwrap_or("?").to_string();
+        let name = r["provider"].as_str().unwrap_or("?").to_string();
+        let order = r["order"].as_u64().unwrap_or(0);
+        let live = now.saturating_sub(r["at_ms"].as_u64().unwrap_or(0)) < 10_000;
+        let row = rows.entry((channel.clone(), order, name.clone())).or_insert_with(|| {
+            json!({"channel": channel, "provider": name, "adapter": r["adapter"], "order": order,
+                   "circuit": "closed", "live": false, "calls": {}, "channel_failovers": 0})
+        });
+        for (k, v) in r["calls"].as_object().into_iter().flatten() {
+            let sum = row["calls"][k].as_u64().unwrap_or(0) + v.as_u64().unwrap_or(0);
+            row["calls"][k] = json!(sum);
+        }
+        let failovers = row["channel_failovers"].as_u64().unwrap_or(0)
+            + r["channel_failovers"].as_u64().unwrap_or(0);
+        row["channel_failovers"] = json!(failovers);
+        if live {
+            row["live"] = json!(true);
+            let rank = |c: &str| match c {
+                "open" => 2,
+                "half_open" => 1,
+                _ => 0,
+            };
+            let theirs = r["circuit"].as_str().unwrap_or("closed");
+            if rank(theirs) > rank(row["circuit"].as_str().unwrap_or("closed")) {
+                row["circuit"] = json!(theirs);
+            }
+        }
+    }
+    Value::Array(rows.into_values().collect())
 }
 
 async fn stats(State(agg): State<Arc<Aggregator>>) -> Result<Json<Value>, ApiError> {

@@ -193,6 +193,48 @@ async fn a_failing_sms_provider_fails_over_to_the_next_and_is_used_again_once_it
     assert_eq!(counted, 300, "the slot recorded who accepted: {report}");
     assert!(sms.providers.failovers.load(Ordering::Relaxed) > 0);
 
+    // The dashboard's provider panel shows both, the first with its errors.
+    let (_, metrics) = fleet
+        .start_metrics("providers-panel", fleet.shutdown.child_token())
+        .await;
+    let panel = || async {
+        let stats: Value = reqwest::get(format!("{metrics}/v1/stats"))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let sms: Vec<Value> = stats["providers"]
+            .as_array()?
+            .iter()
+            .filter(|r| r["channel"] == "sms")
+            .cloned()
+            .collect();
+        Some(sms)
+    };
+    wait_until("the provider panel", Duration::from_secs(10), || async {
+        panel().await.is_some_and(|rows| rows.len() == 2)
+    })
+    .await;
+    let rows = panel().await.unwrap();
+    assert_eq!(
+        (rows[0]["provider"].as_str(), rows[1]["provider"].as_str()),
+        (Some("first"), Some("second")),
+        "{rows:?}"
+    );
+    assert!(
+        rows[0]["calls"]["server_errors"].as_u64().unwrap_or(0) > 0,
+        "{rows:?}"
+    );
+    assert!(
+        rows[1]["calls"]["delivered"].as_u64().unwrap_or(0) > 0,
+        "{rows:?}"
+    );
+    assert!(
+        rows[0]["channel_failovers"].as_u64().unwrap_or(0) > 0,
+        "{rows:?}"
+    );
+
     // Recovered: after its breaker's cool-down the first provider is used again.
     a.state.failing.store(false, Ordering::Relaxed);
     let before = a.state.total();
