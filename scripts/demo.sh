@@ -46,6 +46,7 @@ trap 'exit 130' INT TERM
 ensure_port_free "${PROVIDER_ADDR##*:}" herald-provider
 ensure_port_free "${API_ADDR##*:}" herald-ingest
 ensure_port_free "${METRICS_ADDR##*:}" herald-metrics
+ensure_port_free "${HERALD_DEMO_FAILING_PROVIDER_ADDR:-127.0.0.1:3009}" "the failing provider"
 bash scripts/stack.sh up
 # shellcheck disable=SC1091
 source "$HERALD_STATE/stack.env"
@@ -70,6 +71,25 @@ start_smtp_catcher "$SMTP_PORT" "$MAIL_DIR"
 export HERALD_SMTP_URL="smtp://127.0.0.1:$SMTP_PORT"
 export HERALD_EMAIL_FROM="Tienda Demo <ofertas@tienda.example>"
 export HERALD_PUBLIC_URL="http://$API_ADDR"
+
+FAILING_ADDR=${HERALD_DEMO_FAILING_PROVIDER_ADDR:-127.0.0.1:3009}
+log "push has two providers (.herald/demo-providers.toml): push-primary fails every call, so push fails over to push-backup"
+start provider-failing "$BIN/herald-provider" --addr "$FAILING_ADDR" --error-rate 1.0
+wait_port "${FAILING_ADDR##*:}" "the failing provider"
+cat >"$HERALD_STATE/demo-providers.toml" <<EOF
+# Push: two providers in order. The first answers every call with a 5xx (a provider down);
+# its circuit opens and every push goes to the second, with the same idempotency key.
+[[push]]
+name = "push-primary"
+adapter = "http"
+url = "http://$FAILING_ADDR"
+[[push]]
+name = "push-backup"
+adapter = "http"
+url = "http://$PROVIDER_ADDR"
+EOF
+export HERALD_PROVIDERS="$HERALD_STATE/demo-providers.toml"
+"$BIN/herald" providers check | sed 's/^/    /'
 
 log "starting herald-ingest on $API_ADDR, one dispatcher per channel, fan-out, herald-retry, herald-metrics, herald-events"
 start ingest "$BIN/herald-ingest" --http-addr "$API_ADDR"
@@ -124,6 +144,14 @@ if [ -n "$UNSUBSCRIBE" ]; then
     log "demo0 clicks one-click unsubscribe (RFC 8058, as Gmail does): $(curl -s -o /dev/null -w '%{http_code}' -X POST -d 'List-Unsubscribe=One-Click' "$UNSUBSCRIBE")"
     log "  campaign $CAMPAIGN now counts: $(curl -s -H "$AUTH" "http://$API_ADDR/v1/campaigns/$CAMPAIGN" | python3 -c 'import json,sys; print({"unsubscribed": json.load(sys.stdin)["counts"].get("unsubscribed", 0)})')"
 fi
+
+log "push failover (the dashboard's provider panel shows the same):"
+curl -s http://127.0.0.1:9404/stats | python3 -c 'import json,sys
+s = json.load(sys.stdin)
+for p in s["providers"]:
+    c = p["calls"]
+    print("    {:<13} circuit {:<9} calls {:>4}  accepted {:>4}  server errors {:>4}".format(p["name"], p["circuit"], c["calls"], c["delivered"], c["server_errors"]))
+print("    failovers to the next provider: {}".format(s["failovers"]))'
 
 log "(customers are in Europe/Madrid: at night SMS and WhatsApp are in quiet hours, so a customer"
 log " whose e-mail and push stayed silent waits for 09:00 and the campaign stays 'running')"

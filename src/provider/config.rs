@@ -242,10 +242,11 @@ impl ProvidersConfig {
     /// Reads the file if there is one, else the built-in default with the SMTP shortcut.
     pub fn load(args: &ProvidersArgs) -> Result<Self, ProvidersError> {
         let args = args.without_empty_values();
-        let channels = match &args.providers {
-            Some(path) => Self::read(path)?,
-            None => Self::default_channels(&args),
-        };
+        // A channel the file does not name keeps the default (and the SMTP shortcut).
+        let mut channels = Self::default_channels(&args);
+        if let Some(path) = &args.providers {
+            channels.extend(Self::read(path)?);
+        }
         Ok(ProvidersConfig { channels, args })
     }
 
