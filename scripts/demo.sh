@@ -46,7 +46,8 @@ trap 'exit 130' INT TERM
 ensure_port_free "${PROVIDER_ADDR##*:}" herald-provider
 ensure_port_free "${API_ADDR##*:}" herald-ingest
 ensure_port_free "${METRICS_ADDR##*:}" herald-metrics
-ensure_port_free "${HERALD_DEMO_FAILING_PROVIDER_ADDR:-127.0.0.1:3009}" "the failing provider"
+FAILING_PORT=${HERALD_DEMO_FAILING_PROVIDER_ADDR:-127.0.0.1:3009}
+ensure_port_free "${FAILING_PORT##*:}" "the failing provider"
 bash scripts/stack.sh up
 # shellcheck disable=SC1091
 source "$HERALD_STATE/stack.env"

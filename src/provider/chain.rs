@@ -137,3 +137,121 @@ impl ProviderChain {
         last
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProviderArgs;
+    use crate::model::{Channel, Message};
+    use crate::provider::{AttemptError, AttemptFuture, Resilience, Transport};
+
+    /// Answers every call the same way.
+    struct Always {
+        accept: bool,
+        maybe_sent: bool,
+        calls: AtomicU64,
+    }
+
+    impl Transport for Always {
+        fn attempt<'a>(&'a self, _: &'a Outgoing<'a>) -> AttemptFuture<'a> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            let (accept, maybe_sent) = (self.accept, self.maybe_sent);
+            Box::pin(async move {
+                if accept {
+                    Ok("id".to_string())
+                } else {
+                    Err(AttemptError::Transient {
+                        why: "503".into(),
+                        maybe_sent,
+                        network: false,
+                    })
+                }
+            })
+        }
+    }
+
+    fn provider(name: &str, accept: bool, maybe_sent: bool) -> Provider {
+        let mut args = ProviderArgs::for_tests(100_000.0, 100_000.0);
+        args.provider_max_attempts = 2;
+        args.provider_breaker_failures = 100;
+        let transport = Always {
+            accept,
+            maybe_sent,
+            calls: AtomicU64::new(0),
+        };
+        Provider::new(
+            name,
+            "test",
+            Box::new(transport),
+            Resilience::new(&args).unwrap(),
+        )
+    }
+
+    async fn send(chain: &ProviderChain) -> ChainOutcome {
+        let message = Message {
+            to: "+34600000000".into(),
+            message: "hi".into(),
+            channel: Channel::Sms,
+        };
+        let out = Outgoing {
+            key: "c:u:sms",
+            message: &message,
+            email: None,
+            whatsapp: None,
+            promotion: None,
+        };
+        chain
+            .send(&out, &CancellationToken::new(), || async { true })
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_failing_provider_hands_the_message_to_the_next() {
+        let chain = ProviderChain::new(
+            vec![provider("a", false, false), provider("b", true, false)],
+            vec![],
+        );
+        let sent = send(&chain).await;
+        assert_eq!(sent.provider, 1);
+        assert!(
+            matches!(sent.outcome, SendOutcome::Delivered { .. }),
+            "{:?}",
+            sent.outcome
+        );
+        assert_eq!(chain.failovers.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_call_that_may_have_arrived_is_not_sent_again_elsewhere() {
+        let chain = ProviderChain::new(
+            vec![provider("a", false, true), provider("b", true, false)],
+            vec![],
+        );
+        let sent = send(&chain).await;
+        assert_eq!(sent.provider, 0);
+        assert!(
+            matches!(sent.outcome, SendOutcome::Failed { .. }),
+            "{:?}",
+            sent.outcome
+        );
+        assert_eq!(chain.failovers.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn weights_split_the_first_tries() {
+        let chain = ProviderChain::new(
+            vec![provider("a", true, false), provider("b", true, false)],
+            vec![9, 1],
+        );
+        let first_a = (0..2000).filter(|_| chain.order()[0] == 0).count();
+        assert!(
+            (1650..=1950).contains(&first_a),
+            "{first_a} of 2000 first tries on a"
+        );
+        let even = ProviderChain::new(
+            vec![provider("a", true, false), provider("b", true, false)],
+            vec![],
+        );
+        assert!((0..100).all(|_| even.order() == vec![0, 1]));
+    }
+}

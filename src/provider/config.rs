@@ -545,9 +545,30 @@ mod tests {
 
     #[test]
     fn the_documented_example_file_parses() {
-        let example = parse(include_str!("../../config/providers.example.toml")).unwrap();
+        let text = include_str!("../../config/providers.example.toml");
+        let example = parse(text).unwrap();
         assert_eq!(example[&Channel::Email].adapter, AdapterKind::Smtp);
-        assert_eq!(example[&Channel::Sms].adapter, AdapterKind::Http);
+        assert_eq!(example[&Channel::Sms].adapter, AdapterKind::Twilio);
+        assert_eq!(example[&Channel::Whatsapp].adapter, AdapterKind::Whatsapp);
+        assert_eq!(example[&Channel::Push].adapter, AdapterKind::Fcm);
+        let all: BTreeMap<Channel, OneOrMany> = toml::from_str(text).unwrap();
+        for (channel, entries) in all {
+            check_entries(channel, &entries.into_vec()).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_channel_refuses_an_adapter_that_cannot_send_it_and_twice_the_same_name() {
+        let entry = |adapter| ProviderEntry {
+            adapter,
+            ..ProviderEntry::default()
+        };
+        assert!(check_entries(Channel::Sms, &[entry(AdapterKind::Fcm)]).is_err());
+        assert!(check_entries(Channel::Push, &[entry(AdapterKind::Twilio)]).is_err());
+        assert!(check_entries(Channel::Whatsapp, &[entry(AdapterKind::Twilio)]).is_ok());
+        let twice = [entry(AdapterKind::Http), entry(AdapterKind::Http)];
+        assert!(check_entries(Channel::Sms, &twice).is_err());
+        assert!(check_entries(Channel::Sms, &[]).is_err());
     }
 
     #[test]

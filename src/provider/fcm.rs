@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-use super::http::parse_retry_after;
+use super::http::{api_client, parse_retry_after, unanswered};
 use super::{AttemptError, AttemptFuture, Outgoing, Transport};
 
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
@@ -102,12 +102,7 @@ impl FcmTransport {
     pub fn new(s: FcmSettings) -> Result<Self, FcmSetupError> {
         let der = pem_der(&s.account.private_key).ok_or(FcmSetupError::Key)?;
         let key = RsaKeyPair::from_pkcs8(&der).map_err(|_| FcmSetupError::Key)?;
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(s.timeout)
-            .connect_timeout(s.timeout.min(Duration::from_secs(2)))
-            .pool_max_idle_per_host(s.concurrency)
-            .build()?;
+        let http = api_client(s.timeout, s.concurrency)?;
         Ok(FcmTransport {
             http,
             send_url: format!(
@@ -218,15 +213,7 @@ impl FcmTransport {
                 .json(&Self::body(out))
                 .send()
                 .await
-                .map_err(|e| AttemptError::Transient {
-                    why: if e.is_timeout() {
-                        "FCM call timed out".into()
-                    } else {
-                        "cannot reach FCM".into()
-                    },
-                    maybe_sent: !e.is_connect(),
-                    network: true,
-                })?;
+                .map_err(|e| unanswered("FCM", &e))?;
             let status = response.status();
             if status.is_success() {
                 let body: Value = response.json().await.unwrap_or_default();

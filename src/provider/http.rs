@@ -34,15 +34,7 @@ impl HttpTransport {
             .clone()
             .filter(|k| !k.expose().trim().is_empty())
             .ok_or(HttpAdapterError::EmptyKey)?;
-        let http = reqwest::Client::builder()
-            // A redirect would carry X-API-Key to wherever it points: a provider that moves
-            // is configured anew, not followed.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(args.timeout())
-            .connect_timeout(args.timeout().min(Duration::from_secs(2)))
-            .pool_max_idle_per_host(args.provider_concurrency)
-            .tcp_nodelay(true)
-            .build()?;
+        let http = api_client(args.timeout(), args.provider_concurrency)?;
         Ok(HttpTransport {
             http,
             notify_url: format!("{}/v1/notify", args.provider_url.trim_end_matches('/')),
@@ -96,6 +88,33 @@ impl HttpTransport {
 impl Transport for HttpTransport {
     fn attempt<'a>(&'a self, out: &'a Outgoing<'a>) -> AttemptFuture<'a> {
         Box::pin(self.call(out))
+    }
+}
+
+/// The HTTP client every API adapter uses: no redirects (one would carry the credentials to
+/// wherever it points; a provider that moves is configured anew), a time-out per call, a
+/// short connect time-out, and a keep-alive pool sized to the concurrency.
+pub fn api_client(timeout: Duration, concurrency: usize) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(2)))
+        .pool_max_idle_per_host(concurrency)
+        .tcp_nodelay(true)
+        .build()
+}
+
+/// A call to `provider` that got no answer: transient, and possibly received unless the
+/// connection was never made.
+pub fn unanswered(provider: &str, e: &reqwest::Error) -> AttemptError {
+    AttemptError::Transient {
+        why: if e.is_timeout() {
+            format!("{provider} call timed out")
+        } else {
+            format!("cannot reach {provider}")
+        },
+        maybe_sent: !e.is_connect(),
+        network: true,
     }
 }
 

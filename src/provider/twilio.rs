@@ -15,7 +15,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use super::http::parse_retry_after;
+use super::http::{api_client, parse_retry_after, unanswered};
 use super::{AttemptError, AttemptFuture, Outgoing, Transport};
 use crate::model::Channel;
 use crate::secret::Secret;
@@ -65,12 +65,7 @@ struct TwilioError {
 
 impl TwilioTransport {
     pub fn new(s: TwilioSettings) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(s.timeout)
-            .connect_timeout(s.timeout.min(Duration::from_secs(2)))
-            .pool_max_idle_per_host(s.concurrency)
-            .build()?;
+        let http = api_client(s.timeout, s.concurrency)?;
         Ok(TwilioTransport {
             http,
             messages_url: format!(
@@ -121,15 +116,7 @@ impl TwilioTransport {
             .form(&self.form(out))
             .send()
             .await
-            .map_err(|e| AttemptError::Transient {
-                why: if e.is_timeout() {
-                    "Twilio call timed out".into()
-                } else {
-                    "cannot reach Twilio".into()
-                },
-                maybe_sent: !e.is_connect(),
-                network: true,
-            })?;
+            .map_err(|e| unanswered("Twilio", &e))?;
         let status = response.status();
         if status.is_success() {
             return match response.json::<Created>().await {

@@ -17,7 +17,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::http::parse_retry_after;
+use super::http::{api_client, parse_retry_after, unanswered};
 use super::{AttemptError, AttemptFuture, Outgoing, Transport};
 use crate::secret::Secret;
 
@@ -68,12 +68,7 @@ struct MetaError {
 
 impl WhatsappTransport {
     pub fn new(s: WhatsappSettings) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(s.timeout)
-            .connect_timeout(s.timeout.min(Duration::from_secs(2)))
-            .pool_max_idle_per_host(s.concurrency)
-            .build()?;
+        let http = api_client(s.timeout, s.concurrency)?;
         Ok(WhatsappTransport {
             http,
             messages_url: format!(
@@ -131,15 +126,7 @@ impl WhatsappTransport {
             .json(&Self::body(out))
             .send()
             .await
-            .map_err(|e| AttemptError::Transient {
-                why: if e.is_timeout() {
-                    "WhatsApp Cloud API call timed out".into()
-                } else {
-                    "cannot reach the WhatsApp Cloud API".into()
-                },
-                maybe_sent: !e.is_connect(),
-                network: true,
-            })?;
+            .map_err(|e| unanswered("the WhatsApp Cloud API", &e))?;
         let status = response.status();
         if status.is_success() {
             return match response
