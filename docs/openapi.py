@@ -16,12 +16,18 @@ DEC = {"type": "string", "pattern": r"^\d+(\.\d{1,2})?$", "description": "Exact 
 TS = {"type": "string", "format": "date-time", "description": "RFC 3339; seed 003's form without offset is read as UTC"}
 CH = {"type": "string", "enum": ["email", "sms", "whatsapp", "push"]}
 LOC = obj({"lat": {"type": "number"}, "lon": {"type": "number"}}, ["lat", "lon"])
-ERR = obj({"error": S, "field": {"type": "string", "description": "The offending field, e.g. events[3].amount"}}, ["error"])
+# RFC 9457 problem details, on every error of every route (application/problem+json).
+ERR = obj({"type": {"type": "string", "description": "about:blank, or urn:herald:problem:invalid-field"},
+           "title": S, "status": {"type": "integer", "minimum": 400, "maximum": 599}, "detail": S,
+           "error": dict(S, description="The detail again (the shape Herald has always answered)"),
+           "field": {"type": "string", "description": "The offending field, e.g. events[3].amount"}},
+          ["type", "title", "status", "detail", "error"])
 
 def resp(desc, schema=None):
     r = {"description": desc}
     if schema:
-        r["content"] = {"application/json": {"schema": schema}}
+        media = "application/problem+json" if schema is ERR else "application/json"
+        r["content"] = {media: {"schema": schema}}
     return r
 
 def body(schema):

@@ -65,11 +65,10 @@ pub async fn serve(
                 let ready = ready.clone();
                 async move {
                     match ready().await {
-                        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
-                        Err(why) => (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            Json(json!({"status": "not ready", "reason": why})),
-                        ),
+                        Ok(()) => {
+                            (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
+                        }
+                        Err(why) => not_ready(&why),
                     }
                 }
             }),
@@ -109,4 +108,12 @@ pub fn redis_ready(store: crate::store::Store) -> ReadyCheck {
         let store = store.clone();
         Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
     })
+}
+
+/// A readiness probe's 503: a problem like every other error, the reason in `detail`.
+pub fn not_ready(why: &str) -> axum::response::Response {
+    let status = StatusCode::SERVICE_UNAVAILABLE;
+    let mut body = crate::http::problem(status, &format!("not ready: {why}"), None);
+    body["reason"] = json!(why);
+    crate::http::problem_response(status, body)
 }

@@ -1,9 +1,13 @@
-//! What Herald's HTTP servers share (the API, the dashboard): one error type whose JSON body
-//! names the offending field, so every 4xx tells the caller what to fix.
+//! What Herald's HTTP servers share (the API, the dashboard): one error type whose body names
+//! the offending field, so every 4xx tells the caller what to fix.
+//!
+//! Every 4xx/5xx of every program has one shape: RFC 9457 problem details
+//! (`application/problem+json`): `type`, `title`, `status`, `detail`, plus `field` (what was
+//! wrong, when one thing was) and `error` (the detail again: the `{"error", "field"}` shape
+//! Herald's API has always answered, kept for the clients written against it).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 
 use crate::store::StoreError;
@@ -74,13 +78,44 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An RFC 9457 problem: `type` is `about:blank` (the status says it all) with the status's
+/// reason as `title`, except a field error, whose type names that kind of problem.
+pub fn problem(status: StatusCode, detail: &str, field: Option<&str>) -> serde_json::Value {
+    let kind = if field.is_some() && status == StatusCode::UNPROCESSABLE_ENTITY {
+        "urn:herald:problem:invalid-field"
+    } else {
+        "about:blank"
+    };
+    let mut body = json!({
+        "type": kind,
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+        "error": detail,
+    });
+    if let Some(field) = field {
+        body["field"] = json!(field);
+    }
+    body
+}
+
+/// A problem as a response, with its media type.
+pub fn problem_response(status: StatusCode, body: serde_json::Value) -> Response {
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, PROBLEM_JSON)],
+        body.to_string(),
+    )
+        .into_response()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.message });
-        if let Some(field) = self.field {
-            body["field"] = json!(field);
-        }
-        (self.status, Json(body)).into_response()
+        let body = problem(self.status, &self.message, self.field.as_deref());
+        problem_response(self.status, body)
     }
 }
 
@@ -124,12 +159,17 @@ impl IntoResponse for Refusal {
             Refusal::TooMany {
                 message,
                 retry_after_s,
-            } => (
-                StatusCode::TOO_MANY_REQUESTS,
-                [(axum::http::header::RETRY_AFTER, retry_after_s.to_string())],
-                Json(json!({"error": message, "retry_after_s": retry_after_s})),
-            )
-                .into_response(),
+            } => {
+                let mut body = problem(StatusCode::TOO_MANY_REQUESTS, message, None);
+                body["retry_after_s"] = json!(retry_after_s);
+                let mut response = problem_response(StatusCode::TOO_MANY_REQUESTS, body);
+                if let Ok(v) = retry_after_s.to_string().parse() {
+                    response
+                        .headers_mut()
+                        .insert(axum::http::header::RETRY_AFTER, v);
+                }
+                response
+            }
         }
     }
 }

@@ -35,7 +35,7 @@ pub fn page() -> &'static str {
 fn error_response(description: &str) -> Value {
     json!({
         "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     })
 }
 
@@ -49,10 +49,16 @@ fn with_security(doc: &mut Value) {
         "receiptSignature": {"type": "apiKey", "in": "header", "name": "Herald-Signature",
                              "description": "t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\"> with the provider's receipt secret; at most 5 minutes old."},
     });
+    // RFC 9457 problem details: every error body of every route (crate::http::problem).
     doc["components"]["schemas"]["Error"] = json!({
         "type": "object",
-        "properties": {"error": {"type": "string"}, "field": {"type": "string"}},
-        "required": ["error"],
+        "properties": {
+            "type": {"type": "string"}, "title": {"type": "string"},
+            "status": {"type": "integer"}, "detail": {"type": "string"},
+            "error": {"type": "string"}, "field": {"type": "string"},
+            "retry_after_s": {"type": "integer"},
+        },
+        "required": ["type", "title", "status", "detail", "error"],
     });
     let Some(paths) = doc["paths"].as_object_mut() else {
         return;

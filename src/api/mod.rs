@@ -264,18 +264,15 @@ async fn ready(State(app): App) -> Response {
     })
     .await
     .unwrap_or_else(|e| Err(e.to_string()));
-    let ok = redis.is_ok() && kafka.is_ok();
-    let body = json!({
-        "status": if ok { "ready" } else { "not ready" },
-        "redis": redis.err().unwrap_or_else(|| "ok".into()),
-        "kafka": kafka.err().unwrap_or_else(|| "ok".into()),
-    });
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
+    if redis.is_ok() && kafka.is_ok() {
+        return Json(json!({"status": "ready", "redis": "ok", "kafka": "ok"})).into_response();
+    }
+    let why = format!(
+        "redis: {}; kafka: {}",
+        redis.err().unwrap_or_else(|| "ok".into()),
+        kafka.err().unwrap_or_else(|| "ok".into())
+    );
+    crate::health::not_ready(&why)
 }
 
 #[cfg(test)]

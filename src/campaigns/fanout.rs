@@ -145,12 +145,7 @@ impl FanOut {
     }
 
     async fn handle_in_span(&self, msg: &OwnedMessage, cancel: &CancellationToken) -> bool {
-        let batch: CampaignBatch = match msg
-            .payload()
-            .ok_or_else(|| "empty message".to_string())
-            .and_then(|p| {
-                serde_json::from_slice(p).map_err(|e| format!("undecodable campaign batch: {e}"))
-            }) {
+        let batch = match decode_batch(msg.payload()) {
             Ok(b) => b,
             Err(reason) => return self.dead_letter(msg, &reason, cancel).await,
         };
@@ -513,4 +508,10 @@ impl crate::program::Program for Program {
         f.run(self.consumer, shutdown).await?;
         Ok(())
     }
+}
+
+/// A message of `herald.campaigns`, or why it is dead-lettered.
+pub fn decode_batch(payload: Option<&[u8]>) -> Result<CampaignBatch, String> {
+    let payload = payload.ok_or("empty message")?;
+    serde_json::from_slice(payload).map_err(|e| format!("undecodable campaign batch: {e}"))
 }

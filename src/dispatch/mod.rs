@@ -368,31 +368,7 @@ impl Dispatcher {
     }
 
     fn decode(&self, msg: &OwnedMessage) -> Result<Work, String> {
-        let payload = msg.payload().ok_or("empty message")?;
-        let probe: KindProbe = serde_json::from_slice(payload)
-            .map_err(|e| format!("undecodable notification: {e}"))?;
-        let work = if probe.campaign.is_some() {
-            Work::Delivery(
-                serde_json::from_slice(payload)
-                    .map_err(|e| format!("undecodable campaign delivery: {e}"))?,
-            )
-        } else {
-            Work::Request(
-                serde_json::from_slice(payload)
-                    .map_err(|e| format!("undecodable notification: {e}"))?,
-            )
-        };
-        let channel = match &work {
-            Work::Request(n) => n.message.channel,
-            Work::Delivery(d) => d.message.channel,
-        };
-        if channel != self.config.channel {
-            return Err(format!(
-                "notification for {channel} on the {} topic",
-                self.config.channel
-            ));
-        }
-        Ok(work)
+        decode_work(msg.payload(), self.config.channel)
     }
 
     async fn dead_letter(
@@ -434,8 +410,34 @@ fn circuit_name(state: CircuitState) -> &'static str {
     }
 }
 
+/// What a message of `channel`'s topic holds, or why it is dead-lettered.
+pub fn decode_work(payload: Option<&[u8]>, channel: Channel) -> Result<Work, String> {
+    let payload = payload.ok_or("empty message")?;
+    let probe: KindProbe =
+        serde_json::from_slice(payload).map_err(|e| format!("undecodable notification: {e}"))?;
+    let work = if probe.campaign.is_some() {
+        Work::Delivery(
+            serde_json::from_slice(payload)
+                .map_err(|e| format!("undecodable campaign delivery: {e}"))?,
+        )
+    } else {
+        Work::Request(
+            serde_json::from_slice(payload)
+                .map_err(|e| format!("undecodable notification: {e}"))?,
+        )
+    };
+    let carried = match &work {
+        Work::Request(n) => n.message.channel,
+        Work::Delivery(d) => d.message.channel,
+    };
+    if carried != channel {
+        return Err(format!("notification for {carried} on the {channel} topic"));
+    }
+    Ok(work)
+}
+
 /// What a channel topic carries: seed 001 requests and campaign deliveries.
-enum Work {
+pub enum Work {
     Request(Notification),
     Delivery(Delivery),
 }

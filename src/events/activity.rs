@@ -24,18 +24,7 @@ impl Consume for UserEvents {
     }
 
     fn decode(&self, msg: &OwnedMessage) -> Result<Activity, String> {
-        let payload = msg.payload().ok_or("empty message")?;
-        let de = &mut serde_json::Deserializer::from_slice(payload);
-        let event: UserEvent = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            match path.as_str() {
-                "." => format!("undecodable user event: {}", e.into_inner()),
-                _ => format!("undecodable user event: {path}: {}", e.into_inner()),
-            }
-        })?;
-        event
-            .validate(now_ms())
-            .map_err(|e| format!("invalid user event: {e}"))
+        user_event_of(msg.payload())
     }
 
     async fn apply(&self, items: &[Activity]) -> Result<Applied, String> {
@@ -45,4 +34,20 @@ impl Consume for UserEvents {
             .map(Applied::tally)
             .map_err(|e| e.to_string())
     }
+}
+
+/// A message of `herald.user-events`, or why it is dead-lettered.
+pub fn user_event_of(payload: Option<&[u8]>) -> Result<Activity, String> {
+    let payload = payload.ok_or("empty message")?;
+    let de = &mut serde_json::Deserializer::from_slice(payload);
+    let event: UserEvent = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        match path.as_str() {
+            "." => format!("undecodable user event: {}", e.into_inner()),
+            _ => format!("undecodable user event: {path}: {}", e.into_inner()),
+        }
+    })?;
+    event
+        .validate(now_ms())
+        .map_err(|e| format!("invalid user event: {e}"))
 }

@@ -14,9 +14,9 @@
 //! Kafka redelivers at least once; each effect is keyed in Redis by `sale_id` or
 //! `event_id`, so a redelivered or re-published event changes nothing.
 
-mod activity;
+pub mod activity;
 pub mod program;
-mod sales;
+pub mod sales;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -18,7 +18,12 @@ use crate::store::{LoyaltyCredit, Store};
 
 /// Reads a sale from a message and checks it; the error is the dead-letter reason.
 fn decode_sale(msg: &OwnedMessage) -> Result<(SaleEvent, u64), String> {
-    let payload = msg.payload().ok_or("empty message")?;
+    sale_of(msg.payload())
+}
+
+/// A message of `herald.sales` and the time it happened, or why it is dead-lettered.
+pub fn sale_of(payload: Option<&[u8]>) -> Result<(SaleEvent, u64), String> {
+    let payload = payload.ok_or("empty message")?;
     let sale: SaleEvent =
         serde_json::from_slice(payload).map_err(|e| format!("undecodable sale: {e}"))?;
     let at = sale

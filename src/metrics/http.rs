@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -193,11 +193,7 @@ async fn dashboard(State(agg): State<Arc<Aggregator>>) -> Response {
 async fn ready(State(agg): State<Arc<Aggregator>>) -> Response {
     match agg.store.ping().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not ready", "reason": e.to_string()})),
-        )
-            .into_response(),
+        Err(e) => crate::health::not_ready(&e.to_string()),
     }
 }
 

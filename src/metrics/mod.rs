@@ -214,13 +214,7 @@ impl Aggregator {
         shutdown: &CancellationToken,
     ) -> Option<LifecycleEvent> {
         self.stats.consumed.fetch_add(1, Ordering::Relaxed);
-        let parsed = msg
-            .payload()
-            .ok_or_else(|| "empty message".to_string())
-            .and_then(|p| {
-                serde_json::from_slice::<LifecycleEvent>(p)
-                    .map_err(|e| format!("undecodable lifecycle event: {e}"))
-            });
+        let parsed = event_of(msg.payload());
         match parsed {
             Ok(event) if recent.insert(&event.event_id) => {
                 crate::telemetry::follow_event(msg, &event);
@@ -381,6 +375,12 @@ impl RateWindow {
             })
             .collect()
     }
+}
+
+/// A message of `herald.events`, or why it is dead-lettered.
+pub fn event_of(payload: Option<&[u8]>) -> Result<LifecycleEvent, String> {
+    let payload = payload.ok_or("empty message")?;
+    serde_json::from_slice(payload).map_err(|e| format!("undecodable lifecycle event: {e}"))
 }
 
 #[cfg(test)]

@@ -448,7 +448,9 @@ async fn prometheus_scrapes_the_fleet_and_grafana_asks_only_for_what_exists() {
     }
     assert!(exposition
         .contains("herald_notifications_total{channel=\"email\",outcome=\"delivered\"} 20"));
-    assert!(exposition.contains("herald_provider_circuit_state{channel=\"sms\"} 0"));
+    assert!(
+        exposition.contains("herald_provider_circuit_state{channel=\"sms\",provider=\"http\"} 0")
+    );
     assert!(exposition.contains("herald_simulator_total{what=\"calls\"} "));
 
     // A real Prometheus scrapes them.
