@@ -34,24 +34,31 @@ def body(schema):
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 TPL = {"type": "string", "maxLength": 16384, "description": "Jinja (minijinja) template: {{ name }}, {{ id }}, {{ language }} and the customer's attributes by name; unknown names and syntax errors are refused with 422 naming the place"}
-EMAIL_TPL = obj({"subject": TPL, "html": {"type": "string", "maxLength": 16384, "description": "HTML part, Jinja, values HTML-escaped"}, "from": {"type": "string", "description": "Name <address> or an address"}}, ["subject"])
+EMAIL_TPL = obj({"subject": TPL, "html": {"type": "string", "maxLength": 16384, "nullable": True, "description": "HTML part, Jinja, values HTML-escaped"}, "from": {"type": "string", "nullable": True, "description": "Name <address> or an address"}}, ["subject"])
 ERRS = {"400": resp("Not JSON", ERR), "413": resp("Body larger than the route's limit", ERR), "415": resp("Body is not Content-Type: application/json", ERR), "422": resp("A field is invalid (named in `field`)", ERR)}
 NF = {"404": resp("Unknown", ERR)}
 # 401/403/429 and each operation's `security` are written in by herald-ingest from its access
 # table (src/api/access.rs), the one the middleware enforces.
 AUTH = {"503": resp("No JWT secret configured", ERR)}
 
+# Ids are tokens: 1-64 letters, digits, '-', '_', '.' (safe in keys and URLs).
+ID = {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}
+LANG = {"type": "string", "pattern": "^[A-Za-z0-9]{1,8}(-[A-Za-z0-9]{1,8})*$", "maxLength": 16,
+        "description": "Language tag (es, en, pt-BR)"}
+def per_channel(schema):
+    return {"type": "object", "properties": {c: schema for c in CH["enum"]}, "additionalProperties": False}
+
 def p(name, desc="", where="path"):
     return {"name": name, "in": where, "required": where == "path", "schema": S, "description": desc}
 
 customer = obj({
-    "id": S, "name": S,
-    "contacts": {"type": "object", "additionalProperties": S, "description": "Address per channel"},
-    "consent": {"type": "object", "additionalProperties": {"type": "boolean"}},
-    "time_zone": {"type": "string", "description": "IANA name"},
-    "location": LOC,
-    "attributes": {"type": "object", "additionalProperties": S},
-    "language": {"type": "string", "description": "Language tag (es, en, pt-BR): which of a campaign's translations the customer gets"},
+    "id": ID, "name": {"type": "string", "maxLength": 200, "nullable": True},
+    "contacts": dict(per_channel({"type": "string", "minLength": 1, "maxLength": 320, "pattern": "\\S"}), description="Address per channel"),
+    "consent": per_channel({"type": "boolean"}),
+    "time_zone": {"type": "string", "description": "IANA name, e.g. Europe/Madrid"},
+    "location": dict(LOC, nullable=True),
+    "attributes": {"type": "object", "maxProperties": 64, "additionalProperties": {"type": "string", "maxLength": 1024}},
+    "language": dict(LANG, nullable=True, description="Language tag (es, en, pt-BR): which of a campaign's translations the customer gets"),
 })
 sale = obj({
     "event_type": {"type": "string", "enum": ["sale_completed"]}, "sale_id": S,
@@ -84,7 +91,7 @@ promo_out = obj({
 })
 
 paths = {
-    "/v1/requests": {"post": {"summary": "Create a notification request (seed 001)", "requestBody": body(obj({"to": S, "message": S, "type": {"type": "string", "enum": ["email", "sms", "push"]}}, ["to", "message", "type"])),
+    "/v1/requests": {"post": {"summary": "Create a notification request (seed 001)", "requestBody": body(obj({"to": {"type": "string", "minLength": 1, "maxLength": 320, "pattern": "\\S"}, "message": {"type": "string", "minLength": 1, "maxLength": 8192, "pattern": "\\S"}, "type": {"type": "string", "enum": ["email", "sms", "push"]}}, ["to", "message", "type"])),
         "responses": {"201": resp("Created", obj({"id": S})), **ERRS}}},
     "/v1/requests/{id}/process": {"post": {"summary": "Queue a request for sending (idempotent)", "parameters": [p("id")], "responses": {"202": resp("Queued"), **NF, "503": resp("Kafka did not acknowledge in time", ERR)}}},
     "/v1/requests/{id}": {"get": {"summary": "A request's status", "parameters": [p("id")], "responses": {"200": resp("Status", obj({"id": S, "status": {"type": "string", "enum": ["queued", "processing", "sent", "failed"]}})), **NF}}},
@@ -94,12 +101,13 @@ paths = {
     "/v1/customers/batch": {"post": {"summary": "Store up to 10,000 customers", "requestBody": body(obj({"customers": {"type": "array", "items": customer}}, ["customers"])), "responses": {"200": resp("Stored", obj({"stored": I})), **ERRS}}},
     "/v1/customers/{id}/loyalty": {"get": {"summary": "Loyalty points of a customer id or e-mail address", "parameters": [p("id", "Customer id or e-mail address")], "responses": {"200": resp("The account", obj({"customer": S, "points": {"type": "integer"}, "sales": I, "spent": DEC, "last_sale_id": S, "recent": {"type": "array", "items": obj({"sale_id": S, "points": {"type": "integer"}, "total": DEC, "at_ms": I})}})), **NF}}},
     "/v1/customers/{id}/activity": {"get": {"summary": "A user's aggregated events (seed 004)", "parameters": [p("id")], "responses": {"200": resp("Aggregates", obj({"user_id": S, "events": I, "clicks": I, "views": I, "add_to_cart": I, "purchases": I, "spent": DEC, "categories": {"type": "object", "additionalProperties": I}, "last_seen_ms": I})), **NF}}},
-    "/v1/campaigns": {"post": {"summary": "Send a campaign of personalised offers (the same id again resumes)", "requestBody": body(obj({"id": S, "name": S, "template": TPL, "email": EMAIL_TPL, "whatsapp": obj({"name": {"type": "string", "pattern": "^[a-z0-9_]+$", "description": "An approved template in Meta's manager"}, "language": {"type": "string", "description": "When the customer's profile has none"}, "parameters": {"type": "array", "maxItems": 20, "items": TPL}}, ["name"]), "translations": {"type": "object", "description": "The message in other languages, by language tag (es, en, pt-br); chosen by the customer's `language`", "additionalProperties": obj({"template": TPL, "email": EMAIL_TPL}, ["template"])}, "channels": {"type": "array", "items": CH}, "confirmation_timeout_ms": {"type": "object", "additionalProperties": I}, "max_cost": {"type": "number"}, "audience": obj({"customer_ids": {"type": "array", "items": S}}, ["customer_ids"])}, ["name", "template", "audience"])),
-        "responses": {"202": resp("Queued", obj({"id": S, "recipients": I, "batches": I})), "200": resp("Already there: resumed"), **ERRS}}},
+    "/v1/campaigns": {"post": {"summary": "Send a campaign of personalised offers (the same id again resumes)", "requestBody": body(obj({"id": dict(ID, nullable=True), "name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "\\S"}, "template": TPL, "email": dict(EMAIL_TPL, nullable=True), "whatsapp": dict(nullable=True, **obj({"name": {"type": "string", "pattern": "^[a-z0-9_]+$", "description": "An approved template in Meta's manager"}, "language": dict(LANG, nullable=True, description="When the customer's profile has none"), "parameters": {"type": "array", "maxItems": 20, "items": TPL}}, ["name"])), "translations": {"type": "object", "description": "The message in other languages, by language tag (es, en, pt-br); chosen by the customer's `language`", "additionalProperties": obj({"template": TPL, "email": EMAIL_TPL}, ["template"])}, "channels": {"type": "array", "items": CH, "uniqueItems": True}, "confirmation_timeout_ms": per_channel({"type": "integer", "minimum": 100, "maximum": 604800000}), "max_cost": {"type": "number", "minimum": 0, "nullable": True}, "audience": obj({"customer_ids": {"type": "array", "items": ID, "minItems": 1, "maxItems": 5000000}}, ["customer_ids"])}, ["name", "template", "audience"])),
+        "responses": {"202": resp("Queued", obj({"id": S, "recipients": I, "batches": I})), "200": resp("Already there: resumed"), **ERRS,
+                      "409": resp("Another campaign (definition or audience) has this id", ERR), "503": resp("Kafka or Redis unavailable, or the same id being stored by another call: post it again", ERR)}}},
     "/v1/campaigns/{id}": {"get": {"summary": "A campaign's progress and counts", "parameters": [p("id")], "responses": {"200": resp("Report", obj({"id": S, "status": {"type": "string", "enum": ["fanning_out", "running", "completed"]}, "recipients": I, "progress": {"type": "object"}, "counts": {"type": "object", "additionalProperties": I}})), **NF}}},
     "/v1/unsubscribe/{token}": {"get": {"summary": "The page a promotional e-mail's unsubscribe link opens (changes nothing)", "parameters": [p("token", "The signed token of the link")], "responses": {"200": {"description": "A confirmation page", "content": {"text/html": {"schema": S}}}, **NF}},
                                 "post": {"summary": "One-click unsubscribe (RFC 8058): withdraws consent to promotional e-mail; idempotent; the signed token is the credential", "parameters": [p("token", "The signed token of the link")], "requestBody": {"required": False, "content": {"application/x-www-form-urlencoded": {"schema": obj({"List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}})}}}, "responses": {"200": {"description": "Unsubscribed", "content": {"text/html": {"schema": S}}}, **NF}}},
-    "/v1/bounces": {"post": {"summary": "A bounce reported later (the provider's webhook, an operator): a hard bounce suppresses the address for promotions", "requestBody": body(obj({"address": {"type": "string", "minLength": 1, "maxLength": 320}, "kind": {"type": "string", "enum": ["hard", "soft"]}, "reason": {"type": "string", "maxLength": 500}, "channel": CH}, ["address", "kind"])), "responses": {"200": resp("Recorded", obj({"address": S, "channel": CH, "suppressed": {"type": "boolean"}})), **ERRS}}},
+    "/v1/bounces": {"post": {"summary": "A bounce reported later (the provider's webhook, an operator): a hard bounce suppresses the address for promotions", "requestBody": body(dict(obj({"address": {"type": "string", "minLength": 1, "maxLength": 320, "pattern": "\\S"}, "kind": {"type": "string", "enum": ["hard", "soft"]}, "reason": {"type": "string", "maxLength": 500, "nullable": True}, "channel": CH}, ["address", "kind"]), additionalProperties=False)), "responses": {"200": resp("Recorded", obj({"address": S, "channel": CH, "suppressed": {"type": "boolean"}})), **ERRS}}},
     "/v1/webhooks/twilio": {"post": {"summary": "Twilio's status callbacks and inbound messages (X-Twilio-Signature: HMAC-SHA1 over the full URL and the sorted form parameters); a STOP/BAJA reply withdraws promotions to that number", "parameters": [p("key", "The delivery key Herald put in the StatusCallback URL", "query")], "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": obj({"MessageSid": S, "MessageStatus": S, "ErrorCode": S, "From": S, "Body": S})}}}, "responses": {"200": resp("Applied (or nothing to apply)"), **ERRS}}},
     "/v1/webhooks/whatsapp": {"get": {"summary": "Meta's webhook verification handshake: echoes hub.challenge when hub.verify_token matches", "parameters": [p("hub.mode", "subscribe", "query"), p("hub.verify_token", "HERALD_WHATSAPP_VERIFY_TOKEN", "query"), p("hub.challenge", "Echoed back", "query")], "responses": {"200": {"description": "The challenge", "content": {"text/plain": {"schema": S}}}}},
                               "post": {"summary": "Meta's WhatsApp Cloud API webhooks (X-Hub-Signature-256 of the raw body): statuses become receipts, STOP/BAJA messages withdraw promotions", "requestBody": body(obj({"object": S, "entry": {"type": "array", "items": {"type": "object"}}})), "responses": {"200": resp("Applied", obj({"outcomes": {"type": "object"}, "opted_out": I})), **ERRS}}},

@@ -66,8 +66,9 @@ ensure_cargo_deny() {
     cargo install cargo-deny --locked --no-default-features --quiet || die "cargo install cargo-deny failed"
 }
 
-# A Python virtual environment with the PyPI packages the tests' servers use (aiosmtpd, the
-# SMTP server e-mail is tested against). Exports HERALD_TEST_PYTHON, its interpreter.
+# A Python virtual environment with the PyPI packages the tests use: aiosmtpd (the SMTP
+# server e-mail is tested against) and Schemathesis (which fuzzes the API from its document).
+# Exports HERALD_TEST_PYTHON, its interpreter, and HERALD_VENV.
 HERALD_VENV="${HERALD_VENV:-$HOME/.cache/herald-venv}"
 ensure_test_python() {
     if [ ! -x "$HERALD_VENV/bin/python" ]; then
@@ -75,12 +76,14 @@ ensure_test_python() {
         log "creating the Python environment for test servers ($HERALD_VENV)"
         python3 -m venv "$HERALD_VENV" || die "python3 -m venv failed"
     fi
-    if ! "$HERALD_VENV/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
-        log "installing aiosmtpd (PyPI)"
-        "$HERALD_VENV/bin/pip" install --quiet --disable-pip-version-check 'aiosmtpd==1.4.6' \
-            || die "pip install aiosmtpd failed"
+    if ! "$HERALD_VENV/bin/python" -c 'import aiosmtpd' 2>/dev/null \
+        || [ ! -x "$HERALD_VENV/bin/schemathesis" ]; then
+        log "installing aiosmtpd and schemathesis (PyPI)"
+        "$HERALD_VENV/bin/pip" install --quiet --disable-pip-version-check \
+            'aiosmtpd==1.4.6' 'schemathesis==4.32.5' \
+            || die "pip install aiosmtpd schemathesis failed"
     fi
-    export HERALD_TEST_PYTHON="$HERALD_VENV/bin/python"
+    export HERALD_TEST_PYTHON="$HERALD_VENV/bin/python" HERALD_VENV
 }
 
 # Starts the SMTP catcher (scripts/servers/smtp_catcher.py) on PORT, writing to DIR, pid in

@@ -26,6 +26,7 @@ mod promos;
 mod providers;
 mod redis_restart;
 mod resilience;
+mod schemathesis;
 mod slots;
 mod transport;
 mod windows;

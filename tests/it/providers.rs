@@ -212,8 +212,11 @@ async fn a_failing_sms_provider_fails_over_to_the_next_and_is_used_again_once_it
             .collect();
         Some(sms)
     };
+    // Dispatchers report once a second: wait for a report written after the failover.
     wait_until("the provider panel", Duration::from_secs(10), || async {
-        panel().await.is_some_and(|rows| rows.len() == 2)
+        panel().await.is_some_and(|rows| {
+            rows.len() == 2 && rows[1]["calls"]["delivered"].as_u64().unwrap_or(0) > 0
+        })
     })
     .await;
     let rows = panel().await.unwrap();
