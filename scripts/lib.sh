@@ -67,7 +67,8 @@ ensure_cargo_deny() {
 }
 
 # A Python virtual environment with the PyPI packages the tests use: aiosmtpd (the SMTP
-# server e-mail is tested against) and Schemathesis (which fuzzes the API from its document).
+# server e-mail is tested against), Schemathesis (which fuzzes the API from its document) and
+# openapi-python-client (which generates a client from it, as an integrating team would).
 # Exports HERALD_TEST_PYTHON, its interpreter, and HERALD_VENV.
 HERALD_VENV="${HERALD_VENV:-$HOME/.cache/herald-venv}"
 ensure_test_python() {
@@ -77,11 +78,12 @@ ensure_test_python() {
         python3 -m venv "$HERALD_VENV" || die "python3 -m venv failed"
     fi
     if ! "$HERALD_VENV/bin/python" -c 'import aiosmtpd' 2>/dev/null \
-        || [ ! -x "$HERALD_VENV/bin/schemathesis" ]; then
-        log "installing aiosmtpd and schemathesis (PyPI)"
+        || [ ! -x "$HERALD_VENV/bin/schemathesis" ] \
+        || [ ! -x "$HERALD_VENV/bin/openapi-python-client" ]; then
+        log "installing aiosmtpd, schemathesis and openapi-python-client (PyPI)"
         "$HERALD_VENV/bin/pip" install --quiet --disable-pip-version-check \
-            'aiosmtpd==1.4.6' 'schemathesis==4.32.5' \
-            || die "pip install aiosmtpd schemathesis failed"
+            'aiosmtpd==1.4.6' 'schemathesis==4.32.5' 'openapi-python-client==0.29.1' \
+            || die "pip install of the test tools failed"
     fi
     export HERALD_TEST_PYTHON="$HERALD_VENV/bin/python" HERALD_VENV
 }

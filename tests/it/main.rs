@@ -18,6 +18,7 @@ mod dispatch_once;
 mod email;
 mod events;
 mod fakes;
+mod generated_client;
 mod observability;
 mod offers;
 mod once_slot;
