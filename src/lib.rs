@@ -16,8 +16,7 @@
 //!   it: [`dispatch::request`] for seed 001 requests, [`dispatch::delivery`] for campaigns.
 //! - [`store`]: Redis, one file per kind of state; the once-slot ([`store`]`::slots`) is the
 //!   one gate before a customer is contacted.
-//! - [`provider`]: the adapters that send (seed 001's HTTP, SMTP, Twilio, WhatsApp Cloud API,
-//!   FCM), each channel's providers in failover order, with limits, retries and a breaker.
+//! - [`provider`]: the resilient client of the external provider (limits, retries, breaker).
 //! - [`metrics`]: `herald-metrics` counts lifecycle events once into Redis and shows them
 //!   (dashboard, `/v1/stats`, Prometheus through [`prom`]).
 //! - [`promos`]: flash promos (seed 002): reservations, segments, activation as a campaign.

@@ -17,12 +17,6 @@ use crate::health::Probes;
 use crate::kafka::{self, Topics};
 use crate::store::Store;
 
-/// Every program allocates through mimalloc: the dispatch path allocates per message (JSON,
-/// Redis replies, HTTP bodies), and glibc's malloc and free took about a fifth of the e-mail
-/// dispatcher's CPU in the campaign benchmark (perf, 60,000 recipients).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Redis, a producer and the topic names of one namespace.
 #[derive(Clone)]
 pub struct Connections {
