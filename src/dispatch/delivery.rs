@@ -9,11 +9,8 @@ use rdkafka::message::OwnedMessage;
 use tokio_util::sync::CancellationToken;
 
 use super::{claim_until, retry_store, Dispatcher, Handled, Step, Stop};
-use crate::campaigns::receipts;
 use crate::kafka;
-use crate::model::{
-    now_ms, Channel, Delivery, LifecycleEvent, LifecycleKind, Receipt, ReceiptStatus,
-};
+use crate::model::{now_ms, Channel, Delivery, LifecycleEvent, LifecycleKind};
 use crate::provider::{Outgoing, Provider, SendOutcome};
 use crate::store::{OnceClaim, SentOutcome};
 
@@ -121,8 +118,10 @@ impl Dispatcher {
             SendOutcome::Delivered { provider_id } => {
                 let accepted = Instant::now();
                 let confirmed_id = provider_id.clone();
+                let confirms = provider.confirms_on_accept();
                 let recorded = retry_store(&never, || {
-                    self.store.mark_sent(d, owner, &provider_id, &provider.name)
+                    self.store
+                        .mark_sent(d, owner, &provider_id, &provider.name, confirms)
                 })
                 .await;
                 self.stats
@@ -141,8 +140,10 @@ impl Dispatcher {
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
                 self.emit_delivery(LifecycleKind::Sent, d, Some(detail))
                     .await;
-                if provider.confirms_on_accept() && recorded == Some(SentOutcome::AwaitingReceipt) {
-                    self.confirm_now(d, confirmed_id).await;
+                if confirms && recorded == Some(SentOutcome::Delivered) {
+                    // What a receipt would have announced, for the metrics.
+                    self.emit_delivery(LifecycleKind::Delivered, d, Some(confirmed_id))
+                        .await;
                 }
             }
             SendOutcome::Undeliverable { reason } => {
@@ -185,24 +186,6 @@ impl Dispatcher {
             }
         }
         Handled::Done
-    }
-
-    /// For a provider whose acceptance is the last word (SMTP), the acceptance is the
-    /// receipt: applied at once through the same path as `/v1/receipts`, so counts, events
-    /// and metrics are the same.
-    async fn confirm_now(&self, d: &Delivery, provider_id: String) {
-        let receipt = [Receipt {
-            key: d.idempotency_key(),
-            status: ReceiptStatus::Delivered,
-            reason: None,
-            provider_id: Some(provider_id),
-        }];
-        let never = CancellationToken::new();
-        let applied = retry_store(&never, || {
-            receipts::apply(&self.store, &self.producer, &self.topics, &receipt)
-        })
-        .await;
-        tracing::debug!(campaign = %d.campaign, customer = %d.customer, ?applied, "confirmed on acceptance");
     }
 
     async fn emit_delivery(&self, kind: LifecycleKind, d: &Delivery, detail: Option<String>) {

@@ -144,7 +144,9 @@ return 1
 );
 
 // KEYS[1] slot, KEYS[2] campaign, KEYS[3] pending. ARGV: owner, channel, timeout ms, customer,
-// provider's message id, provider's name (recorded on the slot, counted on the campaign).
+// provider's message id, provider's name (recorded on the slot, counted on the campaign), '1'
+// when the acceptance is the confirmation (SMTP, FCM): delivered at once, in the same script,
+// so no crash can fall between "sent" and "delivered" and send the customer on to a fallback.
 static MARK_SENT: Lua = Lua::new(lua_with_now!(
     r#"
 local f = redis.call('HMGET', KEYS[1], 'st', 'own', 'er')
@@ -153,7 +155,7 @@ redis.call('HINCRBY', KEYS[2], 'sent', 1)
 redis.call('HINCRBY', KEYS[2], 'sent:' .. ARGV[2], 1)
 redis.call('HINCRBY', KEYS[2], 'provider:' .. ARGV[6], 1)
 redis.call('HSET', KEYS[1], 'prov', ARGV[6])
-if f[3] == 'delivered' then
+if f[3] == 'delivered' or ARGV[7] == '1' then
   redis.call('HSET', KEYS[1], 'st', 'delivered', 'own', '', 'pid', ARGV[5])
   redis.call('ZREM', KEYS[3], ARGV[4])
   redis.call('HINCRBY', KEYS[2], 'delivered', 1)
@@ -324,13 +326,15 @@ impl Store {
     }
 
     /// The provider named `provider` accepted, as message `provider_id`: wait for the receipt
-    /// until now + the delivery's time-out.
+    /// until now + the delivery's time-out, or, when the acceptance `confirms` it (a provider
+    /// without receipts), mark it delivered at once.
     pub async fn mark_sent(
         &self,
         d: &Delivery,
         owner: &str,
         provider_id: &str,
         provider: &str,
+        confirms: bool,
     ) -> Result<SentOutcome, StoreError> {
         let reply: String = self
             .eval(
@@ -340,7 +344,8 @@ impl Store {
                     .arg(d.timeout_ms)
                     .arg(d.customer.as_str())
                     .arg(provider_id)
-                    .arg(provider),
+                    .arg(provider)
+                    .arg(if confirms { "1" } else { "0" }),
             )
             .await?;
         Ok(match reply.as_str() {

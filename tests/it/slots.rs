@@ -6,7 +6,7 @@ use std::time::Duration;
 use herald::model::{
     CampaignId, Channel, CustomerId, Delivery, Message, ReceiptStatus, UncertainSend,
 };
-use herald::store::{OnceClaim, ReceiptOutcome, ReceiptUpdate, RepublishWait, Store};
+use herald::store::{OnceClaim, ReceiptOutcome, ReceiptUpdate, RepublishWait, SentOutcome, Store};
 
 const WAIT: RepublishWait = RepublishWait {
     first: Duration::from_secs(60),
@@ -64,7 +64,7 @@ async fn sent_then_overdue(store: &Store, d: &Delivery) -> herald::store::Overdu
         .renew_once(d, "o1", Duration::from_secs(30))
         .await
         .unwrap());
-    store.mark_sent(d, "o1", "p1", "sim").await.unwrap();
+    store.mark_sent(d, "o1", "p1", "sim", false).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let mut overdue = store
         .claim_overdue(&d.campaign, "retry-1", 10, Duration::from_secs(30), WAIT)
@@ -267,4 +267,28 @@ async fn a_dead_owners_slot_is_claimed_resent_or_left_uncertain_by_the_policy() 
     let counts = store.campaign_counts(&skip.campaign).await.unwrap();
     assert_eq!(counts.get("uncertain"), Some(&1), "{counts:?}");
     assert_eq!(counts.get("resent"), Some(&2), "{counts:?}");
+}
+
+/// A provider whose acceptance is the confirmation (SMTP, FCM): the slot is delivered by the
+/// same script that records the send. Before, a second call confirmed it, and a dispatcher
+/// killed between the two left the customer pending until the time-out, then sent them on to
+/// the next channel: a second message (CI caught it in the e-mail crash test).
+#[tokio::test]
+async fn an_acceptance_that_confirms_is_delivered_with_no_pending_wait() {
+    let store = store().await;
+    let d = delivery("confirmed", "c1", Channel::Email, 0);
+    claimed_and_sending(&store, &d, "o1", Duration::from_secs(30)).await;
+    let recorded = store
+        .mark_sent(&d, "o1", "<id@shop>", "smtp", true)
+        .await
+        .unwrap();
+    assert_eq!(recorded, SentOutcome::Delivered);
+    assert_eq!(status(&store, &d).await, "delivered");
+    // The delivery's time-out is 0: were it pending, retry would find it overdue now.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let overdue = store
+        .claim_overdue(&d.campaign, "retry-1", 10, Duration::from_secs(30), WAIT)
+        .await
+        .unwrap();
+    assert!(overdue.is_empty(), "{overdue:?}");
 }
