@@ -167,13 +167,7 @@ fn ok(body: Value) -> Response {
 }
 
 fn url_decoded(bytes: &[u8]) -> Vec<(String, String)> {
-    reqwest::Url::parse(&format!("http://x/?{}", String::from_utf8_lossy(bytes)))
-        .map(|u| {
-            u.query_pairs()
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
+    form_urlencoded::parse(bytes).into_owned().collect()
 }
 
 /// Meta's subscription check: echo `hub.challenge` when `hub.verify_token` is ours.

@@ -97,44 +97,40 @@ impl ProviderChain {
         Fut: Future<Output = bool>,
     {
         let order = self.order();
-        let mut last = ChainOutcome {
-            outcome: SendOutcome::Failed {
-                reason: "no provider".into(),
-            },
-            provider: order[0],
-        };
-        for (n, i) in order.iter().copied().enumerate() {
-            let has_next = n + 1 < order.len();
-            let outcome = self.providers[i]
-                .send(out, cancel, has_next, &mut before_attempt)
-                .await;
-            match outcome {
+        let (&last, earlier) = order
+            .split_last()
+            .expect("a chain has at least one provider");
+        for &i in earlier {
+            match self.providers[i]
+                .send(out, cancel, true, &mut before_attempt)
+                .await
+            {
                 SendOutcome::Unavailable {
                     reason,
                     maybe_sent: false,
-                } if has_next => {
+                } => {
                     self.failovers.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(provider = %self.providers[i].name, %reason, "failing over to the next provider");
-                    last = ChainOutcome {
-                        outcome: SendOutcome::Failed { reason },
-                        provider: i,
-                    };
                 }
-                SendOutcome::Unavailable { reason, .. } => {
-                    return ChainOutcome {
-                        outcome: SendOutcome::Failed { reason },
-                        provider: i,
-                    }
-                }
-                outcome => {
-                    return ChainOutcome {
-                        outcome,
-                        provider: i,
-                    }
-                }
+                outcome => return ChainOutcome::of(outcome, i),
             }
         }
-        last
+        let outcome = self.providers[last]
+            .send(out, cancel, false, &mut before_attempt)
+            .await;
+        ChainOutcome::of(outcome, last)
+    }
+}
+
+impl ChainOutcome {
+    /// What provider `i` answered; a provider given up on ends the send `failed`, since no
+    /// other provider will take it.
+    fn of(outcome: SendOutcome, provider: usize) -> Self {
+        let outcome = match outcome {
+            SendOutcome::Unavailable { reason, .. } => SendOutcome::Failed { reason },
+            other => other,
+        };
+        ChainOutcome { outcome, provider }
     }
 }
 

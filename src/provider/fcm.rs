@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 use super::http::{api_client, parse_retry_after, unanswered};
-use super::{AttemptError, AttemptFuture, Outgoing, Transport};
+use super::{error_reason, AttemptError, AttemptFuture, Outgoing, Transport};
 
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 /// A token is renewed this long before Google says it expires (a fifth of its life when
@@ -247,13 +247,8 @@ fn error_code(body: &Value) -> String {
 
 fn classify(status: StatusCode, body: &Value, retry_after: Duration) -> AttemptError {
     let code = error_code(body);
-    let message: String = body["error"]["message"]
-        .as_str()
-        .unwrap_or("")
-        .chars()
-        .take(200)
-        .collect();
-    let reason = format!("FCM {status} {code}: {message}");
+    let message = body["error"]["message"].as_str().unwrap_or("");
+    let reason = error_reason("FCM", status, &code, message);
     match code.as_str() {
         "UNREGISTERED" | "INVALID_ARGUMENT" | "SENDER_ID_MISMATCH" => {
             AttemptError::Undeliverable { reason }
@@ -262,18 +257,10 @@ fn classify(status: StatusCode, body: &Value, retry_after: Duration) -> AttemptE
         // The app's APNs / web push credentials are wrong: not this token's fault, not
         // mended by retrying.
         "THIRD_PARTY_AUTH_ERROR" => AttemptError::Rejected { reason },
-        "UNAVAILABLE" | "INTERNAL" => AttemptError::Transient {
-            why: reason,
-            maybe_sent: false,
-            network: false,
-        },
+        "UNAVAILABLE" | "INTERNAL" => AttemptError::answered(reason),
         _ if status == StatusCode::TOO_MANY_REQUESTS => AttemptError::RateLimited { retry_after },
         _ if status.is_server_error() || status == StatusCode::UNAUTHORIZED => {
-            AttemptError::Transient {
-                why: reason,
-                maybe_sent: false,
-                network: false,
-            }
+            AttemptError::answered(reason)
         }
         _ => AttemptError::Rejected { reason },
     }

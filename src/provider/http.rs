@@ -71,11 +71,9 @@ impl HttpTransport {
             return Err(AttemptError::RateLimited { retry_after });
         }
         if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
-            return Err(AttemptError::Transient {
-                why: format!("provider answered {status}"),
-                maybe_sent: false,
-                network: false,
-            });
+            return Err(AttemptError::answered(format!(
+                "provider answered {status}"
+            )));
         }
         let body = response.text().await.unwrap_or_default();
         let body: String = body.chars().take(200).collect();

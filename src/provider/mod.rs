@@ -96,6 +96,40 @@ pub enum AttemptError {
     },
 }
 
+impl AttemptError {
+    /// The provider answered that it cannot take the message now (a 5xx, a transient 4xx):
+    /// another try may succeed, and this one was not taken.
+    pub fn answered(why: impl Into<String>) -> Self {
+        AttemptError::Transient {
+            why: why.into(),
+            maybe_sent: false,
+            network: false,
+        }
+    }
+
+    /// The provider said yes but its answer could not be read (no message id): it may hold
+    /// the message, so a retry may send it twice.
+    pub fn unreadable_acceptance(why: impl Into<String>) -> Self {
+        AttemptError::Transient {
+            why: why.into(),
+            maybe_sent: true,
+            network: false,
+        }
+    }
+}
+
+/// A provider's error as a reason: `PROVIDER STATUS CODE: MESSAGE`, the message cut to 200
+/// characters (reasons are stored and logged).
+pub fn error_reason(
+    provider: &str,
+    status: impl std::fmt::Display,
+    code: impl std::fmt::Display,
+    message: &str,
+) -> String {
+    let message: String = message.chars().take(200).collect();
+    format!("{provider} {status} {code}: {message}")
+}
+
 pub type AttemptFuture<'a> =
     Pin<Box<dyn Future<Output = Result<String, AttemptError>> + Send + 'a>>;
 

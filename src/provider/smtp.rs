@@ -184,11 +184,7 @@ fn classify(e: &lettre::transport::smtp::Error) -> AttemptError {
             421 | 450..=452 => AttemptError::RateLimited {
                 retry_after: Duration::from_secs(1),
             },
-            400..=499 => AttemptError::Transient {
-                why,
-                maybe_sent: false,
-                network: false,
-            },
+            400..=499 => AttemptError::answered(why),
             550 | 551 | 553 => AttemptError::Undeliverable { reason: why },
             _ => AttemptError::Rejected { reason: why },
         };

@@ -16,7 +16,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use super::http::{api_client, parse_retry_after, unanswered};
-use super::{AttemptError, AttemptFuture, Outgoing, Transport};
+use super::{error_reason, AttemptError, AttemptFuture, Outgoing, Transport};
 use crate::model::Channel;
 use crate::secret::Secret;
 
@@ -96,16 +96,13 @@ impl TwilioTransport {
         } else {
             ("From", self.address(&self.from))
         };
-        let mut form = vec![
+        let key: String = form_urlencoded::byte_serialize(out.key.as_bytes()).collect();
+        vec![
             ("To", self.address(out.message.to.trim())),
             sender,
             ("Body", out.message.message.clone()),
-        ];
-        if let Ok(mut callback) = reqwest::Url::parse(&self.callback) {
-            callback.query_pairs_mut().append_pair("key", out.key);
-            form.push(("StatusCallback", callback.to_string()));
-        }
-        form
+            ("StatusCallback", format!("{}?key={key}", self.callback)),
+        ]
     }
 
     async fn call(&self, out: &Outgoing<'_>) -> Result<String, AttemptError> {
@@ -121,11 +118,9 @@ impl TwilioTransport {
         if status.is_success() {
             return match response.json::<Created>().await {
                 Ok(created) => Ok(created.sid),
-                Err(_) => Err(AttemptError::Transient {
-                    why: "Twilio answered without a message sid".into(),
-                    maybe_sent: true,
-                    network: false,
-                }),
+                Err(_) => Err(AttemptError::unreadable_acceptance(
+                    "Twilio answered without a message sid",
+                )),
             };
         }
         let retry_after = parse_retry_after(response.headers().get(reqwest::header::RETRY_AFTER));
@@ -135,34 +130,18 @@ impl TwilioTransport {
 }
 
 fn classify(status: StatusCode, e: &TwilioError, retry_after: Duration) -> AttemptError {
-    let reason = format!(
-        "Twilio {status} {}: {}",
-        e.code.map(|c| c.to_string()).unwrap_or_default(),
-        e.message
-            .as_deref()
-            .unwrap_or("")
-            .chars()
-            .take(200)
-            .collect::<String>()
-    );
+    let code = e.code.map(|c| c.to_string()).unwrap_or_default();
+    let reason = error_reason("Twilio", status, code, e.message.as_deref().unwrap_or(""));
     if status == StatusCode::TOO_MANY_REQUESTS || e.code == Some(20429) {
         return AttemptError::RateLimited { retry_after };
     }
-    if status.is_server_error() {
-        return AttemptError::Transient {
-            why: reason,
-            maybe_sent: false,
-            network: false,
-        };
-    }
-    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-        // Wrong credentials fail every message alike: let the breaker see it, so another
-        // provider takes over.
-        return AttemptError::Transient {
-            why: reason,
-            maybe_sent: false,
-            network: false,
-        };
+    // Wrong credentials (401/403) fail every message alike: let the breaker see them, so
+    // another provider takes over.
+    if status.is_server_error()
+        || status == StatusCode::UNAUTHORIZED
+        || status == StatusCode::FORBIDDEN
+    {
+        return AttemptError::answered(reason);
     }
     match e.code {
         Some(code) if UNDELIVERABLE.contains(&code) => AttemptError::Undeliverable { reason },

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::http::{api_client, parse_retry_after, unanswered};
-use super::{AttemptError, AttemptFuture, Outgoing, Transport};
+use super::{error_reason, AttemptError, AttemptFuture, Outgoing, Transport};
 use crate::secret::Secret;
 
 const UNDELIVERABLE: [u64; 1] = [131026];
@@ -136,11 +136,9 @@ impl WhatsappTransport {
                 .and_then(|s| s.messages.into_iter().next())
             {
                 Some(m) => Ok(m.id),
-                None => Err(AttemptError::Transient {
-                    why: "the WhatsApp Cloud API answered without a message id".into(),
-                    maybe_sent: true,
-                    network: false,
-                }),
+                None => Err(AttemptError::unreadable_acceptance(
+                    "the WhatsApp Cloud API answered without a message id",
+                )),
             };
         }
         let retry_after = parse_retry_after(response.headers().get(reqwest::header::RETRY_AFTER));
@@ -150,15 +148,12 @@ impl WhatsappTransport {
 }
 
 fn classify(status: StatusCode, e: &MetaError, retry_after: Duration) -> AttemptError {
-    let reason = format!(
-        "WhatsApp {status} {}: {}",
-        e.code.map(|c| c.to_string()).unwrap_or_default(),
-        e.message
-            .as_deref()
-            .unwrap_or("")
-            .chars()
-            .take(200)
-            .collect::<String>()
+    let shown = e.code.map(|c| c.to_string()).unwrap_or_default();
+    let reason = error_reason(
+        "WhatsApp",
+        status,
+        shown,
+        e.message.as_deref().unwrap_or(""),
     );
     let code = e.code.unwrap_or(0);
     if status == StatusCode::TOO_MANY_REQUESTS || SLOW_DOWN.contains(&code) {
@@ -168,11 +163,7 @@ fn classify(status: StatusCode, e: &MetaError, retry_after: Duration) -> Attempt
         return AttemptError::Undeliverable { reason };
     }
     if status.is_server_error() || TRANSIENT.contains(&code) || status == StatusCode::UNAUTHORIZED {
-        return AttemptError::Transient {
-            why: reason,
-            maybe_sent: false,
-            network: false,
-        };
+        return AttemptError::answered(reason);
     }
     AttemptError::Rejected { reason }
 }

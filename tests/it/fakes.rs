@@ -73,13 +73,7 @@ async fn serve(router: Router) -> String {
 }
 
 fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
-    reqwest::Url::parse(&format!("http://x/?{}", String::from_utf8_lossy(body)))
-        .map(|u| {
-            u.query_pairs()
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
+    form_urlencoded::parse(body).into_owned().collect()
 }
 
 // ---------------------------------------------------------------- Twilio
