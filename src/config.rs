@@ -2,6 +2,7 @@
 //! Every flag reads a `HERALD_*` variable too; defaults suit a local run.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -167,6 +168,76 @@ impl ProviderArgs {
             provider_max_rate: max_rate,
             provider_breaker_failures: 1,
             provider_breaker_cooldown_ms: 1,
+        }
+    }
+}
+
+/// Where providers are configured: the file, or the environment's shortcuts.
+#[derive(Args, Debug, Clone)]
+pub struct ProvidersArgs {
+    /// A TOML file saying which adapter sends each channel (see docs/operations.md).
+    /// Without it every channel uses the `http` adapter (seed 001's contract), and e-mail
+    /// uses SMTP when --smtp-url is set.
+    #[arg(long, env = "HERALD_PROVIDERS")]
+    pub providers: Option<PathBuf>,
+
+    /// Sends e-mail through this SMTP server: smtp://host:2525, smtp://user:password@host:587?tls=required,
+    /// smtps://host:465. Never logged.
+    #[arg(long, env = "HERALD_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<Secret>,
+
+    /// The sender of e-mails whose campaign names none, e.g. "Shop <offers@shop.example>".
+    #[arg(long, env = "HERALD_EMAIL_FROM")]
+    pub email_from: Option<String>,
+
+    /// The subject of transactional e-mails (seed 001 requests carry only a body).
+    #[arg(long, env = "HERALD_EMAIL_SUBJECT", default_value = DEFAULT_SUBJECT)]
+    pub email_subject: String,
+
+    /// Herald's public base URL (https://herald.shop.example): unsubscribe links point at
+    /// `{url}/v1/unsubscribe/...`, served by herald-ingest.
+    #[arg(long, env = "HERALD_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Signs unsubscribe links (at least 32 bytes); herald-ingest checks them with the same.
+    #[arg(long, env = "HERALD_UNSUBSCRIBE_SECRET", hide_env_values = true)]
+    pub unsubscribe_secret: Option<Secret>,
+
+    /// An address that also unsubscribes, offered as the `mailto:` of `List-Unsubscribe`.
+    #[arg(long, env = "HERALD_UNSUBSCRIBE_MAILTO")]
+    pub unsubscribe_mailto: Option<String>,
+}
+
+/// The subject of a transactional e-mail when nothing else names one.
+pub const DEFAULT_SUBJECT: &str = "Notification";
+
+impl Default for ProvidersArgs {
+    fn default() -> Self {
+        ProvidersArgs {
+            providers: None,
+            smtp_url: None,
+            email_from: None,
+            email_subject: DEFAULT_SUBJECT.into(),
+            public_url: None,
+            unsubscribe_secret: None,
+            unsubscribe_mailto: None,
+        }
+    }
+}
+
+impl ProvidersArgs {
+    /// A variable set to nothing (compose's `${HERALD_SMTP_URL:-}`) is a setting not made.
+    pub(crate) fn without_empty_values(&self) -> ProvidersArgs {
+        let text = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        let secret = |v: &Option<Secret>| v.clone().filter(|s| !s.expose().trim().is_empty());
+        ProvidersArgs {
+            providers: self.providers.clone().filter(|p| !p.as_os_str().is_empty()),
+            smtp_url: secret(&self.smtp_url),
+            email_from: text(&self.email_from),
+            email_subject: self.email_subject.clone(),
+            public_url: text(&self.public_url),
+            unsubscribe_secret: secret(&self.unsubscribe_secret),
+            unsubscribe_mailto: text(&self.unsubscribe_mailto),
         }
     }
 }

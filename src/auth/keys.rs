@@ -65,6 +65,11 @@ impl Scope {
         }
     }
 
+    /// Every scope's name, comma-separated: what an unknown scope's error lists.
+    pub fn names() -> String {
+        Scope::ALL.map(Scope::as_str).join(", ")
+    }
+
     fn bit(self) -> u16 {
         1 << (self as u16)
     }
@@ -170,7 +175,7 @@ pub enum KeyError {
     },
     #[error("the key file {path} is not valid: {message}")]
     Invalid { path: PathBuf, message: String },
-    #[error("unknown scope {0:?} (known: requests:write, requests:read, customers:read, customers:write, campaigns:write, campaigns:read, sales:write, events:write, promos:write, stats:read, admin)")]
+    #[error("unknown scope {0:?} (known: {known})", known = Scope::names())]
     UnknownScope(String),
     #[error("a key name is 1 to 64 letters, digits, '-', '_' or '.'")]
     BadName,

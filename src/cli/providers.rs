@@ -4,9 +4,8 @@
 
 use clap::Subcommand;
 
-use crate::config::ProviderArgs;
+use crate::config::{ProviderArgs, ProvidersArgs};
 use crate::model::Channel;
-use crate::provider::config::ProvidersArgs;
 use crate::provider::ProvidersConfig;
 
 #[derive(Subcommand, Debug)]

@@ -10,11 +10,10 @@ use rdkafka::consumer::StreamConsumer;
 use tokio_util::sync::CancellationToken;
 
 use super::{DispatchConfig, DispatchStats, Dispatcher};
-use crate::config::{CommonArgs, HealthArgs, ProviderArgs};
+use crate::config::{CommonArgs, HealthArgs, ProviderArgs, ProvidersArgs};
 use crate::health::Probes;
 use crate::model::Channel;
 use crate::program::{self, Connections};
-use crate::provider::config::ProvidersArgs;
 use crate::provider::ProvidersConfig;
 
 /// Consumes `herald.notify.<channel>` in the group `herald-dispatch-<channel>`, claims each

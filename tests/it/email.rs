@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use herald::config::ProvidersArgs;
 use herald::model::Channel;
-use herald::provider::config::ProvidersArgs;
 use serde_json::{json, Value};
 
 use crate::harness::{

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use herald::campaigns::fanout::{self, FanOut};
 use herald::campaigns::retry::Retrier;
+use herald::config::ProvidersArgs;
 use herald::config::{CommonArgs, HealthArgs, LogFormat, ProviderArgs, RulesArgs};
 use herald::dev::broker::MockBroker;
 use herald::dev::simulator::{self, SimStats, SimulatorArgs};
@@ -18,7 +19,6 @@ use herald::kafka::{self, Topics};
 use herald::metrics::{self, Aggregator};
 use herald::model::Channel;
 use herald::program::Program as _;
-use herald::provider::config::ProvidersArgs;
 use herald::store::Store;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;

@@ -5,9 +5,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use herald::config::ProvidersArgs;
 use herald::dispatch::Dispatcher;
 use herald::model::Channel;
-use herald::provider::config::ProvidersArgs;
 use serde_json::{json, Value};
 
 use crate::fakes::{self, Fcm, Meta, Twilio};
