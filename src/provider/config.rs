@@ -248,21 +248,6 @@ impl ProvidersConfig {
         Ok(ProviderChain::new(providers, weights))
     }
 
-    /// Builds the first provider of `channel` (what a single-provider caller wants).
-    pub fn build(
-        &self,
-        channel: Channel,
-        defaults: &ProviderArgs,
-    ) -> Result<Provider, ProvidersError> {
-        let entry = self
-            .channels
-            .get(&channel)
-            .and_then(|e| e.first())
-            .cloned()
-            .unwrap_or_default();
-        self.build_entry(channel, &entry, defaults)
-    }
-
     /// Builds one provider, resolving its secrets; `defaults` are the flags' resilience
     /// settings, which the file may override per provider.
     fn build_entry(
@@ -530,7 +515,7 @@ mod tests {
         let build = |a: &ProvidersArgs| {
             ProvidersConfig::load(a)
                 .unwrap()
-                .build(Channel::Email, &defaults)
+                .build_chain(Channel::Email, &defaults)
                 .err()
                 .map(|e| e.to_string())
         };

@@ -119,16 +119,22 @@ fn twilio_toml(name: &str, url: &str, var: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sms_through_twilio_reaches_everyone_once_confirmed_by_its_signed_webhooks() {
-    let fleet = Fleet::start(quiet_provider(), 4).await;
+/// A Twilio fake and the fleet's SMS dispatcher sending through it.
+async fn twilio_sms(fleet: &Fleet) -> (Twilio, std::sync::Arc<Dispatcher>) {
     let twilio = Twilio::start(ACCOUNT, TWILIO_AUTH_TOKEN).await;
     let providers = providers_file(
-        &fleet,
+        fleet,
         &twilio_toml("twilio", &twilio.url, "TOKEN"),
         &[("TOKEN", TWILIO_AUTH_TOKEN)],
     );
-    let sms = fleet_with(&fleet, Channel::Sms, providers).await;
+    let sms = fleet_with(fleet, Channel::Sms, providers).await;
+    (twilio, sms)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sms_through_twilio_reaches_everyone_once_confirmed_by_its_signed_webhooks() {
+    let fleet = Fleet::start(quiet_provider(), 4).await;
+    let (twilio, sms) = twilio_sms(&fleet).await;
     let ids = put_customers(&fleet, 40, Channel::Sms, "s").await;
     // One number Twilio says replied STOP (21610): undeliverable, e-mail at once.
     twilio.state.unreachable.lock().unwrap().insert(number(7));
@@ -257,13 +263,7 @@ async fn a_failing_sms_provider_fails_over_to_the_next_and_is_used_again_once_it
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn forged_webhooks_change_nothing_and_a_stop_reply_ends_sms_promotions() {
     let fleet = Fleet::start(quiet_provider(), 4).await;
-    let twilio = Twilio::start(ACCOUNT, TWILIO_AUTH_TOKEN).await;
-    let providers = providers_file(
-        &fleet,
-        &twilio_toml("twilio", &twilio.url, "TOKEN"),
-        &[("TOKEN", TWILIO_AUTH_TOKEN)],
-    );
-    fleet_with(&fleet, Channel::Sms, providers).await;
+    let (twilio, _) = twilio_sms(&fleet).await;
     let ids = put_customers(&fleet, 2, Channel::Sms, "w").await;
     post_campaign(&fleet, "forged", Channel::Sms, &ids, json!({})).await;
     wait_until("both sent", Duration::from_secs(20), || async {
