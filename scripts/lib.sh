@@ -79,10 +79,12 @@ ensure_test_python() {
     fi
     if ! "$HERALD_VENV/bin/python" -c 'import aiosmtpd' 2>/dev/null \
         || [ ! -x "$HERALD_VENV/bin/schemathesis" ] \
-        || [ ! -x "$HERALD_VENV/bin/openapi-python-client" ]; then
-        log "installing aiosmtpd, schemathesis and openapi-python-client (PyPI)"
+        || [ ! -x "$HERALD_VENV/bin/openapi-python-client" ] \
+        || [ ! -x "$HERALD_VENV/bin/openapi-spec-validator" ]; then
+        log "installing aiosmtpd, schemathesis, openapi-python-client and openapi-spec-validator (PyPI)"
         "$HERALD_VENV/bin/pip" install --quiet --disable-pip-version-check \
             'aiosmtpd==1.4.6' 'schemathesis==4.32.5' 'openapi-python-client==0.29.1' \
+            'openapi-spec-validator==0.9.0' \
             || die "pip install of the test tools failed"
     fi
     export HERALD_TEST_PYTHON="$HERALD_VENV/bin/python" HERALD_VENV

@@ -55,6 +55,7 @@ pub mod promos;
 pub mod provider;
 pub mod publish;
 pub mod schedulers;
+pub mod schema;
 pub mod secret;
 pub mod shutdown;
 pub mod store;

@@ -1,41 +1,127 @@
-//! The API's OpenAPI document and its page. The paths, parameters and bodies come from
-//! `openapi.json` (written by `docs/openapi.py`); who may call each operation is written in
-//! from [`super::access::access`], the same table the middleware enforces, so the document
+//! The OpenAPI documents and their pages. Paths, parameters, bodies and answers come from the
+//! handlers' `#[utoipa::path]` and the serde types they read and write (collected by
+//! `utoipa_axum`'s router as the routes are added); who may call each operation is written
+//! in from [`super::access::access`], the table the middleware enforces, so the document
 //! cannot say a route is open when it is not (or the reverse).
 
-use std::sync::OnceLock;
+use std::sync::Arc;
 
-use axum::http::Method;
+use axum::http::{header, Method};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Extension;
 use serde_json::{json, Value};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::{OpenApi, RefOr};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::access::{access, Access};
 
-/// The paths and bodies, as `docs/openapi.py` wrote them.
-const PATHS: &str = include_str!("openapi.json");
-
-/// The document served at `/docs/openapi.json`.
-pub fn document() -> &'static str {
-    static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(|| {
-        let mut doc: Value = serde_json::from_str(PATHS).unwrap_or_else(|_| json!({}));
-        with_security(&mut doc);
-        doc.to_string()
-    })
+/// A program's document, as served, and its page.
+pub struct Document {
+    json: String,
+    page: String,
 }
 
-/// `/docs`: the document as a page, with no assets to fetch.
-pub fn page() -> &'static str {
-    static PAGE: OnceLock<String> = OnceLock::new();
-    PAGE.get_or_init(|| {
+impl Document {
+    /// herald-ingest's document, with each operation's security from the access table.
+    pub fn ingest(api: OpenApi) -> Arc<Document> {
+        let mut doc = finish(
+            api,
+            "Herald API (herald-ingest)",
+            "Seed 001's requests API exactly as contracted, offers and campaigns, receipts, \
+             sales and user events, one-click unsubscribe and provider webhooks, and seed 002's \
+             flash promos.",
+        );
+        with_security(&mut doc);
+        Document::new(doc)
+    }
+
+    /// A document with no credentials anywhere (herald-metrics' dashboard and stats).
+    pub fn open(api: OpenApi, title: &str, description: &str) -> Arc<Document> {
+        Document::new(finish(api, title, description))
+    }
+
+    fn new(doc: Value) -> Arc<Document> {
+        let json = doc.to_string();
         // Inside a <script> element, "</" must not appear as is.
-        include_str!("docs.html").replace("__SPEC__", &document().replace("</", "<\\/"))
-    })
+        let page = include_str!("docs.html").replace("__SPEC__", &json.replace("</", "<\\/"));
+        Arc::new(Document { json, page })
+    }
+
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+}
+
+/// A named schema for `#/components/schemas`.
+pub type Component = (String, RefOr<Schema>);
+
+/// `T`'s schema under its name, and the schemas it refers to.
+pub fn entry<T: ToSchema>() -> Vec<Component> {
+    let mut all = vec![(T::name().into_owned(), T::schema())];
+    T::schemas(&mut all);
+    all
+}
+
+/// A document holding the schemas that bodies refer to by name from a `schema_with`
+/// function (where no derive can register them); the test below finds any left out.
+pub fn referenced(list: impl FnOnce(&mut dyn FnMut(fn() -> Vec<Component>))) -> OpenApi {
+    let mut components = utoipa::openapi::Components::new();
+    list(&mut |entries| {
+        for (name, schema) in entries() {
+            components.schemas.insert(name, schema);
+        }
+    });
+    let mut api = OpenApi::default();
+    api.components = Some(components);
+    api
+}
+
+/// `/docs` and `/docs/openapi.json`, for any program's router (the [`Document`] comes as an
+/// extension, layered once the router's document is complete).
+pub fn routes<S: Clone + Send + Sync + 'static>() -> OpenApiRouter<S> {
+    OpenApiRouter::new()
+        .routes(routes!(page))
+        .routes(routes!(openapi_json))
+}
+
+/// This API, as a page (no assets to fetch)
+#[utoipa::path(get, path = "/docs", tag = "operations",
+    responses((status = 200, description = "HTML", content_type = "text/html", body = String)))]
+async fn page(Extension(doc): Extension<Arc<Document>>) -> Html<String> {
+    Html(doc.page.clone())
+}
+
+/// This document
+#[utoipa::path(get, path = "/docs/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1", body = Object)))]
+async fn openapi_json(Extension(doc): Extension<Arc<Document>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        doc.json.clone(),
+    )
+        .into_response()
+}
+
+/// The document's title, description and the `Problem` schema every error refers to.
+fn finish(mut api: OpenApi, title: &str, description: &str) -> Value {
+    api.info.title = title.into();
+    api.info.version = "1".into();
+    api.info.description = Some(description.into());
+    api.info.license = None;
+    api.info.contact = None;
+    let mut doc = serde_json::to_value(&api).unwrap_or_else(|_| json!({}));
+    doc["components"]["schemas"]["Problem"] =
+        serde_json::to_value(crate::schema::problem()).unwrap_or_default();
+    doc
 }
 
 fn error_response(description: &str) -> Value {
     json!({
         "description": description,
-        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
     })
 }
 
@@ -48,17 +134,8 @@ fn with_security(doc: &mut Value) {
         "shopperToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (HS256; claims sub, role admin|user, exp)"},
         "receiptSignature": {"type": "apiKey", "in": "header", "name": "Herald-Signature",
                              "description": "t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\"> with the provider's receipt secret; at most 5 minutes old."},
-    });
-    // RFC 9457 problem details: every error body of every route (crate::http::problem).
-    doc["components"]["schemas"]["Error"] = json!({
-        "type": "object",
-        "properties": {
-            "type": {"type": "string"}, "title": {"type": "string"},
-            "status": {"type": "integer"}, "detail": {"type": "string"},
-            "error": {"type": "string"}, "field": {"type": "string"},
-            "retry_after_s": {"type": "integer"},
-        },
-        "required": ["type", "title", "status", "detail", "error"],
+        "providerSignature": {"type": "apiKey", "in": "header", "name": "X-Twilio-Signature",
+                              "description": "The provider's own signature: Twilio's X-Twilio-Signature, Meta's X-Hub-Signature-256 (see each operation)."},
     });
     let Some(paths) = doc["paths"].as_object_mut() else {
         return;
@@ -101,5 +178,64 @@ fn describe(op: &mut Value, needed: Access) {
     }
     if matches!(needed, Access::Key(_) | Access::Requests(_)) {
         responses["429"] = error_response("Over the key's call rate (Retry-After)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(map) => {
+                if let Some(Value::String(r)) = map.get("$ref") {
+                    out.push(r);
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    fn document() -> Value {
+        serde_json::from_str(&super::super::openapi_json()).unwrap()
+    }
+
+    #[test]
+    fn every_reference_names_a_schema_of_the_document() {
+        let doc = document();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(found.len() > 50, "{}", found.len());
+        for r in found {
+            let name = r.strip_prefix("#/components/schemas/").unwrap();
+            assert!(
+                doc["components"]["schemas"].get(name).is_some(),
+                "{r} is referred to but not in the document"
+            );
+        }
+    }
+
+    #[test]
+    fn every_operation_has_a_summary_an_answer_and_its_security() {
+        let doc = document();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut n = 0;
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for (method, op) in ops.as_object().unwrap() {
+                n += 1;
+                assert!(
+                    op["summary"].as_str().is_some_and(|s| !s.is_empty()),
+                    "{method} {path}"
+                );
+                assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()));
+                assert!(op["security"].is_array(), "{method} {path}");
+            }
+        }
+        assert!(n >= 29, "{n} operations");
+        // A body limit the server enforces is the schema's (stated once: Message::MAX_TO_LEN).
+        let to = &doc["components"]["schemas"]["Message"]["properties"]["to"];
+        assert_eq!(to["maxLength"], crate::model::Message::MAX_TO_LEN);
     }
 }

@@ -11,15 +11,19 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use rdkafka::producer::{FutureProducer, Producer};
+use serde::Serialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::kafka::Topics;
-use crate::model::{Channel, Message, RequestId};
+use crate::model::{Channel, Message, RequestId, RequestStatus};
 use crate::publish::{publish_request, RECONCILE_AFTER};
+use crate::schema::{BodyErrors, NotFound, QueueDown};
 use crate::store::{Publication, Store};
 
 pub use crate::http::ApiError;
@@ -29,7 +33,7 @@ use crate::http::{or_not_found, Body};
 type App = State<Arc<Ingest>>;
 
 pub mod access;
-mod docs;
+pub(crate) mod docs;
 mod events;
 mod offers;
 pub mod program;
@@ -40,10 +44,6 @@ mod webhooks;
 pub use access::AccessSettings;
 pub use promos::PromoSettings;
 pub use webhooks::WebhookSecrets;
-
-/// Longest accepted `to` and `message`, in bytes.
-const MAX_TO_LEN: usize = 320;
-const MAX_MESSAGE_LEN: usize = 8192;
 
 pub struct Ingest {
     pub store: Store,
@@ -57,38 +57,16 @@ pub struct Ingest {
     pub http: crate::http::HttpLimits,
 }
 
+/// Every route, and the OpenAPI document of the same routes: a route is added with its
+/// handler's `#[utoipa::path]`, so none can be served undocumented (or the reverse).
 pub fn router(ingest: Arc<Ingest>) -> Router {
     let requests = HttpCounts::default();
     let tally = requests.clone();
-    Router::new()
-        .route("/v1/requests", post(create_request))
-        .route("/v1/requests/{id}/process", post(process_request))
-        .route("/v1/requests/{id}", get(get_request))
-        .merge(offers::routes(&ingest.http))
-        .merge(events::routes(&ingest.http))
-        .merge(promos::routes(&ingest.promos))
-        .merge(unsubscribe::routes())
-        .merge(webhooks::routes())
-        .route(
-            "/docs",
-            get(|| async { axum::response::Html(docs::page()) }),
-        )
-        .route(
-            "/docs/openapi.json",
-            get(|| async {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    docs::document(),
-                )
-            }),
-        )
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(ready))
-        .route(
-            "/metrics",
-            get(move || std::future::ready(requests.exposition())),
-        )
+    let (routes, document) = documented_routes(&ingest.http, &ingest.promos).split_for_parts();
+    routes
         .fallback(|| async { ApiError::not_found("route") })
+        .layer(Extension(docs::Document::ingest(document)))
+        .layer(Extension(requests))
         .layer(crate::http::body_limit(ingest.http.body_limit_bytes))
         .layer(axum::middleware::from_fn_with_state(
             ingest.clone(),
@@ -98,6 +76,60 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .layer(axum::middleware::from_fn(move |req, next| {
             count_request(tally.clone(), req, next)
         }))
+}
+
+fn documented_routes(
+    http: &crate::http::HttpLimits,
+    promos: &PromoSettings,
+) -> OpenApiRouter<Arc<Ingest>> {
+    OpenApiRouter::with_openapi(docs::referenced(|add| {
+        add(docs::entry::<crate::model::Translation>);
+        add(docs::entry::<crate::model::Receipt>);
+        add(offers::many_receipts_schema);
+        add(docs::entry::<crate::model::commerce::UserEvent>);
+        add(events::user_event_batch_schema);
+    }))
+    .routes(routes!(create_request))
+    .routes(routes!(process_request))
+    .routes(routes!(get_request))
+    .merge(offers::routes(http))
+    .merge(events::routes(http))
+    .merge(promos::routes(promos))
+    .merge(unsubscribe::routes())
+    .merge(webhooks::routes())
+    .merge(docs::routes())
+    .routes(routes!(alive))
+    .routes(routes!(ready))
+    .routes(routes!(http_metrics))
+}
+
+/// herald-ingest's OpenAPI document, as it serves it at `/docs/openapi.json` (`herald
+/// openapi` prints it, for client generators that work offline).
+pub fn openapi_json() -> String {
+    let limits = crate::http::HttpLimits::default();
+    let (_, document) = documented_routes(&limits, &PromoSettings::default()).split_for_parts();
+    docs::Document::ingest(document).json().to_string()
+}
+
+#[derive(Serialize, ToSchema)]
+struct Health {
+    /// `ok`
+    status: String,
+}
+
+/// Alive: the process answers
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "ok", body = Health)))]
+async fn alive() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// Prometheus metrics (requests by route and status)
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "OpenMetrics text exposition (crate::prom::CONTENT_TYPE)", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
+async fn http_metrics(Extension(counts): Extension<HttpCounts>) -> Response {
+    counts.exposition()
 }
 
 /// Requests answered, by route and status, for `/metrics`.
@@ -194,8 +226,8 @@ fn parse_message(body: &[u8]) -> Result<Message, ApiError> {
             )),
         }
     };
-    let to = text("to", MAX_TO_LEN)?;
-    let message = text("message", MAX_MESSAGE_LEN)?;
+    let to = text("to", Message::MAX_TO_LEN)?;
+    let message = text("message", Message::MAX_MESSAGE_LEN)?;
     let kind = text("type", 16)?;
     let channel = kind
         .parse::<Channel>()
@@ -214,14 +246,34 @@ fn parse_message(body: &[u8]) -> Result<Message, ApiError> {
     })
 }
 
+/// The id of a request.
+#[derive(Serialize, ToSchema)]
+struct RequestRef {
+    id: RequestId,
+}
+
+/// A request and where it stands.
+#[derive(Serialize, ToSchema)]
+struct RequestState {
+    id: RequestId,
+    status: RequestStatus,
+}
+
+/// Create a notification request (seed 001)
+#[utoipa::path(post, path = "/v1/requests", tag = "requests", request_body = Message,
+    responses((status = 201, description = "Created", body = RequestRef), BodyErrors))]
 async fn create_request(State(app): App, Body(body): Body) -> Result<Response, ApiError> {
     let msg = parse_message(&body)?;
     let id = RequestId::generate();
     app.store.create_request(&id, &msg).await?;
     tracing::debug!(id = %id, channel = %msg.channel, "request created");
-    Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+    Ok((StatusCode::CREATED, Json(RequestRef { id })).into_response())
 }
 
+/// Queue a request for sending (idempotent)
+#[utoipa::path(post, path = "/v1/requests/{id}/process", tag = "requests",
+    params(("id" = String, Path, description = "The request's id")),
+    responses((status = 202, description = "Queued", body = RequestRef), NotFound, QueueDown))]
 #[tracing::instrument(name = "ingest.process", skip_all, fields(id = %raw_id))]
 async fn process_request(
     State(app): App,
@@ -242,16 +294,22 @@ async fn process_request(
             tracing::debug!(id = %id, %channel, "request queued");
         }
     }
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(RequestRef { id })).into_response())
 }
 
+/// A request's status
+#[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests",
+    params(("id" = String, Path, description = "The request's id")),
+    responses((status = 200, description = "Where it stands", body = RequestState), NotFound))]
 async fn get_request(State(app): App, Path(raw_id): Path<String>) -> Result<Response, ApiError> {
     let id = or_not_found(RequestId::parse(&raw_id), "request")?;
     let status = or_not_found(app.store.request_status(&id).await?, "request")?;
-    Ok(Json(json!({ "id": id, "status": status })).into_response())
+    Ok(Json(RequestState { id, status }).into_response())
 }
 
-/// Ready when Redis answers and the Kafka cluster's metadata can be fetched.
+/// Ready: Redis answers and the Kafka cluster's metadata can be fetched
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready", body = Object), (status = 503, description = "Not ready", body = crate::schema::Problem, content_type = "application/problem+json")))]
 async fn ready(State(app): App) -> Response {
     let redis = app.store.ping().await.map_err(|e| e.to_string());
     let producer = app.producer.clone();

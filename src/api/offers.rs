@@ -10,11 +10,13 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ApiError, App, Ingest};
 use crate::campaigns::rules::is_known_time_zone;
@@ -24,25 +26,27 @@ use crate::model::{
     now_ms, Campaign, CampaignId, Channel, Customer, CustomerId, EmailTemplate, Language, Receipt,
     Template, Translation, WhatsappCampaignTemplate, BUILT_IN_VARIABLES,
 };
+use crate::schema::{from_json, BodyErrors, NotFound, QueueDown, MAX_ADDRESS_LEN, MAX_NAME_LEN};
 
 /// Largest body for bulk routes: a million-customer audience is about 15 MB of JSON.
 const MAX_AUDIENCE: usize = 5_000_000;
 const MAX_CUSTOMERS_PER_BATCH: usize = 10_000;
 const MAX_RECEIPTS_PER_CALL: usize = 10_000;
-const MAX_CONTACT_LEN: usize = 320;
 const MAX_TRANSLATIONS: usize = 32;
 
-pub fn routes(limits: &crate::http::HttpLimits) -> Router<Arc<Ingest>> {
-    let bulk = || crate::http::body_limit(limits.bulk_body_limit_bytes);
-    Router::new()
-        .route("/v1/customers/{id}", put(put_customer).get(get_customer))
-        .route("/v1/customers/batch", post(put_customers).layer(bulk()))
-        .route(
-            "/v1/campaigns",
-            post(create_campaign).layer(crate::http::body_limit(limits.campaign_body_limit_bytes)),
-        )
-        .route("/v1/campaigns/{id}", get(get_campaign))
-        .route("/v1/receipts", post(receipts).layer(bulk()))
+pub fn routes(limits: &crate::http::HttpLimits) -> OpenApiRouter<Arc<Ingest>> {
+    let bulk = OpenApiRouter::new()
+        .routes(routes!(put_customers))
+        .routes(routes!(receipts))
+        .layer(crate::http::body_limit(limits.bulk_body_limit_bytes));
+    let campaigns = OpenApiRouter::new()
+        .routes(routes!(create_campaign))
+        .layer(crate::http::body_limit(limits.campaign_body_limit_bytes));
+    OpenApiRouter::new()
+        .routes(routes!(put_customer, get_customer))
+        .routes(routes!(get_campaign))
+        .merge(bulk)
+        .merge(campaigns)
 }
 
 /// Deserializes a body, naming the offending field (`audience.customer_ids[3]`) on a 422.
@@ -81,10 +85,10 @@ fn validate_customer(c: &Customer, prefix: &str) -> Result<(), ApiError> {
         }
     };
     for (channel, address) in &c.contacts {
-        if address.trim().is_empty() || address.len() > MAX_CONTACT_LEN {
+        if address.trim().is_empty() || address.len() > MAX_ADDRESS_LEN {
             return Err(ApiError::invalid(
                 at(&format!("contacts.{channel}")),
-                format!("contact must be 1-{MAX_CONTACT_LEN} bytes"),
+                format!("contact must be 1-{MAX_ADDRESS_LEN} bytes"),
             ));
         }
     }
@@ -97,34 +101,24 @@ fn validate_customer(c: &Customer, prefix: &str) -> Result<(), ApiError> {
             ),
         ));
     }
-    if let Some(loc) = c.location {
-        if !(loc.lat.is_finite() && (-90.0..=90.0).contains(&loc.lat)) {
-            return Err(ApiError::invalid(
-                at("location.lat"),
-                "lat must be within -90..90",
-            ));
-        }
-        if !(loc.lon.is_finite() && (-180.0..=180.0).contains(&loc.lon)) {
-            return Err(ApiError::invalid(
-                at("location.lon"),
-                "lon must be within -180..180",
-            ));
-        }
+    if let Some((part, why)) = c.location.and_then(|loc| loc.invalid_part()) {
+        return Err(ApiError::invalid(at(&format!("location.{part}")), why));
     }
-    if c.name.as_ref().is_some_and(|n| n.len() > 200) {
+    if c.name.as_ref().is_some_and(|n| n.len() > MAX_NAME_LEN) {
         return Err(ApiError::invalid(
             at("name"),
-            "name is longer than 200 bytes",
+            format!("name is longer than {MAX_NAME_LEN} bytes"),
         ));
     }
-    if c.attributes.len() > 64
-        || c.attributes
-            .iter()
-            .any(|(name, value)| name.is_empty() || name.len() > 64 || value.len() > 1024)
-    {
+    if !c.attributes_fit() {
         return Err(ApiError::invalid(
             at("attributes"),
-            "at most 64 attributes, named in 1-64 bytes, of up to 1024 bytes each",
+            format!(
+                "at most {} attributes, named in 1-{} bytes, of up to {} bytes each",
+                Customer::MAX_ATTRIBUTES,
+                Customer::MAX_ATTRIBUTE_NAME_LEN,
+                Customer::MAX_ATTRIBUTE_LEN
+            ),
         ));
     }
     Ok(())
@@ -139,6 +133,10 @@ fn customer_id(raw: &str) -> Result<CustomerId, ApiError> {
     })
 }
 
+/// Store a customer
+#[utoipa::path(put, path = "/v1/customers/{id}", tag = "customers", request_body = Customer,
+    params(("id" = String, Path, description = "The customer's id")),
+    responses((status = 200, description = "Stored", body = StoredCustomer), BodyErrors))]
 async fn put_customer(
     State(app): App,
     Path(raw_id): Path<String>,
@@ -150,29 +148,66 @@ async fn put_customer(
     app.store
         .put_customers(&[(id.clone(), customer.clone())])
         .await?;
-    Ok(Json(customer_json(&id, &customer)).into_response())
+    Ok(Json(StoredCustomer { id, customer }).into_response())
 }
 
-fn customer_json(id: &CustomerId, c: &Customer) -> Value {
-    let mut v = serde_json::to_value(c).unwrap_or_else(|_| json!({}));
-    v["id"] = json!(id);
-    v
+/// A customer with its id: what is stored, and an item of a batch.
+#[derive(Serialize)]
+pub(super) struct StoredCustomer {
+    id: CustomerId,
+    #[serde(flatten)]
+    customer: Customer,
 }
 
+// `Customer`'s schema with the `id` among its properties (a flattened `allOf` could not
+// say both "no other fields" and "an id too").
+crate::schema::described!(StoredCustomer, {
+    let mut schema =
+        serde_json::to_value(<Customer as utoipa::PartialSchema>::schema()).unwrap_or_default();
+    schema["properties"]["id"] = json!({"$ref": "#/components/schemas/CustomerId"});
+    match schema["required"].as_array_mut() {
+        Some(required) => required.push(json!("id")),
+        None => schema["required"] = json!(["id"]),
+    }
+    from_json(schema)
+});
+
+/// A customer
+#[utoipa::path(get, path = "/v1/customers/{id}", tag = "customers",
+    params(("id" = String, Path, description = "The customer's id")),
+    responses((status = 200, description = "The customer", body = StoredCustomer), NotFound))]
 async fn get_customer(State(app): App, Path(raw_id): Path<String>) -> Result<Response, ApiError> {
     let id = or_not_found(CustomerId::parse(&raw_id), "customer")?;
-    let c = or_not_found(app.store.customer(&id).await?, "customer")?;
-    Ok(Json(customer_json(&id, &c)).into_response())
+    let customer = or_not_found(app.store.customer(&id).await?, "customer")?;
+    Ok(Json(StoredCustomer { id, customer }).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CustomerBatch {
     #[serde(deserialize_with = "crate::http::at_most::<_, _, MAX_CUSTOMERS_PER_BATCH>")]
+    #[schema(schema_with = batch_items_schema)]
     customers: Vec<Value>,
 }
 
-/// Upserts up to 10,000 customers at once: `{"customers": [{"id": ..., ...profile}]}`.
+fn batch_items_schema() -> utoipa::openapi::schema::Schema {
+    from_json(json!({
+        "type": "array",
+        "maxItems": MAX_CUSTOMERS_PER_BATCH,
+        "items": {"$ref": "#/components/schemas/StoredCustomer"},
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+struct CustomersStored {
+    stored: usize,
+}
+
+/// Store up to 10,000 customers
+///
+/// `{"customers": [{"id": ..., ...profile}]}`: every item is checked before any is stored.
+#[utoipa::path(post, path = "/v1/customers/batch", tag = "customers", request_body = CustomerBatch,
+    responses((status = 200, description = "Stored", body = CustomersStored), BodyErrors))]
 async fn put_customers(State(app): App, Body(body): Body) -> Result<Response, ApiError> {
     let batch: CustomerBatch = parse_json(&body, "")?;
     if batch.customers.len() > MAX_CUSTOMERS_PER_BATCH {
@@ -198,41 +233,88 @@ async fn put_customers(State(app): App, Body(body): Body) -> Result<Response, Ap
         parsed.push((id, customer));
     }
     app.store.put_customers(&parsed).await?;
-    Ok(Json(json!({ "stored": parsed.len() })).into_response())
+    Ok(Json(CustomersStored {
+        stored: parsed.len(),
+    })
+    .into_response())
 }
 
-#[derive(Deserialize)]
+/// A campaign of personalised offers.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewCampaign {
+    /// Posting the same id again resumes the campaign instead of starting another.
     #[serde(default)]
     id: Option<CampaignId>,
+    #[schema(schema_with = crate::schema::name)]
     name: String,
     template: Template,
     #[serde(default)]
     email: Option<EmailTemplate>,
     #[serde(default)]
     whatsapp: Option<WhatsappCampaignTemplate>,
+    /// The message in other languages, by language tag; chosen by the customer's `language`.
     #[serde(default)]
+    #[schema(schema_with = translations_schema)]
     translations: BTreeMap<Language, Translation>,
     #[serde(default)]
+    #[schema(schema_with = channels_schema)]
     channels: Vec<Channel>,
     #[serde(default)]
+    #[schema(schema_with = timeouts_schema)]
     confirmation_timeout_ms: BTreeMap<Channel, u64>,
     #[serde(default)]
+    #[schema(minimum = 0.0)]
     max_cost: Option<f64>,
     audience: Audience,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Audience {
     #[serde(deserialize_with = "crate::http::at_most::<_, _, MAX_AUDIENCE>")]
+    #[schema(schema_with = audience_schema)]
     customer_ids: Vec<CustomerId>,
 }
 
+/// Shortest and longest time a channel may be given to confirm a delivery.
+const MIN_CONFIRMATION_MS: u64 = 100;
+const MAX_CONFIRMATION_MS: u64 = 7 * 24 * 3600 * 1000;
+
+fn translations_schema() -> utoipa::openapi::schema::Schema {
+    from_json(json!({
+        "type": "object",
+        "maxProperties": MAX_TRANSLATIONS,
+        "additionalProperties": {"$ref": "#/components/schemas/Translation"},
+    }))
+}
+
+fn channels_schema() -> utoipa::openapi::schema::Schema {
+    from_json(json!({
+        "type": "array", "uniqueItems": true,
+        "items": {"$ref": "#/components/schemas/Channel"},
+    }))
+}
+
+fn timeouts_schema() -> utoipa::openapi::schema::Schema {
+    crate::schema::per_channel(json!({
+        "type": "integer", "minimum": MIN_CONFIRMATION_MS, "maximum": MAX_CONFIRMATION_MS,
+    }))
+}
+
+fn audience_schema() -> utoipa::openapi::schema::Schema {
+    from_json(json!({
+        "type": "array", "minItems": 1, "maxItems": MAX_AUDIENCE,
+        "items": {"$ref": "#/components/schemas/CustomerId"},
+    }))
+}
+
 fn validate_campaign(c: &NewCampaign) -> Result<(), ApiError> {
-    if c.name.trim().is_empty() || c.name.len() > 200 {
-        return Err(ApiError::invalid("name", "name must be 1-200 bytes"));
+    if c.name.trim().is_empty() || c.name.len() > MAX_NAME_LEN {
+        return Err(ApiError::invalid(
+            "name",
+            format!("name must be 1-{MAX_NAME_LEN} bytes"),
+        ));
     }
     let mut seen = HashSet::new();
     if let Some(dup) = c.channels.iter().find(|ch| !seen.insert(**ch)) {
@@ -242,7 +324,7 @@ fn validate_campaign(c: &NewCampaign) -> Result<(), ApiError> {
         ));
     }
     for (channel, ms) in &c.confirmation_timeout_ms {
-        if !(100..=7 * 24 * 3600 * 1000).contains(ms) {
+        if !(MIN_CONFIRMATION_MS..=MAX_CONFIRMATION_MS).contains(ms) {
             return Err(ApiError::invalid(
                 format!("confirmation_timeout_ms.{channel}"),
                 "time-out must be between 100 ms and 7 days",
@@ -276,21 +358,19 @@ fn check_templates(c: &Campaign, known: &BTreeSet<String>) -> Result<(), ApiErro
         ));
     }
     if let Some(w) = &c.whatsapp {
-        let ok = !w.name.is_empty()
-            && w.name.len() <= 512
-            && w.name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if !ok {
+        if !w.name_is_valid() {
             return Err(ApiError::invalid(
                 "whatsapp.name",
                 "a template name as Meta's manager writes it: lower-case letters, digits and '_'",
             ));
         }
-        if w.parameters.len() > 20 {
+        if w.parameters.len() > WhatsappCampaignTemplate::MAX_PARAMETERS {
             return Err(ApiError::invalid(
                 "whatsapp.parameters",
-                "at most 20 parameters",
+                format!(
+                    "at most {} parameters",
+                    WhatsappCampaignTemplate::MAX_PARAMETERS
+                ),
             ));
         }
     }
@@ -329,6 +409,21 @@ fn check_templates(c: &Campaign, known: &BTreeSet<String>) -> Result<(), ApiErro
 /// Stores the campaign and queues its batches; 202 with the id. Posting the same `id`
 /// again stores nothing new and re-queues the batches (fan-out skips finished ones), so a
 /// client that lost the answer can retry without any customer hearing twice.
+#[derive(Serialize, ToSchema)]
+struct CampaignQueued {
+    id: CampaignId,
+    recipients: u64,
+    batches: u64,
+}
+
+/// Send a campaign of personalised offers (the same id again resumes)
+#[utoipa::path(post, path = "/v1/campaigns", tag = "campaigns", request_body = NewCampaign,
+    responses(
+        (status = 202, description = "Queued", body = CampaignQueued),
+        (status = 200, description = "Already there: resumed", body = CampaignQueued),
+        BodyErrors,
+        (status = 409, description = "Another campaign (definition or audience) has this id", body = crate::schema::Problem, content_type = "application/problem+json"),
+        QueueDown))]
 #[tracing::instrument(name = "ingest.campaign", skip_all)]
 async fn create_campaign(State(app): App, Body(body): Body) -> Result<Response, ApiError> {
     let new: NewCampaign = parse_json(&body, "")?;
@@ -379,15 +474,19 @@ async fn create_campaign(State(app): App, Body(body): Body) -> Result<Response, 
     };
     Ok((
         status,
-        Json(json!({
-            "id": campaign.id,
-            "recipients": campaign.recipients,
-            "batches": batches,
-        })),
+        Json(CampaignQueued {
+            id: campaign.id,
+            recipients: campaign.recipients,
+            batches: batches as u64,
+        }),
     )
         .into_response())
 }
 
+/// A campaign's progress and counts
+#[utoipa::path(get, path = "/v1/campaigns/{id}", tag = "campaigns",
+    params(("id" = String, Path, description = "The campaign's id")),
+    responses((status = 200, description = "Report", body = CampaignReport), NotFound))]
 async fn get_campaign(State(app): App, Path(raw_id): Path<String>) -> Result<Response, ApiError> {
     let id = or_not_found(CampaignId::parse(&raw_id), "campaign")?;
     let campaign = or_not_found(app.store.campaign(&id).await?, "campaign")?;
@@ -395,50 +494,119 @@ async fn get_campaign(State(app): App, Path(raw_id): Path<String>) -> Result<Res
     Ok(Json(campaign_report(&campaign, &counts)).into_response())
 }
 
+/// Where a campaign stands.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CampaignStatus {
+    FanningOut,
+    Running,
+    Completed,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CampaignProgress {
+    batches: u64,
+    batches_done: u64,
+    fanned_out: u64,
+    outcomes: u64,
+    percent: f64,
+}
+
+/// `GET /v1/campaigns/{id}`.
+#[derive(Serialize, ToSchema)]
+pub struct CampaignReport {
+    id: CampaignId,
+    name: String,
+    status: CampaignStatus,
+    recipients: u64,
+    created_ms: u64,
+    channels: Vec<Channel>,
+    progress: CampaignProgress,
+    /// Deliveries by outcome (`delivered`, `failed:no_channel`, `sent:email`...).
+    counts: BTreeMap<String, u64>,
+}
+
 /// Progress and counts by outcome; `delivered + failed + uncertain` reaches `recipients`
 /// when done.
-pub fn campaign_report(c: &Campaign, counts: &BTreeMap<String, u64>) -> Value {
+pub fn campaign_report(c: &Campaign, counts: &BTreeMap<String, u64>) -> CampaignReport {
     let get = |k: &str| counts.get(k).copied().unwrap_or(0);
     let outcomes = get("delivered") + get("failed") + get("uncertain");
     let status = if get("batches_done") < get("batches") {
-        "fanning_out"
+        CampaignStatus::FanningOut
     } else if outcomes >= c.recipients {
-        "completed"
+        CampaignStatus::Completed
     } else {
-        "running"
+        CampaignStatus::Running
     };
     let percent = if c.recipients == 0 {
         100.0
     } else {
         (outcomes as f64 * 1000.0 / c.recipients as f64).round() / 10.0
     };
-    json!({
-        "id": c.id,
-        "name": c.name,
-        "status": status,
-        "recipients": c.recipients,
-        "created_ms": c.created_ms,
-        "channels": c.channels,
-        "progress": {
-            "batches": get("batches"),
-            "batches_done": get("batches_done"),
-            "fanned_out": get("fanned_out"),
-            "outcomes": outcomes,
-            "percent": percent,
+    CampaignReport {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        status,
+        recipients: c.recipients,
+        created_ms: c.created_ms,
+        channels: c.channels.clone(),
+        progress: CampaignProgress {
+            batches: get("batches"),
+            batches_done: get("batches_done"),
+            fanned_out: get("fanned_out"),
+            outcomes,
+            percent,
         },
-        "counts": counts,
-    })
+        counts: counts.clone(),
+    }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ManyReceipts {
     #[serde(deserialize_with = "crate::http::at_most::<_, _, MAX_RECEIPTS_PER_CALL>")]
+    #[schema(schema_with = receipts_schema)]
     receipts: Vec<Receipt>,
 }
 
+pub(super) fn many_receipts_schema() -> Vec<super::docs::Component> {
+    super::docs::entry::<ManyReceipts>()
+}
+
+fn receipts_schema() -> utoipa::openapi::schema::Schema {
+    from_json(json!({
+        "type": "array", "maxItems": MAX_RECEIPTS_PER_CALL,
+        "items": {"$ref": "#/components/schemas/Receipt"},
+    }))
+}
+
+/// The body of `POST /v1/receipts`: one receipt, or many.
+struct ReceiptsBody;
+
+crate::schema::described!(
+    ReceiptsBody,
+    utoipa::openapi::schema::Schema::OneOf(
+        utoipa::openapi::schema::OneOfBuilder::new()
+            .item(utoipa::openapi::Ref::from_schema_name("Receipt"))
+            .item(utoipa::openapi::Ref::from_schema_name("ManyReceipts"))
+            .build()
+    )
+);
+
+#[derive(Serialize, ToSchema)]
+struct ReceiptsApplied {
+    received: usize,
+    /// Receipts by what they did (`delivered`, `late`, `unknown`...).
+    #[schema(value_type = BTreeMap<String, u64>)]
+    outcomes: BTreeMap<&'static str, u64>,
+}
+
+/// Delivery receipts from a provider: one, or `{"receipts": [...]}`
+///
 /// Applies provider receipts. Keys that are not Herald delivery keys are counted `unknown`;
 /// a receipt for a delivery that already moved on is `late` and changes nothing.
+#[utoipa::path(post, path = "/v1/receipts", tag = "campaigns", request_body = ReceiptsBody,
+    responses((status = 200, description = "Applied", body = ReceiptsApplied), BodyErrors))]
 #[tracing::instrument(name = "ingest.receipts", skip_all)]
 async fn receipts(
     State(app): App,
@@ -461,7 +629,7 @@ async fn receipts(
     if let Some((i, field)) = receipts
         .iter()
         .enumerate()
-        .find_map(|(i, r)| oversized_receipt_field(r).map(|field| (i, field)))
+        .find_map(|(i, r)| r.oversized_field().map(|field| (i, field)))
     {
         let at = if many {
             format!("receipts[{i}].{field}")
@@ -470,24 +638,20 @@ async fn receipts(
         };
         return Err(ApiError::invalid(
             at,
-            "longer than this field takes (key 256, reason 512, provider_id 128 bytes)",
+            format!(
+                "longer than this field takes (key {}, reason {}, provider_id {} bytes)",
+                Receipt::MAX_KEY_LEN,
+                Receipt::MAX_REASON_LEN,
+                Receipt::MAX_PROVIDER_ID_LEN
+            ),
         ));
     }
     let tally = receipts::apply(&app.store, &app.producer, &app.topics, &receipts).await?;
-    Ok(Json(json!({ "received": receipts.len(), "outcomes": tally })).into_response())
-}
-
-/// The first field of a receipt longer than it may be: receipts are stored and logged.
-fn oversized_receipt_field(r: &Receipt) -> Option<&'static str> {
-    if r.key.len() > 256 {
-        Some("key")
-    } else if r.reason.as_ref().is_some_and(|s| s.len() > 512) {
-        Some("reason")
-    } else if r.provider_id.as_ref().is_some_and(|s| s.len() > 128) {
-        Some("provider_id")
-    } else {
-        None
-    }
+    Ok(Json(ReceiptsApplied {
+        received: receipts.len(),
+        outcomes: tally,
+    })
+    .into_response())
 }
 
 /// Refuses a receipt call that no configured provider signed, recently (see

@@ -21,10 +21,12 @@ use std::time::Duration;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use axum::{Extension, Json};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::offers::parse_json;
 use super::{ApiError, App, Ingest};
@@ -32,7 +34,8 @@ use crate::auth::{CallerLimit, Claims, Jwt, Role};
 use crate::http::{or_not_found, Body, Refusal};
 use crate::model::commerce::{SaleEvent, SALE_COMPLETED};
 use crate::model::{now_ms, Channel, CustomerId, PromoId, SaleId};
-use crate::promos::{segment, FlashPromo, NewPromo, Window};
+use crate::promos::{segment, FlashPromo, NewPromo, Product, SegmentCriteria, Shop, Window};
+use crate::schema::{BodyErrors, BuyingErrors, NoJwtSecret, NotFound};
 use crate::store::{PromoRecord, Purchase, Reservation};
 
 /// How the flash-promo API authenticates, limits and holds.
@@ -61,14 +64,14 @@ impl Default for PromoSettings {
     }
 }
 
-pub fn routes(settings: &PromoSettings) -> Router<Arc<Ingest>> {
-    let router = Router::new()
-        .route("/api/flash-promos/", post(create_promo))
-        .route("/api/flash-promos/active/", get(active_promos))
-        .route("/api/flash-promos/{id}/", get(get_promo))
-        .route("/api/flash-promos/{id}/reserve/", post(reserve))
-        .route("/api/flash-promos/{id}/purchase/", post(purchase))
-        .route("/api/users/segments/", get(user_segments));
+pub fn routes(settings: &PromoSettings) -> OpenApiRouter<Arc<Ingest>> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(create_promo))
+        .routes(routes!(active_promos))
+        .routes(routes!(get_promo))
+        .routes(routes!(reserve))
+        .routes(routes!(purchase))
+        .routes(routes!(user_segments));
     match cors(&settings.cors_origins) {
         Some(layer) => router.layer(layer),
         None => router,
@@ -130,30 +133,77 @@ fn rfc3339(ms: u64) -> String {
         .unwrap_or_default()
 }
 
-fn promo_view(p: &FlashPromo, rec: &PromoRecord, now: u64) -> Value {
+/// A promo with its stock and the figures of its notifications.
+#[derive(Serialize, ToSchema)]
+struct PromoView {
+    id: PromoId,
+    store: Shop,
+    product: Product,
+    #[schema(schema_with = crate::schema::money)]
+    price: Decimal,
+    #[schema(schema_with = crate::schema::optional_money)]
+    original_price: Option<Decimal>,
+    units: u32,
+    #[schema(schema_with = crate::schema::timestamp)]
+    starts_at: String,
+    #[schema(schema_with = crate::schema::timestamp)]
+    ends_at: String,
+    status: Window,
+    segment: SegmentCriteria,
+    stock: Stock,
+    notifications: PromoNotifications,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Stock {
+    available: u64,
+    held: u64,
+    sold: u64,
+}
+
+/// Filled in when the window opens and the promo's campaign is made.
+#[derive(Serialize, ToSchema)]
+struct PromoNotifications {
+    #[schema(schema_with = crate::schema::optional_timestamp)]
+    activated_at: Option<String>,
+    campaign: Option<String>,
+    /// Customers near the store.
+    near: Option<u64>,
+    /// Of those, the ones the segment admits.
+    segment: Option<u64>,
+    /// Left out by the daily cap.
+    capped: Option<u64>,
+    notified: Option<u64>,
+}
+
+fn promo_view(p: &FlashPromo, rec: &PromoRecord, now: u64) -> PromoView {
     let a = &rec.activation;
     let figure = |k: &str| a.get(k).and_then(|v| v.parse::<u64>().ok());
-    json!({
-        "id": p.id,
-        "store": p.store,
-        "product": p.product,
-        "price": p.price,
-        "original_price": p.original_price,
-        "units": p.units,
-        "starts_at": rfc3339(p.starts_ms),
-        "ends_at": rfc3339(p.ends_ms),
-        "status": p.window(now),
-        "segment": p.segment,
-        "stock": {"available": rec.stock.max(0), "held": rec.holds, "sold": rec.sold},
-        "notifications": {
-            "activated_at": figure("activated_ms").map(rfc3339),
-            "campaign": a.get("campaign"),
-            "near": figure("near"),
-            "segment": figure("segment"),
-            "capped": figure("capped"),
-            "notified": figure("audience"),
+    PromoView {
+        id: p.id.clone(),
+        store: p.store.clone(),
+        product: p.product.clone(),
+        price: p.price,
+        original_price: p.original_price,
+        units: p.units,
+        starts_at: rfc3339(p.starts_ms),
+        ends_at: rfc3339(p.ends_ms),
+        status: p.window(now),
+        segment: p.segment.clone(),
+        stock: Stock {
+            available: rec.stock.max(0) as u64,
+            held: rec.holds,
+            sold: rec.sold.max(0) as u64,
         },
-    })
+        notifications: PromoNotifications {
+            activated_at: figure("activated_ms").map(rfc3339),
+            campaign: a.get("campaign").cloned(),
+            near: figure("near"),
+            segment: figure("segment"),
+            capped: figure("capped"),
+            notified: figure("audience"),
+        },
+    }
 }
 
 async fn load(app: &Ingest, raw_id: &str) -> Result<(FlashPromo, PromoRecord), ApiError> {
@@ -218,6 +268,12 @@ fn open_window(p: &FlashPromo, now: u64) -> Result<(), ApiError> {
     }
 }
 
+/// Create a flash promo (admin)
+#[utoipa::path(post, path = "/api/flash-promos/", tag = "flash promos", request_body = NewPromo,
+    responses(
+        (status = 201, description = "Created", body = PromoView),
+        (status = 200, description = "This id exists: the stored promo", body = PromoView),
+        BodyErrors, NoJwtSecret))]
 async fn create_promo(
     State(app): App,
     Extension(claims): Extension<Claims>,
@@ -255,6 +311,15 @@ async fn create_promo(
     Ok((status, Json(promo_view(&promo, &rec, now))).into_response())
 }
 
+#[derive(Serialize, ToSchema)]
+struct ActivePromos {
+    count: usize,
+    promos: Vec<PromoView>,
+}
+
+/// Promos whose window is open
+#[utoipa::path(get, path = "/api/flash-promos/active/", tag = "flash promos",
+    responses((status = 200, description = "Active promos", body = ActivePromos)))]
 async fn active_promos(State(app): App) -> Result<Response, ApiError> {
     let now = now_ms();
     let mut active = Vec::new();
@@ -265,14 +330,42 @@ async fn active_promos(State(app): App) -> Result<Response, ApiError> {
             }
         }
     }
-    Ok(Json(json!({"count": active.len(), "promos": active})).into_response())
+    Ok(Json(ActivePromos {
+        count: active.len(),
+        promos: active,
+    })
+    .into_response())
 }
 
+/// One promo with its stock and notification figures
+#[utoipa::path(get, path = "/api/flash-promos/{id}/", tag = "flash promos",
+    params(("id" = String, Path, description = "The promo's id")),
+    responses((status = 200, description = "The promo", body = PromoView), NotFound, NoJwtSecret))]
 async fn get_promo(State(app): App, Path(raw_id): Path<String>) -> Result<Response, ApiError> {
     let (promo, rec) = load(&app, &raw_id).await?;
     Ok(Json(promo_view(&promo, &rec, now_ms())).into_response())
 }
 
+/// A unit held for its buyer.
+#[derive(Serialize, ToSchema)]
+struct Hold {
+    promo_id: PromoId,
+    user_id: CustomerId,
+    /// `reserved`
+    status: &'static str,
+    #[schema(schema_with = crate::schema::timestamp)]
+    expires_at: String,
+    expires_in_ms: u64,
+    units_left: u64,
+}
+
+/// Hold one unit for the caller (60 s)
+#[utoipa::path(post, path = "/api/flash-promos/{id}/reserve/", tag = "flash promos",
+    params(("id" = String, Path, description = "The promo's id")),
+    responses(
+        (status = 201, description = "Held", body = Hold),
+        (status = 200, description = "Already held by the caller: the same hold", body = Hold),
+        BuyingErrors))]
 async fn reserve(
     State(app): App,
     Extension(claims): Extension<Claims>,
@@ -281,16 +374,15 @@ async fn reserve(
     let (user, promo, _opened_at) = buying(&app, &claims, &id).await?;
     let user = &user;
     let held = |status: StatusCode, until_ms: u64, expires_in_ms: u64, left: u64| {
-        (
-            status,
-            Json(json!({
-                "promo_id": promo.id, "user_id": user, "status": "reserved",
-                "expires_at": rfc3339(until_ms),
-                "expires_in_ms": expires_in_ms,
-                "units_left": left,
-            })),
-        )
-            .into_response()
+        let hold = Hold {
+            promo_id: promo.id.clone(),
+            user_id: user.clone(),
+            status: "reserved",
+            expires_at: rfc3339(until_ms),
+            expires_in_ms,
+            units_left: left,
+        };
+        (status, Json(hold)).into_response()
     };
     match app
         .store
@@ -320,6 +412,26 @@ async fn reserve(
     }
 }
 
+/// A unit bought.
+#[derive(Serialize, ToSchema)]
+struct Bought {
+    promo_id: PromoId,
+    user_id: CustomerId,
+    /// `purchased`
+    status: &'static str,
+    #[schema(schema_with = crate::schema::money)]
+    price: Decimal,
+    /// The sale its confirmation e-mail and loyalty points come from.
+    sale_id: Option<SaleId>,
+}
+
+/// Buy the unit the caller holds
+#[utoipa::path(post, path = "/api/flash-promos/{id}/purchase/", tag = "flash promos",
+    params(("id" = String, Path, description = "The promo's id")),
+    responses(
+        (status = 201, description = "Bought", body = Bought),
+        (status = 200, description = "Bought before: the same purchase", body = Bought),
+        BuyingErrors))]
 async fn purchase(
     State(app): App,
     Extension(claims): Extension<Claims>,
@@ -344,14 +456,14 @@ async fn purchase(
             .into())
         }
     };
-    Ok((
-        status,
-        Json(json!({
-            "promo_id": promo.id, "user_id": user, "status": "purchased",
-            "price": promo.price, "sale_id": sale,
-        })),
-    )
-        .into_response())
+    let bought = Bought {
+        promo_id: promo.id.clone(),
+        user_id: user.clone(),
+        status: "purchased",
+        price: promo.price,
+        sale_id: sale,
+    };
+    Ok((status, Json(bought)).into_response())
 }
 
 /// The sale a promo purchase is, one per (promo, user).
@@ -398,11 +510,26 @@ async fn sale_event(
         .map_err(|e| ApiError::unavailable(e.to_string()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SegmentsQuery {
+    /// Admins only: another user.
     user_id: Option<String>,
 }
 
+#[derive(Serialize, ToSchema)]
+struct UserSegments {
+    user_id: CustomerId,
+    segments: Vec<String>,
+    /// Whether the profile has a location (geographic promos need one).
+    located: bool,
+    /// Active promos that suit the user.
+    promos: Vec<PromoId>,
+}
+
+/// The caller's segments and the active promos that suit them
+#[utoipa::path(get, path = "/api/users/segments/", tag = "flash promos", params(SegmentsQuery),
+    responses((status = 200, description = "Segments", body = UserSegments), NotFound, NoJwtSecret))]
 async fn user_segments(
     State(app): App,
     Extension(claims): Extension<Claims>,
@@ -437,11 +564,11 @@ async fn user_segments(
             promos.push(promo.id);
         }
     }
-    Ok(Json(json!({
-        "user_id": user,
-        "segments": segment::labels(activity.as_ref()),
-        "located": customer.location.is_some(),
-        "promos": promos,
-    }))
+    Ok(Json(UserSegments {
+        segments: segment::labels(activity.as_ref()),
+        located: customer.location.is_some(),
+        user_id: user,
+        promos,
+    })
     .into_response())
 }

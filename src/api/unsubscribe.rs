@@ -14,33 +14,36 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
+use axum::Json;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::offers::parse_json;
 use super::{ApiError, App, Ingest};
 use crate::http::Body;
 use crate::kafka;
 use crate::model::{Channel, LifecycleEvent, LifecycleKind};
+use crate::schema::{from_json, BodyErrors, NotFound, MAX_ADDRESS_LEN};
 
-const MAX_ADDRESS_LEN: usize = 320;
 const MAX_REASON_LEN: usize = 500;
 
-pub fn routes() -> Router<Arc<Ingest>> {
-    Router::new()
-        .route(
-            "/v1/unsubscribe/{token}",
-            get(confirm_page).post(unsubscribe),
-        )
-        .route("/v1/bounces", post(bounce))
+pub fn routes() -> OpenApiRouter<Arc<Ingest>> {
+    OpenApiRouter::new()
+        .routes(routes!(confirm_page, unsubscribe))
+        .routes(routes!(bounce))
 }
 
 fn forged() -> ApiError {
     ApiError::not_found("unsubscribe link")
 }
 
+/// The page a promotional e-mail's unsubscribe link opens (changes nothing)
+#[utoipa::path(get, path = "/v1/unsubscribe/{token}", tag = "e-mail",
+    params(("token" = String, Path, description = "The signed token of the link")),
+    responses((status = 200, description = "A confirmation page", content_type = "text/html", body = String), NotFound))]
 async fn confirm_page(State(app): App, Path(token): Path<String>) -> Result<Response, ApiError> {
     let tokens = app.access.unsubscribe.as_ref().ok_or_else(forged)?;
     tokens.verify(&token).ok_or_else(forged)?;
@@ -57,6 +60,25 @@ async fn confirm_page(State(app): App, Path(token): Path<String>) -> Result<Resp
     .into_response())
 }
 
+/// The form mailbox providers post (RFC 8058).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct OneClick {
+    #[schema(rename = "List-Unsubscribe", schema_with = one_click_schema)]
+    list_unsubscribe: String,
+}
+
+fn one_click_schema() -> utoipa::openapi::schema::Schema {
+    from_json(json!({"type": "string", "enum": ["One-Click"]}))
+}
+
+/// One-click unsubscribe (RFC 8058)
+///
+/// Withdraws consent to promotional e-mail; idempotent; the signed token is the credential.
+#[utoipa::path(post, path = "/v1/unsubscribe/{token}", tag = "e-mail",
+    params(("token" = String, Path, description = "The signed token of the link")),
+    request_body(content = OneClick, content_type = "application/x-www-form-urlencoded", description = "Optional"),
+    responses((status = 200, description = "Unsubscribed", content_type = "text/html", body = String), NotFound))]
 async fn unsubscribe(State(app): App, Path(token): Path<String>) -> Result<Response, ApiError> {
     let tokens = app.access.unsubscribe.as_ref().ok_or_else(forged)?;
     let (campaign, customer) = tokens.verify(&token).ok_or_else(forged)?;
@@ -84,7 +106,7 @@ async fn unsubscribe(State(app): App, Path(token): Path<String>) -> Result<Respo
     .into_response())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum BounceKind {
     /// The address does not exist or refuses for good: suppressed.
@@ -93,21 +115,40 @@ enum BounceKind {
     Soft,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewBounce {
+    #[schema(schema_with = crate::schema::address)]
     address: String,
     kind: BounceKind,
     #[serde(default)]
+    #[schema(schema_with = reason_schema)]
     reason: Option<String>,
     #[serde(default = "email")]
     channel: Channel,
+}
+
+fn reason_schema() -> utoipa::openapi::schema::Schema {
+    from_json(json!({"type": ["string", "null"], "maxLength": MAX_REASON_LEN}))
+}
+
+#[derive(Serialize, ToSchema)]
+struct BounceRecorded {
+    address: String,
+    channel: Channel,
+    /// Whether promotions to the address stop (a hard bounce).
+    suppressed: bool,
 }
 
 fn email() -> Channel {
     Channel::Email
 }
 
+/// A bounce reported later (the provider's webhook, an operator)
+///
+/// A hard bounce suppresses the address for promotions.
+#[utoipa::path(post, path = "/v1/bounces", tag = "e-mail", request_body = NewBounce,
+    responses((status = 200, description = "Recorded", body = BounceRecorded), BodyErrors))]
 async fn bounce(State(app): App, Body(body): Body) -> Result<Response, ApiError> {
     let b: NewBounce = parse_json(&body, "")?;
     let address = b.address.trim();
@@ -134,9 +175,10 @@ async fn bounce(State(app): App, Body(body): Body) -> Result<Response, ApiError>
         BounceKind::Soft => false,
     };
     tracing::info!(target: "herald::audit", channel = %b.channel, kind = ?b.kind, suppressed, "bounce reported");
-    Ok((
-        StatusCode::OK,
-        Json(json!({ "address": address, "channel": b.channel, "suppressed": suppressed })),
-    )
-        .into_response())
+    let recorded = BounceRecorded {
+        address: address.to_string(),
+        channel: b.channel,
+        suppressed,
+    };
+    Ok((StatusCode::OK, Json(recorded)).into_response())
 }

@@ -18,15 +18,18 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ApiError, App, Ingest};
 use crate::auth::webhooks::{meta_verify, twilio_verify};
 use crate::campaigns::receipts;
 use crate::http::Body;
 use crate::model::{Channel, Receipt, ReceiptStatus};
+use crate::schema::{BodyErrors, FormErrors};
 use crate::secret::Secret;
 
 /// What herald-ingest needs to check providers' webhooks; each `None` leaves its route
@@ -55,10 +58,60 @@ const STOP_WORDS: [&str; 8] = [
 /// Most statuses one Meta call may carry that Herald applies.
 const MAX_STATUSES: usize = 1000;
 
-pub fn routes() -> Router<Arc<Ingest>> {
-    Router::new()
-        .route("/v1/webhooks/twilio", post(twilio))
-        .route("/v1/webhooks/whatsapp", get(meta_handshake).post(whatsapp))
+pub fn routes() -> OpenApiRouter<Arc<Ingest>> {
+    OpenApiRouter::new()
+        .routes(routes!(twilio))
+        .routes(routes!(meta_handshake, whatsapp))
+}
+
+/// The fields of Twilio's form Herald reads (it posts more, all signed).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct TwilioForm {
+    #[schema(rename = "MessageSid")]
+    message_sid: Option<String>,
+    /// queued, sent, delivered, read, failed, undelivered...
+    #[schema(rename = "MessageStatus")]
+    message_status: Option<String>,
+    #[schema(rename = "ErrorCode")]
+    error_code: Option<String>,
+    /// An inbound message's sender (`whatsapp:+34...` on WhatsApp).
+    #[schema(rename = "From")]
+    from: Option<String>,
+    /// An inbound message's text: STOP, BAJA... withdraw promotions.
+    #[schema(rename = "Body")]
+    body: Option<String>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct CallbackKey {
+    /// The delivery key Herald put in the StatusCallback URL.
+    key: Option<String>,
+}
+
+/// Meta's webhook call: `entry[].changes[].value.statuses[]` and `.messages[]`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct MetaWebhook {
+    object: Option<String>,
+    entry: Option<Vec<Value>>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct Handshake {
+    /// `subscribe`
+    #[param(rename = "hub.mode")]
+    mode: Option<String>,
+    /// HERALD_WHATSAPP_VERIFY_TOKEN
+    #[param(rename = "hub.verify_token")]
+    verify_token: Option<String>,
+    /// Echoed back
+    #[param(rename = "hub.challenge")]
+    challenge: Option<String>,
 }
 
 fn unsigned() -> ApiError {
@@ -70,6 +123,15 @@ fn is_stop(body: &str) -> bool {
     STOP_WORDS.contains(&word.as_str())
 }
 
+/// Twilio's status callbacks and inbound messages
+///
+/// Signed with X-Twilio-Signature (HMAC-SHA1 over the full URL and the sorted form
+/// parameters); a STOP/BAJA reply withdraws promotions to that number.
+#[utoipa::path(post, path = "/v1/webhooks/twilio", tag = "providers", params(CallbackKey),
+    request_body(content = TwilioForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Applied (or nothing to apply): JSON for a status, empty TwiML for an inbound message", body = Object),
+        FormErrors))]
 async fn twilio(
     State(app): App,
     uri: axum::http::Uri,
@@ -170,7 +232,11 @@ fn url_decoded(bytes: &[u8]) -> Vec<(String, String)> {
     form_urlencoded::parse(bytes).into_owned().collect()
 }
 
-/// Meta's subscription check: echo `hub.challenge` when `hub.verify_token` is ours.
+/// Meta's webhook verification handshake
+///
+/// Echoes `hub.challenge` when `hub.verify_token` is ours.
+#[utoipa::path(get, path = "/v1/webhooks/whatsapp", tag = "providers", params(Handshake),
+    responses((status = 200, description = "The challenge", content_type = "text/plain", body = String)))]
 async fn meta_handshake(
     State(app): App,
     Query(q): Query<HashMap<String, String>>,
@@ -192,6 +258,12 @@ async fn meta_handshake(
     Ok((StatusCode::OK, [("content-type", "text/plain")], challenge).into_response())
 }
 
+/// Meta's WhatsApp Cloud API webhooks
+///
+/// Signed with X-Hub-Signature-256 (of the raw body): statuses become receipts, STOP/BAJA
+/// messages withdraw promotions.
+#[utoipa::path(post, path = "/v1/webhooks/whatsapp", tag = "providers", request_body = MetaWebhook,
+    responses((status = 200, description = "Applied: outcomes by kind, and how many opted out", body = Object), BodyErrors))]
 async fn whatsapp(
     State(app): App,
     headers: HeaderMap,

@@ -13,7 +13,7 @@ pub(crate) fn encode(bytes: &[u8]) -> String {
 
 /// The bytes `text` spells in hex, if it does and they are at most `max_bytes`.
 pub(crate) fn decode(text: &str, max_bytes: usize) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || text.len() > 2 * max_bytes {
+    if !text.len().is_multiple_of(2) || text.len() > 2 * max_bytes {
         return None;
     }
     (0..text.len())

@@ -350,7 +350,7 @@ async fn read_dead_letters(
         .context("reading the dead-letter topic")?;
     Ok(letters
         .into_iter()
-        .filter(|l| reason.map_or(true, |r| l.reason.contains(r)))
+        .filter(|l| reason.is_none_or(|r| l.reason.contains(r)))
         .collect())
 }
 

@@ -80,6 +80,16 @@ enum Command {
     Lag(kafka::Lag),
     /// Raw produce-then-consume throughput of a Kafka broker (for benchmarks).
     BrokerBench(bench::BrokerBench),
+    /// Prints a program's OpenAPI document (the one it serves at /docs/openapi.json), for
+    /// client generators; no server needed.
+    Openapi(Openapi),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Openapi {
+    /// Whose document: herald-ingest's API or herald-metrics' dashboard.
+    #[arg(long, value_parser = ["ingest", "metrics"], default_value = "ingest")]
+    program: String,
 }
 
 /// Where the fleet's Kafka is and which namespace its topics use.
@@ -129,5 +139,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(c) => dlq::execute(c).await,
         Command::Lag(c) => c.execute().await,
         Command::BrokerBench(c) => c.execute().await,
+        Command::Openapi(c) => {
+            let doc = match c.program.as_str() {
+                "metrics" => crate::metrics::openapi_json(),
+                _ => crate::api::openapi_json(),
+            };
+            println!("{doc}");
+            Ok(())
+        }
     }
 }

@@ -423,7 +423,7 @@ fn synthetic_customer(id: &str, i: u64, channels: &[Channel]) -> Value {
         .iter()
         .map(|c| (c.to_string(), json!(true)))
         .collect();
-    let language = if i % 2 == 0 { "es" } else { "en" };
+    let language = if i.is_multiple_of(2) { "es" } else { "en" };
     json!({"id": id, "name": format!("Cliente {id}"), "contacts": contacts, "consent": consent,
            "time_zone": "Europe/Madrid", "language": language})
 }

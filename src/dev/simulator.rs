@@ -437,9 +437,8 @@ async fn post_receipts(
 fn validate_body(body: &[u8]) -> Result<Option<Channel>, &'static str> {
     let v: serde_json::Value = serde_json::from_slice(body).map_err(|_| "body")?;
     for field in ["to", "message", "type"] {
-        if !v
-            .get(field)
-            .is_some_and(|f| f.as_str().is_some_and(|s| !s.is_empty()))
+        if v.get(field)
+            .is_none_or(|f| f.as_str().is_none_or(|s| s.is_empty()))
         {
             return Err(field);
         }

@@ -36,14 +36,14 @@ pub(super) fn fields_of(e: &LifecycleEvent) -> Vec<(String, u64)> {
 }
 
 /// Counters read back: per outcome, per channel and outcome, and receipt latency per channel.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Counts {
     pub outcomes: BTreeMap<String, u64>,
     pub channels: BTreeMap<String, BTreeMap<String, u64>>,
     pub latency_ms: BTreeMap<String, LatencySummary>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct LatencySummary {
     pub count: u64,
     pub sum_ms: u64,

@@ -8,31 +8,62 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{Aggregator, Counts, LATENCY_BUCKETS_MS};
 use crate::http::{or_not_found, ApiError};
 use crate::model::{now_ms, CampaignId};
 use crate::prom::{self, Family, Value as PromValue};
+use crate::schema::{NotFound, Problem};
 
 /// Campaigns the overview (and Prometheus) shows: the most recently active.
 const RECENT_CAMPAIGNS: usize = 20;
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 
+/// Every route, and its OpenAPI document (`/docs/openapi.json`): see [`crate::api::docs`].
 pub fn router(agg: Arc<Aggregator>) -> Router {
-    Router::new()
-        .route("/", get(dashboard))
-        .route("/v1/stats", get(stats))
-        .route("/v1/stats/campaigns/{id}", get(campaign_stats))
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(ready))
+    let (routes, document) = documented_routes().split_for_parts();
+    let document = crate::api::docs::Document::open(
+        document,
+        "Herald metrics (herald-metrics)",
+        "The live dashboard, its JSON figures and Prometheus metrics, counted from herald.events.",
+    );
+    routes
+        .fallback(|| async { ApiError::not_found("route") })
+        .layer(Extension(document))
         .with_state(agg)
+}
+
+fn documented_routes() -> OpenApiRouter<Arc<Aggregator>> {
+    OpenApiRouter::new()
+        .routes(routes!(dashboard))
+        .routes(routes!(stats))
+        .routes(routes!(campaign_stats))
+        .routes(routes!(metrics))
+        .routes(routes!(alive))
+        .routes(routes!(ready))
+        .merge(crate::api::docs::routes())
+}
+
+/// herald-metrics' OpenAPI document, as served.
+pub fn openapi_json() -> String {
+    let (_, document) = documented_routes().split_for_parts();
+    crate::api::docs::Document::open(document, "Herald metrics (herald-metrics)", "")
+        .json()
+        .to_string()
+}
+
+/// Alive: the process answers
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "ok", body = Object)))]
+async fn alive() -> Json<Value> {
+    Json(json!({"status": "ok"}))
 }
 
 pub async fn serve(
@@ -51,7 +82,7 @@ pub async fn serve(
 }
 
 /// One campaign as the dashboard shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct CampaignView {
     id: CampaignId,
     recipients: u64,
@@ -163,10 +194,19 @@ fn providers_view(reports: Vec<(String, Value)>) -> Value {
     Value::Array(rows.into_values().collect())
 }
 
+/// The dashboard's figures: totals, rates, recent campaigns, providers
+#[utoipa::path(get, path = "/v1/stats", tag = "stats",
+    responses((status = 200, description = "updated_at_ms, totals, rates_per_sec, campaigns, aggregator, providers", body = Object),
+        (status = 503, description = "Redis unavailable", body = Problem, content_type = "application/problem+json")))]
 async fn stats(State(agg): State<Arc<Aggregator>>) -> Result<Json<Value>, ApiError> {
     overview(&agg).await.map(Json)
 }
 
+/// One campaign's counts as herald.events tells them
+#[utoipa::path(get, path = "/v1/stats/campaigns/{id}", tag = "stats",
+    params(("id" = String, Path, description = "The campaign's id")),
+    responses((status = 200, description = "The campaign", body = CampaignView), NotFound,
+        (status = 503, description = "Redis unavailable", body = Problem, content_type = "application/problem+json")))]
 async fn campaign_stats(
     State(agg): State<Arc<Aggregator>>,
     Path(raw): Path<String>,
@@ -179,7 +219,11 @@ async fn campaign_stats(
     Ok(Json(view))
 }
 
+/// The live dashboard
+///
 /// The page with the current numbers already in it, so it shows them before its first poll.
+#[utoipa::path(get, path = "/", tag = "stats",
+    responses((status = 200, description = "HTML", content_type = "text/html", body = String)))]
 async fn dashboard(State(agg): State<Arc<Aggregator>>) -> Response {
     let initial = overview(&agg)
         .await
@@ -190,6 +234,9 @@ async fn dashboard(State(agg): State<Arc<Aggregator>>) -> Response {
     Html(DASHBOARD.replace("/*INITIAL_STATS*/null", &initial)).into_response()
 }
 
+/// Ready: Redis answers
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready", body = Object), (status = 503, description = "Not ready", body = Problem, content_type = "application/problem+json")))]
 async fn ready(State(agg): State<Arc<Aggregator>>) -> Response {
     match agg.store.ping().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
@@ -197,6 +244,10 @@ async fn ready(State(agg): State<Arc<Aggregator>>) -> Response {
     }
 }
 
+/// Prometheus metrics
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "OpenMetrics text exposition (crate::prom::CONTENT_TYPE)", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String),
+        (status = 503, description = "Redis unavailable", body = Problem, content_type = "application/problem+json")))]
 async fn metrics(State(agg): State<Arc<Aggregator>>) -> Result<Response, ApiError> {
     let mut families = fleet_families(&Counts::from_fields(&agg.store.metrics_totals().await?));
     let mut per_campaign = Family::new(

@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 pub use counts::{latency_bucket, Counts, LatencySummary, LATENCY_BUCKETS_MS};
-pub use http::{router, serve};
+pub use http::{openapi_json, router, serve};
 
 use crate::kafka::{self, Topics};
 use crate::model::{now_ms, LifecycleEvent};

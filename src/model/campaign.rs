@@ -2,28 +2,50 @@
 //! audience, the delivery of one customer on one channel, and the receipt that confirms it.
 
 use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
 
 use std::collections::BTreeMap;
 
+use crate::schema::{from_json, per_channel, MAX_ADDRESS_LEN};
+
 use super::{CampaignId, Channel, CustomerId, HtmlTemplate, Language, Message, Template};
 /// A point on Earth, validated on the way in.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Location {
+    #[schema(minimum = -90.0, maximum = 90.0)]
     pub lat: f64,
+    #[schema(minimum = -180.0, maximum = 180.0)]
     pub lon: f64,
+}
+
+impl Location {
+    /// The coordinate that is off the Earth (the bounds the schema above states), and why.
+    pub fn invalid_part(&self) -> Option<(&'static str, &'static str)> {
+        if !(self.lat.is_finite() && (-90.0..=90.0).contains(&self.lat)) {
+            Some(("lat", "lat must be within -90..90"))
+        } else if !(self.lon.is_finite() && (-180.0..=180.0).contains(&self.lon)) {
+            Some(("lon", "lon must be within -180..180"))
+        } else {
+            None
+        }
+    }
 }
 
 /// What Herald knows of a customer: where each channel reaches them, what they agreed to,
 /// and what a template may mention. Consent is opt-in: a channel without `true` is unused.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Customer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::schema::optional_name)]
     pub name: Option<String>,
     /// Address per channel: e-mail address, phone number (SMS), WhatsApp number, push token.
     #[serde(default)]
+    #[schema(schema_with = contacts_schema)]
     pub contacts: std::collections::BTreeMap<Channel, String>,
     #[serde(default)]
+    #[schema(schema_with = consent_schema)]
     pub consent: std::collections::BTreeMap<Channel, bool>,
     /// IANA name, e.g. `Europe/Madrid`; quiet hours are read in it.
     #[serde(default = "default_time_zone")]
@@ -32,10 +54,47 @@ pub struct Customer {
     pub location: Option<Location>,
     /// Free-form values a campaign template can mention as `{{key}}`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schema(schema_with = attributes_schema)]
     pub attributes: std::collections::BTreeMap<String, String>,
     /// The language messages are written in for this customer, when the campaign has it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<Language>,
+}
+
+impl Customer {
+    pub const MAX_ATTRIBUTES: usize = 64;
+    pub const MAX_ATTRIBUTE_NAME_LEN: usize = 64;
+    pub const MAX_ATTRIBUTE_LEN: usize = 1024;
+
+    /// Whether the attributes keep within the bounds (the schema states the same).
+    pub fn attributes_fit(&self) -> bool {
+        self.attributes.len() <= Self::MAX_ATTRIBUTES
+            && self.attributes.iter().all(|(name, value)| {
+                !name.is_empty()
+                    && name.len() <= Self::MAX_ATTRIBUTE_NAME_LEN
+                    && value.len() <= Self::MAX_ATTRIBUTE_LEN
+            })
+    }
+}
+
+fn contacts_schema() -> utoipa::openapi::schema::Schema {
+    per_channel(json!({
+        "type": "string", "minLength": 1, "maxLength": MAX_ADDRESS_LEN, "pattern": "\\S",
+        "description": "E-mail address, phone number (SMS, WhatsApp) or push token",
+    }))
+}
+
+fn consent_schema() -> utoipa::openapi::schema::Schema {
+    per_channel(json!({"type": "boolean"}))
+}
+
+fn attributes_schema() -> utoipa::openapi::schema::Schema {
+    from_json(json!({
+        "type": "object",
+        "maxProperties": Customer::MAX_ATTRIBUTES,
+        "propertyNames": {"type": "string", "minLength": 1, "maxLength": Customer::MAX_ATTRIBUTE_NAME_LEN},
+        "additionalProperties": {"type": "string", "maxLength": Customer::MAX_ATTRIBUTE_LEN},
+    }))
 }
 
 fn default_time_zone() -> String {
@@ -103,7 +162,7 @@ pub struct Campaign {
 }
 
 /// What an e-mail adds to the body: a subject, an HTML part, a sender.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailTemplate {
     pub subject: Template,
@@ -111,20 +170,62 @@ pub struct EmailTemplate {
     pub html: Option<HtmlTemplate>,
     /// `Name <address>` or an address; the dispatcher's default sender when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = sender_schema)]
     pub from: Option<String>,
+}
+
+fn sender_schema() -> utoipa::openapi::schema::Schema {
+    from_json(json!({
+        "type": ["string", "null"], "maxLength": MAX_ADDRESS_LEN,
+        "description": "Name <address> or an address",
+    }))
 }
 
 /// A WhatsApp message template approved in Meta's manager: its name, the language to use
 /// when the customer's profile has none, and its body parameters (templates themselves,
 /// rendered per customer).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WhatsappCampaignTemplate {
+    /// An approved template in Meta's manager.
+    #[schema(schema_with = whatsapp_name_schema)]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<Language>,
     #[serde(default)]
+    #[schema(schema_with = whatsapp_parameters_schema)]
     pub parameters: Vec<Template>,
+}
+
+impl WhatsappCampaignTemplate {
+    pub const MAX_NAME_LEN: usize = 512;
+    pub const MAX_PARAMETERS: usize = 20;
+
+    /// A template name as Meta's manager writes it: lower-case letters, digits and '_'.
+    pub fn name_is_valid(&self) -> bool {
+        !self.name.is_empty()
+            && self.name.len() <= Self::MAX_NAME_LEN
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    }
+}
+
+fn whatsapp_name_schema() -> utoipa::openapi::schema::Schema {
+    from_json(json!({
+        "type": "string",
+        "pattern": format!("^[a-z0-9_]{{1,{}}}$", WhatsappCampaignTemplate::MAX_NAME_LEN),
+        "description": "An approved template in Meta's manager",
+    }))
+}
+
+fn whatsapp_parameters_schema() -> utoipa::openapi::schema::Schema {
+    from_json(json!({
+        "type": "array",
+        "maxItems": WhatsappCampaignTemplate::MAX_PARAMETERS,
+        "items": {"$ref": "#/components/schemas/Template"},
+    }))
 }
 
 /// A WhatsApp template as one customer gets it.
@@ -137,7 +238,7 @@ pub struct WhatsappTemplate {
 }
 
 /// A campaign's message in one more language.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Translation {
     pub template: Template,
@@ -288,7 +389,7 @@ pub fn parse_delivery_key(key: &str) -> Option<(CampaignId, CustomerId, Channel)
 }
 
 /// What the provider says happened to a delivery it accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReceiptStatus {
     Delivered,
@@ -296,15 +397,50 @@ pub enum ReceiptStatus {
 }
 
 /// A delivery receipt: what a provider posts to `POST /v1/receipts`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Receipt {
     /// The idempotency key Herald sent with the message.
+    #[schema(schema_with = receipt_key_schema)]
     pub key: String,
     pub status: ReceiptStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = receipt_reason_schema)]
     pub reason: Option<String>,
     /// The provider's id of the message (what it answered the send with): a receipt for
     /// another message than the one recorded is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = receipt_provider_id_schema)]
     pub provider_id: Option<String>,
+}
+
+impl Receipt {
+    pub const MAX_KEY_LEN: usize = 256;
+    pub const MAX_REASON_LEN: usize = 512;
+    pub const MAX_PROVIDER_ID_LEN: usize = 128;
+
+    /// The first field longer than it may be: receipts are stored and logged.
+    pub fn oversized_field(&self) -> Option<&'static str> {
+        let over = |s: &Option<String>, max: usize| s.as_ref().is_some_and(|s| s.len() > max);
+        if self.key.len() > Self::MAX_KEY_LEN {
+            Some("key")
+        } else if over(&self.reason, Self::MAX_REASON_LEN) {
+            Some("reason")
+        } else if over(&self.provider_id, Self::MAX_PROVIDER_ID_LEN) {
+            Some("provider_id")
+        } else {
+            None
+        }
+    }
+}
+
+fn receipt_key_schema() -> utoipa::openapi::schema::Schema {
+    from_json(json!({"type": "string", "maxLength": Receipt::MAX_KEY_LEN}))
+}
+
+fn receipt_reason_schema() -> utoipa::openapi::schema::Schema {
+    from_json(json!({"type": ["string", "null"], "maxLength": Receipt::MAX_REASON_LEN}))
+}
+
+fn receipt_provider_id_schema() -> utoipa::openapi::schema::Schema {
+    from_json(json!({"type": ["string", "null"], "maxLength": Receipt::MAX_PROVIDER_ID_LEN}))
 }

@@ -9,6 +9,10 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use crate::schema::from_json;
 
 use crate::model::{CustomerId, EventId, RequestId, SaleId};
 
@@ -31,25 +35,79 @@ impl Invalid {
 
 /// The largest amount one sale or purchase may carry.
 const MAX_AMOUNT: i64 = 1_000_000_000;
+/// Longest product id and product name.
+const MAX_PRODUCT_ID_LEN: usize = 64;
+const MAX_PRODUCT_NAME_LEN: usize = 200;
+const MAX_QUANTITY: u32 = 10_000;
+/// Longest e-mail address (RFC 5321's forward path less its brackets).
+const MAX_EMAIL_LEN: usize = 254;
+const MAX_CATEGORY_LEN: usize = 64;
 /// How far in the future an event's timestamp may be (producers' clocks drift).
 const MAX_CLOCK_SKEW_MS: u64 = 24 * 3600 * 1000;
 
 /// Seed 003's `sale_completed` event, field for field. `customer_id` is ours and optional:
 /// with it, loyalty points go to the customer; without, to the e-mail address.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SaleEvent {
+    #[schema(schema_with = sale_completed_schema)]
     pub event_type: String,
     #[serde(deserialize_with = "sale_id")]
+    #[schema(schema_with = sale_id_schema)]
     pub sale_id: SaleId,
     #[serde(deserialize_with = "text_or_number")]
+    #[schema(schema_with = crate::schema::text_or_number)]
     pub product_id: String,
+    #[schema(schema_with = product_name_schema)]
     pub product_name: String,
+    #[schema(schema_with = quantity_schema)]
     pub quantity: u32,
+    #[schema(schema_with = crate::schema::money)]
     pub total: Decimal,
+    #[schema(schema_with = email_schema)]
     pub customer_email: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer_id: Option<CustomerId>,
+    #[schema(schema_with = crate::schema::timestamp)]
     pub timestamp: String,
+}
+
+/// Producers send it as text or as a number, as they send `product_id`.
+fn sale_id_schema() -> utoipa::openapi::schema::Schema {
+    utoipa::openapi::schema::OneOfBuilder::new()
+        .item(<SaleId as utoipa::PartialSchema>::schema())
+        .item(from_json(json!({"type": "integer"})))
+        .into()
+}
+
+fn sale_completed_schema() -> utoipa::openapi::schema::Schema {
+    from_json(json!({"type": "string", "enum": [SALE_COMPLETED]}))
+}
+
+fn product_name_schema() -> utoipa::openapi::schema::Schema {
+    from_json(
+        json!({"type": "string", "minLength": 1, "maxLength": MAX_PRODUCT_NAME_LEN, "pattern": "\\S"}),
+    )
+}
+
+fn quantity_schema() -> utoipa::openapi::schema::Schema {
+    from_json(json!({"type": "integer", "minimum": 1, "maximum": MAX_QUANTITY}))
+}
+
+fn email_schema() -> utoipa::openapi::schema::Schema {
+    from_json(json!({"type": "string", "format": "email", "maxLength": MAX_EMAIL_LEN}))
+}
+
+fn category_schema() -> utoipa::openapi::schema::Schema {
+    from_json(json!({
+        "type": ["string", "null"],
+        "pattern": format!("^\\s*[A-Za-z0-9._-]{{1,{MAX_CATEGORY_LEN}}}\\s*$"),
+    }))
+}
+
+fn optional_product_id_schema() -> utoipa::openapi::schema::Schema {
+    from_json(json!({
+        "oneOf": [{"type": "string", "minLength": 1, "maxLength": MAX_PRODUCT_ID_LEN}, {"type": "integer"}, {"type": "null"}],
+    }))
 }
 
 pub const SALE_COMPLETED: &str = "sale_completed";
@@ -63,10 +121,13 @@ impl SaleEvent {
                 format!("expected \"{SALE_COMPLETED}\""),
             ));
         }
-        check_text("product_id", &self.product_id, 64)?;
-        check_text("product_name", &self.product_name, 200)?;
-        if !(1..=10_000).contains(&self.quantity) {
-            return Err(Invalid::new("quantity", "must be 1-10000"));
+        check_text("product_id", &self.product_id, MAX_PRODUCT_ID_LEN)?;
+        check_text("product_name", &self.product_name, MAX_PRODUCT_NAME_LEN)?;
+        if !(1..=MAX_QUANTITY).contains(&self.quantity) {
+            return Err(Invalid::new(
+                "quantity",
+                format!("must be 1-{MAX_QUANTITY}"),
+            ));
         }
         check_amount("total", self.total)?;
         check_email("customer_email", &self.customer_email)?;
@@ -125,7 +186,7 @@ impl fmt::Display for MemberId {
 }
 
 /// What a user did (seed 004).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UserAction {
     Click,
@@ -153,22 +214,26 @@ impl UserAction {
 }
 
 /// One user event on `herald.user-events`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct UserEvent {
     pub event_id: EventId,
     pub user_id: CustomerId,
     pub event_type: UserAction,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = category_schema)]
     pub category: Option<String>,
     #[serde(
         default,
         deserialize_with = "optional_text_or_number",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(schema_with = optional_product_id_schema)]
     pub product_id: Option<String>,
-    /// What a purchase cost; only purchases carry one.
+    /// What a purchase cost; only purchases carry one (and must).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::schema::optional_money)]
     pub amount: Option<Decimal>,
+    #[schema(schema_with = crate::schema::timestamp)]
     pub timestamp: String,
 }
 
@@ -190,21 +255,21 @@ impl UserEvent {
             Some(c) => {
                 let c = c.trim().to_ascii_lowercase();
                 if c.is_empty()
-                    || c.len() > 64
+                    || c.len() > MAX_CATEGORY_LEN
                     || !c
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
                 {
                     return Err(Invalid::new(
                         "category",
-                        "must be 1-64 letters, digits, '-', '_' or '.'",
+                        format!("must be 1-{MAX_CATEGORY_LEN} letters, digits, '-', '_' or '.'"),
                     ));
                 }
                 Some(c)
             }
         };
         if let Some(p) = &self.product_id {
-            check_text("product_id", p, 64)?;
+            check_text("product_id", p, MAX_PRODUCT_ID_LEN)?;
         }
         let amount_cents = match (self.event_type, self.amount) {
             (UserAction::Purchase, Some(a)) => cents("amount", a)?,
@@ -266,7 +331,7 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), Invalid> {
 /// A plausible address: one `@`, a dotted domain, nothing that would break a key or a header.
 fn check_email(field: &str, value: &str) -> Result<(), Invalid> {
     let v = value.trim();
-    let ok = v.len() <= 254
+    let ok = v.len() <= MAX_EMAIL_LEN
         && v.split('@').count() == 2
         && v.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
@@ -316,25 +381,30 @@ enum TextOrNumber {
     Number(serde_json::Number),
 }
 
-impl From<TextOrNumber> for String {
-    fn from(v: TextOrNumber) -> String {
-        match v {
-            TextOrNumber::Text(s) => s,
-            TextOrNumber::Number(n) => n.to_string(),
+const TEXT_OR_NUMBER: &str = "expected a string or a whole number";
+
+impl TextOrNumber {
+    /// The id as text; a number must be whole (what the schema states: an id is not 1.5).
+    fn into_text<E: serde::de::Error>(self) -> Result<String, E> {
+        match self {
+            TextOrNumber::Text(s) => Ok(s),
+            TextOrNumber::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+            TextOrNumber::Number(_) => Err(E::custom(TEXT_OR_NUMBER)),
         }
     }
 }
 
 fn text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     TextOrNumber::deserialize(d)
-        .map(String::from)
-        .map_err(|_| D::Error::custom("expected a string or a number"))
+        .map_err(|_| D::Error::custom(TEXT_OR_NUMBER))?
+        .into_text()
 }
 
 fn optional_text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Option::<TextOrNumber>::deserialize(d)
-        .map(|v| v.map(String::from))
-        .map_err(|_| D::Error::custom("expected a string or a number"))
+        .map_err(|_| D::Error::custom(TEXT_OR_NUMBER))?
+        .map(TextOrNumber::into_text)
+        .transpose()
 }
 
 fn sale_id<'de, D: Deserializer<'de>>(d: D) -> Result<SaleId, D::Error> {
@@ -347,6 +417,30 @@ mod tests {
     use serde_json::json;
 
     const NOW: u64 = 1_800_000_000_000; // 2027-01-15
+
+    /// Schemathesis found `"sale_id": 2.5890419884777833e-42` accepted (as the id
+    /// "2.5890419884777833e-42") where the document says text or a whole number.
+    #[test]
+    fn ids_sent_as_numbers_must_be_whole_numbers() {
+        for (field, value) in [
+            ("sale_id", json!(2.5890419884777833e-42)),
+            ("sale_id", json!(1.5)),
+            ("product_id", json!(0.25)),
+        ] {
+            let mut sale = seed_sale();
+            sale[field] = value;
+            let err = serde_json::from_value::<SaleEvent>(sale).unwrap_err();
+            assert!(err.to_string().contains("whole number"), "{field}: {err}");
+        }
+        let mut sale = seed_sale();
+        sale["sale_id"] = json!(12345);
+        sale["product_id"] = json!(-7);
+        let sale: SaleEvent = serde_json::from_value(sale).unwrap();
+        assert_eq!(
+            (sale.sale_id.as_str(), sale.product_id.as_str()),
+            ("12345", "-7")
+        );
+    }
 
     fn seed_sale() -> serde_json::Value {
         // Seed 003's example, as it is written there.

@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 mod campaign;
 pub mod commerce;
@@ -16,7 +17,9 @@ pub use template::*;
 
 /// A delivery channel. The requests API of seed 001 accepts only `email|sms|push`
 /// (see [`Channel::REQUEST_TYPES`]); WhatsApp is for campaigns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     Email,
@@ -78,18 +81,15 @@ impl RequestId {
 
     /// Ids come from URLs; anything that is not a plain token cannot be ours.
     pub fn parse(raw: &str) -> Option<Self> {
-        let ok = !raw.is_empty()
-            && raw.len() <= 64
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-        ok.then(|| RequestId(raw.to_string()))
+        is_token(raw, 64).then(|| RequestId(raw.to_string()))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
+
+crate::schema::described!(RequestId, crate::schema::token(64));
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -98,7 +98,7 @@ impl fmt::Display for RequestId {
 }
 
 /// Where a request stands; the four values of seed 001's contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RequestStatus {
     Queued,
@@ -135,12 +135,34 @@ impl fmt::Display for RequestStatus {
 }
 
 /// What a caller asks to send: the body of `POST /v1/requests`, and of the provider call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Message {
+    #[schema(schema_with = to_schema)]
     pub to: String,
+    #[schema(schema_with = message_schema)]
     pub message: String,
     #[serde(rename = "type")]
+    #[schema(schema_with = request_type_schema)]
     pub channel: Channel,
+}
+
+impl Message {
+    /// Longest accepted `to` and `message`, in bytes.
+    pub const MAX_TO_LEN: usize = crate::schema::MAX_ADDRESS_LEN;
+    pub const MAX_MESSAGE_LEN: usize = 8192;
+}
+
+fn to_schema() -> utoipa::openapi::schema::Schema {
+    crate::schema::text(Message::MAX_TO_LEN)
+}
+
+fn message_schema() -> utoipa::openapi::schema::Schema {
+    crate::schema::text(Message::MAX_MESSAGE_LEN)
+}
+
+fn request_type_schema() -> utoipa::openapi::schema::Schema {
+    let types: Vec<&str> = Channel::REQUEST_TYPES.iter().map(|c| c.as_str()).collect();
+    crate::schema::from_json(serde_json::json!({"type": "string", "enum": types}))
 }
 
 /// The unit of work on a `herald.notify.{channel}` topic.
@@ -187,6 +209,8 @@ macro_rules! token_id {
                 }
             }
         }
+
+        crate::schema::described!($name, crate::schema::token($max));
 
         impl From<$name> for String {
             fn from(id: $name) -> String {

@@ -181,6 +181,23 @@ impl Serialize for HtmlTemplate {
     }
 }
 
+crate::schema::described!(
+    Template,
+    crate::schema::from_json(serde_json::json!({
+        "type": "string",
+        "maxLength": Template::MAX_BYTES,
+        "description": "Jinja (minijinja) template: {{ name }}, {{ id }}, {{ language }} and the customer's attributes by name; unknown names and syntax errors are refused with 422 naming the place",
+    }))
+);
+crate::schema::described!(
+    HtmlTemplate,
+    crate::schema::from_json(serde_json::json!({
+        "type": "string",
+        "maxLength": Template::MAX_BYTES,
+        "description": "HTML part, Jinja, values HTML-escaped",
+    }))
+);
+
 impl<'de> Deserialize<'de> for HtmlTemplate {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let source = String::deserialize(d)?;
@@ -196,11 +213,15 @@ impl<'de> Deserialize<'de> for HtmlTemplate {
 pub struct Language(String);
 
 impl Language {
+    const MAX_LEN: usize = 16;
+    const MAX_PART_LEN: usize = 8;
+
     pub fn parse(raw: &str) -> Option<Self> {
         let ok = !raw.is_empty()
-            && raw.len() <= 16
+            && raw.len() <= Self::MAX_LEN
             && raw.split('-').all(|part| {
-                (1..=8).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_alphanumeric())
+                (1..=Self::MAX_PART_LEN).contains(&part.len())
+                    && part.bytes().all(|b| b.is_ascii_alphanumeric())
             });
         ok.then(|| Language(raw.to_ascii_lowercase()))
     }
@@ -221,6 +242,19 @@ impl TryFrom<String> for Language {
         Language::parse(&s).ok_or_else(|| format!("{s:?} is not a language tag such as es or en"))
     }
 }
+
+crate::schema::described!(
+    Language,
+    crate::schema::from_json(serde_json::json!({
+        "type": "string",
+        "maxLength": Language::MAX_LEN,
+        "pattern": format!(
+            "^[A-Za-z0-9]{{1,{p}}}(-[A-Za-z0-9]{{1,{p}}})*$",
+            p = Language::MAX_PART_LEN
+        ),
+        "description": "Language tag (es, en, pt-BR)",
+    }))
+);
 
 impl From<Language> for String {
     fn from(l: Language) -> String {

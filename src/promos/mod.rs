@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::model::commerce::{cents, parse_timestamp, Invalid};
 use crate::model::{Channel, Location, PromoId, Template};
@@ -22,34 +24,70 @@ pub use segment::{Segment, SegmentMember};
 
 /// The largest radius a segment may have.
 const MAX_RADIUS_M: f64 = 50_000.0;
+/// Longest store, product or category name (they are written into messages).
+const MAX_LABEL_LEN: usize = 200;
+const MAX_UNITS: u32 = 1_000_000;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Shop {
+    #[schema(schema_with = label_schema)]
     pub id: String,
+    #[schema(schema_with = label_schema)]
     pub name: String,
     pub location: Location,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Product {
+    #[schema(schema_with = label_schema)]
     pub id: String,
+    #[schema(schema_with = label_schema)]
     pub name: String,
 }
 
+/// What [`check_label`] accepts.
+fn label_schema() -> utoipa::openapi::schema::Schema {
+    crate::schema::from_json(json!({
+        "type": "string", "minLength": 1, "maxLength": MAX_LABEL_LEN,
+        "pattern": "^[^{}]*[^{}\\s][^{}]*$", "description": "Text without braces",
+    }))
+}
+
+fn radius_schema() -> utoipa::openapi::schema::Schema {
+    crate::schema::from_json(json!({
+        "type": "number", "exclusiveMinimum": 0, "maximum": MAX_RADIUS_M, "default": 2000.0,
+        "description": "Within this many metres of the store (seed 002: 2 km)",
+    }))
+}
+
+fn units_schema() -> utoipa::openapi::schema::Schema {
+    crate::schema::from_json(json!({"type": "integer", "minimum": 1, "maximum": MAX_UNITS}))
+}
+
+fn categories_schema() -> utoipa::openapi::schema::Schema {
+    crate::schema::from_json(json!({
+        "type": "array",
+        "items": {"type": "string", "minLength": 1, "maxLength": MAX_LABEL_LEN, "pattern": "^[^{}]*[^{}\\s][^{}]*$"},
+    }))
+}
+
 /// Who a promo is for; criteria combine (all must hold).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SegmentCriteria {
     /// Geographic: within this many metres of the store (seed 002: 2 km).
     #[serde(default = "default_radius")]
+    #[schema(schema_with = radius_schema)]
     pub radius_m: f64,
     /// Behavioural, from `herald-events`' per-user aggregates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_purchases: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::schema::optional_money)]
     pub min_spent: Option<Decimal>,
     /// Any of these categories seen in the user's events.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = categories_schema)]
     pub categories: Vec<String>,
     /// Demographic: profile attributes that must match exactly (`{"gender": "f"}`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -73,18 +111,23 @@ impl Default for SegmentCriteria {
 }
 
 /// `POST /api/flash-promos/`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPromo {
     #[serde(default)]
     pub id: Option<PromoId>,
     pub store: Shop,
     pub product: Product,
+    #[schema(schema_with = crate::schema::money)]
     pub price: Decimal,
     #[serde(default)]
+    #[schema(schema_with = crate::schema::optional_money)]
     pub original_price: Option<Decimal>,
+    #[schema(schema_with = units_schema)]
     pub units: u32,
+    #[schema(schema_with = crate::schema::timestamp)]
     pub starts_at: String,
+    #[schema(schema_with = crate::schema::timestamp)]
     pub ends_at: String,
     #[serde(default)]
     pub segment: SegmentCriteria,
@@ -116,7 +159,7 @@ pub struct FlashPromo {
 }
 
 /// Where a promo's window stands at a moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Window {
     Scheduled,
@@ -143,10 +186,10 @@ impl FlashPromo {
 }
 
 fn check_label(field: &str, value: &str) -> Result<(), Invalid> {
-    if value.trim().is_empty() || value.len() > 200 || value.contains(['{', '}']) {
+    if value.trim().is_empty() || value.len() > MAX_LABEL_LEN || value.contains(['{', '}']) {
         return Err(Invalid {
             field: field.into(),
-            reason: "must be 1-200 bytes without braces".into(),
+            reason: format!("must be 1-{MAX_LABEL_LEN} bytes without braces"),
         });
     }
     Ok(())
@@ -166,12 +209,8 @@ impl NewPromo {
         check_label("store.name", &self.store.name)?;
         check_label("product.id", &self.product.id)?;
         check_label("product.name", &self.product.name)?;
-        let loc = self.store.location;
-        if !(loc.lat.is_finite() && (-90.0..=90.0).contains(&loc.lat)) {
-            return Err(invalid("store.location.lat", "must be within -90..90"));
-        }
-        if !(loc.lon.is_finite() && (-180.0..=180.0).contains(&loc.lon)) {
-            return Err(invalid("store.location.lon", "must be within -180..180"));
+        if let Some((part, why)) = self.store.location.invalid_part() {
+            return Err(invalid(&format!("store.location.{part}"), why));
         }
         if self.price.is_zero() {
             return Err(invalid("price", "must be more than 0"));
@@ -183,8 +222,8 @@ impl NewPromo {
                 return Err(invalid("original_price", "must not be below the price"));
             }
         }
-        if !(1..=1_000_000).contains(&self.units) {
-            return Err(invalid("units", "must be 1-1000000"));
+        if !(1..=MAX_UNITS).contains(&self.units) {
+            return Err(invalid("units", format!("must be 1-{MAX_UNITS}")));
         }
         // Promos are created ahead of time: no bound on how far in the future.
         let far = u64::MAX / 4;

@@ -35,8 +35,8 @@ impl SegmentCriteria {
             .all(|(k, v)| customer.attributes.get(k) == Some(v));
         let purchases = activity.map_or(0, |a| a.purchases);
         let spent = activity.map_or(Decimal::ZERO, |a| a.spent);
-        let behaviour = self.min_purchases.map_or(true, |m| purchases >= m)
-            && self.min_spent.map_or(true, |m| spent >= m)
+        let behaviour = self.min_purchases.is_none_or(|m| purchases >= m)
+            && self.min_spent.is_none_or(|m| spent >= m)
             && (self.categories.is_empty()
                 || activity.is_some_and(|a| {
                     self.categories

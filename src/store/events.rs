@@ -75,20 +75,22 @@ pub struct LoyaltyCredit {
 }
 
 /// One line of an account's recent credits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreditLine {
     pub sale_id: String,
     pub points: i64,
+    #[schema(schema_with = crate::schema::money)]
     pub total: rust_decimal::Decimal,
     pub at_ms: u64,
 }
 
 /// `GET /v1/customers/{id}/loyalty`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LoyaltyAccount {
     pub customer: String,
     pub points: i64,
     pub sales: u64,
+    #[schema(schema_with = crate::schema::money)]
     pub spent: rust_decimal::Decimal,
     pub last_sale_id: Option<String>,
     pub updated_ms: Option<u64>,
@@ -96,7 +98,7 @@ pub struct LoyaltyAccount {
 }
 
 /// `GET /v1/customers/{id}/activity`: what seed 004 aggregates per user.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ActivitySummary {
     pub user_id: String,
     pub events: u64,
@@ -104,6 +106,7 @@ pub struct ActivitySummary {
     pub views: u64,
     pub add_to_cart: u64,
     pub purchases: u64,
+    #[schema(schema_with = crate::schema::money)]
     pub spent: rust_decimal::Decimal,
     pub categories: BTreeMap<String, u64>,
     pub last_seen_ms: Option<u64>,

@@ -8,18 +8,13 @@ import sys
 import time
 
 from herald_client import AuthenticatedClient
-from herald_client.api.default import (
-    get_v1_campaigns_id,
-    get_v1_requests_id,
-    post_v1_campaigns,
-    post_v1_customers_batch,
-    post_v1_requests,
-    post_v1_requests_id_process,
-)
-from herald_client.models.post_v1_campaigns_body import PostV1CampaignsBody
-from herald_client.models.post_v1_customers_batch_body import PostV1CustomersBatchBody
-from herald_client.models.post_v1_requests_body import PostV1RequestsBody
-from herald_client.models.post_v1_requests_body_type import PostV1RequestsBodyType
+from herald_client.api.campaigns import create_campaign, get_campaign
+from herald_client.api.customers import put_customers
+from herald_client.api.requests import create_request, get_request, process_request
+from herald_client.models.customer_batch import CustomerBatch
+from herald_client.models.message import Message
+from herald_client.models.message_type import MessageType
+from herald_client.models.new_campaign import NewCampaign
 
 
 def wait(what, check, limit=60):
@@ -36,41 +31,41 @@ def main(base, key):
     client = AuthenticatedClient(base_url=base, token=key, raise_on_unexpected_status=True)
 
     # Seed 001: create, process, read until sent.
-    created = post_v1_requests.sync_detailed(client=client, body=PostV1RequestsBody(
-        to="ana@example.com", message="Hola Ana", type_=PostV1RequestsBodyType.EMAIL))
+    created = create_request.sync_detailed(client=client, body=Message(
+        to="ana@example.com", message="Hola Ana", type_=MessageType.EMAIL))
     assert created.status_code == 201, created
     request_id = created.parsed.id
-    processed = post_v1_requests_id_process.sync_detailed(client=client, id=request_id)
+    processed = process_request.sync_detailed(client=client, id=request_id)
     assert processed.status_code == 202, processed
     status = wait("the request to be sent", lambda: (
         lambda r: r.parsed.status.value if r.parsed.status.value in ("sent", "failed") else None
-    )(get_v1_requests_id.sync_detailed(client=client, id=request_id)))
+    )(get_request.sync_detailed(client=client, id=request_id)))
     assert status == "sent", status
     print(f"request {request_id}: {status}")
 
     # A bad body is a documented 422 naming the field.
-    bad = post_v1_requests.sync_detailed(client=client, body=PostV1RequestsBody(
-        to=" ", message="x", type_=PostV1RequestsBodyType.SMS))
+    bad = create_request.sync_detailed(client=client, body=Message(
+        to=" ", message="x", type_=MessageType.SMS))
     assert bad.status_code == 422 and bad.parsed.field == "to", bad
 
     # Customers and a campaign.
     ids = [f"gen{i}" for i in range(20)]
-    customers = PostV1CustomersBatchBody.from_dict({"customers": [
+    customers = CustomerBatch.from_dict({"customers": [
         {"id": c, "name": f"Cliente {c}", "contacts": {"email": f"{c}@example.com"},
          "consent": {"email": True}, "time_zone": "Europe/Madrid", "language": "es"} for c in ids]})
-    stored = post_v1_customers_batch.sync_detailed(client=client, body=customers)
+    stored = put_customers.sync_detailed(client=client, body=customers)
     assert stored.status_code == 200 and stored.parsed.stored == 20, stored
-    campaign = PostV1CampaignsBody.from_dict({
+    campaign = NewCampaign.from_dict({
         "id": "generated-client", "name": "From a generated client",
         "template": "Hi {{ name }}", "email": {"subject": "For you, {{ name }}"},
         "translations": {"es": {"template": "Hola {{ name }}"}},
         "channels": ["email"], "confirmation_timeout_ms": {"email": 10000},
         "audience": {"customer_ids": ids}})
-    launched = post_v1_campaigns.sync_detailed(client=client, body=campaign)
+    launched = create_campaign.sync_detailed(client=client, body=campaign)
     assert launched.status_code == 202, launched
     report = wait("the campaign to complete", lambda: (
         lambda r: r.parsed if r.parsed.status.value == "completed" else None
-    )(get_v1_campaigns_id.sync_detailed(client=client, id="generated-client")))
+    )(get_campaign.sync_detailed(client=client, id="generated-client")))
     delivered = report.counts["delivered"]
     assert delivered == 20, report
     print(f"campaign generated-client: completed, {delivered} delivered")

@@ -172,7 +172,7 @@ async fn twilio_messages(
             "A 'From' phone number is required.",
         );
     }
-    if fields.get("Body").map_or(true, |b| b.is_empty()) {
+    if fields.get("Body").is_none_or(|b| b.is_empty()) {
         state.malformed.fetch_add(1, Ordering::Relaxed);
         return twilio_error(StatusCode::BAD_REQUEST, 21602, "Message body is required.");
     }

@@ -6,23 +6,7 @@ use std::time::Duration;
 
 use herald::model::Channel;
 
-use crate::harness::{quiet_provider, Fleet};
-
-fn venv_tool(name: &str) -> std::path::PathBuf {
-    let venv = std::env::var("HERALD_VENV").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/herald-venv",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    });
-    let path = std::path::PathBuf::from(venv).join("bin").join(name);
-    assert!(
-        path.exists(),
-        "no {} : run scripts/test.sh (it installs the test tools into the venv)",
-        path.display()
-    );
-    path
-}
+use crate::harness::{quiet_provider, venv_tool, Fleet};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_generated_from_the_document_drives_requests_and_a_campaign() {

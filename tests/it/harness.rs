@@ -889,3 +889,21 @@ impl Drop for Fleet {
         self.shutdown.cancel();
     }
 }
+
+/// A program of the test venv (`scripts/test.sh` makes it: aiosmtpd, Schemathesis,
+/// openapi-python-client, openapi-spec-validator), `$HERALD_VENV` or `~/.cache/herald-venv`.
+pub fn venv_tool(name: &str) -> std::path::PathBuf {
+    let venv = std::env::var("HERALD_VENV").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/herald-venv",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    let path = std::path::PathBuf::from(venv).join("bin").join(name);
+    assert!(
+        path.exists(),
+        "no {}: run scripts/test.sh (it installs the test tools into the venv)",
+        path.display()
+    );
+    path
+}

@@ -11,26 +11,18 @@ fn schemathesis() -> std::path::PathBuf {
     if let Ok(path) = std::env::var("HERALD_SCHEMATHESIS") {
         return path.into();
     }
-    let venv = std::env::var("HERALD_VENV").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/herald-venv",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    });
-    let path = std::path::PathBuf::from(venv).join("bin/schemathesis");
-    assert!(
-        path.exists(),
-        "no schemathesis at {}: run scripts/test.sh (it installs it), or set HERALD_SCHEMATHESIS",
-        path.display()
-    );
-    path
+    crate::harness::venv_tool("schemathesis")
 }
 
 /// Runs Schemathesis on the fleet's API with `extra` arguments; its output, and whether it
 /// found nothing.
 async fn run(fleet: &Fleet, extra: &[&str]) -> (bool, String) {
+    run_on(fleet, &fleet.api_url, extra).await
+}
+
+async fn run_on(fleet: &Fleet, base: &str, extra: &[&str]) -> (bool, String) {
     let bin = schemathesis();
-    let api = fleet.api_url.clone();
+    let api = base.to_string();
     let key = fleet.admin_key.clone();
     let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     let out = tokio::task::spawn_blocking(move || {
@@ -47,6 +39,8 @@ async fn run(fleet: &Fleet, extra: &[&str]) -> (bool, String) {
             .args(["--header", &format!("Authorization: Bearer {key}")])
             .args(&extra)
             .env("NO_COLOR", "1")
+            // Its cache of crashes goes in the working directory: not the checkout's.
+            .current_dir(std::env::temp_dir())
             .output()
             .expect("schemathesis runs")
     })
@@ -69,14 +63,15 @@ fn figure(text: &str, label: &str) -> Option<u64> {
 async fn schemathesis_finds_nothing_on_any_operation_of_the_api() {
     let fleet = Fleet::start(quiet_provider(), 2).await;
     // Signed by a provider or a link, which Schemathesis cannot make: their refusals are
-    // tested in tests/it/providers.rs, email.rs and api_access.rs. The customers batch runs
-    // on its own below: Schemathesis 4.32.5's coverage phase fails on it now and then with an
-    // internal "Inconsistent results" error (a tool bug, not an answer of ours).
+    // tested in tests/it/providers.rs, email.rs and api_access.rs. The customers batch and
+    // promo creation run on their own below: Schemathesis 4.32.5's coverage phase fails on
+    // them now and then with an internal "Inconsistent results" error raised while it
+    // generates cases (a tool bug, not an answer of ours; seen once in 5 runs on promos).
     let (ok, text) = run(
         &fleet,
         &[
             "--exclude-path-regex",
-            "^/v1/(receipts|webhooks/.*|unsubscribe/.*|customers/batch)$",
+            "^(/v1/(receipts|webhooks/.*|unsubscribe/.*|customers/batch)|/api/flash-promos/)$",
         ],
     )
     .await;
@@ -92,6 +87,8 @@ async fn schemathesis_finds_nothing_on_any_operation_of_the_api() {
         &[
             "--include-path",
             "/v1/customers/batch",
+            "--include-path",
+            "/api/flash-promos/",
             "--phases",
             "examples,fuzzing",
         ],
@@ -99,7 +96,15 @@ async fn schemathesis_finds_nothing_on_any_operation_of_the_api() {
     .await;
     assert!(
         ok,
-        "schemathesis found failures on the customers batch:\n{text}"
+        "schemathesis found failures on the customers batch or promo creation:\n{text}"
     );
-    assert_eq!(figure(&text, "Tested:"), Some(1), "{text}");
+    assert_eq!(figure(&text, "Tested:"), Some(2), "{text}");
+
+    // herald-metrics: its dashboard, stats and probes, from its own document.
+    let (_, metrics) = fleet
+        .start_metrics(&format!("{}-st", fleet.ns), fleet.shutdown.child_token())
+        .await;
+    let (ok, text) = run_on(&fleet, &metrics, &[]).await;
+    assert!(ok, "schemathesis found failures on herald-metrics:\n{text}");
+    assert!(figure(&text, "Tested:").is_some_and(|n| n >= 6), "{text}");
 }

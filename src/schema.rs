@@ -1,0 +1,266 @@
+//! The pieces of the OpenAPI documents that derive macros cannot write: a limit the
+//! validator enforces is a constant, and the schema states the same constant, so the
+//! document and the server cannot disagree on it (issue 19: the hand-written document was
+//! looser than the server in eight places). Types carry their own schemas (`ToSchema` on
+//! the serde types); fields whose rule is a constant name one of these functions with
+//! `#[schema(schema_with = ...)]`.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::{ContentBuilder, Ref, RefOr};
+
+use crate::http::PROBLEM_JSON;
+
+/// Longest display name (campaigns, customers, products).
+pub const MAX_NAME_LEN: usize = 200;
+/// Longest address a contact, a request's `to` or a bounce may carry (RFC 5321's path).
+pub const MAX_ADDRESS_LEN: usize = 320;
+
+/// A schema written as JSON. Only literals of this crate reach it; debug builds (every test)
+/// check that nothing of one was lost on the way, so a typo fails `cargo test`, not a client.
+pub fn from_json(value: Value) -> Schema {
+    let parsed = serde_json::from_value::<Schema>(value.clone());
+    debug_assert!(
+        parsed.is_ok(),
+        "schema literal {value}: {:?}",
+        parsed.as_ref().err()
+    );
+    let schema = parsed.unwrap_or_default();
+    debug_assert_eq!(
+        serde_json::to_value(&schema).ok().map(as_floats),
+        Some(as_floats(value)),
+        "a schema literal utoipa cannot hold"
+    );
+    schema
+}
+
+/// The value with every number a float (50000 and 50000.0 are one bound).
+fn as_floats(value: Value) -> Value {
+    match value {
+        Value::Number(n) => json!(n.as_f64()),
+        Value::Array(items) => Value::Array(items.into_iter().map(as_floats).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (k, as_floats(v))).collect())
+        }
+        other => other,
+    }
+}
+
+/// Gives a type the schema `$schema` (an expression of this module's functions), under its
+/// own name in `#/components/schemas`.
+macro_rules! described {
+    ($ty:ty, $schema:expr) => {
+        impl utoipa::PartialSchema for $ty {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                $schema.into()
+            }
+        }
+        impl utoipa::ToSchema for $ty {}
+    };
+}
+pub(crate) use described;
+
+/// A token id (`CustomerId`, `CampaignId`...): the pattern `is_token` checks.
+pub fn token(max: usize) -> Schema {
+    from_json(json!({
+        "type": "string",
+        "pattern": format!("^[A-Za-z0-9._-]{{1,{max}}}$"),
+        "description": format!("1-{max} letters, digits, '-', '_' or '.'"),
+    }))
+}
+
+/// A text that must hold something other than blanks, at most `max` bytes (the schema
+/// counts characters, a looser bound for non-ASCII text, never a tighter one).
+pub fn text(max: usize) -> Schema {
+    from_json(json!({"type": "string", "minLength": 1, "maxLength": max, "pattern": "\\S"}))
+}
+
+pub fn name() -> Schema {
+    text(MAX_NAME_LEN)
+}
+
+pub fn optional_name() -> Schema {
+    from_json(json!({"type": ["string", "null"], "maxLength": MAX_NAME_LEN}))
+}
+
+pub fn address() -> Schema {
+    text(MAX_ADDRESS_LEN)
+}
+
+/// Money: an exact decimal, at most two places (a JSON number is accepted too).
+pub fn money() -> Schema {
+    from_json(json!({
+        "type": ["string", "number"], "pattern": MONEY_PATTERN, "minimum": 0,
+        "description": "Exact decimal, at most two places, as text (answers) or a number",
+    }))
+}
+
+pub fn optional_money() -> Schema {
+    from_json(json!({
+        "type": ["string", "number", "null"], "pattern": MONEY_PATTERN, "minimum": 0,
+        "description": "Exact decimal, at most two places, as text (answers) or a number",
+    }))
+}
+
+/// Money as text: what `commerce::cents` accepts (answers always write this form).
+const MONEY_PATTERN: &str = "^\\d+(\\.\\d{1,2})?$";
+
+/// An instant, as events carry it.
+pub fn timestamp() -> Schema {
+    from_json(json!({
+        "type": "string", "format": "date-time",
+        "description": "RFC 3339; seed 003's form without offset is read as UTC",
+    }))
+}
+
+pub fn optional_timestamp() -> Schema {
+    from_json(json!({"type": ["string", "null"], "format": "date-time"}))
+}
+
+/// Ids producers send as text or as a number (seed 003's `product_id`).
+pub fn text_or_number() -> Schema {
+    utoipa::openapi::schema::OneOfBuilder::new()
+        .item(from_json(
+            json!({"type": "string", "minLength": 1, "maxLength": 64}),
+        ))
+        .item(from_json(json!({"type": "integer"})))
+        .into()
+}
+
+/// A map keyed by channel name, of `values`.
+pub fn per_channel(values: Value) -> Schema {
+    let properties: serde_json::Map<String, Value> = crate::model::Channel::ALL
+        .iter()
+        .map(|c| (c.as_str().to_string(), values.clone()))
+        .collect();
+    from_json(json!({"type": "object", "properties": properties, "additionalProperties": false}))
+}
+
+/// Any JSON object (a body whose parts are described in words: provider webhooks).
+pub fn any_object() -> Schema {
+    from_json(json!({"type": "object"}))
+}
+
+/// `#/components/schemas/Problem`: RFC 9457 problem details, the body of every error of
+/// every program ([`crate::http::problem`] writes it).
+pub fn problem() -> Schema {
+    from_json(json!({
+        "type": "object",
+        "description": "RFC 9457 problem details",
+        "properties": {
+            "type": {"type": "string", "description": "about:blank, or urn:herald:problem:invalid-field"},
+            "title": {"type": "string"},
+            "status": {"type": "integer", "minimum": 400, "maximum": 599},
+            "detail": {"type": "string"},
+            "error": {"type": "string", "description": "The detail again (the shape Herald has always answered)"},
+            "field": {"type": "string", "description": "The offending field, e.g. events[3].amount"},
+            "retry_after_s": {"type": "integer", "minimum": 0},
+        },
+        "required": ["type", "title", "status", "detail", "error"],
+    }))
+}
+
+/// The type of every error body ([`problem`]), for `body = Problem` in a handler's responses.
+pub struct Problem;
+described!(Problem, problem());
+
+/// An error answer: a problem body.
+pub fn problem_answer(description: &str) -> RefOr<Response> {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            PROBLEM_JSON,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+/// Declares a set of error answers a handler lists in its `responses(...)`.
+macro_rules! problems {
+    ($(#[$doc:meta])* $name:ident { $($status:literal => $description:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl utoipa::IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<Response>> {
+                [$(($status, $description)),+]
+                    .into_iter()
+                    .map(|(status, description): (u16, &str)| {
+                        (status.to_string(), problem_answer(description))
+                    })
+                    .collect()
+            }
+        }
+    };
+}
+
+problems!(
+    /// What reading a JSON body can refuse.
+    BodyErrors {
+        400 => "Not JSON, or not an object",
+        413 => "Body larger than the route's limit",
+        415 => "Body is not Content-Type: application/json",
+        422 => "A field is invalid (named in `field`)",
+    }
+);
+problems!(
+    /// A form body (provider webhooks).
+    FormErrors {
+        413 => "Body larger than the route's limit",
+        422 => "A field is invalid (named in `field`)",
+    }
+);
+problems!(NotFound { 404 => "Unknown" });
+problems!(QueueDown { 503 => "Kafka or Redis did not answer in time: send it again" });
+problems!(
+    /// The flash-promo API's shopper tokens need a configured secret.
+    NoJwtSecret { 503 => "No JWT secret configured" }
+);
+problems!(
+    /// Reserving or buying a unit: the window, the stock and the caller's rate decide.
+    BuyingErrors {
+        404 => "Unknown",
+        409 => "Sold out, already bought, no live hold, or not open yet",
+        410 => "Ended",
+        429 => "Over the caller's rate limit (Retry-After)",
+        503 => "No JWT secret configured",
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_schema_literal_parses() {
+        for s in [
+            token(64),
+            name(),
+            optional_name(),
+            address(),
+            money(),
+            optional_money(),
+            timestamp(),
+            optional_timestamp(),
+            text_or_number(),
+            per_channel(json!({"type": "boolean"})),
+            any_object(),
+            problem(),
+        ] {
+            let back = serde_json::to_value(&s).unwrap();
+            assert!(back.is_object() && back != json!({}), "{back}");
+        }
+    }
+
+    #[test]
+    fn a_token_schema_states_the_validators_bound() {
+        let s = serde_json::to_value(token(59)).unwrap();
+        assert_eq!(s["pattern"], "^[A-Za-z0-9._-]{1,59}$");
+    }
+}
