@@ -78,8 +78,7 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// The media type of every error body.
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub use crate::schema::PROBLEM_JSON;
 
 /// An RFC 9457 problem: `type` is `about:blank` (the status says it all) with the status's
 /// reason as `title`, except a field error, whose type names that kind of problem.

@@ -12,7 +12,8 @@ use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::schema::Schema;
 use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 
-use crate::http::PROBLEM_JSON;
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// Longest display name (campaigns, customers, products).
 pub const MAX_NAME_LEN: usize = 200;
@@ -130,15 +131,6 @@ pub fn text_or_number() -> Schema {
         .into()
 }
 
-/// A map keyed by channel name, of `values`.
-pub fn per_channel(values: Value) -> Schema {
-    let properties: serde_json::Map<String, Value> = crate::model::Channel::ALL
-        .iter()
-        .map(|c| (c.as_str().to_string(), values.clone()))
-        .collect();
-    from_json(json!({"type": "object", "properties": properties, "additionalProperties": false}))
-}
-
 /// Any JSON object (a body whose parts are described in words: provider webhooks).
 pub fn any_object() -> Schema {
     from_json(json!({"type": "object"}))
@@ -249,7 +241,6 @@ mod tests {
             timestamp(),
             optional_timestamp(),
             text_or_number(),
-            per_channel(json!({"type": "boolean"})),
             any_object(),
             problem(),
         ] {

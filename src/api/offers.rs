@@ -297,7 +297,7 @@ fn channels_schema() -> utoipa::openapi::schema::Schema {
 }
 
 fn timeouts_schema() -> utoipa::openapi::schema::Schema {
-    crate::schema::per_channel(json!({
+    Channel::map_schema(json!({
         "type": "integer", "minimum": MIN_CONFIRMATION_MS, "maximum": MAX_CONFIRMATION_MS,
     }))
 }

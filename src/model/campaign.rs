@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use std::collections::BTreeMap;
 
-use crate::schema::{from_json, per_channel, MAX_ADDRESS_LEN};
+use crate::schema::{from_json, MAX_ADDRESS_LEN};
 
 use super::{CampaignId, Channel, CustomerId, HtmlTemplate, Language, Message, Template};
 /// A point on Earth, validated on the way in.
@@ -78,14 +78,14 @@ impl Customer {
 }
 
 fn contacts_schema() -> utoipa::openapi::schema::Schema {
-    per_channel(json!({
+    Channel::map_schema(json!({
         "type": "string", "minLength": 1, "maxLength": MAX_ADDRESS_LEN, "pattern": "\\S",
         "description": "E-mail address, phone number (SMS, WhatsApp) or push token",
     }))
 }
 
 fn consent_schema() -> utoipa::openapi::schema::Schema {
-    per_channel(json!({"type": "boolean"}))
+    Channel::map_schema(json!({"type": "boolean"}))
 }
 
 fn attributes_schema() -> utoipa::openapi::schema::Schema {

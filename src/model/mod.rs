@@ -48,6 +48,19 @@ impl Channel {
     }
 }
 
+impl Channel {
+    /// The schema of a map keyed by channel name, of `values` (contacts, consent, time-outs).
+    pub fn map_schema(values: serde_json::Value) -> utoipa::openapi::schema::Schema {
+        let properties: serde_json::Map<String, serde_json::Value> = Channel::ALL
+            .iter()
+            .map(|c| (c.as_str().to_string(), values.clone()))
+            .collect();
+        crate::schema::from_json(serde_json::json!({
+            "type": "object", "properties": properties, "additionalProperties": false,
+        }))
+    }
+}
+
 impl fmt::Display for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
