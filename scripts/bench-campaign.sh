@@ -10,6 +10,9 @@
 # it, when it completes, after S and after 4S (what retention gives back).
 # With HERALD_BENCH_EMAIL=smtp the e-mail dispatcher sends through SMTP to a real local SMTP
 # server (aiosmtpd, counting only) instead of the simulated HTTP provider.
+# Scale-out: HERALD_BENCH_DISPATCHERS=K runs K e-mail dispatchers (one consumer group: the
+# partitions split between them, each prints what it handled) and HERALD_BENCH_FANOUTS=F
+# runs F fan-outs.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$HERALD_ROOT"
@@ -18,6 +21,8 @@ PARTITIONS=${HERALD_BENCH_PARTITIONS:-16}
 API=${HERALD_BENCH_API_ADDR:-127.0.0.1:5056}
 PROVIDER=${HERALD_BENCH_PROVIDER_ADDR:-127.0.0.1:3056}
 NS="bench$RANDOM"
+DISPATCHERS=${HERALD_BENCH_DISPATCHERS:-1}
+FANOUTS=${HERALD_BENCH_FANOUTS:-1}
 export HERALD_PROFILE=release
 export HERALD_PROVIDER_API_KEY="bench-$RANDOM$RANDOM"
 export HERALD_NAMESPACE=$NS
@@ -56,7 +61,12 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-for port in "${API##*:}" "${PROVIDER##*:}" 5061 5062 5063 5064; do ensure_port_free "$port" herald-bench; done
+# Health ports: e-mail dispatchers 5061, 5071, 5081...; push 5062; fan-outs 5063, 5073...; retry 5064.
+email_ports=()
+for i in $(seq 0 $((DISPATCHERS - 1))); do email_ports+=($((5061 + 10 * i))); done
+fanout_ports=()
+for i in $(seq 0 $((FANOUTS - 1))); do fanout_ports+=($((5063 + 10 * i))); done
+for port in "${API##*:}" "${PROVIDER##*:}" "${email_ports[@]}" 5062 "${fanout_ports[@]}" 5064; do ensure_port_free "$port" herald-bench; done
 bash scripts/stack.sh up
 # shellcheck disable=SC1091
 source "$HERALD_STATE/stack.env"
@@ -80,7 +90,7 @@ start provider "$BIN/herald-provider" --addr "$PROVIDER" --latency-min-ms 0 --la
     --receipt-url "http://$API/v1/receipts" --receipt-delay-ms 100
 start ingest "$BIN/herald-ingest" --http-addr "$API"
 export HERALD_PROVIDER_URL="http://$PROVIDER"
-fast=(--max-in-flight 2048 --provider-rate 1000000 --provider-max-rate 1000000)
+fast=(--max-in-flight "${HERALD_BENCH_IN_FLIGHT:-2048}" --provider-rate 1000000 --provider-max-rate 1000000)
 email=()
 if [ "${HERALD_BENCH_EMAIL:-http}" = smtp ]; then
     SMTP_PORT=${HERALD_BENCH_SMTP_PORT:-2556}
@@ -95,9 +105,15 @@ if [ "${HERALD_BENCH_EMAIL:-http}" = smtp ]; then
 else
     email=(--provider-concurrency 1024)
 fi
-start dispatch-email "$BIN/herald-dispatch" --channel email --health-addr 127.0.0.1:5061 "${fast[@]}" "${email[@]}"
+for i in "${!email_ports[@]}"; do
+    name=dispatch-email; [ "$DISPATCHERS" -gt 1 ] && name="dispatch-email-$((i + 1))"
+    start "$name" "$BIN/herald-dispatch" --channel email --health-addr "127.0.0.1:${email_ports[$i]}" "${fast[@]}" "${email[@]}"
+done
 start dispatch-push "$BIN/herald-dispatch" --channel push --health-addr 127.0.0.1:5062 "${fast[@]}" --provider-concurrency 1024
-start fanout "$BIN/herald-fanout" --health-addr 127.0.0.1:5063
+for i in "${!fanout_ports[@]}"; do
+    name=fanout; [ "$FANOUTS" -gt 1 ] && name="fanout-$((i + 1))"
+    start "$name" "$BIN/herald-fanout" --health-addr "127.0.0.1:${fanout_ports[$i]}"
+done
 start retry "$BIN/herald-retry" --health-addr 127.0.0.1:5064
 wait_port "${API##*:}" herald-ingest
 wait_port "${PROVIDER##*:}" herald-provider
@@ -131,7 +147,8 @@ if [ -n "$RETENTION" ]; then
     sleep $((RETENTION * 3))
     echo "after the report retention     $(redis_memory)" >>"$OUT/retention.txt"
 fi
-for port in 5061 5062; do curl -s "http://127.0.0.1:$port/stats" >"$OUT/stats-$port.json"; done
+dispatch_ports="${email_ports[*]} 5062"
+for port in $dispatch_ports; do curl -s "http://127.0.0.1:$port/stats" >"$OUT/stats-$port.json"; done
 # The provider counts every delivery (it does not drop a repeated key): duplicates show.
 curl -s "http://$PROVIDER/v1/stats" >"$OUT/provider.json"
 rss_lines=""
@@ -146,14 +163,15 @@ log "raw broker throughput on the same broker ($N messages of 250 bytes, $PARTIT
 "$BIN/herald" broker-bench --topic "$NS.sales" --count "$N" --size 250 >"$OUT/broker.txt"
 
 redis_ticks() { awk '{print $14 + $15}' "/proc/$(cat "$HERALD_STATE/redis.pid")/stat" 2>/dev/null || echo 0; }
-python3 - "$N" "$start_ns" "$end_ns" "$OUT" "$rss_lines" "$(redis_ticks) $redis_start" <<'PY'
+python3 - "$N" "$start_ns" "$end_ns" "$OUT" "$rss_lines" "$(redis_ticks) $redis_start" "$dispatch_ports" <<'PY'
 import json, sys
 n, start_ns, end_ns, out, rss = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+ports = [int(p) for p in sys.argv[7].split()]
 report = json.load(open(f"{out}/report.json"))
 counts = report["counts"]
 secs = (end_ns - start_ns) / 1e9
 buckets = {}
-for port in (5061, 5062):
+for port in ports:
     stats = json.load(open(f"{out}/stats-{port}.json"))
     for upper, c in stats["dispatch"]["fanout_to_call_ms"]:
         buckets[upper] = buckets.get(upper, 0) + c
@@ -167,7 +185,7 @@ produce, consume = float(broker["broker_produce_per_sec"]), float(broker["broker
 outcomes = counts.get("delivered", 0) + counts.get("failed", 0) + counts.get("uncertain", 0)
 provider = json.load(open(f"{out}/provider.json"))
 window = {}
-for port in (5061, 5062):
+for port in ports:
     stats = json.load(open(f"{out}/stats-{port}.json"))
     for upper, c in stats["dispatch"]["accept_to_mark_ms"]:
         window[upper] = window.get(upper, 0) + c
@@ -182,6 +200,13 @@ buckets = window
 print(f"uncertain window           accept -> marked sent p50 {q(0.5)} ms, p99 {q(0.99)} ms")
 print(f"duplicates (provider)      {provider['extra_deliveries']} extra deliveries, {provider['recipients_reached_twice']} recipients reached twice, replayed {provider['replayed']}")
 print(f"uncertain sends            resent {counts.get('resent', 0)}, left uncertain {counts.get('uncertain', 0)}")
+if len(ports) > 2:
+    # Each e-mail dispatcher's share: the partitions split between the group's members.
+    shares = []
+    for port in ports[:-1]:
+        d = json.load(open(f"{out}/stats-{port}.json"))["dispatch"]
+        shares.append(f"{port}: {d.get('sent', 0)} sent of {d.get('received', 0)} received")
+    print(f"e-mail dispatchers         {'; '.join(shares)}")
 print(f"broker raw produce         {produce:.0f} msg/s")
 print(f"broker raw consume         {consume:.0f} msg/s")
 print(f"pipeline / raw consume     {rate / consume * 100:.1f} %")

@@ -140,7 +140,7 @@ impl FanOut {
 
     /// `true` when the message is dealt with (its offset may be committed).
     async fn handle(&self, msg: &OwnedMessage, cancel: &CancellationToken) -> bool {
-        let span = tracing::info_span!("fanout.batch", offset = msg.offset());
+        let span = || tracing::info_span!("fanout.batch", offset = msg.offset());
         crate::telemetry::in_trace_of(msg, span, self.handle_in_span(msg, cancel)).await
     }
 

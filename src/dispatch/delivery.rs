@@ -24,7 +24,7 @@ impl Dispatcher {
         cancel: &CancellationToken,
     ) -> Handled {
         // Unique per handling; the process id tells an audit which process held a slot.
-        let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        let owner = super::next_owner();
         if let Some(handled) = self.claim_delivery(msg, &d, &owner, cancel).await {
             return handled;
         }

@@ -350,12 +350,14 @@ impl Dispatcher {
 
     /// Handles one message in a span that continues the trace its headers carry.
     async fn handle(&self, msg: &OwnedMessage, cancel: &CancellationToken) -> Handled {
-        let span = tracing::info_span!(
-            "dispatch.handle",
-            channel = %self.config.channel,
-            partition = msg.partition(),
-            offset = msg.offset()
-        );
+        let span = || {
+            tracing::info_span!(
+                "dispatch.handle",
+                channel = %self.config.channel,
+                partition = msg.partition(),
+                offset = msg.offset()
+            )
+        };
         crate::telemetry::in_trace_of(msg, span, self.handle_in_span(msg, cancel)).await
     }
 
@@ -413,18 +415,21 @@ fn circuit_name(state: CircuitState) -> &'static str {
 /// What a message of `channel`'s topic holds, or why it is dead-lettered.
 pub fn decode_work(payload: Option<&[u8]>, channel: Channel) -> Result<Work, String> {
     let payload = payload.ok_or("empty message")?;
-    let probe: KindProbe =
-        serde_json::from_slice(payload).map_err(|e| format!("undecodable notification: {e}"))?;
-    let work = if probe.campaign.is_some() {
-        Work::Delivery(
-            serde_json::from_slice(payload)
-                .map_err(|e| format!("undecodable campaign delivery: {e}"))?,
-        )
-    } else {
-        Work::Request(
-            serde_json::from_slice(payload)
-                .map_err(|e| format!("undecodable notification: {e}"))?,
-        )
+    // Campaign deliveries are nearly all the traffic: decoded once; only what is not one is
+    // probed (a delivery's error, or a seed 001 request).
+    let work = match serde_json::from_slice::<Delivery>(payload) {
+        Ok(d) => Work::Delivery(d),
+        Err(delivery) => {
+            let probe: KindProbe = serde_json::from_slice(payload)
+                .map_err(|e| format!("undecodable notification: {e}"))?;
+            if probe.campaign.is_some() {
+                return Err(format!("undecodable campaign delivery: {delivery}"));
+            }
+            Work::Request(
+                serde_json::from_slice(payload)
+                    .map_err(|e| format!("undecodable notification: {e}"))?,
+            )
+        }
     };
     let carried = match &work {
         Work::Request(n) => n.message.channel,
@@ -434,6 +439,17 @@ pub fn decode_work(payload: Option<&[u8]>, channel: Channel) -> Result<Work, Str
         return Err(format!("notification for {carried} on the {channel} topic"));
     }
     Ok(work)
+}
+
+/// A name for one handling of one message, unique across processes and restarts: the
+/// holder of a once-slot. One random instance id per process (pids repeat: every container's
+/// process is pid 1) and a counter, rather than a random id per message.
+pub(super) fn next_owner() -> String {
+    static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static HANDLINGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let instance = INSTANCE
+        .get_or_init(|| format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));
+    format!("{instance}-{}", HANDLINGS.fetch_add(1, Ordering::Relaxed))
 }
 
 /// What a channel topic carries: seed 001 requests and campaign deliveries.

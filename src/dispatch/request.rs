@@ -21,7 +21,7 @@ impl Dispatcher {
     ) -> Handled {
         let id = &notification.id;
         // Unique per handling, so even two copies of one message in this process exclude each other.
-        let owner = uuid::Uuid::new_v4().to_string();
+        let owner = super::next_owner();
         let lease = self.config.lease;
         let claimed = claim_until(cancel, || async {
             Ok(match self.store.claim(id, &owner, lease).await? {
