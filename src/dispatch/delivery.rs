@@ -25,7 +25,11 @@ impl Dispatcher {
     ) -> Handled {
         // Unique per handling; the process id tells an audit which process held a slot.
         let owner = super::next_owner();
-        if let Some(handled) = self.claim_delivery(msg, &d, &owner, cancel).await {
+        let claimed_at = Instant::now();
+        // The provider can take it at once: the claim marks the slot `sending` itself and
+        // the renewal before the first call is skipped (one script less per message).
+        let send_now = self.providers.free_now();
+        if let Some(handled) = self.claim_delivery(msg, &d, &owner, send_now, cancel).await {
             return handled;
         }
         if d.attempt == 0 {
@@ -36,6 +40,9 @@ impl Dispatcher {
         let lease = self.config.lease;
         let key = d.idempotency_key();
         // Each renewal also marks the slot `sending`: from here a crash leaves it uncertain.
+        // A claim that did so already needs none before the first call while its lease is
+        // young (nobody else can have claimed the slot).
+        let skip_first_renewal = std::sync::atomic::AtomicBool::new(send_now);
         let out = Outgoing {
             key: &key,
             message: &d.message,
@@ -46,6 +53,11 @@ impl Dispatcher {
         let sent = self
             .providers
             .send(&out, cancel, || async {
+                if skip_first_renewal.swap(false, Ordering::Relaxed)
+                    && claimed_at.elapsed() < lease / 4
+                {
+                    return true;
+                }
                 retry_store(cancel, || self.store.renew_once(&d, &owner, lease))
                     .await
                     .unwrap_or(false)
@@ -63,12 +75,15 @@ impl Dispatcher {
         msg: &OwnedMessage,
         d: &Delivery,
         owner: &str,
+        send_now: bool,
         cancel: &CancellationToken,
     ) -> Option<Handled> {
         let lease = self.config.lease;
         let trace = crate::telemetry::current_traceparent();
         let claimed = claim_until(cancel, || async {
-            let claim = self.store.claim_once(d, owner, lease, trace.as_deref());
+            let claim = self
+                .store
+                .claim_slot(d, owner, lease, trace.as_deref(), send_now);
             Ok(match claim.await? {
                 OnceClaim::Claimed => Step::Claimed,
                 OnceClaim::Resend => {

@@ -52,6 +52,12 @@ impl ProviderChain {
     }
 
     /// The channel is down only when every provider's circuit is open.
+    /// Whether a send started now would reach a provider at once, whichever the chain
+    /// picks: every provider free (see [`super::resilient::Resilience::free_now`]).
+    pub fn free_now(&self) -> bool {
+        self.providers.iter().all(Provider::free_now)
+    }
+
     pub fn all_open(&self) -> bool {
         self.providers
             .iter()

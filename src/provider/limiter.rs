@@ -79,6 +79,12 @@ impl AdaptiveRateLimiter {
         (slot, s.epoch)
     }
 
+    /// Whether a caller arriving now would not wait (nothing reserved ahead, no pause).
+    pub fn free_now(&self) -> bool {
+        let s = self.lock();
+        Instant::now() >= s.next_slot.max(s.paused_until)
+    }
+
     /// Waits for this caller's turn.
     pub async fn acquire(&self) {
         let (mut slot, mut epoch) = self.reserve();

@@ -206,6 +206,11 @@ impl Provider {
         self.resilience.current_rate()
     }
 
+    /// See [`Resilience::free_now`].
+    pub fn free_now(&self) -> bool {
+        self.resilience.free_now()
+    }
+
     pub fn stats(&self) -> &ProviderStats {
         &self.resilience.stats
     }

@@ -104,6 +104,14 @@ impl Resilience {
         self.limiter.current_rate()
     }
 
+    /// Whether a call made now would start at once: circuit closed, no wait for the rate
+    /// limit, a free concurrency permit. A hint (others may take the turn first).
+    pub fn free_now(&self) -> bool {
+        self.breaker.state() == CircuitState::Closed
+            && self.limiter.free_now()
+            && self.concurrency.available_permits() > 0
+    }
+
     /// Sends `out` through `transport` until it is accepted, permanently refused, or out of
     /// attempts (then [`SendOutcome::Unavailable`]). `before_attempt` runs right before each
     /// call; if it answers `false` (the caller lost its claim) nothing more is sent. With

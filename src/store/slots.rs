@@ -53,7 +53,9 @@ pub enum SentOutcome {
 }
 
 // KEYS[1] slot, KEYS[2] campaign, KEYS[3] pending.
-// ARGV: attempt, channel, owner, lease ms, ttl s, traceparent, uncertain policy, customer.
+// ARGV: attempt, channel, owner, lease ms, ttl s, traceparent, uncertain policy, customer,
+// send now ('1': the provider call starts right away, so the claim marks the slot `sending`
+// itself and the renewal before the first call is not needed).
 // The first claim's trace is kept (`tp`) so that a fallback continues it. A slot left
 // `sending` by an owner whose lease ran out (or handed back with `ms`, maybe sent) is
 // uncertain: per the policy it is claimed to be sent again (`rs` counts the resends) or
@@ -61,13 +63,16 @@ pub enum SentOutcome {
 static CLAIM: Lua = Lua::new(lua_with_now!(
     r#"
 local a = tonumber(ARGV[1])
+local claimed = 'claimed'
+if ARGV[9] == '1' then claimed = 'sending' end
 local f = redis.call('HMGET', KEYS[1], 'st', 'a', 'ch', 'own', 'lu', 'ms')
 if not f[1] then
   if a ~= 0 then
     redis.call('HINCRBY', KEYS[2], 'deduplicated', 1)
     return {'dup', 'expired'}
   end
-  redis.call('HSET', KEYS[1], 'st', 'claimed', 'a', 0, 'ch', ARGV[2], 'tr', ARGV[2], 'own', ARGV[3], 'lu', now + tonumber(ARGV[4]))
+  redis.call('HSET', KEYS[1], 'st', claimed, 'a', 0, 'ch', ARGV[2], 'tr', ARGV[2], 'own', ARGV[3], 'lu', now + tonumber(ARGV[4]))
+  if claimed == 'sending' then redis.call('HSET', KEYS[1], 'sg', now) end
   if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'tp', ARGV[6]) end
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
   return {'claimed'}
@@ -113,7 +118,8 @@ if st == 'sending' or f[6] == '1' then
   redis.call('HINCRBY', KEYS[2], 'resent:' .. ARGV[2], 1)
   resend = 'resend'
 end
-redis.call('HSET', KEYS[1], 'st', 'claimed', 'own', ARGV[3], 'lu', now + tonumber(ARGV[4]), 'ms', '')
+redis.call('HSET', KEYS[1], 'st', claimed, 'own', ARGV[3], 'lu', now + tonumber(ARGV[4]), 'ms', '')
+if claimed == 'sending' then redis.call('HSET', KEYS[1], 'sg', now) end
 if ARGV[6] ~= '' then redis.call('HSETNX', KEYS[1], 'tp', ARGV[6]) end
 return {'claimed', resend}
 "#
@@ -263,6 +269,32 @@ impl Store {
         lease: Duration,
         traceparent: Option<&str>,
     ) -> Result<OnceClaim, StoreError> {
+        self.claim_slot(d, owner, lease, traceparent, false).await
+    }
+
+    /// [`Store::claim_once`] for a caller whose provider call starts right away: a claim
+    /// marks the slot `sending` itself, so no renewal is needed before the first call (one
+    /// script less per notification). Dying between the two leaves the send uncertain, as
+    /// dying inside the call does.
+    pub async fn claim_to_send_now(
+        &self,
+        d: &Delivery,
+        owner: &str,
+        lease: Duration,
+        traceparent: Option<&str>,
+    ) -> Result<OnceClaim, StoreError> {
+        self.claim_slot(d, owner, lease, traceparent, true).await
+    }
+
+    /// [`Store::claim_once`] or, with `send_now`, [`Store::claim_to_send_now`].
+    pub async fn claim_slot(
+        &self,
+        d: &Delivery,
+        owner: &str,
+        lease: Duration,
+        traceparent: Option<&str>,
+        send_now: bool,
+    ) -> Result<OnceClaim, StoreError> {
         let reply: Vec<String> = self
             .eval(
                 self.on_slot(&CLAIM, &d.campaign, &d.customer)
@@ -273,7 +305,8 @@ impl Store {
                     .arg(self.retention.working.as_secs())
                     .arg(traceparent.unwrap_or(""))
                     .arg(d.on_uncertain.as_str())
-                    .arg(d.customer.as_str()),
+                    .arg(d.customer.as_str())
+                    .arg(if send_now { "1" } else { "0" }),
             )
             .await?;
         match (reply.first().map(String::as_str), reply.get(1)) {

@@ -269,6 +269,60 @@ async fn a_dead_owners_slot_is_claimed_resent_or_left_uncertain_by_the_policy() 
     assert_eq!(counts.get("resent"), Some(&2), "{counts:?}");
 }
 
+/// Issue 17: when the provider can take the call at once, the claim itself marks the slot
+/// `sending` (the renewal before the first call, a script per notification, is skipped).
+/// An owner that dies right after such a claim leaves the send uncertain, exactly as one that
+/// died inside the call; its own renewals still hold the slot.
+#[tokio::test]
+async fn a_claim_to_send_at_once_is_sending_from_the_start() {
+    let store = store().await;
+    let lease = Duration::from_millis(50);
+    let later = || tokio::time::sleep(Duration::from_millis(80));
+
+    let mut skip = delivery("now", "skip", Channel::Email, 0);
+    skip.on_uncertain = UncertainSend::Skip;
+    assert_eq!(
+        store
+            .claim_to_send_now(&skip, "dead", lease, None)
+            .await
+            .unwrap(),
+        OnceClaim::Claimed
+    );
+    assert_eq!(status(&store, &skip).await, "sending");
+    assert!(store.renew_once(&skip, "dead", lease).await.unwrap());
+    assert!(matches!(
+        store.claim_once(&skip, "next", lease, None).await.unwrap(),
+        OnceClaim::Held { .. }
+    ));
+    later().await;
+    assert_eq!(
+        store.claim_once(&skip, "next", lease, None).await.unwrap(),
+        OnceClaim::Uncertain
+    );
+
+    // Under `resend` the next owner, sending at once too, sends again and the slot says so.
+    let resend = delivery("now", "resend", Channel::Email, 0);
+    store
+        .claim_to_send_now(&resend, "dead", lease, None)
+        .await
+        .unwrap();
+    later().await;
+    assert_eq!(
+        store
+            .claim_to_send_now(&resend, "next", lease, None)
+            .await
+            .unwrap(),
+        OnceClaim::Resend
+    );
+    assert_eq!(status(&store, &resend).await, "sending");
+    let counts = store.campaign_counts(&skip.campaign).await.unwrap();
+    assert_eq!(
+        (counts.get("uncertain"), counts.get("resent")),
+        (Some(&1), Some(&1)),
+        "{counts:?}"
+    );
+}
+
 /// A provider whose acceptance is the confirmation (SMTP, FCM): the slot is delivered by the
 /// same script that records the send. Before, a second call confirmed it, and a dispatcher
 /// killed between the two left the customer pending until the time-out, then sent them on to
