@@ -272,21 +272,10 @@ impl Store {
         self.claim_slot(d, owner, lease, traceparent, false).await
     }
 
-    /// [`Store::claim_once`] for a caller whose provider call starts right away: a claim
-    /// marks the slot `sending` itself, so no renewal is needed before the first call (one
-    /// script less per notification). Dying between the two leaves the send uncertain, as
-    /// dying inside the call does.
-    pub async fn claim_to_send_now(
-        &self,
-        d: &Delivery,
-        owner: &str,
-        lease: Duration,
-        traceparent: Option<&str>,
-    ) -> Result<OnceClaim, StoreError> {
-        self.claim_slot(d, owner, lease, traceparent, true).await
-    }
-
-    /// [`Store::claim_once`] or, with `send_now`, [`Store::claim_to_send_now`].
+    /// [`Store::claim_once`], or with `send_now` for a caller whose provider call starts
+    /// right away: the claim marks the slot `sending` itself, so no renewal is needed before
+    /// the first call (one script less per notification). Dying between the two leaves the
+    /// send uncertain, as dying inside the call does.
     pub async fn claim_slot(
         &self,
         d: &Delivery,

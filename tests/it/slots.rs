@@ -275,6 +275,7 @@ async fn a_dead_owners_slot_is_claimed_resent_or_left_uncertain_by_the_policy() 
 /// died inside the call; its own renewals still hold the slot.
 #[tokio::test]
 async fn a_claim_to_send_at_once_is_sending_from_the_start() {
+    const NOW: bool = true;
     let store = store().await;
     let lease = Duration::from_millis(50);
     let later = || tokio::time::sleep(Duration::from_millis(80));
@@ -283,7 +284,7 @@ async fn a_claim_to_send_at_once_is_sending_from_the_start() {
     skip.on_uncertain = UncertainSend::Skip;
     assert_eq!(
         store
-            .claim_to_send_now(&skip, "dead", lease, None)
+            .claim_slot(&skip, "dead", lease, None, NOW)
             .await
             .unwrap(),
         OnceClaim::Claimed
@@ -303,13 +304,13 @@ async fn a_claim_to_send_at_once_is_sending_from_the_start() {
     // Under `resend` the next owner, sending at once too, sends again and the slot says so.
     let resend = delivery("now", "resend", Channel::Email, 0);
     store
-        .claim_to_send_now(&resend, "dead", lease, None)
+        .claim_slot(&resend, "dead", lease, None, NOW)
         .await
         .unwrap();
     later().await;
     assert_eq!(
         store
-            .claim_to_send_now(&resend, "next", lease, None)
+            .claim_slot(&resend, "next", lease, None, NOW)
             .await
             .unwrap(),
         OnceClaim::Resend
