@@ -46,6 +46,22 @@ impl Probes {
     }
 }
 
+/// `/healthz`'s answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Alive {
+    /// `ok`
+    status: &'static str,
+}
+
+/// Alive: the process answers
+///
+/// Every program's `/healthz` (herald-ingest, herald-metrics and the probes below).
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "ok", body = Alive)))]
+pub async fn alive() -> Json<Alive> {
+    Json(Alive { status: "ok" })
+}
+
 /// Serves `/healthz` (alive), `/readyz`, `/stats` and `/metrics` until `shutdown`.
 pub async fn serve(
     addr: SocketAddr,
@@ -58,7 +74,7 @@ pub async fn serve(
         metrics,
     } = probes;
     let app = Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(alive))
         .route(
             "/readyz",
             get(move || {

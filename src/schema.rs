@@ -121,21 +121,6 @@ pub fn optional_timestamp() -> Schema {
     from_json(json!({"type": ["string", "null"], "format": "date-time"}))
 }
 
-/// Ids producers send as text or as a number (seed 003's `product_id`).
-pub fn text_or_number() -> Schema {
-    utoipa::openapi::schema::OneOfBuilder::new()
-        .item(from_json(
-            json!({"type": "string", "minLength": 1, "maxLength": 64}),
-        ))
-        .item(from_json(json!({"type": "integer"})))
-        .into()
-}
-
-/// Any JSON object (a body whose parts are described in words: provider webhooks).
-pub fn any_object() -> Schema {
-    from_json(json!({"type": "object"}))
-}
-
 /// `#/components/schemas/Problem`: RFC 9457 problem details, the body of every error of
 /// every program ([`crate::http::problem`] writes it).
 pub fn problem() -> Schema {
@@ -160,7 +145,7 @@ pub struct Problem;
 described!(Problem, problem());
 
 /// An error answer: a problem body.
-pub fn problem_answer(description: &str) -> RefOr<Response> {
+fn problem_answer(description: &str) -> RefOr<Response> {
     ResponseBuilder::new()
         .description(description)
         .content(
@@ -209,6 +194,18 @@ problems!(
     }
 );
 problems!(NotFound { 404 => "Unknown" });
+problems!(
+    /// A readiness probe's refusal ([`crate::health::not_ready`]).
+    NotReady { 503 => "Not ready: what does not answer is in `detail`" }
+);
+problems!(
+    /// herald-metrics reads every figure from Redis.
+    StoreDown { 503 => "Redis unavailable" }
+);
+problems!(
+    /// A campaign id is the campaign: another definition or audience cannot take it.
+    IdTaken { 409 => "Another campaign (definition or audience) has this id" }
+);
 problems!(QueueDown { 503 => "Kafka or Redis did not answer in time: send it again" });
 problems!(
     /// The flash-promo API's shopper tokens need a configured secret.
@@ -240,8 +237,6 @@ mod tests {
             optional_money(),
             timestamp(),
             optional_timestamp(),
-            text_or_number(),
-            any_object(),
             problem(),
         ] {
             let back = serde_json::to_value(&s).unwrap();

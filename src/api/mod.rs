@@ -23,7 +23,7 @@ use utoipa_axum::routes;
 use crate::kafka::Topics;
 use crate::model::{Channel, Message, RequestId, RequestStatus};
 use crate::publish::{publish_request, RECONCILE_AFTER};
-use crate::schema::{BodyErrors, NotFound, QueueDown};
+use crate::schema::{BodyErrors, NotFound, NotReady, QueueDown};
 use crate::store::{Publication, Store};
 
 pub use crate::http::ApiError;
@@ -98,7 +98,7 @@ fn documented_routes(
     .merge(unsubscribe::routes())
     .merge(webhooks::routes())
     .merge(docs::routes())
-    .routes(routes!(alive))
+    .routes(routes!(crate::health::alive))
     .routes(routes!(ready))
     .routes(routes!(http_metrics))
 }
@@ -111,23 +111,9 @@ pub fn openapi_json() -> String {
     docs::Document::ingest(document).json().to_string()
 }
 
-#[derive(Serialize, ToSchema)]
-struct Health {
-    /// `ok`
-    status: String,
-}
-
-/// Alive: the process answers
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "ok", body = Health)))]
-async fn alive() -> Json<Health> {
-    Json(Health {
-        status: "ok".into(),
-    })
-}
-
 /// Prometheus metrics (requests by route and status)
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "OpenMetrics text exposition (crate::prom::CONTENT_TYPE)", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
+    responses((status = 200, description = "OpenMetrics text exposition", content_type = crate::prom::CONTENT_TYPE, body = String)))]
 async fn http_metrics(Extension(counts): Extension<HttpCounts>) -> Response {
     counts.exposition()
 }
@@ -309,7 +295,7 @@ async fn get_request(State(app): App, Path(raw_id): Path<String>) -> Result<Resp
 
 /// Ready: Redis answers and the Kafka cluster's metadata can be fetched
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "Ready", body = Object), (status = 503, description = "Not ready", body = crate::schema::Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "Ready", body = Object), NotReady))]
 async fn ready(State(app): App) -> Response {
     let redis = app.store.ping().await.map_err(|e| e.to_string());
     let producer = app.producer.clone();

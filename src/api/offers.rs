@@ -26,7 +26,9 @@ use crate::model::{
     now_ms, Campaign, CampaignId, Channel, Customer, CustomerId, EmailTemplate, Language, Receipt,
     Template, Translation, WhatsappCampaignTemplate, BUILT_IN_VARIABLES,
 };
-use crate::schema::{from_json, BodyErrors, NotFound, QueueDown, MAX_ADDRESS_LEN, MAX_NAME_LEN};
+use crate::schema::{
+    from_json, BodyErrors, IdTaken, NotFound, QueueDown, MAX_ADDRESS_LEN, MAX_NAME_LEN,
+};
 
 /// Largest body for bulk routes: a million-customer audience is about 15 MB of JSON.
 const MAX_AUDIENCE: usize = 5_000_000;
@@ -422,7 +424,7 @@ struct CampaignQueued {
         (status = 202, description = "Queued", body = CampaignQueued),
         (status = 200, description = "Already there: resumed", body = CampaignQueued),
         BodyErrors,
-        (status = 409, description = "Another campaign (definition or audience) has this id", body = crate::schema::Problem, content_type = "application/problem+json"),
+        IdTaken,
         QueueDown))]
 #[tracing::instrument(name = "ingest.campaign", skip_all)]
 async fn create_campaign(State(app): App, Body(body): Body) -> Result<Response, ApiError> {

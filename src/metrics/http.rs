@@ -20,7 +20,7 @@ use super::{Aggregator, Counts, LATENCY_BUCKETS_MS};
 use crate::http::{or_not_found, ApiError};
 use crate::model::{now_ms, CampaignId};
 use crate::prom::{self, Family, Value as PromValue};
-use crate::schema::{NotFound, Problem};
+use crate::schema::{NotFound, NotReady, StoreDown};
 
 /// Campaigns the overview (and Prometheus) shows: the most recently active.
 const RECENT_CAMPAIGNS: usize = 20;
@@ -30,40 +30,19 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 /// Every route, and its OpenAPI document (`/docs/openapi.json`): see [`crate::api::docs`].
 pub fn router(agg: Arc<Aggregator>) -> Router {
     let (routes, document) = documented_routes().split_for_parts();
-    let document = crate::api::docs::Document::open(
-        document,
-        "Herald metrics (herald-metrics)",
-        "The live dashboard, its JSON figures and Prometheus metrics, counted from herald.events.",
-    );
     routes
         .fallback(|| async { ApiError::not_found("route") })
-        .layer(Extension(document))
+        .layer(Extension(document_of(document)))
         .with_state(agg)
 }
 
-fn documented_routes() -> OpenApiRouter<Arc<Aggregator>> {
-    OpenApiRouter::new()
-        .routes(routes!(dashboard))
-        .routes(routes!(stats))
-        .routes(routes!(campaign_stats))
-        .routes(routes!(metrics))
-        .routes(routes!(alive))
-        .routes(routes!(ready))
-        .merge(crate::api::docs::routes())
-}
-
-/// herald-metrics' OpenAPI document, as served.
-pub fn openapi_json() -> String {
-    let (_, document) = documented_routes().split_for_parts();
-    crate::api::docs::Document::open(document, "Herald metrics (herald-metrics)", "")
-        .json()
-        .to_string()
-}
-
-/// Alive: the process answers
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "ok", body = Object)))]
-async fn alive() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// The document served and printed: one title and description for both.
+fn document_of(api: utoipa::openapi::OpenApi) -> Arc<crate::api::docs::Document> {
+    crate::api::docs::Document::open(
+        api,
+        "Herald metrics (herald-metrics)",
+        "The live dashboard, its JSON figures and Prometheus metrics, counted from herald.events.",
+    )
 }
 
 pub async fn serve(
@@ -79,6 +58,23 @@ pub async fn serve(
         shutdown,
     )
     .await
+}
+
+fn documented_routes() -> OpenApiRouter<Arc<Aggregator>> {
+    OpenApiRouter::new()
+        .routes(routes!(dashboard))
+        .routes(routes!(stats))
+        .routes(routes!(campaign_stats))
+        .routes(routes!(metrics))
+        .routes(routes!(crate::health::alive))
+        .routes(routes!(ready))
+        .merge(crate::api::docs::routes())
+}
+
+/// herald-metrics' OpenAPI document, as served.
+pub fn openapi_json() -> String {
+    let (_, document) = documented_routes().split_for_parts();
+    document_of(document).json().to_string()
 }
 
 /// One campaign as the dashboard shows it.
@@ -197,7 +193,7 @@ fn providers_view(reports: Vec<(String, Value)>) -> Value {
 /// The dashboard's figures: totals, rates, recent campaigns, providers
 #[utoipa::path(get, path = "/v1/stats", tag = "stats",
     responses((status = 200, description = "updated_at_ms, totals, rates_per_sec, campaigns, aggregator, providers", body = Object),
-        (status = 503, description = "Redis unavailable", body = Problem, content_type = "application/problem+json")))]
+        StoreDown))]
 async fn stats(State(agg): State<Arc<Aggregator>>) -> Result<Json<Value>, ApiError> {
     overview(&agg).await.map(Json)
 }
@@ -206,7 +202,7 @@ async fn stats(State(agg): State<Arc<Aggregator>>) -> Result<Json<Value>, ApiErr
 #[utoipa::path(get, path = "/v1/stats/campaigns/{id}", tag = "stats",
     params(("id" = String, Path, description = "The campaign's id")),
     responses((status = 200, description = "The campaign", body = CampaignView), NotFound,
-        (status = 503, description = "Redis unavailable", body = Problem, content_type = "application/problem+json")))]
+        StoreDown))]
 async fn campaign_stats(
     State(agg): State<Arc<Aggregator>>,
     Path(raw): Path<String>,
@@ -236,7 +232,7 @@ async fn dashboard(State(agg): State<Arc<Aggregator>>) -> Response {
 
 /// Ready: Redis answers
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "Ready", body = Object), (status = 503, description = "Not ready", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "Ready", body = Object), NotReady))]
 async fn ready(State(agg): State<Arc<Aggregator>>) -> Response {
     match agg.store.ping().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
@@ -246,8 +242,8 @@ async fn ready(State(agg): State<Arc<Aggregator>>) -> Response {
 
 /// Prometheus metrics
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "OpenMetrics text exposition (crate::prom::CONTENT_TYPE)", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String),
-        (status = 503, description = "Redis unavailable", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "OpenMetrics text exposition", content_type = crate::prom::CONTENT_TYPE, body = String),
+        StoreDown))]
 async fn metrics(State(agg): State<Arc<Aggregator>>) -> Result<Response, ApiError> {
     let mut families = fleet_families(&Counts::from_fields(&agg.store.metrics_totals().await?));
     let mut per_campaign = Family::new(

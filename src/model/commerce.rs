@@ -55,7 +55,7 @@ pub struct SaleEvent {
     #[schema(schema_with = sale_id_schema)]
     pub sale_id: SaleId,
     #[serde(deserialize_with = "text_or_number")]
-    #[schema(schema_with = crate::schema::text_or_number)]
+    #[schema(schema_with = product_id_schema)]
     pub product_id: String,
     #[schema(schema_with = product_name_schema)]
     pub product_name: String,
@@ -104,10 +104,19 @@ fn category_schema() -> utoipa::openapi::schema::Schema {
     }))
 }
 
-fn optional_product_id_schema() -> utoipa::openapi::schema::Schema {
+/// Ids producers send as text or as a whole number (seed 003's `product_id: 1`).
+fn product_id_schema() -> utoipa::openapi::schema::Schema {
     from_json(json!({
-        "oneOf": [{"type": "string", "minLength": 1, "maxLength": MAX_PRODUCT_ID_LEN}, {"type": "integer"}, {"type": "null"}],
+        "oneOf": [{"type": "string", "minLength": 1, "maxLength": MAX_PRODUCT_ID_LEN}, {"type": "integer"}],
     }))
+}
+
+/// [`product_id_schema`] or null (a user event may name no product).
+fn optional_product_id_schema() -> utoipa::openapi::schema::Schema {
+    utoipa::openapi::schema::OneOfBuilder::new()
+        .item(product_id_schema())
+        .item(from_json(json!({"type": "null"})))
+        .into()
 }
 
 pub const SALE_COMPLETED: &str = "sale_completed";
