@@ -440,6 +440,36 @@ pub fn has_field(body: &[u8], field: &'static str) -> Result<bool, ApiError> {
         .map_err(|e| ApiError::bad_json(format!("body is not a valid JSON object: {e}")))
 }
 
+/// Deserializes a JSON body, naming the offending field (`audience.customer_ids[3]`) on a 422.
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    prefix: &str,
+) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.classify() != serde_json::error::Category::Data {
+            return ApiError::bad_json(format!("body is not valid JSON: {inner}"));
+        }
+        let text = inner.to_string();
+        // serde reports a missing field at its parent; name the field itself.
+        let missing = text
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next());
+        let mut field = match (path.as_str(), missing) {
+            (".", Some(m)) => m.to_string(),
+            (".", None) => "body".to_string(),
+            (p, Some(m)) => format!("{p}.{m}"),
+            (p, None) => p.to_string(),
+        };
+        if !prefix.is_empty() {
+            field = format!("{prefix}.{field}");
+        }
+        ApiError::invalid(field, text)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

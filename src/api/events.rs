@@ -20,8 +20,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::offers::parse_json;
 use super::{ApiError, App, Ingest};
+use crate::http::parse_json;
 use crate::http::{or_not_found, Body};
 use crate::kafka;
 use crate::model::commerce::{Invalid, MemberId, SaleEvent, UserEvent};

@@ -33,6 +33,7 @@ use crate::http::{or_not_found, Body};
 type App = State<Arc<Ingest>>;
 
 pub mod access;
+mod customers;
 pub(crate) mod docs;
 mod events;
 mod offers;
@@ -92,6 +93,7 @@ fn documented_routes(
     .routes(routes!(create_request))
     .routes(routes!(process_request))
     .routes(routes!(get_request))
+    .merge(customers::routes(http))
     .merge(offers::routes(http))
     .merge(events::routes(http))
     .merge(promos::routes(promos))

@@ -1,6 +1,6 @@
-//! The personalised-offers API: customers, campaigns and delivery receipts.
+//! The personalised-offers API: campaigns and delivery receipts (customers are in
+//! [`super::customers`]).
 //!
-//! - `PUT /v1/customers/{id}`, `GET /v1/customers/{id}`, `POST /v1/customers/batch`
 //! - `POST /v1/campaigns` → 202 (stored, its batches queued for fan-out), `GET /v1/campaigns/{id}`
 //! - `POST /v1/receipts`: what a provider calls back with, one receipt or `{"receipts": [...]}`
 
@@ -11,234 +11,37 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiError, App, Ingest};
-use crate::campaigns::rules::is_known_time_zone;
 use crate::campaigns::{receipts, LaunchError};
-use crate::http::{or_not_found, Body};
+use crate::http::{or_not_found, parse_json, Body};
 use crate::model::{
-    now_ms, Campaign, CampaignId, Channel, Customer, CustomerId, EmailTemplate, Language, Receipt,
-    Template, Translation, WhatsappCampaignTemplate, BUILT_IN_VARIABLES,
+    now_ms, Campaign, CampaignId, Channel, CustomerId, EmailTemplate, Language, Receipt, Template,
+    Translation, WhatsappCampaignTemplate, BUILT_IN_VARIABLES,
 };
-use crate::schema::{
-    from_json, BodyErrors, IdTaken, NotFound, QueueDown, MAX_ADDRESS_LEN, MAX_NAME_LEN,
-};
+use crate::schema::{from_json, BodyErrors, IdTaken, NotFound, QueueDown, MAX_NAME_LEN};
 
 /// Largest body for bulk routes: a million-customer audience is about 15 MB of JSON.
 const MAX_AUDIENCE: usize = 5_000_000;
-const MAX_CUSTOMERS_PER_BATCH: usize = 10_000;
 const MAX_RECEIPTS_PER_CALL: usize = 10_000;
 const MAX_TRANSLATIONS: usize = 32;
 
 pub fn routes(limits: &crate::http::HttpLimits) -> OpenApiRouter<Arc<Ingest>> {
     let bulk = OpenApiRouter::new()
-        .routes(routes!(put_customers))
         .routes(routes!(receipts))
         .layer(crate::http::body_limit(limits.bulk_body_limit_bytes));
     let campaigns = OpenApiRouter::new()
         .routes(routes!(create_campaign))
         .layer(crate::http::body_limit(limits.campaign_body_limit_bytes));
     OpenApiRouter::new()
-        .routes(routes!(put_customer, get_customer))
         .routes(routes!(get_campaign))
         .merge(bulk)
         .merge(campaigns)
-}
-
-/// Deserializes a body, naming the offending field (`audience.customer_ids[3]`) on a 422.
-pub(super) fn parse_json<T: DeserializeOwned>(body: &[u8], prefix: &str) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.classify() != serde_json::error::Category::Data {
-            return ApiError::bad_json(format!("body is not valid JSON: {inner}"));
-        }
-        let text = inner.to_string();
-        // serde reports a missing field at its parent; name the field itself.
-        let missing = text
-            .strip_prefix("missing field `")
-            .and_then(|r| r.split('`').next());
-        let mut field = match (path.as_str(), missing) {
-            (".", Some(m)) => m.to_string(),
-            (".", None) => "body".to_string(),
-            (p, Some(m)) => format!("{p}.{m}"),
-            (p, None) => p.to_string(),
-        };
-        if !prefix.is_empty() {
-            field = format!("{prefix}.{field}");
-        }
-        ApiError::invalid(field, text)
-    })
-}
-
-fn validate_customer(c: &Customer, prefix: &str) -> Result<(), ApiError> {
-    let at = |f: &str| {
-        if prefix.is_empty() {
-            f.to_string()
-        } else {
-            format!("{prefix}.{f}")
-        }
-    };
-    for (channel, address) in &c.contacts {
-        if address.trim().is_empty() || address.len() > MAX_ADDRESS_LEN {
-            return Err(ApiError::invalid(
-                at(&format!("contacts.{channel}")),
-                format!("contact must be 1-{MAX_ADDRESS_LEN} bytes"),
-            ));
-        }
-    }
-    if !is_known_time_zone(&c.time_zone) {
-        return Err(ApiError::invalid(
-            at("time_zone"),
-            format!(
-                "unknown time zone {:?}; use an IANA name such as Europe/Madrid",
-                c.time_zone
-            ),
-        ));
-    }
-    if let Some((part, why)) = c.location.and_then(|loc| loc.invalid_part()) {
-        return Err(ApiError::invalid(at(&format!("location.{part}")), why));
-    }
-    if c.name.as_ref().is_some_and(|n| n.len() > MAX_NAME_LEN) {
-        return Err(ApiError::invalid(
-            at("name"),
-            format!("name is longer than {MAX_NAME_LEN} bytes"),
-        ));
-    }
-    if !c.attributes_fit() {
-        return Err(ApiError::invalid(
-            at("attributes"),
-            format!(
-                "at most {} attributes, named in 1-{} bytes, of up to {} bytes each",
-                Customer::MAX_ATTRIBUTES,
-                Customer::MAX_ATTRIBUTE_NAME_LEN,
-                Customer::MAX_ATTRIBUTE_LEN
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn customer_id(raw: &str) -> Result<CustomerId, ApiError> {
-    CustomerId::parse(raw).ok_or_else(|| {
-        ApiError::invalid(
-            "id",
-            "customer id must be 1-64 letters, digits, '-', '_' or '.'",
-        )
-    })
-}
-
-/// Store a customer
-#[utoipa::path(put, path = "/v1/customers/{id}", tag = "customers", request_body = Customer,
-    params(("id" = String, Path, description = "The customer's id")),
-    responses((status = 200, description = "Stored", body = StoredCustomer), BodyErrors))]
-async fn put_customer(
-    State(app): App,
-    Path(raw_id): Path<String>,
-    Body(body): Body,
-) -> Result<Response, ApiError> {
-    let id = customer_id(&raw_id)?;
-    let customer: Customer = parse_json(&body, "")?;
-    validate_customer(&customer, "")?;
-    app.store
-        .put_customers(&[(id.clone(), customer.clone())])
-        .await?;
-    Ok(Json(StoredCustomer { id, customer }).into_response())
-}
-
-/// A customer with its id: what is stored, and an item of a batch.
-#[derive(Serialize)]
-pub(super) struct StoredCustomer {
-    id: CustomerId,
-    #[serde(flatten)]
-    customer: Customer,
-}
-
-// `Customer`'s schema with the `id` among its properties (a flattened `allOf` could not
-// say both "no other fields" and "an id too").
-crate::schema::described!(StoredCustomer, {
-    let mut schema =
-        serde_json::to_value(<Customer as utoipa::PartialSchema>::schema()).unwrap_or_default();
-    schema["properties"]["id"] = json!({"$ref": "#/components/schemas/CustomerId"});
-    match schema["required"].as_array_mut() {
-        Some(required) => required.push(json!("id")),
-        None => schema["required"] = json!(["id"]),
-    }
-    from_json(schema)
-});
-
-/// A customer
-#[utoipa::path(get, path = "/v1/customers/{id}", tag = "customers",
-    params(("id" = String, Path, description = "The customer's id")),
-    responses((status = 200, description = "The customer", body = StoredCustomer), NotFound))]
-async fn get_customer(State(app): App, Path(raw_id): Path<String>) -> Result<Response, ApiError> {
-    let id = or_not_found(CustomerId::parse(&raw_id), "customer")?;
-    let customer = or_not_found(app.store.customer(&id).await?, "customer")?;
-    Ok(Json(StoredCustomer { id, customer }).into_response())
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct CustomerBatch {
-    #[serde(deserialize_with = "crate::http::at_most::<_, _, MAX_CUSTOMERS_PER_BATCH>")]
-    #[schema(schema_with = batch_items_schema)]
-    customers: Vec<Value>,
-}
-
-fn batch_items_schema() -> utoipa::openapi::schema::Schema {
-    from_json(json!({
-        "type": "array",
-        "maxItems": MAX_CUSTOMERS_PER_BATCH,
-        "items": {"$ref": "#/components/schemas/StoredCustomer"},
-    }))
-}
-
-#[derive(Serialize, ToSchema)]
-struct CustomersStored {
-    stored: usize,
-}
-
-/// Store up to 10,000 customers
-///
-/// `{"customers": [{"id": ..., ...profile}]}`: every item is checked before any is stored.
-#[utoipa::path(post, path = "/v1/customers/batch", tag = "customers", request_body = CustomerBatch,
-    responses((status = 200, description = "Stored", body = CustomersStored), BodyErrors))]
-async fn put_customers(State(app): App, Body(body): Body) -> Result<Response, ApiError> {
-    let batch: CustomerBatch = parse_json(&body, "")?;
-    if batch.customers.len() > MAX_CUSTOMERS_PER_BATCH {
-        return Err(ApiError::invalid(
-            "customers",
-            format!("at most {MAX_CUSTOMERS_PER_BATCH} customers per call"),
-        ));
-    }
-    let mut parsed = Vec::with_capacity(batch.customers.len());
-    for (i, mut raw) in batch.customers.into_iter().enumerate() {
-        let at = format!("customers[{i}]");
-        let id = raw
-            .as_object_mut()
-            .and_then(|o| o.remove("id"))
-            .and_then(|v| v.as_str().and_then(CustomerId::parse))
-            .ok_or_else(|| {
-                ApiError::invalid(format!("{at}.id"), "a valid customer id is required")
-            })?;
-        let bytes =
-            serde_json::to_vec(&raw).map_err(|e| ApiError::invalid(at.clone(), e.to_string()))?;
-        let customer: Customer = parse_json(&bytes, &at)?;
-        validate_customer(&customer, &at)?;
-        parsed.push((id, customer));
-    }
-    app.store.put_customers(&parsed).await?;
-    Ok(Json(CustomersStored {
-        stored: parsed.len(),
-    })
-    .into_response())
 }
 
 /// A campaign of personalised offers.
@@ -681,6 +484,7 @@ fn verify_signature(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::de::DeserializeOwned;
 
     fn field_of<T: DeserializeOwned>(body: &str) -> Option<String> {
         parse_json::<T>(body.as_bytes(), "")
@@ -714,33 +518,6 @@ mod tests {
             )
             .as_deref(),
             Some("template")
-        );
-    }
-
-    #[test]
-    fn customer_errors_name_the_field() {
-        let bad_zone: Customer = serde_json::from_str(r#"{"time_zone":"Mars/Base"}"#).unwrap();
-        assert_eq!(
-            validate_customer(&bad_zone, "")
-                .unwrap_err()
-                .field
-                .as_deref(),
-            Some("time_zone")
-        );
-        let bad_lat: Customer = serde_json::from_str(r#"{"location":{"lat":91,"lon":0}}"#).unwrap();
-        assert_eq!(
-            validate_customer(&bad_lat, "customers[2]")
-                .unwrap_err()
-                .field
-                .as_deref(),
-            Some("customers[2].location.lat")
-        );
-        assert!(field_of::<Customer>(r#"{"contacts":{"fax":"1"}}"#)
-            .is_some_and(|f| f.starts_with("contacts")));
-        let empty: Customer = serde_json::from_str(r#"{"contacts":{"sms":" "}}"#).unwrap();
-        assert_eq!(
-            validate_customer(&empty, "").unwrap_err().field.as_deref(),
-            Some("contacts.sms")
         );
     }
 }

@@ -28,9 +28,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::offers::parse_json;
 use super::{ApiError, App, Ingest};
 use crate::auth::{CallerLimit, Claims, Jwt, Role};
+use crate::http::parse_json;
 use crate::http::{or_not_found, Body, Refusal};
 use crate::model::commerce::{SaleEvent, SALE_COMPLETED};
 use crate::model::{now_ms, Channel, CustomerId, PromoId, SaleId};

@@ -21,8 +21,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::offers::parse_json;
 use super::{ApiError, App, Ingest};
+use crate::http::parse_json;
 use crate::http::Body;
 use crate::kafka;
 use crate::model::{Channel, LifecycleEvent, LifecycleKind};
