@@ -67,13 +67,11 @@ pub fn entry<T: ToSchema>() -> Vec<Component> {
 
 /// A document holding the schemas that bodies refer to by name from a `schema_with`
 /// function (where no derive can register them); the test below finds any left out.
-pub fn referenced(list: impl FnOnce(&mut dyn FnMut(fn() -> Vec<Component>))) -> OpenApi {
+pub fn referenced(entries: &[fn() -> Vec<Component>]) -> OpenApi {
     let mut components = utoipa::openapi::Components::new();
-    list(&mut |entries| {
-        for (name, schema) in entries() {
-            components.schemas.insert(name, schema);
-        }
-    });
+    components
+        .schemas
+        .extend(entries.iter().flat_map(|entry| entry()));
     let mut api = OpenApi::default();
     api.components = Some(components);
     api

@@ -83,13 +83,13 @@ fn documented_routes(
     http: &crate::http::HttpLimits,
     promos: &PromoSettings,
 ) -> OpenApiRouter<Arc<Ingest>> {
-    OpenApiRouter::with_openapi(docs::referenced(|add| {
-        add(docs::entry::<crate::model::Translation>);
-        add(docs::entry::<crate::model::Receipt>);
-        add(offers::many_receipts_schema);
-        add(docs::entry::<crate::model::commerce::UserEvent>);
-        add(events::user_event_batch_schema);
-    }))
+    OpenApiRouter::with_openapi(docs::referenced(&[
+        docs::entry::<crate::model::Translation>,
+        docs::entry::<crate::model::Receipt>,
+        offers::many_receipts_schema,
+        docs::entry::<crate::model::commerce::UserEvent>,
+        events::user_event_batch_schema,
+    ]))
     .routes(routes!(create_request))
     .routes(routes!(process_request))
     .routes(routes!(get_request))
