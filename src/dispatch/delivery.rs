@@ -42,7 +42,7 @@ impl Dispatcher {
         // Each renewal also marks the slot `sending`: from here a crash leaves it uncertain.
         // A claim that did so already needs none before the first call while its lease is
         // young (nobody else can have claimed the slot).
-        let skip_first_renewal = std::sync::atomic::AtomicBool::new(send_now);
+        let mut first_call_claimed = send_now;
         let out = Outgoing {
             key: &key,
             message: &d.message,
@@ -52,15 +52,16 @@ impl Dispatcher {
         };
         let sent = self
             .providers
-            .send(&out, cancel, || async {
-                if skip_first_renewal.swap(false, Ordering::Relaxed)
-                    && claimed_at.elapsed() < lease / 4
-                {
-                    return true;
+            .send(&out, cancel, || {
+                let still_fresh =
+                    std::mem::take(&mut first_call_claimed) && claimed_at.elapsed() < lease / 4;
+                let (d, owner) = (&d, &owner);
+                async move {
+                    still_fresh
+                        || retry_store(cancel, || self.store.renew_once(d, owner, lease))
+                            .await
+                            .unwrap_or(false)
                 }
-                retry_store(cancel, || self.store.renew_once(&d, &owner, lease))
-                    .await
-                    .unwrap_or(false)
             })
             .await;
         let provider = self.providers.provider(sent.provider);
