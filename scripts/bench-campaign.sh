@@ -4,7 +4,10 @@
 # simulated provider → receipts → POST /v1/receipts), on the local stack with a broker of
 # its own. Then, on the same broker, the raw produce-then-consume throughput for comparison.
 # Prints figures; never fails for speed.
-#   scripts/bench-campaign.sh [N]      (default 100000)
+#   scripts/bench-campaign.sh [--redis-cluster] [N]      (default 100000)
+# With --redis-cluster the fleet's Redis is a local 3-master Redis Cluster (scripts/cluster.sh)
+# and the campaign is split into HERALD_CAMPAIGN_SHARDS shards (16 unless set); Redis' CPU is
+# the three nodes' together.
 # With HERALD_BENCH_RETENTION_SECS=S the fleet keeps a finished campaign's working sets S
 # seconds and its report 4S, and the bench prints Redis' memory and the campaign's keys before
 # it, when it completes, after S and after 4S (what retention gives back).
@@ -16,7 +19,15 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$HERALD_ROOT"
-N=${1:-100000}
+CLUSTER=""
+N=100000
+for arg in "$@"; do
+    case "$arg" in
+        --redis-cluster) CLUSTER=1 ;;
+        *[!0-9]* | "") die "usage: scripts/bench-campaign.sh [--redis-cluster] [N]" ;;
+        *) N=$arg ;;
+    esac
+done
 PARTITIONS=${HERALD_BENCH_PARTITIONS:-16}
 API=${HERALD_BENCH_API_ADDR:-127.0.0.1:5056}
 PROVIDER=${HERALD_BENCH_PROVIDER_ADDR:-127.0.0.1:3056}
@@ -40,6 +51,7 @@ mkdir -p "$OUT"
 rm -f "$OUT/retention.txt"
 
 stack_was_up=""
+cluster_started=""
 pid_alive "$HERALD_STATE/redis.pid" && pid_alive "$HERALD_STATE/broker.pid" && stack_was_up=1
 pids=()
 names=()
@@ -56,6 +68,7 @@ cleanup() {
     done
     for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    [ -n "$cluster_started" ] && bash scripts/cluster.sh down
     [ -z "$stack_was_up" ] && bash scripts/stack.sh down
     log "logs in $OUT/"
 }
@@ -70,6 +83,26 @@ for port in "${API##*:}" "${PROVIDER##*:}" "${email_ports[@]}" 5062 "${fanout_po
 bash scripts/stack.sh up
 # shellcheck disable=SC1091
 source "$HERALD_STATE/stack.env"
+redis_pidfiles=("$HERALD_STATE/redis.pid")
+if [ -n "$CLUSTER" ]; then
+    [ -n "$RETENTION" ] && die "HERALD_BENCH_RETENTION_SECS reads one Redis: not with --redis-cluster"
+    bash scripts/cluster.sh status | grep -q up || cluster_started=1
+    bash scripts/cluster.sh up
+    # shellcheck disable=SC1091
+    source "$HERALD_STATE/cluster.env"
+    export HERALD_CAMPAIGN_SHARDS=${HERALD_CAMPAIGN_SHARDS:-16}
+    redis_pidfiles=("$HERALD_STATE"/cluster/*/redis.pid)
+    log "Redis Cluster: $HERALD_REDIS_URL, $HERALD_CAMPAIGN_SHARDS shards per campaign"
+fi
+# CPU ticks (utime + stime) of the Redis server(s).
+redis_ticks() {
+    local total=0 f t
+    for f in "${redis_pidfiles[@]}"; do
+        t=$(awk '{print $14 + $15}' "/proc/$(cat "$f")/stat" 2>/dev/null || echo 0)
+        total=$((total + t))
+    done
+    echo "$total"
+}
 
 start() { # name, then the command
     local name=$1; shift
@@ -118,7 +151,7 @@ start retry "$BIN/herald-retry" --health-addr 127.0.0.1:5064
 wait_port "${API##*:}" herald-ingest
 wait_port "${PROVIDER##*:}" herald-provider
 
-redis_start=$(awk '{print $14 + $15}' "/proc/$(cat "$HERALD_STATE/redis.pid")/stat" 2>/dev/null || echo 0)
+redis_start=$(redis_ticks)
 log "storing $N synthetic customers (not timed)"
 "$BIN/herald" --api "http://$API" customers seed --count "$N" --prefix b --channels email,push
 
@@ -162,7 +195,6 @@ done
 log "raw broker throughput on the same broker ($N messages of 250 bytes, $PARTITIONS partitions)"
 "$BIN/herald" broker-bench --topic "$NS.sales" --count "$N" --size 250 >"$OUT/broker.txt"
 
-redis_ticks() { awk '{print $14 + $15}' "/proc/$(cat "$HERALD_STATE/redis.pid")/stat" 2>/dev/null || echo 0; }
 python3 - "$N" "$start_ns" "$end_ns" "$OUT" "$rss_lines" "$(redis_ticks) $redis_start" "$dispatch_ports" <<'PY'
 import json, sys
 n, start_ns, end_ns, out, rss = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]

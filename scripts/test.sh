@@ -41,7 +41,11 @@ fi
 
 # Stop at the end only what this run started (a developer's running stack stays up).
 started_stack=""
-cleanup() { [ -n "$started_stack" ] && bash "$HERALD_ROOT/scripts/stack.sh" down || true; }
+started_cluster=""
+cleanup() {
+    [ -n "$started_cluster" ] && bash "$HERALD_ROOT/scripts/cluster.sh" down || true
+    [ -n "$started_stack" ] && bash "$HERALD_ROOT/scripts/stack.sh" down || true
+}
 trap cleanup EXIT
 
 phase "cargo fmt --check"
@@ -72,4 +76,16 @@ skip=()
 [ -n "$quick" ] && skip=(--skip campaign_crash --skip observability --skip redis_restart --skip chaos)
 phase "cargo test${quick:+ (quick)}"
 RUST_LOG="${RUST_LOG:-warn}" cargo test --all-targets -- --test-threads "${HERALD_TEST_THREADS:-4}" "${skip[@]}"
+
+# The same campaign, promo and events tests on a local 3-master Redis Cluster: every script
+# and pipeline must be routed by its hash tag, with no cross-slot call left.
+phase "cargo test on a Redis Cluster (campaigns, promos, events)"
+bash "$HERALD_ROOT/scripts/cluster.sh" status | grep -q up || started_cluster=1
+bash "$HERALD_ROOT/scripts/cluster.sh" up
+(
+    # shellcheck disable=SC1091
+    source "$HERALD_STATE/cluster.env"
+    RUST_LOG="${RUST_LOG:-warn}" cargo test --test it -- --test-threads "${HERALD_TEST_THREADS:-4}" \
+        offers:: promos:: events:: slots:: once_slot:: dispatch_once::
+)
 phase "done"

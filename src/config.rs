@@ -11,6 +11,13 @@ pub use crate::secret::Secret;
 
 /// A URL fit for logs and errors: its password (and user) replaced by `***`.
 pub fn redacted_url(url: &str) -> String {
+    if url.contains(',') {
+        return url
+            .split(',')
+            .map(redacted_url)
+            .collect::<Vec<_>>()
+            .join(",");
+    }
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -45,13 +52,23 @@ pub struct CommonArgs {
     #[arg(long, env = "HERALD_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
 
-    /// Redis URL.
+    /// Redis URL. A comma-separated list of URLs names the nodes of a Redis Cluster.
     #[arg(
         long,
         env = "HERALD_REDIS_URL",
         default_value = "redis://127.0.0.1:6399"
     )]
     pub redis_url: String,
+
+    /// Treat the Redis URL as a seed node of a Redis Cluster (implied by a list of URLs).
+    #[arg(long, env = "HERALD_REDIS_CLUSTER", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
+    pub redis_cluster: bool,
+
+    /// Shards of each new campaign's per-customer state in Redis (`{CAMPAIGN:s}` hash tags),
+    /// so one campaign spreads over a cluster's nodes: 1 on a single Redis and 16 on a
+    /// cluster unless set. Fixed per campaign when it is created.
+    #[arg(long, env = "HERALD_CAMPAIGN_SHARDS", value_parser = clap::value_parser!(u16).range(1..=crate::store::MAX_SHARDS as i64))]
+    pub campaign_shards: Option<u16>,
 
     /// Prefix of every Redis key and Kafka topic name. Lets several fleets (or tests)
     /// share one Redis and one broker.
@@ -77,6 +94,11 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
+    /// The Redis these flags name: one server or a cluster.
+    pub fn redis_target(&self) -> crate::store::RedisTarget {
+        crate::store::RedisTarget::parse(&self.redis_url, self.redis_cluster)
+    }
+
     /// The retention these flags ask for.
     pub fn retention(&self) -> crate::store::Retention {
         crate::store::Retention {
@@ -262,6 +284,14 @@ mod tests {
         assert_eq!(
             redacted_url("rediss://user:p%40ss@host/1"),
             "rediss://***@host/1"
+        );
+        assert_eq!(
+            redacted_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            redacted_url("redis://:a@h1:7001,redis://:b@h2:7002"),
+            "redis://***@h1:7001,redis://***@h2:7002"
         );
         assert_eq!(
             redacted_url("redis://127.0.0.1:6379"),

@@ -37,7 +37,7 @@ impl Connections {
         delivery_timeout: std::time::Duration,
     ) -> anyhow::Result<Self> {
         kafka::security::install(&common.kafka_security)?;
-        let store = Store::connect(&common.redis_url, &common.namespace)
+        let store = Store::open(&common.redis_target(), &common.namespace)
             .await
             .with_context(|| {
                 format!(
@@ -46,6 +46,10 @@ impl Connections {
                 )
             })?
             .with_retention(common.retention());
+        let store = match common.campaign_shards {
+            Some(n) => store.with_campaign_shards(n),
+            None => store,
+        };
         let producer = kafka::producer_with_timeout(&common.kafka_brokers, delivery_timeout)
             .context("creating the Kafka producer")?;
         Ok(Connections {

@@ -61,6 +61,11 @@ pub async fn activate_due(
                 .await?;
             continue;
         };
+        if record.activation.contains_key("activation") {
+            // Recorded by a scheduler that stopped before taking it off the schedule.
+            store.unschedule_promo(&id).await?;
+            continue;
+        }
         let promo: FlashPromo = match serde_json::from_str(&record.json) {
             Ok(p) => p,
             Err(e) => {

@@ -29,7 +29,8 @@ pub enum CampaignCreation {
 /// take over (a crash left it half-stored): well above the minute 5,000,000 ids take.
 const CREATION_LEASE: Duration = Duration::from_secs(300);
 
-// KEYS[1] campaign. ARGV: definition, fingerprint, owner, lease ms.
+// KEYS[1] campaign. ARGV: definition, fingerprint, owner, lease ms, shards (kept from a
+// half-stored campaign: its shards may hold state already).
 // Decides, atomically, whether this call stores the campaign: a new id, or one a crashed
 // creator left half-stored (its lease over). Another fingerprint is a conflict.
 static BEGIN_CREATE: Lua = Lua::new(lua_with_now!(
@@ -39,13 +40,15 @@ if f[1] and f[2] and f[2] ~= ARGV[2] then return 'conflict' end
 if f[3] then return 'exists' end
 if f[1] and f[4] and f[4] ~= ARGV[3] and tonumber(f[5] or '0') > now then return 'busy' end
 if not f[1] then redis.call('HSET', KEYS[1], 'def', ARGV[1]) end
+redis.call('HSETNX', KEYS[1], 'shards', ARGV[5])
 redis.call('HSET', KEYS[1], 'fp', ARGV[2], 'cr', ARGV[3], 'cru', now + tonumber(ARGV[4]))
 return 'create'
 "#
 ));
 
-// KEYS[1] campaign, KEYS[2] audience, KEYS[3] active set.
-// ARGV: owner, recipients, batches, ttl s, campaign id. Only the creator holding the lease.
+// KEYS[1] campaign, KEYS[2] audience. ARGV: owner, recipients, batches, ttl s. Only the
+// creator holding the lease. The active set is written before, by itself: it has no hash tag
+// of the campaign, and a script's keys must share one slot on a cluster.
 static FINISH_CREATE: Lua = Lua::new(
     r#"
 if redis.call('HGET', KEYS[1], 'cr') ~= ARGV[1] then return 0 end
@@ -53,7 +56,6 @@ redis.call('HSET', KEYS[1], 'recipients', ARGV[2], 'batches', ARGV[3], 'ready', 
 redis.call('HDEL', KEYS[1], 'cr', 'cru')
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
-redis.call('SADD', KEYS[3], ARGV[5])
 return 1
 "#,
 );
@@ -115,6 +117,9 @@ impl Default for Retention {
     }
 }
 
+/// Fields of a campaign's record and shard hashes that are numbers but not counts.
+const NOT_COUNTS: &[&str] = &["ready", "shards", "cru"];
+
 impl Store {
     pub(super) fn campaign_key(&self, id: &CampaignId) -> String {
         format!("{}:campaign:{{{id}}}", self.ns)
@@ -151,7 +156,8 @@ impl Store {
                     .arg(&def)
                     .arg(fingerprint(campaign, audience))
                     .arg(&owner)
-                    .arg(CREATION_LEASE.as_millis() as u64),
+                    .arg(CREATION_LEASE.as_millis() as u64)
+                    .arg(self.campaign_shards),
             )
             .await?;
         match decision.as_str() {
@@ -177,17 +183,22 @@ impl Store {
             self.query_pipe::<()>(redis::pipe().rpush(&audience_key, ids).ignore())
                 .await?;
         }
+        self.prepare_shard_counts(&campaign.id).await?;
+        // Listed first: a campaign listed before it is ready is left alone by the retry scan
+        // (`retire_if_finished`), while one made ready but never listed would never fall back.
+        let (mut c, generation) = self.connection();
+        let _: i64 = self
+            .bounded(generation, c.sadd(self.active_key(), campaign.id.as_str()))
+            .await?;
         let finished = self
             .eval_flag(
                 FINISH_CREATE
                     .key(&key)
                     .key(&audience_key)
-                    .key(self.active_key())
                     .arg(&owner)
                     .arg(audience.len())
                     .arg(audience.len().div_ceil(BATCH_SIZE))
-                    .arg(self.retention.report.as_secs())
-                    .arg(campaign.id.as_str()),
+                    .arg(self.retention.report.as_secs()),
             )
             .await?;
         if !finished {
@@ -195,6 +206,21 @@ impl Store {
             return Ok(CampaignCreation::InProgress);
         }
         Ok(CampaignCreation::Created)
+    }
+
+    /// Creates a sharded campaign's count hashes with the report's lifetime, before any
+    /// script counts into them (a count would create one that never expires).
+    async fn prepare_shard_counts(&self, id: &CampaignId) -> Result<(), StoreError> {
+        let shards = self.shards_of(id).await?;
+        let ttl = self.retention.report.as_secs() as i64;
+        let mut pipe = redis::pipe();
+        for key in self.shard_count_keys(id, shards) {
+            pipe.hset(&key, "of", id.as_str())
+                .ignore()
+                .expire(&key, ttl)
+                .ignore();
+        }
+        self.query_pipe::<()>(&pipe).await
     }
 
     pub async fn campaign(&self, id: &CampaignId) -> Result<Option<Campaign>, StoreError> {
@@ -217,15 +243,23 @@ impl Store {
         &self,
         id: &CampaignId,
     ) -> Result<BTreeMap<String, u64>, StoreError> {
-        let (mut c, generation) = self.connection();
-        let all: BTreeMap<String, String> = self
-            .bounded(generation, c.hgetall(self.campaign_key(id)))
-            .await?;
-        Ok(all
-            .into_iter()
-            .filter_map(|(k, v)| v.parse::<u64>().ok().map(|n| (k, n)))
-            .filter(|(k, _)| k != "ready")
-            .collect())
+        let shards = self.shards_of(id).await?;
+        let mut pipe = redis::pipe();
+        pipe.hgetall(self.campaign_key(id));
+        for key in self.shard_count_keys(id, shards) {
+            pipe.hgetall(key);
+        }
+        let hashes: Vec<BTreeMap<String, String>> = self.query_pipe(&pipe).await?;
+        let mut counts = BTreeMap::new();
+        for (k, v) in hashes.into_iter().flatten() {
+            if NOT_COUNTS.contains(&k.as_str()) {
+                continue;
+            }
+            if let Ok(n) = v.parse::<u64>() {
+                *counts.entry(k).or_insert(0) += n;
+            }
+        }
+        Ok(counts)
     }
 
     /// The customers of one fan-out batch.
@@ -291,14 +325,19 @@ impl Store {
             .iter()
             .map(|k| counts.get(*k).copied().unwrap_or(0))
             .sum::<u64>();
-        let (mut c, generation) = self.connection();
-        let pending: u64 = self
-            .bounded(generation, c.zcard(self.pending_key(id)))
-            .await?;
+        let shards = self.shards(id).await?;
+        let mut sizes = redis::pipe();
+        sizes.exists(self.campaign_key(id));
+        for shard in &shards {
+            sizes.zcard(self.pending_key_in(shard));
+        }
+        let sizes: Vec<u64> = self.query_pipe(&sizes).await?;
+        let (exists, pending) = (sizes[0] == 1, sizes[1..].iter().sum::<u64>());
         let recipients = counts.get("recipients").copied();
         let finished = recipients.is_some_and(|r| outcomes >= r) && pending == 0;
-        // A campaign whose record expired is retired too.
-        if finished || recipients.is_none() {
+        // A campaign whose record expired is retired too; one still being created
+        // (a record without its recipients yet) is not.
+        if finished || !exists {
             // Finished: the working sets go after the working retention, the report stays.
             let working = self.retention.working.as_secs() as i64;
             let mut pipe = redis::pipe();
@@ -307,9 +346,10 @@ impl Store {
                 .expire(self.audience_key(id), working)
                 .ignore()
                 .expire(self.batches_key(id), working)
-                .ignore()
-                .expire(self.pending_key(id), working)
                 .ignore();
+            for shard in &shards {
+                pipe.expire(self.pending_key_in(shard), working).ignore();
+            }
             self.query_pipe::<()>(&pipe).await?;
             return Ok(true);
         }

@@ -72,8 +72,11 @@ return -2
 );
 
 impl Store {
+    /// Every metrics key shares the hash tag `{metrics}`: one script applies a run to the
+    /// totals and to each campaign's counters, so on a cluster they live in one slot. The
+    /// metrics writer is one consumer group's few calls a second; one node carries it.
     fn metrics_key(&self, what: &str) -> String {
-        format!("{}:metrics:{what}", self.ns)
+        format!("{}:{{metrics}}:{what}", self.ns)
     }
 
     fn metrics_campaign_prefix(&self) -> String {

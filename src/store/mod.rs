@@ -5,8 +5,10 @@
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::Script;
+
+pub use link::RedisTarget;
+use link::{Client, Link};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -20,22 +22,29 @@ pub enum StoreError {
     Corrupt { key: String, what: String },
 }
 
+/// Shards of a new campaign on a Redis Cluster, unless configured: several per master of a
+/// cluster of a few masters, so one campaign's slots land on all of them.
+pub const DEFAULT_CLUSTER_SHARDS: u16 = 16;
+
 /// Longest one Redis operation may take before it is abandoned as failed.
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Clone)]
 pub struct Store {
-    client: redis::Client,
+    client: Client,
+    cluster: bool,
     conn: Arc<RwLock<Connection>>,
     reconnecting: Arc<tokio::sync::Mutex<()>>,
     ns: String,
+    campaign_shards: u16,
+    shard_counts: shards::ShardCounts,
     request_ttl: Duration,
     retention: Retention,
 }
 
 /// The current connection and a generation number, bumped each time it is replaced.
 struct Connection {
-    manager: ConnectionManager,
+    link: Link,
     generation: u64,
 }
 
@@ -76,10 +85,12 @@ mod campaigns;
 mod channel_health;
 mod customers;
 mod events;
+mod link;
 mod metrics;
 mod pending;
 mod promos;
 mod requests;
+mod shards;
 mod slots;
 mod suppression;
 pub use campaigns::{CampaignCreation, Retention, BATCH_SIZE};
@@ -88,37 +99,33 @@ pub use metrics::{Applied, Increments, MetricsRun};
 pub use pending::{Overdue, ReceiptOutcome, ReceiptUpdate, RepublishWait};
 pub use promos::{PromoRecord, PromoTask, Purchase, Reservation};
 pub use requests::{Claim, Publication};
+pub use shards::{shard_of, MAX_SHARDS};
 pub use slots::{OnceClaim, SentOutcome};
 
-async fn new_manager(client: &redis::Client) -> Result<ConnectionManager, StoreError> {
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Duration::from_secs(2))
-        .set_response_timeout(Duration::from_secs(5))
-        .set_number_of_retries(3);
-    // The manager retries its first connection on its own; bound it so a wrong URL fails
-    // start-up with a clear error instead of hanging.
-    let limit = Duration::from_secs(10);
-    tokio::time::timeout(
-        limit,
-        ConnectionManager::new_with_config(client.clone(), config),
-    )
-    .await
-    .map_err(|_| StoreError::ConnectTimeout(limit))?
-    .map_err(StoreError::from)
-}
-
 impl Store {
+    /// Connects to the Redis the URL names: a comma-separated list names a cluster's nodes.
     pub async fn connect(redis_url: &str, namespace: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(redis_url)?;
-        let manager = new_manager(&client).await?;
+        Store::open(&RedisTarget::parse(redis_url, false), namespace).await
+    }
+
+    pub async fn open(target: &RedisTarget, namespace: &str) -> Result<Self, StoreError> {
+        let client = Client::open(target)?;
+        let link = client.link().await?;
         Ok(Store {
             client,
+            cluster: target.is_cluster(),
             conn: Arc::new(RwLock::new(Connection {
-                manager,
+                link,
                 generation: 0,
             })),
             reconnecting: Arc::new(tokio::sync::Mutex::new(())),
             ns: namespace.to_string(),
+            campaign_shards: if target.is_cluster() {
+                DEFAULT_CLUSTER_SHARDS
+            } else {
+                1
+            },
+            shard_counts: shards::ShardCounts::default(),
             request_ttl: Duration::from_secs(7 * 24 * 3600),
             retention: Retention::default(),
         })
@@ -140,10 +147,15 @@ impl Store {
         &self.ns
     }
 
+    /// Whether this store speaks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+
     /// The connection to use now, and its generation.
-    fn connection(&self) -> (ConnectionManager, u64) {
+    fn connection(&self) -> (Link, u64) {
         let c = self.conn.read().unwrap_or_else(|e| e.into_inner());
-        (c.manager.clone(), c.generation)
+        (c.link.clone(), c.generation)
     }
 
     /// Bounds one Redis operation. Across a Redis restart, redis 0.32's connection manager
@@ -235,10 +247,10 @@ impl Store {
         if self.connection().1 != failed_generation {
             return; // someone else already replaced it
         }
-        match new_manager(&self.client).await {
-            Ok(manager) => {
+        match self.client.link().await {
+            Ok(link) => {
                 let mut c = self.conn.write().unwrap_or_else(|e| e.into_inner());
-                c.manager = manager;
+                c.link = link;
                 c.generation += 1;
                 tracing::warn!(generation = c.generation, "redis connection replaced");
             }

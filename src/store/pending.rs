@@ -1,5 +1,5 @@
-//! Each campaign's pending set (`{ns}:pending:{CAMPAIGN}`, member = customer, score =
-//! deadline): what waits for a receipt, for a fallback or for quiet hours to end. Receipts
+//! Each campaign's pending sets (`{ns}:pending:{CAMPAIGN}`, one per shard, member =
+//! customer, score = deadline): what waits for a receipt, for a fallback or for quiet hours to end. Receipts
 //! take entries out; `herald-retry` claims the overdue ones and advances or fails their
 //! slots, each change one script that checks the claim token it was given.
 
@@ -178,6 +178,7 @@ impl Store {
             };
             pipe.invoke_script(
                 self.on_slot(&RECEIPT, &r.campaign, &r.customer)
+                    .await?
                     .arg(r.channel.as_str())
                     .arg(status)
                     .arg(r.customer.as_str())
@@ -214,18 +215,26 @@ impl Store {
         lease: Duration,
         republish: RepublishWait,
     ) -> Result<Vec<Overdue>, StoreError> {
-        let flat: Vec<String> = self
-            .eval(
-                CLAIM_OVERDUE
-                    .key(self.pending_key(campaign))
-                    .arg(limit)
-                    .arg(lease.as_millis() as u64)
-                    .arg(token)
-                    .arg(self.slot_prefix(campaign))
-                    .arg(republish.first.as_millis() as u64)
-                    .arg(republish.longest.as_millis() as u64),
-            )
-            .await?;
+        let mut flat: Vec<String> = Vec::new();
+        for shard in self.shards(campaign).await? {
+            let left = limit.saturating_sub(flat.len() / 6);
+            if left == 0 {
+                break;
+            }
+            let claimed: Vec<String> = self
+                .eval(
+                    CLAIM_OVERDUE
+                        .key(self.pending_key_in(&shard))
+                        .arg(left)
+                        .arg(lease.as_millis() as u64)
+                        .arg(token)
+                        .arg(self.slot_prefix_in(&shard))
+                        .arg(republish.first.as_millis() as u64)
+                        .arg(republish.longest.as_millis() as u64),
+                )
+                .await?;
+            flat.extend(claimed);
+        }
         Ok(flat
             .chunks_exact(6)
             .filter_map(|f| {
@@ -255,6 +264,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.eval_flag(
             self.on_slot(&ADVANCE, campaign, &o.customer)
+                .await?
                 .arg(token)
                 .arg(o.attempt)
                 .arg(next.as_str())
@@ -276,6 +286,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.eval_flag(
             self.on_slot(&FAIL, campaign, &o.customer)
+                .await?
                 .arg(token)
                 .arg(o.attempt)
                 .arg(o.customer.as_str())

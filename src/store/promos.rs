@@ -48,8 +48,10 @@ return {'reserved', until_ms, stock - 1, now}
 "#
 ));
 
-// KEYS: promo hash, holds, buyers, outbox, the set of promos with an outbox. ARGV: user, the
-// sale event ('' for none), promo id. A hold is live by Redis' clock, as RESERVE stamped it.
+// KEYS: promo hash, holds, buyers, outbox. ARGV: user, the sale event ('' for none). A hold
+// is live by Redis' clock, as RESERVE stamped it. The promo is listed among those with an
+// outbox after this script, by itself (that set has no hash tag of the promo); the outbox
+// drainer also reads every promo of the last hour, so a listing lost to a crash loses nothing.
 static PURCHASE: Lua = Lua::new(lua_with_now!(
     r#"
 if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return 'already' end
@@ -67,35 +69,33 @@ if expires > 0 then redis.call('PEXPIREAT', KEYS[3], expires) end
 if ARGV[2] ~= '' then
   redis.call('RPUSH', KEYS[4], ARGV[2])
   if expires > 0 then redis.call('PEXPIREAT', KEYS[4], expires) end
-  redis.call('SADD', KEYS[5], ARGV[3])
 end
 return 'purchased'
 "#
 ));
 
-// KEYS: promo hash, pending promos, activation lease. ARGV: owner, promo id, then field, value
-// pairs. Records the activation only while `owner` still holds the lease: a scheduler whose
-// lease ran out must not end (or delete) the lease of the one that took over.
+// KEYS: promo hash, activation lease. ARGV: owner, then field, value pairs. Records the
+// activation only while `owner` still holds the lease: a scheduler whose lease ran out must
+// not end (or delete) the lease of the one that took over. The promo leaves the schedule
+// after this script, by itself; one recorded but still scheduled is only taken off again.
 static FINISH_ACTIVATION: Lua = Lua::new(
     r#"
-if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
-for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('ZREM', KEYS[2], ARGV[2])
-redis.call('DEL', KEYS[3])
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('DEL', KEYS[2])
 return 1
 "#,
 );
 
-// KEYS: outbox, outbox lease, the set of promos with an outbox. ARGV: owner, entries
-// published, promo id. Trims only while `owner` holds the lease (another drainer publishes
-// the same entries again otherwise, which herald-events applies once).
+// KEYS: outbox, outbox lease. ARGV: owner, entries published. Trims only while `owner`
+// holds the lease (another drainer publishes the same entries again otherwise, which
+// herald-events applies once). Answers 0 when the lease was lost, else 1 + what is left.
 static TRIM_OUTBOX: Lua = Lua::new(
     r#"
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('LTRIM', KEYS[1], tonumber(ARGV[2]), -1)
-if redis.call('LLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[3]) end
 redis.call('DEL', KEYS[2])
-return 1
+return 1 + redis.call('LLEN', KEYS[1])
 "#,
 );
 
@@ -281,14 +281,24 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let key = self.promo_key(id);
         let mut call = FINISH_ACTIVATION.key(&key);
-        call.key(self.pending_promos_key())
-            .key(format!("{key}:activating"))
-            .arg(owner)
-            .arg(id.as_str());
+        call.key(format!("{key}:activating")).arg(owner);
         for (field, value) in fields {
             call.arg(*field).arg(value.as_str());
         }
-        self.eval_flag(&call).await
+        if !self.eval_flag(&call).await? {
+            return Ok(false);
+        }
+        self.unschedule_promo(id).await?;
+        Ok(true)
+    }
+
+    /// Takes a promo whose activation is recorded off the schedule.
+    pub async fn unschedule_promo(&self, id: &PromoId) -> Result<(), StoreError> {
+        let (mut c, generation) = self.connection();
+        let _: i64 = self
+            .bounded(generation, c.zrem(self.pending_promos_key(), id.as_str()))
+            .await?;
+        Ok(())
     }
 
     /// Promos whose outbox holds sale events not yet published, however long ago they ended.
@@ -408,12 +418,16 @@ impl Store {
                     .key(holds)
                     .key(buyers)
                     .key(outbox)
-                    .key(self.outboxes_key())
                     .arg(user.as_str())
-                    .arg(sale_event.unwrap_or(""))
-                    .arg(id.as_str()),
+                    .arg(sale_event.unwrap_or("")),
             )
             .await?;
+        if outcome == "purchased" && sale_event.is_some() {
+            let (mut c, generation) = self.connection();
+            let _: i64 = self
+                .bounded(generation, c.sadd(self.outboxes_key(), id.as_str()))
+                .await?;
+        }
         Ok(match outcome.as_str() {
             "purchased" => Purchase::Purchased,
             "already" => Purchase::AlreadyPurchased,
@@ -438,15 +452,23 @@ impl Store {
         n: usize,
     ) -> Result<bool, StoreError> {
         let key = self.promo_key(id);
-        self.eval_flag(
-            TRIM_OUTBOX
-                .key(format!("{key}:outbox"))
-                .key(format!("{key}:outbox-lock"))
-                .key(self.outboxes_key())
-                .arg(owner)
-                .arg(n)
-                .arg(id.as_str()),
-        )
-        .await
+        let answer: i64 = self
+            .eval(
+                TRIM_OUTBOX
+                    .key(format!("{key}:outbox"))
+                    .key(format!("{key}:outbox-lock"))
+                    .arg(owner)
+                    .arg(n),
+            )
+            .await?;
+        if answer == 1 {
+            // Empty: off the list. A sale queued right after is still found, through the
+            // promos of the last hour the drainer reads as well.
+            let (mut c, generation) = self.connection();
+            let _: i64 = self
+                .bounded(generation, c.srem(self.outboxes_key(), id.as_str()))
+                .await?;
+        }
+        Ok(answer > 0)
     }
 }

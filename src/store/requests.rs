@@ -77,39 +77,36 @@ return 1
 "#,
 );
 
-// KEYS: request, the requests being published. ARGV: id, ms before the reconciler may
-// publish it again. The request is listed until Kafka acknowledges it (`confirm_published`),
-// so one whose publisher died between this mark and the publish is published by herald-retry.
+// KEYS: request. ARGV: none. Marks the request published once; the request was listed as
+// being published just before (`LIST_PUBLISHING`), so one whose publisher dies between this
+// mark and Kafka's acknowledgement is published by herald-retry.
 static MARK_PUBLISHED: Lua = Lua::new(lua_with_now!(
     r#"
 local rec = redis.call('HMGET', KEYS[1], 'to', 'message', 'type')
 if not rec[3] then return {'missing'} end
 if redis.call('HSETNX', KEYS[1], 'published_ms', now) == 0 then return {'already'} end
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 return {'publish', rec[1], rec[2], rec[3]}
 "#
 ));
 
-// KEYS: the requests being published. ARGV: limit, lease ms, request key prefix.
-// Due entries whose request is still queued are leased to this caller (their score moves to
-// now + lease) and returned with their message; the rest left the queue, so they go.
-static CLAIM_UNPUBLISHED: Lua = Lua::new(lua_with_now!(
+// KEYS: the requests being published. ARGV: id, ms before the reconciler may publish it.
+// Adds only: a request listed already keeps the deadline of its first publisher.
+static LIST_PUBLISHING: Lua = Lua::new(lua_with_now!(
+    r#"
+return redis.call('ZADD', KEYS[1], 'NX', now + tonumber(ARGV[2]), ARGV[1])
+"#
+));
+
+// KEYS: the requests being published. ARGV: limit, lease ms. Due entries are leased to this
+// caller (their score moves to now + lease) and returned; the caller reads their requests,
+// which live in other hash slots, and drops the entries of those no longer queued.
+static LEASE_UNPUBLISHED: Lua = Lua::new(lua_with_now!(
     r#"
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-local out = {}
 for _, id in ipairs(due) do
-  local rec = redis.call('HMGET', ARGV[3] .. id, 'status', 'to', 'message', 'type')
-  if rec[1] == 'queued' and rec[4] then
-    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)
-    table.insert(out, id)
-    table.insert(out, rec[2])
-    table.insert(out, rec[3])
-    table.insert(out, rec[4])
-  else
-    redis.call('ZREM', KEYS[1], id)
-  end
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)
 end
-return out
+return due
 "#
 ));
 
@@ -175,17 +172,20 @@ impl Store {
         grace: Duration,
     ) -> Result<Publication, StoreError> {
         let key = self.request_key(id);
-        let reply: Vec<String> = self
+        let _: i64 = self
             .eval(
-                MARK_PUBLISHED
-                    .key(&key)
+                LIST_PUBLISHING
                     .key(self.publishing_key())
                     .arg(id.as_str())
                     .arg(grace.as_millis() as u64),
             )
             .await?;
+        let reply: Vec<String> = self.eval(&MARK_PUBLISHED.key(&key)).await?;
         match reply.first().map(String::as_str) {
-            Some("missing") => Ok(Publication::Missing),
+            Some("missing") => {
+                self.confirm_published(id).await?;
+                Ok(Publication::Missing)
+            }
             Some("already") => Ok(Publication::AlreadyPublished),
             Some("publish") if reply.len() == 4 => {
                 let channel = reply[3]
@@ -235,30 +235,43 @@ impl Store {
         lease: Duration,
     ) -> Result<Vec<(RequestId, Message)>, StoreError> {
         let key = self.publishing_key();
-        let reply: Vec<String> = self
+        let due: Vec<String> = self
             .eval(
-                CLAIM_UNPUBLISHED
+                LEASE_UNPUBLISHED
                     .key(&key)
                     .arg(limit)
-                    .arg(lease.as_millis() as u64)
-                    .arg(self.request_prefix()),
+                    .arg(lease.as_millis() as u64),
             )
             .await?;
-        let mut out = Vec::with_capacity(reply.len() / 4);
-        for chunk in reply.chunks_exact(4) {
-            let (Some(id), Ok(channel)) =
-                (RequestId::parse(&chunk[0]), chunk[3].parse::<Channel>())
-            else {
-                continue;
-            };
-            out.push((
-                id,
-                Message {
-                    to: chunk[1].clone(),
-                    message: chunk[2].clone(),
-                    channel,
-                },
-            ));
+        let ids: Vec<RequestId> = due.iter().filter_map(|id| RequestId::parse(id)).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hget(self.request_key(id), &["status", "to", "message", "type"]);
+        }
+        let records: Vec<[Option<String>; 4]> = self.query_pipe(&pipe).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        let mut gone = redis::pipe();
+        for (id, [status, to, message, channel]) in ids.into_iter().zip(records) {
+            let channel = channel.and_then(|c| c.parse::<Channel>().ok());
+            match (status.as_deref(), to, message, channel) {
+                (Some("queued"), Some(to), Some(message), Some(channel)) => out.push((
+                    id,
+                    Message {
+                        to,
+                        message,
+                        channel,
+                    },
+                )),
+                _ => {
+                    gone.zrem(&key, id.as_str()).ignore();
+                }
+            }
+        }
+        if !gone.is_empty() {
+            self.query_pipe::<()>(&gone).await?;
         }
         Ok(out)
     }
@@ -331,43 +344,5 @@ impl Store {
     pub async fn release(&self, id: &RequestId, owner: &str) -> Result<bool, StoreError> {
         self.eval_flag(RELEASE.key(self.request_key(id)).arg(owner))
             .await
-    }
-
-    /// Counts of requests by status under this namespace (SCAN; for tests and the demo, not hot paths).
-    pub async fn count_statuses(
-        &self,
-    ) -> Result<std::collections::HashMap<String, u64>, StoreError> {
-        let (mut c, generation) = self.connection();
-        let pattern = format!("{}:req:*", self.ns);
-        let mut keys: Vec<String> = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000);
-            let (next, batch): (u64, Vec<String>) =
-                self.bounded(generation, scan.query_async(&mut c)).await?;
-            keys.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        let mut counts = std::collections::HashMap::new();
-        for chunk in keys.chunks(500) {
-            let mut pipe = redis::pipe();
-            for k in chunk {
-                pipe.hget(k, "status");
-            }
-            let statuses: Vec<Option<String>> =
-                self.bounded(generation, pipe.query_async(&mut c)).await?;
-            for s in statuses.into_iter().flatten() {
-                *counts.entry(s).or_insert(0) += 1;
-            }
-        }
-        Ok(counts)
     }
 }

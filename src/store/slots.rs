@@ -10,9 +10,10 @@
 //! through `undelivered`/`retrying` to the next channel (`queued` again, one attempt later)
 //! or to `failed`. `delivered`, `failed` and `uncertain` are final.
 //!
-//! Every key of one campaign carries the campaign id as its hash tag (`{CAMPAIGN}`), so each
-//! script touches a single Redis Cluster slot. That is why the pending set is one per
-//! campaign (`{ns}:pending:{CAMPAIGN}`) rather than one `herald:pending` for all.
+//! Every key of one campaign carries the campaign id as its hash tag (`{CAMPAIGN}`, or
+//! `{CAMPAIGN:s}` for shard `s` of a sharded campaign, see `shards.rs`), so each script
+//! touches a single Redis Cluster slot. That is why the pending set is one per campaign shard
+//! (`{ns}:pending:{CAMPAIGN}`) rather than one `herald:pending` for all.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -233,32 +234,30 @@ return 1
 impl Store {
     /// `script` on one customer's slot with its campaign's counters and pending set: the
     /// three keys every slot transition moves together (one hash tag, one cluster slot).
-    pub(super) fn on_slot<'a>(
+    /// A script on one customer's slot, with that shard's counts and pending set.
+    pub(super) async fn on_slot<'a>(
         &self,
         script: &'a Lua,
         campaign: &CampaignId,
         customer: &CustomerId,
-    ) -> redis::ScriptInvocation<'a> {
+    ) -> Result<redis::ScriptInvocation<'a>, StoreError> {
+        let shard = self.shard(campaign, customer).await?;
         let mut invocation = script.prepare_invoke();
         invocation
-            .key(self.slot_key(campaign, customer))
-            .key(self.campaign_key(campaign))
-            .key(self.pending_key(campaign));
-        invocation
-    }
-
-    pub(super) fn slot_prefix(&self, id: &CampaignId) -> String {
-        format!("{}:once:{{{id}}}:", self.ns)
+            .key(format!("{}{customer}", self.slot_prefix_in(&shard)))
+            .key(self.counts_key(&shard))
+            .key(self.pending_key_in(&shard));
+        Ok(invocation)
     }
 
     /// The once-slot of one (campaign, customer).
-    pub fn slot_key(&self, campaign: &CampaignId, customer: &CustomerId) -> String {
-        format!("{}{customer}", self.slot_prefix(campaign))
-    }
-
-    /// The pending confirmations of one campaign: member = customer, score = deadline (ms).
-    pub fn pending_key(&self, id: &CampaignId) -> String {
-        format!("{}:pending:{{{id}}}", self.ns)
+    pub async fn slot_key(
+        &self,
+        campaign: &CampaignId,
+        customer: &CustomerId,
+    ) -> Result<String, StoreError> {
+        let shard = self.shard(campaign, customer).await?;
+        Ok(format!("{}{customer}", self.slot_prefix_in(&shard)))
     }
 
     /// The gate before a customer is contacted: claims this delivery's attempt under a lease.
@@ -287,6 +286,7 @@ impl Store {
         let reply: Vec<String> = self
             .eval(
                 self.on_slot(&CLAIM, &d.campaign, &d.customer)
+                    .await?
                     .arg(d.attempt)
                     .arg(d.message.channel.as_str())
                     .arg(owner)
@@ -307,7 +307,7 @@ impl Store {
                 retry_in: Duration::from_millis(ms.parse().unwrap_or(1000)),
             }),
             _ => Err(StoreError::Corrupt {
-                key: self.slot_key(&d.campaign, &d.customer),
+                key: self.slot_key(&d.campaign, &d.customer).await?,
                 what: format!("claim reply {reply:?}"),
             }),
         }
@@ -322,7 +322,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.eval_flag(
             RENEW
-                .key(self.slot_key(&d.campaign, &d.customer))
+                .key(self.slot_key(&d.campaign, &d.customer).await?)
                 .arg(owner)
                 .arg(lease.as_millis() as u64),
         )
@@ -340,7 +340,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.eval_flag(
             RELEASE
-                .key(self.slot_key(&d.campaign, &d.customer))
+                .key(self.slot_key(&d.campaign, &d.customer).await?)
                 .arg(owner)
                 .arg(if maybe_sent { "1" } else { "0" }),
         )
@@ -361,6 +361,7 @@ impl Store {
         let reply: String = self
             .eval(
                 self.on_slot(&MARK_SENT, &d.campaign, &d.customer)
+                    .await?
                     .arg(owner)
                     .arg(d.message.channel.as_str())
                     .arg(d.timeout_ms)
@@ -387,6 +388,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.eval_flag(
             self.on_slot(&MARK_UNDELIVERED, &d.campaign, &d.customer)
+                .await?
                 .arg(owner)
                 .arg(d.message.channel.as_str())
                 .arg(d.customer.as_str())
@@ -404,9 +406,8 @@ impl Store {
         reason: &str,
     ) -> Result<bool, StoreError> {
         self.eval_flag(
-            FIRST_UNREACHABLE
-                .key(self.slot_key(campaign, customer))
-                .key(self.campaign_key(campaign))
+            self.on_slot(&FIRST_UNREACHABLE, campaign, customer)
+                .await?
                 .arg(code)
                 .arg(reason)
                 .arg(self.retention.working.as_secs()),
@@ -423,9 +424,9 @@ impl Store {
         customer: &CustomerId,
     ) -> Result<bool, StoreError> {
         self.eval_flag(
-            REOPEN_UNREACHABLE
-                .key(self.slot_key(campaign, customer))
-                .key(self.campaign_key(campaign)),
+            &self
+                .on_slot(&REOPEN_UNREACHABLE, campaign, customer)
+                .await?,
         )
         .await
     }
@@ -441,6 +442,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.eval_flag(
             self.on_slot(&FIRST_DEFERRED, campaign, customer)
+                .await?
                 .arg(channel.as_str())
                 .arg(at_ms)
                 .arg(customer.as_str())
@@ -455,8 +457,8 @@ impl Store {
         campaign: &CampaignId,
         customer: &CustomerId,
     ) -> Result<BTreeMap<String, String>, StoreError> {
+        let key = self.slot_key(campaign, customer).await?;
         let (mut c, generation) = self.connection();
-        self.bounded(generation, c.hgetall(self.slot_key(campaign, customer)))
-            .await
+        self.bounded(generation, c.hgetall(key)).await
     }
 }

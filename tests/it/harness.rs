@@ -95,6 +95,8 @@ fn common_args(brokers: &str, redis_url: &str, ns: &str) -> CommonArgs {
     CommonArgs {
         kafka_brokers: brokers.to_string(),
         redis_url: redis_url.to_string(),
+        redis_cluster: false,
+        campaign_shards: None,
         namespace: ns.to_string(),
         log_format: LogFormat::Text,
         kafka_security: Default::default(),
@@ -139,6 +141,7 @@ pub struct Fleet {
     pub store: Store,
     /// The Redis this fleet's programs use (the local stack's unless a test brings its own).
     pub redis_url: String,
+    pub campaign_shards: Option<u16>,
     pub provider_url: String,
     pub api_url: String,
     /// Sends the fleet's admin key with every request.
@@ -160,6 +163,20 @@ impl Fleet {
     }
 
     pub async fn start_with_redis(sim: SimulatorArgs, partitions: i32, redis_url: &str) -> Fleet {
+        Fleet::start_inner(sim, partitions, redis_url, None).await
+    }
+
+    /// A fleet whose new campaigns get `shards` shards.
+    pub async fn start_sharded(sim: SimulatorArgs, partitions: i32, shards: u16) -> Fleet {
+        Fleet::start_inner(sim, partitions, &redis_url(), Some(shards)).await
+    }
+
+    async fn start_inner(
+        sim: SimulatorArgs,
+        partitions: i32,
+        redis_url: &str,
+        campaign_shards: Option<u16>,
+    ) -> Fleet {
         let _ = herald::telemetry::init("herald-test", herald::config::LogFormat::Text);
         let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let topics = Topics::new(&ns);
@@ -176,8 +193,12 @@ impl Fleet {
         // A port chosen first, so the API knows the public URL providers sign webhooks for.
         let api_port = free_port();
         let public_url = format!("http://127.0.0.1:{api_port}");
+        let common = CommonArgs {
+            campaign_shards,
+            ..common_args(broker.bootstrap_servers(), redis_url, &ns)
+        };
         let ingest = herald::api::program::Program::from_args(&herald::api::program::Args {
-            common: common_args(broker.bootstrap_servers(), redis_url, &ns),
+            common,
             http_addr: format!("127.0.0.1:{api_port}").parse().unwrap(),
             request_ttl_secs: 3600,
             publish_timeout_ms: 5000,
@@ -211,6 +232,7 @@ impl Fleet {
             broker,
             store,
             redis_url: redis_url.to_string(),
+            campaign_shards,
             provider_url,
             api_url,
             http: herald::dev::loadgen::keyed_client(&admin_key).expect("a client with the key"),
@@ -314,7 +336,10 @@ impl Fleet {
 
     /// The flags every program of this fleet takes.
     pub fn common(&self) -> CommonArgs {
-        common_args(self.brokers(), &self.redis_url, &self.ns)
+        CommonArgs {
+            campaign_shards: self.campaign_shards,
+            ..common_args(self.brokers(), &self.redis_url, &self.ns)
+        }
     }
 
     /// Starts an in-process dispatcher; it stops when `stop` (or the fleet) is cancelled.

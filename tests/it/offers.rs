@@ -673,3 +673,73 @@ async fn only_a_fresh_signed_receipt_for_the_recorded_message_is_applied() {
     );
     assert_eq!(sent().await.as_deref(), Some("delivered"));
 }
+
+/// One campaign's per-customer state in 16 shards (`{CAMPAIGN:s}` hash tags): fallbacks run
+/// through every shard's pending set, the report sums the shards, and on a Redis Cluster the
+/// shards land on more than one node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sharded_campaign_spreads_its_slots_and_still_counts_each_customer_once() {
+    let mut sim = quiet_provider();
+    sim.silent_channels = vec![Channel::Email];
+    let fleet = Fleet::start_sharded(sim, 2, 16).await;
+    let n = 200;
+    let ids: Vec<String> = (0..n).map(|i| format!("h{i}")).collect();
+    fleet
+        .put_customers(
+            ids.iter()
+                .map(|id| customer(id, &["email", "sms"], &daytime()))
+                .collect(),
+        )
+        .await;
+    let _stop = start_workers(&fleet, &[Channel::Email, Channel::Sms], 1).await;
+    let (status, _) = fleet
+        .post(
+            "/v1/campaigns",
+            campaign("spread", &["email", "sms"], 600, &ids),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let report = fleet.wait_campaign("spread", Duration::from_secs(90)).await;
+    assert_eq!(report["status"], "completed", "{report}");
+    assert_eq!(count(&report, "recipients"), n as u64, "{report}");
+    assert_eq!(count(&report, "sent:email"), n as u64, "{report}");
+    assert_eq!(count(&report, "fallbacks:sms"), n as u64, "{report}");
+    assert_eq!(count(&report, "delivered:sms"), n as u64, "{report}");
+    assert_eq!(count(&report, "delivered"), n as u64, "{report}");
+    assert!(report["counts"].get("shards").is_none(), "{report}");
+    assert_eq!(fleet.sim_stats().await.max_deliveries_per_key, 1);
+
+    // Where the slots are: 16 hash tags, on every node that owns one of them.
+    let pattern = format!("{}:once:*", fleet.ns);
+    let mut tags = HashSet::new();
+    let mut nodes_with_slots = 0;
+    let mut slots = 0;
+    for url in fleet.redis_url.split(',') {
+        let client = redis::Client::open(url).expect("a node's URL");
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        nodes_with_slots += usize::from(!keys.is_empty());
+        slots += keys.len();
+        for key in keys {
+            let tag = key
+                .split(['{', '}'])
+                .nth(1)
+                .expect("a hash tag")
+                .to_string();
+            tags.insert(tag);
+        }
+    }
+    assert_eq!(slots, n, "one slot per customer");
+    let expected: HashSet<String> = (0..16).map(|s| format!("spread:{s}")).collect();
+    assert_eq!(tags, expected);
+    if fleet.redis_url.contains(',') {
+        assert!(
+            nodes_with_slots >= 2,
+            "one campaign on {nodes_with_slots} node(s)"
+        );
+    }
+}
