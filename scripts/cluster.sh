@@ -32,7 +32,11 @@ cluster_ok() {
 
 up() {
     ensure_apt redis-server
-    for p in "${ports[@]}"; do node_up "$p"; done
+    if cluster_ok && ! pid_alive "$dir/${ports[0]}/redis.pid"; then
+        log "reusing the Redis Cluster already answering on port ${ports[0]} (not started here; down leaves it)"
+    else
+        for p in "${ports[@]}"; do node_up "$p"; done
+    fi
     if ! cluster_ok; then
         log "creating a 3-master cluster on 127.0.0.1:${ports[0]}-${ports[2]}"
         redis-cli --cluster create "${ports[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes >"$dir/create.log" 2>&1 \
