@@ -77,7 +77,8 @@ skip=()
 phase "cargo test${quick:+ (quick)}"
 RUST_LOG="${RUST_LOG:-warn}" cargo test --all-targets -- --test-threads "${HERALD_TEST_THREADS:-4}" "${skip[@]}"
 
-# The same campaign, promo and events tests on a local 3-master Redis Cluster: every script
+# The same campaign, promo, events and crash tests on a local 3-master Redis Cluster (campaigns
+# in 16 shards there): every script
 # and pipeline must be routed by its hash tag, with no cross-slot call left.
 phase "cargo test on a Redis Cluster (campaigns, promos, events)"
 bash "$HERALD_ROOT/scripts/cluster.sh" status | grep -q up || started_cluster=1
@@ -86,6 +87,6 @@ bash "$HERALD_ROOT/scripts/cluster.sh" up
     # shellcheck disable=SC1091
     source "$HERALD_STATE/cluster.env"
     RUST_LOG="${RUST_LOG:-warn}" cargo test --test it -- --test-threads "${HERALD_TEST_THREADS:-4}" \
-        offers:: promos:: events:: slots:: once_slot:: dispatch_once::
+        offers:: promos:: events:: slots:: once_slot:: dispatch_once:: campaign_crash::
 )
 phase "done"
