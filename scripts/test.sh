@@ -78,9 +78,9 @@ phase "cargo test${quick:+ (quick)}"
 RUST_LOG="${RUST_LOG:-warn}" cargo test --all-targets -- --test-threads "${HERALD_TEST_THREADS:-4}" "${skip[@]}"
 
 # The same campaign, promo, events and crash tests on a local 3-master Redis Cluster (campaigns
-# in 16 shards there): every script
-# and pipeline must be routed by its hash tag, with no cross-slot call left.
-phase "cargo test on a Redis Cluster (campaigns, promos, events)"
+# in 16 shards there): every script and pipeline must be routed by its hash tag, with no
+# cross-slot call left.
+phase "cargo test on a Redis Cluster (campaigns, promos, events, crashes)"
 bash "$HERALD_ROOT/scripts/cluster.sh" status | grep -q up || started_cluster=1
 bash "$HERALD_ROOT/scripts/cluster.sh" up
 (
