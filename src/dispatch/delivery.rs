@@ -50,23 +50,21 @@ impl Dispatcher {
             whatsapp: d.whatsapp.as_ref(),
             promotion: Some((&d.campaign, &d.customer)),
         };
-        let sent = self
-            .providers
-            .send(&out, cancel, || {
-                let still_fresh =
-                    std::mem::take(&mut first_call_claimed) && claimed_at.elapsed() < lease / 4;
-                let (d, owner) = (&d, &owner);
-                async move {
-                    still_fresh
-                        || retry_store(cancel, || self.store.renew_once(d, owner, lease))
-                            .await
-                            .unwrap_or(false)
-                }
-            })
-            .await;
+        // Boxed: the provider call's future (retries, the HTTP client) is most of this one.
+        let sent = Box::pin(self.providers.send(&out, cancel, || {
+            let still_fresh =
+                std::mem::take(&mut first_call_claimed) && claimed_at.elapsed() < lease / 4;
+            let (d, owner) = (&d, &owner);
+            async move {
+                still_fresh
+                    || retry_store(cancel, || self.store.renew_once(d, owner, lease))
+                        .await
+                        .unwrap_or(false)
+            }
+        }))
+        .await;
         let provider = self.providers.provider(sent.provider);
-        self.record_delivery(&d, &owner, sent.outcome, provider, cancel)
-            .await
+        Box::pin(self.record_delivery(&d, &owner, sent.outcome, provider, cancel)).await
     }
 
     /// Takes the once-slot; `None` when this dispatcher holds it and must send, otherwise

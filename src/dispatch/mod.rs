@@ -207,10 +207,13 @@ impl Dispatcher {
         crate::telemetry::in_trace_of(msg, span, self.handle_in_span(msg, cancel)).await
     }
 
+    /// The handlers' futures are boxed: unboxed, the spawned future of every message was
+    /// 12.6 KB (3.3 KB now), copied whole on each move (`perf`: memmove 7.3% -> 5.0% of the
+    /// dispatcher's samples).
     async fn handle_in_span(&self, msg: &OwnedMessage, cancel: &CancellationToken) -> Handled {
         match self.decode(msg) {
-            Ok(Work::Request(n)) => self.handle_request(msg, n, cancel).await,
-            Ok(Work::Delivery(d)) => self.handle_delivery(msg, d, cancel).await,
+            Ok(Work::Request(n)) => Box::pin(self.handle_request(msg, n, cancel)).await,
+            Ok(Work::Delivery(d)) => Box::pin(self.handle_delivery(msg, d, cancel)).await,
             Err(reason) => self.dead_letter(msg, &reason, cancel).await,
         }
     }
