@@ -87,6 +87,6 @@ bash "$HERALD_ROOT/scripts/cluster.sh" up
     # shellcheck disable=SC1091
     source "$HERALD_STATE/cluster.env"
     RUST_LOG="${RUST_LOG:-warn}" cargo test --test it -- --test-threads "${HERALD_TEST_THREADS:-4}" \
-        offers:: promos:: events:: slots:: once_slot:: dispatch_once:: campaign_crash::
+        offers:: promos:: events:: slots:: once_slot:: dispatch_once:: campaign_crash:: cluster::
 )
 phase "done"

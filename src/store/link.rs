@@ -219,9 +219,10 @@ impl Topology {
 }
 
 /// Runs a pipeline as one pipeline per node. A command whose node cannot be told (no slot
-/// map, no key), or that a node refused because its slot moved, goes alone, routed and
-/// redirected by the cluster connection; a node that cannot be reached gets its commands
-/// sent one by one the same way.
+/// map, no key) goes alone, routed and redirected by the cluster connection. When a node's
+/// part fails (the node is gone, or one of its slots moved: the cluster connection then
+/// reports the whole part as redirected) or answers a command with a redirection, those
+/// commands go alone the same way and the slot map is read again on the next call.
 async fn by_node(
     c: &ClusterConnection,
     topology: &Topology,

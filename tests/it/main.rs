@@ -11,6 +11,7 @@ mod boundary;
 mod broker_binary;
 mod campaign_crash;
 mod chaos;
+mod cluster;
 mod dead_letters;
 mod decoders;
 mod deploy;

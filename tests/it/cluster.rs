@@ -1,0 +1,145 @@
+//! What only a Redis Cluster can show. These run in `scripts/test.sh`'s cluster phase, where
+//! `HERALD_REDIS_URL` names the nodes of the local cluster; on a single Redis there is no slot
+//! to move and they return at once.
+
+use herald::model::{Customer, CustomerId};
+use herald::store::Store;
+use redis::aio::MultiplexedConnection;
+use serde_json::json;
+
+use crate::harness::redis_url;
+
+/// A master of the cluster: its address, its id and a connection to it alone.
+struct Node {
+    host: String,
+    port: u16,
+    id: String,
+    conn: MultiplexedConnection,
+}
+
+async fn nodes(urls: &str) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for url in urls.split(',') {
+        let client = redis::Client::open(url).expect("a node's URL");
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let id: String = redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let info = client.get_connection_info();
+        let (host, port) = match &info.addr {
+            redis::ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
+            other => panic!("a TCP node, not {other:?}"),
+        };
+        nodes.push(Node {
+            host,
+            port,
+            id,
+            conn,
+        });
+    }
+    nodes
+}
+
+async fn keys_in_slot(node: &mut Node, slot: u16) -> Vec<String> {
+    redis::cmd("CLUSTER")
+        .arg("GETKEYSINSLOT")
+        .arg(slot)
+        .arg(1000)
+        .query_async(&mut node.conn)
+        .await
+        .unwrap()
+}
+
+/// Moves `slot`, keys and all, from `from` to `to` the way `redis-cli --cluster reshard` does.
+async fn move_slot(nodes: &mut [Node], slot: u16, from: usize, to: usize) {
+    let (from_id, to_id) = (nodes[from].id.clone(), nodes[to].id.clone());
+    let (to_host, to_port) = (nodes[to].host.clone(), nodes[to].port);
+    let set = |state: &str, id: &str| {
+        let mut c = redis::cmd("CLUSTER");
+        c.arg("SETSLOT").arg(slot).arg(state).arg(id);
+        c
+    };
+    let _: () = set("IMPORTING", &from_id)
+        .query_async(&mut nodes[to].conn)
+        .await
+        .unwrap();
+    let _: () = set("MIGRATING", &to_id)
+        .query_async(&mut nodes[from].conn)
+        .await
+        .unwrap();
+    loop {
+        let keys = keys_in_slot(&mut nodes[from], slot).await;
+        if keys.is_empty() {
+            break;
+        }
+        let _: () = redis::cmd("MIGRATE")
+            .arg(&to_host)
+            .arg(to_port)
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS")
+            .arg(&keys)
+            .query_async(&mut nodes[from].conn)
+            .await
+            .unwrap();
+    }
+    for node in nodes.iter_mut() {
+        let _: () = set("NODE", &to_id)
+            .query_async(&mut node.conn)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_moved_after_the_store_read_the_slot_map_is_followed() {
+    let url = redis_url();
+    if !url.contains(',') {
+        eprintln!("a single Redis: no slot to move");
+        return;
+    }
+    let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let store = Store::connect(&url, &ns).await.expect("the local cluster");
+    assert!(store.is_cluster());
+    let ids: Vec<CustomerId> = (0..30)
+        .map(|i| CustomerId::parse(&format!("m{i}")).unwrap())
+        .collect();
+    let profile: Customer = serde_json::from_value(json!({"name": "Moved"})).unwrap();
+    let profiles: Vec<(CustomerId, Customer)> =
+        ids.iter().map(|id| (id.clone(), profile.clone())).collect();
+    store.put_customers(&profiles).await.unwrap();
+    // Read through per-node pipelines: the store has its slot map now.
+    let read = store.customers(&ids).await.unwrap();
+    assert!(read.iter().all(Option::is_some));
+
+    let mut nodes = nodes(&url).await;
+    let key = format!("{ns}:customer:m0");
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(&key)
+        .query_async(&mut nodes[0].conn)
+        .await
+        .unwrap();
+    let mut owner = None;
+    for (i, node) in nodes.iter_mut().enumerate() {
+        if keys_in_slot(node, slot).await.contains(&key) {
+            owner = Some(i);
+        }
+    }
+    let from = owner.expect("a node holds m0");
+    let to = (from + 1) % nodes.len();
+    move_slot(&mut nodes, slot, from, to).await;
+    assert!(keys_in_slot(&mut nodes[to], slot).await.contains(&key));
+
+    // The store's map still names the old node: the node's MOVED is followed.
+    let read = store.customers(&ids).await.unwrap();
+    assert!(
+        read.iter().all(Option::is_some),
+        "a profile lost after its slot moved: {read:?}"
+    );
+    store.put_customers(&profiles).await.unwrap();
+    assert!(store.customer(&ids[0]).await.unwrap().is_some());
+}
