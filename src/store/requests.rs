@@ -172,15 +172,26 @@ impl Store {
         grace: Duration,
     ) -> Result<Publication, StoreError> {
         let key = self.request_key(id);
-        let _: i64 = self
-            .eval(
-                LIST_PUBLISHING
-                    .key(self.publishing_key())
-                    .arg(id.as_str())
-                    .arg(grace.as_millis() as u64),
-            )
-            .await?;
-        let reply: Vec<String> = self.eval(&MARK_PUBLISHED.key(&key)).await?;
+        let mut list = LIST_PUBLISHING.prepare_invoke();
+        list.key(self.publishing_key())
+            .arg(id.as_str())
+            .arg(grace.as_millis() as u64);
+        let mut mark = MARK_PUBLISHED.prepare_invoke();
+        mark.key(&key);
+        let reply: Vec<String> = if self.cluster {
+            // Two nodes: one after the other, the list first.
+            let _: i64 = self.eval(&list).await?;
+            self.eval(&mark).await?
+        } else {
+            // One server runs a pipeline in order, and a broken connection can only cut
+            // its tail: the list first still, in one round trip (the API's /process).
+            let mut pipe = redis::pipe();
+            pipe.invoke_script(&list).ignore().invoke_script(&mark);
+            let (reply,): (Vec<String>,) = self
+                .query_pipe_with_scripts(&pipe, &[&LIST_PUBLISHING, &MARK_PUBLISHED])
+                .await?;
+            reply
+        };
         match reply.first().map(String::as_str) {
             Some("missing") => {
                 self.confirm_published(id).await?;
