@@ -222,7 +222,11 @@ impl Topology {
 /// map, no key) goes alone, routed and redirected by the cluster connection. When a node's
 /// part fails (the node is gone, or one of its slots moved: the cluster connection then
 /// reports the whole part as redirected) or answers a command with a redirection, those
-/// commands go alone the same way and the slot map is read again on the next call.
+/// commands go alone the same way and the slot map is read again on the next call. A part
+/// that failed may have run in part already, so those commands can run twice: the store's
+/// pipelines hold idempotent commands, or scripts that take a repeat as a duplicate (a
+/// receipt applied twice counts one late receipt), as a pipeline run again after NOSCRIPT
+/// always did.
 async fn by_node(
     c: &ClusterConnection,
     topology: &Topology,
