@@ -18,6 +18,8 @@ pub enum StoreError {
     ConnectTimeout(Duration),
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("the Redis at this URL is a node of a Redis Cluster: list its nodes in HERALD_REDIS_URL (comma-separated) or set HERALD_REDIS_CLUSTER=1")]
+    ClusterNode,
     #[error("corrupt record for {key}: {what}")]
     Corrupt { key: String, what: String },
 }
@@ -102,6 +104,18 @@ pub use requests::{Claim, Publication};
 pub use shards::{shard_of, MAX_SHARDS};
 pub use slots::{OnceClaim, SentOutcome};
 
+/// Whether a server reached as a single Redis is a node of a cluster.
+async fn is_cluster_node(link: &Link) -> Result<bool, StoreError> {
+    let mut c = link.clone();
+    let info: String = tokio::time::timeout(
+        OP_TIMEOUT,
+        redis::cmd("INFO").arg("cluster").query_async(&mut c),
+    )
+    .await
+    .map_err(|_| StoreError::Timeout(OP_TIMEOUT))??;
+    Ok(info.lines().any(|l| l.trim() == "cluster_enabled:1"))
+}
+
 impl Store {
     /// Connects to the Redis the URL names: a comma-separated list names a cluster's nodes.
     pub async fn connect(redis_url: &str, namespace: &str) -> Result<Self, StoreError> {
@@ -111,6 +125,10 @@ impl Store {
     pub async fn open(target: &RedisTarget, namespace: &str) -> Result<Self, StoreError> {
         let client = Client::open(target)?;
         let link = client.link().await?;
+        if !target.is_cluster() && is_cluster_node(&link).await? {
+            // It would answer MOVED for most keys, long after start-up looked fine.
+            return Err(StoreError::ClusterNode);
+        }
         Ok(Store {
             client,
             cluster: target.is_cluster(),

@@ -143,3 +143,18 @@ async fn a_slot_moved_after_the_store_read_the_slot_map_is_followed() {
     store.put_customers(&profiles).await.unwrap();
     assert!(store.customer(&ids[0]).await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn a_cluster_node_named_as_one_redis_is_refused_with_how_to_name_the_cluster() {
+    let url = redis_url();
+    let Some(first) = url.split(',').next().filter(|_| url.contains(',')) else {
+        eprintln!("a single Redis: no cluster node to name");
+        return;
+    };
+    let refused = Store::connect(first, "t-node")
+        .await
+        .err()
+        .expect("refused");
+    let message = refused.to_string();
+    assert!(message.contains("HERALD_REDIS_CLUSTER=1"), "{message}");
+}
