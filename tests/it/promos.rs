@@ -284,7 +284,7 @@ async fn the_segment_is_who_is_within_two_km_and_a_second_promo_that_day_is_capp
     let b = &done[0];
     assert_eq!((b.near, b.capped, b.audience), (4, 4, 0), "{b:?}");
     let groups = [fleet.fanout_group(), fleet.dispatch_group(Channel::Email)];
-    fleet.wait_caught_up(&groups, Duration::from_secs(20)).await;
+    fleet.wait_caught_up(&groups, Duration::from_secs(60)).await;
     let sim = fleet.sim_stats().await;
     assert_eq!((sim.calls, sim.keys_delivered_twice), (4, 0), "{sim:?}");
     let admin = token(Role::Admin, "ops");
