@@ -683,3 +683,53 @@ async fn a_reservation_holds_its_unit_for_sixty_seconds_by_default() {
     let held = expires.duration_since(before).as_secs_f64();
     assert!((59.0..=61.0).contains(&held), "held {held} s: {body}");
 }
+
+/// A promo whose activation is recorded but which is on the schedule again (its scheduler
+/// stopped between the two, or the same promo was posted again) is only taken off the
+/// schedule: never activated a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_promo_activated_but_still_scheduled_is_not_activated_again() {
+    let fleet = Fleet::start(quiet_provider(), 2).await;
+    fleet
+        .put_customers(vec![placed("again1", SOL, 300.0)])
+        .await;
+    let body = promo("again", 5, SOL);
+    create(&fleet, body.clone()).await;
+    let first = activate(&fleet).await;
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    // Posting the same promo again puts it back on the schedule (the create is idempotent).
+    let admin = token(Role::Admin, "ops");
+    let (status, again) = call(
+        &fleet,
+        "POST",
+        "/api/flash-promos/",
+        Some(&admin),
+        Some(body),
+    )
+    .await;
+    assert!(status == 200 || status == 201, "{status} {again}");
+    let id = herald::model::PromoId::parse("again").unwrap();
+    assert_eq!(
+        fleet
+            .store
+            .due_promo_ids(herald::model::now_ms())
+            .await
+            .unwrap(),
+        vec![id.clone()],
+        "scheduled again"
+    );
+
+    assert!(activate(&fleet).await.is_empty(), "activated a second time");
+    assert!(fleet
+        .store
+        .due_promo_ids(herald::model::now_ms())
+        .await
+        .unwrap()
+        .is_empty());
+    let record = fleet.store.promo(&id).await.unwrap().unwrap();
+    assert_eq!(
+        record.activation.get("activation").map(String::as_str),
+        Some("done")
+    );
+}
