@@ -211,10 +211,9 @@ impl Store {
     /// Creates a sharded campaign's count hashes with the report's lifetime, before any
     /// script counts into them (a count would create one that never expires).
     async fn prepare_shard_counts(&self, id: &CampaignId) -> Result<(), StoreError> {
-        let shards = self.shards_of(id).await?;
         let ttl = self.retention.report.as_secs() as i64;
         let mut pipe = redis::pipe();
-        for key in self.shard_count_keys(id, shards) {
+        for key in self.shard_count_keys(id).await? {
             pipe.hset(&key, "of", id.as_str())
                 .ignore()
                 .expire(&key, ttl)
@@ -243,10 +242,9 @@ impl Store {
         &self,
         id: &CampaignId,
     ) -> Result<BTreeMap<String, u64>, StoreError> {
-        let shards = self.shards_of(id).await?;
         let mut pipe = redis::pipe();
         pipe.hgetall(self.campaign_key(id));
-        for key in self.shard_count_keys(id, shards) {
+        for key in self.shard_count_keys(id).await? {
             pipe.hgetall(key);
         }
         let hashes: Vec<BTreeMap<String, String>> = self.query_pipe(&pipe).await?;

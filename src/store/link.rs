@@ -3,9 +3,8 @@
 //! store runs unchanged on either. On a cluster each command goes to the node that owns its
 //! key's hash slot; a script's keys all share one hash tag, so every script is single-slot.
 
-use std::time::Duration;
-
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use futures::future::try_join_all;
 use redis::aio::{ConnectionLike, ConnectionManager};
@@ -44,6 +43,11 @@ impl RedisTarget {
     }
 }
 
+/// Bounds of a connection, of either kind.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+const RETRIES: u32 = 3;
+
 /// A client that can open links to its target.
 #[derive(Clone)]
 pub(super) enum Client {
@@ -52,14 +56,18 @@ pub(super) enum Client {
 }
 
 impl Client {
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self, Client::Cluster(_))
+    }
+
     pub(super) fn open(target: &RedisTarget) -> Result<Client, StoreError> {
         Ok(match target {
             RedisTarget::Single(url) => Client::Single(redis::Client::open(url.as_str())?),
             RedisTarget::Cluster(nodes) => Client::Cluster(
                 ClusterClient::builder(nodes.iter().map(String::as_str))
-                    .connection_timeout(Duration::from_secs(2))
-                    .response_timeout(Duration::from_secs(5))
-                    .retries(3)
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(RESPONSE_TIMEOUT)
+                    .retries(RETRIES)
                     .build()?,
             ),
         })
@@ -73,9 +81,9 @@ impl Client {
             match self {
                 Client::Single(client) => {
                     let config = redis::aio::ConnectionManagerConfig::new()
-                        .set_connection_timeout(Duration::from_secs(2))
-                        .set_response_timeout(Duration::from_secs(5))
-                        .set_number_of_retries(3);
+                        .set_connection_timeout(CONNECT_TIMEOUT)
+                        .set_response_timeout(RESPONSE_TIMEOUT)
+                        .set_number_of_retries(RETRIES as usize);
                     ConnectionManager::new_with_config(client.clone(), config)
                         .await
                         .map(Link::Single)

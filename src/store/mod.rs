@@ -34,7 +34,6 @@ const OP_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Clone)]
 pub struct Store {
     client: Client,
-    cluster: bool,
     conn: Arc<RwLock<Connection>>,
     reconnecting: Arc<tokio::sync::Mutex<()>>,
     ns: String,
@@ -101,7 +100,7 @@ pub use metrics::{Applied, Increments, MetricsRun};
 pub use pending::{Overdue, ReceiptOutcome, ReceiptUpdate, RepublishWait};
 pub use promos::{PromoRecord, PromoTask, Purchase, Reservation};
 pub use requests::{Claim, Publication};
-pub use shards::{shard_of, MAX_SHARDS};
+pub use shards::MAX_SHARDS;
 pub use slots::{OnceClaim, SentOutcome};
 
 /// Whether a server reached as a single Redis is a node of a cluster.
@@ -131,7 +130,6 @@ impl Store {
         }
         Ok(Store {
             client,
-            cluster: target.is_cluster(),
             conn: Arc::new(RwLock::new(Connection {
                 link,
                 generation: 0,
@@ -167,7 +165,7 @@ impl Store {
 
     /// Whether this store speaks to a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
-        self.cluster
+        self.client.is_cluster()
     }
 
     /// The connection to use now, and its generation.

@@ -178,7 +178,7 @@ impl Store {
             .arg(grace.as_millis() as u64);
         let mut mark = MARK_PUBLISHED.prepare_invoke();
         mark.key(&key);
-        let reply: Vec<String> = if self.cluster {
+        let reply: Vec<String> = if self.is_cluster() {
             // Two nodes: one after the other, the list first.
             let _: i64 = self.eval(&list).await?;
             self.eval(&mark).await?

@@ -43,7 +43,7 @@ impl ShardCounts {
 
 /// The shard of a customer: FNV-1a of the id, stable across processes and versions (the
 /// standard library's hasher is neither).
-pub fn shard_of(customer: &CustomerId, shards: u16) -> u16 {
+fn shard_of(customer: &CustomerId, shards: u16) -> u16 {
     if shards <= 1 {
         return 0;
     }
@@ -75,12 +75,6 @@ impl Store {
     pub fn with_campaign_shards(mut self, shards: u16) -> Self {
         self.campaign_shards = shards.clamp(1, MAX_SHARDS);
         self
-    }
-
-    /// How many shards new campaigns get: one on a single Redis, one per cluster slot range
-    /// several times over on a cluster, unless configured.
-    pub fn campaign_shards(&self) -> u16 {
-        self.campaign_shards
     }
 
     /// The shard count of a campaign: 1 for one created before shards existed, or unknown.
@@ -125,19 +119,22 @@ impl Store {
             .collect())
     }
 
-    /// The shards' count hashes of a campaign of `shards` shards (none for one shard: its
-    /// record holds the counts).
-    pub(super) fn shard_count_keys(&self, campaign: &CampaignId, shards: u16) -> Vec<String> {
-        if shards <= 1 {
-            return Vec::new();
+    /// The shards' count hashes of a campaign (none for one shard: its record holds the
+    /// counts).
+    pub(super) async fn shard_count_keys(
+        &self,
+        campaign: &CampaignId,
+    ) -> Result<Vec<String>, StoreError> {
+        let shards = self.shards(campaign).await?;
+        if shards.len() <= 1 {
+            return Ok(Vec::new());
         }
-        (0..shards)
-            .map(|s| {
-                self.counts_key(&Shard {
-                    tag: tag(campaign, shards, s),
-                })
-            })
-            .collect()
+        Ok(shards.iter().map(|s| self.counts_key(s)).collect())
+    }
+
+    /// One customer's once-slot in its shard.
+    pub(super) fn slot_key_in(&self, shard: &Shard, customer: &CustomerId) -> String {
+        format!("{}{customer}", self.slot_prefix_in(shard))
     }
 
     pub(super) fn slot_prefix_in(&self, shard: &Shard) -> String {

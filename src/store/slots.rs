@@ -244,7 +244,7 @@ impl Store {
         let shard = self.shard(campaign, customer).await?;
         let mut invocation = script.prepare_invoke();
         invocation
-            .key(format!("{}{customer}", self.slot_prefix_in(&shard)))
+            .key(self.slot_key_in(&shard, customer))
             .key(self.counts_key(&shard))
             .key(self.pending_key_in(&shard));
         Ok(invocation)
@@ -257,7 +257,7 @@ impl Store {
         customer: &CustomerId,
     ) -> Result<String, StoreError> {
         let shard = self.shard(campaign, customer).await?;
-        Ok(format!("{}{customer}", self.slot_prefix_in(&shard)))
+        Ok(self.slot_key_in(&shard, customer))
     }
 
     /// The gate before a customer is contacted: claims this delivery's attempt under a lease.

@@ -91,12 +91,17 @@ pub fn admin_key_file(ns: &str) -> (std::path::PathBuf, String) {
 }
 
 /// The flags of a program of the fleet in namespace `ns`.
-fn common_args(brokers: &str, redis_url: &str, ns: &str) -> CommonArgs {
+fn common_args(
+    brokers: &str,
+    redis_url: &str,
+    ns: &str,
+    campaign_shards: Option<u16>,
+) -> CommonArgs {
     CommonArgs {
         kafka_brokers: brokers.to_string(),
         redis_url: redis_url.to_string(),
         redis_cluster: false,
-        campaign_shards: None,
+        campaign_shards,
         namespace: ns.to_string(),
         log_format: LogFormat::Text,
         kafka_security: Default::default(),
@@ -193,10 +198,7 @@ impl Fleet {
         // A port chosen first, so the API knows the public URL providers sign webhooks for.
         let api_port = free_port();
         let public_url = format!("http://127.0.0.1:{api_port}");
-        let common = CommonArgs {
-            campaign_shards,
-            ..common_args(broker.bootstrap_servers(), redis_url, &ns)
-        };
+        let common = common_args(broker.bootstrap_servers(), redis_url, &ns, campaign_shards);
         let ingest = herald::api::program::Program::from_args(&herald::api::program::Args {
             common,
             http_addr: format!("127.0.0.1:{api_port}").parse().unwrap(),
@@ -336,10 +338,12 @@ impl Fleet {
 
     /// The flags every program of this fleet takes.
     pub fn common(&self) -> CommonArgs {
-        CommonArgs {
-            campaign_shards: self.campaign_shards,
-            ..common_args(self.brokers(), &self.redis_url, &self.ns)
-        }
+        common_args(
+            self.brokers(),
+            &self.redis_url,
+            &self.ns,
+            self.campaign_shards,
+        )
     }
 
     /// Starts an in-process dispatcher; it stops when `stop` (or the fleet) is cancelled.
