@@ -62,7 +62,8 @@ pub async fn activate_due(
             continue;
         };
         if record.activation.contains_key("activation") {
-            // Recorded by a scheduler that stopped before taking it off the schedule.
+            // Recorded already: by a scheduler that stopped before taking it off the
+            // schedule, or the same promo was posted again (which schedules it again).
             store.unschedule_promo(&id).await?;
             continue;
         }
