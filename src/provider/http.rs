@@ -4,13 +4,15 @@
 
 use std::time::Duration;
 
+use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::StatusCode;
 
 use super::{AttemptError, AttemptFuture, Outgoing, Transport};
-use crate::config::{ProviderArgs, Secret};
+use crate::config::ProviderArgs;
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
 pub const API_KEY_HEADER: &str = "X-API-Key";
+const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpAdapterError {
@@ -18,13 +20,25 @@ pub enum HttpAdapterError {
     Http(#[from] reqwest::Error),
     #[error("HERALD_PROVIDER_API_KEY is empty: set the key your provider gave you")]
     EmptyKey,
+    #[error("HERALD_PROVIDER_API_KEY must be printable text (it is sent as an HTTP header)")]
+    KeyNotText,
+    #[error("the provider URL {0:?} is not a valid URL")]
+    Url(String),
 }
 
-/// The seed 001 HTTP contract.
+/// The seed 001 HTTP contract. The URL and the key's header are built once: parsed and
+/// validated per call, they were a share of every send.
 pub struct HttpTransport {
     http: reqwest::Client,
-    notify_url: String,
-    api_key: Secret,
+    notify_url: reqwest::Url,
+    api_key: HeaderValue,
+}
+
+/// What an accepting provider answers; anything else in its body is ignored.
+#[derive(serde::Deserialize, Default)]
+struct Accepted {
+    #[serde(default)]
+    provider_id: String,
 }
 
 impl HttpTransport {
@@ -35,9 +49,16 @@ impl HttpTransport {
             .filter(|k| !k.expose().trim().is_empty())
             .ok_or(HttpAdapterError::EmptyKey)?;
         let http = api_client(args.timeout(), args.provider_concurrency)?;
+        let notify_url = format!("{}/v1/notify", args.provider_url.trim_end_matches('/'));
+        let notify_url =
+            reqwest::Url::parse(&notify_url).map_err(|_| HttpAdapterError::Url(notify_url))?;
+        let mut api_key =
+            HeaderValue::from_str(api_key.expose()).map_err(|_| HttpAdapterError::KeyNotText)?;
+        // Kept out of debug output and of HTTP/2 header compression tables.
+        api_key.set_sensitive(true);
         Ok(HttpTransport {
             http,
-            notify_url: format!("{}/v1/notify", args.provider_url.trim_end_matches('/')),
+            notify_url,
             api_key,
         })
     }
@@ -45,8 +66,8 @@ impl HttpTransport {
     async fn call(&self, out: &Outgoing<'_>) -> Result<String, AttemptError> {
         let response = self
             .http
-            .post(&self.notify_url)
-            .header(API_KEY_HEADER, self.api_key.expose())
+            .post(self.notify_url.clone())
+            .header(API_KEY, self.api_key.clone())
             .header(IDEMPOTENCY_KEY_HEADER, out.key)
             .json(out.message)
             .send()
@@ -58,12 +79,8 @@ impl HttpTransport {
             })?;
         let status = response.status();
         if status.is_success() {
-            let body: serde_json::Value = response.json().await.unwrap_or_default();
-            let id = body
-                .get("provider_id")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default();
-            return Ok(id.to_string());
+            let body: Accepted = response.json().await.unwrap_or_default();
+            return Ok(body.provider_id);
         }
         if status == StatusCode::TOO_MANY_REQUESTS {
             let retry_after =
@@ -140,7 +157,6 @@ pub fn parse_retry_after(value: Option<&reqwest::header::HeaderValue>) -> Durati
 mod tests {
     use super::*;
     use crate::provider::Resilience;
-    use reqwest::header::HeaderValue;
 
     fn args(rate: f64, max_rate: f64) -> ProviderArgs {
         ProviderArgs::for_tests(rate, max_rate)
