@@ -26,15 +26,25 @@ pub struct Connections {
 }
 
 impl Connections {
+    /// A background program's connections: its producer lingers ([`kafka::LINGER`]).
     pub async fn open(common: &CommonArgs) -> anyhow::Result<Self> {
-        Self::open_with_delivery_timeout(common, kafka::DELIVERY_TIMEOUT).await
+        Self::open_with_producer(common, kafka::DELIVERY_TIMEOUT, kafka::LINGER).await
     }
 
-    /// As [`Connections::open`], with a producer that reports a message failed when the
-    /// broker has not acknowledged it within `delivery_timeout`.
+    /// As [`Connections::open`], with a producer for callers that wait: it reports a message
+    /// failed when the broker has not acknowledged it within `delivery_timeout`, and sends at
+    /// once (no linger).
     pub async fn open_with_delivery_timeout(
         common: &CommonArgs,
         delivery_timeout: std::time::Duration,
+    ) -> anyhow::Result<Self> {
+        Self::open_with_producer(common, delivery_timeout, std::time::Duration::ZERO).await
+    }
+
+    async fn open_with_producer(
+        common: &CommonArgs,
+        delivery_timeout: std::time::Duration,
+        linger: std::time::Duration,
     ) -> anyhow::Result<Self> {
         kafka::security::install(&common.kafka_security)?;
         let store = Store::open(&common.redis_target(), &common.namespace)
@@ -50,7 +60,7 @@ impl Connections {
             Some(n) => store.with_campaign_shards(n),
             None => store,
         };
-        let producer = kafka::producer_with_timeout(&common.kafka_brokers, delivery_timeout)
+        let producer = kafka::producer_with(&common.kafka_brokers, delivery_timeout, linger)
             .context("creating the Kafka producer")?;
         Ok(Connections {
             store,
