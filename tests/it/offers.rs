@@ -2,8 +2,11 @@
 //! dispatchers, the simulated provider posting receipts back, and `herald-retry`.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
+use herald::dispatch::Dispatcher;
 use herald::kafka::{self, dlq_headers, DLQ_ORIGIN_HEADER};
 use herald::model::{CampaignId, Channel, CustomerId};
 use rdkafka::message::Message as _;
@@ -55,19 +58,30 @@ async fn start_workers(
     channels: &[Channel],
     per_channel: usize,
 ) -> CancellationToken {
+    start_dispatchers(fleet, channels, per_channel).await.0
+}
+
+/// As [`start_workers`], also returning the dispatchers (to read their counters).
+async fn start_dispatchers(
+    fleet: &Fleet,
+    channels: &[Channel],
+    per_channel: usize,
+) -> (CancellationToken, Vec<Arc<Dispatcher>>) {
     let stop = fleet.shutdown.child_token();
     let mut patient = fleet.provider_args();
     patient.provider_timeout_ms = 15_000;
+    let mut dispatchers = Vec::new();
     for ch in channels {
         for _ in 0..per_channel {
-            fleet
+            let (d, _) = fleet
                 .start_dispatcher_with(*ch, stop.clone(), patient.clone())
                 .await;
+            dispatchers.push(d);
         }
     }
     fleet.start_fanout(stop.clone()).await;
     fleet.start_retry(stop.clone()).await;
-    stop
+    (stop, dispatchers)
 }
 
 /// A zone where SMS and WhatsApp are outside their quiet hours now, so tests do not depend
@@ -108,7 +122,7 @@ async fn duplicate_kafka_deliveries_across_four_dispatchers_contact_each_custome
         })
         .collect();
     fleet.put_customers(customers).await;
-    let _stop = start_workers(&fleet, &[Channel::Email, Channel::Sms], 4).await;
+    let (_stop, dispatchers) = start_dispatchers(&fleet, &[Channel::Email, Channel::Sms], 4).await;
 
     let body = campaign("dup-test", &["email", "sms"], 30_000, &ids);
     let (status, created) = fleet.post("/v1/campaigns", body.clone()).await;
@@ -143,10 +157,18 @@ async fn duplicate_kafka_deliveries_across_four_dispatchers_contact_each_custome
         .wait_campaign("dup-test", Duration::from_secs(90))
         .await;
     // The copies may still be on their way after the last outcome: wait for them too.
+    let received = || -> u64 {
+        dispatchers
+            .iter()
+            .map(|d| d.stats.received.load(Ordering::Relaxed))
+            .sum()
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let report = loop {
         let (_, report) = fleet.get("/v1/campaigns/dup-test").await;
-        if count(&report, "deduplicated") >= n as u64 || tokio::time::Instant::now() > deadline {
+        let all_handled =
+            received() >= 2 * n as u64 && count(&report, "deduplicated") + n as u64 == received();
+        if all_handled || tokio::time::Instant::now() > deadline {
             break report;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -155,10 +177,15 @@ async fn duplicate_kafka_deliveries_across_four_dispatchers_contact_each_custome
     assert_eq!(count(&report, "delivered"), n as u64, "{report}");
     assert_eq!(count(&report, "failed"), 0, "{report}");
     assert_eq!(count(&report, "sent"), n as u64, "one send each: {report}");
+    // Every message the dispatchers received but the one send of each customer was dropped:
+    // the injected copies, and any message a rebalance among the four handed to a second
+    // dispatcher before the first committed its offset (a CI run saw 73 of those).
+    let received = received();
+    assert!(received >= 2 * n as u64, "originals and copies: {received}");
     assert_eq!(
         count(&report, "deduplicated"),
-        n as u64,
-        "every copy dropped: {report}"
+        received - n as u64,
+        "every copy dropped, of {received} received: {report}"
     );
     assert_eq!(count(&report, "delivered:email"), (n / 2) as u64);
 
