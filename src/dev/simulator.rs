@@ -273,7 +273,18 @@ async fn notify(
             }
         }
     }
-    Json(json!({"status": "delivered", "provider_id": provider_id(&key)})).into_response()
+    Json(Accepted {
+        status: "delivered",
+        provider_id: provider_id(&key),
+    })
+    .into_response()
+}
+
+/// The answer to an accepted message (a struct, not a `json!` map built per call).
+#[derive(Serialize)]
+struct Accepted {
+    status: &'static str,
+    provider_id: String,
 }
 
 /// The id the simulator gives a message: derived from its key, so a replay answers with the
