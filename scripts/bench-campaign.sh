@@ -165,6 +165,16 @@ redis_memory() {
     echo "redis $used; the campaign's keys: $keys (report kept: $report)"
 }
 [ -n "$RETENTION" ] && echo "before the campaign            $(redis_memory)" >"$OUT/retention.txt"
+# utime + stime of each process, in clock ticks, as "name ticks" lines.
+process_ticks() {
+    local i
+    for i in "${!pids[@]}"; do
+        echo "${names[$i]} $(awk '{print $14 + $15}' "/proc/${pids[$i]}/stat" 2>/dev/null || echo 0)"
+    done
+}
+# Where the campaign alone starts: seeding the customers is not part of sending to them.
+ticks_before_campaign=$(process_ticks)
+redis_before_campaign=$(redis_ticks)
 log "campaign to $N customers: e-mail first, push as fallback"
 start_ns=$(date +%s%N)
 "$BIN/herald" --api "http://$API" campaigns send --id "$NS" --count "$N" --prefix b \
@@ -195,7 +205,7 @@ done
 log "raw broker throughput on the same broker ($N messages of 250 bytes, $PARTITIONS partitions)"
 "$BIN/herald" broker-bench --topic "$NS.sales" --count "$N" --size 250 >"$OUT/broker.txt"
 
-python3 - "$N" "$start_ns" "$end_ns" "$OUT" "$rss_lines" "$(redis_ticks) $redis_start" "$dispatch_ports" <<'PY'
+python3 - "$N" "$start_ns" "$end_ns" "$OUT" "$rss_lines" "$(redis_ticks) $redis_start $redis_before_campaign" "$dispatch_ports" "$ticks_before_campaign" <<'PY'
 import json, sys
 n, start_ns, end_ns, out, rss = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 ports = [int(p) for p in sys.argv[7].split()]
@@ -242,13 +252,26 @@ if len(ports) > 2:
 print(f"broker raw produce         {produce:.0f} msg/s")
 print(f"broker raw consume         {consume:.0f} msg/s")
 print(f"pipeline / raw consume     {rate / consume * 100:.1f} %")
-redis_cpu = sys.argv[6].split()
-print("per process:      peak RSS   CPU seconds (whole run, seeding included)   CPU µs per recipient")
+redis_cpu = [int(t) for t in sys.argv[6].split()]
+# Each process's ticks when the campaign was posted (after the customers were stored).
+before = {}
+for line in sys.argv[8].strip().splitlines():
+    name, ticks = line.split()
+    before[name] = before.get(name, 0) + int(ticks)
+print("per process:      peak RSS   CPU s, whole run   CPU µs per recipient: whole run (seeding included) / campaign only")
+total_all = total_campaign = 0
+def row(name, rss, ticks, campaign):
+    print(f"  {name:<16} {rss:>9}  {ticks / 100:>7.1f}   {ticks * 1e4 / n:>24.0f} / {campaign * 1e4 / n:.0f}")
 for line in rss.strip().splitlines():
     name, kb, ticks = line.split()
-    print(f"  {name:<16} {int(kb) / 1024:>5.0f} MiB  {int(ticks) / 100:>7.1f}   {int(ticks) * 1e4 / n:>8.0f}")
-redis_ticks = int(redis_cpu[0]) - int(redis_cpu[1])
-print(f"  {'redis-server':<16} {'':>9}  {redis_ticks / 100:>7.1f}   {redis_ticks * 1e4 / n:>8.0f}")
+    ticks = int(ticks)
+    campaign = ticks - before.get(name, 0)
+    total_all += ticks; total_campaign += campaign
+    row(name, f"{int(kb) / 1024:.0f} MiB", ticks, campaign)
+redis_all, redis_campaign = redis_cpu[0] - redis_cpu[1], redis_cpu[0] - redis_cpu[2]
+total_all += redis_all; total_campaign += redis_campaign
+row("redis-server", "", redis_all, redis_campaign)
+row("total", "", total_all, total_campaign)
 PY
 [ -f "$OUT/retention.txt" ] && cat "$OUT/retention.txt"
 true
