@@ -2,8 +2,8 @@
 //! `HERALD_REDIS_URL` names the nodes of the local cluster; on a single Redis there is no slot
 //! to move and they return at once.
 
-use herald::model::{Customer, CustomerId};
-use herald::store::Store;
+use herald::model::{CampaignId, Channel, Customer, CustomerId, Delivery, Message, UncertainSend};
+use herald::store::{OnceClaim, SentOutcome, Store};
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
 
@@ -142,6 +142,73 @@ async fn a_slot_moved_after_the_store_read_the_slot_map_is_followed() {
     );
     store.put_customers(&profiles).await.unwrap();
     assert!(store.customer(&ids[0]).await.unwrap().is_some());
+}
+
+/// Scripts go straight to their node's own connection: one whose slot moved after the
+/// store read the map is refused there (MOVED, not run) and sent again through the cluster
+/// connection, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_whose_slot_moved_runs_once_on_the_new_node() {
+    let url = redis_url();
+    if !url.contains(',') {
+        eprintln!("a single Redis: no slot to move");
+        return;
+    }
+    let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let store = Store::connect(&url, &ns).await.expect("the local cluster");
+    let d = Delivery {
+        campaign: CampaignId::parse("moving").unwrap(),
+        customer: CustomerId::parse("c1").unwrap(),
+        attempt: 0,
+        message: Message {
+            to: "x".into(),
+            message: "hi".into(),
+            channel: Channel::Email,
+        },
+        timeout_ms: 60_000,
+        fanned_out_ms: 0,
+        on_uncertain: UncertainSend::Resend,
+        email: None,
+        whatsapp: None,
+    };
+    let lease = std::time::Duration::from_secs(30);
+    // The claim reads the slot map and opens the node's connection.
+    assert_eq!(
+        store.claim_slot(&d, "o1", lease, None, true).await.unwrap(),
+        OnceClaim::Claimed
+    );
+
+    let key = store.slot_key(&d.campaign, &d.customer).await.unwrap();
+    let mut nodes = nodes(&url).await;
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(&key)
+        .query_async(&mut nodes[0].conn)
+        .await
+        .unwrap();
+    let mut owner = None;
+    for (i, node) in nodes.iter_mut().enumerate() {
+        if keys_in_slot(node, slot).await.contains(&key) {
+            owner = Some(i);
+        }
+    }
+    let from = owner.expect("a node holds the slot");
+    let to = (from + 1) % nodes.len();
+    move_slot(&mut nodes, slot, from, to).await;
+
+    // Run once on the new node: a second run of mark_sent would find the slot `sent` and
+    // answer that the lease was lost.
+    assert_eq!(
+        store.mark_sent(&d, "o1", "p1", "sim", false).await.unwrap(),
+        SentOutcome::AwaitingReceipt
+    );
+    let slot_now = store.slot(&d.campaign, &d.customer).await.unwrap();
+    assert_eq!(slot_now.get("st").map(String::as_str), Some("sent"));
+    // And the next script, with the map read again, goes to the new node directly.
+    assert_eq!(
+        store.claim_slot(&d, "o2", lease, None, true).await.unwrap(),
+        OnceClaim::Duplicate("sent".into())
+    );
 }
 
 #[tokio::test]
