@@ -15,7 +15,8 @@
 # server (aiosmtpd, counting only) instead of the simulated HTTP provider.
 # Scale-out: HERALD_BENCH_DISPATCHERS=K runs K e-mail dispatchers (one consumer group: the
 # partitions split between them, each prints what it handled) and HERALD_BENCH_FANOUTS=F
-# runs F fan-outs.
+# runs F fan-outs; HERALD_BENCH_IN_FLIGHT and HERALD_BENCH_PROVIDER_CONCURRENCY set the
+# e-mail dispatchers' --max-in-flight (2048) and --provider-concurrency (1024).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$HERALD_ROOT"
@@ -136,7 +137,7 @@ if [ "${HERALD_BENCH_EMAIL:-http}" = smtp ]; then
     email=(--smtp-url "smtp://127.0.0.1:$SMTP_PORT" --email-from "Bench <bench@shop.example>"
         --public-url "http://$API" --provider-concurrency 64)
 else
-    email=(--provider-concurrency 1024)
+    email=(--provider-concurrency "${HERALD_BENCH_PROVIDER_CONCURRENCY:-1024}")
 fi
 for i in "${!email_ports[@]}"; do
     name=dispatch-email; [ "$DISPATCHERS" -gt 1 ] && name="dispatch-email-$((i + 1))"
