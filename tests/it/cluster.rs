@@ -94,15 +94,47 @@ async fn move_slot(nodes: &mut [Node], slot: u16, from: usize, to: usize) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slot_moved_after_the_store_read_the_slot_map_is_followed() {
+/// Moves the slot of `key` (which must exist) from the master that holds it to the next one.
+async fn move_slot_of(urls: &str, key: &str) {
+    let mut nodes = nodes(urls).await;
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query_async(&mut nodes[0].conn)
+        .await
+        .unwrap();
+    let mut owner = None;
+    for (i, node) in nodes.iter_mut().enumerate() {
+        if keys_in_slot(node, slot).await.iter().any(|k| k == key) {
+            owner = Some(i);
+        }
+    }
+    let from = owner.unwrap_or_else(|| panic!("no node holds {key}"));
+    let to = (from + 1) % nodes.len();
+    move_slot(&mut nodes, slot, from, to).await;
+    assert!(keys_in_slot(&mut nodes[to], slot)
+        .await
+        .iter()
+        .any(|k| k == key));
+}
+
+/// The cluster's URL, a fresh namespace and a store on them; `None` on a single Redis.
+async fn cluster_store() -> Option<(String, String, Store)> {
     let url = redis_url();
     if !url.contains(',') {
         eprintln!("a single Redis: no slot to move");
-        return;
+        return None;
     }
     let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let store = Store::connect(&url, &ns).await.expect("the local cluster");
+    Some((url, ns, store))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_moved_after_the_store_read_the_slot_map_is_followed() {
+    let Some((url, ns, store)) = cluster_store().await else {
+        return;
+    };
     assert!(store.is_cluster());
     let ids: Vec<CustomerId> = (0..30)
         .map(|i| CustomerId::parse(&format!("m{i}")).unwrap())
@@ -115,24 +147,8 @@ async fn a_slot_moved_after_the_store_read_the_slot_map_is_followed() {
     let read = store.customers(&ids).await.unwrap();
     assert!(read.iter().all(Option::is_some));
 
-    let mut nodes = nodes(&url).await;
     let key = format!("{ns}:customer:m0");
-    let slot: u16 = redis::cmd("CLUSTER")
-        .arg("KEYSLOT")
-        .arg(&key)
-        .query_async(&mut nodes[0].conn)
-        .await
-        .unwrap();
-    let mut owner = None;
-    for (i, node) in nodes.iter_mut().enumerate() {
-        if keys_in_slot(node, slot).await.contains(&key) {
-            owner = Some(i);
-        }
-    }
-    let from = owner.expect("a node holds m0");
-    let to = (from + 1) % nodes.len();
-    move_slot(&mut nodes, slot, from, to).await;
-    assert!(keys_in_slot(&mut nodes[to], slot).await.contains(&key));
+    move_slot_of(&url, &key).await;
 
     // The store's map still names the old node: the node's MOVED is followed.
     let read = store.customers(&ids).await.unwrap();
@@ -149,13 +165,9 @@ async fn a_slot_moved_after_the_store_read_the_slot_map_is_followed() {
 /// connection, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_script_whose_slot_moved_runs_once_on_the_new_node() {
-    let url = redis_url();
-    if !url.contains(',') {
-        eprintln!("a single Redis: no slot to move");
+    let Some((url, _ns, store)) = cluster_store().await else {
         return;
-    }
-    let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let store = Store::connect(&url, &ns).await.expect("the local cluster");
+    };
     let d = Delivery {
         campaign: CampaignId::parse("moving").unwrap(),
         customer: CustomerId::parse("c1").unwrap(),
@@ -179,22 +191,7 @@ async fn a_script_whose_slot_moved_runs_once_on_the_new_node() {
     );
 
     let key = store.slot_key(&d.campaign, &d.customer).await.unwrap();
-    let mut nodes = nodes(&url).await;
-    let slot: u16 = redis::cmd("CLUSTER")
-        .arg("KEYSLOT")
-        .arg(&key)
-        .query_async(&mut nodes[0].conn)
-        .await
-        .unwrap();
-    let mut owner = None;
-    for (i, node) in nodes.iter_mut().enumerate() {
-        if keys_in_slot(node, slot).await.contains(&key) {
-            owner = Some(i);
-        }
-    }
-    let from = owner.expect("a node holds the slot");
-    let to = (from + 1) % nodes.len();
-    move_slot(&mut nodes, slot, from, to).await;
+    move_slot_of(&url, &key).await;
 
     // Run once on the new node: a second run of mark_sent would find the slot `sent` and
     // answer that the lease was lost.
