@@ -7,13 +7,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::future::try_join_all;
-use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::{
-    Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Value,
-};
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use super::StoreError;
 
@@ -54,14 +52,12 @@ const RETRIES: u32 = 3;
 #[derive(Clone)]
 pub(super) enum Client {
     Single(redis::Client),
-    /// The cluster client, and how to reach a node directly (the first seed's settings:
-    /// password, database, protocol), or `None` when its nodes are not reached over plain TCP.
-    Cluster(ClusterClient, Option<Arc<ConnectionInfo>>),
+    Cluster(ClusterClient),
 }
 
 impl Client {
     pub(super) fn is_cluster(&self) -> bool {
-        matches!(self, Client::Cluster(..))
+        matches!(self, Client::Cluster(_))
     }
 
     pub(super) fn open(target: &RedisTarget) -> Result<Client, StoreError> {
@@ -73,7 +69,6 @@ impl Client {
                     .response_timeout(RESPONSE_TIMEOUT)
                     .retries(RETRIES)
                     .build()?,
-                direct_info(nodes.first().map(String::as_str)),
             ),
         })
     }
@@ -93,10 +88,10 @@ impl Client {
                         .await
                         .map(Link::Single)
                 }
-                Client::Cluster(client, direct) => client
+                Client::Cluster(client) => client
                     .get_async_connection()
                     .await
-                    .map(|c| Link::Cluster(c, Topology::new(direct.clone()))),
+                    .map(|c| Link::Cluster(c, Topology::default())),
             }
         };
         tokio::time::timeout(limit, opening)
@@ -117,7 +112,7 @@ impl ConnectionLike for Link {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Link::Single(c) => c.req_packed_command(cmd),
-            Link::Cluster(c, topology) => Box::pin(one_command(c, topology, cmd)),
+            Link::Cluster(c, _) => c.req_packed_command(cmd),
         }
     }
 
@@ -151,54 +146,15 @@ impl ConnectionLike for Link {
     }
 }
 
-/// Which node serves which slots, as `CLUSTER SLOTS` last said, with a connection to each
-/// node; shared by a link's clones and dropped when a node answers that a slot moved or its
-/// connection fails.
-#[derive(Clone)]
-pub(super) struct Topology {
-    map: Arc<RwLock<Option<Arc<SlotMap>>>>,
-    direct: Option<Arc<ConnectionInfo>>,
-}
+/// Which node serves which slots, as `CLUSTER SLOTS` last said; shared by a link's clones
+/// and dropped when a node answers that a slot moved.
+#[derive(Clone, Default)]
+pub(super) struct Topology(Arc<RwLock<Option<Arc<SlotMap>>>>);
 
-/// Slot ranges (first, last, node) in order, the nodes' addresses, and a connection to each
-/// node opened on first use.
-///
-/// Scripts and per-node pipelines go straight to their node's connection: through the
-/// cluster connection each command crossed its routing task and then the node's connection
-/// task, which cost the dispatcher about 28 µs per recipient (two scripts) on the 1M
-/// benchmark. A redirection still goes through the cluster connection, which follows it.
-struct SlotMap(
-    Vec<(u16, u16, usize)>,
-    Vec<(String, u16)>,
-    Vec<tokio::sync::OnceCell<MultiplexedConnection>>,
-);
-
-/// How to reach one node directly, from the first seed URL: only over plain TCP (a TLS or
-/// Unix-socket seed keeps every command on the cluster connection).
-fn direct_info(seed: Option<&str>) -> Option<Arc<ConnectionInfo>> {
-    let info = seed?.into_connection_info().ok()?;
-    matches!(info.addr, ConnectionAddr::Tcp(..)).then(|| Arc::new(info))
-}
+/// Slot ranges (first, last, node) in order.
+struct SlotMap(Vec<(u16, u16, usize)>, Vec<(String, u16)>);
 
 impl SlotMap {
-    /// A connection to `node` alone; `None` if none can be opened now (the caller goes
-    /// through the cluster connection instead).
-    async fn node(&self, node: usize, base: &ConnectionInfo) -> Option<MultiplexedConnection> {
-        let (host, port) = self.1.get(node)?.clone();
-        let cell = self.2.get(node)?;
-        let open = || async move {
-            let mut info = base.clone();
-            info.addr = ConnectionAddr::Tcp(host, port);
-            let config = redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(CONNECT_TIMEOUT)
-                .set_response_timeout(RESPONSE_TIMEOUT);
-            redis::Client::open(info)?
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-        };
-        cell.get_or_try_init(open).await.ok().cloned()
-    }
-
     fn node_of(&self, slot: u16) -> Option<usize> {
         let i = self.0.partition_point(|(_, last, _)| *last < slot);
         self.0
@@ -211,7 +167,7 @@ impl SlotMap {
         let Value::Array(ranges) = reply else {
             return None;
         };
-        let mut map = SlotMap(Vec::new(), Vec::new(), Vec::new());
+        let mut map = SlotMap(Vec::new(), Vec::new());
         for range in ranges {
             let Value::Array(fields) = range else {
                 return None;
@@ -244,28 +200,13 @@ impl SlotMap {
             ));
         }
         map.0.sort_unstable();
-        map.2 = map.1.iter().map(|_| tokio::sync::OnceCell::new()).collect();
         Some(map)
     }
 }
 
 impl Topology {
-    fn new(direct: Option<Arc<ConnectionInfo>>) -> Self {
-        Topology {
-            map: Arc::default(),
-            direct,
-        }
-    }
-
-    /// A connection to the node that serves `key`, when the map names one.
-    async fn node_of(&self, c: &ClusterConnection, key: &[u8]) -> Option<MultiplexedConnection> {
-        let base = self.direct.as_ref()?;
-        let map = self.map(&mut c.clone()).await?;
-        map.node(map.node_of(slot(key))?, base).await
-    }
-
     async fn map(&self, c: &mut ClusterConnection) -> Option<Arc<SlotMap>> {
-        if let Some(map) = self.map.read().unwrap_or_else(|e| e.into_inner()).clone() {
+        if let Some(map) = self.0.read().unwrap_or_else(|e| e.into_inner()).clone() {
             return Some(map);
         }
         let reply = c
@@ -276,59 +217,13 @@ impl Topology {
             .await
             .ok()?;
         let map = Arc::new(SlotMap::parse(&reply)?);
-        *self.map.write().unwrap_or_else(|e| e.into_inner()) = Some(map.clone());
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(map.clone());
         Some(map)
     }
 
     fn forget(&self) {
-        *self.map.write().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
-}
-
-/// One command on a cluster. A script goes straight to its node; if the node answers with a
-/// redirection (it has not run it), it is sent again through the cluster connection, which
-/// follows the redirection, and the map is read again next time. A failed connection is not
-/// a redirection: the script may have run, so the error is returned as it would be from one
-/// Redis, and the connection is replaced on the next call. Other commands (script loads,
-/// which go to every master, and the rare single commands) go through the cluster connection.
-async fn one_command(
-    c: &ClusterConnection,
-    topology: &Topology,
-    cmd: &Cmd,
-) -> redis::RedisResult<Value> {
-    if let Some(key) = script_key(cmd) {
-        if let Some(mut node) = topology.node_of(c, key).await {
-            match node.req_packed_command(cmd).await {
-                Ok(value) if !is_redirect(&value) => return Ok(value),
-                Err(e) if !is_redirect_error(&e) => {
-                    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                        topology.forget();
-                    }
-                    return Err(e);
-                }
-                _ => topology.forget(),
-            }
-        }
-    }
-    c.clone().req_packed_command(cmd).await
-}
-
-/// The first key of a script call (`EVALSHA`/`EVAL` with keys), which routes it.
-fn script_key(cmd: &Cmd) -> Option<&[u8]> {
-    let name = match cmd.args_iter().next()? {
-        redis::Arg::Simple(name) => name,
-        redis::Arg::Cursor => return None,
-    };
-    let script = name.eq_ignore_ascii_case(b"EVALSHA") || name.eq_ignore_ascii_case(b"EVAL");
-    script.then(|| key_of(cmd)).flatten()
-}
-
-fn is_redirect_error(e: &redis::RedisError) -> bool {
-    use redis::ErrorKind;
-    matches!(
-        e.kind(),
-        ErrorKind::Moved | ErrorKind::Ask | ErrorKind::TryAgain | ErrorKind::ClusterDown
-    )
 }
 
 /// Runs a pipeline as one pipeline per node. A command whose node cannot be told (no slot
@@ -368,19 +263,9 @@ async fn by_node(
             for &i in group {
                 part.add_command(commands[i].clone());
             }
-            let map = &map;
             async move {
-                let direct = match &topology.direct {
-                    Some(base) => map.node(node, base).await,
-                    None => None,
-                };
-                match direct {
-                    Some(mut node) => node.req_packed_commands(&part, 0, group.len()).await,
-                    None => {
-                        let route = SingleNodeRoutingInfo::ByAddress { host, port };
-                        c.route_pipeline(&part, 0, group.len(), route).await
-                    }
-                }
+                let route = SingleNodeRoutingInfo::ByAddress { host, port };
+                c.route_pipeline(&part, 0, group.len(), route).await
             }
         });
     let answers = futures::future::join_all(sends).await;

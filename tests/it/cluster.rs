@@ -160,9 +160,9 @@ async fn a_slot_moved_after_the_store_read_the_slot_map_is_followed() {
     assert!(store.customer(&ids[0]).await.unwrap().is_some());
 }
 
-/// Scripts go straight to their node's own connection: one whose slot moved after the
-/// store read the map is refused there (MOVED, not run) and sent again through the cluster
-/// connection, once.
+/// A script whose slot moved after the store read the slot map (and after its first script
+/// there) runs once, on the new node: the node's MOVED is followed, not taken for the answer
+/// and not run twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_script_whose_slot_moved_runs_once_on_the_new_node() {
     let Some((url, _ns, store)) = cluster_store().await else {
