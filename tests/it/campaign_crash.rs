@@ -188,18 +188,15 @@ async fn crash_run(policy: &str, n: usize, receipt_loss_rate: f64, timeout_ms: u
     // The kills start once the campaign is under way: under a full parallel test run the
     // freshly started workers can take seconds to join their groups, and kills that all land
     // before the first send test nothing (one CI run saw no outcome at any of the nine).
-    let started = tokio::time::Instant::now();
-    loop {
-        let (_, now) = fleet.get("/v1/campaigns/crash").await;
-        if now["progress"]["outcomes"].as_u64().unwrap_or(0) > 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no outcome within 60 s: {now}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::harness::wait_until(
+        "the campaign's first outcome",
+        Duration::from_secs(60),
+        || async {
+            let (_, now) = fleet.get("/v1/campaigns/crash").await;
+            now["progress"]["outcomes"].as_u64().unwrap_or(0) > 0
+        },
+    )
+    .await;
     let victims = [0, 5, 2, 4, 6, 1, 3, 5, 0];
     let mut outcomes_at_kills = Vec::new();
     let mut killed = Vec::new();
