@@ -11,8 +11,8 @@ use super::{AttemptError, AttemptFuture, Outgoing, Transport};
 use crate::config::ProviderArgs;
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
-pub const API_KEY_HEADER: &str = "X-API-Key";
-const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+/// `X-API-Key` (header names are case-insensitive; `from_static` takes them lower-case).
+pub const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpAdapterError {
@@ -67,7 +67,7 @@ impl HttpTransport {
         let response = self
             .http
             .post(self.notify_url.clone())
-            .header(API_KEY, self.api_key.clone())
+            .header(API_KEY_HEADER, self.api_key.clone())
             .header(IDEMPOTENCY_KEY_HEADER, out.key)
             .json(out.message)
             .send()
