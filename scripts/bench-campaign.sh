@@ -95,12 +95,15 @@ if [ -n "$CLUSTER" ]; then
     redis_pidfiles=("$HERALD_STATE"/cluster/*/redis.pid)
     log "Redis Cluster: $HERALD_REDIS_URL, $HERALD_CAMPAIGN_SHARDS shards per campaign"
 fi
-# CPU ticks (utime + stime) of the Redis server(s).
+# CPU ticks (utime + stime) of one process: where the two cores went.
+ticks_of() {
+    awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+# CPU ticks of the Redis server(s).
 redis_ticks() {
-    local total=0 f t
+    local total=0 f
     for f in "${redis_pidfiles[@]}"; do
-        t=$(awk '{print $14 + $15}' "/proc/$(cat "$f")/stat" 2>/dev/null || echo 0)
-        total=$((total + t))
+        total=$((total + $(ticks_of "$(cat "$f")")))
     done
     echo "$total"
 }
@@ -170,7 +173,7 @@ redis_memory() {
 process_ticks() {
     local i
     for i in "${!pids[@]}"; do
-        echo "${names[$i]} $(awk '{print $14 + $15}' "/proc/${pids[$i]}/stat" 2>/dev/null || echo 0)"
+        echo "${names[$i]} $(ticks_of "${pids[$i]}")"
     done
 }
 # Where the campaign alone starts: seeding the customers is not part of sending to them.
@@ -198,8 +201,7 @@ curl -s "http://$PROVIDER/v1/stats" >"$OUT/provider.json"
 rss_lines=""
 for i in "${!pids[@]}"; do
     hwm=$(awk '/VmHWM/ {print $2}' "/proc/${pids[$i]}/status" 2>/dev/null || echo 0)
-    # utime + stime, in clock ticks: where the two cores went.
-    cpu=$(awk '{print $14 + $15}' "/proc/${pids[$i]}/stat" 2>/dev/null || echo 0)
+    cpu=$(ticks_of "${pids[$i]}")
     rss_lines+="${names[$i]} $hwm $cpu"$'\n'
 done
 
