@@ -31,14 +31,15 @@
 //! carried in Kafka headers), [`health`] (probes and `/metrics` for programs without an API),
 //! [`http`] (the error body, limits and time-outs every HTTP server shares), [`auth`] (service
 //! keys and scopes, shoppers' JWTs, signed receipts, the secret checks), [`secret`],
-//! [`shutdown`] (signals), [`cli`] (the `herald` command) and [`dev`] (the local broker, the
-//! simulated provider, load and event generators: demo, tests and benchmarks, not the
-//! production path).
+//! [`shutdown`] (signals), [`coalesce`] (calls made apart sent as one batch), [`cli`] (the
+//! `herald` command) and [`dev`] (the local broker, the simulated provider, load and event
+//! generators: demo, tests and benchmarks, not the production path).
 
 pub mod api;
 pub mod auth;
 pub mod campaigns;
 pub mod cli;
+pub mod coalesce;
 pub mod config;
 pub mod dev;
 pub mod dispatch;

@@ -12,7 +12,7 @@ use super::{claim_until, retry_store, Dispatcher, Handled, Step, Stop};
 use crate::kafka;
 use crate::model::{now_ms, Channel, Delivery, LifecycleEvent, LifecycleKind};
 use crate::provider::{Outgoing, Provider, SendOutcome};
-use crate::store::{OnceClaim, SentOutcome};
+use crate::store::{OnceClaim, SentOutcome, SlotClaim, SlotMark, StoreError};
 
 impl Dispatcher {
     /// A campaign delivery: the once-slot decides, the provider sends, the pending set waits
@@ -80,10 +80,10 @@ impl Dispatcher {
         let lease = self.config.lease;
         let trace = crate::telemetry::current_traceparent();
         let claimed = claim_until(cancel, || async {
-            let claim = self
-                .store
-                .claim_slot(d, owner, lease, trace.as_deref(), send_now);
-            Ok(match claim.await? {
+            let claim = SlotClaim::of(d, owner, lease, trace.as_deref(), send_now);
+            let answer = self.claims.call(claim).await;
+            let answer = answer.unwrap_or(Err(StoreError::Batch("no answer to the claim".into())));
+            Ok(match answer? {
                 OnceClaim::Claimed => Step::Claimed,
                 OnceClaim::Resend => {
                     self.stats.resent.fetch_add(1, Ordering::Relaxed);
@@ -133,9 +133,10 @@ impl Dispatcher {
                 let accepted = Instant::now();
                 let confirmed_id = provider_id.clone();
                 let confirms = provider.confirms_on_accept();
-                let recorded = retry_store(&never, || {
-                    self.store
-                        .mark_sent(d, owner, &provider_id, &provider.name, confirms)
+                let recorded = retry_store(&never, || async {
+                    let mark = SlotMark::of(d, owner, &provider_id, &provider.name, confirms);
+                    let answer = self.marks.call(mark).await;
+                    answer.unwrap_or(Err(StoreError::Batch("no answer to the mark".into())))
                 })
                 .await;
                 self.stats

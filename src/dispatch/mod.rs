@@ -26,11 +26,14 @@ use tokio_util::sync::CancellationToken;
 use crate::shutdown::sleep_unless_cancelled;
 use tokio_util::task::TaskTracker;
 
+use crate::coalesce::Coalescer;
 use crate::kafka::{self, Topics};
 use crate::latency::LatencyHistogram;
 use crate::model::{Channel, Delivery, LifecycleEvent, LifecycleKind, Notification, RequestId};
 use crate::provider::ProviderChain;
-use crate::store::{Store, StoreError};
+use crate::store::{
+    OnceClaim, SentOutcome, SlotClaim, SlotMark, Store, StoreError, SLOTS_PER_CALL,
+};
 
 #[derive(Debug, Clone)]
 pub struct DispatchConfig {
@@ -105,9 +108,46 @@ pub struct Dispatcher {
     pub providers: Arc<ProviderChain>,
     pub config: DispatchConfig,
     pub stats: DispatchStats,
+    /// The once-slot claims of the messages handled at once, sent to Redis together.
+    claims: Coalescer<SlotClaim, Result<OnceClaim, StoreError>>,
+    /// The providers' acceptances recorded at once, likewise.
+    marks: Coalescer<SlotMark, Result<SentOutcome, StoreError>>,
 }
 
+/// Batches under way at once per kind: while they are, the next one fills.
+const SLOT_BATCHES_IN_FLIGHT: usize = 2;
+
 impl Dispatcher {
+    /// A dispatcher, with its claim batches' task started on the current runtime.
+    pub fn new(
+        store: Store,
+        producer: FutureProducer,
+        topics: Topics,
+        providers: Arc<ProviderChain>,
+        config: DispatchConfig,
+    ) -> Self {
+        let claimer = store.clone();
+        let claims = Coalescer::spawn(SLOTS_PER_CALL, SLOT_BATCHES_IN_FLIGHT, move |batch| {
+            let store = claimer.clone();
+            async move { store.claim_slots(batch).await }
+        });
+        let marker = store.clone();
+        let marks = Coalescer::spawn(SLOTS_PER_CALL, SLOT_BATCHES_IN_FLIGHT, move |batch| {
+            let store = marker.clone();
+            async move { store.mark_sent_many(batch).await }
+        });
+        Dispatcher {
+            store,
+            producer,
+            topics,
+            providers,
+            config,
+            stats: DispatchStats::default(),
+            claims,
+            marks,
+        }
+    }
+
     /// Consumes until `shutdown`, then finishes (or hands back) in-flight work and commits.
     pub async fn run(
         self: Arc<Self>,

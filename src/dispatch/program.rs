@@ -9,7 +9,7 @@ use std::time::Duration;
 use rdkafka::consumer::StreamConsumer;
 use tokio_util::sync::CancellationToken;
 
-use super::{DispatchConfig, DispatchStats, Dispatcher};
+use super::{DispatchConfig, Dispatcher};
 use crate::config::{CommonArgs, HealthArgs, ProviderArgs, ProvidersArgs};
 use crate::health::Probes;
 use crate::model::Channel;
@@ -69,22 +69,21 @@ impl crate::program::Program for Program {
             topics,
         } = Connections::open(&args.common).await?;
         let consumer = program::consumer(&args.common, &topics.dispatch_group(args.channel))?;
-        let dispatcher = Arc::new(Dispatcher {
+        let providers =
+            ProvidersConfig::load(&args.providers)?.build_chain(args.channel, &args.provider)?;
+        let config = DispatchConfig {
+            channel: args.channel,
+            lease: Duration::from_millis(args.lease_ms),
+            max_in_flight: args.max_in_flight,
+            shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
+        };
+        let dispatcher = Arc::new(Dispatcher::new(
             store,
             producer,
             topics,
-            providers: Arc::new(
-                ProvidersConfig::load(&args.providers)?
-                    .build_chain(args.channel, &args.provider)?,
-            ),
-            config: DispatchConfig {
-                channel: args.channel,
-                lease: Duration::from_millis(args.lease_ms),
-                max_in_flight: args.max_in_flight,
-                shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
-            },
-            stats: DispatchStats::default(),
-        });
+            Arc::new(providers),
+            config,
+        ));
         Ok(Program {
             dispatcher,
             consumer,

@@ -20,6 +20,9 @@ pub enum StoreError {
     Timeout(Duration),
     #[error("the Redis at this URL is a node of a Redis Cluster: list its nodes in HERALD_REDIS_URL (comma-separated) or set HERALD_REDIS_CLUSTER=1")]
     ClusterNode,
+    /// A call that served many (a batch of claims) failed as a whole; each is retried.
+    #[error("batched redis call failed: {0}")]
+    Batch(String),
     #[error("corrupt record for {key}: {what}")]
     Corrupt { key: String, what: String },
 }
@@ -101,7 +104,7 @@ pub use pending::{Overdue, ReceiptOutcome, ReceiptUpdate, RepublishWait};
 pub use promos::{PromoRecord, PromoTask, Purchase, Reservation};
 pub use requests::{Claim, Publication};
 pub use shards::MAX_SHARDS;
-pub use slots::{OnceClaim, SentOutcome};
+pub use slots::{OnceClaim, SentOutcome, SlotClaim, SlotMark, SLOTS_PER_CALL};
 
 /// Whether a server reached as a single Redis is a node of a cluster.
 async fn is_cluster_node(link: &Link) -> Result<bool, StoreError> {

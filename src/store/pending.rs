@@ -45,6 +45,40 @@ pub struct ReceiptUpdate {
     pub provider_id: Option<String>,
 }
 
+impl super::slots::SlotOp for ReceiptUpdate {
+    fn slot(&self) -> (&CampaignId, &CustomerId) {
+        (&self.campaign, &self.customer)
+    }
+
+    fn push_args(&self, invocation: &mut redis::ScriptInvocation<'_>, _: &Store) {
+        let status = match self.status {
+            ReceiptStatus::Delivered => "delivered",
+            ReceiptStatus::Failed => "failed",
+        };
+        invocation
+            .arg(self.channel.as_str())
+            .arg(status)
+            .arg(self.customer.as_str())
+            .arg(&self.reason)
+            .arg(self.provider_id.as_deref().unwrap_or(""));
+    }
+}
+
+/// What the receipt script answered for one receipt.
+fn receipt_outcome(reply: &str) -> ReceiptOutcome {
+    match reply.split_once(' ').unwrap_or((reply, "")) {
+        ("delivered", latency) => ReceiptOutcome::Delivered(latency.parse().ok()),
+        (_, "") => match reply {
+            "undelivered" => ReceiptOutcome::Undelivered,
+            "early" => ReceiptOutcome::Early,
+            "late" => ReceiptOutcome::Late,
+            "mismatched" => ReceiptOutcome::Mismatched,
+            _ => ReceiptOutcome::Unknown,
+        },
+        _ => ReceiptOutcome::Unknown,
+    }
+}
+
 /// An overdue entry of a campaign's pending set, claimed by one `herald-retry`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Overdue {
@@ -59,39 +93,46 @@ pub struct Overdue {
     pub trace: Option<String>,
 }
 
-// KEYS[1] slot, KEYS[2] campaign, KEYS[3] pending. ARGV: channel, status, customer, reason,
-// provider id.
+// KEYS[1] campaign (shard) counts, KEYS[2] pending, KEYS[3..] the slots, all of one shard
+// (the receipts of one call that fall in it). ARGV: five per slot, in order: channel,
+// status, customer, reason, provider id. One answer per slot, in order.
 static RECEIPT: Lua = Lua::new(lua_with_now!(
     r#"
-local f = redis.call('HMGET', KEYS[1], 'st', 'ch', 'sa', 'pid')
-if not f[1] then return 'unknown' end
-if f[2] == ARGV[1] and (f[1] == 'claimed' or f[1] == 'sending') then
-  redis.call('HSET', KEYS[1], 'er', ARGV[2])
-  return 'early'
-end
-if f[2] == ARGV[1] and (f[1] == 'sent' or f[1] == 'retrying') then
-  -- A receipt that would settle the send names the message the provider accepted: another
-  -- id (or none) is not this delivery's receipt.
-  if f[4] and f[4] ~= '' and f[4] ~= ARGV[5] then
-    redis.call('HINCRBY', KEYS[2], 'mismatched_receipts', 1)
-    return 'mismatched'
+local counts, pending = KEYS[1], KEYS[2]
+local function apply(slot, o)
+  local f = redis.call('HMGET', slot, 'st', 'ch', 'sa', 'pid')
+  if not f[1] then return 'unknown' end
+  if f[2] == ARGV[o + 1] and (f[1] == 'claimed' or f[1] == 'sending') then
+    redis.call('HSET', slot, 'er', ARGV[o + 2])
+    return 'early'
   end
-  if ARGV[2] == 'delivered' then
-    redis.call('HSET', KEYS[1], 'st', 'delivered', 'rt', '')
-    redis.call('ZREM', KEYS[3], ARGV[3])
-    redis.call('HINCRBY', KEYS[2], 'delivered', 1)
-    redis.call('HINCRBY', KEYS[2], 'delivered:' .. ARGV[1], 1)
-    if f[3] then return 'delivered ' .. (now - tonumber(f[3])) end
-    return 'delivered'
+  if f[2] == ARGV[o + 1] and (f[1] == 'sent' or f[1] == 'retrying') then
+    -- A receipt that would settle the send names the message the provider accepted: another
+    -- id (or none) is not this delivery's receipt.
+    if f[4] and f[4] ~= '' and f[4] ~= ARGV[o + 5] then
+      redis.call('HINCRBY', counts, 'mismatched_receipts', 1)
+      return 'mismatched'
+    end
+    if ARGV[o + 2] == 'delivered' then
+      redis.call('HSET', slot, 'st', 'delivered', 'rt', '')
+      redis.call('ZREM', pending, ARGV[o + 3])
+      redis.call('HINCRBY', counts, 'delivered', 1)
+      redis.call('HINCRBY', counts, 'delivered:' .. ARGV[o + 1], 1)
+      if f[3] then return 'delivered ' .. (now - tonumber(f[3])) end
+      return 'delivered'
+    end
+    redis.call('HSET', slot, 'st', 'undelivered', 'rt', '', 'why', ARGV[o + 4])
+    redis.call('ZADD', pending, now, ARGV[o + 3])
+    redis.call('HINCRBY', counts, 'undelivered:' .. ARGV[o + 1], 1)
+    return 'undelivered'
   end
-  redis.call('HSET', KEYS[1], 'st', 'undelivered', 'rt', '', 'why', ARGV[4])
-  redis.call('ZADD', KEYS[3], now, ARGV[3])
-  redis.call('HINCRBY', KEYS[2], 'undelivered:' .. ARGV[1], 1)
-  return 'undelivered'
+  redis.call('HINCRBY', counts, 'late_receipts', 1)
+  redis.call('HSET', slot, 'late:' .. ARGV[o + 1], ARGV[o + 2])
+  return 'late'
 end
-redis.call('HINCRBY', KEYS[2], 'late_receipts', 1)
-redis.call('HSET', KEYS[1], 'late:' .. ARGV[1], ARGV[2])
-return 'late'
+local answers = {}
+for i = 3, #KEYS do answers[#answers + 1] = apply(KEYS[i], (i - 3) * 5) end
+return answers
 "#
 ));
 
@@ -164,43 +205,17 @@ return 1
 );
 
 impl Store {
-    /// Applies receipts in one round trip.
+    /// Applies receipts: one script call per campaign shard among them, under way together.
+    /// Fails as a whole if any call failed (the caller's retry finds those applied `late`).
     pub async fn apply_receipts(
         &self,
         receipts: &[ReceiptUpdate],
     ) -> Result<Vec<ReceiptOutcome>, StoreError> {
-        let mut pipe = redis::pipe();
-        let script = &*RECEIPT;
-        for r in receipts {
-            let status = match r.status {
-                ReceiptStatus::Delivered => "delivered",
-                ReceiptStatus::Failed => "failed",
-            };
-            pipe.invoke_script(
-                self.on_slot(&RECEIPT, &r.campaign, &r.customer)
-                    .await?
-                    .arg(r.channel.as_str())
-                    .arg(status)
-                    .arg(r.customer.as_str())
-                    .arg(&r.reason)
-                    .arg(r.provider_id.as_deref().unwrap_or("")),
-            );
-        }
-        let replies: Vec<String> = self.query_pipe_with_scripts(&pipe, &[script]).await?;
-        Ok(replies
-            .iter()
-            .map(|r| match r.split_once(' ').unwrap_or((r, "")) {
-                ("delivered", latency) => ReceiptOutcome::Delivered(latency.parse().ok()),
-                (_, "") => match r.as_str() {
-                    "undelivered" => ReceiptOutcome::Undelivered,
-                    "early" => ReceiptOutcome::Early,
-                    "late" => ReceiptOutcome::Late,
-                    "mismatched" => ReceiptOutcome::Mismatched,
-                    _ => ReceiptOutcome::Unknown,
-                },
-                _ => ReceiptOutcome::Unknown,
-            })
-            .collect())
+        let replies = self.on_slots::<_, String>(&RECEIPT, receipts).await;
+        replies
+            .into_iter()
+            .map(|reply| reply.map(|r| receipt_outcome(&r)))
+            .collect()
     }
 
     /// Claims up to `limit` overdue pending entries of a campaign for this `token`; no other

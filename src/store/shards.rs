@@ -65,7 +65,7 @@ fn tag(id: &CampaignId, shards: u16, shard: u16) -> String {
 }
 
 /// One shard of a campaign: the keys its scripts touch together.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct Shard {
     tag: String,
 }

@@ -15,13 +15,14 @@
 //! touches a single Redis Cluster slot. That is why the pending set is one per campaign shard
 //! (`{ns}:pending:{CAMPAIGN}`) rather than one `herald:pending` for all.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use redis::AsyncCommands;
 
+use super::shards::Shard;
 use super::{Lua, Store, StoreError};
-use crate::model::{CampaignId, Channel, CustomerId, Delivery};
+use crate::model::{CampaignId, Channel, CustomerId, Delivery, UncertainSend};
 
 /// How a dispatcher's claim of a once-slot ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,78 +54,206 @@ pub enum SentOutcome {
     LostLease,
 }
 
-// KEYS[1] slot, KEYS[2] campaign, KEYS[3] pending.
-// ARGV: attempt, channel, owner, lease ms, ttl s, traceparent, uncertain policy, customer,
-// send now ('1': the provider call starts right away, so the claim marks the slot `sending`
-// itself and the renewal before the first call is not needed).
+/// One delivery's claim, as [`Store::claim_slots`] takes it: owned, so that claims made
+/// apart can be sent together.
+#[derive(Debug, Clone)]
+pub struct SlotClaim {
+    pub campaign: CampaignId,
+    pub customer: CustomerId,
+    pub attempt: u32,
+    pub channel: Channel,
+    pub owner: String,
+    pub lease: Duration,
+    pub traceparent: Option<String>,
+    pub on_uncertain: UncertainSend,
+    /// The provider call starts right away: the claim marks the slot `sending` itself.
+    pub send_now: bool,
+}
+
+impl SlotClaim {
+    pub fn of(
+        d: &Delivery,
+        owner: &str,
+        lease: Duration,
+        traceparent: Option<&str>,
+        send_now: bool,
+    ) -> Self {
+        SlotClaim {
+            campaign: d.campaign.clone(),
+            customer: d.customer.clone(),
+            attempt: d.attempt,
+            channel: d.message.channel,
+            owner: owner.to_string(),
+            lease,
+            traceparent: traceparent.map(str::to_string),
+            on_uncertain: d.on_uncertain,
+            send_now,
+        }
+    }
+}
+
+/// Most slots one script call carries: a few hundred microseconds of Redis at most, so that
+/// one call does not hold up everyone else's.
+pub const SLOTS_PER_CALL: usize = 128;
+
+/// One slot's part of a batched script call: which slot, and its arguments.
+pub(super) trait SlotOp {
+    fn slot(&self) -> (&CampaignId, &CustomerId);
+    /// Its arguments, in the order the script reads them (the slot's key is pushed for it).
+    fn push_args(&self, invocation: &mut redis::ScriptInvocation<'_>, store: &Store);
+}
+
+impl SlotOp for SlotClaim {
+    fn slot(&self) -> (&CampaignId, &CustomerId) {
+        (&self.campaign, &self.customer)
+    }
+
+    fn push_args(&self, invocation: &mut redis::ScriptInvocation<'_>, store: &Store) {
+        invocation
+            .arg(self.attempt)
+            .arg(self.channel.as_str())
+            .arg(&self.owner)
+            .arg(self.lease.as_millis() as u64)
+            .arg(store.retention.working.as_secs())
+            .arg(self.traceparent.as_deref().unwrap_or(""))
+            .arg(self.on_uncertain.as_str())
+            .arg(self.customer.as_str())
+            .arg(if self.send_now { "1" } else { "0" });
+    }
+}
+
+/// A provider's acceptance to record on a slot, as [`Store::mark_sent_many`] takes it.
+#[derive(Debug, Clone)]
+pub struct SlotMark {
+    pub campaign: CampaignId,
+    pub customer: CustomerId,
+    pub channel: Channel,
+    pub owner: String,
+    pub timeout_ms: u64,
+    pub provider_id: String,
+    pub provider: String,
+    /// The acceptance is the confirmation (a provider without receipts): delivered at once.
+    pub confirms: bool,
+}
+
+impl SlotMark {
+    pub fn of(
+        d: &Delivery,
+        owner: &str,
+        provider_id: &str,
+        provider: &str,
+        confirms: bool,
+    ) -> Self {
+        SlotMark {
+            campaign: d.campaign.clone(),
+            customer: d.customer.clone(),
+            channel: d.message.channel,
+            owner: owner.to_string(),
+            timeout_ms: d.timeout_ms,
+            provider_id: provider_id.to_string(),
+            provider: provider.to_string(),
+            confirms,
+        }
+    }
+}
+
+impl SlotOp for SlotMark {
+    fn slot(&self) -> (&CampaignId, &CustomerId) {
+        (&self.campaign, &self.customer)
+    }
+
+    fn push_args(&self, invocation: &mut redis::ScriptInvocation<'_>, _: &Store) {
+        invocation
+            .arg(&self.owner)
+            .arg(self.channel.as_str())
+            .arg(self.timeout_ms)
+            .arg(self.customer.as_str())
+            .arg(&self.provider_id)
+            .arg(&self.provider)
+            .arg(if self.confirms { "1" } else { "0" });
+    }
+}
+
+// KEYS[1] campaign (shard) counts, KEYS[2] pending, KEYS[3..] the slots claimed, all of one
+// shard: a dispatcher claims what it received at once in one call (one hash tag, one
+// cluster slot). ARGV: nine per slot, in the slots' order: attempt, channel, owner, lease ms,
+// ttl s, traceparent, uncertain policy, customer, send now ('1': the provider call starts
+// right away, so the claim marks the slot `sending` itself and the renewal before the first
+// call is not needed). One answer per slot, in order.
 // The first claim's trace is kept (`tp`) so that a fallback continues it. A slot left
 // `sending` by an owner whose lease ran out (or handed back with `ms`, maybe sent) is
 // uncertain: per the policy it is claimed to be sent again (`rs` counts the resends) or
 // ends `uncertain`, never sent again.
 static CLAIM: Lua = Lua::new(lua_with_now!(
     r#"
-local a = tonumber(ARGV[1])
-local claimed = 'claimed'
-if ARGV[9] == '1' then claimed = 'sending' end
-local f = redis.call('HMGET', KEYS[1], 'st', 'a', 'ch', 'own', 'lu', 'ms')
-if not f[1] then
-  if a ~= 0 then
-    redis.call('HINCRBY', KEYS[2], 'deduplicated', 1)
-    return {'dup', 'expired'}
-  end
-  -- One HSET for the whole new slot: this is the path of nearly every message.
-  local fields = {'st', claimed, 'a', 0, 'ch', ARGV[2], 'tr', ARGV[2], 'own', ARGV[3], 'lu', now + tonumber(ARGV[4])}
-  if claimed == 'sending' then table.insert(fields, 'sg') table.insert(fields, now) end
-  if ARGV[6] ~= '' then table.insert(fields, 'tp') table.insert(fields, ARGV[6]) end
-  redis.call('HSET', KEYS[1], unpack(fields))
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
-  return {'claimed'}
-end
-local st = f[1]
-if tonumber(f[2]) ~= a or f[3] ~= ARGV[2] or (st ~= 'queued' and st ~= 'claimed' and st ~= 'sending') then
-  redis.call('HINCRBY', KEYS[2], 'deduplicated', 1)
-  return {'dup', st}
-end
-if (st == 'claimed' or st == 'sending') and f[4] ~= ARGV[3] and tonumber(f[5]) > now then
-  return {'held', tostring(tonumber(f[5]) - now)}
-end
-local resend = ''
-if st == 'sending' or f[6] == '1' then
-  -- A receipt that came while the dead owner held the slot proves the send went out.
-  local er = redis.call('HGET', KEYS[1], 'er')
-  if er == 'delivered' or er == 'failed' then
-    redis.call('HINCRBY', KEYS[2], 'sent', 1)
-    redis.call('HINCRBY', KEYS[2], 'sent:' .. ARGV[2], 1)
-    if er == 'delivered' then
-      redis.call('HSET', KEYS[1], 'st', 'delivered', 'own', '', 'ms', '')
-      redis.call('ZREM', KEYS[3], ARGV[8])
-      redis.call('HINCRBY', KEYS[2], 'delivered', 1)
-      redis.call('HINCRBY', KEYS[2], 'delivered:' .. ARGV[2], 1)
-    else
-      redis.call('HSET', KEYS[1], 'st', 'undelivered', 'own', '', 'ms', '', 'why', 'failure receipt')
-      redis.call('ZADD', KEYS[3], now, ARGV[8])
-      redis.call('HINCRBY', KEYS[2], 'undelivered:' .. ARGV[2], 1)
+local counts, pending = KEYS[1], KEYS[2]
+local function claim(slot, o)
+  local a = tonumber(ARGV[o + 1])
+  local claimed = 'claimed'
+  if ARGV[o + 9] == '1' then claimed = 'sending' end
+  local f = redis.call('HMGET', slot, 'st', 'a', 'ch', 'own', 'lu', 'ms')
+  if not f[1] then
+    if a ~= 0 then
+      redis.call('HINCRBY', counts, 'deduplicated', 1)
+      return {'dup', 'expired'}
     end
-    return {'dup', er}
+    -- One HSET for the whole new slot: this is the path of nearly every message.
+    local fields = {'st', claimed, 'a', 0, 'ch', ARGV[o + 2], 'tr', ARGV[o + 2], 'own', ARGV[o + 3], 'lu', now + tonumber(ARGV[o + 4])}
+    if claimed == 'sending' then table.insert(fields, 'sg') table.insert(fields, now) end
+    if ARGV[o + 6] ~= '' then table.insert(fields, 'tp') table.insert(fields, ARGV[o + 6]) end
+    redis.call('HSET', slot, unpack(fields))
+    redis.call('EXPIRE', slot, tonumber(ARGV[o + 5]))
+    return {'claimed'}
   end
-  -- Who left it uncertain, for the audit (and the crash tests).
-  if f[4] and f[4] ~= '' then redis.call('HSET', KEYS[1], 'po', f[4]) end
-  if ARGV[7] == 'skip' then
-    redis.call('HSET', KEYS[1], 'st', 'uncertain', 'own', '', 'lu', 0, 'ms', '')
-    redis.call('ZREM', KEYS[3], ARGV[8])
-    redis.call('HINCRBY', KEYS[2], 'uncertain', 1)
-    redis.call('HINCRBY', KEYS[2], 'uncertain:' .. ARGV[2], 1)
-    return {'uncertain'}
+  local st = f[1]
+  if tonumber(f[2]) ~= a or f[3] ~= ARGV[o + 2] or (st ~= 'queued' and st ~= 'claimed' and st ~= 'sending') then
+    redis.call('HINCRBY', counts, 'deduplicated', 1)
+    return {'dup', st}
   end
-  redis.call('HINCRBY', KEYS[1], 'rs', 1)
-  redis.call('HINCRBY', KEYS[2], 'resent', 1)
-  redis.call('HINCRBY', KEYS[2], 'resent:' .. ARGV[2], 1)
-  resend = 'resend'
+  if (st == 'claimed' or st == 'sending') and f[4] ~= ARGV[o + 3] and tonumber(f[5]) > now then
+    return {'held', tostring(tonumber(f[5]) - now)}
+  end
+  local resend = ''
+  if st == 'sending' or f[6] == '1' then
+    -- A receipt that came while the dead owner held the slot proves the send went out.
+    local er = redis.call('HGET', slot, 'er')
+    if er == 'delivered' or er == 'failed' then
+      redis.call('HINCRBY', counts, 'sent', 1)
+      redis.call('HINCRBY', counts, 'sent:' .. ARGV[o + 2], 1)
+      if er == 'delivered' then
+        redis.call('HSET', slot, 'st', 'delivered', 'own', '', 'ms', '')
+        redis.call('ZREM', pending, ARGV[o + 8])
+        redis.call('HINCRBY', counts, 'delivered', 1)
+        redis.call('HINCRBY', counts, 'delivered:' .. ARGV[o + 2], 1)
+      else
+        redis.call('HSET', slot, 'st', 'undelivered', 'own', '', 'ms', '', 'why', 'failure receipt')
+        redis.call('ZADD', pending, now, ARGV[o + 8])
+        redis.call('HINCRBY', counts, 'undelivered:' .. ARGV[o + 2], 1)
+      end
+      return {'dup', er}
+    end
+    -- Who left it uncertain, for the audit (and the crash tests).
+    if f[4] and f[4] ~= '' then redis.call('HSET', slot, 'po', f[4]) end
+    if ARGV[o + 7] == 'skip' then
+      redis.call('HSET', slot, 'st', 'uncertain', 'own', '', 'lu', 0, 'ms', '')
+      redis.call('ZREM', pending, ARGV[o + 8])
+      redis.call('HINCRBY', counts, 'uncertain', 1)
+      redis.call('HINCRBY', counts, 'uncertain:' .. ARGV[o + 2], 1)
+      return {'uncertain'}
+    end
+    redis.call('HINCRBY', slot, 'rs', 1)
+    redis.call('HINCRBY', counts, 'resent', 1)
+    redis.call('HINCRBY', counts, 'resent:' .. ARGV[o + 2], 1)
+    resend = 'resend'
+  end
+  redis.call('HSET', slot, 'st', claimed, 'own', ARGV[o + 3], 'lu', now + tonumber(ARGV[o + 4]), 'ms', '')
+  if claimed == 'sending' then redis.call('HSET', slot, 'sg', now) end
+  if ARGV[o + 6] ~= '' then redis.call('HSETNX', slot, 'tp', ARGV[o + 6]) end
+  return {'claimed', resend}
 end
-redis.call('HSET', KEYS[1], 'st', claimed, 'own', ARGV[3], 'lu', now + tonumber(ARGV[4]), 'ms', '')
-if claimed == 'sending' then redis.call('HSET', KEYS[1], 'sg', now) end
-if ARGV[6] ~= '' then redis.call('HSETNX', KEYS[1], 'tp', ARGV[6]) end
-return {'claimed', resend}
+local answers = {}
+for i = 3, #KEYS do answers[#answers + 1] = claim(KEYS[i], (i - 3) * 9) end
+return answers
 "#
 ));
 
@@ -152,33 +281,41 @@ return 1
 "#,
 );
 
-// KEYS[1] slot, KEYS[2] campaign, KEYS[3] pending. ARGV: owner, channel, timeout ms, customer,
-// provider's message id, provider's name (recorded on the slot, counted on the campaign), '1'
-// when the acceptance is the confirmation (SMTP, FCM): delivered at once, in the same script,
-// so no crash can fall between "sent" and "delivered" and send the customer on to a fallback.
+// KEYS[1] campaign (shard) counts, KEYS[2] pending, KEYS[3..] the slots, all of one shard
+// (what a dispatcher recorded at once). ARGV: seven per slot, in order: owner, channel,
+// timeout ms, customer, provider's message id, provider's name (recorded on the slot, counted
+// on the campaign), '1' when the acceptance is the confirmation (SMTP, FCM): delivered at
+// once, in the same script, so no crash can fall between "sent" and "delivered" and send the
+// customer on to a fallback. One answer per slot, in order.
 static MARK_SENT: Lua = Lua::new(lua_with_now!(
     r#"
-local f = redis.call('HMGET', KEYS[1], 'st', 'own', 'er')
-if (f[1] ~= 'claimed' and f[1] ~= 'sending') or f[2] ~= ARGV[1] then return 'lost' end
-redis.call('HINCRBY', KEYS[2], 'sent', 1)
-redis.call('HINCRBY', KEYS[2], 'sent:' .. ARGV[2], 1)
-redis.call('HINCRBY', KEYS[2], 'provider:' .. ARGV[6], 1)
-if f[3] == 'delivered' or ARGV[7] == '1' then
-  redis.call('HSET', KEYS[1], 'st', 'delivered', 'own', '', 'pid', ARGV[5], 'prov', ARGV[6])
-  redis.call('ZREM', KEYS[3], ARGV[4])
-  redis.call('HINCRBY', KEYS[2], 'delivered', 1)
-  redis.call('HINCRBY', KEYS[2], 'delivered:' .. ARGV[2], 1)
-  return 'delivered'
+local counts, pending = KEYS[1], KEYS[2]
+local function mark(slot, o)
+  local f = redis.call('HMGET', slot, 'st', 'own', 'er')
+  if (f[1] ~= 'claimed' and f[1] ~= 'sending') or f[2] ~= ARGV[o + 1] then return 'lost' end
+  redis.call('HINCRBY', counts, 'sent', 1)
+  redis.call('HINCRBY', counts, 'sent:' .. ARGV[o + 2], 1)
+  redis.call('HINCRBY', counts, 'provider:' .. ARGV[o + 6], 1)
+  if f[3] == 'delivered' or ARGV[o + 7] == '1' then
+    redis.call('HSET', slot, 'st', 'delivered', 'own', '', 'pid', ARGV[o + 5], 'prov', ARGV[o + 6])
+    redis.call('ZREM', pending, ARGV[o + 4])
+    redis.call('HINCRBY', counts, 'delivered', 1)
+    redis.call('HINCRBY', counts, 'delivered:' .. ARGV[o + 2], 1)
+    return 'delivered'
+  end
+  if f[3] == 'failed' then
+    redis.call('HSET', slot, 'st', 'undelivered', 'own', '', 'pid', ARGV[o + 5], 'prov', ARGV[o + 6], 'why', 'failure receipt')
+    redis.call('ZADD', pending, now, ARGV[o + 4])
+    redis.call('HINCRBY', counts, 'undelivered:' .. ARGV[o + 2], 1)
+    return 'undelivered'
+  end
+  redis.call('HSET', slot, 'st', 'sent', 'own', '', 'pid', ARGV[o + 5], 'prov', ARGV[o + 6], 'sa', now)
+  redis.call('ZADD', pending, now + tonumber(ARGV[o + 3]), ARGV[o + 4])
+  return 'sent'
 end
-if f[3] == 'failed' then
-  redis.call('HSET', KEYS[1], 'st', 'undelivered', 'own', '', 'pid', ARGV[5], 'prov', ARGV[6], 'why', 'failure receipt')
-  redis.call('ZADD', KEYS[3], now, ARGV[4])
-  redis.call('HINCRBY', KEYS[2], 'undelivered:' .. ARGV[2], 1)
-  return 'undelivered'
-end
-redis.call('HSET', KEYS[1], 'st', 'sent', 'own', '', 'pid', ARGV[5], 'prov', ARGV[6], 'sa', now)
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[4])
-return 'sent'
+local answers = {}
+for i = 3, #KEYS do answers[#answers + 1] = mark(KEYS[i], (i - 3) * 7) end
+return answers
 "#
 ));
 
@@ -284,21 +421,89 @@ impl Store {
         traceparent: Option<&str>,
         send_now: bool,
     ) -> Result<OnceClaim, StoreError> {
-        let reply: Vec<String> = self
-            .eval(
-                self.on_slot(&CLAIM, &d.campaign, &d.customer)
-                    .await?
-                    .arg(d.attempt)
-                    .arg(d.message.channel.as_str())
-                    .arg(owner)
-                    .arg(lease.as_millis() as u64)
-                    .arg(self.retention.working.as_secs())
-                    .arg(traceparent.unwrap_or(""))
-                    .arg(d.on_uncertain.as_str())
-                    .arg(d.customer.as_str())
-                    .arg(if send_now { "1" } else { "0" }),
-            )
-            .await?;
+        let claim = SlotClaim::of(d, owner, lease, traceparent, send_now);
+        let mut answers = self.claim_slots(vec![claim]).await;
+        answers
+            .pop()
+            .unwrap_or(Err(StoreError::Batch("no answer".into())))
+    }
+
+    /// Claims many slots, one script call per campaign shard among them: what a dispatcher
+    /// received at once costs a round trip and a script per shard instead of one each. One
+    /// answer per claim, in order.
+    pub async fn claim_slots(&self, claims: Vec<SlotClaim>) -> Vec<Result<OnceClaim, StoreError>> {
+        let replies = self.on_slots::<_, Vec<String>>(&CLAIM, &claims).await;
+        let mut answers = Vec::with_capacity(claims.len());
+        for (claim, reply) in claims.iter().zip(replies) {
+            answers.push(match reply {
+                Ok(reply) => self.once_claim(claim, reply).await,
+                Err(e) => Err(e),
+            });
+        }
+        answers
+    }
+
+    /// Runs `script` over many slots: one call per campaign shard among them (one hash tag,
+    /// so one cluster slot each), the calls under way together. The script takes the shard's
+    /// counts and pending set, then the slots, and answers once per slot, in order.
+    pub(super) async fn on_slots<T: SlotOp, R: redis::FromRedisValue>(
+        &self,
+        script: &Lua,
+        ops: &[T],
+    ) -> Vec<Result<R, StoreError>> {
+        let mut answers: Vec<Result<R, StoreError>> = ops
+            .iter()
+            .map(|_| Err(StoreError::Batch("not run".into())))
+            .collect();
+        let mut groups: HashMap<Shard, Vec<usize>> = HashMap::new();
+        for (i, op) in ops.iter().enumerate() {
+            let (campaign, customer) = op.slot();
+            match self.shard(campaign, customer).await {
+                Ok(shard) => groups.entry(shard).or_default().push(i),
+                Err(e) => answers[i] = Err(e),
+            }
+        }
+        let calls = groups.iter().flat_map(|(shard, members)| {
+            members
+                .chunks(SLOTS_PER_CALL)
+                .map(move |chunk| (shard, chunk))
+        });
+        let runs = calls.map(|(shard, members)| async move {
+            let mut invocation = script.prepare_invoke();
+            invocation
+                .key(self.counts_key(shard))
+                .key(self.pending_key_in(shard));
+            for &i in members {
+                invocation.key(self.slot_key_in(shard, ops[i].slot().1));
+                ops[i].push_args(&mut invocation, self);
+            }
+            (members, self.eval::<Vec<R>>(&invocation).await)
+        });
+        for (members, replies) in futures::future::join_all(runs).await {
+            let failed = match replies {
+                Ok(replies) if replies.len() == members.len() => {
+                    for (&i, reply) in members.iter().zip(replies) {
+                        answers[i] = Ok(reply);
+                    }
+                    continue;
+                }
+                Ok(replies) => format!("{} answers for {} slots", replies.len(), members.len()),
+                Err(e) => e.to_string(),
+            };
+            // Each is retried on its own, as after any Redis failure.
+            for &i in members {
+                answers[i] = Err(StoreError::Batch(failed.clone()));
+            }
+        }
+        answers
+    }
+
+    /// What the claim script answered for one slot.
+    async fn once_claim(
+        &self,
+        claim: &SlotClaim,
+        reply: Vec<String>,
+    ) -> Result<OnceClaim, StoreError> {
         match (reply.first().map(String::as_str), reply.get(1)) {
             (Some("claimed"), Some(resend)) if resend == "resend" => Ok(OnceClaim::Resend),
             (Some("claimed"), _) => Ok(OnceClaim::Claimed),
@@ -308,7 +513,7 @@ impl Store {
                 retry_in: Duration::from_millis(ms.parse().unwrap_or(1000)),
             }),
             _ => Err(StoreError::Corrupt {
-                key: self.slot_key(&d.campaign, &d.customer).await?,
+                key: self.slot_key(&claim.campaign, &claim.customer).await?,
                 what: format!("claim reply {reply:?}"),
             }),
         }
@@ -359,25 +564,26 @@ impl Store {
         provider: &str,
         confirms: bool,
     ) -> Result<SentOutcome, StoreError> {
-        let reply: String = self
-            .eval(
-                self.on_slot(&MARK_SENT, &d.campaign, &d.customer)
-                    .await?
-                    .arg(owner)
-                    .arg(d.message.channel.as_str())
-                    .arg(d.timeout_ms)
-                    .arg(d.customer.as_str())
-                    .arg(provider_id)
-                    .arg(provider)
-                    .arg(if confirms { "1" } else { "0" }),
-            )
-            .await?;
-        Ok(match reply.as_str() {
+        let mark = SlotMark::of(d, owner, provider_id, provider, confirms);
+        let mut answers = self.mark_sent_many(vec![mark]).await;
+        answers
+            .pop()
+            .unwrap_or(Err(StoreError::Batch("no answer".into())))
+    }
+
+    /// [`Store::mark_sent`] for many slots: one script call per campaign shard among them.
+    pub async fn mark_sent_many(
+        &self,
+        marks: Vec<SlotMark>,
+    ) -> Vec<Result<SentOutcome, StoreError>> {
+        let replies = self.on_slots::<_, String>(&MARK_SENT, &marks).await;
+        let outcome = |reply: String| match reply.as_str() {
             "sent" => SentOutcome::AwaitingReceipt,
             "delivered" => SentOutcome::Delivered,
             "undelivered" => SentOutcome::Undelivered,
             _ => SentOutcome::LostLease,
-        })
+        };
+        replies.into_iter().map(|r| r.map(outcome)).collect()
     }
 
     /// The provider refused for good: the next channel is due now.

@@ -6,7 +6,10 @@ use std::time::Duration;
 use herald::model::{
     CampaignId, Channel, CustomerId, Delivery, Message, ReceiptStatus, UncertainSend,
 };
-use herald::store::{OnceClaim, ReceiptOutcome, ReceiptUpdate, RepublishWait, SentOutcome, Store};
+use herald::store::{
+    OnceClaim, ReceiptOutcome, ReceiptUpdate, RepublishWait, SentOutcome, SlotClaim, SlotMark,
+    Store,
+};
 
 const WAIT: RepublishWait = RepublishWait {
     first: Duration::from_secs(60),
@@ -346,4 +349,114 @@ async fn an_acceptance_that_confirms_is_delivered_with_no_pending_wait() {
         .await
         .unwrap();
     assert!(overdue.is_empty(), "{overdue:?}");
+}
+
+/// A dispatcher's claims go to Redis in batches: claims of two campaigns in one batch are
+/// each answered as if made alone, in order, and a second claim of a slot in the same batch
+/// (a redelivered copy) finds the first one's lease, as it would in a call of its own.
+#[tokio::test]
+async fn claims_sent_together_are_answered_each_as_if_alone() {
+    let store = store().await;
+    let lease = Duration::from_secs(30);
+    let spring = delivery("batch-spring", "ana", Channel::Email, 0);
+    let other = delivery("batch-spring", "bob", Channel::Email, 0);
+    let autumn = delivery("batch-autumn", "ana", Channel::Email, 0);
+    let mut fallback = delivery("batch-autumn", "eve", Channel::Sms, 1);
+    fallback.timeout_ms = 60_000;
+    let claim = |d: &Delivery, owner: &str| SlotClaim::of(d, owner, lease, None, true);
+    let answers = store
+        .claim_slots(vec![
+            claim(&spring, "o1"),
+            claim(&autumn, "o2"),
+            claim(&other, "o3"),
+            claim(&spring, "o4"),
+            claim(&fallback, "o5"),
+        ])
+        .await;
+    let answers: Vec<OnceClaim> = answers.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        answers[..3],
+        [OnceClaim::Claimed, OnceClaim::Claimed, OnceClaim::Claimed]
+    );
+    assert!(
+        matches!(answers[3], OnceClaim::Held { .. }),
+        "the copy in the same batch must not be claimed too: {:?}",
+        answers[3]
+    );
+    // A fallback attempt whose slot is gone (expired) is not sent.
+    assert_eq!(answers[4], OnceClaim::Duplicate("expired".into()));
+    for (d, owner) in [(&spring, "o1"), (&autumn, "o2"), (&other, "o3")] {
+        let slot = store.slot(&d.campaign, &d.customer).await.unwrap();
+        assert_eq!(
+            (slot["st"].as_str(), slot["own"].as_str()),
+            ("sending", owner)
+        );
+    }
+}
+
+/// Acceptances recorded together: each slot gets its own outcome, and a mark by an owner who
+/// lost the lease changes nothing even beside marks that succeed.
+#[tokio::test]
+async fn acceptances_recorded_together_each_get_their_own_outcome() {
+    let store = store().await;
+    let lease = Duration::from_secs(30);
+    let waits = delivery("marks-a", "ana", Channel::Email, 0);
+    let confirms = delivery("marks-b", "bob", Channel::Email, 0);
+    let lost = delivery("marks-a", "eve", Channel::Email, 0);
+    for (d, owner) in [(&waits, "o1"), (&confirms, "o2"), (&lost, "o3")] {
+        assert_eq!(
+            store.claim_slot(d, owner, lease, None, true).await.unwrap(),
+            OnceClaim::Claimed
+        );
+    }
+    let outcomes = store
+        .mark_sent_many(vec![
+            SlotMark::of(&waits, "o1", "p-1", "sim", false),
+            SlotMark::of(&confirms, "o2", "p-2", "smtp", true),
+            SlotMark::of(&lost, "not-the-owner", "p-3", "sim", false),
+        ])
+        .await;
+    let outcomes: Vec<SentOutcome> = outcomes.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        outcomes,
+        [
+            SentOutcome::AwaitingReceipt,
+            SentOutcome::Delivered,
+            SentOutcome::LostLease
+        ]
+    );
+    assert_eq!(status(&store, &waits).await, "sent");
+    assert_eq!(status(&store, &confirms).await, "delivered");
+    assert_eq!(status(&store, &lost).await, "sending");
+    let slot = store.slot(&waits.campaign, &waits.customer).await.unwrap();
+    assert_eq!(
+        (slot["pid"].as_str(), slot["prov"].as_str()),
+        ("p-1", "sim")
+    );
+}
+
+/// More claims than one script call carries are split over several calls, and still every
+/// claim gets its own answer, in order.
+#[tokio::test]
+async fn a_batch_larger_than_one_call_is_split_and_answered_in_order() {
+    let store = store().await;
+    let n = herald::store::SLOTS_PER_CALL * 2 + 44;
+    let customers: Vec<Delivery> = (0..n)
+        .map(|i| delivery("big-batch", &format!("c{i}"), Channel::Email, 0))
+        .collect();
+    let claims = customers
+        .iter()
+        .enumerate()
+        .map(|(i, d)| SlotClaim::of(d, &format!("o{i}"), Duration::from_secs(30), None, false))
+        .collect();
+    let answers = store.claim_slots(claims).await;
+    assert_eq!(answers.len(), n);
+    assert!(answers
+        .into_iter()
+        .all(|a| a.unwrap() == OnceClaim::Claimed));
+    for i in [0, herald::store::SLOTS_PER_CALL, n - 1] {
+        let d = &customers[i];
+        let slot = store.slot(&d.campaign, &d.customer).await.unwrap();
+        assert_eq!(slot["own"], format!("o{i}"));
+    }
 }
