@@ -365,8 +365,14 @@ pub(super) enum Stop<T> {
     Corrupt(String),
 }
 
+/// How often a claim held by another owner is tried again. Waiting out the whole lease (30 s
+/// by default) kept a copy that arrived while its original was in flight, and every offset
+/// after it, waiting that long after the original had long finished.
+const HELD_RECHECK: Duration = Duration::from_millis(500);
+
 /// Claims until the work is ours (`Ok`) or it [`Stop`]s. Another owner's live lease is waited
-/// out, since its holder may have died; the offset stays open meanwhile.
+/// out, since its holder may have died, checking every [`HELD_RECHECK`] whether it finished;
+/// the offset stays open meanwhile.
 pub(super) async fn claim_until<T, F, Fut>(
     cancel: &CancellationToken,
     mut claim: F,
@@ -385,7 +391,8 @@ where
             Step::Claimed => return Ok(()),
             Step::Settled(what) => return Err(Stop::Settled(what)),
             Step::Held(retry_in) => {
-                if !sleep_unless_cancelled(retry_in + Duration::from_millis(50), cancel).await {
+                let wait = retry_in.min(HELD_RECHECK) + Duration::from_millis(50);
+                if !sleep_unless_cancelled(wait, cancel).await {
                     return Err(Stop::Cancelled);
                 }
             }
@@ -472,6 +479,27 @@ mod tests {
         assert!(retry_store(&cancel, || async { Err::<(), _>(corrupt()) })
             .await
             .is_none());
+    }
+
+    /// A copy that finds its original in flight under a 30 s lease is settled as soon as the
+    /// original is, not when the lease would have run out.
+    #[tokio::test]
+    async fn a_claim_held_by_a_live_owner_is_checked_again_before_the_lease_ends() {
+        let cancel = CancellationToken::new();
+        let mut calls = 0;
+        let claim = claim_until::<&str, _, _>(&cancel, || {
+            calls += 1;
+            let step = if calls == 1 {
+                Step::Held(Duration::from_secs(30))
+            } else {
+                Step::Settled("sent")
+            };
+            async move { Ok(step) }
+        });
+        let stopped = tokio::time::timeout(Duration::from_secs(5), claim)
+            .await
+            .expect("checked again within seconds, not after the 30 s lease");
+        assert!(matches!(stopped, Err(Stop::Settled("sent"))));
     }
 
     #[tokio::test]
