@@ -116,7 +116,6 @@ local function apply(slot, o)
     if ARGV[o + 2] == 'delivered' then
       redis.call('HSET', slot, 'st', 'delivered', 'rt', '')
       redis.call('ZREM', pending, ARGV[o + 3])
-      redis.call('HINCRBY', counts, 'delivered', 1)
       redis.call('HINCRBY', counts, 'delivered:' .. ARGV[o + 1], 1)
       if f[3] then return 'delivered ' .. (now - tonumber(f[3])) end
       return 'delivered'

@@ -218,12 +218,10 @@ local function claim(slot, o)
     -- A receipt that came while the dead owner held the slot proves the send went out.
     local er = redis.call('HGET', slot, 'er')
     if er == 'delivered' or er == 'failed' then
-      redis.call('HINCRBY', counts, 'sent', 1)
       redis.call('HINCRBY', counts, 'sent:' .. ARGV[o + 2], 1)
       if er == 'delivered' then
         redis.call('HSET', slot, 'st', 'delivered', 'own', '', 'ms', '')
         redis.call('ZREM', pending, ARGV[o + 8])
-        redis.call('HINCRBY', counts, 'delivered', 1)
         redis.call('HINCRBY', counts, 'delivered:' .. ARGV[o + 2], 1)
       else
         redis.call('HSET', slot, 'st', 'undelivered', 'own', '', 'ms', '', 'why', 'failure receipt')
@@ -293,13 +291,11 @@ local counts, pending = KEYS[1], KEYS[2]
 local function mark(slot, o)
   local f = redis.call('HMGET', slot, 'st', 'own', 'er')
   if (f[1] ~= 'claimed' and f[1] ~= 'sending') or f[2] ~= ARGV[o + 1] then return 'lost' end
-  redis.call('HINCRBY', counts, 'sent', 1)
   redis.call('HINCRBY', counts, 'sent:' .. ARGV[o + 2], 1)
   redis.call('HINCRBY', counts, 'provider:' .. ARGV[o + 6], 1)
   if f[3] == 'delivered' or ARGV[o + 7] == '1' then
     redis.call('HSET', slot, 'st', 'delivered', 'own', '', 'pid', ARGV[o + 5], 'prov', ARGV[o + 6])
     redis.call('ZREM', pending, ARGV[o + 4])
-    redis.call('HINCRBY', counts, 'delivered', 1)
     redis.call('HINCRBY', counts, 'delivered:' .. ARGV[o + 2], 1)
     return 'delivered'
   end
