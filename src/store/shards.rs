@@ -70,6 +70,15 @@ pub(super) struct Shard {
     tag: String,
 }
 
+impl Shard {
+    /// The shard of `customer` in a campaign of `shards` shards.
+    pub(super) fn of(campaign: &CampaignId, customer: &CustomerId, shards: u16) -> Shard {
+        Shard {
+            tag: tag(campaign, shards, shard_of(customer, shards)),
+        }
+    }
+}
+
 impl Store {
     /// How many shards new campaigns get.
     pub fn with_campaign_shards(mut self, shards: u16) -> Self {
@@ -104,9 +113,7 @@ impl Store {
         customer: &CustomerId,
     ) -> Result<Shard, StoreError> {
         let shards = self.shards_of(campaign).await?;
-        Ok(Shard {
-            tag: tag(campaign, shards, shard_of(customer, shards)),
-        })
+        Ok(Shard::of(campaign, customer, shards))
     }
 
     /// Every shard of a campaign, in order.

@@ -452,12 +452,25 @@ impl Store {
             .map(|_| Err(StoreError::Batch("not run".into())))
             .collect();
         let mut groups: HashMap<Shard, Vec<usize>> = HashMap::new();
+        // Each campaign's shard count read once for the batch, not once per slot: it is not
+        // cached for a campaign whose record has none (created before shards existed).
+        let mut shard_counts: HashMap<&CampaignId, u16> = HashMap::new();
         for (i, op) in ops.iter().enumerate() {
             let (campaign, customer) = op.slot();
-            match self.shard(campaign, customer).await {
-                Ok(shard) => groups.entry(shard).or_default().push(i),
-                Err(e) => answers[i] = Err(e),
-            }
+            let shards = match shard_counts.get(campaign) {
+                Some(&n) => n,
+                None => match self.shards_of(campaign).await {
+                    Ok(n) => *shard_counts.entry(campaign).or_insert(n),
+                    Err(e) => {
+                        answers[i] = Err(e);
+                        continue;
+                    }
+                },
+            };
+            groups
+                .entry(Shard::of(campaign, customer, shards))
+                .or_default()
+                .push(i);
         }
         let calls = groups.iter().flat_map(|(shard, members)| {
             members
