@@ -1,6 +1,6 @@
 //! `herald promos` and `herald token`: flash-promo load and bearer tokens for local use.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Subcommand;
 
@@ -35,10 +35,9 @@ pub async fn execute(command: PromosCommand, api: &str) -> anyhow::Result<()> {
         jwt_secret,
     } = command;
     let jwt = Jwt::new(jwt_secret.expose())?;
-    let started = Instant::now();
-    let (lat, statuses) =
+    let run =
         crate::dev::loadgen::bench_reserve(api, &promo, &jwt, &prefix, users, concurrency).await?;
-    let secs = started.elapsed().as_secs_f64();
+    let (lat, statuses, secs) = (run.latencies, run.statuses, run.elapsed.as_secs_f64());
     let q = |p: f64| {
         lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
             .copied()

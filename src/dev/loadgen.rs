@@ -444,6 +444,15 @@ pub fn spread(centre: Location, radius_m: f64, i: u64) -> Location {
 /// Sends one reservation for each of `users` synthetic users (`{prefix}0..`) to a flash
 /// promo, `concurrency` at a time, with tokens minted by `jwt`; returns the latencies (ms,
 /// sorted) and how many of each status.
+/// What [`bench_reserve`] measured.
+pub struct ReserveRun {
+    /// Each call's latency in milliseconds, sorted.
+    pub latencies: Vec<f64>,
+    pub statuses: std::collections::BTreeMap<u16, u64>,
+    /// From the first call to the last answer: the tokens are minted before, not timed.
+    pub elapsed: Duration,
+}
+
 pub async fn bench_reserve(
     api: &str,
     promo: &str,
@@ -451,7 +460,7 @@ pub async fn bench_reserve(
     prefix: &str,
     users: u64,
     concurrency: usize,
-) -> Result<(Vec<f64>, std::collections::BTreeMap<u16, u64>), LoadError> {
+) -> Result<ReserveRun, LoadError> {
     let tokens: Vec<String> = (0..users)
         .map(|i| {
             jwt.mint(
@@ -470,6 +479,7 @@ pub async fn bench_reserve(
             source,
         })?;
     let url = format!("{api}/api/flash-promos/{promo}/reserve/");
+    let calls_started = Instant::now();
     let results: Vec<Result<(f64, u16), LoadError>> = stream::iter(tokens)
         .map(|token| {
             let (http, url) = (http.clone(), url.clone());
@@ -492,6 +502,7 @@ pub async fn bench_reserve(
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
+    let elapsed = calls_started.elapsed();
     let mut latencies = Vec::with_capacity(results.len());
     let mut statuses = std::collections::BTreeMap::new();
     for r in results {
@@ -500,5 +511,9 @@ pub async fn bench_reserve(
         *statuses.entry(status).or_insert(0) += 1;
     }
     latencies.sort_by(|a, b| a.total_cmp(b));
-    Ok((latencies, statuses))
+    Ok(ReserveRun {
+        latencies,
+        statuses,
+        elapsed,
+    })
 }
