@@ -8,11 +8,11 @@ use std::time::Instant;
 use rdkafka::message::OwnedMessage;
 use tokio_util::sync::CancellationToken;
 
-use super::{claim_until, retry_store, Dispatcher, Handled, Step, Stop};
+use super::{answered, claim_until, retry_store, Dispatcher, Handled, Step, Stop};
 use crate::kafka;
 use crate::model::{now_ms, Channel, Delivery, LifecycleEvent, LifecycleKind};
 use crate::provider::{Outgoing, Provider, SendOutcome};
-use crate::store::{OnceClaim, SentOutcome, SlotClaim, SlotMark, StoreError};
+use crate::store::{OnceClaim, SentOutcome, SlotClaim, SlotMark};
 
 impl Dispatcher {
     /// A campaign delivery: the once-slot decides, the provider sends, the pending set waits
@@ -81,9 +81,7 @@ impl Dispatcher {
         let trace = crate::telemetry::current_traceparent();
         let claimed = claim_until(cancel, || async {
             let claim = SlotClaim::of(d, owner, lease, trace.as_deref(), send_now);
-            let answer = self.claims.call(claim).await;
-            let answer = answer.unwrap_or(Err(StoreError::Batch("no answer to the claim".into())));
-            Ok(match answer? {
+            Ok(match answered(self.claims.call(claim).await, "claim")? {
                 OnceClaim::Claimed => Step::Claimed,
                 OnceClaim::Resend => {
                     self.stats.resent.fetch_add(1, Ordering::Relaxed);
@@ -135,8 +133,7 @@ impl Dispatcher {
                 let confirms = provider.confirms_on_accept();
                 let recorded = retry_store(&never, || async {
                     let mark = SlotMark::of(d, owner, &provider_id, &provider.name, confirms);
-                    let answer = self.marks.call(mark).await;
-                    answer.unwrap_or(Err(StoreError::Batch("no answer to the mark".into())))
+                    answered(self.marks.call(mark).await, "mark")
                 })
                 .await;
                 self.stats

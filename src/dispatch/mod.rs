@@ -117,6 +117,15 @@ pub struct Dispatcher {
 /// Batches under way at once per kind: while they are, the next one fills.
 const SLOT_BATCHES_IN_FLIGHT: usize = 2;
 
+/// The answer to one call of a batch (a claim, a mark). None came (the batch's task is
+/// gone): a failure like any other Redis failure, retried by the caller.
+pub(super) fn answered<T>(
+    answer: Option<Result<T, StoreError>>,
+    what: &str,
+) -> Result<T, StoreError> {
+    answer.unwrap_or_else(|| Err(StoreError::Batch(format!("no answer to the {what}"))))
+}
+
 impl Dispatcher {
     /// A dispatcher, with its claim batches' task started on the current runtime.
     pub fn new(

@@ -421,7 +421,7 @@ impl Store {
         let mut answers = self.claim_slots(vec![claim]).await;
         answers
             .pop()
-            .unwrap_or(Err(StoreError::Batch("no answer".into())))
+            .unwrap_or_else(|| Err(StoreError::Batch("no answer".into())))
     }
 
     /// Claims many slots, one script call per campaign shard among them: what a dispatcher
@@ -577,7 +577,7 @@ impl Store {
         let mut answers = self.mark_sent_many(vec![mark]).await;
         answers
             .pop()
-            .unwrap_or(Err(StoreError::Batch("no answer".into())))
+            .unwrap_or_else(|| Err(StoreError::Batch("no answer".into())))
     }
 
     /// [`Store::mark_sent`] for many slots: one script call per campaign shard among them.
