@@ -441,9 +441,6 @@ pub fn spread(centre: Location, radius_m: f64, i: u64) -> Location {
     }
 }
 
-/// Sends one reservation for each of `users` synthetic users (`{prefix}0..`) to a flash
-/// promo, `concurrency` at a time, with tokens minted by `jwt`; returns the latencies (ms,
-/// sorted) and how many of each status.
 /// What [`bench_reserve`] measured.
 pub struct ReserveRun {
     /// Each call's latency in milliseconds, sorted.
@@ -453,6 +450,9 @@ pub struct ReserveRun {
     pub elapsed: Duration,
 }
 
+/// Sends one reservation for each of `users` synthetic users (`{prefix}0..`) to a flash
+/// promo, `concurrency` at a time, with tokens minted by `jwt` beforehand; returns the
+/// latencies, how many of each status, and how long the calls took.
 pub async fn bench_reserve(
     api: &str,
     promo: &str,
