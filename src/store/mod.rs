@@ -75,12 +75,38 @@ impl std::ops::Deref for Lua {
     }
 }
 
+/// The first line of a script that reads the time: `now`, Redis's clock in milliseconds.
+macro_rules! lua_now {
+    () => {
+        "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    };
+}
+
 /// Prefixes a Lua body with `now`, Redis's clock in milliseconds.
 macro_rules! lua_with_now {
     ($body:literal) => {
+        concat!(lua_now!(), $body)
+    };
+}
+
+/// A script that [`Store::on_slots`] runs over the slots of one campaign shard: KEYS[1] the
+/// shard's counts, KEYS[2] its pending set, KEYS[3..] the slots, and `$args` arguments per
+/// slot in ARGV, in the slots' order. `$body` is run once per slot, as a Lua function of
+/// `slot` (its key) and `o` (where its arguments start: `ARGV[o + 1]`...), with `counts`,
+/// `pending` and `now` in scope; what it returns comes back one answer per slot, in order.
+macro_rules! lua_per_slot {
+    ($args:literal, $body:literal) => {
         concat!(
-            "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n",
-            $body
+            lua_now!(),
+            "local counts, pending = KEYS[1], KEYS[2]\n",
+            "local function per_slot(slot, o)\n",
+            $body,
+            "end\n",
+            "local answers = {}\n",
+            "for i = 3, #KEYS do answers[#answers + 1] = per_slot(KEYS[i], (i - 3) * ",
+            $args,
+            ") end\n",
+            "return answers\n"
         )
     };
 }
@@ -95,6 +121,7 @@ mod pending;
 mod promos;
 mod requests;
 mod shards;
+mod slot_batch;
 mod slots;
 mod suppression;
 pub use campaigns::{CampaignCreation, Retention, BATCH_SIZE};
@@ -104,7 +131,8 @@ pub use pending::{Overdue, ReceiptOutcome, ReceiptUpdate, RepublishWait};
 pub use promos::{PromoRecord, PromoTask, Purchase, Reservation};
 pub use requests::{Claim, Publication};
 pub use shards::MAX_SHARDS;
-pub use slots::{OnceClaim, SentOutcome, SlotClaim, SlotMark, SLOTS_PER_CALL};
+pub use slot_batch::SLOTS_PER_CALL;
+pub use slots::{OnceClaim, SentOutcome, SlotClaim, SlotMark};
 
 /// Whether a server reached as a single Redis is a node of a cluster.
 async fn is_cluster_node(link: &Link) -> Result<bool, StoreError> {

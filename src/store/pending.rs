@@ -45,7 +45,7 @@ pub struct ReceiptUpdate {
     pub provider_id: Option<String>,
 }
 
-impl super::slots::SlotOp for ReceiptUpdate {
+impl super::slot_batch::SlotOp for ReceiptUpdate {
     fn slot(&self) -> (&CampaignId, &CustomerId) {
         (&self.campaign, &self.customer)
     }
@@ -93,13 +93,11 @@ pub struct Overdue {
     pub trace: Option<String>,
 }
 
-// KEYS[1] campaign (shard) counts, KEYS[2] pending, KEYS[3..] the slots, all of one shard
-// (the receipts of one call that fall in it). ARGV: five per slot, in order: channel,
-// status, customer, reason, provider id. One answer per slot, in order.
-static RECEIPT: Lua = Lua::new(lua_with_now!(
+// The receipts of one call that fall in one shard (`lua_per_slot!`). Per slot: channel,
+// status, customer, reason, provider id.
+static RECEIPT: Lua = Lua::new(lua_per_slot!(
+    5,
     r#"
-local counts, pending = KEYS[1], KEYS[2]
-local function apply(slot, o)
   local f = redis.call('HMGET', slot, 'st', 'ch', 'sa', 'pid')
   if not f[1] then return 'unknown' end
   if f[2] == ARGV[o + 1] and (f[1] == 'claimed' or f[1] == 'sending') then
@@ -128,10 +126,6 @@ local function apply(slot, o)
   redis.call('HINCRBY', counts, 'late_receipts', 1)
   redis.call('HSET', slot, 'late:' .. ARGV[o + 1], ARGV[o + 2])
   return 'late'
-end
-local answers = {}
-for i = 3, #KEYS do answers[#answers + 1] = apply(KEYS[i], (i - 3) * 5) end
-return answers
 "#
 ));
 

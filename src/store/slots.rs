@@ -15,12 +15,12 @@
 //! touches a single Redis Cluster slot. That is why the pending set is one per campaign shard
 //! (`{ns}:pending:{CAMPAIGN}`) rather than one `herald:pending` for all.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use redis::AsyncCommands;
 
-use super::shards::Shard;
+use super::slot_batch::SlotOp;
 use super::{Lua, Store, StoreError};
 use crate::model::{CampaignId, Channel, CustomerId, Delivery, UncertainSend};
 
@@ -90,17 +90,6 @@ impl SlotClaim {
             send_now,
         }
     }
-}
-
-/// Most slots one script call carries: a few hundred microseconds of Redis at most, so that
-/// one call does not hold up everyone else's.
-pub const SLOTS_PER_CALL: usize = 128;
-
-/// One slot's part of a batched script call: which slot, and its arguments.
-pub(super) trait SlotOp {
-    fn slot(&self) -> (&CampaignId, &CustomerId);
-    /// Its arguments, in the order the script reads them (the slot's key is pushed for it).
-    fn push_args(&self, invocation: &mut redis::ScriptInvocation<'_>, store: &Store);
 }
 
 impl SlotOp for SlotClaim {
@@ -174,20 +163,17 @@ impl SlotOp for SlotMark {
     }
 }
 
-// KEYS[1] campaign (shard) counts, KEYS[2] pending, KEYS[3..] the slots claimed, all of one
-// shard: a dispatcher claims what it received at once in one call (one hash tag, one
-// cluster slot). ARGV: nine per slot, in the slots' order: attempt, channel, owner, lease ms,
-// ttl s, traceparent, uncertain policy, customer, send now ('1': the provider call starts
-// right away, so the claim marks the slot `sending` itself and the renewal before the first
-// call is not needed). One answer per slot, in order.
+// The slots of one shard that a dispatcher claims at once (`lua_per_slot!`). Per slot:
+// attempt, channel, owner, lease ms, ttl s, traceparent, uncertain policy, customer, send
+// now ('1': the provider call starts right away, so the claim marks the slot `sending`
+// itself and the renewal before the first call is not needed).
 // The first claim's trace is kept (`tp`) so that a fallback continues it. A slot left
 // `sending` by an owner whose lease ran out (or handed back with `ms`, maybe sent) is
 // uncertain: per the policy it is claimed to be sent again (`rs` counts the resends) or
 // ends `uncertain`, never sent again.
-static CLAIM: Lua = Lua::new(lua_with_now!(
+static CLAIM: Lua = Lua::new(lua_per_slot!(
+    9,
     r#"
-local counts, pending = KEYS[1], KEYS[2]
-local function claim(slot, o)
   local a = tonumber(ARGV[o + 1])
   local claimed = 'claimed'
   if ARGV[o + 9] == '1' then claimed = 'sending' end
@@ -248,10 +234,6 @@ local function claim(slot, o)
   if claimed == 'sending' then redis.call('HSET', slot, 'sg', now) end
   if ARGV[o + 6] ~= '' then redis.call('HSETNX', slot, 'tp', ARGV[o + 6]) end
   return {'claimed', resend}
-end
-local answers = {}
-for i = 3, #KEYS do answers[#answers + 1] = claim(KEYS[i], (i - 3) * 9) end
-return answers
 "#
 ));
 
@@ -279,16 +261,14 @@ return 1
 "#,
 );
 
-// KEYS[1] campaign (shard) counts, KEYS[2] pending, KEYS[3..] the slots, all of one shard
-// (what a dispatcher recorded at once). ARGV: seven per slot, in order: owner, channel,
-// timeout ms, customer, provider's message id, provider's name (recorded on the slot, counted
-// on the campaign), '1' when the acceptance is the confirmation (SMTP, FCM): delivered at
-// once, in the same script, so no crash can fall between "sent" and "delivered" and send the
-// customer on to a fallback. One answer per slot, in order.
-static MARK_SENT: Lua = Lua::new(lua_with_now!(
+// The acceptances a dispatcher records at once, per shard (`lua_per_slot!`). Per slot:
+// owner, channel, timeout ms, customer, provider's message id, provider's name (recorded on
+// the slot, counted on the campaign), '1' when the acceptance is the confirmation (SMTP,
+// FCM): delivered at once, in the same script, so no crash can fall between "sent" and
+// "delivered" and send the customer on to a fallback.
+static MARK_SENT: Lua = Lua::new(lua_per_slot!(
+    7,
     r#"
-local counts, pending = KEYS[1], KEYS[2]
-local function mark(slot, o)
   local f = redis.call('HMGET', slot, 'st', 'own', 'er')
   if (f[1] ~= 'claimed' and f[1] ~= 'sending') or f[2] ~= ARGV[o + 1] then return 'lost' end
   redis.call('HINCRBY', counts, 'sent:' .. ARGV[o + 2], 1)
@@ -308,10 +288,6 @@ local function mark(slot, o)
   redis.call('HSET', slot, 'st', 'sent', 'own', '', 'pid', ARGV[o + 5], 'prov', ARGV[o + 6], 'sa', now)
   redis.call('ZADD', pending, now + tonumber(ARGV[o + 3]), ARGV[o + 4])
   return 'sent'
-end
-local answers = {}
-for i = 3, #KEYS do answers[#answers + 1] = mark(KEYS[i], (i - 3) * 7) end
-return answers
 "#
 ));
 
@@ -435,74 +411,6 @@ impl Store {
                 Ok(reply) => self.once_claim(claim, reply).await,
                 Err(e) => Err(e),
             });
-        }
-        answers
-    }
-
-    /// Runs `script` over many slots: one call per campaign shard among them (one hash tag,
-    /// so one cluster slot each), the calls under way together. The script takes the shard's
-    /// counts and pending set, then the slots, and answers once per slot, in order.
-    pub(super) async fn on_slots<T: SlotOp, R: redis::FromRedisValue>(
-        &self,
-        script: &Lua,
-        ops: &[T],
-    ) -> Vec<Result<R, StoreError>> {
-        let mut answers: Vec<Result<R, StoreError>> = ops
-            .iter()
-            .map(|_| Err(StoreError::Batch("not run".into())))
-            .collect();
-        let mut groups: HashMap<Shard, Vec<usize>> = HashMap::new();
-        // Each campaign's shard count read once for the batch, not once per slot: it is not
-        // cached for a campaign whose record has none (created before shards existed).
-        let mut shard_counts: HashMap<&CampaignId, u16> = HashMap::new();
-        for (i, op) in ops.iter().enumerate() {
-            let (campaign, customer) = op.slot();
-            let shards = match shard_counts.get(campaign) {
-                Some(&n) => n,
-                None => match self.shards_of(campaign).await {
-                    Ok(n) => *shard_counts.entry(campaign).or_insert(n),
-                    Err(e) => {
-                        answers[i] = Err(e);
-                        continue;
-                    }
-                },
-            };
-            groups
-                .entry(Shard::of(campaign, customer, shards))
-                .or_default()
-                .push(i);
-        }
-        let calls = groups.iter().flat_map(|(shard, members)| {
-            members
-                .chunks(SLOTS_PER_CALL)
-                .map(move |chunk| (shard, chunk))
-        });
-        let runs = calls.map(|(shard, members)| async move {
-            let mut invocation = script.prepare_invoke();
-            invocation
-                .key(self.counts_key(shard))
-                .key(self.pending_key_in(shard));
-            for &i in members {
-                invocation.key(self.slot_key_in(shard, ops[i].slot().1));
-                ops[i].push_args(&mut invocation, self);
-            }
-            (members, self.eval::<Vec<R>>(&invocation).await)
-        });
-        for (members, replies) in futures::future::join_all(runs).await {
-            let failed = match replies {
-                Ok(replies) if replies.len() == members.len() => {
-                    for (&i, reply) in members.iter().zip(replies) {
-                        answers[i] = Ok(reply);
-                    }
-                    continue;
-                }
-                Ok(replies) => format!("{} answers for {} slots", replies.len(), members.len()),
-                Err(e) => e.to_string(),
-            };
-            // Each is retried on its own, as after any Redis failure.
-            for &i in members {
-                answers[i] = Err(StoreError::Batch(failed.clone()));
-            }
         }
         answers
     }
