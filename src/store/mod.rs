@@ -94,11 +94,16 @@ macro_rules! lua_with_now {
 /// slot in ARGV, in the slots' order. `$body` is run once per slot, as a Lua function of
 /// `slot` (its key) and `o` (where its arguments start: `ARGV[o + 1]`...), with `counts`,
 /// `pending` and `now` in scope; what it returns comes back one answer per slot, in order.
+/// `count(field)` adds one to a field of the shard's counts: the additions are summed over
+/// the slots and written once per field when the batch is done (one HINCRBY per field, not
+/// per slot; the script is atomic, so nobody sees the difference).
 macro_rules! lua_per_slot {
     ($args:literal, $body:literal) => {
         concat!(
             lua_now!(),
             "local counts, pending = KEYS[1], KEYS[2]\n",
+            "local tally = {}\n",
+            "local function count(field) tally[field] = (tally[field] or 0) + 1 end\n",
             "local function per_slot(slot, o)\n",
             $body,
             "end\n",
@@ -106,6 +111,7 @@ macro_rules! lua_per_slot {
             "for i = 3, #KEYS do answers[#answers + 1] = per_slot(KEYS[i], (i - 3) * ",
             $args,
             ") end\n",
+            "for field, n in pairs(tally) do redis.call('HINCRBY', counts, field, n) end\n",
             "return answers\n"
         )
     };

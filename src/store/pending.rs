@@ -108,22 +108,22 @@ static RECEIPT: Lua = Lua::new(lua_per_slot!(
     -- A receipt that would settle the send names the message the provider accepted: another
     -- id (or none) is not this delivery's receipt.
     if f[4] and f[4] ~= '' and f[4] ~= ARGV[o + 5] then
-      redis.call('HINCRBY', counts, 'mismatched_receipts', 1)
+      count('mismatched_receipts')
       return 'mismatched'
     end
     if ARGV[o + 2] == 'delivered' then
       redis.call('HSET', slot, 'st', 'delivered', 'rt', '')
       redis.call('ZREM', pending, ARGV[o + 3])
-      redis.call('HINCRBY', counts, 'delivered:' .. ARGV[o + 1], 1)
+      count('delivered:' .. ARGV[o + 1])
       if f[3] then return 'delivered ' .. (now - tonumber(f[3])) end
       return 'delivered'
     end
     redis.call('HSET', slot, 'st', 'undelivered', 'rt', '', 'why', ARGV[o + 4])
     redis.call('ZADD', pending, now, ARGV[o + 3])
-    redis.call('HINCRBY', counts, 'undelivered:' .. ARGV[o + 1], 1)
+    count('undelivered:' .. ARGV[o + 1])
     return 'undelivered'
   end
-  redis.call('HINCRBY', counts, 'late_receipts', 1)
+  count('late_receipts')
   redis.call('HSET', slot, 'late:' .. ARGV[o + 1], ARGV[o + 2])
   return 'late'
 "#

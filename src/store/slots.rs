@@ -180,7 +180,7 @@ static CLAIM: Lua = Lua::new(lua_per_slot!(
   local f = redis.call('HMGET', slot, 'st', 'a', 'ch', 'own', 'lu', 'ms')
   if not f[1] then
     if a ~= 0 then
-      redis.call('HINCRBY', counts, 'deduplicated', 1)
+      count('deduplicated')
       return {'dup', 'expired'}
     end
     -- One HSET for the whole new slot: this is the path of nearly every message.
@@ -193,7 +193,7 @@ static CLAIM: Lua = Lua::new(lua_per_slot!(
   end
   local st = f[1]
   if tonumber(f[2]) ~= a or f[3] ~= ARGV[o + 2] or (st ~= 'queued' and st ~= 'claimed' and st ~= 'sending') then
-    redis.call('HINCRBY', counts, 'deduplicated', 1)
+    count('deduplicated')
     return {'dup', st}
   end
   if (st == 'claimed' or st == 'sending') and f[4] ~= ARGV[o + 3] and tonumber(f[5]) > now then
@@ -204,15 +204,15 @@ static CLAIM: Lua = Lua::new(lua_per_slot!(
     -- A receipt that came while the dead owner held the slot proves the send went out.
     local er = redis.call('HGET', slot, 'er')
     if er == 'delivered' or er == 'failed' then
-      redis.call('HINCRBY', counts, 'sent:' .. ARGV[o + 2], 1)
+      count('sent:' .. ARGV[o + 2])
       if er == 'delivered' then
         redis.call('HSET', slot, 'st', 'delivered', 'own', '', 'ms', '')
         redis.call('ZREM', pending, ARGV[o + 8])
-        redis.call('HINCRBY', counts, 'delivered:' .. ARGV[o + 2], 1)
+        count('delivered:' .. ARGV[o + 2])
       else
         redis.call('HSET', slot, 'st', 'undelivered', 'own', '', 'ms', '', 'why', 'failure receipt')
         redis.call('ZADD', pending, now, ARGV[o + 8])
-        redis.call('HINCRBY', counts, 'undelivered:' .. ARGV[o + 2], 1)
+        count('undelivered:' .. ARGV[o + 2])
       end
       return {'dup', er}
     end
@@ -221,13 +221,13 @@ static CLAIM: Lua = Lua::new(lua_per_slot!(
     if ARGV[o + 7] == 'skip' then
       redis.call('HSET', slot, 'st', 'uncertain', 'own', '', 'lu', 0, 'ms', '')
       redis.call('ZREM', pending, ARGV[o + 8])
-      redis.call('HINCRBY', counts, 'uncertain', 1)
-      redis.call('HINCRBY', counts, 'uncertain:' .. ARGV[o + 2], 1)
+      count('uncertain')
+      count('uncertain:' .. ARGV[o + 2])
       return {'uncertain'}
     end
     redis.call('HINCRBY', slot, 'rs', 1)
-    redis.call('HINCRBY', counts, 'resent', 1)
-    redis.call('HINCRBY', counts, 'resent:' .. ARGV[o + 2], 1)
+    count('resent')
+    count('resent:' .. ARGV[o + 2])
     resend = 'resend'
   end
   redis.call('HSET', slot, 'st', claimed, 'own', ARGV[o + 3], 'lu', now + tonumber(ARGV[o + 4]), 'ms', '')
@@ -271,18 +271,18 @@ static MARK_SENT: Lua = Lua::new(lua_per_slot!(
     r#"
   local f = redis.call('HMGET', slot, 'st', 'own', 'er')
   if (f[1] ~= 'claimed' and f[1] ~= 'sending') or f[2] ~= ARGV[o + 1] then return 'lost' end
-  redis.call('HINCRBY', counts, 'sent:' .. ARGV[o + 2], 1)
-  redis.call('HINCRBY', counts, 'provider:' .. ARGV[o + 6], 1)
+  count('sent:' .. ARGV[o + 2])
+  count('provider:' .. ARGV[o + 6])
   if f[3] == 'delivered' or ARGV[o + 7] == '1' then
     redis.call('HSET', slot, 'st', 'delivered', 'own', '', 'pid', ARGV[o + 5], 'prov', ARGV[o + 6])
     redis.call('ZREM', pending, ARGV[o + 4])
-    redis.call('HINCRBY', counts, 'delivered:' .. ARGV[o + 2], 1)
+    count('delivered:' .. ARGV[o + 2])
     return 'delivered'
   end
   if f[3] == 'failed' then
     redis.call('HSET', slot, 'st', 'undelivered', 'own', '', 'pid', ARGV[o + 5], 'prov', ARGV[o + 6], 'why', 'failure receipt')
     redis.call('ZADD', pending, now, ARGV[o + 4])
-    redis.call('HINCRBY', counts, 'undelivered:' .. ARGV[o + 2], 1)
+    count('undelivered:' .. ARGV[o + 2])
     return 'undelivered'
   end
   redis.call('HSET', slot, 'st', 'sent', 'own', '', 'pid', ARGV[o + 5], 'prov', ARGV[o + 6], 'sa', now)

@@ -460,3 +460,70 @@ async fn a_batch_larger_than_one_call_is_split_and_answered_in_order() {
         assert_eq!(slot["own"], format!("o{i}"));
     }
 }
+
+/// The counts of a batch are summed in the script and written once per field: every slot of
+/// the batch must still be counted once, per channel and per provider.
+#[tokio::test]
+async fn a_batch_counts_each_of_its_slots_once() {
+    let store = store().await;
+    let lease = Duration::from_secs(30);
+    let mut ds: Vec<Delivery> = (0..4)
+        .map(|i| delivery("tally", &format!("c{i}"), Channel::Email, 0))
+        .collect();
+    ds.push(delivery("tally", "c4", Channel::Sms, 0));
+    let claims = ds
+        .iter()
+        .map(|d| SlotClaim::of(d, "o1", lease, None, true))
+        .collect();
+    assert!(store
+        .claim_slots(claims)
+        .await
+        .into_iter()
+        .all(|a| a.unwrap() == OnceClaim::Claimed));
+    let marks = ds
+        .iter()
+        .map(|d| {
+            let provider = if d.message.channel == Channel::Sms {
+                "twilio"
+            } else {
+                "sim"
+            };
+            SlotMark::of(d, "o1", "p1", provider, false)
+        })
+        .collect();
+    assert!(store
+        .mark_sent_many(marks)
+        .await
+        .into_iter()
+        .all(|m| m.unwrap() == SentOutcome::AwaitingReceipt));
+    let receipts: Vec<ReceiptUpdate> = ds
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let status = if i == 3 {
+                ReceiptStatus::Failed
+            } else {
+                ReceiptStatus::Delivered
+            };
+            receipt(d, status)
+        })
+        .collect();
+    store.apply_receipts(&receipts).await.unwrap();
+    let counts = store.campaign_counts(&ds[0].campaign).await.unwrap();
+    let count = |f: &str| counts.get(f).copied().unwrap_or(0);
+    assert_eq!(
+        [
+            count("sent"),
+            count("sent:email"),
+            count("sent:sms"),
+            count("provider:sim"),
+            count("provider:twilio"),
+            count("delivered"),
+            count("delivered:email"),
+            count("delivered:sms"),
+            count("undelivered:email"),
+        ],
+        [5, 4, 1, 4, 1, 4, 3, 1, 1],
+        "{counts:?}"
+    );
+}
