@@ -12,8 +12,10 @@ use crate::model::{parse_delivery_key, LifecycleEvent, LifecycleKind, Receipt};
 use crate::store::{ReceiptOutcome, ReceiptUpdate, Store, StoreError};
 
 /// Applies receipts and tells how many ended each way (`delivered`, `undelivered`, `early`,
-/// `late`, `mismatched`: not the provider id recorded at send time, `unknown`: keys that are
-/// not Herald delivery keys).
+/// `late`, `repeated`: posted before and applied then, `mismatched`: not the provider id
+/// recorded at send time, `unknown`: keys that are not Herald delivery keys).
+/// If Redis failed some of them, the events of those applied are still emitted (a retry of
+/// the post finds them `repeated`, and emits nothing for them) and the error is returned.
 pub async fn apply(
     store: &Store,
     producer: &FutureProducer,
@@ -38,25 +40,34 @@ pub async fn apply(
     let outcomes = if parsed.is_empty() {
         Vec::new()
     } else {
-        store.apply_receipts(&parsed).await?
+        store.apply_receipts(&parsed).await
     };
+    let mut failed = None;
     let mut tally: BTreeMap<&'static str, u64> = BTreeMap::new();
     if unknown > 0 {
         tally.insert("unknown", unknown);
     }
     let mut events = Vec::new();
-    for (outcome, r) in outcomes.iter().zip(&parsed) {
+    for (outcome, r) in outcomes.into_iter().zip(&parsed) {
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                failed.get_or_insert(e);
+                continue;
+            }
+        };
         let name = match outcome {
             ReceiptOutcome::Delivered(_) => "delivered",
             ReceiptOutcome::Undelivered => "undelivered",
             ReceiptOutcome::Early => "early",
             ReceiptOutcome::Late => "late",
+            ReceiptOutcome::Repeated => "repeated",
             ReceiptOutcome::Mismatched => "mismatched",
             ReceiptOutcome::Unknown => "unknown",
         };
         *tally.entry(name).or_default() += 1;
         let (kind, latency_ms) = match outcome {
-            ReceiptOutcome::Delivered(latency) => (LifecycleKind::Delivered, *latency),
+            ReceiptOutcome::Delivered(latency) => (LifecycleKind::Delivered, latency),
             ReceiptOutcome::Undelivered => (LifecycleKind::Undelivered, None),
             _ => continue,
         };
@@ -73,5 +84,8 @@ pub async fn apply(
             .map(|e| kafka::emit_event(producer, &topic, e)),
     )
     .await;
-    Ok(tally)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(tally),
+    }
 }

@@ -20,6 +20,10 @@ pub enum ReceiptOutcome {
     Early,
     /// For a delivery that already moved on or ended: recorded, changes nothing.
     Late,
+    /// The receipt the slot already reflects (same channel, same message, same outcome),
+    /// posted again: a provider's webhook retry, or ingest's answer to a post it applied in
+    /// part. Changes nothing and is not counted.
+    Repeated,
     /// Its provider id is not the one the provider answered the send with: refused, counted.
     Mismatched,
     Unknown,
@@ -72,6 +76,7 @@ fn receipt_outcome(reply: &str) -> ReceiptOutcome {
             "undelivered" => ReceiptOutcome::Undelivered,
             "early" => ReceiptOutcome::Early,
             "late" => ReceiptOutcome::Late,
+            "repeated" => ReceiptOutcome::Repeated,
             "mismatched" => ReceiptOutcome::Mismatched,
             _ => ReceiptOutcome::Unknown,
         },
@@ -122,6 +127,10 @@ static RECEIPT: Lua = Lua::new(lua_per_slot!(
     redis.call('ZADD', pending, now, ARGV[o + 3])
     count('undelivered:' .. ARGV[o + 1])
     return 'undelivered'
+  end
+  if f[2] == ARGV[o + 1] and (f[4] or '') == ARGV[o + 5] and
+     ((f[1] == 'delivered' and ARGV[o + 2] == 'delivered') or (f[1] == 'undelivered' and ARGV[o + 2] == 'failed')) then
+    return 'repeated'
   end
   count('late_receipts')
   redis.call('HSET', slot, 'late:' .. ARGV[o + 1], ARGV[o + 2])
@@ -199,11 +208,12 @@ return 1
 
 impl Store {
     /// Applies receipts: one script call per campaign shard among them, under way together.
-    /// Fails as a whole if any call failed (the caller's retry finds those applied `late`).
+    /// One answer per receipt, in order: a failed call fails only its shard's receipts (the
+    /// others are applied, and come back `Repeated` if posted again).
     pub async fn apply_receipts(
         &self,
         receipts: &[ReceiptUpdate],
-    ) -> Result<Vec<ReceiptOutcome>, StoreError> {
+    ) -> Vec<Result<ReceiptOutcome, StoreError>> {
         let replies = self.on_slots::<_, String>(&RECEIPT, receipts).await;
         replies
             .into_iter()

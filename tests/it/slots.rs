@@ -79,6 +79,12 @@ async fn sent_then_overdue(store: &Store, d: &Delivery) -> herald::store::Overdu
     overdue.remove(0)
 }
 
+/// Applies receipts; every one must get an answer.
+async fn applied(store: &Store, receipts: &[ReceiptUpdate]) -> Vec<ReceiptOutcome> {
+    let answers = store.apply_receipts(receipts).await;
+    answers.into_iter().map(Result::unwrap).collect()
+}
+
 fn receipt(d: &Delivery, s: ReceiptStatus) -> ReceiptUpdate {
     ReceiptUpdate {
         campaign: d.campaign.clone(),
@@ -101,10 +107,7 @@ async fn receipts_while_retrying_still_count_and_after_the_move_change_nothing()
 
     let caught = delivery("late", "caught", Channel::Email, 0);
     let overdue = sent_then_overdue(&store, &caught).await;
-    let outcome = store
-        .apply_receipts(&[receipt(&caught, ReceiptStatus::Delivered)])
-        .await
-        .unwrap();
+    let outcome = applied(&store, &[receipt(&caught, ReceiptStatus::Delivered)]).await;
     assert!(
         matches!(outcome[..], [ReceiptOutcome::Delivered(_)]),
         "{outcome:?}"
@@ -138,10 +141,7 @@ async fn receipts_while_retrying_still_count_and_after_the_move_change_nothing()
         .unwrap();
     assert!(moved);
     for s in [ReceiptStatus::Delivered, ReceiptStatus::Failed] {
-        let outcome = store
-            .apply_receipts(&[receipt(&moved_on, s)])
-            .await
-            .unwrap();
+        let outcome = applied(&store, &[receipt(&moved_on, s)]).await;
         assert_eq!(
             outcome,
             vec![ReceiptOutcome::Late],
@@ -234,10 +234,7 @@ async fn a_dead_owners_slot_is_claimed_resent_or_left_uncertain_by_the_policy() 
     proven.on_uncertain = UncertainSend::Skip;
     claimed_and_sending(&store, &proven, "dead", lease).await;
     let early = receipt(&proven, ReceiptStatus::Delivered);
-    assert_eq!(
-        store.apply_receipts(&[early]).await.unwrap(),
-        vec![ReceiptOutcome::Early]
-    );
+    assert_eq!(applied(&store, &[early]).await, vec![ReceiptOutcome::Early]);
     later().await;
     assert!(matches!(
         store
@@ -508,7 +505,7 @@ async fn a_batch_counts_each_of_its_slots_once() {
             receipt(d, status)
         })
         .collect();
-    store.apply_receipts(&receipts).await.unwrap();
+    applied(&store, &receipts).await;
     let counts = store.campaign_counts(&ds[0].campaign).await.unwrap();
     let count = |f: &str| counts.get(f).copied().unwrap_or(0);
     assert_eq!(
@@ -524,6 +521,52 @@ async fn a_batch_counts_each_of_its_slots_once() {
             count("undelivered:email"),
         ],
         [5, 4, 1, 4, 1, 4, 3, 1, 1],
+        "{counts:?}"
+    );
+}
+
+/// Providers post a webhook again when they heard no answer, and ingest answers 503 when one
+/// shard of a post failed: a receipt the slot already reflects is a repeat. Before, it was
+/// counted a late receipt (as if it had come after the customer moved on).
+#[tokio::test]
+async fn a_receipt_posted_again_is_a_repeat_not_a_late_receipt() {
+    let store = store().await;
+    let delivered = delivery("repeats", "ana", Channel::Email, 0);
+    let failed = delivery("repeats", "bob", Channel::Email, 0);
+    for d in [&delivered, &failed] {
+        assert_eq!(
+            store
+                .claim_slot(d, "o1", Duration::from_secs(30), None, true)
+                .await
+                .unwrap(),
+            OnceClaim::Claimed
+        );
+        assert_eq!(
+            store.mark_sent(d, "o1", "p1", "sim", false).await.unwrap(),
+            SentOutcome::AwaitingReceipt
+        );
+    }
+    let post = [
+        receipt(&delivered, ReceiptStatus::Delivered),
+        receipt(&failed, ReceiptStatus::Failed),
+    ];
+    let first = applied(&store, &post).await;
+    assert!(
+        matches!(first[0], ReceiptOutcome::Delivered(_)),
+        "{first:?}"
+    );
+    assert_eq!(first[1], ReceiptOutcome::Undelivered);
+    let again = applied(&store, &post).await;
+    assert_eq!(again, [ReceiptOutcome::Repeated, ReceiptOutcome::Repeated]);
+    let counts = store.campaign_counts(&delivered.campaign).await.unwrap();
+    let count = |f: &str| counts.get(f).copied().unwrap_or(0);
+    assert_eq!(
+        (
+            count("late_receipts"),
+            count("delivered"),
+            count("undelivered:email")
+        ),
+        (0, 1, 1),
         "{counts:?}"
     );
 }
