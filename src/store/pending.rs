@@ -120,11 +120,11 @@ static RECEIPT: Lua = Lua::new(lua_per_slot!(
       redis.call('HSET', slot, 'st', 'delivered', 'rt', '')
       redis.call('ZREM', pending, ARGV[o + 3])
       count('delivered:' .. ARGV[o + 1])
-      if f[3] then return 'delivered ' .. (now - tonumber(f[3])) end
+      if f[3] then return string.format('delivered %d', now - tonumber(f[3])) end
       return 'delivered'
     end
     redis.call('HSET', slot, 'st', 'undelivered', 'rt', '', 'why', ARGV[o + 4])
-    redis.call('ZADD', pending, now, ARGV[o + 3])
+    redis.call('ZADD', pending, now_s, ARGV[o + 3])
     count('undelivered:' .. ARGV[o + 1])
     return 'undelivered'
   end

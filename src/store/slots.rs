@@ -174,25 +174,24 @@ impl SlotOp for SlotMark {
 static CLAIM: Lua = Lua::new(lua_per_slot!(
     9,
     r#"
-  local a = tonumber(ARGV[o + 1])
   local claimed = 'claimed'
   if ARGV[o + 9] == '1' then claimed = 'sending' end
   local f = redis.call('HMGET', slot, 'st', 'a', 'ch', 'own', 'lu', 'ms')
   if not f[1] then
-    if a ~= 0 then
+    if ARGV[o + 1] ~= '0' then
       count('deduplicated')
       return {'dup', 'expired'}
     end
     -- One HSET for the whole new slot: this is the path of nearly every message.
-    local fields = {'st', claimed, 'a', 0, 'ch', ARGV[o + 2], 'tr', ARGV[o + 2], 'own', ARGV[o + 3], 'lu', now + tonumber(ARGV[o + 4])}
-    if claimed == 'sending' then table.insert(fields, 'sg') table.insert(fields, now) end
+    local fields = {'st', claimed, 'a', '0', 'ch', ARGV[o + 2], 'tr', ARGV[o + 2], 'own', ARGV[o + 3], 'lu', after(ARGV[o + 4])}
+    if claimed == 'sending' then table.insert(fields, 'sg') table.insert(fields, now_s) end
     if ARGV[o + 6] ~= '' then table.insert(fields, 'tp') table.insert(fields, ARGV[o + 6]) end
     redis.call('HSET', slot, unpack(fields))
-    redis.call('EXPIRE', slot, tonumber(ARGV[o + 5]))
+    redis.call('EXPIRE', slot, ARGV[o + 5])
     return {'claimed'}
   end
   local st = f[1]
-  if tonumber(f[2]) ~= a or f[3] ~= ARGV[o + 2] or (st ~= 'queued' and st ~= 'claimed' and st ~= 'sending') then
+  if tonumber(f[2]) ~= tonumber(ARGV[o + 1]) or f[3] ~= ARGV[o + 2] or (st ~= 'queued' and st ~= 'claimed' and st ~= 'sending') then
     count('deduplicated')
     return {'dup', st}
   end
@@ -211,7 +210,7 @@ static CLAIM: Lua = Lua::new(lua_per_slot!(
         count('delivered:' .. ARGV[o + 2])
       else
         redis.call('HSET', slot, 'st', 'undelivered', 'own', '', 'ms', '', 'why', 'failure receipt')
-        redis.call('ZADD', pending, now, ARGV[o + 8])
+        redis.call('ZADD', pending, now_s, ARGV[o + 8])
         count('undelivered:' .. ARGV[o + 2])
       end
       return {'dup', er}
@@ -230,8 +229,8 @@ static CLAIM: Lua = Lua::new(lua_per_slot!(
     count('resent:' .. ARGV[o + 2])
     resend = 'resend'
   end
-  redis.call('HSET', slot, 'st', claimed, 'own', ARGV[o + 3], 'lu', now + tonumber(ARGV[o + 4]), 'ms', '')
-  if claimed == 'sending' then redis.call('HSET', slot, 'sg', now) end
+  redis.call('HSET', slot, 'st', claimed, 'own', ARGV[o + 3], 'lu', after(ARGV[o + 4]), 'ms', '')
+  if claimed == 'sending' then redis.call('HSET', slot, 'sg', now_s) end
   if ARGV[o + 6] ~= '' then redis.call('HSETNX', slot, 'tp', ARGV[o + 6]) end
   return {'claimed', resend}
 "#
@@ -281,12 +280,12 @@ static MARK_SENT: Lua = Lua::new(lua_per_slot!(
   end
   if f[3] == 'failed' then
     redis.call('HSET', slot, 'st', 'undelivered', 'own', '', 'pid', ARGV[o + 5], 'prov', ARGV[o + 6], 'why', 'failure receipt')
-    redis.call('ZADD', pending, now, ARGV[o + 4])
+    redis.call('ZADD', pending, now_s, ARGV[o + 4])
     count('undelivered:' .. ARGV[o + 2])
     return 'undelivered'
   end
-  redis.call('HSET', slot, 'st', 'sent', 'own', '', 'pid', ARGV[o + 5], 'prov', ARGV[o + 6], 'sa', now)
-  redis.call('ZADD', pending, now + tonumber(ARGV[o + 3]), ARGV[o + 4])
+  redis.call('HSET', slot, 'st', 'sent', 'own', '', 'pid', ARGV[o + 5], 'prov', ARGV[o + 6], 'sa', now_s)
+  redis.call('ZADD', pending, after(ARGV[o + 3]), ARGV[o + 4])
   return 'sent'
 "#
 ));
