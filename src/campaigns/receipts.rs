@@ -13,7 +13,8 @@ use crate::store::{ReceiptOutcome, ReceiptUpdate, Store, StoreError};
 
 /// Applies receipts and tells how many ended each way (`delivered`, `undelivered`, `early`,
 /// `late`, `repeated`: posted before and applied then, `mismatched`: not the provider id
-/// recorded at send time, `unknown`: keys that are not Herald delivery keys).
+/// recorded at send time, `unknown`: keys that are not Herald delivery keys, `unreadable`:
+/// a once-slot Redis holds as something else).
 /// If Redis failed some of them, the events of those applied are still emitted (a retry of
 /// the post finds them `repeated`, and emits nothing for them) and the error is returned.
 pub async fn apply(
@@ -51,6 +52,12 @@ pub async fn apply(
     for (outcome, r) in outcomes.into_iter().zip(&parsed) {
         let outcome = match outcome {
             Ok(outcome) => outcome,
+            // Retrying cannot mend it: counted and logged, not answered 503 for ever.
+            Err(StoreError::Corrupt { key, what }) => {
+                tracing::error!(%key, %what, "receipt for an unreadable once-slot");
+                *tally.entry("unreadable").or_default() += 1;
+                continue;
+            }
             Err(e) => {
                 failed.get_or_insert(e);
                 continue;

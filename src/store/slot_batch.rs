@@ -59,32 +59,101 @@ impl Store {
                 .map(move |chunk| (shard, chunk))
         });
         let runs = calls.map(|(shard, members)| async move {
-            let mut invocation = script.prepare_invoke();
-            invocation
-                .key(self.counts_key(shard))
-                .key(self.pending_key_in(shard));
-            for &i in members {
-                invocation.key(self.slot_key_in(shard, ops[i].slot().1));
-                ops[i].push_args(&mut invocation, self);
-            }
-            (members, self.eval::<Vec<R>>(&invocation).await)
+            let replies = self
+                .call_on_slots::<T, R>(script, shard, members, ops)
+                .await;
+            (shard, members, replies)
         });
-        for (members, replies) in futures::future::join_all(runs).await {
-            let failed = match replies {
-                Ok(replies) if replies.len() == members.len() => {
+        for (shard, members, replies) in futures::future::join_all(runs).await {
+            match replies {
+                Ok(replies) => {
                     for (&i, reply) in members.iter().zip(replies) {
-                        answers[i] = Ok(reply);
+                        answers[i] = reply;
                     }
-                    continue;
                 }
-                Ok(replies) => format!("{} answers for {} slots", replies.len(), members.len()),
-                Err(e) => e.to_string(),
-            };
-            // Each is retried on its own, as after any Redis failure.
-            for &i in members {
-                answers[i] = Err(StoreError::Batch(failed.clone()));
+                // One slot can make the script fail for every slot it carries (a key that
+                // is not a once-slot): each is tried alone, so that only that one fails.
+                Err(e) if refused_by_script(&e) && members.len() > 1 => {
+                    let alone = members.iter().map(|&i| async move {
+                        let one = std::slice::from_ref(&i);
+                        (i, self.call_on_slots::<T, R>(script, shard, one, ops).await)
+                    });
+                    for (i, reply) in futures::future::join_all(alone).await {
+                        answers[i] = reply
+                            .and_then(only_answer)
+                            .map_err(|e| self.unreadable_slot(e, shard, &ops[i]));
+                    }
+                }
+                Err(e) if members.len() == 1 => {
+                    answers[members[0]] = Err(self.unreadable_slot(e, shard, &ops[members[0]]));
+                }
+                Err(e) => {
+                    // Each is retried on its own, as after any Redis failure.
+                    let why = e.to_string();
+                    for &i in members {
+                        answers[i] = Err(StoreError::Batch(why.clone()));
+                    }
+                }
             }
         }
         answers
     }
+
+    /// One script call over `members` of one shard: one answer per member, in order.
+    async fn call_on_slots<T: SlotOp, R: redis::FromRedisValue>(
+        &self,
+        script: &Lua,
+        shard: &Shard,
+        members: &[usize],
+        ops: &[T],
+    ) -> Result<Vec<Result<R, StoreError>>, StoreError> {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(self.counts_key(shard))
+            .key(self.pending_key_in(shard));
+        for &i in members {
+            invocation.key(self.slot_key_in(shard, ops[i].slot().1));
+            ops[i].push_args(&mut invocation, self);
+        }
+        let replies: Vec<R> = self.eval(&invocation).await?;
+        if replies.len() != members.len() {
+            let why = format!("{} answers for {} slots", replies.len(), members.len());
+            return Ok(members
+                .iter()
+                .map(|_| Err(StoreError::Batch(why.clone())))
+                .collect());
+        }
+        Ok(replies.into_iter().map(Ok).collect())
+    }
+
+    /// A script's refusal of a call carrying one slot alone is that slot's record: corrupt,
+    /// and not mended by retrying. Any other failure is passed on as it is.
+    fn unreadable_slot<T: SlotOp>(&self, e: StoreError, shard: &Shard, op: &T) -> StoreError {
+        if refused_by_script(&e) {
+            StoreError::Corrupt {
+                key: self.slot_key_in(shard, op.slot().1),
+                what: e.to_string(),
+            }
+        } else {
+            e
+        }
+    }
+}
+
+/// The answer of a call that carried one slot.
+fn only_answer<R>(mut replies: Vec<Result<R, StoreError>>) -> Result<R, StoreError> {
+    replies
+        .pop()
+        .unwrap_or_else(|| Err(StoreError::Batch("no answer".into())))
+}
+
+/// Redis ran the script and it failed (a key of the wrong type, a value it cannot read), as
+/// opposed to Redis being unreachable, slow, loading or failing over: retrying the same call
+/// fails the same way.
+fn refused_by_script(e: &StoreError) -> bool {
+    use redis::ErrorKind;
+    matches!(e, StoreError::Unavailable(e) if matches!(
+        e.kind(),
+        ErrorKind::ResponseError | ErrorKind::ExtensionError | ErrorKind::TypeError
+    ))
 }

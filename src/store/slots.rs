@@ -198,6 +198,12 @@ static CLAIM: Lua = Lua::new(lua_per_slot!(
   if (st == 'claimed' or st == 'sending') and f[4] ~= ARGV[o + 3] and tonumber(f[5]) > now then
     return {'held', tostring(tonumber(f[5]) - now)}
   end
+  if (st == 'claimed' or st == 'sending') and f[4] == ARGV[o + 3] then
+    -- This handling's own claim, made by a call whose answer never came back (a time-out,
+    -- or a batch that failed after it): still ours, and nothing has been sent yet.
+    redis.call('HSET', slot, 'lu', after(ARGV[o + 4]))
+    return {'claimed'}
+  end
   local resend = ''
   if st == 'sending' or f[6] == '1' then
     -- A receipt that came while the dead owner held the slot proves the send went out.

@@ -570,3 +570,75 @@ async fn a_receipt_posted_again_is_a_repeat_not_a_late_receipt() {
         "{counts:?}"
     );
 }
+
+/// Writes `value` as a plain string at `key`, on one Redis or on the cluster the tests use.
+async fn overwrite_with_string(key: &str, value: &str) {
+    let url = redis_url();
+    let nodes: Vec<&str> = url.split(',').map(str::trim).collect();
+    let cluster = nodes.len() > 1 || std::env::var("HERALD_REDIS_CLUSTER").as_deref() == Ok("1");
+    let set = redis::cmd("SET").arg(key).arg(value).clone();
+    if cluster {
+        let client = redis::cluster::ClusterClient::new(nodes).unwrap();
+        let mut c = client.get_async_connection().await.unwrap();
+        let _: () = set.query_async(&mut c).await.unwrap();
+    } else {
+        let client = redis::Client::open(nodes[0]).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = set.query_async(&mut c).await.unwrap();
+    }
+}
+
+/// A slot whose key holds something else (corrupted, or written by hand) makes the script
+/// that carries it fail. Before, every claim batched with it failed too and was retried, and
+/// a retry could be batched with it again; now only that one fails, as corrupt (its message
+/// is dead-lettered with the reason instead of being retried for ever). A script that fails
+/// keeps what it wrote before failing, so `ana`'s claim was made by the failed call: its
+/// retry must find it its own (before, it was taken for a dead owner's uncertain send:
+/// counted resent, or with policy `skip` left uncertain and never sent).
+#[tokio::test]
+async fn a_corrupt_slot_fails_alone_not_the_claims_batched_with_it() {
+    let ns = format!("s{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let store = Store::connect(&redis_url(), &ns).await.unwrap();
+    let lease = Duration::from_secs(30);
+    let ds: Vec<Delivery> = ["ana", "bad", "bob"]
+        .iter()
+        .map(|c| delivery("poisoned", c, Channel::Email, 0))
+        .collect();
+    overwrite_with_string(&format!("{ns}:once:{{poisoned}}:bad"), "not a once-slot").await;
+    let claims = ds
+        .iter()
+        .map(|d| SlotClaim::of(d, "o1", lease, None, true))
+        .collect();
+    let answers = store.claim_slots(claims).await;
+    assert!(matches!(answers[0], Ok(OnceClaim::Claimed)), "{answers:?}");
+    assert!(
+        matches!(&answers[1], Err(herald::store::StoreError::Corrupt { key, .. }) if key.ends_with(":bad")),
+        "{answers:?}"
+    );
+    assert!(matches!(answers[2], Ok(OnceClaim::Claimed)), "{answers:?}");
+    let counts = store.campaign_counts(&ds[0].campaign).await.unwrap();
+    assert_eq!(counts.get("resent"), None, "{counts:?}");
+}
+
+/// A claim whose answer was lost (the call timed out after Redis ran it) is tried again by
+/// the same handling: it finds its own claim, not an uncertain send of a dead owner.
+#[tokio::test]
+async fn a_claim_made_again_by_its_own_handling_is_still_claimed() {
+    let store = store().await;
+    let lease = Duration::from_secs(30);
+    let mut d = delivery("own-claim", "ana", Channel::Email, 0);
+    d.on_uncertain = UncertainSend::Skip;
+    for _ in 0..2 {
+        assert_eq!(
+            store.claim_slot(&d, "o1", lease, None, true).await.unwrap(),
+            OnceClaim::Claimed
+        );
+    }
+    assert_eq!(status(&store, &d).await, "sending");
+    let counts = store.campaign_counts(&d.campaign).await.unwrap();
+    assert_eq!(
+        (counts.get("resent"), counts.get("uncertain")),
+        (None, None),
+        "{counts:?}"
+    );
+}
