@@ -200,8 +200,13 @@ static CLAIM: Lua = Lua::new(lua_per_slot!(
   end
   if (st == 'claimed' or st == 'sending') and f[4] == ARGV[o + 3] then
     -- This handling's own claim, made by a call whose answer never came back (a time-out,
-    -- or a batch that failed after it): still ours, and nothing has been sent yet.
-    redis.call('HSET', slot, 'lu', after(ARGV[o + 4]))
+    -- or a batch that failed after it): still ours, and nothing has been sent yet. Marked
+    -- `sending` if this call says the provider call starts at once (no renewal before it).
+    if claimed == 'sending' and st == 'claimed' then
+      redis.call('HSET', slot, 'st', 'sending', 'sg', now_s, 'lu', after(ARGV[o + 4]))
+    else
+      redis.call('HSET', slot, 'lu', after(ARGV[o + 4]))
+    end
     return {'claimed'}
   end
   local resend = ''

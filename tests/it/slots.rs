@@ -635,6 +635,19 @@ async fn a_claim_made_again_by_its_own_handling_is_still_claimed() {
         );
     }
     assert_eq!(status(&store, &d).await, "sending");
+    // A claim that did not mark the slot `sending`, tried again by a call that does: the
+    // provider call follows with no renewal, so the slot must say `sending` from now on.
+    let other = delivery("own-claim", "bob", Channel::Email, 0);
+    for send_now in [false, true] {
+        assert_eq!(
+            store
+                .claim_slot(&other, "o2", lease, None, send_now)
+                .await
+                .unwrap(),
+            OnceClaim::Claimed
+        );
+    }
+    assert_eq!(status(&store, &other).await, "sending");
     let counts = store.campaign_counts(&d.campaign).await.unwrap();
     assert_eq!(
         (counts.get("resent"), counts.get("uncertain")),
