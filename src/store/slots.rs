@@ -279,7 +279,12 @@ return 1
 static MARK_SENT: Lua = Lua::new(lua_per_slot!(
     7,
     r#"
-  local f = redis.call('HMGET', slot, 'st', 'own', 'er')
+  local f = redis.call('HMGET', slot, 'st', 'own', 'er', 'pid')
+  if (f[1] == 'sent' or f[1] == 'delivered') and ARGV[o + 5] ~= '' and f[4] == ARGV[o + 5] then
+    -- This acceptance, recorded already by a call whose answer never came back (the
+    -- provider's id for the message is the one recorded): not a lost lease.
+    return f[1]
+  end
   if (f[1] ~= 'claimed' and f[1] ~= 'sending') or f[2] ~= ARGV[o + 1] then return 'lost' end
   count('sent:' .. ARGV[o + 2])
   count('provider:' .. ARGV[o + 6])

@@ -655,3 +655,40 @@ async fn a_claim_made_again_by_its_own_handling_is_still_claimed() {
         "{counts:?}"
     );
 }
+
+/// An acceptance recorded again (its first call's answer was lost) is the same acceptance,
+/// not a send after a lost lease: before, it answered `LostLease`, and the dispatcher
+/// counted `sent_after_lost_lease` and warned that another owner might send again.
+#[tokio::test]
+async fn an_acceptance_recorded_again_is_not_a_lost_lease() {
+    let store = store().await;
+    let lease = Duration::from_secs(30);
+    let waits = delivery("marks-again", "ana", Channel::Email, 0);
+    let confirms = delivery("marks-again", "bob", Channel::Email, 0);
+    for d in [&waits, &confirms] {
+        store.claim_slot(d, "o1", lease, None, true).await.unwrap();
+    }
+    for _ in 0..2 {
+        let outcomes: Vec<SentOutcome> = store
+            .mark_sent_many(vec![
+                SlotMark::of(&waits, "o1", "p-1", "sim", false),
+                SlotMark::of(&confirms, "o1", "p-2", "smtp", true),
+            ])
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            outcomes,
+            [SentOutcome::AwaitingReceipt, SentOutcome::Delivered]
+        );
+    }
+    // Another message's acceptance is still refused.
+    let other = store
+        .mark_sent(&waits, "o1", "p-other", "sim", false)
+        .await
+        .unwrap();
+    assert_eq!(other, SentOutcome::LostLease);
+    let counts = store.campaign_counts(&waits.campaign).await.unwrap();
+    assert_eq!(counts.get("sent:email"), Some(&2), "{counts:?}");
+}
