@@ -129,13 +129,16 @@ impl Store {
     /// A script's refusal of a call carrying one slot alone is that slot's record: corrupt,
     /// and not mended by retrying. Any other failure is passed on as it is.
     fn unreadable_slot<T: SlotOp>(&self, e: StoreError, shard: &Shard, op: &T) -> StoreError {
-        if refused_by_script(&e) {
-            StoreError::Corrupt {
-                key: self.slot_key_in(shard, op.slot().1),
-                what: e.to_string(),
+        match e {
+            // Redis's own words: "redis unavailable" would mislead whoever reads the
+            // dead-letter reason.
+            StoreError::Unavailable(refusal) if refused_by_script_error(&refusal) => {
+                StoreError::Corrupt {
+                    key: self.slot_key_in(shard, op.slot().1),
+                    what: format!("the script refused it: {refusal}"),
+                }
             }
-        } else {
-            e
+            e => e,
         }
     }
 }
@@ -151,9 +154,13 @@ fn only_answer<R>(mut replies: Vec<Result<R, StoreError>>) -> Result<R, StoreErr
 /// opposed to Redis being unreachable, slow, loading or failing over: retrying the same call
 /// fails the same way.
 fn refused_by_script(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unavailable(e) if refused_by_script_error(e))
+}
+
+fn refused_by_script_error(e: &redis::RedisError) -> bool {
     use redis::ErrorKind;
-    matches!(e, StoreError::Unavailable(e) if matches!(
+    matches!(
         e.kind(),
         ErrorKind::ResponseError | ErrorKind::ExtensionError | ErrorKind::TypeError
-    ))
+    )
 }
