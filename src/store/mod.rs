@@ -127,6 +127,7 @@ mod campaigns;
 mod channel_health;
 mod customers;
 mod events;
+mod first_attempt;
 mod link;
 mod metrics;
 mod pending;
