@@ -143,8 +143,8 @@ impl Store {
     }
 }
 
-/// The answer of a call that carried one slot.
-fn only_answer<R>(mut replies: Vec<Result<R, StoreError>>) -> Result<R, StoreError> {
+/// The answer for the one slot of a batch of one.
+pub(super) fn only_answer<R>(mut replies: Vec<Result<R, StoreError>>) -> Result<R, StoreError> {
     replies
         .pop()
         .unwrap_or_else(|| Err(StoreError::Batch("no answer".into())))

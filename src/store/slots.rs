@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 
-use super::slot_batch::SlotOp;
+use super::slot_batch::{only_answer, SlotOp};
 use super::{Lua, Store, StoreError};
 use crate::model::{CampaignId, Channel, CustomerId, Delivery, UncertainSend};
 
@@ -370,10 +370,7 @@ impl Store {
         send_now: bool,
     ) -> Result<OnceClaim, StoreError> {
         let claim = SlotClaim::of(d, owner, lease, traceparent, send_now);
-        let mut answers = self.claim_slots(vec![claim]).await;
-        answers
-            .pop()
-            .unwrap_or_else(|| Err(StoreError::Batch("no answer".into())))
+        only_answer(self.claim_slots(vec![claim]).await)
     }
 
     /// Claims many slots, one script call per campaign shard among them: what a dispatcher
@@ -458,10 +455,7 @@ impl Store {
         confirms: bool,
     ) -> Result<SentOutcome, StoreError> {
         let mark = SlotMark::of(d, owner, provider_id, provider, confirms);
-        let mut answers = self.mark_sent_many(vec![mark]).await;
-        answers
-            .pop()
-            .unwrap_or_else(|| Err(StoreError::Batch("no answer".into())))
+        only_answer(self.mark_sent_many(vec![mark]).await)
     }
 
     /// [`Store::mark_sent`] for many slots: one script call per campaign shard among them.
