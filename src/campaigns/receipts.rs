@@ -63,16 +63,7 @@ pub async fn apply(
                 continue;
             }
         };
-        let name = match outcome {
-            ReceiptOutcome::Delivered(_) => "delivered",
-            ReceiptOutcome::Undelivered => "undelivered",
-            ReceiptOutcome::Early => "early",
-            ReceiptOutcome::Late => "late",
-            ReceiptOutcome::Repeated => "repeated",
-            ReceiptOutcome::Mismatched => "mismatched",
-            ReceiptOutcome::Unknown => "unknown",
-        };
-        *tally.entry(name).or_default() += 1;
+        *tally.entry(outcome.name()).or_default() += 1;
         let (kind, latency_ms) = match outcome {
             ReceiptOutcome::Delivered(latency) => (LifecycleKind::Delivered, latency),
             ReceiptOutcome::Undelivered => (LifecycleKind::Undelivered, None),

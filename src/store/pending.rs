@@ -68,6 +68,22 @@ impl super::slot_batch::SlotOp for ReceiptUpdate {
     }
 }
 
+impl ReceiptOutcome {
+    /// Its name: the receipt script's answer (read back by [`receipt_outcome`]), and what
+    /// ingest tallies and answers the provider with.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReceiptOutcome::Delivered(_) => "delivered",
+            ReceiptOutcome::Undelivered => "undelivered",
+            ReceiptOutcome::Early => "early",
+            ReceiptOutcome::Late => "late",
+            ReceiptOutcome::Repeated => "repeated",
+            ReceiptOutcome::Mismatched => "mismatched",
+            ReceiptOutcome::Unknown => "unknown",
+        }
+    }
+}
+
 /// What the receipt script answered for one receipt.
 fn receipt_outcome(reply: &str) -> ReceiptOutcome {
     match reply.split_once(' ').unwrap_or((reply, "")) {
@@ -312,5 +328,30 @@ impl Store {
                 .arg(reason),
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The script's answers and ingest's tally use one set of names.
+    #[test]
+    fn every_outcome_is_read_back_from_its_name() {
+        for outcome in [
+            ReceiptOutcome::Delivered(None),
+            ReceiptOutcome::Undelivered,
+            ReceiptOutcome::Early,
+            ReceiptOutcome::Late,
+            ReceiptOutcome::Repeated,
+            ReceiptOutcome::Mismatched,
+            ReceiptOutcome::Unknown,
+        ] {
+            assert_eq!(receipt_outcome(outcome.name()), outcome);
+        }
+        assert_eq!(
+            receipt_outcome("delivered 42"),
+            ReceiptOutcome::Delivered(Some(42))
+        );
     }
 }
