@@ -99,21 +99,14 @@ fi
 ticks_of() {
     awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0
 }
-# CPU ticks of the Redis server(s).
+# CPU ticks of the Redis server(s); with `children`, of the children they forked and reaped
+# instead (cutime + cstime): the AOF rewrites, which run beside the server on the other core
+# and are not in its own utime + stime. A rewrite still running then is not counted yet.
 redis_ticks() {
-    local total=0 f
+    local total=0 f fields='$14 + $15'
+    [ "${1:-}" = children ] && fields='$16 + $17'
     for f in "${redis_pidfiles[@]}"; do
-        total=$((total + $(ticks_of "$(cat "$f")")))
-    done
-    echo "$total"
-}
-# CPU ticks of the children the Redis server(s) forked and reaped: the AOF rewrites, which
-# run beside the server on the other core and are not in its own utime + stime. A rewrite
-# still running when the figures are read is not counted yet.
-redis_child_ticks() {
-    local total=0 f
-    for f in "${redis_pidfiles[@]}"; do
-        total=$((total + $(awk '{print $16 + $17}' "/proc/$(cat "$f")/stat" 2>/dev/null || echo 0)))
+        total=$((total + $(awk "{print $fields}" "/proc/$(cat "$f")/stat" 2>/dev/null || echo 0)))
     done
     echo "$total"
 }
@@ -166,7 +159,7 @@ wait_port "${API##*:}" herald-ingest
 wait_port "${PROVIDER##*:}" herald-provider
 
 redis_start=$(redis_ticks)
-redis_child_start=$(redis_child_ticks)
+redis_child_start=$(redis_ticks children)
 log "storing $N synthetic customers (not timed)"
 "$BIN/herald" --api "http://$API" customers seed --count "$N" --prefix b --channels email,push
 
@@ -190,7 +183,7 @@ process_ticks() {
 # Where the campaign alone starts: seeding the customers is not part of sending to them.
 ticks_before_campaign=$(process_ticks)
 redis_before_campaign=$(redis_ticks)
-redis_child_before_campaign=$(redis_child_ticks)
+redis_child_before_campaign=$(redis_ticks children)
 log "campaign to $N customers: e-mail first, push as fallback"
 start_ns=$(date +%s%N)
 "$BIN/herald" --api "http://$API" campaigns send --id "$NS" --count "$N" --prefix b \
@@ -221,7 +214,7 @@ log "raw broker throughput on the same broker ($N messages of 250 bytes, $PARTIT
 "$BIN/herald" broker-bench --topic "$NS.sales" --count "$N" --size 250 >"$OUT/broker.txt"
 
 python3 - "$N" "$start_ns" "$end_ns" "$OUT" "$rss_lines" "$(redis_ticks) $redis_start $redis_before_campaign" "$dispatch_ports" "$ticks_before_campaign" \
-    "$(redis_child_ticks) $redis_child_start $redis_child_before_campaign" <<'PY'
+    "$(redis_ticks children) $redis_child_start $redis_child_before_campaign" <<'PY'
 import json, sys
 n, start_ns, end_ns, out, rss = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 ports = [int(p) for p in sys.argv[7].split()]
