@@ -14,12 +14,14 @@ export HERALD_PROFILE=release
 ensure_apt redis-server wrk
 build_fleet --bin herald-ingest --bin herald-broker --bin herald
 stack_was_up=""
-pid_alive "$HERALD_STATE/redis.pid" && pid_alive "$HERALD_STATE/broker.pid" && stack_was_up=1
+stack_running && stack_was_up=1
 ensure_port_free "${ADDR##*:}" herald-ingest
 bash scripts/stack.sh up
 # shellcheck disable=SC1091
 source "$HERALD_STATE/stack.env"
 export HERALD_NAMESPACE="bench$RANDOM"
+OWN_BROKER_PID=""
+start_bench_broker "$HERALD_STATE" 12 "$HERALD_NAMESPACE"
 # As a deployment runs it: every call presents a key with the requests scopes.
 setup_credentials "$HERALD_STATE/bench-keys"
 HERALD_API_KEY=$("$(bin_dir)/herald" keys create --name bench --scopes requests:write,requests:read | tail -1)
@@ -32,6 +34,7 @@ ingest=$!
 cleanup() {
     kill -TERM "$ingest" 2>/dev/null || true
     wait "$ingest" 2>/dev/null || true
+    [ -n "$OWN_BROKER_PID" ] && kill -TERM "$OWN_BROKER_PID" 2>/dev/null
     [ -z "$stack_was_up" ] && bash scripts/stack.sh down
 }
 trap cleanup EXIT

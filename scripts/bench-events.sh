@@ -22,7 +22,7 @@ OUT="$HERALD_STATE/bench-events"
 mkdir -p "$OUT"
 
 stack_was_up=""
-pid_alive "$HERALD_STATE/redis.pid" && pid_alive "$HERALD_STATE/broker.pid" && stack_was_up=1
+stack_running && stack_was_up=1
 broker_pid=""
 events_pid=""
 cleanup() {
@@ -42,7 +42,7 @@ bash scripts/stack.sh up
 # shellcheck disable=SC1091
 source "$HERALD_STATE/stack.env"
 
-start_own_broker "$OUT" "$PARTITIONS" "$NS"
+start_bench_broker "$OUT" "$PARTITIONS" "$NS"
 broker_pid=$OWN_BROKER_PID
 
 log "publishing $N events (not timed as aggregation)"

@@ -27,14 +27,15 @@ OUT="$HERALD_STATE/bench-promos"
 mkdir -p "$OUT"
 
 stack_was_up=""
-pid_alive "$HERALD_STATE/redis.pid" && pid_alive "$HERALD_STATE/broker.pid" && stack_was_up=1
+stack_running && stack_was_up=1
 pids=()
 broker_pid=""
+OWN_BROKER_PID=""
 cleanup() {
     trap - EXIT INT TERM
     for pid in "${pids[@]}"; do [ "$pid" = "$broker_pid" ] || kill -TERM "$pid" 2>/dev/null || true; done
     sleep 2
-    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do [ "$pid" = "${BROKER_CPU_PID:-}" ] && [ -z "$OWN_BROKER_PID" ] && continue; kill -KILL "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     redis-cli -p "$HERALD_REDIS_PORT" --scan --pattern "$NS:*" 2>/dev/null \
         | xargs -r -n 5000 redis-cli -p "$HERALD_REDIS_PORT" UNLINK >/dev/null 2>&1 || true
@@ -54,13 +55,12 @@ start() { # name, then the command
     pids+=($!)
 }
 
-log "own broker: $PARTITIONS partitions per topic, namespace $NS"
-rm -f "$OUT/broker.addr"
-start broker "$BIN/herald-broker" --partitions "$PARTITIONS" --namespace "$NS" --address-file "$OUT/broker.addr"
-broker_pid=${pids[-1]}
-for _ in $(seq 100); do [ -s "$OUT/broker.addr" ] && break; sleep 0.1; done
-export HERALD_KAFKA_BROKERS
-HERALD_KAFKA_BROKERS=$(cat "$OUT/broker.addr")
+start_bench_broker "$OUT" "$PARTITIONS" "$NS"
+broker_pid=$BROKER_CPU_PID
+# The broker's CPU is a row of the table: the mock is a child like the fleet; Kafka is the
+# stack's, watched but never stopped here.
+pids+=("$broker_pid")
+names+=(broker)
 
 start provider "$BIN/herald-provider" --addr "$PROVIDER" --latency-min-ms 0 --latency-max-ms 2 \
     --receipt-url "http://$API/v1/receipts" --receipt-delay-ms 100

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo: builds Herald (release), brings up the local stack (Redis + herald-broker), the
+# The demo: builds Herald (release), brings up the local stack (Redis + Apache Kafka), the
 # simulated provider (with faults) and the fleet, sends requests through the seed 001 API
 # with progress, a campaign of personalised offers, and a burst of shop events (sales and
 # user events, seeds 003/004), prints the outcome, and stops everything at the end or on
@@ -29,7 +29,7 @@ AUTH="Authorization: Bearer $HERALD_API_KEY"
     printf '%s\n' "$HERALD_JWT_SECRET" >"$HERALD_STATE/demo-keys/jwt.secret")
 
 stack_was_up=""
-pid_alive "$HERALD_STATE/redis.pid" && pid_alive "$HERALD_STATE/broker.pid" && stack_was_up=1
+stack_running && stack_was_up=1
 fleet_pids=()
 cleanup() {
     trap - EXIT INT TERM
@@ -51,6 +51,11 @@ ensure_port_free "${FAILING_PORT##*:}" "the failing provider"
 bash scripts/stack.sh up
 # shellcheck disable=SC1091
 source "$HERALD_STATE/stack.env"
+# The broker creates no topic by itself: the fleet's are made as an operator makes them.
+if pid_alive "$HERALD_STATE/kafka.pid"; then
+    log "creating the fleet's topics (herald topics create --partitions 8)"
+    "$BIN/herald" topics create --partitions 8 | sed 's/^/    /'
+fi
 
 start() { # name, then the command
     local name=$1; shift

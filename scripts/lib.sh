@@ -118,18 +118,34 @@ bin_dir() {
     echo "$CARGO_TARGET_DIR/${HERALD_PROFILE:-debug}"
 }
 
-# A herald-broker of a benchmark's own (so it measures on an empty broker): PARTITIONS per
-# topic for namespace NS, its log and address in OUT. Sets OWN_BROKER_PID and exports
-# HERALD_KAFKA_BROKERS.
-start_own_broker() {
+# The broker a benchmark measures on, for namespace NS with PARTITIONS per topic; logs in OUT.
+# By default the local stack's Apache Kafka (`scripts/stack.sh up` must have run): the bench's
+# topics are created fresh under its own namespace with `herald topics create`. With
+# HERALD_BENCH_BROKER=mock, a herald-broker of its own instead (librdkafka's in-memory mock:
+# for comparison only, no claim about Kafka rests on it). Exports HERALD_KAFKA_BROKERS; sets
+# OWN_BROKER_PID (a child to stop, mock only) and BROKER_CPU_PID (the process whose CPU is the
+# broker's row: the JVM, or the mock).
+start_bench_broker() {
     local out=$1 partitions=$2 ns=$3
-    log "own broker: $partitions partitions per topic, namespace $ns"
-    rm -f "$out/broker.addr"
-    "$(bin_dir)/herald-broker" --partitions "$partitions" --namespace "$ns" \
-        --address-file "$out/broker.addr" >"$out/broker.log" 2>&1 &
-    OWN_BROKER_PID=$!
-    for _ in $(seq 100); do [ -s "$out/broker.addr" ] && break; sleep 0.1; done
-    HERALD_KAFKA_BROKERS=$(cat "$out/broker.addr")
+    OWN_BROKER_PID=""
+    if [ "${HERALD_BENCH_BROKER:-kafka}" = mock ]; then
+        log "own herald-broker (mock): $partitions partitions per topic, namespace $ns"
+        rm -f "$out/broker.addr"
+        "$(bin_dir)/herald-broker" --partitions "$partitions" --namespace "$ns" \
+            --address-file "$out/broker.addr" >"$out/broker.log" 2>&1 &
+        OWN_BROKER_PID=$!
+        for _ in $(seq 100); do [ -s "$out/broker.addr" ] && break; sleep 0.1; done
+        HERALD_KAFKA_BROKERS=$(cat "$out/broker.addr")
+        BROKER_CPU_PID=$OWN_BROKER_PID
+    else
+        pid_alive "$HERALD_STATE/kafka.pid" || die "the local stack's Kafka is not running (scripts/stack.sh up)"
+        HERALD_KAFKA_BROKERS=127.0.0.1:$HERALD_KAFKA_PORT
+        BROKER_CPU_PID=$(cat "$HERALD_STATE/kafka.pid")
+        log "Apache Kafka $(kafka_version) at $HERALD_KAFKA_BROKERS: topics of namespace $ns, $partitions partitions each"
+        HERALD_NAMESPACE=$ns HERALD_KAFKA_BROKERS=$HERALD_KAFKA_BROKERS \
+            "$(bin_dir)/herald" topics create --partitions "$partitions" >"$out/topics.log" 2>&1 \
+            || { cat "$out/topics.log" >&2; die "herald topics create failed"; }
+    fi
     export HERALD_KAFKA_BROKERS
 }
 
@@ -192,4 +208,122 @@ setup_credentials() {
     # Signs the one-click unsubscribe links of promotional e-mail (dispatchers) and checks
     # them (herald-ingest).
     export HERALD_UNSUBSCRIBE_SECRET=${HERALD_UNSUBSCRIBE_SECRET:-$(random_secret)}
+}
+
+# ---------------------------------------------------------------------------------------------
+# Apache Kafka (KRaft): the version pinned in scripts/kafka/pom.xml, fetched once from Maven
+# Central into ~/.cache/herald-kafka/VERSION/libs, run as plain `java -cp` processes.
+
+HERALD_KAFKA_PORT="${HERALD_KAFKA_PORT:-19092}"
+# The broker's heap: bounded, so a test run's broker cannot grow past it.
+HERALD_KAFKA_HEAP="${HERALD_KAFKA_HEAP:-768m}"
+
+kafka_version() {
+    sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$HERALD_ROOT/scripts/kafka/pom.xml"
+}
+
+kafka_libs() {
+    echo "$HOME/.cache/herald-kafka/$(kafka_version)/libs"
+}
+
+# Java 17 or newer and the broker's jars; dies naming the step that failed.
+ensure_kafka() {
+    command -v java >/dev/null || die "kafka, step 'java': no java on PATH (Kafka $(kafka_version) needs a JDK or JRE 17+; apt-get install openjdk-17-jre-headless)"
+    local major
+    major=$(java -XshowSettings:properties -version 2>&1 | sed -n 's/.*java.specification.version = \([0-9]*\).*/\1/p')
+    [ "${major:-0}" -ge 17 ] || die "kafka, step 'java': java ${major:-?} found, Kafka $(kafka_version) needs 17 or newer"
+    local libs
+    libs=$(kafka_libs)
+    [ -f "$libs/.complete" ] && return 0
+    command -v mvn >/dev/null || ensure_apt maven
+    log "fetching Apache Kafka $(kafka_version) from Maven Central into $libs (once)"
+    rm -rf "$libs.partial"
+    mkdir -p "$libs.partial"
+    if ! (cd "$HERALD_ROOT/scripts/kafka" && mvn -q -B dependency:copy-dependencies \
+            -DincludeScope=runtime -DoutputDirectory="$libs.partial" >"$libs.partial/mvn.log" 2>&1); then
+        tail -20 "$libs.partial/mvn.log" >&2
+        die "kafka, step 'fetch': mvn dependency:copy-dependencies failed (log above)"
+    fi
+    ls "$libs.partial"/kafka_2.13-*.jar >/dev/null 2>&1 || die "kafka, step 'fetch': no kafka_2.13 jar arrived in $libs.partial"
+    rm -rf "$libs"
+    mv "$libs.partial" "$libs"
+    touch "$libs/.complete"
+}
+
+# Writes DIR/server.properties for a combined broker+controller: NODE_ID, the client PORT, the
+# controller port CPORT, the quorum VOTERS (id@host:port,...) and more settings (key=value).
+kafka_node_config() {
+    local dir=$1 node=$2 port=$3 cport=$4 voters=$5
+    shift 5
+    mkdir -p "$dir/data"
+    {
+        echo "process.roles=broker,controller"
+        echo "node.id=$node"
+        echo "controller.quorum.voters=$voters"
+        echo "listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport"
+        echo "advertised.listeners=PLAINTEXT://127.0.0.1:$port"
+        echo "controller.listener.names=CONTROLLER"
+        echo "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        echo "inter.broker.listener.name=PLAINTEXT"
+        echo "log.dirs=$dir/data"
+        # A missing topic is an error the operator sees, not a topic made with defaults.
+        echo "auto.create.topics.enable=false"
+        # Tests start hundreds of consumer groups: no 3 s wait for more members before each
+        # group's first assignment.
+        echo "group.initial.rebalance.delay.ms=0"
+        # Small index files: a test run creates thousands of small partitions.
+        echo "log.index.size.max.bytes=1048576"
+        echo "num.partitions=1"
+        for kv in "$@"; do echo "$kv"; done
+    } >"$dir/server.properties"
+    cat >"$dir/log4j2.properties" <<'LOG'
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = ${sys:herald.kafka.log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+LOG
+}
+
+# Formats DIR's storage for CLUSTER_ID unless it already is (a restarted node keeps its data).
+kafka_format() {
+    local dir=$1 cluster_id=$2
+    [ -f "$dir/data/meta.properties" ] && return 0
+    java -cp "$(kafka_libs)/*" kafka.tools.StorageTool format -t "$cluster_id" \
+        -c "$dir/server.properties" --ignore-formatted >"$dir/format.log" 2>&1 \
+        || { cat "$dir/format.log" >&2; die "kafka, step 'format storage' in $dir failed (log above)"; }
+}
+
+kafka_cluster_id() {
+    java -cp "$(kafka_libs)/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1
+}
+
+# Starts the node configured in DIR in the background (pid in PIDFILE), waits for PORT.
+kafka_start() {
+    local dir=$1 pidfile=$2 port=$3
+    ensure_port_free "$port" "kafka broker in $dir (set HERALD_KAFKA_PORT to move it)"
+    nohup java -Xms"$HERALD_KAFKA_HEAP" -Xmx"$HERALD_KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+        -Djava.awt.headless=true -Dherald.kafka.log="$dir/server.log" \
+        -Dlog4j2.configurationFile="$dir/log4j2.properties" \
+        -cp "$(kafka_libs)/*" kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1 &
+    echo $! >"$pidfile"
+    for _ in $(seq 600); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        kill -0 "$(cat "$pidfile")" 2>/dev/null || break
+        sleep 0.1
+    done
+    tail -20 "$dir/server.log" "$dir/stdout.log" >&2 2>/dev/null || true
+    die "kafka, step 'start': the broker in $dir did not open port $port (logs above)"
+}
+
+# True when the local stack (Redis and a broker: Kafka, or the mock) was started by stack.sh.
+stack_running() {
+    pid_alive "$HERALD_STATE/redis.pid" \
+        && { pid_alive "$HERALD_STATE/kafka.pid" || pid_alive "$HERALD_STATE/broker.pid"; }
 }

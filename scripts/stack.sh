@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# The local stack: a real Redis server (Debian's redis-server) and herald-broker (an in-memory
-# Kafka-protocol broker). `up` is idempotent and writes .herald/stack.env; `down` stops only
-# what `up` started.
+# The local stack: a real Redis server (Debian's redis-server) and Apache Kafka (one KRaft
+# broker+controller on 127.0.0.1:$HERALD_KAFKA_PORT, 19092 by default, fetched from Maven
+# Central once; see scripts/kafka/pom.xml for the version). `up` is idempotent and writes
+# .herald/stack.env; `down` stops only what `up` started. Data and logs are under .herald/.
+#
+# HERALD_STACK_BROKER=mock starts herald-broker (librdkafka's in-memory mock) instead: a quick
+# mode for a machine without Java. Nothing may rest a claim about Kafka on it.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -49,6 +53,23 @@ broker_up() {
     [ -s "$addrfile" ] || die "herald-broker did not start; see $HERALD_STATE/broker.log"
 }
 
+kafka_up() {
+    local dir="$HERALD_STATE/kafka" pidfile="$HERALD_STATE/kafka.pid"
+    if pid_alive "$pidfile"; then
+        log "kafka already running on 127.0.0.1:$HERALD_KAFKA_PORT"
+    else
+        ensure_kafka
+        local cport=$((HERALD_KAFKA_PORT + 1))
+        kafka_node_config "$dir" 1 "$HERALD_KAFKA_PORT" "$cport" "1@127.0.0.1:$cport" \
+            offsets.topic.replication.factor=1 transaction.state.log.replication.factor=1 \
+            transaction.state.log.min.isr=1 offsets.topic.num.partitions=10
+        kafka_format "$dir" "$(kafka_cluster_id)"
+        log "starting Apache Kafka $(kafka_version) (KRaft, heap $HERALD_KAFKA_HEAP) on 127.0.0.1:$HERALD_KAFKA_PORT"
+        kafka_start "$dir" "$pidfile" "$HERALD_KAFKA_PORT"
+    fi
+    echo "127.0.0.1:$HERALD_KAFKA_PORT" >"$HERALD_STATE/broker.addr"
+}
+
 write_env() {
     cat >"$HERALD_STATE/stack.env" <<ENV
 export HERALD_KAFKA_BROKERS=$(cat "$HERALD_STATE/broker.addr")
@@ -63,11 +84,16 @@ mkdir -p "$HERALD_STATE"
 case "$cmd" in
     up)
         redis_up
-        broker_up
+        if [ "${HERALD_STACK_BROKER:-kafka}" = mock ]; then broker_up; else kafka_up; fi
         write_env
         ;;
     down)
         stop_pidfile "$HERALD_STATE/broker.pid"
+        if pid_alive "$HERALD_STATE/kafka.pid"; then
+            stop_pidfile "$HERALD_STATE/kafka.pid"
+            # Like Redis's: the local broker's topics are the demo's and the tests'.
+            rm -rf "$HERALD_STATE/kafka"
+        fi
         if pid_alive "$HERALD_STATE/redis.pid"; then
             redis-cli -p "$HERALD_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
             stop_pidfile "$HERALD_STATE/redis.pid"
@@ -81,7 +107,9 @@ case "$cmd" in
         if pid_alive "$HERALD_STATE/redis.pid"; then echo "redis: up (port $HERALD_REDIS_PORT)"
         elif [ "$(redis-cli -p "$HERALD_REDIS_PORT" ping 2>/dev/null)" = PONG ]; then echo "redis: up (port $HERALD_REDIS_PORT, not started by this script)"
         else echo "redis: down"; fi
-        pid_alive "$HERALD_STATE/broker.pid" && echo "broker: up ($(cat "$HERALD_STATE/broker.addr" 2>/dev/null))" || echo "broker: down"
+        if pid_alive "$HERALD_STATE/kafka.pid"; then echo "kafka: up (127.0.0.1:$HERALD_KAFKA_PORT, Apache Kafka $(kafka_version))"
+        elif pid_alive "$HERALD_STATE/broker.pid"; then echo "broker: up, herald-broker mock ($(cat "$HERALD_STATE/broker.addr" 2>/dev/null))"
+        else echo "kafka: down"; fi
         ;;
     *) usage ;;
 esac

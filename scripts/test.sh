@@ -65,9 +65,7 @@ tail -1 "$HERALD_STATE/deny.log"
 phase "build"
 build_fleet
 cargo test --all-targets --no-run --quiet
-if ! pid_alive "$HERALD_STATE/broker.pid" || ! pid_alive "$HERALD_STATE/redis.pid"; then
-    started_stack=1
-fi
+stack_running || started_stack=1
 bash "$HERALD_ROOT/scripts/stack.sh" up
 # shellcheck disable=SC1091
 source "$HERALD_STATE/stack.env"

@@ -6,7 +6,7 @@ use clap::Subcommand;
 
 use super::KafkaArgs;
 use crate::events::Role;
-use crate::kafka::{create_topics, LagProbe, Topics};
+use crate::kafka::{create_topics, LagProbe, TopicSettings, Topics};
 use crate::model::Channel;
 
 #[derive(Subcommand, Debug)]
@@ -16,10 +16,16 @@ pub enum TopicsCommand {
     Create {
         #[command(flatten)]
         kafka: KafkaArgs,
-        #[arg(long, env = "HERALD_TOPIC_PARTITIONS", default_value_t = 12)]
+        #[arg(long, env = "HERALD_TOPIC_PARTITIONS", default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=10_000))]
         partitions: i32,
-        #[arg(long, env = "HERALD_TOPIC_REPLICATION", default_value_t = 1)]
-        replication: i32,
+        /// Copies of each partition: 3 on a production cluster, so that losing a broker
+        /// loses nothing.
+        #[arg(long, alias = "replication", env = "HERALD_TOPIC_REPLICATION", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=16))]
+        replication_factor: i32,
+        /// Copies that must hold a message before Herald's producers (acks=all) count it
+        /// written; 2 with a replication factor of 3. Left to the broker's default if unset.
+        #[arg(long, env = "HERALD_TOPIC_MIN_INSYNC_REPLICAS", value_parser = clap::value_parser!(i32).range(1..=16))]
+        min_insync_replicas: Option<i32>,
     },
 }
 
@@ -27,18 +33,25 @@ pub async fn execute(command: TopicsCommand) -> anyhow::Result<()> {
     let TopicsCommand::Create {
         kafka,
         partitions,
-        replication,
+        replication_factor,
+        min_insync_replicas,
     } = command;
-    let (created, existing) = create_topics(
-        &kafka.kafka_brokers,
-        &kafka.topics(),
+    if let Some(min) = min_insync_replicas {
+        anyhow::ensure!(
+            min <= replication_factor,
+            "--min-insync-replicas {min} is more than --replication-factor {replication_factor}: no write could ever succeed"
+        );
+    }
+    let settings = TopicSettings {
         partitions,
-        replication,
-    )
+        replication: replication_factor,
+        min_insync_replicas,
+    };
+    let (created, existing) = create_topics(&kafka.kafka_brokers, &kafka.topics(), settings)
     .await
     .with_context(|| format!("creating topics on {}", kafka.kafka_brokers))?;
     for t in &created {
-        println!("created  {t} ({partitions} partitions)");
+        println!("created  {t} ({partitions} partitions, replication factor {replication_factor})");
     }
     for t in &existing {
         println!("exists   {t}");

@@ -18,13 +18,24 @@ pub struct PartitionLag {
     pub lag: i64,
 }
 
-/// Creates the fleet's topics with `partitions` each through the Kafka admin API; a topic
-/// that exists is left as it is. Returns (created, already there).
+/// How the fleet's topics are laid out on the brokers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicSettings {
+    /// Bounds how many instances of one consumer group work at once.
+    pub partitions: i32,
+    /// Copies of each partition (1 on one broker; 3 on a cluster that may lose one).
+    pub replication: i32,
+    /// Copies that must hold a message before an `acks=all` producer hears it was written;
+    /// `None` leaves the broker's default.
+    pub min_insync_replicas: Option<i32>,
+}
+
+/// Creates the fleet's topics through the Kafka admin API; a topic that exists is left as it
+/// is. Returns (created, already there).
 pub async fn create_topics(
     brokers: &str,
     topics: &Topics,
-    partitions: i32,
-    replication: i32,
+    settings: TopicSettings,
 ) -> Result<(Vec<String>, Vec<String>), KafkaError> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
@@ -33,9 +44,20 @@ pub async fn create_topics(
         .create()
         .map_err(KafkaError::Setup)?;
     let names = topics.all();
+    let min_isr = settings.min_insync_replicas.map(|n| n.to_string());
     let new: Vec<NewTopic> = names
         .iter()
-        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(replication)))
+        .map(|n| {
+            let topic = NewTopic::new(
+                n,
+                settings.partitions,
+                TopicReplication::Fixed(settings.replication),
+            );
+            match &min_isr {
+                Some(v) => topic.set("min.insync.replicas", v),
+                None => topic,
+            }
+        })
         .collect();
     let limit = Duration::from_secs(30);
     let opts = AdminOptions::new()

@@ -19,7 +19,7 @@ pub use consume::{OffsetTracker, Subscription};
 pub use dead_letter::{
     dead_letter, dead_letter_patiently, dead_letter_record, dlq_headers, DLQ_ORIGIN_HEADER,
 };
-pub use lag::{create_topics, lag_family, watch_lag, LagProbe, PartitionLag};
+pub use lag::{create_topics, lag_family, watch_lag, LagProbe, PartitionLag, TopicSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {

@@ -18,8 +18,15 @@ async fn two_dispatchers_in_one_group_handle_each_message_once() {
     let (b, _) = fleet
         .start_dispatcher(Channel::Email, fleet.shutdown.child_token())
         .await;
-    // Let both join the group before any work arrives, so both get partitions.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Both in the group before any work arrives, so both get partitions: asked of the group
+    // coordinator, not slept on.
+    fleet
+        .wait_group_members(
+            &fleet.topics.dispatch_group(Channel::Email),
+            2,
+            Duration::from_secs(30),
+        )
+        .await;
     let (ids, _) = fleet.submit(200, "email").await;
     let counts = fleet.wait_terminal(&ids, Duration::from_secs(60)).await;
     assert_eq!(counts.get("sent"), Some(&200), "{counts:?}");

@@ -1,7 +1,7 @@
-//! A whole fleet for one test: its own in-process Kafka-protocol broker (the code behind
-//! `herald-broker`), the real Redis of the local stack under a namespace of its own, the
-//! simulated provider, the ingest API and dispatchers. Tests run in parallel without
-//! seeing each other.
+//! A whole fleet for one test: topics of its own on the local stack's Apache Kafka
+//! (`HERALD_KAFKA_BROKERS`, which `scripts/stack.sh up` writes) and the real Redis of the stack,
+//! both under a namespace of its own, the simulated provider, the ingest API and dispatchers.
+//! Tests run in parallel without seeing each other.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +11,6 @@ use herald::campaigns::fanout::{self, FanOut};
 use herald::campaigns::retry::Retrier;
 use herald::config::ProvidersArgs;
 use herald::config::{CommonArgs, HealthArgs, LogFormat, ProviderArgs, RulesArgs};
-use herald::dev::broker::MockBroker;
 use herald::dev::simulator::{self, SimStats, SimulatorArgs};
 use herald::dispatch::{self, Dispatcher};
 use herald::events::{BatchConfig, Consume, RoleStats};
@@ -110,6 +109,25 @@ fn common_args(
     }
 }
 
+/// The Apache Kafka the fleets use: the local stack's unless `HERALD_KAFKA_BROKERS` says else.
+pub fn kafka_brokers() -> String {
+    std::env::var("HERALD_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+/// How a fleet's topics are replicated: `HERALD_TEST_TOPIC_REPLICATION` (3 on the three-broker
+/// cluster, with `min.insync.replicas` 2), else one copy.
+pub fn topic_settings(partitions: i32) -> herald::kafka::TopicSettings {
+    let replication: i32 = std::env::var("HERALD_TEST_TOPIC_REPLICATION")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    herald::kafka::TopicSettings {
+        partitions,
+        replication,
+        min_insync_replicas: (replication > 1).then_some(replication - 1),
+    }
+}
+
 pub fn redis_url() -> String {
     std::env::var("HERALD_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6399".into())
 }
@@ -140,9 +158,8 @@ pub fn quiet_provider() -> SimulatorArgs {
 pub struct Fleet {
     pub ns: String,
     pub topics: Topics,
-    /// Never destroyed: clients in other tasks outlive the test body and would log
-    /// connection errors for ever; the process ends soon anyway.
-    pub broker: std::mem::ManuallyDrop<MockBroker>,
+    /// The Kafka bootstrap servers the fleet's topics live on.
+    pub kafka_brokers: String,
     pub store: Store,
     /// The Redis this fleet's programs use (the local stack's unless a test brings its own).
     pub redis_url: String,
@@ -185,10 +202,10 @@ impl Fleet {
         let _ = herald::telemetry::init("herald-test", herald::config::LogFormat::Text);
         let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let topics = Topics::new(&ns);
-        let broker = std::mem::ManuallyDrop::new(MockBroker::start(1).expect("mock broker"));
-        for t in topics.all() {
-            broker.create_topic(&t, partitions).expect("topic");
-        }
+        let kafka_brokers = kafka_brokers();
+        herald::kafka::create_topics(&kafka_brokers, &topics, topic_settings(partitions))
+            .await
+            .expect("the fleet's topics on the local stack's Kafka (scripts/stack.sh up)");
         let store = Store::connect(redis_url, &ns)
             .await
             .expect("redis of the local stack (scripts/stack.sh up)");
@@ -198,7 +215,7 @@ impl Fleet {
         // A port chosen first, so the API knows the public URL providers sign webhooks for.
         let api_port = free_port();
         let public_url = format!("http://127.0.0.1:{api_port}");
-        let common = common_args(broker.bootstrap_servers(), redis_url, &ns, campaign_shards);
+        let common = common_args(&kafka_brokers, redis_url, &ns, campaign_shards);
         let ingest = herald::api::program::Program::from_args(&herald::api::program::Args {
             common,
             http_addr: format!("127.0.0.1:{api_port}").parse().unwrap(),
@@ -231,7 +248,7 @@ impl Fleet {
         Fleet {
             ns,
             topics,
-            broker,
+            kafka_brokers,
             store,
             redis_url: redis_url.to_string(),
             campaign_shards,
@@ -305,8 +322,40 @@ impl Fleet {
             .to_string()
     }
 
+    /// Waits, by asking the group coordinator (DescribeGroups), until consumer group `group`
+    /// is `Stable` with `members` members; panics with what it last saw after `limit`.
+    pub async fn wait_group_members(&self, group: &str, members: usize, limit: Duration) {
+        let brokers = self.brokers().to_string();
+        let wanted = group.to_string();
+        let last = tokio::task::spawn_blocking(move || {
+            let client: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .create()
+                .expect("an admin client");
+            let deadline = std::time::Instant::now() + limit;
+            let mut last = String::from("no answer");
+            while std::time::Instant::now() < deadline {
+                if let Ok(list) = client.fetch_group_list(Some(&wanted), Duration::from_secs(5)) {
+                    if let Some(g) = list.groups().first() {
+                        last = format!("state {}, {} members", g.state(), g.members().len());
+                        if g.state() == "Stable" && g.members().len() == members {
+                            return None;
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Some(last)
+        })
+        .await
+        .expect("the group probe");
+        if let Some(last) = last {
+            panic!("group {group} never became Stable with {members} members within {limit:?}: {last}");
+        }
+    }
+
     pub fn brokers(&self) -> &str {
-        self.broker.bootstrap_servers()
+        &self.kafka_brokers
     }
 
     pub fn provider_args(&self) -> ProviderArgs {
