@@ -42,7 +42,9 @@ fi
 # Stop at the end only what this run started (a developer's running stack stays up).
 started_stack=""
 started_cluster=""
+started_kafka_cluster=""
 cleanup() {
+    [ -n "$started_kafka_cluster" ] && bash "$HERALD_ROOT/scripts/kafka-cluster.sh" down || true
     [ -n "$started_cluster" ] && bash "$HERALD_ROOT/scripts/cluster.sh" down || true
     [ -n "$started_stack" ] && bash "$HERALD_ROOT/scripts/stack.sh" down || true
 }
@@ -70,8 +72,9 @@ bash "$HERALD_ROOT/scripts/stack.sh" up
 # shellcheck disable=SC1091
 source "$HERALD_STATE/stack.env"
 
-skip=()
-[ -n "$quick" ] && skip=(--skip campaign_crash --skip observability --skip redis_restart --skip chaos)
+# The broker-loss tests stop brokers: they run alone, on their own cluster, below.
+skip=(--skip kafka_cluster::)
+[ -n "$quick" ] && skip+=(--skip campaign_crash --skip observability --skip redis_restart --skip chaos)
 # Three tests at a time: each starts a fleet (and the crash tests a dozen processes, debug
 # builds) on a 2-core machine, and at four the campaign, crash and promo tests' receipts and
 # first outcomes came seconds late on a day this VM ran a quarter slower (HERALD_TEST_THREADS
@@ -91,5 +94,17 @@ bash "$HERALD_ROOT/scripts/cluster.sh" up
     source "$HERALD_STATE/cluster.env"
     RUST_LOG="${RUST_LOG:-warn}" cargo test --test it -- --test-threads "$THREADS" \
         offers:: promos:: events:: slots:: once_slot:: dispatch_once:: campaign_crash:: cluster::
+)
+[ -n "$quick" ] && { phase "done"; exit 0; }
+
+# Apache Kafka losing a broker: three KRaft brokers, topics with three copies and two in sync.
+# One test at a time: each stops or kills a broker of the shared cluster.
+phase "cargo test on a three-broker Kafka cluster (a leader killed, a broker stopped, a rebalance)"
+bash "$HERALD_ROOT/scripts/kafka-cluster.sh" status | grep -q "node 1: up" || started_kafka_cluster=1
+bash "$HERALD_ROOT/scripts/kafka-cluster.sh" up
+(
+    # shellcheck disable=SC1091
+    source "$HERALD_STATE/kafka-cluster.env"
+    RUST_LOG="${RUST_LOG:-warn}" cargo test --test it -- --test-threads 1 kafka_cluster::
 )
 phase "done"

@@ -48,7 +48,14 @@ pub use webhooks::WebhookSecrets;
 
 pub struct Ingest {
     pub store: Store,
+    /// For work a caller waits on (seed 001 requests, campaigns, shop events): reports a
+    /// message failed after the publish time-out, so the caller hears 503 in seconds.
     pub producer: FutureProducer,
+    /// For lifecycle events (receipts, unsubscribes): nobody waits on them, and a broker lost
+    /// with SIGKILL holds acks=all writes until its partitions' leaders drop it from their
+    /// in-sync sets (replica.lag.time.max.ms, 30 s by default), longer than the publish
+    /// time-out; on that producer these events were dropped and herald-metrics under-counted.
+    pub events_producer: FutureProducer,
     pub topics: Topics,
     /// Authentication, rate limit, hold time and CORS of the flash-promo API.
     pub promos: PromoSettings,

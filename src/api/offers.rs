@@ -451,7 +451,7 @@ async fn receipts(
             ),
         ));
     }
-    let tally = receipts::apply(&app.store, &app.producer, &app.topics, &receipts).await?;
+    let tally = receipts::apply(&app.store, &app.events_producer, &app.topics, &receipts).await?;
     Ok(Json(ReceiptsApplied {
         received: receipts.len(),
         outcomes: tally,

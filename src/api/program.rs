@@ -226,6 +226,7 @@ impl crate::program::Program for Program {
                 .store
                 .with_request_ttl(Duration::from_secs(args.request_ttl_secs)),
             producer: c.producer,
+            events_producer: crate::kafka::producer(&args.common.kafka_brokers)?,
             topics: c.topics,
             promos: PromoSettings {
                 jwt,

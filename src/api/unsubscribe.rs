@@ -95,7 +95,7 @@ async fn unsubscribe(State(app): App, Path(token): Path<String>) -> Result<Respo
             Channel::Email,
             None,
         );
-        kafka::emit_event(&app.producer, &app.topics.events(), &event).await;
+        kafka::emit_event(&app.events_producer, &app.topics.events(), &event).await;
     }
     Ok(Html(
         "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Unsubscribed</title>\

@@ -183,7 +183,8 @@ async fn twilio(
                 .get("MessageSid")
                 .map(|s| s.chars().take(128).collect()),
         };
-        let tally = receipts::apply(&app.store, &app.producer, &app.topics, &[receipt]).await?;
+        let tally =
+            receipts::apply(&app.store, &app.events_producer, &app.topics, &[receipt]).await?;
         return Ok(ok(json!({"outcomes": tally})));
     }
     if let (Some(text), Some(from)) = (fields.get("Body"), fields.get("From")) {
@@ -310,7 +311,7 @@ async fn whatsapp(
     let tally = if found.is_empty() {
         Default::default()
     } else {
-        receipts::apply(&app.store, &app.producer, &app.topics, &found).await?
+        receipts::apply(&app.store, &app.events_producer, &app.topics, &found).await?
     };
     Ok(ok(json!({"outcomes": tally, "opted_out": stops.len()})))
 }

@@ -48,8 +48,8 @@ pub async fn execute(command: TopicsCommand) -> anyhow::Result<()> {
         min_insync_replicas,
     };
     let (created, existing) = create_topics(&kafka.kafka_brokers, &kafka.topics(), settings)
-    .await
-    .with_context(|| format!("creating topics on {}", kafka.kafka_brokers))?;
+        .await
+        .with_context(|| format!("creating topics on {}", kafka.kafka_brokers))?;
     for t in &created {
         println!("created  {t} ({partitions} partitions, replication factor {replication_factor})");
     }

@@ -113,14 +113,19 @@ impl Topics {
 }
 
 /// A producer that waits for the broker's acknowledgement before a send counts; a message
-/// the broker has not acknowledged within 30 s is reported failed. Messages wait up to
+/// the broker has not acknowledged within [`DELIVERY_TIMEOUT`] is reported failed. Messages wait up to
 /// [`LINGER`] to go out in one request with others.
 pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
     producer_with(brokers, DELIVERY_TIMEOUT, LINGER)
 }
 
-/// How long a producer waits for the broker's acknowledgement unless told otherwise.
-pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a producer waits for the broker's acknowledgement unless told otherwise. Longer
+/// than a broker lost with SIGKILL can hold an acks=all write: the controller fences it after
+/// `broker.session.timeout.ms` (9 s), but the leaders of the partitions it followed keep it in
+/// their in-sync sets for `replica.lag.time.max.ms` (30 s), and every write to them waits that
+/// long. At 30 s, lifecycle events were dropped on a three-broker cluster that lost a broker
+/// (tests/it/kafka_cluster.rs); librdkafka's own default is 300 s.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long a background program's message may wait for others to share its produce request
 /// (librdkafka's own default). A dispatcher emits one lifecycle event per notification: with

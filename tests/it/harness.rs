@@ -350,7 +350,9 @@ impl Fleet {
         .await
         .expect("the group probe");
         if let Some(last) = last {
-            panic!("group {group} never became Stable with {members} members within {limit:?}: {last}");
+            panic!(
+                "group {group} never became Stable with {members} members within {limit:?}: {last}"
+            );
         }
     }
 

@@ -1,6 +1,6 @@
-//! Integration tests against the real Redis of the local stack and a real Kafka-protocol
-//! broker (librdkafka's mock cluster, as `herald-broker` runs it). `scripts/test.sh` starts
-//! Redis first.
+//! Integration tests against the real Redis and the real Apache Kafka of the local stack
+//! (`scripts/stack.sh up`); `kafka_cluster` against the three-broker cluster of
+//! `scripts/kafka-cluster.sh`. `scripts/test.sh` starts them first.
 
 mod harness;
 
@@ -20,6 +20,7 @@ mod email;
 mod events;
 mod fakes;
 mod generated_client;
+mod kafka_cluster;
 mod observability;
 mod offers;
 mod once_slot;

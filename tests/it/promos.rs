@@ -547,6 +547,7 @@ async fn roles_tokens_limits_and_the_window_are_enforced() {
     let cors_api = std::sync::Arc::new(herald::api::Ingest {
         store: fleet.store.clone(),
         producer: herald::kafka::producer(fleet.brokers()).unwrap(),
+        events_producer: herald::kafka::producer(fleet.brokers()).unwrap(),
         topics: fleet.topics.clone(),
         promos: herald::api::PromoSettings {
             jwt: Some(Jwt::new(JWT_SECRET).unwrap()),
