@@ -6,6 +6,7 @@ mod campaigns;
 mod customers;
 pub mod dlq;
 mod events;
+mod groups;
 mod kafka;
 mod keys;
 mod promos;
@@ -78,6 +79,9 @@ enum Command {
     Dlq(dlq::DlqCommand),
     /// Consumer lag of every group of the fleet, per partition.
     Lag(kafka::Lag),
+    /// Consumer groups: list, describe, and reset one to replay or skip work.
+    #[command(subcommand)]
+    Groups(groups::GroupsCommand),
     /// Raw produce-then-consume throughput of a Kafka broker (for benchmarks).
     BrokerBench(bench::BrokerBench),
     /// Prints a program's OpenAPI document (the one it serves at /docs/openapi.json), for
@@ -138,6 +142,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Topics(c) => kafka::execute(c).await,
         Command::Dlq(c) => dlq::execute(c).await,
         Command::Lag(c) => c.execute().await,
+        Command::Groups(c) => groups::execute(c).await,
         Command::BrokerBench(c) => c.execute().await,
         Command::Openapi(c) => {
             let doc = match c.program.as_str() {

@@ -12,6 +12,7 @@ use crate::model::{Channel, LifecycleEvent};
 
 mod consume;
 mod dead_letter;
+pub mod groups;
 mod lag;
 pub mod security;
 

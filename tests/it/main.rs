@@ -21,6 +21,7 @@ mod events;
 mod fakes;
 mod generated_client;
 mod kafka_cluster;
+mod kafka_groups;
 mod observability;
 mod offers;
 mod once_slot;
