@@ -8,6 +8,8 @@ Faults are driven by OUT_DIR/control.json, read on every RCPT (write it atomical
   {"busy_until": 1767225600.5, "busy_code": 451}
                                          421/451 at RCPT until then (epoch seconds)
   {"delay_ms": 50}                       each DATA answered that much later (a real relay's pace)
+  {"late_every": 20, "late_ms": 4000}    every 20th message accepted (written) at once, its 250
+                                         answered 4 s later: past a client's time-out
 
   smtp_catcher.py --port 2525 --out DIR [--count-only]
 
@@ -82,6 +84,10 @@ class Catcher:
         with open(os.path.join(self.out, "raw", f"{self.count}.eml"), "wb") as f:
             f.write(raw)
         self.log.write(json.dumps(record) + "\n")
+        control = self.control()
+        every = int(control.get("late_every", 0))
+        if every > 0 and self.count % every == 0:
+            await asyncio.sleep(float(control.get("late_ms", 0)) / 1000)
         return "250 2.0.0 OK queued"
 
 

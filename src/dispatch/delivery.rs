@@ -2,7 +2,7 @@
 //! provider sends, and the campaign's pending set waits for the receipt. A copy of the
 //! message, redelivered or duplicated, finds the slot taken and is counted `deduplicated`.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use rdkafka::message::OwnedMessage;
@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{answered, claim_until, retry_store, Dispatcher, Handled, Step, Stop};
 use crate::kafka;
-use crate::model::{now_ms, Channel, Delivery, LifecycleEvent, LifecycleKind};
+use crate::model::{now_ms, Channel, Delivery, LifecycleEvent, LifecycleKind, UncertainSend};
 use crate::provider::{Outgoing, Provider, SendOutcome};
 use crate::store::{OnceClaim, SentOutcome, SlotClaim, SlotMark};
 
@@ -50,12 +50,20 @@ impl Dispatcher {
             whatsapp: d.whatsapp.as_ref(),
             promotion: Some((&d.campaign, &d.customer)),
         };
+        // Set when an attempt got no answer after its request left and the channel's policy
+        // (`skip`) ended the slot `uncertain` instead of letting another attempt go out.
+        let ended_uncertain = AtomicBool::new(false);
         // Boxed: the provider call's future (retries, the HTTP client) is most of this one.
-        let sent = Box::pin(self.providers.send(&out, cancel, || {
+        let sent = Box::pin(self.providers.send(&out, cancel, |after_uncertain| {
             let still_fresh =
                 std::mem::take(&mut first_call_claimed) && claimed_at.elapsed() < lease / 4;
-            let (d, owner) = (&d, &owner);
+            let (d, owner, ended_uncertain) = (&d, &owner, &ended_uncertain);
             async move {
+                if after_uncertain {
+                    return self
+                        .reclaim_uncertain(d, owner, ended_uncertain, cancel)
+                        .await;
+                }
                 still_fresh
                     || retry_store(cancel, || self.store.renew_once(d, owner, lease))
                         .await
@@ -63,8 +71,78 @@ impl Dispatcher {
             }
         }))
         .await;
+        if ended_uncertain.load(Ordering::Relaxed) {
+            return self.left_uncertain(&d, UNANSWERED).await;
+        }
         let provider = self.providers.provider(sent.provider);
         Box::pin(self.record_delivery(&d, &owner, sent.outcome, provider, cancel)).await
+    }
+
+    /// An attempt of this send may have reached the provider (no answer after the request
+    /// left): whether another goes out is the channel's `uncertain_send` policy, decided as for
+    /// a dispatcher that died mid-call. The slot is handed back marked maybe-sent and claimed
+    /// again by the same owner; the claim answers `resend` (counted `resent` on the slot and
+    /// the campaign) or `uncertain` (ended, counted, never sent again). Whether to call the
+    /// provider again.
+    async fn reclaim_uncertain(
+        &self,
+        d: &Delivery,
+        owner: &str,
+        ended_uncertain: &AtomicBool,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let lease = self.config.lease;
+        let released = retry_store(cancel, || self.store.release_once(d, owner, true)).await;
+        if released != Some(true) {
+            // The lease went to another owner, who decides.
+            return false;
+        }
+        let trace = crate::telemetry::current_traceparent();
+        let claimed = retry_store(cancel, || {
+            self.store
+                .claim_slot(d, owner, lease, trace.as_deref(), true)
+        })
+        .await;
+        match claimed {
+            Some(OnceClaim::Resend) => {
+                self.stats.resent.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(campaign = %d.campaign, customer = %d.customer, "uncertain send (no answer): sending again with the same key");
+                true
+            }
+            Some(OnceClaim::Claimed) => true,
+            Some(OnceClaim::Duplicate(status)) if status == "delivered" => {
+                // Its receipt came while the call went unanswered: it went out, and the claim
+                // recorded it sent and delivered. Announced here, since nothing else will.
+                self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                let proof = "receipt before the provider's answer".to_string();
+                self.emit_delivery(LifecycleKind::Sent, d, Some(proof.clone()))
+                    .await;
+                self.emit_delivery(LifecycleKind::Delivered, d, Some(proof))
+                    .await;
+                false
+            }
+            Some(OnceClaim::Duplicate(status)) if status == "failed" => {
+                self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                let why = "failure receipt before the provider's answer".to_string();
+                self.emit_delivery(LifecycleKind::Undelivered, d, Some(why))
+                    .await;
+                false
+            }
+            Some(OnceClaim::Uncertain) => {
+                ended_uncertain.store(true, Ordering::Relaxed);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// The slot ended `uncertain` (policy `skip`): counted and announced, never sent again.
+    async fn left_uncertain(&self, d: &Delivery, why: &str) -> Handled {
+        self.stats.uncertain.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(campaign = %d.campaign, customer = %d.customer, channel = %d.message.channel, why, "uncertain send left as is (policy skip)");
+        self.emit_delivery(LifecycleKind::Uncertain, d, Some(why.into()))
+            .await;
+        Handled::Done
     }
 
     /// Takes the once-slot; `None` when this dispatcher holds it and must send, otherwise
@@ -104,14 +182,7 @@ impl Dispatcher {
                     .await;
                 Some(Handled::Done)
             }
-            Err(Stop::Settled(Settled::Uncertain)) => {
-                self.stats.uncertain.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(campaign = %d.campaign, customer = %d.customer, channel = %d.message.channel, "uncertain send left as is (policy skip)");
-                let why = "a dispatcher died while the provider call may have gone out";
-                self.emit_delivery(LifecycleKind::Uncertain, d, Some(why.into()))
-                    .await;
-                Some(Handled::Done)
-            }
+            Err(Stop::Settled(Settled::Uncertain)) => Some(self.left_uncertain(d, DIED).await),
         }
     }
 
@@ -152,10 +223,20 @@ impl Dispatcher {
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
                 self.emit_delivery(LifecycleKind::Sent, d, Some(detail))
                     .await;
-                if confirms && recorded == Some(SentOutcome::Delivered) {
-                    // What a receipt would have announced, for the metrics.
-                    self.emit_delivery(LifecycleKind::Delivered, d, Some(confirmed_id))
-                        .await;
+                // What no receipt will announce, for the metrics: an acceptance that is the
+                // confirmation, or a receipt that came before the send was recorded (the
+                // receipts path counts those `early` and announces nothing).
+                match recorded {
+                    Some(SentOutcome::Delivered) => {
+                        self.emit_delivery(LifecycleKind::Delivered, d, Some(confirmed_id))
+                            .await;
+                    }
+                    Some(SentOutcome::Undelivered) if !confirms => {
+                        let why = "failure receipt".to_string();
+                        self.emit_delivery(LifecycleKind::Undelivered, d, Some(why))
+                            .await;
+                    }
+                    _ => {}
                 }
             }
             SendOutcome::Undeliverable { reason } => {
@@ -181,7 +262,20 @@ impl Dispatcher {
                 self.emit_delivery(LifecycleKind::Undelivered, d, Some(reason))
                     .await;
             }
-            SendOutcome::Failed { reason } | SendOutcome::Unavailable { reason, .. } => {
+            SendOutcome::Uncertain { reason } if d.on_uncertain == UncertainSend::Skip => {
+                tracing::debug!(campaign = %d.campaign, customer = %d.customer, %reason, "last attempt unanswered");
+                let ended = AtomicBool::new(false);
+                let _ = self.reclaim_uncertain(d, owner, &ended, cancel).await;
+                if ended.load(Ordering::Relaxed) {
+                    return self.left_uncertain(d, UNANSWERED).await;
+                }
+                // Someone else holds the slot now (or Redis is gone and the lease will lapse):
+                // theirs to decide, by the same policy.
+            }
+            // At least once: an unanswered last attempt moves on like a failure.
+            SendOutcome::Failed { reason }
+            | SendOutcome::Unavailable { reason, .. }
+            | SendOutcome::Uncertain { reason } => {
                 tracing::warn!(campaign = %d.campaign, customer = %d.customer, channel = %d.message.channel, %reason, "delivery refused; next channel due");
                 let _ =
                     retry_store(&never, || self.store.mark_undelivered(d, owner, &reason)).await;
@@ -206,6 +300,11 @@ impl Dispatcher {
         kafka::emit_event(&self.producer, &self.topics.events(), &event).await;
     }
 }
+
+/// Why a send was left `uncertain`: its owner died mid-call.
+const DIED: &str = "a dispatcher died while the provider call may have gone out";
+/// Why a send was left `uncertain`: the call got no answer after its request left.
+const UNANSWERED: &str = "the provider call got no answer after the request left (time-out or broken connection); it may have been delivered";
 
 /// Why a delivery needs no send from this dispatcher.
 enum Settled {

@@ -1,7 +1,7 @@
 //! A seed 001 request: its record's claim is the gate before the provider call, and its
 //! terminal status, once written, is never overwritten.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rdkafka::message::OwnedMessage;
 use tokio_util::sync::CancellationToken;
@@ -55,20 +55,47 @@ impl Dispatcher {
             whatsapp: None,
             promotion: None,
         };
+        // Seed 001 requests are sent at most once: an attempt that got no answer after its
+        // request left may have been delivered, so none follows it and the request ends
+        // `failed` with an `uncertain:` reason (docs/operations.md, "The uncertain send").
+        let unanswered = AtomicBool::new(false);
         let outcome = self
             .providers
-            .send(&out, cancel, || async {
-                retry_store(cancel, || self.store.renew(id, &owner, lease))
-                    .await
-                    .unwrap_or(false)
+            .send(&out, cancel, |after_uncertain| {
+                let unanswered = &unanswered;
+                let owner = &owner;
+                async move {
+                    if after_uncertain {
+                        unanswered.store(true, Ordering::Relaxed);
+                        return false;
+                    }
+                    retry_store(cancel, || self.store.renew(id, owner, lease))
+                        .await
+                        .unwrap_or(false)
+                }
             })
             .await
             .outcome;
+        let outcome = match outcome {
+            SendOutcome::Abandoned { .. } if unanswered.load(Ordering::Relaxed) => {
+                SendOutcome::Uncertain {
+                    reason: "no answer after the request left".into(),
+                }
+            }
+            other => other,
+        };
         let (status, kind, detail) = match outcome {
             SendOutcome::Delivered { provider_id } => {
                 (RequestStatus::Sent, LifecycleKind::Sent, provider_id)
             }
             SendOutcome::Failed { reason } | SendOutcome::Unavailable { reason, .. } => {
+                (RequestStatus::Failed, LifecycleKind::Failed, reason)
+            }
+            SendOutcome::Uncertain { reason } => {
+                self.stats.uncertain.fetch_add(1, Ordering::Relaxed);
+                let reason = format!(
+                    "uncertain: {reason}; it may have been delivered and is not sent again"
+                );
                 (RequestStatus::Failed, LifecycleKind::Failed, reason)
             }
             SendOutcome::Undeliverable { reason } => {

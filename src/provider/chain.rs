@@ -99,7 +99,7 @@ impl ProviderChain {
         mut before_attempt: F,
     ) -> ChainOutcome
     where
-        F: FnMut() -> Fut,
+        F: FnMut(bool) -> Fut,
         Fut: Future<Output = bool>,
     {
         let order = self.order();
@@ -130,9 +130,13 @@ impl ProviderChain {
 
 impl ChainOutcome {
     /// What provider `i` answered; a provider given up on ends the send `failed`, since no
-    /// other provider will take it.
+    /// other provider will take it, unless its last attempt may have gone out: `uncertain`.
     fn of(outcome: SendOutcome, provider: usize) -> Self {
         let outcome = match outcome {
+            SendOutcome::Unavailable {
+                reason,
+                maybe_sent: true,
+            } => SendOutcome::Uncertain { reason },
             SendOutcome::Unavailable { reason, .. } => SendOutcome::Failed { reason },
             other => other,
         };
@@ -203,7 +207,7 @@ mod tests {
             promotion: None,
         };
         chain
-            .send(&out, &CancellationToken::new(), || async { true })
+            .send(&out, &CancellationToken::new(), |_| async { true })
             .await
     }
 
@@ -232,11 +236,49 @@ mod tests {
         let sent = send(&chain).await;
         assert_eq!(sent.provider, 0);
         assert!(
-            matches!(sent.outcome, SendOutcome::Failed { .. }),
+            matches!(sent.outcome, SendOutcome::Uncertain { .. }),
             "{:?}",
             sent.outcome
         );
         assert_eq!(chain.failovers.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn the_attempt_after_one_that_may_have_arrived_is_the_callers_to_allow() {
+        let chain = ProviderChain::new(vec![provider("a", false, true)], vec![]);
+        let message = Message {
+            to: "+34600000000".into(),
+            message: "hi".into(),
+            channel: Channel::Sms,
+        };
+        let out = Outgoing {
+            key: "c:u:sms",
+            message: &message,
+            email: None,
+            whatsapp: None,
+            promotion: None,
+        };
+        let asked = std::sync::Mutex::new(Vec::new());
+        let sent = chain
+            .send(&out, &CancellationToken::new(), |after_uncertain| {
+                asked.lock().unwrap().push(after_uncertain);
+                async move { !after_uncertain }
+            })
+            .await;
+        assert_eq!(*asked.lock().unwrap(), vec![false, true]);
+        assert!(
+            matches!(sent.outcome, SendOutcome::Abandoned { maybe_sent: true }),
+            "{:?}",
+            sent.outcome
+        );
+        assert_eq!(
+            chain.providers[0]
+                .resilience
+                .stats
+                .calls
+                .load(Ordering::Relaxed),
+            1
+        );
     }
 
     #[test]

@@ -69,8 +69,14 @@ pub enum SendOutcome {
         reason: String,
         maybe_sent: bool,
     },
-    /// Gave up without an outcome (shutdown, or the lease went to someone else): not ours to
-    /// record. `maybe_sent` when an earlier attempt ended without an answer (a time-out or a
+    /// No provider answered the last attempt, which may have gone out (a time-out or a broken
+    /// connection after the request left), and no attempts are left: the channel's
+    /// `uncertain_send` policy decides (ended `uncertain`, or on to the next channel).
+    Uncertain {
+        reason: String,
+    },
+    /// Gave up without an outcome (shutdown, the lease went to someone else, or the caller's
+    /// policy forbade sending an uncertain send again): not this call's to record. `maybe_sent` when an earlier attempt ended without an answer (a time-out or a
     /// broken connection after the request left), so the provider may have accepted it.
     Abandoned {
         maybe_sent: bool,
@@ -180,7 +186,7 @@ impl Provider {
         before_attempt: F,
     ) -> SendOutcome
     where
-        F: FnMut() -> Fut,
+        F: FnMut(bool) -> Fut,
         Fut: Future<Output = bool>,
     {
         self.resilience

@@ -62,6 +62,9 @@ pub enum ResilienceError {
 
 /// The limiter, breaker, concurrency cap and retry policy of one provider.
 pub struct Resilience {
+    /// Herald's own bound on one call, whatever the adapter's library does (lettre's covers
+    /// only connecting: a relay silent after DATA was waited for without end).
+    call_timeout: Duration,
     limiter: AdaptiveRateLimiter,
     breaker: CircuitBreaker,
     concurrency: Arc<Semaphore>,
@@ -80,6 +83,10 @@ impl Resilience {
             }
         }
         Ok(Resilience {
+            // A little past the adapter's own time-out, so that an adapter which bounds its
+            // call answers first with its own reason.
+            call_timeout: Duration::from_millis(args.provider_timeout_ms.max(1))
+                + Duration::from_millis(250),
             limiter: AdaptiveRateLimiter::new(args.provider_rate, args.provider_max_rate),
             breaker: CircuitBreaker::new(
                 args.provider_breaker_failures,
@@ -114,9 +121,11 @@ impl Resilience {
 
     /// Sends `out` through `transport` until it is accepted, permanently refused, or out of
     /// attempts (then [`SendOutcome::Unavailable`]). `before_attempt` runs right before each
-    /// call; if it answers `false` (the caller lost its claim) nothing more is sent. With
-    /// `has_fallback` (another provider can take it) an open circuit is given up on at once
-    /// instead of waited out.
+    /// call, told whether an earlier attempt may have reached the provider (it timed out or
+    /// broke after the request left: an uncertain send); if it answers `false` (the caller
+    /// lost its claim, or its policy forbids sending an uncertain send again) nothing more is
+    /// sent. With `has_fallback` (another provider can take it) an open circuit is given up on
+    /// at once instead of waited out.
     pub async fn send<F, Fut>(
         &self,
         transport: &dyn Transport,
@@ -126,7 +135,7 @@ impl Resilience {
         mut before_attempt: F,
     ) -> SendOutcome
     where
-        F: FnMut() -> Fut,
+        F: FnMut(bool) -> Fut,
         Fut: Future<Output = bool>,
     {
         let mut failures = 0u32;
@@ -151,7 +160,7 @@ impl Resilience {
                 return abandoned(maybe_sent);
             }
             let renewing = tokio::time::Instant::now();
-            if !before_attempt().await {
+            if !before_attempt(maybe_sent).await {
                 self.breaker.record_neutral();
                 return abandoned(maybe_sent);
             }
@@ -237,7 +246,15 @@ impl Resilience {
                 network: false,
             })?;
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        transport.attempt(out).await
+        match tokio::time::timeout(self.call_timeout, transport.attempt(out)).await {
+            Ok(answer) => answer,
+            // The request may have left: whatever was under way may have been accepted.
+            Err(_) => Err(AttemptError::Transient {
+                why: format!("no answer within {} ms", self.call_timeout.as_millis()),
+                maybe_sent: true,
+                network: true,
+            }),
+        }
     }
 
     /// Waits for a rate-limit slot; `false` if cancelled first.

@@ -85,7 +85,7 @@ async fn post_campaign(fleet: &Fleet, id: &str, ids: &[String], timeout_ms: u64)
 }
 
 /// Channel rules with `policy` for e-mail and push, written where fan-out and retry read them.
-fn rules_with_policy(policy: &str) -> std::path::PathBuf {
+pub(crate) fn rules_with_policy(policy: &str) -> std::path::PathBuf {
     let default = std::fs::read_to_string(crate::harness::repo_file("config/rules.toml")).unwrap();
     let rules = default
         .lines()

@@ -152,6 +152,8 @@ pub fn quiet_provider() -> SimulatorArgs {
         receipt_loss_rate: 0.0,
         receipt_failure_rate: 0.0,
         silent_channels: Vec::new(),
+        late_answer_rate: 0.0,
+        late_answer_ms: 5_000,
     }
 }
 

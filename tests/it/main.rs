@@ -33,4 +33,5 @@ mod resilience;
 mod schemathesis;
 mod slots;
 mod transport;
+mod uncertain;
 mod windows;

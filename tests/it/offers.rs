@@ -773,3 +773,47 @@ async fn a_sharded_campaign_spreads_its_slots_and_still_counts_each_customer_onc
         );
     }
 }
+
+/// A receipt that arrives before the dispatcher has recorded the send (the provider answered
+/// late) settles the slot when the send is recorded; the `delivered` lifecycle event must
+/// still go out then, or herald-metrics counts fewer deliveries than the campaign report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receipt_that_beats_the_providers_answer_is_still_announced_as_delivered() {
+    let mut sim = quiet_provider();
+    // Every call delivered and its receipt posted at once, the answer 400 ms later.
+    sim.late_answer_rate = 1.0;
+    sim.late_answer_ms = 400;
+    sim.receipt_delay_ms = 0;
+    let fleet = Fleet::start(sim, 2).await;
+    let (_, metrics) = fleet
+        .start_metrics(&fleet.topics.metrics_group(), fleet.shutdown.child_token())
+        .await;
+    let n = 40;
+    let ids: Vec<String> = (0..n).map(|i| format!("e{i}")).collect();
+    fleet
+        .put_customers(
+            ids.iter()
+                .map(|id| customer(id, &["email"], &daytime()))
+                .collect(),
+        )
+        .await;
+    let _stop = start_workers(&fleet, &[Channel::Email], 1).await;
+    let (status, _) = fleet
+        .post("/v1/campaigns", campaign("early", &["email"], 60_000, &ids))
+        .await;
+    assert_eq!(status, 202);
+    let report = fleet.wait_campaign("early", Duration::from_secs(60)).await;
+    assert_eq!(count(&report, "delivered"), n as u64, "{report}");
+    assert_eq!(fleet.sim_stats().await.late_answers, n as u64);
+    let url = format!("{metrics}/v1/stats/campaigns/early");
+    let mut delivered = Value::Null;
+    for _ in 0..100 {
+        let stats = fleet.get_json(&url).await.unwrap_or_default();
+        delivered = stats["counts"]["outcomes"]["delivered"].clone();
+        if delivered == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(delivered, n, "herald-metrics saw every delivery: {report}");
+}

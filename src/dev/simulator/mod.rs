@@ -96,6 +96,16 @@ pub struct SimulatorArgs {
     /// Channels whose receipts are never sent (comma-separated), to force fallbacks.
     #[arg(long, env = "HERALD_SIM_SILENT_CHANNELS", value_delimiter = ',')]
     pub silent_channels: Vec<Channel>,
+
+    /// Share of calls (0..1) that are delivered (and their receipt scheduled) at once but
+    /// answered only `--late-answer-ms` later: past a client's time-out, a message that did
+    /// go out although the client never heard so.
+    #[arg(long, env = "HERALD_SIM_LATE_ANSWER_RATE", default_value_t = 0.0)]
+    pub late_answer_rate: f64,
+
+    /// How late a late answer comes, in milliseconds.
+    #[arg(long, env = "HERALD_SIM_LATE_ANSWER_MS", default_value_t = 5_000)]
+    pub late_answer_ms: u64,
 }
 
 /// What the simulator has seen; served at `GET /v1/stats`.
@@ -106,6 +116,9 @@ pub struct SimStats {
     pub errors: u64,
     pub rate_limited: u64,
     pub hung: u64,
+    /// Calls delivered but answered `--late-answer-ms` late.
+    #[serde(default)]
+    pub late_answers: u64,
     pub unauthorized: u64,
     pub invalid: u64,
     pub distinct_keys: u64,
@@ -136,6 +149,7 @@ struct Sim {
     errors: AtomicU64,
     rate_limited: AtomicU64,
     hung: AtomicU64,
+    late_answers: AtomicU64,
     unauthorized: AtomicU64,
     invalid: AtomicU64,
     replayed: AtomicU64,
@@ -178,6 +192,7 @@ pub async fn serve(
         errors: AtomicU64::new(0),
         rate_limited: AtomicU64::new(0),
         hung: AtomicU64::new(0),
+        late_answers: AtomicU64::new(0),
         unauthorized: AtomicU64::new(0),
         invalid: AtomicU64::new(0),
         replayed: AtomicU64::new(0),
@@ -268,6 +283,10 @@ async fn notify(
             }
         }
     }
+    if rand::rng().random_bool(sim.args.late_answer_rate.clamp(0.0, 1.0)) {
+        sim.late_answers.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(sim.args.late_answer_ms)).await;
+    }
     Json(Accepted {
         status: "delivered",
         provider_id: provider_id(&key),
@@ -339,6 +358,7 @@ impl Sim {
             errors: self.errors.load(Ordering::Relaxed),
             rate_limited: self.rate_limited.load(Ordering::Relaxed),
             hung: self.hung.load(Ordering::Relaxed),
+            late_answers: self.late_answers.load(Ordering::Relaxed),
             unauthorized: self.unauthorized.load(Ordering::Relaxed),
             invalid: self.invalid.load(Ordering::Relaxed),
             distinct_keys: deliveries.len() as u64,
