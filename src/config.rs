@@ -21,8 +21,9 @@ pub fn redacted_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    // The last '@' ends the credentials, which may hold a '/' themselves (a password); a
+    // path with an '@' of its own is over-redacted, never under.
+    match rest.rfind('@') {
         Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
         None => url.to_string(),
     }
@@ -53,10 +54,12 @@ pub struct CommonArgs {
     pub kafka_brokers: String,
 
     /// Redis URL. A comma-separated list of URLs names the nodes of a Redis Cluster.
+    /// Its value is never shown by `--help`: it may carry a password.
     #[arg(
         long,
         env = "HERALD_REDIS_URL",
-        default_value = "redis://127.0.0.1:6399"
+        default_value = "redis://127.0.0.1:6399",
+        hide_env_values = true
     )]
     pub redis_url: String,
 
@@ -284,6 +287,11 @@ mod tests {
         assert_eq!(
             redacted_url("rediss://user:p%40ss@host/1"),
             "rediss://***@host/1"
+        );
+        assert_eq!(
+            redacted_url("redis://:pa/ss@host:6379/0"),
+            "redis://***@host:6379/0",
+            "a password with a '/' in it"
         );
         assert_eq!(
             redacted_url("redis://127.0.0.1:6379"),

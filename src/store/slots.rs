@@ -226,8 +226,9 @@ static CLAIM: Lua = Lua::new(lua_per_slot!(
       end
       return {'dup', er}
     end
-    -- Who left it uncertain, for the audit (and the crash tests).
-    if f[4] and f[4] ~= '' then redis.call('HSET', slot, 'po', f[4]) end
+    -- Who left it uncertain, and when it was taken over, for the audit (and the crash
+    -- tests: a takeover is legitimate only from an owner that was dead by then).
+    if f[4] and f[4] ~= '' then redis.call('HSET', slot, 'po', f[4], 'pt', now_s) end
     if ARGV[o + 7] == 'skip' then
       redis.call('HSET', slot, 'st', 'uncertain', 'own', '', 'lu', 0, 'ms', '')
       redis.call('ZREM', pending, ARGV[o + 8])

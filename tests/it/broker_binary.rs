@@ -59,6 +59,30 @@ fn broker_creates_every_topic_and_stops_on_sigterm() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// `--help` shows where each variable is set, never its value when that may hold a secret:
+/// a Redis URL carries its password.
+#[test]
+fn help_never_prints_the_redis_password() {
+    for bin in [
+        env!("CARGO_BIN_EXE_herald-ingest"),
+        env!("CARGO_BIN_EXE_herald-dispatch"),
+        env!("CARGO_BIN_EXE_herald-fanout"),
+        env!("CARGO_BIN_EXE_herald-retry"),
+        env!("CARGO_BIN_EXE_herald-metrics"),
+        env!("CARGO_BIN_EXE_herald-events"),
+    ] {
+        let out = Command::new(bin)
+            .arg("--help")
+            .env("HERALD_REDIS_URL", "redis://:s3cret-pa55@127.0.0.1:6399")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{bin} --help");
+        assert!(text.contains("HERALD_REDIS_URL"), "{bin}: {text}");
+        assert!(!text.contains("s3cret-pa55"), "{bin} printed the password: {text}");
+    }
+}
+
 #[test]
 fn every_binary_explains_itself() {
     for bin in [

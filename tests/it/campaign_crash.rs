@@ -117,8 +117,9 @@ struct CrashRun {
     /// Every slot's fields, by customer.
     slots: HashMap<String, Slot>,
     dispatcher_kills: u64,
-    /// Process ids of the dispatchers killed.
-    killed: Vec<String>,
+    /// Process ids of the processes killed, with when (ms since the epoch, taken just before
+    /// the signal).
+    killed: Vec<(String, u64)>,
 }
 
 impl CrashRun {
@@ -204,7 +205,10 @@ async fn crash_run(policy: &str, n: usize, receipt_loss_rate: f64, timeout_ms: u
         tokio::time::sleep(Duration::from_millis(1000)).await;
         let (_, now) = fleet.get("/v1/campaigns/crash").await;
         outcomes_at_kills.push(now["progress"]["outcomes"].as_u64().unwrap_or(0));
-        killed.push(workers[victim].child.id().to_string());
+        killed.push((
+            workers[victim].child.id().to_string(),
+            herald::model::now_ms(),
+        ));
         workers[victim]
             .replace(&fleet, "-KILL", Duration::from_secs(10))
             .await;
@@ -232,23 +236,33 @@ async fn crash_run(policy: &str, n: usize, receipt_loss_rate: f64, timeout_ms: u
     }
 }
 
-/// Every slot sent again or left uncertain was left `sending` by a dispatcher that was
-/// killed: a live owner's slot taken over (a broken owner or lease check) fails this.
+/// Every slot sent again or left uncertain was taken over from a dispatcher that had been
+/// killed by then (its kill came before the takeover the slot records in `pt`): a live
+/// owner's slot taken over (a broken owner or lease check) fails this, and so does one taken
+/// from a process killed only later in the run.
 fn assert_only_killed_owners_left_uncertain_sends(run: &CrashRun) {
+    let mut takeovers = 0;
     for (customer, slot) in &run.slots {
         let taken_over =
             slot.get("rs").is_some() || slot.get("st").map(String::as_str) == Some("uncertain");
         if !taken_over {
             continue;
         }
+        takeovers += 1;
         let previous = slot.get("po").map(String::as_str).unwrap_or("");
         let pid = previous.split('-').next().unwrap_or("");
+        let at: u64 = slot
+            .get("pt")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("{customer}: a takeover records its time; slot {slot:?}"));
+        let killed_at = run.killed.iter().find(|(k, _)| k == pid).map(|(_, t)| *t);
         assert!(
-            run.killed.iter().any(|k| k == pid),
-            "{customer}: its send was taken over from {previous:?}, a process that was not killed ({:?}); slot {slot:?}",
+            killed_at.is_some_and(|t| t <= at),
+            "{customer}: its send was taken over at {at} from {previous:?}, which was killed at {killed_at:?} (kills: {:?}); slot {slot:?}",
             run.killed
         );
     }
+    eprintln!("{takeovers} takeovers, each from an owner already killed");
 }
 
 /// Every recipient ended delivered, failed or uncertain, and no slot is stuck in between.
@@ -292,6 +306,11 @@ async fn with_resend_every_extra_delivery_is_a_counted_resend_of_a_killed_send()
     );
     let sim = &run.sim;
     assert_repeats_are_counted_resends(sim, &run.slots);
+    assert!(
+        run.count("resent") > 0,
+        "dispatcher kills landed inside provider calls and were resent: {}",
+        run.report
+    );
     assert!(
         sim.extra_deliveries <= run.count("resent"),
         "{sim:?} {}",

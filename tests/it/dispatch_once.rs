@@ -115,7 +115,7 @@ fn spawn_dispatcher_with(fleet: &Fleet, channel: &str, extra: &[&str]) -> ChildG
 }
 
 #[tokio::test]
-async fn a_dispatcher_killed_mid_run_leaves_nothing_stuck() {
+async fn a_dispatcher_killed_mid_run_leaves_nothing_stuck_at_an_idempotent_provider() {
     let mut sim = quiet_provider();
     sim.latency_min_ms = 20;
     sim.latency_max_ms = 80;
@@ -130,12 +130,12 @@ async fn a_dispatcher_killed_mid_run_leaves_nothing_stuck() {
     let mut second = spawn_dispatcher_at(&fleet, "email", "60");
 
     // Kill one instance with SIGKILL while work is in flight, then bring it back.
-    for _ in 0..200 {
-        if fleet.sim_stats().await.delivered >= 60 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::harness::wait_until(
+        "60 deliveries before the kill",
+        Duration::from_secs(30),
+        || async { fleet.sim_stats().await.delivered >= 60 },
+    )
+    .await;
     first.kill();
     let mid = fleet.status_counts(&ids).await;
     assert!(
@@ -208,12 +208,12 @@ async fn sigterm_finishes_or_hands_back_in_flight_work_and_sends_nothing_twice()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ready, "dispatcher reports ready");
-    for _ in 0..200 {
-        if fleet.sim_stats().await.delivered >= 50 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::harness::wait_until(
+        "50 deliveries before the stop",
+        Duration::from_secs(30),
+        || async { fleet.sim_stats().await.delivered >= 50 },
+    )
+    .await;
     let stats: serde_json::Value = fleet
         .http
         .get(format!("{probe}/stats"))
