@@ -79,7 +79,10 @@ fn help_never_prints_the_redis_password() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{bin} --help");
         assert!(text.contains("HERALD_REDIS_URL"), "{bin}: {text}");
-        assert!(!text.contains("s3cret-pa55"), "{bin} printed the password: {text}");
+        assert!(
+            !text.contains("s3cret-pa55"),
+            "{bin} printed the password: {text}"
+        );
     }
 }
 
