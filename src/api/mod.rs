@@ -63,6 +63,8 @@ pub struct Ingest {
     pub access: access::AccessSettings,
     /// Time-outs, connection cap and body limits of the server.
     pub http: crate::http::HttpLimits,
+    /// `/readyz`'s last answer.
+    pub readiness: Readiness,
 }
 
 /// Every route, and the OpenAPI document of the same routes: a route is added with its
@@ -306,6 +308,18 @@ async fn get_request(State(app): App, Path(raw_id): Path<String>) -> Result<Resp
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "Ready", body = Object), NotReady))]
 async fn ready(State(app): App) -> Response {
+    let (redis, kafka) = app.readiness.check(|| probe_readiness(&app)).await;
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    if redis && kafka {
+        return Json(json!({"status": "ready", "redis": "ok", "kafka": "ok"})).into_response();
+    }
+    // Public route: which dependency is down, never its error (addresses, user names); the
+    // error is in the log.
+    crate::health::not_ready(&format!("redis: {}; kafka: {}", word(redis), word(kafka)))
+}
+
+/// Asks Redis and Kafka now; logs what failed. Whether each answered.
+async fn probe_readiness(app: &Ingest) -> (bool, bool) {
     let redis = app.store.ping().await.map_err(|e| e.to_string());
     let producer = app.producer.clone();
     let kafka = tokio::task::spawn_blocking(move || {
@@ -317,15 +331,42 @@ async fn ready(State(app): App) -> Response {
     })
     .await
     .unwrap_or_else(|e| Err(e.to_string()));
-    if redis.is_ok() && kafka.is_ok() {
-        return Json(json!({"status": "ready", "redis": "ok", "kafka": "ok"})).into_response();
+    if let Err(e) = &redis {
+        tracing::warn!(error = %e, "not ready: redis");
     }
-    let why = format!(
-        "redis: {}; kafka: {}",
-        redis.err().unwrap_or_else(|| "ok".into()),
-        kafka.err().unwrap_or_else(|| "ok".into())
-    );
-    crate::health::not_ready(&why)
+    if let Err(e) = &kafka {
+        tracing::warn!(error = %e, "not ready: kafka");
+    }
+    (redis.is_ok(), kafka.is_ok())
+}
+
+/// The last readiness answer, reused for a second: `/readyz` is public, and each probe costs
+/// a Redis call and a Kafka metadata request, which anonymous callers must not multiply.
+#[derive(Default)]
+pub struct Readiness {
+    last: tokio::sync::Mutex<Option<(std::time::Instant, (bool, bool))>>,
+}
+
+impl Readiness {
+    const FRESH: Duration = Duration::from_secs(1);
+
+    /// The cached answer if it is younger than a second, else `probe`'s (one probe at a time:
+    /// callers arriving meanwhile wait for it and share it).
+    async fn check<F, Fut>(&self, probe: F) -> (bool, bool)
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = (bool, bool)>,
+    {
+        let mut last = self.last.lock().await;
+        if let Some((at, answer)) = *last {
+            if at.elapsed() < Self::FRESH {
+                return answer;
+            }
+        }
+        let answer = probe().await;
+        *last = Some((std::time::Instant::now(), answer));
+        answer
+    }
 }
 
 #[cfg(test)]
@@ -337,6 +378,20 @@ mod tests {
             Ok(_) => (StatusCode::OK, None),
             Err(e) => (e.status, e.field),
         }
+    }
+
+    #[tokio::test]
+    async fn readiness_is_probed_at_most_once_a_second() {
+        let readiness = Readiness::default();
+        let probes = std::sync::atomic::AtomicU32::new(0);
+        let probe = || async {
+            probes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            (true, false)
+        };
+        for _ in 0..50 {
+            assert_eq!(readiness.check(probe).await, (true, false));
+        }
+        assert_eq!(probes.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -237,6 +237,7 @@ impl crate::program::Program for Program {
             },
             access,
             http: args.http.clone(),
+            readiness: Default::default(),
         });
         let listener = TcpListener::bind(args.http_addr)
             .await
@@ -277,7 +278,7 @@ fn reload_keys(access: &AccessSettings) {
         Ok(true) => tracing::info!(active = keys.len(), "service keys read again"),
         Ok(false) => {}
         Err(e) => {
-            tracing::error!(error = %e, "the key file could not be read again; the keys read before stay")
+            tracing::error!(error = %e, "the key file could not be read again: no service key is accepted until it is mended")
         }
     }
 }

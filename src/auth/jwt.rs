@@ -136,10 +136,17 @@ impl Jwt {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
-        if claims.exp.saturating_sub(claims.iat) > self.policy.jwt_max_lifetime_secs {
+        let now = crate::model::now_ms() / 1000;
+        // A future `iat` would let a token outlive the cap: measured from now too.
+        if claims.iat > now + self.validation.leeway {
+            return Err(AuthError::Invalid(
+                "the token is issued in the future".into(),
+            ));
+        }
+        let max = self.policy.jwt_max_lifetime_secs;
+        if claims.exp.saturating_sub(claims.iat) > max || claims.exp.saturating_sub(now) > max {
             return Err(AuthError::Invalid(format!(
-                "the token lives longer than {} s",
-                self.policy.jwt_max_lifetime_secs
+                "the token lives longer than {max} s"
             )));
         }
         Ok(claims)
@@ -213,6 +220,25 @@ mod tests {
         let token =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &jwt.encoding).unwrap();
         assert!(jwt.verify(&token).is_err());
+    }
+
+    #[test]
+    fn a_token_issued_in_the_future_is_refused() {
+        let jwt = Jwt::new("a-secret-of-enough-bytes-0123456789").unwrap();
+        let now = crate::model::now_ms() / 1000;
+        // Within the lifetime cap by its own claims, but valid until two days from now.
+        let claims = Claims {
+            sub: "u".into(),
+            role: Role::Admin,
+            iat: now + 86_400,
+            exp: now + 2 * 86_400,
+            iss: None,
+            aud: None,
+        };
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &jwt.encoding).unwrap();
+        let refused = jwt.verify(&token).unwrap_err();
+        assert!(refused.to_string().contains("future"), "{refused}");
     }
 
     #[test]

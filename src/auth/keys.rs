@@ -289,8 +289,10 @@ impl KeyStore {
     }
 
     /// Reads the file again if it changed since it was last read. A file that became
-    /// unreadable or malformed keeps the keys last read (an operator's half-written edit must
-    /// not lock every caller out) and is reported.
+    /// unreadable or malformed fails closed: no key is accepted until it is mended (keeping
+    /// the keys read before would keep a revoked key working), and it is not read again until
+    /// it changes (not once per unknown key). `herald keys` writes by rename, so a reader
+    /// never sees half a file; only a hand edit can leave one.
     pub fn reload_if_changed(&self) -> Result<bool, KeyError> {
         let current = version(&self.path);
         {
@@ -299,9 +301,18 @@ impl KeyStore {
                 return Ok(false);
             }
         }
-        let fresh = load(&self.path)?;
+        let (fresh, outcome) = match load(&self.path) {
+            Ok(fresh) => (fresh, Ok(true)),
+            Err(e) => (
+                Loaded {
+                    by_hash: HashMap::new(),
+                    version: current,
+                },
+                Err(e),
+            ),
+        };
         *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = fresh;
-        Ok(true)
+        outcome
     }
 }
 
@@ -365,8 +376,13 @@ fn write(path: &Path, file: &KeyFile) -> Result<(), KeyError> {
     let tmp = path.with_extension("tmp");
     {
         use std::io::Write;
+        // A new file, never one found there (a stale one, or a link planted in its place).
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
         let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
+        options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut f = options.open(&tmp).map_err(io)?;
@@ -473,6 +489,38 @@ mod tests {
         );
         assert!(store.authenticate(shop.expose()).is_none());
         assert!(store.authenticate(ops.expose()).is_some());
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// A hand edit that breaks the file must not keep a revoked key working: no key is
+    /// accepted until the file is mended, and then the keys it holds are.
+    #[test]
+    fn a_key_file_broken_after_start_fails_closed_until_mended() {
+        let path = temp_file("broken");
+        let _ = std::fs::remove_file(&path);
+        let shop = create(&path, "shop", &[Scope::RequestsWrite]).unwrap();
+        let store = KeyStore::open(&path).unwrap();
+        assert!(store.authenticate(shop.expose()).is_some());
+        let good = std::fs::read_to_string(&path).unwrap();
+        let tmp = path.with_extension("edit");
+        std::fs::write(&tmp, "[[key]\nname = ").unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert!(
+            store.reload_if_changed().is_err(),
+            "the broken file is reported"
+        );
+        assert!(
+            store.authenticate(shop.expose()).is_none(),
+            "no key while broken"
+        );
+        assert!(
+            !store.reload_if_changed().unwrap(),
+            "not read again until it changes"
+        );
+        std::fs::write(&tmp, good).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert!(store.reload_if_changed().unwrap());
+        assert!(store.authenticate(shop.expose()).is_some(), "mended");
         let _ = std::fs::remove_file(&path);
     }
 
