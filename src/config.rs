@@ -231,6 +231,11 @@ pub struct ProvidersArgs {
     /// An address that also unsubscribes, offered as the `mailto:` of `List-Unsubscribe`.
     #[arg(long, env = "HERALD_UNSUBSCRIBE_MAILTO")]
     pub unsubscribe_mailto: Option<String>,
+
+    /// Hosts a provider's credentials may reach without TLS (comma-separated), besides this
+    /// machine: only hosts on a private network, such as compose's simulated provider.
+    #[arg(long, env = "HERALD_PLAINTEXT_HOSTS", value_delimiter = ',')]
+    pub plaintext_hosts: Vec<String>,
 }
 
 /// The subject of a transactional e-mail when nothing else names one.
@@ -246,6 +251,7 @@ impl Default for ProvidersArgs {
             public_url: None,
             unsubscribe_secret: None,
             unsubscribe_mailto: None,
+            plaintext_hosts: Vec::new(),
         }
     }
 }
@@ -263,6 +269,12 @@ impl ProvidersArgs {
             public_url: text(&self.public_url),
             unsubscribe_secret: secret(&self.unsubscribe_secret),
             unsubscribe_mailto: text(&self.unsubscribe_mailto),
+            plaintext_hosts: self
+                .plaintext_hosts
+                .iter()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .collect(),
         }
     }
 }

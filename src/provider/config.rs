@@ -260,6 +260,10 @@ impl ProvidersConfig {
             channel,
             what: what.into(),
         };
+        let plaintext = &self.args.plaintext_hosts;
+        let in_clear = |url: &str, carries_key: bool| {
+            super::cleartext::check(url, carries_key, plaintext).map_err(|e| invalid(&e))
+        };
         let mut args = defaults.clone();
         if let Some(v) = entry.rate {
             args.provider_rate = v;
@@ -293,6 +297,7 @@ impl ProvidersConfig {
                 if let Some(var) = &entry.api_key_env {
                     args.provider_api_key = Some(env(var)?);
                 }
+                in_clear(&args.provider_url, true)?;
                 Box::new(HttpTransport::new(&args)?)
             }
             AdapterKind::Smtp => {
@@ -305,6 +310,7 @@ impl ProvidersConfig {
                         ))
                     }
                 };
+                in_clear(url.expose(), false)?;
                 let from = entry.from.clone().or(self.args.email_from.clone()).ok_or(
                     ProvidersError::Missing(
                         "a sender: HERALD_EMAIL_FROM or `from` in the providers file",
@@ -324,8 +330,10 @@ impl ProvidersConfig {
             }
             AdapterKind::Twilio => {
                 let account_sid = need("account_sid", &entry.account_sid)?;
+                let base_url = entry.url.clone().unwrap_or("https://api.twilio.com".into());
+                in_clear(&base_url, true)?;
                 Box::new(TwilioTransport::new(TwilioSettings {
-                    base_url: entry.url.clone().unwrap_or("https://api.twilio.com".into()),
+                    base_url,
                     username: entry.api_key_sid.clone().unwrap_or(account_sid.clone()),
                     account_sid,
                     secret: env(&need("auth_token_env", &entry.auth_token_env)?)?,
@@ -341,10 +349,14 @@ impl ProvidersConfig {
                 })?)
             }
             AdapterKind::Whatsapp => Box::new(WhatsappTransport::new(WhatsappSettings {
-                base_url: entry
-                    .url
-                    .clone()
-                    .unwrap_or("https://graph.facebook.com".into()),
+                base_url: {
+                    let base_url = entry
+                        .url
+                        .clone()
+                        .unwrap_or("https://graph.facebook.com".into());
+                    in_clear(&base_url, true)?;
+                    base_url
+                },
                 version: entry.version.clone().unwrap_or("v21.0".into()),
                 phone_number_id: need("phone_number_id", &entry.phone_number_id)?,
                 token: env(&need("token_env", &entry.token_env)?)?,
@@ -353,11 +365,13 @@ impl ProvidersConfig {
             })?),
             AdapterKind::Fcm => {
                 let path = env(&need("credentials_env", &entry.credentials_env)?)?;
+                let base_url = entry
+                    .url
+                    .clone()
+                    .unwrap_or("https://fcm.googleapis.com".into());
+                in_clear(&base_url, true)?;
                 Box::new(FcmTransport::new(FcmSettings {
-                    base_url: entry
-                        .url
-                        .clone()
-                        .unwrap_or("https://fcm.googleapis.com".into()),
+                    base_url,
                     account: ServiceAccount::read(path.expose())?,
                     timeout,
                     concurrency,

@@ -10,6 +10,7 @@
 
 pub mod breaker;
 pub mod chain;
+pub mod cleartext;
 pub mod config;
 pub mod fcm;
 pub mod http;

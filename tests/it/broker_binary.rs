@@ -86,6 +86,60 @@ fn help_never_prints_the_redis_password() {
     }
 }
 
+/// A provider key or SMTP login bound for another host without TLS is refused before any
+/// call, naming the fix, and neither secret is echoed; this machine and listed hosts pass.
+#[test]
+fn credentials_without_tls_to_another_host_are_refused() {
+    let check = |url: &str, smtp: Option<&str>, plaintext: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+        cmd.args(["providers", "check"])
+            .env("HERALD_PROVIDER_URL", url)
+            .env("HERALD_PROVIDER_API_KEY", "key-that-must-not-leak")
+            .env("HERALD_PLAINTEXT_HOSTS", plaintext)
+            .env("HERALD_EMAIL_FROM", "Shop <offers@shop.test>")
+            .env("HERALD_PUBLIC_URL", "https://herald.shop.test")
+            .env(
+                "HERALD_UNSUBSCRIBE_SECRET",
+                "an-unsubscribe-secret-of-32-bytes-or-more",
+            );
+        if let Some(smtp) = smtp {
+            cmd.env("HERALD_SMTP_URL", smtp);
+        }
+        let out = cmd.output().unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !all.contains("key-that-must-not-leak") && !all.contains("pw-must-not-leak"),
+            "{all}"
+        );
+        (out.status.success(), all)
+    };
+    let (ok, all) = check("http://sms-gateway.shop.test:3001", None, "");
+    assert!(!ok, "{all}");
+    assert!(
+        all.contains("in clear") && all.contains("https://"),
+        "{all}"
+    );
+    let (ok, all) = check(
+        "http://127.0.0.1:3001",
+        Some("smtp://u:pw-must-not-leak@relay.shop.test:587"),
+        "",
+    );
+    assert!(!ok, "{all}");
+    assert!(all.contains("tls=required"), "{all}");
+    let (ok, all) = check(
+        "http://127.0.0.1:3001",
+        Some("smtp://u:pw-must-not-leak@relay.shop.test:587?tls=required"),
+        "",
+    );
+    assert!(ok, "{all}");
+    let (ok, all) = check("http://provider:3001", None, "provider");
+    assert!(ok, "a listed host: {all}");
+}
+
 #[test]
 fn every_binary_explains_itself() {
     for bin in [
