@@ -177,7 +177,7 @@ impl FcmTransport {
                 response.status()
             )));
         }
-        let granted: Granted = response.json().await.map_err(|_| {
+        let granted: Granted = super::bounded_json(response).await.ok_or_else(|| {
             unavailable("the OAuth2 token endpoint answered without a token".into())
         })?;
         let life = Duration::from_secs(granted.expires_in);
@@ -216,7 +216,7 @@ impl FcmTransport {
                 .map_err(|e| unanswered("FCM", &e))?;
             let status = response.status();
             if status.is_success() {
-                let body: Value = response.json().await.unwrap_or_default();
+                let body: Value = super::bounded_json(response).await.unwrap_or_default();
                 return Ok(body["name"].as_str().unwrap_or_default().to_string());
             }
             // An access token that expired early (revoked, clock skew): one new one, once.
@@ -226,7 +226,7 @@ impl FcmTransport {
             }
             let retry_after =
                 parse_retry_after(response.headers().get(reqwest::header::RETRY_AFTER));
-            let body: Value = response.json().await.unwrap_or_default();
+            let body: Value = super::bounded_json(response).await.unwrap_or_default();
             return Err(classify(status, &body, retry_after));
         }
     }

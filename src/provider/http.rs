@@ -79,7 +79,7 @@ impl HttpTransport {
             })?;
         let status = response.status();
         if status.is_success() {
-            let body: Accepted = response.json().await.unwrap_or_default();
+            let body: Accepted = super::bounded_json(response).await.unwrap_or_default();
             return Ok(body.provider_id);
         }
         if status == StatusCode::TOO_MANY_REQUESTS {
@@ -92,8 +92,8 @@ impl HttpTransport {
                 "provider answered {status}"
             )));
         }
-        let body = response.text().await.unwrap_or_default();
-        let body: String = body.chars().take(200).collect();
+        let body = super::bounded_body(response).await.unwrap_or_default();
+        let body: String = String::from_utf8_lossy(&body).chars().take(200).collect();
         Err(AttemptError::Rejected {
             reason: format!("provider rejected: {status} {body}"),
         })

@@ -222,3 +222,57 @@ impl Provider {
         &self.resilience.stats
     }
 }
+
+/// The most of a provider's answer Herald reads: its message id or its error fits in far
+/// less; a provider (or whatever answers at its URL) cannot make Herald hold more.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// A provider's answer body, cut at [`MAX_ANSWER_BYTES`] (`None` if it could not be read).
+pub(crate) async fn bounded_body(mut response: reqwest::Response) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.ok()? {
+        let room = MAX_ANSWER_BYTES - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == MAX_ANSWER_BYTES {
+            break;
+        }
+    }
+    Some(body)
+}
+
+/// A provider's JSON answer, read within [`MAX_ANSWER_BYTES`]; `None` when unreadable,
+/// malformed or longer than that.
+pub(crate) async fn bounded_json<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+) -> Option<T> {
+    serde_json::from_slice(&bounded_body(response).await?).ok()
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+
+    /// A provider (or anything at its URL) answering 10 MiB: Herald reads 64 KiB of it.
+    #[tokio::test]
+    async fn a_huge_answer_is_read_only_up_to_the_cap() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut s, _) = listener.accept().unwrap();
+            let mut request = [0u8; 4096];
+            let _ = s.read(&mut request);
+            let head = "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 10485760\r\n\r\n";
+            let _ = s.write_all(head.as_bytes());
+            let chunk = vec![b'x'; 65_536];
+            for _ in 0..160 {
+                if s.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        });
+        let response = reqwest::get(format!("http://{addr}/")).await.unwrap();
+        let body = bounded_body(response).await.unwrap();
+        assert_eq!(body.len(), MAX_ANSWER_BYTES);
+    }
+}

@@ -116,15 +116,15 @@ impl TwilioTransport {
             .map_err(|e| unanswered("Twilio", &e))?;
         let status = response.status();
         if status.is_success() {
-            return match response.json::<Created>().await {
-                Ok(created) => Ok(created.sid),
-                Err(_) => Err(AttemptError::unreadable_acceptance(
+            return match super::bounded_json::<Created>(response).await {
+                Some(created) => Ok(created.sid),
+                None => Err(AttemptError::unreadable_acceptance(
                     "Twilio answered without a message sid",
                 )),
             };
         }
         let retry_after = parse_retry_after(response.headers().get(reqwest::header::RETRY_AFTER));
-        let error: TwilioError = response.json().await.unwrap_or_default();
+        let error: TwilioError = super::bounded_json(response).await.unwrap_or_default();
         Err(classify(status, &error, retry_after))
     }
 }

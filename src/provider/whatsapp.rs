@@ -129,10 +129,8 @@ impl WhatsappTransport {
             .map_err(|e| unanswered("the WhatsApp Cloud API", &e))?;
         let status = response.status();
         if status.is_success() {
-            return match response
-                .json::<Sent>()
+            return match super::bounded_json::<Sent>(response)
                 .await
-                .ok()
                 .and_then(|s| s.messages.into_iter().next())
             {
                 Some(m) => Ok(m.id),
@@ -142,7 +140,7 @@ impl WhatsappTransport {
             };
         }
         let retry_after = parse_retry_after(response.headers().get(reqwest::header::RETRY_AFTER));
-        let body: MetaErrorBody = response.json().await.unwrap_or_default();
+        let body: MetaErrorBody = super::bounded_json(response).await.unwrap_or_default();
         Err(classify(status, &body.error, retry_after))
     }
 }
