@@ -17,6 +17,11 @@
 # partitions split between them, each prints what it handled) and HERALD_BENCH_FANOUTS=F
 # runs F fan-outs; HERALD_BENCH_IN_FLIGHT and HERALD_BENCH_PROVIDER_CONCURRENCY set the
 # e-mail dispatchers' --max-in-flight (2048) and --provider-concurrency (1024).
+# The uncertain send under load: HERALD_SIM_LATE_ANSWER_RATE / HERALD_SIM_LATE_ANSWER_MS make
+# the provider deliver some calls and answer them late, HERALD_PROVIDER_TIMEOUT_MS sets the
+# dispatchers' time-out, HERALD_RULES a rules file with `uncertain_send = "skip"`, and
+# HERALD_BENCH_RECEIPT_DELAY_MS (100) when receipts come (after the time-out, they cannot settle
+# an unanswered call first). The figures print extra deliveries beside counted resends.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$HERALD_ROOT"
@@ -127,7 +132,7 @@ pids+=("$broker_pid")
 names+=(broker)
 
 start provider "$BIN/herald-provider" --addr "$PROVIDER" --latency-min-ms 0 --latency-max-ms 2 \
-    --receipt-url "http://$API/v1/receipts" --receipt-delay-ms 100
+    --receipt-url "http://$API/v1/receipts" --receipt-delay-ms "${HERALD_BENCH_RECEIPT_DELAY_MS:-100}"
 start ingest "$BIN/herald-ingest" --http-addr "$API"
 export HERALD_PROVIDER_URL="http://$PROVIDER"
 fast=(--max-in-flight "${HERALD_BENCH_IN_FLIGHT:-2048}" --provider-rate 1000000 --provider-max-rate 1000000)
