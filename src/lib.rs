@@ -55,6 +55,7 @@ pub mod prom;
 pub mod promos;
 pub mod provider;
 pub mod publish;
+pub mod redact;
 pub mod schedulers;
 pub mod schema;
 pub mod secret;

@@ -149,7 +149,7 @@ fn admit(app: &Ingest, req: &mut Request, needed: Access, route: &str) -> Result
         Access::Requests(_) if app.access.public_requests && bearer(req).is_none() => Ok(()),
         Access::Requests(scope) | Access::Key(scope) => {
             let caller = service_caller(app, bearer(req), scope)?;
-            audit(&caller, scope, req.method(), req.uri().path());
+            audit(&caller, scope, req.method(), route, req.uri().path());
             Ok(())
         }
         Access::Shopper(key_scope) => {
@@ -238,10 +238,12 @@ fn within_rate(limit: &CallerLimit, name: &std::sync::Arc<str>) -> Result<(), Re
         .map_err(|wait| Refusal::too_many("this key's call rate is exceeded, retry later", wait))
 }
 
-/// Reads of customer data are logged with the key's name (never the key), for audits.
-fn audit(caller: &Caller, scope: Scope, method: &Method, path: &str) {
+/// Reads of customer data are logged with the key's name (never the key), the route and the
+/// path with any address or number in it masked, for audits.
+fn audit(caller: &Caller, scope: Scope, method: &Method, route: &str, path: &str) {
     if scope == Scope::CustomersRead {
-        tracing::info!(target: "herald::audit", key = %caller.name, %method, path, "customer data read");
+        let path = crate::redact::personal_data(path);
+        tracing::info!(target: "herald::audit", key = %caller.name, %method, route, path, "customer data read");
     }
 }
 

@@ -281,6 +281,38 @@ mod tests {
         );
     }
 
+    /// Refuses every call quoting the number, as Twilio's 21211 does.
+    struct QuotesTheNumber;
+
+    impl Transport for QuotesTheNumber {
+        fn attempt<'a>(&'a self, out: &'a Outgoing<'a>) -> AttemptFuture<'a> {
+            let reason = format!(
+                "The 'To' number {} is not a valid phone number",
+                out.message.to
+            );
+            Box::pin(async move { Err(AttemptError::Rejected { reason }) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusal_quoting_the_number_is_kept_without_it() {
+        let args = ProviderArgs::for_tests(100_000.0, 100_000.0);
+        let quoting = Provider::new(
+            "twilio",
+            "twilio",
+            Box::new(QuotesTheNumber),
+            Resilience::new(&args).unwrap(),
+        );
+        let chain = ProviderChain::new(vec![quoting], vec![]);
+        match send(&chain).await.outcome {
+            SendOutcome::Failed { reason } => {
+                assert!(!reason.contains("600000000"), "{reason}");
+                assert!(reason.contains("not a valid phone number"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn weights_split_the_first_tries() {
         let chain = ProviderChain::new(

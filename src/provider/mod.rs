@@ -104,6 +104,30 @@ pub enum AttemptError {
 }
 
 impl AttemptError {
+    /// The same error with the addresses and numbers its text quotes masked: reasons are
+    /// logged and stored (docs/operations.md, "Security").
+    pub fn redacted(self) -> Self {
+        use crate::redact::personal_data;
+        match self {
+            AttemptError::Rejected { reason } => AttemptError::Rejected {
+                reason: personal_data(&reason),
+            },
+            AttemptError::Undeliverable { reason } => AttemptError::Undeliverable {
+                reason: personal_data(&reason),
+            },
+            AttemptError::Transient {
+                why,
+                maybe_sent,
+                network,
+            } => AttemptError::Transient {
+                why: personal_data(&why),
+                maybe_sent,
+                network,
+            },
+            other => other,
+        }
+    }
+
     /// The provider answered that it cannot take the message now (a 5xx, a transient 4xx):
     /// another try may succeed, and this one was not taken.
     pub fn answered(why: impl Into<String>) -> Self {

@@ -247,7 +247,7 @@ impl Resilience {
             })?;
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(self.call_timeout, transport.attempt(out)).await {
-            Ok(answer) => answer,
+            Ok(answer) => answer.map_err(AttemptError::redacted),
             // The request may have left: whatever was under way may have been accepted.
             Err(_) => Err(AttemptError::Transient {
                 why: format!("no answer within {} ms", self.call_timeout.as_millis()),
