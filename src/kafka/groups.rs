@@ -140,6 +140,19 @@ pub fn positions(brokers: &str, group: &str, topic: &str) -> Result<Vec<Partitio
     LagProbe::new(brokers).partition_lags(group, topic)
 }
 
+/// A reset under live members would be overwritten by their next commit.
+fn refuse_if_live(brokers: &str, group: &str) -> Result<(), GroupError> {
+    let now = describe(brokers, group)?;
+    if now.members.is_empty() {
+        return Ok(());
+    }
+    Err(GroupError::Live {
+        group: group.to_string(),
+        members: now.members.len(),
+        state: now.state,
+    })
+}
+
 /// Where a reset of `group` on `topic` to `to` would move each partition; refuses while the
 /// group has live members.
 pub fn plan_reset(
@@ -148,14 +161,7 @@ pub fn plan_reset(
     topic: &str,
     to: ResetTo,
 ) -> Result<Vec<ResetStep>, GroupError> {
-    let now = describe(brokers, group)?;
-    if !now.members.is_empty() {
-        return Err(GroupError::Live {
-            group: group.to_string(),
-            members: now.members.len(),
-            state: now.state,
-        });
-    }
+    refuse_if_live(brokers, group)?;
     let c = client(brokers, Some(group))?;
     let current = positions(brokers, group, topic)?;
     if current.is_empty() {
@@ -210,14 +216,7 @@ pub fn apply_reset(
     topic: &str,
     steps: &[ResetStep],
 ) -> Result<(), GroupError> {
-    let now = describe(brokers, group)?;
-    if !now.members.is_empty() {
-        return Err(GroupError::Live {
-            group: group.to_string(),
-            members: now.members.len(),
-            state: now.state,
-        });
-    }
+    refuse_if_live(brokers, group)?;
     let c = client(brokers, Some(group))?;
     let mut tpl = TopicPartitionList::new();
     for s in steps {

@@ -194,6 +194,14 @@ mod tests {
     }
 
     async fn send(chain: &ProviderChain) -> ChainOutcome {
+        send_asking(chain, |_| true).await
+    }
+
+    /// Sends one SMS through `chain`; `allow` answers each `before_attempt`.
+    async fn send_asking(
+        chain: &ProviderChain,
+        mut allow: impl FnMut(bool) -> bool,
+    ) -> ChainOutcome {
         let message = Message {
             to: "+34600000000".into(),
             message: "hi".into(),
@@ -207,7 +215,10 @@ mod tests {
             promotion: None,
         };
         chain
-            .send(&out, &CancellationToken::new(), |_| async { true })
+            .send(&out, &CancellationToken::new(), |after_uncertain| {
+                let go = allow(after_uncertain);
+                async move { go }
+            })
             .await
     }
 
@@ -246,25 +257,12 @@ mod tests {
     #[tokio::test]
     async fn the_attempt_after_one_that_may_have_arrived_is_the_callers_to_allow() {
         let chain = ProviderChain::new(vec![provider("a", false, true)], vec![]);
-        let message = Message {
-            to: "+34600000000".into(),
-            message: "hi".into(),
-            channel: Channel::Sms,
-        };
-        let out = Outgoing {
-            key: "c:u:sms",
-            message: &message,
-            email: None,
-            whatsapp: None,
-            promotion: None,
-        };
         let asked = std::sync::Mutex::new(Vec::new());
-        let sent = chain
-            .send(&out, &CancellationToken::new(), |after_uncertain| {
-                asked.lock().unwrap().push(after_uncertain);
-                async move { !after_uncertain }
-            })
-            .await;
+        let sent = send_asking(&chain, |after_uncertain| {
+            asked.lock().unwrap().push(after_uncertain);
+            !after_uncertain
+        })
+        .await;
         assert_eq!(*asked.lock().unwrap(), vec![false, true]);
         assert!(
             matches!(sent.outcome, SendOutcome::Abandoned { maybe_sent: true }),

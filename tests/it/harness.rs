@@ -358,6 +358,27 @@ impl Fleet {
         }
     }
 
+    /// herald-metrics' (at `metrics`) count of `campaign`'s `delivered` outcomes once it
+    /// reaches `want`, or the last one read when `limit` passes (`Null` if none).
+    pub async fn metrics_delivered(
+        &self,
+        metrics: &str,
+        campaign: &str,
+        want: u64,
+        limit: Duration,
+    ) -> Value {
+        let url = format!("{metrics}/v1/stats/campaigns/{campaign}");
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let stats = self.get_json(&url).await.unwrap_or_default();
+            let delivered = stats["counts"]["outcomes"]["delivered"].clone();
+            if delivered == want || tokio::time::Instant::now() > deadline {
+                return delivered;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn brokers(&self) -> &str {
         &self.kafka_brokers
     }

@@ -196,16 +196,9 @@ async fn killing_an_email_partition_leader_mid_campaign_loses_nobody_and_reaches
     assert_each_delivered_once(&fleet, &report, N).await;
     // The lifecycle events made it through the outage too: herald-metrics, which counts only
     // what reached herald.events, agrees with the campaign report.
-    let url = format!("{metrics}/v1/stats/campaigns/leader-loss");
-    let mut delivered = Value::Null;
-    for _ in 0..300 {
-        let stats = fleet.get_json(&url).await.unwrap_or_default();
-        delivered = stats["counts"]["outcomes"]["delivered"].clone();
-        if delivered == N {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let delivered = fleet
+        .metrics_delivered(&metrics, "leader-loss", N as u64, Duration::from_secs(60))
+        .await;
     if delivered != N {
         let events = fleet
             .read_topic(&fleet.topics.events(), usize::MAX, Duration::from_secs(20))

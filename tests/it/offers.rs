@@ -805,15 +805,8 @@ async fn a_receipt_that_beats_the_providers_answer_is_still_announced_as_deliver
     let report = fleet.wait_campaign("early", Duration::from_secs(60)).await;
     assert_eq!(count(&report, "delivered"), n as u64, "{report}");
     assert_eq!(fleet.sim_stats().await.late_answers, n as u64);
-    let url = format!("{metrics}/v1/stats/campaigns/early");
-    let mut delivered = Value::Null;
-    for _ in 0..100 {
-        let stats = fleet.get_json(&url).await.unwrap_or_default();
-        delivered = stats["counts"]["outcomes"]["delivered"].clone();
-        if delivered == n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let delivered = fleet
+        .metrics_delivered(&metrics, "early", n as u64, Duration::from_secs(10))
+        .await;
     assert_eq!(delivered, n, "herald-metrics saw every delivery: {report}");
 }
