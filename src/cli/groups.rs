@@ -18,22 +18,16 @@ pub enum GroupsCommand {
     Describe {
         #[command(flatten)]
         kafka: KafkaArgs,
-        #[arg(long)]
-        group: String,
-        /// The topic whose positions to show (full name, e.g. herald.sales).
-        #[arg(long)]
-        topic: String,
+        #[command(flatten)]
+        on: GroupOnTopic,
     },
     /// Moves GROUP's committed offsets on TOPIC. Stop the group's consumers first: it refuses
     /// while the group has live members. Start them again afterwards to replay (or skip).
     Reset {
         #[command(flatten)]
         kafka: KafkaArgs,
-        #[arg(long)]
-        group: String,
-        /// The topic to move the group on (full name, e.g. herald.sales).
-        #[arg(long)]
-        topic: String,
+        #[command(flatten)]
+        on: GroupOnTopic,
         /// earliest, latest, an RFC 3339 time (the first message at or after it) or an offset.
         #[arg(long)]
         to: ResetTo,
@@ -41,6 +35,17 @@ pub enum GroupsCommand {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+/// A consumer group and one of the topics it reads.
+#[derive(clap::Args, Debug)]
+pub struct GroupOnTopic {
+    /// The group's full name, e.g. herald-loyalty (`herald groups list` shows them).
+    #[arg(long)]
+    group: String,
+    /// The topic's full name, e.g. herald.sales.
+    #[arg(long)]
+    topic: String,
 }
 
 pub async fn execute(command: GroupsCommand) -> anyhow::Result<()> {
@@ -59,8 +64,7 @@ fn execute_blocking(command: GroupsCommand) -> anyhow::Result<()> {
         }
         GroupsCommand::Describe {
             kafka,
-            group,
-            topic,
+            on: GroupOnTopic { group, topic },
         } => {
             let g = groups::describe(&kafka.kafka_brokers, &group)?;
             println!(
@@ -88,8 +92,7 @@ fn execute_blocking(command: GroupsCommand) -> anyhow::Result<()> {
         }
         GroupsCommand::Reset {
             kafka,
-            group,
-            topic,
+            on: GroupOnTopic { group, topic },
             to,
             dry_run,
         } => {
