@@ -43,14 +43,21 @@ rm -rf "$OUT"
 mkdir -p "$OUT/redis"
 
 declare -A PIDS CMDS
+started_stack=""
 cleanup() {
     trap - EXIT INT TERM
     for name in "${!PIDS[@]}"; do kill -KILL "${PIDS[$name]}" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    [ -n "$started_stack" ] && bash scripts/stack.sh down
     log "logs in $OUT/"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# The campaign runs on the local stack's Apache Kafka (its own Redis is started below).
+if [ "${HERALD_BENCH_BROKER:-kafka}" != mock ] && ! pid_alive "$HERALD_STATE/kafka.pid"; then
+    bash scripts/stack.sh up
+    started_stack=1
+fi
 
 start() { # name, then the command; remembered so that it can be started again
     local name=$1; shift
@@ -81,11 +88,10 @@ run_campaign() {
     redis_start
     export HERALD_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
     export HERALD_NAMESPACE="chaos$label$RANDOM"
-    start broker "$BIN/herald-broker" --partitions 8 --namespace "$HERALD_NAMESPACE" \
-        --address-file "$OUT/broker.addr"
-    for _ in $(seq 100); do [ -s "$OUT/broker.addr" ] && break; sleep 0.1; done
-    HERALD_KAFKA_BROKERS=$(cat "$OUT/broker.addr")
-    export HERALD_KAFKA_BROKERS
+    # Topics of this run's own on the local stack's Apache Kafka (HERALD_BENCH_BROKER=mock: a
+    # herald-broker of its own instead, stopped with the fleet).
+    start_bench_broker "$OUT" 8 "$HERALD_NAMESPACE"
+    [ -n "$OWN_BROKER_PID" ] && PIDS[broker]=$OWN_BROKER_PID
     setup_credentials "$OUT/keys-$label"
     sed -e 's/^uncertain_send = "resend"/uncertain_send = "skip"/' \
         -e 's/^\[channels.push\]/[channels.push]\nuncertain_send = "skip"/' \

@@ -131,7 +131,7 @@ start_bench_broker() {
     if [ "${HERALD_BENCH_BROKER:-kafka}" = mock ]; then
         log "own herald-broker (mock): $partitions partitions per topic, namespace $ns"
         rm -f "$out/broker.addr"
-        "$(bin_dir)/herald-broker" --partitions "$partitions" --namespace "$ns" \
+        "${HERALD_BIN_DIR:-$(bin_dir)}/herald-broker" --partitions "$partitions" --namespace "$ns" \
             --address-file "$out/broker.addr" >"$out/broker.log" 2>&1 &
         OWN_BROKER_PID=$!
         for _ in $(seq 100); do [ -s "$out/broker.addr" ] && break; sleep 0.1; done
@@ -143,7 +143,7 @@ start_bench_broker() {
         BROKER_CPU_PID=$(cat "$HERALD_STATE/kafka.pid")
         log "Apache Kafka $(kafka_version) at $HERALD_KAFKA_BROKERS: topics of namespace $ns, $partitions partitions each"
         HERALD_NAMESPACE=$ns HERALD_KAFKA_BROKERS=$HERALD_KAFKA_BROKERS \
-            "$(bin_dir)/herald" topics create --partitions "$partitions" >"$out/topics.log" 2>&1 \
+            "${HERALD_BIN_DIR:-$(bin_dir)}/herald" topics create --partitions "$partitions" >"$out/topics.log" 2>&1 \
             || { cat "$out/topics.log" >&2; die "herald topics create failed"; }
     fi
     export HERALD_KAFKA_BROKERS
