@@ -44,6 +44,8 @@ pub struct DispatchConfig {
     pub max_in_flight: usize,
     /// After a shutdown signal, how long in-flight work may take before it is handed back.
     pub shutdown_grace: Duration,
+    /// What an unanswered provider call of a seed 001 request leads to.
+    pub request_uncertain: crate::model::UncertainSend,
 }
 
 #[derive(Debug, thiserror::Error)]

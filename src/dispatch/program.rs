@@ -49,6 +49,12 @@ pub struct Args {
     /// On SIGTERM, how long in-flight work may finish before it is handed back, in ms.
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+
+    /// Seed 001 requests whose provider call got no answer after it left: `skip` (at most
+    /// once: the request ends `failed`, its reason `uncertain: ...`) or `resend` (at least
+    /// once: called again with the same key, counted `resent` on /stats).
+    #[arg(long, env = "HERALD_REQUEST_UNCERTAIN_SEND", default_value = "skip", value_parser = ["skip", "resend"])]
+    pub request_uncertain_send: String,
 }
 
 /// A dispatcher connected and ready to consume.
@@ -76,6 +82,11 @@ impl crate::program::Program for Program {
             lease: Duration::from_millis(args.lease_ms),
             max_in_flight: args.max_in_flight,
             shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
+            request_uncertain: if args.request_uncertain_send == "resend" {
+                crate::model::UncertainSend::Resend
+            } else {
+                crate::model::UncertainSend::Skip
+            },
         };
         let dispatcher = Arc::new(Dispatcher::new(
             store,

@@ -55,9 +55,11 @@ impl Dispatcher {
             whatsapp: None,
             promotion: None,
         };
-        // Seed 001 requests are sent at most once: an attempt that got no answer after its
-        // request left may have been delivered, so none follows it and the request ends
-        // `failed` with an `uncertain:` reason (docs/operations.md, "The uncertain send").
+        // An attempt that got no answer after its request left may have been delivered: by
+        // default (`skip`) none follows it and the request ends `failed` with an `uncertain:`
+        // reason; with `resend` the next goes out, counted (docs/operations.md, "The
+        // uncertain send").
+        let resend = self.config.request_uncertain == crate::model::UncertainSend::Resend;
         let unanswered = AtomicBool::new(false);
         let outcome = self
             .providers
@@ -65,7 +67,9 @@ impl Dispatcher {
                 let unanswered = &unanswered;
                 let owner = &owner;
                 async move {
-                    if after_uncertain {
+                    if after_uncertain && resend {
+                        self.stats.resent.fetch_add(1, Ordering::Relaxed);
+                    } else if after_uncertain {
                         unanswered.store(true, Ordering::Relaxed);
                         return false;
                     }

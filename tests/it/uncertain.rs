@@ -161,3 +161,47 @@ async fn a_request_whose_call_went_unanswered_is_not_sent_again() {
     );
     assert_eq!(sim.delivered, 200, "{sim:?}");
 }
+
+/// With `HERALD_REQUEST_UNCERTAIN_SEND=resend` a seed 001 request whose call went unanswered
+/// is called again with the same key: every request ends `sent`, and every extra delivery at
+/// the counting provider is a resend the dispatcher counted on `/stats`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_resend_a_request_whose_call_went_unanswered_is_sent_again_and_counted() {
+    let mut sim = late_provider();
+    sim.receipt_url = None;
+    let fleet = Fleet::start(sim, 2).await;
+    let port = crate::harness::free_port().to_string();
+    let health = format!("127.0.0.1:{port}");
+    let _dispatcher = fleet.spawn(
+        env!("CARGO_BIN_EXE_herald-dispatch"),
+        &[
+            "--channel",
+            "email",
+            "--provider-timeout-ms",
+            "600",
+            "--request-uncertain-send",
+            "resend",
+            "--health-addr",
+            &health,
+        ],
+    );
+    let (ids, _) = fleet.submit(200, "email").await;
+    let counts = fleet.wait_terminal(&ids, Duration::from_secs(90)).await;
+    let sim = fleet.sim_stats().await;
+    let stats = fleet
+        .get_json(&format!("http://{health}/stats"))
+        .await
+        .expect("the dispatcher's /stats");
+    let resent = stats["dispatch"]["resent"].as_u64().unwrap_or(0);
+    eprintln!("{counts:?} {sim:?} resent {resent}");
+    assert_eq!(counts.get("sent"), Some(&200), "{counts:?}");
+    assert!(
+        sim.extra_deliveries > 0,
+        "unanswered calls were made again: {sim:?}"
+    );
+    assert!(
+        sim.extra_deliveries <= resent,
+        "extra deliveries {} against resends counted {resent}",
+        sim.extra_deliveries
+    );
+}
