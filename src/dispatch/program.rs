@@ -53,8 +53,8 @@ pub struct Args {
     /// Seed 001 requests whose provider call got no answer after it left: `skip` (at most
     /// once: the request ends `failed`, its reason `uncertain: ...`) or `resend` (at least
     /// once: called again with the same key, counted `resent` on /stats).
-    #[arg(long, env = "HERALD_REQUEST_UNCERTAIN_SEND", default_value = "skip", value_parser = ["skip", "resend"])]
-    pub request_uncertain_send: String,
+    #[arg(long, env = "HERALD_REQUEST_UNCERTAIN_SEND", value_enum, default_value_t = crate::model::UncertainSend::Skip)]
+    pub request_uncertain_send: crate::model::UncertainSend,
 }
 
 /// A dispatcher connected and ready to consume.
@@ -82,11 +82,7 @@ impl crate::program::Program for Program {
             lease: Duration::from_millis(args.lease_ms),
             max_in_flight: args.max_in_flight,
             shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
-            request_uncertain: if args.request_uncertain_send == "resend" {
-                crate::model::UncertainSend::Resend
-            } else {
-                crate::model::UncertainSend::Skip
-            },
+            request_uncertain: args.request_uncertain_send,
         };
         let dispatcher = Arc::new(Dispatcher::new(
             store,

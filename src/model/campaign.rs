@@ -307,7 +307,7 @@ pub struct CampaignBatch {
 /// What the next owner of a slot does when the previous one died while the provider call
 /// may have gone out (after the slot was marked `sending`, before it was marked `sent`):
 /// nobody can know whether the customer got the message.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum UncertainSend {
     /// At least once: send again with the same idempotency key (Message-ID). Right for

@@ -460,7 +460,7 @@ impl Fleet {
             channel,
             max_in_flight: 256,
             shutdown_grace_ms: 5_000,
-            request_uncertain_send: "skip".into(),
+            request_uncertain_send: herald::model::UncertainSend::Skip,
         };
         let program = dispatch::program::Program::from_args(&args)
             .await
