@@ -60,9 +60,14 @@ impl Dispatcher {
             let (d, owner, ended_uncertain) = (&d, &owner, &ended_uncertain);
             async move {
                 if after_uncertain {
-                    return self
-                        .reclaim_uncertain(d, owner, ended_uncertain, cancel)
-                        .await;
+                    return match self.reclaim_uncertain(d, owner, cancel).await {
+                        Reclaimed::SendAgain => true,
+                        Reclaimed::Uncertain => {
+                            ended_uncertain.store(true, Ordering::Relaxed);
+                            false
+                        }
+                        Reclaimed::NotOurs => false,
+                    };
                 }
                 still_fresh
                     || retry_store(cancel, || self.store.renew_once(d, owner, lease))
@@ -82,20 +87,18 @@ impl Dispatcher {
     /// left): whether another goes out is the channel's `uncertain_send` policy, decided as for
     /// a dispatcher that died mid-call. The slot is handed back marked maybe-sent and claimed
     /// again by the same owner; the claim answers `resend` (counted `resent` on the slot and
-    /// the campaign) or `uncertain` (ended, counted, never sent again). Whether to call the
-    /// provider again.
+    /// the campaign) or `uncertain` (ended, counted, never sent again).
     async fn reclaim_uncertain(
         &self,
         d: &Delivery,
         owner: &str,
-        ended_uncertain: &AtomicBool,
         cancel: &CancellationToken,
-    ) -> bool {
+    ) -> Reclaimed {
         let lease = self.config.lease;
         let released = retry_store(cancel, || self.store.release_once(d, owner, true)).await;
         if released != Some(true) {
             // The lease went to another owner, who decides.
-            return false;
+            return Reclaimed::NotOurs;
         }
         let trace = crate::telemetry::current_traceparent();
         let claimed = retry_store(cancel, || {
@@ -107,9 +110,9 @@ impl Dispatcher {
             Some(OnceClaim::Resend) => {
                 self.stats.resent.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(campaign = %d.campaign, customer = %d.customer, "uncertain send (no answer): sending again with the same key");
-                true
+                Reclaimed::SendAgain
             }
-            Some(OnceClaim::Claimed) => true,
+            Some(OnceClaim::Claimed) => Reclaimed::SendAgain,
             Some(OnceClaim::Duplicate(status)) if status == "delivered" => {
                 // Its receipt came while the call went unanswered: it went out, and the claim
                 // recorded it sent and delivered. Announced here, since nothing else will.
@@ -119,20 +122,17 @@ impl Dispatcher {
                     .await;
                 self.emit_delivery(LifecycleKind::Delivered, d, Some(proof))
                     .await;
-                false
+                Reclaimed::NotOurs
             }
             Some(OnceClaim::Duplicate(status)) if status == "failed" => {
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
                 let why = "failure receipt before the provider's answer".to_string();
                 self.emit_delivery(LifecycleKind::Undelivered, d, Some(why))
                     .await;
-                false
+                Reclaimed::NotOurs
             }
-            Some(OnceClaim::Uncertain) => {
-                ended_uncertain.store(true, Ordering::Relaxed);
-                false
-            }
-            _ => false,
+            Some(OnceClaim::Uncertain) => Reclaimed::Uncertain,
+            _ => Reclaimed::NotOurs,
         }
     }
 
@@ -264,9 +264,7 @@ impl Dispatcher {
             }
             SendOutcome::Uncertain { reason } if d.on_uncertain == UncertainSend::Skip => {
                 tracing::debug!(campaign = %d.campaign, customer = %d.customer, %reason, "last attempt unanswered");
-                let ended = AtomicBool::new(false);
-                let _ = self.reclaim_uncertain(d, owner, &ended, cancel).await;
-                if ended.load(Ordering::Relaxed) {
+                if let Reclaimed::Uncertain = self.reclaim_uncertain(d, owner, cancel).await {
                     return self.left_uncertain(d, UNANSWERED).await;
                 }
                 // Someone else holds the slot now (or Redis is gone and the lease will lapse):
@@ -305,6 +303,16 @@ impl Dispatcher {
 const DIED: &str = "a dispatcher died while the provider call may have gone out";
 /// Why a send was left `uncertain`: the call got no answer after its request left.
 const UNANSWERED: &str = "the provider call got no answer after the request left (time-out or broken connection); it may have been delivered";
+
+/// What claiming a slot again after an unanswered call decided.
+enum Reclaimed {
+    /// Ours again: call the provider (a counted resend, under `resend`).
+    SendAgain,
+    /// Ended `uncertain` (policy `skip`): never sent again.
+    Uncertain,
+    /// Settled by a receipt meanwhile, or another owner holds it: nothing more to do here.
+    NotOurs,
+}
 
 /// Why a delivery needs no send from this dispatcher.
 enum Settled {
