@@ -264,6 +264,12 @@ impl ProvidersConfig {
         let in_clear = |url: &str, carries_key: bool| {
             super::cleartext::check(url, carries_key, plaintext).map_err(|e| invalid(&e))
         };
+        // The entry's `url`, else the provider's public API, checked: these adapters send a
+        // key or token with every call.
+        let api_url = |public: &str| {
+            let url = entry.url.clone().unwrap_or_else(|| public.to_string());
+            in_clear(&url, true).map(|()| url)
+        };
         let mut args = defaults.clone();
         if let Some(v) = entry.rate {
             args.provider_rate = v;
@@ -330,10 +336,8 @@ impl ProvidersConfig {
             }
             AdapterKind::Twilio => {
                 let account_sid = need("account_sid", &entry.account_sid)?;
-                let base_url = entry.url.clone().unwrap_or("https://api.twilio.com".into());
-                in_clear(&base_url, true)?;
                 Box::new(TwilioTransport::new(TwilioSettings {
-                    base_url,
+                    base_url: api_url("https://api.twilio.com")?,
                     username: entry.api_key_sid.clone().unwrap_or(account_sid.clone()),
                     account_sid,
                     secret: env(&need("auth_token_env", &entry.auth_token_env)?)?,
@@ -349,14 +353,7 @@ impl ProvidersConfig {
                 })?)
             }
             AdapterKind::Whatsapp => Box::new(WhatsappTransport::new(WhatsappSettings {
-                base_url: {
-                    let base_url = entry
-                        .url
-                        .clone()
-                        .unwrap_or("https://graph.facebook.com".into());
-                    in_clear(&base_url, true)?;
-                    base_url
-                },
+                base_url: api_url("https://graph.facebook.com")?,
                 version: entry.version.clone().unwrap_or("v21.0".into()),
                 phone_number_id: need("phone_number_id", &entry.phone_number_id)?,
                 token: env(&need("token_env", &entry.token_env)?)?,
@@ -365,13 +362,8 @@ impl ProvidersConfig {
             })?),
             AdapterKind::Fcm => {
                 let path = env(&need("credentials_env", &entry.credentials_env)?)?;
-                let base_url = entry
-                    .url
-                    .clone()
-                    .unwrap_or("https://fcm.googleapis.com".into());
-                in_clear(&base_url, true)?;
                 Box::new(FcmTransport::new(FcmSettings {
-                    base_url,
+                    base_url: api_url("https://fcm.googleapis.com")?,
                     account: ServiceAccount::read(path.expose())?,
                     timeout,
                     concurrency,
