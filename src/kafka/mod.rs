@@ -124,8 +124,8 @@ pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
 /// than a broker lost with SIGKILL can hold an acks=all write: the controller fences it after
 /// `broker.session.timeout.ms` (9 s), but the leaders of the partitions it followed keep it in
 /// their in-sync sets for `replica.lag.time.max.ms` (30 s), and every write to them waits that
-/// long. At 30 s, lifecycle events were dropped on a three-broker cluster that lost a broker
-/// (tests/it/kafka_cluster.rs); librdkafka's own default is 300 s.
+/// long: 30 s left no margin over that (ingest's 5 s producer did drop events there,
+/// tests/it/kafka_cluster.rs); librdkafka's own default is 300 s.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long a background program's message may wait for others to share its produce request

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-const BINARIES: [&str; 9] = [
+pub(crate) const BINARIES: [&str; 9] = [
     env!("CARGO_BIN_EXE_herald"),
     env!("CARGO_BIN_EXE_herald-ingest"),
     env!("CARGO_BIN_EXE_herald-dispatch"),
