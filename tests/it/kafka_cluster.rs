@@ -80,6 +80,18 @@ async fn put_email_push_customers(fleet: &Fleet, ids: &[String]) {
     }
 }
 
+/// A fleet on six partitions with a quick counting provider, and `n` customers reachable by
+/// e-mail and push (`PREFIX0`...).
+async fn campaign_fleet(prefix: &str, n: usize) -> (Fleet, Vec<String>) {
+    let mut sim = quiet_provider();
+    sim.latency_min_ms = 2;
+    sim.latency_max_ms = 10;
+    let fleet = Fleet::start(sim, 6).await;
+    let ids: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+    put_email_push_customers(&fleet, &ids).await;
+    (fleet, ids)
+}
+
 fn count(report: &Value, key: &str) -> u64 {
     report["counts"][key].as_u64().unwrap_or(0)
 }
@@ -152,15 +164,10 @@ fn email_dispatcher(fleet: &Fleet, rate: &str) -> ChildGuard {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_an_email_partition_leader_mid_campaign_loses_nobody_and_reaches_nobody_twice() {
     const N: usize = 20_000;
-    let mut sim = quiet_provider();
-    sim.latency_min_ms = 2;
-    sim.latency_max_ms = 10;
-    let fleet = Fleet::start(sim, 6).await;
+    let (fleet, ids) = campaign_fleet("L", N).await;
     let (_, metrics) = fleet
         .start_metrics(&fleet.topics.metrics_group(), fleet.shutdown.child_token())
         .await;
-    let ids: Vec<String> = (0..N).map(|i| format!("L{i}")).collect();
-    put_email_push_customers(&fleet, &ids).await;
     // 2 x 400 calls a second: about 25 s of sending, so the kill and the outage land inside.
     let _workers = campaign_workers(&fleet, 2, "400");
     post_campaign(&fleet, "leader-loss", &ids).await;
@@ -233,12 +240,7 @@ async fn killing_an_email_partition_leader_mid_campaign_loses_nobody_and_reaches
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dispatcher_joining_and_another_leaving_mid_campaign_sends_nothing_twice() {
     const N: usize = 6_000;
-    let mut sim = quiet_provider();
-    sim.latency_min_ms = 2;
-    sim.latency_max_ms = 10;
-    let fleet = Fleet::start(sim, 6).await;
-    let ids: Vec<String> = (0..N).map(|i| format!("R{i}")).collect();
-    put_email_push_customers(&fleet, &ids).await;
+    let (fleet, ids) = campaign_fleet("R", N).await;
     let group = fleet.topics.dispatch_group(Channel::Email);
     let mut workers = campaign_workers(&fleet, 1, "300");
     fleet
