@@ -265,6 +265,9 @@ async fn a_dispatcher_joining_and_another_leaving_mid_campaign_sends_nothing_twi
     .await;
     // The first dispatcher leaves as an upgrade stops it: SIGTERM hands its work back.
     let mut first = workers.remove(0);
+    // Where the campaign stands when the member is told to leave (its exit and the group's
+    // rebalance can take seconds more, by which time the campaign may be over).
+    let at_leave = outcomes(&fleet, "rebalance").await;
     let sent = std::process::Command::new("kill")
         .args(["-TERM", &first.id().to_string()])
         .status()
@@ -274,7 +277,6 @@ async fn a_dispatcher_joining_and_another_leaving_mid_campaign_sends_nothing_twi
     fleet
         .wait_group_members(&group, 1, Duration::from_secs(60))
         .await;
-    let at_leave = outcomes(&fleet, "rebalance").await;
     assert!(
         at_leave < N as u64,
         "the member left mid-campaign: {at_leave} of {N}"
