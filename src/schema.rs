@@ -94,31 +94,39 @@ pub fn address() -> Schema {
 /// Money: an exact decimal, at most two places (a JSON number is accepted too).
 pub fn money() -> Schema {
     from_json(json!({
-        "type": ["string", "number"], "pattern": MONEY_PATTERN, "minimum": 0,
+        "type": ["string", "number"], "pattern": MONEY_PATTERN, "minimum": 0, "maximum": MAX_AMOUNT,
         "description": "Exact decimal, at most two places, as text (answers) or a number",
     }))
 }
 
 pub fn optional_money() -> Schema {
     from_json(json!({
-        "type": ["string", "number", "null"], "pattern": MONEY_PATTERN, "minimum": 0,
+        "type": ["string", "number", "null"], "pattern": MONEY_PATTERN, "minimum": 0, "maximum": MAX_AMOUNT,
         "description": "Exact decimal, at most two places, as text (answers) or a number",
     }))
 }
 
+/// The largest amount of money a body may carry (whole units).
+pub const MAX_AMOUNT: i64 = 1_000_000_000;
+
 /// Money as text: what `commerce::cents` accepts (answers always write this form).
-const MONEY_PATTERN: &str = "^\\d+(\\.\\d{1,2})?$";
+const MONEY_PATTERN: &str = "^(\\d{1,9}(\\.\\d{1,2})?|1000000000(\\.0{1,2})?)$";
 
 /// An instant, as events carry it.
+/// A timestamp's year from 1970: what a millisecond count since the epoch can hold.
+const SINCE_1970: &str = "^(19[7-9][0-9]|[2-9][0-9]{3})-";
+
 pub fn timestamp() -> Schema {
     from_json(json!({
-        "type": "string", "format": "date-time",
-        "description": "RFC 3339; seed 003's form without offset is read as UTC",
+        "type": "string", "format": "date-time", "pattern": SINCE_1970,
+        "description": "RFC 3339; seed 003's form without offset is read as UTC. Not before \
+                        1970, and (a rule no schema states) at most a day ahead of the \
+                        server's clock",
     }))
 }
 
 pub fn optional_timestamp() -> Schema {
-    from_json(json!({"type": ["string", "null"], "format": "date-time"}))
+    from_json(json!({"type": ["string", "null"], "format": "date-time", "pattern": SINCE_1970}))
 }
 
 /// `#/components/schemas/Problem`: RFC 9457 problem details, the body of every error of
@@ -249,4 +257,28 @@ mod tests {
         let s = serde_json::to_value(token(59)).unwrap();
         assert_eq!(s["pattern"], "^[A-Za-z0-9._-]{1,59}$");
     }
+}
+
+/// A whole number as JSON Schema counts one: `668` and `668.0` alike (serde's integers
+/// refuse the second, which a schema's `"type": "integer"` allows).
+pub fn whole_number<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::de::Error;
+    let n = <serde_json::Number as serde::Deserialize>::deserialize(d)?;
+    let whole =
+        whole_u64(&n).ok_or_else(|| D::Error::custom(format!("{n} is not a whole number")))?;
+    T::try_from(whole).map_err(|_| D::Error::custom(format!("{n} is out of range")))
+}
+
+/// `n` as a non-negative whole number, when it is one (floats up to 2^53, where they are exact).
+pub fn whole_u64(n: &serde_json::Number) -> Option<u64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..=EXACT).contains(f))
+            .map(|f| f as u64)
+    })
 }

@@ -15,8 +15,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiError, App, Ingest};
-use crate::campaigns::rules::is_known_time_zone;
 use crate::http::{or_not_found, parse_json, Body};
+use crate::model::is_known_time_zone;
 use crate::model::{Customer, CustomerId};
 use crate::schema::{from_json, BodyErrors, NotFound, MAX_ADDRESS_LEN, MAX_NAME_LEN};
 
@@ -90,7 +90,7 @@ fn customer_id(raw: &str) -> Result<CustomerId, ApiError> {
 
 /// Store a customer
 #[utoipa::path(put, path = "/v1/customers/{id}", tag = "customers", request_body = Customer,
-    params(("id" = String, Path, description = "The customer's id")),
+    params(("id" = CustomerId, Path, description = "The customer's id")),
     responses((status = 200, description = "Stored", body = StoredCustomer), BodyErrors))]
 async fn put_customer(
     State(app): App,
@@ -129,7 +129,7 @@ crate::schema::described!(StoredCustomer, {
 
 /// A customer
 #[utoipa::path(get, path = "/v1/customers/{id}", tag = "customers",
-    params(("id" = String, Path, description = "The customer's id")),
+    params(("id" = CustomerId, Path, description = "The customer's id")),
     responses((status = 200, description = "The customer", body = StoredCustomer), NotFound))]
 async fn get_customer(State(app): App, Path(raw_id): Path<String>) -> Result<Response, ApiError> {
     let id = or_not_found(CustomerId::parse(&raw_id), "customer")?;

@@ -35,6 +35,7 @@ impl Document {
              flash promos.",
         );
         with_security(&mut doc);
+        with_conditional_rules(&mut doc);
         Document::new(doc)
     }
 
@@ -114,6 +115,16 @@ fn finish(mut api: OpenApi, title: &str, description: &str) -> Value {
     doc["components"]["schemas"]["Problem"] =
         serde_json::to_value(crate::schema::problem()).unwrap_or_default();
     doc
+}
+
+/// Rules between members of one body, which the derives cannot state.
+fn with_conditional_rules(doc: &mut Value) {
+    if let Some(Value::Object(user_event)) = doc["components"]["schemas"].get_mut("UserEvent") {
+        user_event.extend(crate::model::commerce::UserEvent::purchase_rule());
+    }
+    doc["components"]["schemas"]["OneUserEvent"] = json!({
+        "allOf": [{"$ref": "#/components/schemas/UserEvent"}, {"not": {"required": ["events"]}}],
+    });
 }
 
 fn error_response(description: &str) -> Value {

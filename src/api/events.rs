@@ -58,6 +58,8 @@ struct SaleAccepted {
 }
 
 /// A completed sale (seed 003): a confirmation e-mail and loyalty points follow
+///
+/// Rules no schema states: `timestamp` at most a day ahead of the server's clock.
 #[utoipa::path(post, path = "/v1/sales", tag = "events", request_body = SaleEvent,
     responses((status = 202, description = "Accepted", body = SaleAccepted), BodyErrors, QueueDown))]
 async fn post_sale(State(app): App, Body(body): Body) -> Result<Response, ApiError> {
@@ -107,11 +109,13 @@ fn events_schema() -> utoipa::openapi::schema::Schema {
 /// The body of `POST /v1/user-events`: one event, or many.
 struct UserEventsBody;
 
+// `OneUserEvent` (written by the document, `docs::with_conditional_rules`) is a `UserEvent`
+// without an `events` member: a body that has one is read as a batch, whatever else it holds.
 crate::schema::described!(
     UserEventsBody,
     utoipa::openapi::schema::Schema::OneOf(
         utoipa::openapi::schema::OneOfBuilder::new()
-            .item(utoipa::openapi::Ref::from_schema_name("UserEvent"))
+            .item(utoipa::openapi::Ref::from_schema_name("OneUserEvent"))
             .item(utoipa::openapi::Ref::from_schema_name("UserEventBatch"))
             .build()
     )
@@ -123,6 +127,8 @@ struct EventsAccepted {
 }
 
 /// User events (seed 004): one, or `{"events": [...]}` (up to 10,000)
+///
+/// Rules no schema states: each `timestamp` at most a day ahead of the server's clock.
 #[utoipa::path(post, path = "/v1/user-events", tag = "events", request_body = UserEventsBody,
     responses((status = 202, description = "Accepted", body = EventsAccepted), BodyErrors, QueueDown))]
 async fn post_user_events(State(app): App, Body(body): Body) -> Result<Response, ApiError> {

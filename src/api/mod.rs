@@ -39,11 +39,13 @@ mod events;
 mod offers;
 pub mod program;
 mod promos;
+mod senders;
 mod unsubscribe;
 mod webhooks;
 
 pub use access::AccessSettings;
 pub use promos::PromoSettings;
+pub use senders::SenderPolicy;
 pub use webhooks::WebhookSecrets;
 
 pub struct Ingest {
@@ -65,6 +67,8 @@ pub struct Ingest {
     pub http: crate::http::HttpLimits,
     /// `/readyz`'s last answer.
     pub readiness: Readiness,
+    /// Who a campaign may send e-mail as.
+    pub senders: SenderPolicy,
 }
 
 /// Every route, and the OpenAPI document of the same routes: a route is added with its

@@ -90,6 +90,7 @@ fn translations_schema() -> utoipa::openapi::schema::Schema {
     from_json(json!({
         "type": "object",
         "maxProperties": MAX_TRANSLATIONS,
+        "propertyNames": <Language as utoipa::PartialSchema>::schema(),
         "additionalProperties": {"$ref": "#/components/schemas/Translation"},
     }))
 }
@@ -153,9 +154,13 @@ fn validate_campaign(c: &NewCampaign) -> Result<(), ApiError> {
 }
 
 /// Every template of the campaign: a name no profile has and that is not built in, a
-/// rendering error, or a sender that is not an address is refused here, naming the place,
-/// rather than found once per customer.
-fn check_templates(c: &Campaign, known: &BTreeSet<String>) -> Result<(), ApiError> {
+/// rendering error, or a sender that is not an address the policy allows is refused here,
+/// naming the place, rather than found once per customer.
+fn check_templates(
+    c: &Campaign,
+    known: &BTreeSet<String>,
+    policy: &super::SenderPolicy,
+) -> Result<(), ApiError> {
     if c.translations.len() > MAX_TRANSLATIONS {
         return Err(ApiError::invalid(
             "translations",
@@ -200,12 +205,9 @@ fn check_templates(c: &Campaign, known: &BTreeSet<String>) -> Result<(), ApiErro
     );
     for (at, email) in senders {
         if let Some(from) = &email.from {
-            if from.parse::<lettre::message::Mailbox>().is_err() {
-                return Err(ApiError::invalid(
-                    at,
-                    "from must be an address, or a name and an address as Name <a@b.example>",
-                ));
-            }
+            policy
+                .check(from)
+                .map_err(|why| ApiError::invalid(at, why.to_string()))?;
         }
     }
     Ok(())
@@ -222,6 +224,10 @@ struct CampaignQueued {
 }
 
 /// Send a campaign of personalised offers (the same id again resumes)
+///
+/// Rules no schema states: a template names only attributes some customer has (or the
+/// built-in ones) and renders; `email.from` is a mailbox on a domain the server allows
+/// (`HERALD_EMAIL_SENDER_DOMAINS`).
 #[utoipa::path(post, path = "/v1/campaigns", tag = "campaigns", request_body = NewCampaign,
     responses(
         (status = 202, description = "Queued", body = CampaignQueued),
@@ -254,7 +260,7 @@ async fn create_campaign(State(app): App, Body(body): Body) -> Result<Response, 
         recipients: audience.len() as u64,
         created_ms: now_ms(),
     };
-    check_templates(&campaign, &known)?;
+    check_templates(&campaign, &known, &app.senders)?;
     let launched =
         crate::campaigns::launch(&app.store, &app.producer, &app.topics, campaign, &audience)
             .await

@@ -58,6 +58,12 @@ pub struct Args {
     #[arg(long, env = "HERALD_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
+    /// Domains (`shop.example`) and addresses (`news@shop.example`) a campaign's `email.from`
+    /// may use, comma separated. Unset: a campaign may not name a sender, and the
+    /// dispatcher's HERALD_EMAIL_FROM is used.
+    #[arg(long, env = "HERALD_EMAIL_SENDER_DOMAINS", value_delimiter = ',')]
+    pub email_sender_domains: Vec<String>,
+
     #[command(flatten)]
     pub jwt_policy: crate::auth::JwtPolicy,
 
@@ -238,6 +244,7 @@ impl crate::program::Program for Program {
             access,
             http: args.http.clone(),
             readiness: Default::default(),
+            senders: super::SenderPolicy::new(&args.email_sender_domains),
         });
         let listener = TcpListener::bind(args.http_addr)
             .await

@@ -269,6 +269,8 @@ fn open_window(p: &FlashPromo, now: u64) -> Result<(), ApiError> {
 }
 
 /// Create a flash promo (admin)
+///
+/// Rules no schema states: the promo ends in the future, after it starts.
 #[utoipa::path(post, path = "/api/flash-promos/", tag = "flash promos", request_body = NewPromo,
     responses(
         (status = 201, description = "Created", body = PromoView),

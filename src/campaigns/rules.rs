@@ -290,11 +290,6 @@ impl Rules {
     }
 }
 
-/// Whether `zone` is an IANA time zone Herald can read quiet hours in.
-pub fn is_known_time_zone(zone: &str) -> bool {
-    jiff::tz::db().get(zone).is_ok()
-}
-
 impl crate::config::RulesArgs {
     /// The rules this flag names, or the built-in default.
     pub fn load(&self) -> Result<Rules, RulesError> {
@@ -569,7 +564,8 @@ quiet_hours = { start = "22:00", end = "08:00" }
 
     #[test]
     fn time_zones_are_checked() {
-        assert!(is_known_time_zone("Europe/Madrid"));
-        assert!(!is_known_time_zone("Mars/Olympus"));
+        assert!(crate::model::is_known_time_zone("Europe/Madrid"));
+        assert!(!crate::model::is_known_time_zone("europe/madrid"));
+        assert!(!crate::model::is_known_time_zone("Mars/Olympus"));
     }
 }

@@ -13,17 +13,24 @@ use super::{CampaignId, Channel, CustomerId, HtmlTemplate, Language, Message, Te
 /// A point on Earth, validated on the way in.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Location {
-    #[schema(minimum = -90.0, maximum = 90.0)]
+    /// Within ±85.05112878: where Redis' geo index ends (Web Mercator), not the pole.
+    #[schema(minimum = -85.05112878, maximum = 85.05112878)]
     pub lat: f64,
     #[schema(minimum = -180.0, maximum = 180.0)]
     pub lon: f64,
 }
 
 impl Location {
+    /// Redis' GEOADD refuses latitudes beyond this (a customer stored at 89° failed with 503).
+    pub const MAX_LAT: f64 = 85.05112878;
+
     /// The coordinate that is off the Earth (the bounds the schema above states), and why.
     pub fn invalid_part(&self) -> Option<(&'static str, &'static str)> {
-        if !(self.lat.is_finite() && (-90.0..=90.0).contains(&self.lat)) {
-            Some(("lat", "lat must be within -90..90"))
+        if !(self.lat.is_finite() && (-Self::MAX_LAT..=Self::MAX_LAT).contains(&self.lat)) {
+            Some((
+                "lat",
+                "lat must be within -85.05112878..85.05112878 (Redis' geo index)",
+            ))
         } else if !(self.lon.is_finite() && (-180.0..=180.0).contains(&self.lon)) {
             Some(("lon", "lon must be within -180..180"))
         } else {
@@ -49,6 +56,7 @@ pub struct Customer {
     pub consent: std::collections::BTreeMap<Channel, bool>,
     /// IANA name, e.g. `Europe/Madrid`; quiet hours are read in it.
     #[serde(default = "default_time_zone")]
+    #[schema(schema_with = time_zone_schema)]
     pub time_zone: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
@@ -94,6 +102,39 @@ fn attributes_schema() -> utoipa::openapi::schema::Schema {
         "maxProperties": Customer::MAX_ATTRIBUTES,
         "propertyNames": {"type": "string", "minLength": 1, "maxLength": Customer::MAX_ATTRIBUTE_NAME_LEN},
         "additionalProperties": {"type": "string", "maxLength": Customer::MAX_ATTRIBUTE_LEN},
+    }))
+}
+
+/// Every name of the time-zone database Herald carries, spelled as the database spells it.
+fn time_zone_names() -> &'static std::collections::BTreeSet<String> {
+    static NAMES: std::sync::LazyLock<std::collections::BTreeSet<String>> =
+        std::sync::LazyLock::new(|| {
+            jiff::tz::db()
+                .available()
+                .map(|name| name.to_string())
+                .collect()
+        });
+    &NAMES
+}
+
+/// Whether `zone` is an IANA time zone Herald can read quiet hours in. Exact spelling: the
+/// document lists these names, so `europe/madrid` (which the database would also find) is
+/// refused as the document says.
+pub fn is_known_time_zone(zone: &str) -> bool {
+    time_zone_names().contains(zone)
+}
+
+/// The document states exactly what `PUT /v1/customers/{id}` accepts: a pattern of every
+/// name (not an `enum`: client generators turn `GMT+0` and `GMT-0` into one constant).
+fn time_zone_schema() -> utoipa::openapi::schema::Schema {
+    let names: Vec<String> = time_zone_names()
+        .iter()
+        .map(|name| name.replace('+', "\\+"))
+        .collect();
+    let pattern = format!("^({})$", names.join("|"));
+    crate::schema::from_json(serde_json::json!({
+        "type": "string", "pattern": pattern,
+        "description": "An IANA time-zone name as the database spells it, e.g. Europe/Madrid",
     }))
 }
 

@@ -34,7 +34,7 @@ impl Invalid {
 }
 
 /// The largest amount one sale or purchase may carry.
-const MAX_AMOUNT: i64 = 1_000_000_000;
+use crate::schema::MAX_AMOUNT;
 /// Longest product id and product name.
 const MAX_PRODUCT_ID_LEN: usize = 64;
 const MAX_PRODUCT_NAME_LEN: usize = 200;
@@ -59,6 +59,7 @@ pub struct SaleEvent {
     pub product_id: String,
     #[schema(schema_with = product_name_schema)]
     pub product_name: String,
+    #[serde(deserialize_with = "crate::schema::whole_number")]
     #[schema(schema_with = quantity_schema)]
     pub quantity: u32,
     #[schema(schema_with = crate::schema::money)]
@@ -246,6 +247,22 @@ pub struct UserEvent {
     pub timestamp: String,
 }
 
+impl UserEvent {
+    /// The purchase rule of [`UserEvent::validate`] as JSON Schema (`if`/`then`/`else`), which
+    /// no derive can write: a purchase carries an amount, nothing else does.
+    pub fn purchase_rule() -> serde_json::Map<String, serde_json::Value> {
+        let rule = json!({
+            "if": {"properties": {"event_type": {"const": "purchase"}}, "required": ["event_type"]},
+            "then": {"required": ["amount"], "properties": {"amount": {"not": {"type": "null"}}}},
+            "else": {"properties": {"amount": {"type": "null"}}},
+        });
+        match rule {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        }
+    }
+}
+
 /// A user event as it is applied: checked, its category normalised, its amount in cents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Activity {
@@ -397,8 +414,11 @@ impl TextOrNumber {
     fn into_text<E: serde::de::Error>(self) -> Result<String, E> {
         match self {
             TextOrNumber::Text(s) => Ok(s),
-            TextOrNumber::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
-            TextOrNumber::Number(_) => Err(E::custom(TEXT_OR_NUMBER)),
+            TextOrNumber::Number(n) if n.is_i64() => Ok(n.to_string()),
+            TextOrNumber::Number(n) => match crate::schema::whole_u64(&n) {
+                Some(whole) => Ok(whole.to_string()),
+                None => Err(E::custom(TEXT_OR_NUMBER)),
+            },
         }
     }
 }
@@ -449,6 +469,20 @@ mod tests {
             (sale.sale_id.as_str(), sale.product_id.as_str()),
             ("12345", "-7")
         );
+    }
+
+    /// Schemathesis: `"quantity": 668.0` is an integer to JSON Schema (and so to the
+    /// document), and was refused by serde's u32.
+    #[test]
+    fn whole_numbers_written_with_a_point_are_whole_numbers() {
+        let mut sale = seed_sale();
+        (sale["quantity"], sale["sale_id"]) = (json!(668.0), json!(12.0));
+        let sale: SaleEvent = serde_json::from_value(sale).unwrap();
+        assert_eq!((sale.quantity, sale.sale_id.as_str()), (668, "12"));
+        let mut sale = seed_sale();
+        sale["quantity"] = json!(2.5);
+        let err = serde_json::from_value::<SaleEvent>(sale).unwrap_err();
+        assert!(err.to_string().contains("not a whole number"), "{err}");
     }
 
     fn seed_sale() -> serde_json::Value {

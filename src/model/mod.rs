@@ -289,6 +289,20 @@ pub fn now_ms() -> u64 {
 mod tests {
     use super::*;
 
+    /// Schemathesis: a customer at latitude 89 passed validation and then failed in Redis'
+    /// GEOADD with 503; the geo index ends at ±85.05112878.
+    #[test]
+    fn a_latitude_beyond_the_geo_index_is_refused() {
+        let at = |lat| {
+            Location { lat, lon: 0.0 }
+                .invalid_part()
+                .map(|(part, _)| part)
+        };
+        assert_eq!(at(85.0), None);
+        assert_eq!(at(89.0), Some("lat"));
+        assert_eq!(at(-86.0), Some("lat"));
+    }
+
     #[test]
     fn channel_round_trips_through_its_name() {
         for c in Channel::ALL {

@@ -465,7 +465,7 @@ async fn a_hard_bounce_reported_later_suppresses_the_address() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_template_error_is_refused_at_creation_naming_the_place() {
+async fn a_template_or_sender_error_is_refused_at_creation_naming_the_place() {
     let catcher = Catcher::start();
     let (fleet, _) = email_fleet(&catcher).await;
     put_customers(&fleet, &ids("t", 1), false).await;
@@ -485,6 +485,12 @@ async fn a_template_error_is_refused_at_creation_naming_the_place() {
             json!({"template": "Hi", "email": {"subject": "s", "from": "not an address"}}),
             "email.from",
             "address",
+        ),
+        // Finding 10: a campaigns:write key cannot send as someone else through the relay.
+        (
+            json!({"template": "Hi", "email": {"subject": "s", "from": "Bank <security@bank.test>"}}),
+            "email.from",
+            "security@bank.test is not an allowed sender",
         ),
     ];
     for (fields, field, says) in cases {

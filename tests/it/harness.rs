@@ -228,6 +228,7 @@ impl Fleet {
             user_burst: 10,
             reservation_secs: 2,
             cors_origins: Vec::new(),
+            email_sender_domains: vec!["shop.test".into()],
             jwt_policy: Default::default(),
             access: access_args(&keys_file, &public_url),
             http: herald::http::HttpLimits::default(),

@@ -557,6 +557,7 @@ async fn roles_tokens_limits_and_the_window_are_enforced() {
         access: herald::api::AccessSettings::insecure(),
         http: herald::http::HttpLimits::default(),
         readiness: Default::default(),
+        senders: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
