@@ -230,6 +230,30 @@ problems!(
     }
 );
 
+/// A whole number as JSON Schema counts one: `668` and `668.0` alike (serde's integers
+/// refuse the second, which a schema's `"type": "integer"` allows).
+pub fn whole_number<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::de::Error;
+    let n = <serde_json::Number as serde::Deserialize>::deserialize(d)?;
+    let whole =
+        whole_u64(&n).ok_or_else(|| D::Error::custom(format!("{n} is not a whole number")))?;
+    T::try_from(whole).map_err(|_| D::Error::custom(format!("{n} is out of range")))
+}
+
+/// `n` as a non-negative whole number, when it is one (floats up to 2^53, where they are exact).
+pub fn whole_u64(n: &serde_json::Number) -> Option<u64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..=EXACT).contains(f))
+            .map(|f| f as u64)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,28 +281,4 @@ mod tests {
         let s = serde_json::to_value(token(59)).unwrap();
         assert_eq!(s["pattern"], "^[A-Za-z0-9._-]{1,59}$");
     }
-}
-
-/// A whole number as JSON Schema counts one: `668` and `668.0` alike (serde's integers
-/// refuse the second, which a schema's `"type": "integer"` allows).
-pub fn whole_number<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: TryFrom<u64>,
-{
-    use serde::de::Error;
-    let n = <serde_json::Number as serde::Deserialize>::deserialize(d)?;
-    let whole =
-        whole_u64(&n).ok_or_else(|| D::Error::custom(format!("{n} is not a whole number")))?;
-    T::try_from(whole).map_err(|_| D::Error::custom(format!("{n} is out of range")))
-}
-
-/// `n` as a non-negative whole number, when it is one (floats up to 2^53, where they are exact).
-pub fn whole_u64(n: &serde_json::Number) -> Option<u64> {
-    const EXACT: f64 = 9_007_199_254_740_992.0;
-    n.as_u64().or_else(|| {
-        n.as_f64()
-            .filter(|f| f.fract() == 0.0 && (0.0..=EXACT).contains(f))
-            .map(|f| f as u64)
-    })
 }
