@@ -200,7 +200,7 @@ pub struct HttpLimits {
     #[arg(long, env = "HERALD_BODY_LIMIT_BYTES", default_value_t = HttpLimits::default().body_limit_bytes)]
     pub body_limit_bytes: usize,
 
-    /// Largest body of the bulk routes (customers batch, user events, receipts), in bytes.
+    /// Largest body of the bulk routes (customers batch, user events), in bytes.
     #[arg(long, env = "HERALD_BULK_BODY_LIMIT_BYTES", default_value_t = HttpLimits::default().bulk_body_limit_bytes)]
     pub bulk_body_limit_bytes: usize,
 
@@ -257,10 +257,10 @@ pub async fn serve(
                 Err(_) => break,
             },
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: wait rather than spin.
                     tracing::warn!(error = %e, "accept failed");
@@ -270,7 +270,16 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        // The caller's address, for the routes that answer by network (seed 001's opened ones).
+        let service = tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req
+            },
+        );
+        let service = hyper_util::service::TowerToHyperService::new(service);
         let connection = graceful.watch(http1.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             // A client that goes away or times out ends its connection; nothing to report.

@@ -18,7 +18,7 @@ use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, Ingest};
+use super::{anonymous, ApiError, Ingest};
 use crate::auth::signature::ReceiptSecrets;
 use crate::auth::{ApiKey, Caller, CallerLimit, Claims, KeyStore, Role, Scope, UnsubscribeTokens};
 use crate::http::Refusal;
@@ -95,6 +95,13 @@ pub struct AccessSettings {
     pub unsubscribe: Option<UnsubscribeTokens>,
     /// Checks providers' status webhooks (Twilio, Meta).
     pub webhooks: super::WebhookSecrets,
+    /// Who may call seed 001's opened routes, and how often.
+    pub open_requests: Option<super::anonymous::OpenRequests>,
+    /// The memory bodies of callers not yet proven may hold at once.
+    pub anonymous_bodies: super::anonymous::BodyBudget,
+    /// The largest receipts call (`HERALD_RECEIPT_BODY_LIMIT_BYTES`), read before its
+    /// signature is checked.
+    pub receipt_body_limit: usize,
 }
 
 impl AccessSettings {
@@ -107,9 +114,17 @@ impl AccessSettings {
             receipts: None,
             unsubscribe: None,
             webhooks: Default::default(),
+            open_requests: None,
+            anonymous_bodies: super::anonymous::BodyBudget::new(DEFAULT_ANONYMOUS_BODY_BUDGET),
+            receipt_body_limit: DEFAULT_RECEIPT_BODY_LIMIT,
         }
     }
 }
+
+/// 10,000 receipts of about 150 bytes each, with room.
+pub const DEFAULT_RECEIPT_BODY_LIMIT: usize = 2 * 1024 * 1024;
+/// What all unproven callers' bodies may hold at once: eight full receipt calls.
+pub const DEFAULT_ANONYMOUS_BODY_BUDGET: usize = 16 * 1024 * 1024;
 
 /// The bearer credential of a request, if any.
 fn bearer(req: &Request) -> Option<&str> {
@@ -137,25 +152,58 @@ pub async fn guard(State(app): State<Arc<Ingest>>, mut req: Request, next: Next)
     let (Some(route), Some(needed)) = (route, needed) else {
         return next.run(req).await;
     };
-    match admit(&app, &mut req, needed, route.as_str()) {
-        Ok(()) => next.run(req).await,
-        Err(refusal) => refusal.into_response(),
+    let unproven_limit = match admit(&app, &mut req, needed, route.as_str()) {
+        Ok(Admitted::Proven) => return next.run(req).await,
+        Ok(Admitted::Unproven { body_limit }) => body_limit,
+        Err(refusal) => return refusal.into_response(),
+    };
+    // Read here, within the shared budget, which the body holds until it is answered.
+    match anonymous::read_within_budget(req, unproven_limit, &app.access.anonymous_bodies).await {
+        Ok((req, _budget)) => next.run(req).await,
+        Err(refused) => refused.into_response(),
     }
 }
 
-fn admit(app: &Ingest, req: &mut Request, needed: Access, route: &str) -> Result<(), Refusal> {
+/// How a caller was let in.
+enum Admitted {
+    /// With a credential, or to a route that takes no body.
+    Proven,
+    /// Before any credential is checked (the body is the proof, or there is none): its body
+    /// is read within the shared budget of unproven callers, at most `body_limit` bytes.
+    Unproven { body_limit: usize },
+}
+
+fn admit(
+    app: &Ingest,
+    req: &mut Request,
+    needed: Access,
+    route: &str,
+) -> Result<Admitted, Refusal> {
     match needed {
-        Access::Public | Access::Signed | Access::Link | Access::Webhook => Ok(()),
-        Access::Requests(_) if app.access.public_requests && bearer(req).is_none() => Ok(()),
+        Access::Public => Ok(Admitted::Proven),
+        Access::Signed => Ok(Admitted::Unproven {
+            body_limit: app.access.receipt_body_limit,
+        }),
+        Access::Link | Access::Webhook => Ok(Admitted::Unproven {
+            body_limit: anonymous::WEBHOOK_BODY_LIMIT,
+        }),
+        Access::Requests(_) if app.access.public_requests && bearer(req).is_none() => {
+            if let Some(open) = &app.access.open_requests {
+                open.admit(req)?;
+            }
+            Ok(Admitted::Unproven {
+                body_limit: app.http.body_limit_bytes,
+            })
+        }
         Access::Requests(scope) | Access::Key(scope) => {
             let caller = service_caller(app, bearer(req), scope)?;
             audit(&caller, scope, req.method(), route, req.uri().path());
-            Ok(())
+            Ok(Admitted::Proven)
         }
         Access::Shopper(key_scope) => {
             let claims = shopper(app, bearer(req), key_scope, route)?;
             req.extensions_mut().insert(claims);
-            Ok(())
+            Ok(Admitted::Proven)
         }
     }
 }

@@ -33,6 +33,7 @@ use crate::http::{or_not_found, Body};
 type App = State<Arc<Ingest>>;
 
 pub mod access;
+mod anonymous;
 mod customers;
 pub(crate) mod docs;
 mod events;

@@ -114,6 +114,30 @@ pub struct AccessArgs {
     #[arg(long, env = "HERALD_PUBLIC_ROUTES", value_delimiter = ',')]
     pub public_routes: Vec<String>,
 
+    /// Networks that may call the opened seed 001 routes without credentials (CIDR blocks
+    /// or addresses, comma separated: `10.0.0.0/8,192.168.1.7`). Required with
+    /// `HERALD_PUBLIC_ROUTES=requests`; anyone else still needs a key.
+    #[arg(long, env = "HERALD_PUBLIC_NETWORKS", value_delimiter = ',')]
+    pub public_networks: Vec<String>,
+
+    /// Calls per second each client address may make to the opened routes, sustained.
+    #[arg(long, env = "HERALD_PUBLIC_RATE_PER_SEC", default_value_t = 20)]
+    pub public_rate_per_sec: u32,
+
+    /// Calls each client address may make to the opened routes at once before the rate applies.
+    #[arg(long, env = "HERALD_PUBLIC_BURST", default_value_t = 40)]
+    pub public_burst: u32,
+
+    /// Memory that the bodies of callers not yet proven (receipts before their signature is
+    /// checked, providers' webhooks, one-click posts, the opened routes) may hold at once,
+    /// all callers together, in bytes; beyond it they are answered 503.
+    #[arg(long, env = "HERALD_ANONYMOUS_BODY_BUDGET_BYTES", default_value_t = super::access::DEFAULT_ANONYMOUS_BODY_BUDGET)]
+    pub anonymous_body_budget_bytes: usize,
+
+    /// Largest `POST /v1/receipts` body, in bytes: it is read before its signature is checked.
+    #[arg(long, env = "HERALD_RECEIPT_BODY_LIMIT_BYTES", default_value_t = super::access::DEFAULT_RECEIPT_BODY_LIMIT)]
+    pub receipt_body_limit_bytes: usize,
+
     /// Calls per second allowed to each service key, sustained.
     #[arg(long, env = "HERALD_KEY_RATE_PER_SEC", default_value_t = 2000)]
     pub key_rate_per_sec: u32,
@@ -142,6 +166,8 @@ impl AccessArgs {
             }
         };
         let limit = CallerLimit::new(self.key_rate_per_sec, self.key_burst);
+        let anonymous_bodies = super::anonymous::BodyBudget::new(self.anonymous_body_budget_bytes);
+        let receipt_body_limit = self.receipt_body_limit_bytes.max(1);
         if self.insecure_dev {
             tracing::warn!(
                 "--insecure-dev: EVERY ROUTE IS OPEN TO ANYONE and receipts are not verified; \
@@ -152,6 +178,8 @@ impl AccessArgs {
                 limit,
                 unsubscribe,
                 webhooks: self.webhook_secrets(),
+                anonymous_bodies,
+                receipt_body_limit,
                 ..AccessSettings::insecure()
             });
         }
@@ -168,11 +196,14 @@ impl AccessArgs {
              (make one with `openssl rand -hex 32`; the provider signs receipts with it)",
         )?;
         let receipts = ReceiptSecrets::parse(secrets.expose())?;
-        if public_requests {
+        let open_requests = public_requests.then(|| self.open_requests()).transpose()?;
+        if let Some(open) = &open_requests {
+            let networks: Vec<String> = open.networks.iter().map(|n| n.to_string()).collect();
             tracing::warn!(
+                networks = %networks.join(","),
                 "HERALD_PUBLIC_ROUTES=requests: seed 001's routes (POST /v1/requests, \
                  POST /v1/requests/{{id}}/process, GET /v1/requests/{{id}}) ANSWER CALLERS \
-                 WITHOUT CREDENTIALS"
+                 FROM THESE NETWORKS WITHOUT CREDENTIALS: they send any text to any address"
             );
         }
         Ok(AccessSettings {
@@ -182,6 +213,25 @@ impl AccessArgs {
             receipts: Some(receipts),
             unsubscribe,
             webhooks: self.webhook_secrets(),
+            open_requests,
+            anonymous_bodies,
+            receipt_body_limit,
+        })
+    }
+
+    /// Who may call the opened routes: the networks must be named, never implied.
+    fn open_requests(&self) -> anyhow::Result<super::anonymous::OpenRequests> {
+        let networks = super::anonymous::parse_networks(&self.public_networks)
+            .map_err(|e| anyhow::anyhow!("HERALD_PUBLIC_NETWORKS: {e}"))?;
+        anyhow::ensure!(
+            !networks.is_empty(),
+            "HERALD_PUBLIC_ROUTES=requests needs HERALD_PUBLIC_NETWORKS: the networks whose \
+             callers may send without credentials (e.g. 10.0.0.0/8); the opened routes send \
+             any text to any address"
+        );
+        Ok(super::anonymous::OpenRequests {
+            networks,
+            per_address: CallerLimit::new(self.public_rate_per_sec, self.public_burst),
         })
     }
 
