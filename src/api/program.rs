@@ -296,9 +296,10 @@ impl crate::program::Program for Program {
             readiness: Default::default(),
             senders: super::SenderPolicy::new(&args.email_sender_domains),
         });
-        let listener = TcpListener::bind(args.http_addr)
+        let addr = listen_addr(args.http_addr, args.access.insecure_dev)?;
+        let listener = TcpListener::bind(addr)
             .await
-            .with_context(|| format!("listening on {}", args.http_addr))?;
+            .with_context(|| format!("listening on {addr}"))?;
         Ok(Program { ingest, listener })
     }
 
@@ -340,6 +341,21 @@ fn reload_keys(access: &AccessSettings) {
     }
 }
 
+/// Where to listen: with `--insecure-dev` (every route open) only on loopback; "any address"
+/// becomes 127.0.0.1, and another address is refused.
+fn listen_addr(asked: SocketAddr, insecure_dev: bool) -> anyhow::Result<SocketAddr> {
+    if !insecure_dev || asked.ip().is_loopback() {
+        return Ok(asked);
+    }
+    anyhow::ensure!(
+        asked.ip().is_unspecified(),
+        "--insecure-dev opens every route to anyone: it listens on loopback only, not {asked}"
+    );
+    let loopback = SocketAddr::from(([127, 0, 0, 1], asked.port()));
+    tracing::warn!(%loopback, "--insecure-dev: listening on loopback only");
+    Ok(loopback)
+}
+
 fn jwt(secret: Option<&Secret>, policy: &crate::auth::JwtPolicy) -> anyhow::Result<Option<Jwt>> {
     match secret {
         Some(secret) => Ok(Some(
@@ -356,5 +372,23 @@ impl Program {
     /// Where the API listens (the port chosen when asked for port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insecure_dev_listens_on_loopback_only() {
+        let any: SocketAddr = "0.0.0.0:5000".parse().unwrap();
+        assert_eq!(listen_addr(any, false).unwrap(), any);
+        let loopback: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        assert_eq!(listen_addr(any, true).unwrap(), loopback);
+        let lan: SocketAddr = "192.168.1.5:5000".parse().unwrap();
+        let refused = listen_addr(lan, true).unwrap_err().to_string();
+        assert!(refused.contains("loopback"), "{refused}");
+        let v6: SocketAddr = "[::1]:5000".parse().unwrap();
+        assert_eq!(listen_addr(v6, true).unwrap(), v6);
     }
 }

@@ -331,6 +331,7 @@ fn version(path: &Path) -> Option<Version> {
 
 fn load(path: &Path) -> Result<Loaded, KeyError> {
     let version = version(path);
+    check_private(path)?;
     let file = read(path)?;
     let mut by_hash = HashMap::new();
     for k in file.key.iter().filter(|k| !k.revoked) {
@@ -341,6 +342,30 @@ fn load(path: &Path) -> Result<Loaded, KeyError> {
         by_hash.insert(digest, Caller::new(&k.name, &k.scopes));
     }
     Ok(Loaded { by_hash, version })
+}
+
+/// Refuses a key file other users of the machine may read or change: the hashes let anyone
+/// who can write the file add a key of their own (`herald keys` writes 0600).
+fn check_private(path: &Path) -> Result<(), KeyError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path).map_err(|source| KeyError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o007 != 0 || mode & 0o020 != 0 {
+            return Err(KeyError::Invalid {
+                path: path.to_path_buf(),
+                message: format!(
+                    "its permissions ({mode:o}) let other users read or change it: chmod 600 it \
+                     (640 for a group that only reads it)"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn read(path: &Path) -> Result<KeyFile, KeyError> {
@@ -453,6 +478,25 @@ pub fn list(path: &Path) -> Result<Vec<KeyRecord>, KeyError> {
 mod tests {
     use super::*;
 
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_others_may_read_or_change_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let path =
+            std::env::temp_dir().join(format!("herald-keys-mode-{}.toml", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        create(&path, "ops", &[Scope::Admin]).unwrap();
+        assert!(KeyStore::open(&path).is_ok());
+        for mode in [0o644, 0o604, 0o620] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = KeyStore::open(&path).err().expect("refused").to_string();
+            assert!(err.contains("chmod 600"), "{mode:o}: {err}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(KeyStore::open(&path).is_ok());
+        let _ = std::fs::remove_file(&path);
+    }
+
     fn temp_file(name: &str) -> PathBuf {
         std::env::temp_dir().join(format!("herald-keys-{}-{name}.toml", std::process::id()))
     }
@@ -492,6 +536,14 @@ mod tests {
         let _ = std::fs::remove_file(&path);
     }
 
+    /// A file as an operator's editor leaves it, readable by its owner only.
+    fn write_private(path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+        #[cfg(unix)]
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+    }
+
     /// A hand edit that breaks the file must not keep a revoked key working: no key is
     /// accepted until the file is mended, and then the keys it holds are.
     #[test]
@@ -503,7 +555,7 @@ mod tests {
         assert!(store.authenticate(shop.expose()).is_some());
         let good = std::fs::read_to_string(&path).unwrap();
         let tmp = path.with_extension("edit");
-        std::fs::write(&tmp, "[[key]\nname = ").unwrap();
+        write_private(&tmp, "[[key]\nname = ");
         std::fs::rename(&tmp, &path).unwrap();
         assert!(
             store.reload_if_changed().is_err(),
@@ -517,7 +569,7 @@ mod tests {
             !store.reload_if_changed().unwrap(),
             "not read again until it changes"
         );
-        std::fs::write(&tmp, good).unwrap();
+        write_private(&tmp, &good);
         std::fs::rename(&tmp, &path).unwrap();
         assert!(store.reload_if_changed().unwrap());
         assert!(store.authenticate(shop.expose()).is_some(), "mended");

@@ -3,6 +3,7 @@
 //! it sets is one some program accepts, and every program answers `--help`.
 
 use std::process::Command;
+use std::time::Duration;
 
 pub(crate) const BINARIES: [&str; 9] = [
     env!("CARGO_BIN_EXE_herald"),
@@ -178,4 +179,101 @@ fn providers_check_lists_each_channel_and_never_prints_a_secret() {
         !ok && text.contains("cannot read the FCM service-account key"),
         "{text}"
     );
+}
+
+/// `(host directory, container directory)` of a read-only volume of the resolved compose
+/// file whose container side holds `container_file`.
+fn mounted_directory_holding(config: &str, container_file: &str) -> Option<(String, String)> {
+    config.lines().map(str::trim).find_map(|line| {
+        let volume = line.strip_prefix("- ")?.strip_suffix(":ro")?;
+        let (host, inside) = volume.split_once(':')?;
+        let inner = container_file.strip_prefix(inside)?.strip_prefix('/')?;
+        (!inner.contains('/')).then(|| (host.to_string(), inside.to_string()))
+    })
+}
+
+/// Finding 2 of the security review: the key file was a single-file mount (a compose secret),
+/// which keeps showing the old file after `herald keys revoke` renames a new one into place,
+/// so a revoked key worked until the container was recreated. Now compose mounts the
+/// directory; this runs herald-ingest with that layout (the host directory a temporary one)
+/// and revokes with the `herald` CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_in_the_compose_layout_is_refused_within_two_seconds() {
+    let (_, config) = compose_config(&SECRETS);
+    let keys_file = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("HERALD_API_KEYS_FILE: "))
+        .expect("compose sets HERALD_API_KEYS_FILE")
+        .to_string();
+    let (host, inside) = mounted_directory_holding(&config, &keys_file)
+        .unwrap_or_else(|| panic!("no directory volume holds {keys_file}:\n{config}"));
+    assert!(host.ends_with("compose/secrets/keys"), "{host}");
+    assert!(
+        !config.contains("/run/secrets/api_keys"),
+        "the key file is still a secret"
+    );
+
+    // The same layout on this machine: the host directory is a temporary one.
+    let fleet = crate::harness::Fleet::start(crate::harness::quiet_provider(), 1).await;
+    let dir = std::env::temp_dir().join(format!("herald-compose-keys-{}", fleet.ns));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(keys_file.strip_prefix(&format!("{inside}/")).unwrap());
+    let herald = |args: &[&str]| {
+        let out = Command::new(BINARIES[0])
+            .args(args)
+            .arg("--file")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_string()
+    };
+    let key = herald(&[
+        "keys",
+        "create",
+        "--name",
+        "shop",
+        "--scopes",
+        "requests:read",
+    ]);
+    let addr = format!("127.0.0.1:{}", crate::harness::free_port());
+    let mut ingest = Command::new(env!("CARGO_BIN_EXE_herald-ingest"));
+    ingest
+        .args(["--http-addr", &addr])
+        .envs(fleet.access_env())
+        .env("HERALD_API_KEYS_FILE", &file)
+        .env("HERALD_KAFKA_BROKERS", fleet.brokers())
+        .env("HERALD_REDIS_URL", &fleet.redis_url)
+        .env("HERALD_NAMESPACE", &fleet.ns)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _child = crate::harness::ChildGuard(Some(ingest.spawn().unwrap()));
+    let url = format!("http://{addr}/v1/requests/none");
+    let status = || {
+        let r = fleet.anon.get(&url).bearer_auth(&key).send();
+        async move { r.await.map(|r| r.status().as_u16()).unwrap_or(0) }
+    };
+    crate::harness::wait_until("herald-ingest", Duration::from_secs(20), || async {
+        status().await == 404
+    })
+    .await;
+
+    herald(&["keys", "revoke", "--name", "shop"]);
+    let revoked = std::time::Instant::now();
+    while status().await != 401 {
+        assert!(
+            revoked.elapsed() < Duration::from_secs(2),
+            "the revoked key still worked 2 s later"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
