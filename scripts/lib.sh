@@ -205,6 +205,8 @@ setup_credentials() {
     export HERALD_RECEIPT_SECRETS="sim=$receipt_secret"
     export HERALD_SIM_RECEIPT_SECRET="$receipt_secret"
     export HERALD_JWT_SECRET=${HERALD_JWT_SECRET:-$(random_secret)}
+    # Admins' flash-promo tokens: a secret of their own (herald token --role admin).
+    export HERALD_JWT_ADMIN_SECRET=${HERALD_JWT_ADMIN_SECRET:-$(random_secret)}
     # Signs the one-click unsubscribe links of promotional e-mail (dispatchers) and checks
     # them (herald-ingest).
     export HERALD_UNSUBSCRIBE_SECRET=${HERALD_UNSUBSCRIBE_SECRET:-$(random_secret)}

@@ -237,12 +237,44 @@ fn service_caller(app: &Ingest, credential: Option<&str>, scope: Scope) -> Resul
 }
 
 fn is_shopper_token(app: &Ingest, credential: &str) -> bool {
-    !ApiKey::looks_like(credential)
-        && app
-            .promos
-            .jwt
-            .as_ref()
-            .is_some_and(|jwt| jwt.verify(credential).is_ok())
+    !ApiKey::looks_like(credential) && verify_token(app, credential).is_ok()
+}
+
+/// The claims of a shopper's token (role `user`, `HERALD_JWT_SECRET`) or an admin's (role
+/// `admin`, `HERALD_JWT_ADMIN_SECRET`); an admin's role under the shoppers' secret is refused.
+fn verify_token(app: &Ingest, credential: &str) -> Result<Claims, ApiError> {
+    let settings = &app.promos;
+    if settings.jwt.is_none() && settings.admin_jwt.is_none() {
+        return Err(ApiError::unavailable(
+            "authentication is not configured (set HERALD_JWT_SECRET)",
+        ));
+    }
+    let as_shopper = settings.jwt.as_ref().map(|jwt| jwt.verify(credential));
+    if let Some(Ok(claims)) = &as_shopper {
+        if claims.role == Role::User {
+            return Ok(claims.clone());
+        }
+        return Err(ApiError::unauthorized(
+            "an admin token must be signed with the admins' secret (HERALD_JWT_ADMIN_SECRET)",
+        ));
+    }
+    if let Some(Ok(claims)) = settings
+        .admin_jwt
+        .as_ref()
+        .map(|jwt| jwt.verify(credential))
+    {
+        if claims.role == Role::Admin {
+            return Ok(claims);
+        }
+        return Err(ApiError::unauthorized(
+            "a shopper's token must be signed with the shoppers' secret (HERALD_JWT_SECRET)",
+        ));
+    }
+    let why = match as_shopper {
+        Some(Err(e)) => e.to_string(),
+        _ => "invalid token".to_string(),
+    };
+    Err(ApiError::unauthorized(why))
 }
 
 /// A shopper's claims, or an admin's made from a key that holds `key_scope`.
@@ -273,11 +305,7 @@ fn shopper(
             aud: None,
         });
     }
-    let jwt = app.promos.jwt.as_ref().ok_or_else(|| {
-        ApiError::unavailable("authentication is not configured (set HERALD_JWT_SECRET)")
-    })?;
-    jwt.verify(credential)
-        .map_err(|e| ApiError::unauthorized(e.to_string()).into())
+    verify_token(app, credential).map_err(Refusal::from)
 }
 
 fn within_rate(limit: &CallerLimit, name: &std::sync::Arc<str>) -> Result<(), Refusal> {

@@ -41,6 +41,12 @@ pub struct Args {
     #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
 
+    /// HS256 secret of admins' tokens on the flash-promo API (at least 32 bytes, not the
+    /// shoppers' secret; `herald token --role admin` mints with it). Unset: admins use a
+    /// service key with `promos:write`.
+    #[arg(long, env = "HERALD_JWT_ADMIN_SECRET", hide_env_values = true)]
+    pub jwt_admin_secret: Option<Secret>,
+
     /// Reserve and purchase calls per second allowed to each user, sustained.
     #[arg(long, env = "HERALD_USER_RATE_PER_SEC", default_value_t = 5)]
     pub user_rate_per_sec: u32,
@@ -275,6 +281,7 @@ impl crate::program::Program for Program {
         // caller for the producer's default 30 s when the broker is gone.
         let access = args.access.settings()?;
         let jwt = jwt(args.jwt_secret.as_ref(), &args.jwt_policy)?;
+        let admin_jwt = admin_jwt(args, &args.jwt_policy)?;
         let publish_timeout = Duration::from_millis(args.publish_timeout_ms.max(1));
         let c = Connections::open_with_delivery_timeout(&args.common, publish_timeout).await?;
         let ingest = Arc::new(Ingest {
@@ -286,6 +293,7 @@ impl crate::program::Program for Program {
             topics: c.topics,
             promos: PromoSettings {
                 jwt,
+                admin_jwt,
                 limit: CallerLimit::new(args.user_rate_per_sec, args.user_burst),
                 hold: Duration::from_secs(args.reservation_secs.max(1)),
                 cors_origins: args.cors_origins.clone(),
@@ -354,6 +362,24 @@ fn listen_addr(asked: SocketAddr, insecure_dev: bool) -> anyhow::Result<SocketAd
     let loopback = SocketAddr::from(([127, 0, 0, 1], asked.port()));
     tracing::warn!(%loopback, "--insecure-dev: listening on loopback only");
     Ok(loopback)
+}
+
+fn admin_jwt(args: &Args, policy: &crate::auth::JwtPolicy) -> anyhow::Result<Option<Jwt>> {
+    let Some(secret) = args
+        .jwt_admin_secret
+        .as_ref()
+        .filter(|s| !s.expose().trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    anyhow::ensure!(
+        args.jwt_secret.as_ref().map(|s| s.expose()) != Some(secret.expose()),
+        "HERALD_JWT_ADMIN_SECRET must differ from HERALD_JWT_SECRET: whoever mints shoppers' \
+         tokens must not be able to mint admins'"
+    );
+    Ok(Some(
+        Jwt::with_policy(secret.expose(), policy.clone()).context("HERALD_JWT_ADMIN_SECRET")?,
+    ))
 }
 
 fn jwt(secret: Option<&Secret>, policy: &crate::auth::JwtPolicy) -> anyhow::Result<Option<Jwt>> {

@@ -40,8 +40,13 @@ use crate::store::{PromoRecord, Purchase, Reservation};
 
 /// How the flash-promo API authenticates, limits and holds.
 pub struct PromoSettings {
-    /// `None`: no secret configured, so every authenticated route answers 503.
+    /// Shoppers' tokens (role `user`); `None`: no secret configured, so every authenticated
+    /// route answers 503.
     pub jwt: Option<Jwt>,
+    /// Admins' tokens (role `admin`), signed with a secret of their own: whoever can mint
+    /// shoppers' tokens (a storefront's login) cannot mint admins'. `None`: admins use a
+    /// service key with `promos:write`.
+    pub admin_jwt: Option<Jwt>,
     pub limit: CallerLimit,
     /// How long a reservation holds a unit (seed 002: one minute).
     pub hold: Duration,
@@ -56,6 +61,7 @@ impl Default for PromoSettings {
     fn default() -> Self {
         PromoSettings {
             jwt: None,
+            admin_jwt: None,
             limit: CallerLimit::new(5, 10),
             hold: Duration::from_secs(60),
             cors_origins: Vec::new(),

@@ -61,9 +61,12 @@ pub struct Token {
     /// The caller's id: a customer id for a user.
     #[arg(long)]
     sub: String,
-    /// HS256 secret, the same herald-ingest has.
+    /// The shoppers' HS256 secret, the same herald-ingest has (for `--role user`).
     #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
-    jwt_secret: Secret,
+    jwt_secret: Option<Secret>,
+    /// The admins' HS256 secret, the same herald-ingest has (for `--role admin`).
+    #[arg(long, env = "HERALD_JWT_ADMIN_SECRET", hide_env_values = true)]
+    jwt_admin_secret: Option<Secret>,
     /// Validity in seconds.
     #[arg(long, default_value_t = 3600)]
     ttl_secs: u64,
@@ -73,7 +76,14 @@ pub struct Token {
 
 impl Token {
     pub fn execute(self) -> anyhow::Result<()> {
-        let jwt = Jwt::with_policy(self.jwt_secret.expose(), self.policy)?;
+        let (secret, variable) = match self.role {
+            Role::User => (self.jwt_secret, "HERALD_JWT_SECRET"),
+            Role::Admin => (self.jwt_admin_secret, "HERALD_JWT_ADMIN_SECRET"),
+        };
+        let secret = secret.ok_or_else(|| {
+            anyhow::anyhow!("a {:?} token is signed with {variable}: set it", self.role)
+        })?;
+        let jwt = Jwt::with_policy(secret.expose(), self.policy)?;
         let ttl = Duration::from_secs(self.ttl_secs);
         println!("{}", jwt.mint(&self.sub, self.role, ttl)?);
         Ok(())

@@ -39,6 +39,8 @@ pub fn repo_file(relative: &str) -> std::path::PathBuf {
 
 /// The JWT secret of every test fleet's API (`Fleet::token` mints with it).
 pub const JWT_SECRET: &str = "test-jwt-secret-of-at-least-32-bytes";
+/// Admins' tokens have a secret of their own.
+pub const JWT_ADMIN_SECRET: &str = "test-admin-jwt-secret-at-least-32-bytes";
 
 /// The secret the simulated provider signs receipts with, and the fleet's API verifies.
 pub const RECEIPT_SECRET: &str = "sim-receipt-secret-0123456789abcdef0123";
@@ -229,6 +231,7 @@ impl Fleet {
             request_ttl_secs: 3600,
             publish_timeout_ms: 5000,
             jwt_secret: Some(JWT_SECRET.into()),
+            jwt_admin_secret: Some(JWT_ADMIN_SECRET.into()),
             user_rate_per_sec: 5,
             user_burst: 10,
             reservation_secs: 2,

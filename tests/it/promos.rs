@@ -10,14 +10,18 @@ use herald::auth::{Jwt, Role};
 use herald::model::{Channel, CustomerId, EventId};
 use serde_json::{json, Value};
 
-use crate::harness::{quiet_provider, wait_until, Fleet, JWT_SECRET};
+use crate::harness::{quiet_provider, wait_until, Fleet, JWT_ADMIN_SECRET, JWT_SECRET};
 
 const SOL: (f64, f64) = (40.4168, -3.7038);
 /// Metres per degree of latitude on Redis GEO's sphere.
 const M_PER_DEG: f64 = 6_372_797.560_856 * std::f64::consts::PI / 180.0;
 
 fn token(role: Role, sub: &str) -> String {
-    Jwt::new(JWT_SECRET)
+    let secret = match role {
+        Role::User => JWT_SECRET,
+        Role::Admin => JWT_ADMIN_SECRET,
+    };
+    Jwt::new(secret)
         .unwrap()
         .mint(sub, role, Duration::from_secs(600))
         .unwrap()
@@ -428,6 +432,23 @@ async fn roles_tokens_limits_and_the_window_are_enforced() {
     )
     .await;
     assert_eq!(s, 401, "signed with another secret");
+    // Finding 9: whoever mints shoppers' tokens cannot mint an admin's.
+    let shoppers_admin = Jwt::new(JWT_SECRET)
+        .unwrap()
+        .mint("ops", Role::Admin, Duration::from_secs(60))
+        .unwrap();
+    let (s, answer) = call(
+        &fleet,
+        "POST",
+        "/api/flash-promos/",
+        Some(&shoppers_admin),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(
+        s, 401,
+        "an admin token under the shoppers' secret: {answer}"
+    );
     let (s, _) = call(
         &fleet,
         "POST",
@@ -551,6 +572,7 @@ async fn roles_tokens_limits_and_the_window_are_enforced() {
         topics: fleet.topics.clone(),
         promos: herald::api::PromoSettings {
             jwt: Some(Jwt::new(JWT_SECRET).unwrap()),
+            admin_jwt: None,
             cors_origins: vec!["https://shop.example".into()],
             ..herald::api::PromoSettings::default()
         },
