@@ -152,6 +152,8 @@ pub struct ProviderEntry {
     pub phone_number_id: Option<String>,
     /// whatsapp: the variable holding the access token.
     pub token_env: Option<String>,
+    /// fcm: the OAuth2 token endpoint the key file must name (Google's when unset).
+    pub token_uri: Option<String>,
     /// fcm: the variable holding the path of the service-account key file (JSON).
     pub credentials_env: Option<String>,
     pub rate: Option<f64>,
@@ -362,9 +364,14 @@ impl ProvidersConfig {
             })?),
             AdapterKind::Fcm => {
                 let path = env(&need("credentials_env", &entry.credentials_env)?)?;
+                let token_uri = entry
+                    .token_uri
+                    .clone()
+                    .unwrap_or_else(|| super::fcm::GOOGLE_TOKEN_URI.to_string());
+                in_clear(&token_uri, true)?;
                 Box::new(FcmTransport::new(FcmSettings {
                     base_url: api_url("https://fcm.googleapis.com")?,
-                    account: ServiceAccount::read(path.expose())?,
+                    account: ServiceAccount::read(path.expose(), &token_uri)?,
                     timeout,
                     concurrency,
                 })?)

@@ -47,7 +47,12 @@ pub enum FcmSetupError {
     Key,
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("the service account's token_uri {found:?} is not the token endpoint configured ({expected:?}; set `token_uri` in the providers file to use another)")]
+    TokenUri { found: String, expected: String },
 }
+
+/// Google's OAuth2 token endpoint: the only one a key file may name unless configured.
+pub const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 
 pub struct FcmSettings {
     /// `https://fcm.googleapis.com`, or a test server.
@@ -77,10 +82,26 @@ struct Granted {
 }
 
 impl ServiceAccount {
-    pub fn read(path: &str) -> Result<ServiceAccount, FcmSetupError> {
+    /// Reads a key file whose `token_uri` is `expected`: the signed assertion goes there, and
+    /// a key file is not trusted to choose where (security review, finding 10).
+    pub fn read(path: &str, expected: &str) -> Result<ServiceAccount, FcmSetupError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| FcmSetupError::Read(path.to_string(), e.to_string()))?;
-        serde_json::from_str(&text).map_err(|e| FcmSetupError::Parse(e.to_string()))
+        let account: ServiceAccount =
+            serde_json::from_str(&text).map_err(|e| FcmSetupError::Parse(e.to_string()))?;
+        account.check_token_uri(expected)?;
+        Ok(account)
+    }
+
+    fn check_token_uri(&self, expected: &str) -> Result<(), FcmSetupError> {
+        if self.token_uri.trim_end_matches('/') == expected.trim_end_matches('/') {
+            Ok(())
+        } else {
+            Err(FcmSetupError::TokenUri {
+                found: self.token_uri.clone(),
+                expected: expected.to_string(),
+            })
+        }
     }
 }
 
@@ -279,6 +300,28 @@ impl Transport for FcmTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_file_naming_another_token_endpoint_is_refused() {
+        let dir = std::env::temp_dir().join(format!("herald-fcm-uri-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("key.json");
+        let write = |uri: &str| {
+            let key = json!({"project_id": "p", "private_key_id": "k", "private_key": "x",
+                             "client_email": "a@p.iam.gserviceaccount.com", "token_uri": uri});
+            std::fs::write(&file, key.to_string()).unwrap();
+        };
+        write("https://attacker.example/token");
+        let refused = ServiceAccount::read(file.to_str().unwrap(), GOOGLE_TOKEN_URI);
+        assert!(
+            matches!(&refused, Err(FcmSetupError::TokenUri { found, .. }) if found.contains("attacker")),
+            "{:?}",
+            refused.err()
+        );
+        write(GOOGLE_TOKEN_URI);
+        assert!(ServiceAccount::read(file.to_str().unwrap(), GOOGLE_TOKEN_URI).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn documented_error_codes_map_to_outcomes() {

@@ -452,7 +452,8 @@ async fn push_through_fcm_refreshes_its_token_and_drops_an_unregistered_one() {
     .await;
     let path = service_account(&dir, &pem, &format!("{}/token", fcm.url));
     let toml = format!(
-        "[push]\nadapter = \"fcm\"\nurl = \"{}\"\ncredentials_env = \"$CREDENTIALS\"\n",
+        "[push]\nadapter = \"fcm\"\nurl = \"{0}\"\ntoken_uri = \"{0}/token\"\n\
+         credentials_env = \"$CREDENTIALS\"\n",
         fcm.url
     );
     let providers = providers_file(&fleet, &toml, &[("CREDENTIALS", path.to_str().unwrap())]);
