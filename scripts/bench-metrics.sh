@@ -46,7 +46,8 @@ log "publishing $N lifecycle events to $NS.events (not timed as aggregation)"
 
 log "herald-metrics draining the backlog"
 start_ns=$(date +%s%N)
-"$BIN/herald-metrics" --http-addr "$ADDR" >"$OUT/metrics.log" 2>&1 &
+# Loopback, and no key file in a bench: served without a key by explicit choice.
+"$BIN/herald-metrics" --http-addr "$ADDR" --open-on-loopback >"$OUT/metrics.log" 2>&1 &
 metrics_pid=$!
 wait_port "${ADDR##*:}" herald-metrics
 counted=0

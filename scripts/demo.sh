@@ -109,7 +109,7 @@ start retry "$BIN/herald-retry" --health-addr 127.0.0.1:9406
 start events "$BIN/herald-events" --health-addr 127.0.0.1:9407
 start metrics "$BIN/herald-metrics" --http-addr "$METRICS_ADDR"
 wait_port "${METRICS_ADDR##*:}" herald-metrics
-log "live dashboard: http://$METRICS_ADDR/   (Prometheus: /metrics, JSON: /v1/stats)"
+log "live dashboard: http://$METRICS_ADDR/   (log in with the key in .herald/demo-keys/admin.key; Prometheus: /metrics, JSON: /v1/stats, with that key as a bearer token)"
 wait_port "${API_ADDR##*:}" herald-ingest
 for _ in $(seq 50); do
     curl -sf "http://$API_ADDR/readyz" >/dev/null && break

@@ -49,8 +49,9 @@ pub fn access(method: &Method, route: &str) -> Access {
     use Access::*;
     match (method.as_str(), route) {
         (_, "/healthz" | "/readyz" | "/docs" | "/docs/openapi.json") => Public,
-        // A CORS preflight carries no credentials; the call that follows it does.
-        ("OPTIONS", _) => Public,
+        // A CORS preflight carries no credentials; the call that follows it does. Only the
+        // flash-promo API answers browsers of other origins: elsewhere OPTIONS is an admin's.
+        ("OPTIONS", r) if r.starts_with("/api/") => Public,
         ("GET", "/api/flash-promos/active/") => Public,
         ("POST", "/v1/requests" | "/v1/requests/{id}/process") => Requests(Scope::RequestsWrite),
         ("GET", "/v1/requests/{id}") => Requests(Scope::RequestsRead),
@@ -339,5 +340,14 @@ mod tests {
         );
         assert_eq!(access(&Method::GET, "/healthz"), Access::Public);
         assert_eq!(access(&Method::POST, "/v1/receipts"), Access::Signed);
+        // Finding 12's trap: a preflight is public only where browsers of other origins call.
+        assert_eq!(
+            access(&Method::OPTIONS, "/api/flash-promos/{id}/reserve/"),
+            Access::Public
+        );
+        assert_eq!(
+            access(&Method::OPTIONS, "/v1/new-thing"),
+            Access::Key(Scope::Admin)
+        );
     }
 }

@@ -39,9 +39,44 @@ impl Document {
         Document::new(doc)
     }
 
-    /// A document with no credentials anywhere (herald-metrics' dashboard and stats).
-    pub fn open(api: OpenApi, title: &str, description: &str) -> Arc<Document> {
-        Document::new(finish(api, title, description))
+    /// A document whose operations take a service key, but those `public` says (herald-metrics);
+    /// the page at `login_page` answers a caller without one with an HTML login form.
+    pub fn keyed(
+        api: OpenApi,
+        title: &str,
+        description: &str,
+        public: fn(&str) -> bool,
+        login_page: &str,
+    ) -> Arc<Document> {
+        let mut doc = finish(api, title, description);
+        doc["components"]["securitySchemes"] = json!({
+            "apiKey": {"type": "http", "scheme": "bearer", "bearerFormat": "Herald service key (hk_...)",
+                       "description": "A key with the stats:read scope; a browser logs in once at /login instead."},
+        });
+        if let Some(paths) = doc["paths"].as_object_mut() {
+            for (path, operations) in paths.iter_mut() {
+                let keyed = !public(path);
+                for op in operations
+                    .as_object_mut()
+                    .into_iter()
+                    .flat_map(|o| o.values_mut())
+                {
+                    if keyed && path == login_page {
+                        op["security"] = json!([{"apiKey": []}]);
+                        op["responses"]["401"] = json!({
+                            "description": "No key or session: the login form",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        });
+                    } else if keyed {
+                        op["security"] = json!([{"apiKey": []}]);
+                        op["responses"]["401"] = error_response("No key with stats:read");
+                    } else {
+                        op["security"] = json!([]);
+                    }
+                }
+            }
+        }
+        Document::new(doc)
     }
 
     fn new(doc: Value) -> Arc<Document> {

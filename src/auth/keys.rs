@@ -273,6 +273,21 @@ impl KeyStore {
         }
     }
 
+    /// The caller of a presented key, with the key's SHA-256 in hex: what a login session
+    /// remembers instead of the key.
+    pub fn authenticate_for_session(&self, presented: &str) -> Option<(Caller, String)> {
+        let caller = self.authenticate(presented)?;
+        Some((caller, ApiKey::new(presented).hash()))
+    }
+
+    /// The caller whose key has this SHA-256 (hex), while that key is active: a session ends
+    /// when its key is revoked.
+    pub fn caller_by_hash(&self, hash: &str) -> Option<Caller> {
+        let digest = unhex_digest(hash)?;
+        let _ = self.reload_if_changed();
+        self.known(&digest)
+    }
+
     fn known(&self, hash: &Digest) -> Option<Caller> {
         let loaded = self.loaded.read().unwrap_or_else(|e| e.into_inner());
         loaded.by_hash.get(hash).cloned()

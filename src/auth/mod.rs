@@ -13,6 +13,7 @@ mod hs256;
 pub mod jwt;
 pub mod keys;
 pub mod secrets;
+pub mod session;
 pub mod signature;
 pub mod unsubscribe;
 pub mod webhooks;

@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::access::MetricsAccess;
 use super::{Aggregator, Counts, LATENCY_BUCKETS_MS};
 use crate::http::{or_not_found, ApiError};
 use crate::model::{now_ms, CampaignId};
@@ -28,32 +29,42 @@ const RECENT_CAMPAIGNS: usize = 20;
 const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// Every route, and its OpenAPI document (`/docs/openapi.json`): see [`crate::api::docs`].
-pub fn router(agg: Arc<Aggregator>) -> Router {
+pub fn router(agg: Arc<Aggregator>, access: Arc<MetricsAccess>) -> Router {
     let (routes, document) = documented_routes().split_for_parts();
     routes
         .fallback(|| async { ApiError::not_found("route") })
         .layer(Extension(document_of(document)))
+        .layer(Extension(access.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            super::access::guard,
+        ))
         .with_state(agg)
 }
 
 /// The document served and printed: one title and description for both.
 fn document_of(api: utoipa::openapi::OpenApi) -> Arc<crate::api::docs::Document> {
-    crate::api::docs::Document::open(
+    crate::api::docs::Document::keyed(
         api,
         "Herald metrics (herald-metrics)",
-        "The live dashboard, its JSON figures and Prometheus metrics, counted from herald.events.",
+        "The live dashboard, its JSON figures and Prometheus metrics, counted from herald.events. \
+         Every route but the probes, this document and /login takes a service key with \
+         stats:read (or a session opened at /login).",
+        MetricsAccess::is_public,
+        "/",
     )
 }
 
 pub async fn serve(
     listener: tokio::net::TcpListener,
     agg: Arc<Aggregator>,
+    access: Arc<MetricsAccess>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "metrics dashboard listening");
     crate::http::serve(
         listener,
-        router(agg),
+        router(agg, access),
         &crate::http::HttpLimits::default(),
         shutdown,
     )
@@ -68,6 +79,7 @@ fn documented_routes() -> OpenApiRouter<Arc<Aggregator>> {
         .routes(routes!(metrics))
         .routes(routes!(crate::health::alive))
         .routes(routes!(ready))
+        .routes(routes!(super::access::login_page, super::access::login))
         .merge(crate::api::docs::routes())
 }
 

@@ -3,6 +3,7 @@
 //! (`/v1/stats`), Prometheus (`/metrics`) and a live dashboard (`/`). See [`crate::store`]'s
 //! metrics keys for how a run of events is counted exactly once.
 
+pub mod access;
 mod counts;
 mod http;
 pub mod program;

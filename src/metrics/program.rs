@@ -11,6 +11,7 @@ use rdkafka::consumer::StreamConsumer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::access::MetricsAccess;
 use super::{Aggregator, AggregatorConfig};
 use crate::config::CommonArgs;
 use crate::program::{self, Connections};
@@ -25,10 +26,19 @@ pub struct Args {
     #[command(flatten)]
     pub common: CommonArgs,
 
-    /// Address of the dashboard, stats and `/metrics` (port 0: any free port). Loopback by
-    /// default: they take no key, so they are for the internal network only.
+    /// Address of the dashboard, stats and `/metrics` (port 0: any free port).
     #[arg(long, env = "HERALD_METRICS_ADDR", default_value = "127.0.0.1:9300")]
     pub http_addr: SocketAddr,
+
+    /// The service key file (`herald keys create`): the dashboard, stats and `/metrics` take
+    /// a key with `stats:read` (as a bearer token, or once at /login). Required unless
+    /// `--open-on-loopback`.
+    #[arg(long, env = "HERALD_API_KEYS_FILE")]
+    pub api_keys_file: Option<std::path::PathBuf>,
+
+    /// Serve everyone without a key: allowed only when listening on a loopback address.
+    #[arg(long, env = "HERALD_METRICS_OPEN_ON_LOOPBACK")]
+    pub open_on_loopback: bool,
 
     /// Consumer group; every group counts the events on its own (the default suits one fleet).
     #[arg(long, env = "HERALD_METRICS_GROUP")]
@@ -46,6 +56,7 @@ pub struct Args {
 /// The aggregator connected, its listener bound.
 pub struct Program {
     pub aggregator: Arc<Aggregator>,
+    access: Arc<MetricsAccess>,
     consumer: StreamConsumer,
     listener: TcpListener,
     group: String,
@@ -72,11 +83,13 @@ impl crate::program::Program for Program {
                 ..AggregatorConfig::default()
             },
         ));
+        let access = Arc::new(access(args)?);
         let listener = TcpListener::bind(args.http_addr)
             .await
             .with_context(|| format!("listening on {}", args.http_addr))?;
         Ok(Program {
             aggregator,
+            access,
             consumer,
             listener,
             group,
@@ -96,13 +109,45 @@ impl crate::program::Program for Program {
             move |lag| lag_target.stats.consumer_lag.store(lag, Ordering::Relaxed),
         );
         tokio::spawn(agg.clone().sample_rates(shutdown.clone()));
-        let server = tokio::spawn(super::serve(self.listener, agg.clone(), shutdown.clone()));
+        let keys = self.access.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            while crate::shutdown::sleep_unless_cancelled(Duration::from_secs(2), &stop).await {
+                keys.reload_keys();
+            }
+        });
+        let server = tokio::spawn(super::serve(
+            self.listener,
+            agg.clone(),
+            self.access,
+            shutdown.clone(),
+        ));
         let counted = agg.run(self.consumer, shutdown.clone()).await;
         shutdown.cancel();
         let served = server.await.context("dashboard task")?;
         counted?;
         served.context("serving the dashboard")
     }
+}
+
+/// Who may read: a key file, or nobody's key on loopback when asked.
+fn access(args: &Args) -> anyhow::Result<MetricsAccess> {
+    if let Some(path) = &args.api_keys_file {
+        let keys = crate::auth::KeyStore::open(path).context("HERALD_API_KEYS_FILE")?;
+        return MetricsAccess::with_keys(keys);
+    }
+    anyhow::ensure!(
+        args.open_on_loopback,
+        "no key store: set HERALD_API_KEYS_FILE (a key with stats:read reads the dashboard and \
+         /metrics), or pass --open-on-loopback to serve everyone on a loopback address"
+    );
+    anyhow::ensure!(
+        args.http_addr.ip().is_loopback(),
+        "--open-on-loopback serves everyone without a key: listen on a loopback address, not {}",
+        args.http_addr
+    );
+    tracing::warn!("--open-on-loopback: the dashboard, stats and /metrics take no key");
+    MetricsAccess::open()
 }
 
 impl Program {

@@ -200,3 +200,92 @@ async fn a_revoked_key_stops_working_and_customer_reads_need_their_scope() {
     })
     .await;
 }
+
+/// Finding 12 of the security review: herald-metrics answered anyone. Now its dashboard,
+/// stats and `/metrics` take a key with `stats:read` (Prometheus sends it as a bearer token)
+/// or a session opened at `/login`; the probes stay public.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_metrics_answers_only_a_stats_key_or_a_session_opened_with_one() {
+    let fleet = Fleet::start(quiet_provider(), 1).await;
+    let (_, metrics) = fleet
+        .start_metrics(&format!("{}-auth", fleet.ns), fleet.shutdown.child_token())
+        .await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let stats_key = fleet.key("grafana", &[Scope::StatsRead]);
+    let other_key = fleet.key("shop-x", &[Scope::RequestsWrite]);
+    for path in ["/v1/stats", "/metrics", "/v1/stats/campaigns/c1"] {
+        let url = format!("{metrics}{path}");
+        let anonymous = no_redirects.get(&url).send().await.unwrap();
+        assert_eq!(anonymous.status(), 401, "{path} without a key");
+        let other = no_redirects
+            .get(&url)
+            .bearer_auth(&other_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(other.status(), 401, "{path} with a key lacking stats:read");
+        let allowed = no_redirects
+            .get(&url)
+            .bearer_auth(&stats_key)
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(allowed.status(), 401, "{path} with a stats:read key");
+    }
+    for path in ["/healthz", "/readyz", "/docs/openapi.json", "/login"] {
+        let r = no_redirects
+            .get(format!("{metrics}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path} is public");
+    }
+    // A browser: shown the form, logs in with the key once, then reads with its cookie.
+    let r = no_redirects
+        .get(format!("{metrics}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("action=\"/login\""));
+    let wrong = no_redirects
+        .post(format!("{metrics}/login"))
+        .form(&[("key", other_key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let login = no_redirects
+        .post(format!("{metrics}/login"))
+        .form(&[("key", stats_key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && !cookie.contains(&stats_key),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_string();
+    let page = no_redirects
+        .get(format!("{metrics}/"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    // Revoking the key ends the session.
+    herald::auth::keys::revoke(&fleet.keys_file, "grafana").unwrap();
+    crate::harness::wait_until("the session to end", Duration::from_secs(5), || {
+        let r = no_redirects
+            .get(format!("{metrics}/v1/stats"))
+            .header("cookie", &session)
+            .send();
+        async move { r.await.map(|r| r.status() == 401).unwrap_or(false) }
+    })
+    .await;
+}

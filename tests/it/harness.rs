@@ -526,6 +526,8 @@ impl Fleet {
         let args = metrics::program::Args {
             common: self.common(),
             http_addr: "127.0.0.1:0".parse().unwrap(),
+            api_keys_file: Some(self.keys_file.clone()),
+            open_on_loopback: false,
             group: Some(group.to_string()),
             batch: 5000,
             flush_ms: 50,

@@ -218,6 +218,21 @@ fn chromium_command(profile: &std::path::Path) -> Command {
     c
 }
 
+/// A page that posts `key` to herald-metrics' login form at once, as a person would type it.
+fn login_page(profile: &std::path::Path, metrics: &str, key: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(profile).unwrap();
+    let page = profile.join("login.html");
+    std::fs::write(
+        &page,
+        format!(
+            "<form method=\"post\" action=\"{metrics}/login\"><input name=\"key\" value=\"{key}\"></form>\
+             <script>document.forms[0].submit()</script>"
+        ),
+    )
+    .unwrap();
+    page
+}
+
 fn customer(id: &str) -> Value {
     json!({"id": id, "name": format!("Name {id}"), "contacts": {"email": format!("{id}@x.example"), "push": format!("tok-{id}")},
            "consent": {"email": true, "push": true}, "time_zone": "Etc/GMT-1"})
@@ -277,9 +292,16 @@ async fn the_dashboard_shows_what_the_counters_hold() {
     let stats = fleet.get_json(&format!("{url}/v1/stats")).await.unwrap();
 
     let profile = std::env::temp_dir().join(format!("herald-chromium-{}", fleet.ns));
+    // As an operator does: the login form, a key with stats:read, then the dashboard (the
+    // form is submitted by a page of the test's, since a headless browser types nothing).
+    let login = login_page(
+        &profile,
+        &url,
+        &fleet.key("dash", &[herald::auth::Scope::StatsRead]),
+    );
     let out = chromium_command(&profile)
         .arg("--dump-dom")
-        .arg(format!("{url}/"))
+        .arg(format!("file://{}", login.display()))
         .output()
         .unwrap_or_else(|e| panic!("running {browser}: {e}"));
     assert!(out.status.success(), "chromium failed: {:?}", out.status);
@@ -332,7 +354,7 @@ async fn the_dashboard_shows_what_the_counters_hold() {
     let status = chromium_command(&profile)
         .arg(format!("--screenshot={}", shot.display()))
         .arg("--window-size=1400,1100")
-        .arg(format!("{url}/"))
+        .arg(format!("file://{}", login.display()))
         .stdout(Stdio::null())
         .status()
         .unwrap();

@@ -72,7 +72,10 @@ async fn every_error_of_every_program_is_a_problem_document() {
     let (_, metrics) = fleet
         .start_metrics("problems", fleet.shutdown.child_token())
         .await;
-    let r = reqwest::get(format!("{metrics}/v1/stats/campaigns/nope"))
+    let r = fleet
+        .http
+        .get(format!("{metrics}/v1/stats/campaigns/nope"))
+        .send()
         .await
         .unwrap();
     assert_eq!(problem_of(r).await.0, 404);
