@@ -277,3 +277,88 @@ async fn a_key_revoked_in_the_compose_layout_is_refused_within_two_seconds() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The resolved compose file (`docker-compose config`) as JSON, read by Python's yaml.
+fn compose_json(extra_env: &[(&str, &str)]) -> serde_json::Value {
+    let mut cmd = Command::new("docker-compose");
+    cmd.args(["-f", &compose_file(), "config"]);
+    for name in SECRETS {
+        cmd.env(name, "a-value-from-compose-env");
+    }
+    cmd.envs(extra_env.iter().copied());
+    let out = cmd.output().expect("docker-compose");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut python = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    python.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    let json = python.wait_with_output().unwrap();
+    serde_json::from_slice(&json.stdout).expect("the resolved compose file as JSON")
+}
+
+fn networks_of(config: &serde_json::Value, service: &str) -> Vec<String> {
+    config["services"][service]["networks"]
+        .as_object()
+        .map(|n| n.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Finding 6 (its network part): compose trusted one flat network, gave the provider's key
+/// to every program and opened every port with one bind address.
+#[test]
+fn compose_keeps_kafka_and_redis_on_an_internal_network_and_secrets_where_used() {
+    let config = compose_json(&[]);
+    assert_eq!(
+        config["networks"]["data"]["internal"], true,
+        "{}",
+        config["networks"]
+    );
+    let services = config["services"].as_object().unwrap();
+    for store in ["kafka", "redis"] {
+        assert_eq!(networks_of(&config, store), ["data"], "{store}");
+    }
+    for (name, service) in services {
+        let on_data = networks_of(&config, name).contains(&"data".to_string());
+        let herald = service["image"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("herald:"));
+        let store = name == "kafka" || name == "redis";
+        assert_eq!(
+            on_data,
+            (herald && name != "provider") || store,
+            "{name} on data: {on_data}"
+        );
+        let holds_key = service["environment"]
+            .as_object()
+            .is_some_and(|env| env.contains_key("HERALD_PROVIDER_API_KEY"));
+        let needs_key = name.starts_with("dispatch-") || name == "provider";
+        assert_eq!(
+            holds_key, needs_key,
+            "{name} holds the provider's key: {holds_key}"
+        );
+    }
+    // Opening the API opens only the API.
+    let config = compose_json(&[("HERALD_API_BIND_ADDR", "0.0.0.0")]);
+    for (name, service) in config["services"].as_object().unwrap() {
+        for port in service["ports"].as_array().into_iter().flatten() {
+            // docker-compose 1.29 writes `127.0.0.1:5000:5000/tcp`.
+            let host_ip = port
+                .as_str()
+                .and_then(|p| p.split(':').next())
+                .unwrap_or("");
+            let open = host_ip == "0.0.0.0";
+            assert_eq!(open, name == "ingest", "{name} published on {host_ip}");
+        }
+    }
+}
