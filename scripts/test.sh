@@ -43,7 +43,9 @@ fi
 started_stack=""
 started_cluster=""
 started_kafka_cluster=""
+started_kafka_sasl=""
 cleanup() {
+    [ -n "$started_kafka_sasl" ] && bash "$HERALD_ROOT/scripts/kafka-sasl.sh" down || true
     [ -n "$started_kafka_cluster" ] && bash "$HERALD_ROOT/scripts/kafka-cluster.sh" down || true
     [ -n "$started_cluster" ] && bash "$HERALD_ROOT/scripts/cluster.sh" down || true
     [ -n "$started_stack" ] && bash "$HERALD_ROOT/scripts/stack.sh" down || true
@@ -72,8 +74,9 @@ bash "$HERALD_ROOT/scripts/stack.sh" up
 # shellcheck disable=SC1091
 source "$HERALD_STATE/stack.env"
 
-# The broker-loss tests stop brokers: they run alone, on their own cluster, below.
-skip=(--skip kafka_cluster::)
+# The broker-loss tests stop brokers: they run alone, on their own cluster, below; the SASL
+# test runs on its own broker, below.
+skip=(--skip kafka_cluster:: --skip kafka_sasl::)
 [ -n "$quick" ] && skip+=(--skip campaign_crash --skip observability --skip redis_restart --skip chaos)
 # Three tests at a time: each starts a fleet (and the crash tests a dozen processes, debug
 # builds) on a 2-core machine, and at four the campaign, crash and promo tests' receipts and
@@ -94,7 +97,7 @@ bash "$HERALD_ROOT/scripts/cluster.sh" up
     source "$HERALD_STATE/cluster.env"
     RUST_LOG="${RUST_LOG:-warn}" cargo test --test it -- --test-threads "$THREADS" \
         offers:: promos:: events:: slots:: once_slot:: dispatch_once:: campaign_crash:: cluster:: \
-        --skip kafka_cluster::
+        --skip kafka_cluster:: --skip kafka_sasl::
 )
 [ -n "$quick" ] && { phase "done"; exit 0; }
 
@@ -108,4 +111,17 @@ bash "$HERALD_ROOT/scripts/kafka-cluster.sh" up
     source "$HERALD_STATE/kafka-cluster.env"
     RUST_LOG="${RUST_LOG:-warn}" cargo test --test it -- --test-threads 1 kafka_cluster::
 )
+
+# A broker that wants SASL, as compose's does: the programs reach it with credentials only.
+phase "cargo test on a Kafka broker that wants SASL"
+[ -f "$HERALD_STATE/kafka-sasl.env" ] || started_kafka_sasl=1
+bash "$HERALD_ROOT/scripts/kafka-sasl.sh" up
+(
+    # shellcheck disable=SC1091
+    source "$HERALD_STATE/kafka-sasl.env"
+    export HERALD_TEST_SASL_BROKERS HERALD_TEST_SASL_USERNAME HERALD_TEST_SASL_PASSWORD
+    RUST_LOG="${RUST_LOG:-warn}" cargo test --test it -- --test-threads 1 kafka_sasl::
+)
+[ -n "$started_kafka_sasl" ] && bash "$HERALD_ROOT/scripts/kafka-sasl.sh" down
+started_kafka_sasl=""
 phase "done"

@@ -24,8 +24,10 @@ fn compose_file() -> String {
 }
 
 /// The secrets compose/.env must hold: compose refuses to start without any of them.
-const SECRETS: [&str; 6] = [
+const SECRETS: [&str; 8] = [
     "HERALD_PROVIDER_API_KEY",
+    "HERALD_KAFKA_PASSWORD",
+    "HERALD_KAFKA_ADMIN_PASSWORD",
     "HERALD_UNSUBSCRIBE_SECRET",
     "HERALD_REDIS_PASSWORD",
     "HERALD_RECEIPT_SECRET",

@@ -22,6 +22,7 @@ mod fakes;
 mod generated_client;
 mod kafka_cluster;
 mod kafka_groups;
+mod kafka_sasl;
 mod observability;
 mod offers;
 mod once_slot;
