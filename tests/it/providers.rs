@@ -204,7 +204,10 @@ async fn a_failing_sms_provider_fails_over_to_the_next_and_is_used_again_once_it
         .start_metrics("providers-panel", fleet.shutdown.child_token())
         .await;
     let panel = || async {
-        let stats: Value = reqwest::get(format!("{metrics}/v1/stats"))
+        let stats: Value = fleet
+            .http
+            .get(format!("{metrics}/v1/stats"))
+            .send()
             .await
             .ok()?
             .json()

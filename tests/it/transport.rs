@@ -119,6 +119,7 @@ async fn a_program_talks_tls_to_redis_and_refuses_a_server_it_cannot_verify() {
             .env("HERALD_KAFKA_BROKERS", fleet.brokers())
             .env("HERALD_REDIS_URL", &url)
             .env("HERALD_NAMESPACE", &fleet.ns)
+            .env("HERALD_API_KEYS_FILE", &fleet.keys_file)
             .env("RUST_BACKTRACE", "0")
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
