@@ -261,16 +261,20 @@ return 1
 ));
 
 // KEYS[1] slot. ARGV: owner, maybe sent (1: an attempt may have reached the provider).
-// A handed-back claim is queued again for its redelivered message.
-static RELEASE: Lua = Lua::new(
+// A handed-back claim is queued again for its redelivered message. An uncertain attempt
+// handed back by its live owner records who (`po`) and when (`pr`): unlike a takeover (`pt`),
+// its owner was not dead, and the next claim counts the send again as a resend.
+static RELEASE: Lua = Lua::new(lua_with_now!(
     r#"
 local f = redis.call('HMGET', KEYS[1], 'st', 'own')
 if (f[1] ~= 'claimed' and f[1] ~= 'sending') or f[2] ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'st', 'queued', 'own', '', 'lu', 0)
-if f[1] == 'sending' and ARGV[2] == '1' then redis.call('HSET', KEYS[1], 'ms', '1', 'po', ARGV[1]) end
+if f[1] == 'sending' and ARGV[2] == '1' then
+  redis.call('HSET', KEYS[1], 'ms', '1', 'po', ARGV[1], 'pr', now)
+end
 return 1
-"#,
-);
+"#
+));
 
 // The acceptances a dispatcher records at once, per shard (`lua_per_slot!`). Per slot:
 // owner, channel, timeout ms, customer, provider's message id, provider's name (recorded on
