@@ -349,48 +349,82 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, _state: &S) -> Result<Self, ApiError> {
-        use http_body_util::BodyExt as _;
         let limit = req
             .extensions()
             .get::<BodyLimit>()
             .map_or(DEFAULT_BODY_LIMIT, |l| l.0);
-        let too_large = || {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the body is larger than this route takes ({limit} bytes; see HERALD_*BODY_LIMIT_BYTES)"
-                ),
-            )
-        };
-        let declared = req
-            .headers()
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok());
-        let mut body = req.into_body();
-        if declared.is_some_and(|n| n > limit + DRAIN_BEYOND_LIMIT) {
-            return Err(too_large());
-        }
-        let mut kept = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
-        let mut seen = 0usize;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| ApiError::bad_json("the body could not be read"))?;
-            let Some(data) = frame.data_ref() else {
-                continue;
-            };
-            seen += data.len();
-            if seen <= limit {
-                kept.extend_from_slice(data);
-            } else if seen > limit + DRAIN_BEYOND_LIMIT {
-                break;
-            } else {
-                kept.clear();
-            }
-        }
-        if seen > limit {
-            return Err(too_large());
-        }
-        Ok(Body(kept.freeze()))
+        let (parts, body) = req.into_parts();
+        read_limited(&parts.headers, body, limit, DRAIN_BEYOND_LIMIT, |_| Ok(()))
+            .await
+            .map(Body)
     }
+}
+
+/// The bearer credential of a request's `Authorization` header, if any (the scheme's case
+/// as clients write it: `Bearer` or `bearer`).
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?
+        .trim();
+    (!token.is_empty()).then_some(token)
+}
+
+/// Reads a request's whole `body` (its `headers` declare its length), keeping at most `limit` bytes and asking `take` for each chunk
+/// kept (a memory budget; `Ok` when there is none). Past the limit it reads on, throwing
+/// away, up to `drain` more bytes so that a client still sending hears its 413; a declared
+/// length beyond that is refused before a byte is read. A body that came in one piece is
+/// returned as it is, not copied.
+pub(crate) async fn read_limited(
+    headers: &axum::http::HeaderMap,
+    mut body: axum::body::Body,
+    limit: usize,
+    drain: usize,
+    mut take: impl FnMut(usize) -> Result<(), ApiError>,
+) -> Result<axum::body::Bytes, ApiError> {
+    use http_body_util::BodyExt as _;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the body is larger than this route takes ({limit} bytes; see HERALD_*BODY_LIMIT_BYTES)"
+            ),
+        )
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit + drain) {
+        return Err(too_large());
+    }
+    let mut kept: Vec<axum::body::Bytes> = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ApiError::bad_json("the body could not be read"))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen <= limit {
+            take(data.len())?;
+            kept.push(data);
+        } else if seen > limit + drain {
+            break;
+        } else {
+            kept.clear();
+        }
+    }
+    if seen > limit {
+        return Err(too_large());
+    }
+    Ok(match kept.len() {
+        1 => kept.swap_remove(0),
+        _ => kept.concat().into(),
+    })
 }
 
 /// Deserializes a list of at most `N` items, refusing the `N+1`th as it is read: a body with a

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, Method};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -129,12 +129,7 @@ pub const DEFAULT_ANONYMOUS_BODY_BUDGET: usize = 16 * 1024 * 1024;
 
 /// The bearer credential of a request, if any.
 fn bearer(req: &Request) -> Option<&str> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?
-        .trim();
-    (!token.is_empty()).then_some(token)
+    crate::http::bearer(req.headers())
 }
 
 /// The middleware: refuses a body that is not JSON, then decides from the matched route; a
@@ -245,37 +240,32 @@ fn is_shopper_token(app: &Ingest, credential: &str) -> bool {
 /// `admin`, `HERALD_JWT_ADMIN_SECRET`); an admin's role under the shoppers' secret is refused.
 fn verify_token(app: &Ingest, credential: &str) -> Result<Claims, ApiError> {
     let settings = &app.promos;
-    if settings.jwt.is_none() && settings.admin_jwt.is_none() {
-        return Err(ApiError::unavailable(
+    let signers = [
+        (settings.jwt.as_ref(), Role::User),
+        (settings.admin_jwt.as_ref(), Role::Admin),
+    ];
+    let mut why = None;
+    for (jwt, role) in signers {
+        let Some(jwt) = jwt else { continue };
+        match jwt.verify(credential) {
+            Ok(claims) if claims.role == role => return Ok(claims),
+            Ok(_) => {
+                return Err(ApiError::unauthorized(match role {
+                    Role::User => "an admin token must be signed with the admins' secret (HERALD_JWT_ADMIN_SECRET)",
+                    Role::Admin => "a shopper's token must be signed with the shoppers' secret (HERALD_JWT_SECRET)",
+                }))
+            }
+            Err(e) => {
+                why.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    match why {
+        Some(why) => Err(ApiError::unauthorized(why)),
+        None => Err(ApiError::unavailable(
             "authentication is not configured (set HERALD_JWT_SECRET)",
-        ));
+        )),
     }
-    let as_shopper = settings.jwt.as_ref().map(|jwt| jwt.verify(credential));
-    if let Some(Ok(claims)) = &as_shopper {
-        if claims.role == Role::User {
-            return Ok(claims.clone());
-        }
-        return Err(ApiError::unauthorized(
-            "an admin token must be signed with the admins' secret (HERALD_JWT_ADMIN_SECRET)",
-        ));
-    }
-    if let Some(Ok(claims)) = settings
-        .admin_jwt
-        .as_ref()
-        .map(|jwt| jwt.verify(credential))
-    {
-        if claims.role == Role::Admin {
-            return Ok(claims);
-        }
-        return Err(ApiError::unauthorized(
-            "a shopper's token must be signed with the shoppers' secret (HERALD_JWT_SECRET)",
-        ));
-    }
-    let why = match as_shopper {
-        Some(Err(e)) => e.to_string(),
-        _ => "invalid token".to_string(),
-    };
-    Err(ApiError::unauthorized(why))
 }
 
 /// A shopper's claims, or an admin's made from a key that holds `key_scope`.

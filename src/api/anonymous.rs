@@ -56,43 +56,24 @@ fn busy() -> ApiError {
 /// KiB; Meta batches status updates).
 pub const WEBHOOK_BODY_LIMIT: usize = 256 * 1024;
 
-/// Reads `req`'s whole body, at most `limit` bytes, each byte taken from `budget` as it
-/// arrives; the request with its body in memory, and the budget it holds until dropped.
+/// Reads `req`'s whole body, at most `limit` bytes (no drain past it: an unproven caller
+/// that sends more is cut off), each chunk taken from `budget` as it arrives; the request
+/// with its body in memory, and the budget it holds until dropped.
 pub async fn read_within_budget(
     req: Request,
     limit: usize,
     budget: &BodyBudget,
 ) -> Result<(Request, Option<OwnedSemaphorePermit>), ApiError> {
-    use http_body_util::BodyExt as _;
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body is larger than this route takes ({limit} bytes)"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    let (parts, mut body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let mut held = None;
-    let mut kept = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| ApiError::bad_json("the body could not be read"))?;
-        let Some(data) = frame.data_ref() else {
-            continue;
-        };
-        if kept.len() + data.len() > limit {
-            return Err(too_large());
-        }
-        budget.take(&mut held, data.len())?;
-        kept.extend_from_slice(data);
-    }
-    let body = axum::body::Body::from(kept.freeze());
-    Ok((Request::from_parts(parts, body), held))
+    let bytes = crate::http::read_limited(&parts.headers, body, limit, 0, |n| {
+        budget.take(&mut held, n)
+    })
+    .await?;
+    Ok((
+        Request::from_parts(parts, axum::body::Body::from(bytes)),
+        held,
+    ))
 }
 
 /// Who may call seed 001's opened routes without credentials, and how often.

@@ -337,15 +337,8 @@ impl crate::program::Program for Program {
 
 /// Takes keys created or revoked since the file was last read.
 fn reload_keys(access: &AccessSettings) {
-    let Some(keys) = access.keys.as_ref() else {
-        return;
-    };
-    match keys.reload_if_changed() {
-        Ok(true) => tracing::info!(active = keys.len(), "service keys read again"),
-        Ok(false) => {}
-        Err(e) => {
-            tracing::error!(error = %e, "the key file could not be read again: no service key is accepted until it is mended")
-        }
+    if let Some(keys) = access.keys.as_ref() {
+        keys.reload_and_report();
     }
 }
 

@@ -329,6 +329,18 @@ impl KeyStore {
         *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         outcome
     }
+
+    /// [`KeyStore::reload_if_changed`], with what happened in the log: what the programs'
+    /// periodic re-reads call.
+    pub fn reload_and_report(&self) {
+        match self.reload_if_changed() {
+            Ok(true) => tracing::info!(active = self.len(), "service keys read again"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "the key file could not be read again: no service key is accepted until it is mended")
+            }
+        }
+    }
 }
 
 fn version(path: &Path) -> Option<Version> {

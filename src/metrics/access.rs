@@ -56,9 +56,7 @@ impl MetricsAccess {
     /// Takes keys created or revoked since the file was last read.
     pub fn reload_keys(&self) {
         if let Some(keys) = &self.keys {
-            if let Err(e) = keys.reload_if_changed() {
-                tracing::error!(error = %e, "the key file could not be read again: no key is accepted until it is mended");
-            }
+            keys.reload_and_report();
         }
     }
 
@@ -66,14 +64,9 @@ impl MetricsAccess {
         let Some(keys) = &self.keys else {
             return true;
         };
-        let bearer = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if let Some(key) = bearer {
+        if let Some(key) = crate::http::bearer(req.headers()) {
             return keys
-                .authenticate(key.trim())
+                .authenticate(key)
                 .is_some_and(|caller| caller.may(Scope::StatsRead));
         }
         let cookie = req

@@ -242,6 +242,15 @@ fn a_program_started_with_an_example_secret_refuses_to_start() {
 async fn opened_seed_routes_answer_only_the_named_networks_each_within_its_rate() {
     let fleet = Fleet::start(quiet_provider(), 1).await;
     let request = serde_json::json!({"to": "a@example.com", "message": "m", "type": "email"});
+    // A caller with no credentials: the status it hears.
+    let anonymous_post = |url: &str| {
+        let r = fleet
+            .anon
+            .post(format!("{url}/v1/requests"))
+            .json(&request)
+            .send();
+        async move { r.await.unwrap().status().as_u16() }
+    };
 
     // Opened without naming who may call: the program refuses to start, and says why.
     let out = std::process::Command::new(INGEST)
@@ -269,14 +278,7 @@ async fn opened_seed_routes_answer_only_the_named_networks_each_within_its_rate(
         ],
     )
     .await;
-    let r = fleet
-        .anon
-        .post(format!("{url}/v1/requests"))
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    assert_eq!(anonymous_post(&url).await, 401);
 
     // Opened to loopback, two calls at once and one a second: the third at once is 429.
     let (_open, url) = ingest(
@@ -295,14 +297,7 @@ async fn opened_seed_routes_answer_only_the_named_networks_each_within_its_rate(
     .await;
     let mut statuses = Vec::new();
     for _ in 0..3 {
-        let r = fleet
-            .anon
-            .post(format!("{url}/v1/requests"))
-            .json(&request)
-            .send()
-            .await
-            .unwrap();
-        statuses.push(r.status().as_u16());
+        statuses.push(anonymous_post(&url).await);
     }
     assert_eq!(statuses, [201, 201, 429]);
     // A caller with a key is not counted against its address.
