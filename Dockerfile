@@ -21,7 +21,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates zlib1g curl \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --no-create-home herald
+    && useradd --system --uid 10001 --no-create-home herald \
+    && mkdir -p /run/herald/redis-acl && chown herald /run/herald/redis-acl
 COPY --from=build /out/ /usr/local/bin/
 COPY config /etc/herald/
 USER herald

@@ -8,7 +8,7 @@
 //! - [`webhooks`]: the signatures Twilio and Meta put on their status webhooks.
 //! - [`secrets`]: the start-up check that refuses empty, short or example secrets.
 
-mod hex;
+pub(crate) mod hex;
 mod hs256;
 pub mod jwt;
 pub mod keys;

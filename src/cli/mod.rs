@@ -11,6 +11,7 @@ mod kafka;
 mod keys;
 mod promos;
 mod providers;
+mod redis_acl;
 mod requests;
 
 use clap::{Parser, Subcommand};
@@ -87,6 +88,8 @@ enum Command {
     /// Prints a program's OpenAPI document (the one it serves at /docs/openapi.json), for
     /// client generators; no server needed.
     Openapi(Openapi),
+    /// Redis's ACL file: one user per program, each limited to Herald's commands and keys.
+    RedisAcl(redis_acl::RedisAcl),
 }
 
 #[derive(clap::Args, Debug)]
@@ -144,6 +147,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lag(c) => c.execute().await,
         Command::Groups(c) => groups::execute(c).await,
         Command::BrokerBench(c) => c.execute().await,
+        Command::RedisAcl(c) => c.execute(),
         Command::Openapi(c) => {
             let doc = match c.program.as_str() {
                 "metrics" => crate::metrics::openapi_json(),

@@ -123,6 +123,7 @@ macro_rules! lua_per_slot {
     };
 }
 
+pub mod acl;
 mod campaigns;
 mod channel_health;
 mod customers;

@@ -24,12 +24,18 @@ fn compose_file() -> String {
 }
 
 /// The secrets compose/.env must hold: compose refuses to start without any of them.
-const SECRETS: [&str; 8] = [
+const SECRETS: [&str; 14] = [
     "HERALD_PROVIDER_API_KEY",
     "HERALD_KAFKA_PASSWORD",
     "HERALD_KAFKA_ADMIN_PASSWORD",
     "HERALD_UNSUBSCRIBE_SECRET",
-    "HERALD_REDIS_PASSWORD",
+    "HERALD_REDIS_PASSWORD_INGEST",
+    "HERALD_REDIS_PASSWORD_FANOUT",
+    "HERALD_REDIS_PASSWORD_DISPATCH",
+    "HERALD_REDIS_PASSWORD_RETRY",
+    "HERALD_REDIS_PASSWORD_EVENTS",
+    "HERALD_REDIS_PASSWORD_METRICS",
+    "HERALD_REDIS_PASSWORD_OPERATOR",
     "HERALD_RECEIPT_SECRET",
     "HERALD_JWT_SECRET",
     "GRAFANA_ADMIN_PASSWORD",
@@ -82,7 +88,13 @@ fn compose_needs_every_secret_and_publishes_on_loopback_only() {
             "published beyond loopback: {port}"
         );
     }
-    assert!(text.contains("--maxmemory-policy noeviction") && text.contains("--requirepass"));
+    // YAML folds long commands: compare with the whitespace collapsed.
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(flat.contains("--maxmemory-policy noeviction") && flat.contains("--aclfile"));
+    assert!(
+        !flat.contains("--requirepass"),
+        "one password for all of Redis"
+    );
     assert!(!text.contains("GF_SECURITY_ADMIN_PASSWORD: admin"));
     let example =
         std::fs::read_to_string(crate::harness::repo_file("compose/.env.example")).unwrap();
@@ -104,11 +116,13 @@ fn all_help() -> String {
         assert!(text.contains("Usage:"), "{bin} --help: {text}");
         help.push_str(&text);
     }
-    for sub in [
-        ["topics", "create"],
-        ["campaigns", "watch"],
-        ["providers", "check"],
-    ] {
+    let subcommands: [&[&str]; 4] = [
+        &["topics", "create"],
+        &["campaigns", "watch"],
+        &["providers", "check"],
+        &["redis-acl"],
+    ];
+    for sub in subcommands {
         let out = Command::new(BINARIES[0])
             .args(sub)
             .arg("--help")
@@ -336,9 +350,11 @@ fn compose_keeps_kafka_and_redis_on_an_internal_network_and_secrets_where_used()
             .as_str()
             .is_some_and(|i| i.starts_with("herald:"));
         let store = name == "kafka" || name == "redis";
+        // redis-acl only writes a file: no network at all.
+        let networked_herald = herald && name != "provider" && name != "redis-acl";
         assert_eq!(
             on_data,
-            (herald && name != "provider") || store,
+            networked_herald || store,
             "{name} on data: {on_data}"
         );
         let holds_key = service["environment"]
@@ -362,5 +378,42 @@ fn compose_keeps_kafka_and_redis_on_an_internal_network_and_secrets_where_used()
             let open = host_ip == "0.0.0.0";
             assert_eq!(open, name == "ingest", "{name} published on {host_ip}");
         }
+    }
+}
+
+/// Finding 6: each program reaches Redis as its own user, with its own password variable.
+#[test]
+fn each_compose_program_reaches_redis_as_its_own_user() {
+    let (ok, text) = compose_config(&SECRETS);
+    assert!(ok, "{text}");
+    let services = text.split("\nservices:\n").nth(1).unwrap_or_default();
+    let mut users = Vec::new();
+    let mut service = "";
+    for line in services.lines() {
+        if line.starts_with("  ") && !line.starts_with("   ") && line.ends_with(':') {
+            service = line.trim().trim_end_matches(':');
+        }
+        if let Some(url) = line.trim().strip_prefix("HERALD_REDIS_URL: ") {
+            let program = service.split('-').next().unwrap_or_default();
+            assert!(
+                url.starts_with(&format!("redis://herald-{program}:")),
+                "{service} reaches Redis as {url}"
+            );
+            users.push(program.to_string());
+        }
+    }
+    users.sort();
+    users.dedup();
+    assert_eq!(
+        users,
+        ["dispatch", "events", "fanout", "ingest", "metrics", "retry"],
+        "{text}"
+    );
+    let raw = std::fs::read_to_string(compose_file()).unwrap();
+    for line in raw.lines().filter(|l| l.contains("HERALD_REDIS_URL: ")) {
+        let user = line.split("redis://herald-").nth(1).unwrap_or_default();
+        let user = user.split(':').next().unwrap_or_default();
+        let var = format!("${{HERALD_REDIS_PASSWORD_{}:?", user.to_uppercase());
+        assert!(line.contains(&var), "{line} must use {var}");
     }
 }

@@ -135,6 +135,11 @@ pub fn topic_settings(partitions: i32) -> herald::kafka::TopicSettings {
     }
 }
 
+/// A namespace of its own for one test's fleet.
+pub fn fresh_ns() -> String {
+    format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
 pub fn redis_url() -> String {
     std::env::var("HERALD_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6399".into())
 }
@@ -194,12 +199,22 @@ impl Fleet {
     }
 
     pub async fn start_with_redis(sim: SimulatorArgs, partitions: i32, redis_url: &str) -> Fleet {
-        Fleet::start_inner(sim, partitions, redis_url, None).await
+        Fleet::start_inner(sim, partitions, redis_url, None, fresh_ns()).await
+    }
+
+    /// A fleet in namespace `ns` (one a test prepared its Redis for).
+    pub async fn start_named(
+        sim: SimulatorArgs,
+        partitions: i32,
+        redis_url: &str,
+        ns: String,
+    ) -> Fleet {
+        Fleet::start_inner(sim, partitions, redis_url, None, ns).await
     }
 
     /// A fleet whose new campaigns get `shards` shards.
     pub async fn start_sharded(sim: SimulatorArgs, partitions: i32, shards: u16) -> Fleet {
-        Fleet::start_inner(sim, partitions, &redis_url(), Some(shards)).await
+        Fleet::start_inner(sim, partitions, &redis_url(), Some(shards), fresh_ns()).await
     }
 
     async fn start_inner(
@@ -207,9 +222,9 @@ impl Fleet {
         partitions: i32,
         redis_url: &str,
         campaign_shards: Option<u16>,
+        ns: String,
     ) -> Fleet {
         let _ = herald::telemetry::init("herald-test", herald::config::LogFormat::Text);
-        let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let topics = Topics::new(&ns);
         let kafka_brokers = kafka_brokers();
         herald::kafka::create_topics(&kafka_brokers, &topics, topic_settings(partitions))
@@ -277,6 +292,11 @@ impl Fleet {
     /// Runs one of Herald's programs as a process on this fleet's broker, Redis, namespace
     /// and provider, with short leases; it is killed when the guard drops.
     pub fn spawn(&self, bin: &str, args: &[&str]) -> ChildGuard {
+        self.spawn_with(bin, args, &[])
+    }
+
+    /// [`Fleet::spawn`] with some variables set otherwise (e.g. its own Redis user's URL).
+    pub fn spawn_with(&self, bin: &str, args: &[&str], env: &[(&str, &str)]) -> ChildGuard {
         let child = std::process::Command::new(bin)
             .args(args)
             .env("HERALD_KAFKA_BROKERS", self.brokers())
@@ -290,6 +310,7 @@ impl Fleet {
             .env("HERALD_RETRY_CLAIM_LEASE_MS", "2000")
             .env("HERALD_RETRY_WATCH_MS", "4000")
             .env("RUST_LOG", "error")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -29,6 +29,7 @@ mod once_slot;
 mod problems;
 mod promos;
 mod providers;
+mod redis_acl;
 mod redis_restart;
 mod resilience;
 mod schemathesis;
