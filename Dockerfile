@@ -1,6 +1,7 @@
-# One image for every Herald binary (herald-ingest, herald-dispatch, herald-retry, ...);
-# compose/docker-compose.yml picks the program with `command:`.
-#   docker build -t herald .
+# One image for every Herald program (herald-ingest, herald-dispatch, herald-retry, ...);
+# compose/docker-compose.yml and the Helm chart pick the program with `command:`.
+#   docker build -t herald .                      the production image (no development tools)
+#   docker build --target dev -t herald-dev .     with the simulated provider and local broker
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Dependencies first, in a layer of their own: a change to Herald's code does not rebuild
@@ -17,14 +18,24 @@ RUN cargo build --release --locked --bins \
     && mkdir -p /out \
     && find target/release -maxdepth 1 -type f -executable -name 'herald*' -exec cp {} /out/ \;
 
-FROM debian:bookworm-slim
+FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates zlib1g curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home herald \
     && mkdir -p /run/herald/redis-acl && chown herald /run/herald/redis-acl
-COPY --from=build /out/ /usr/local/bin/
 COPY config /etc/herald/
 USER herald
 ENV HERALD_LOG_FORMAT=json
 CMD ["herald", "--help"]
+
+# The development tools beside the programs: the simulated provider (compose's `provider`)
+# and the local Kafka-protocol broker. `docker build --target dev -t herald-dev .`
+FROM runtime AS dev
+COPY --from=build /out/ /usr/local/bin/
+
+# The production image (the default target, what the Helm chart runs): Herald's programs and
+# the operators' CLI, no simulator, no broker.
+FROM runtime AS production
+COPY --from=build /out/herald /out/herald-ingest /out/herald-fanout /out/herald-dispatch \
+    /out/herald-retry /out/herald-metrics /out/herald-events /usr/local/bin/

@@ -90,6 +90,32 @@ ensure_test_python() {
     export HERALD_TEST_PYTHON="$HERALD_VENV/bin/python" HERALD_VENV
 }
 
+# The Helm chart's tools, from the registries and cached under ~/.cache: helm (a Go module,
+# built once: several minutes on two cores) and, in a venv of their own so their jsonschema
+# never meets Schemathesis', kubernetes-validate (the Kubernetes schemas, bundled) and pytest.
+# Exports HERALD_HELM and HERALD_HELM_PYTHON.
+HERALD_HELM_VERSION="${HERALD_HELM_VERSION:-v4.3.2}"
+ensure_helm_tools() {
+    local tools="$HOME/.cache/herald-tools/helm-$HERALD_HELM_VERSION"
+    if [ ! -x "$tools/helm" ]; then
+        command -v go >/dev/null || die "helm, step 'go': no go on PATH (helm is built from the Go module helm.sh/helm/v4)"
+        log "building helm $HERALD_HELM_VERSION from the Go module proxy (once)"
+        mkdir -p "$tools"
+        GOBIN="$tools" GOMODCACHE="$HOME/.cache/go-mod" GOCACHE="$HOME/.cache/go-build" \
+            go install "helm.sh/helm/v4/cmd/helm@$HERALD_HELM_VERSION" \
+            || die "go install helm.sh/helm/v4/cmd/helm@$HERALD_HELM_VERSION failed"
+    fi
+    local venv="$HOME/.cache/herald-helm-venv"
+    if ! "$venv/bin/python" -c 'import kubernetes_validate, pytest' 2>/dev/null; then
+        log "installing kubernetes-validate and pytest (PyPI) into $venv"
+        python3 -m venv "$venv" || die "python3 -m venv failed"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check \
+            'kubernetes-validate==1.37.0' 'pytest==8.3.4' \
+            || die "pip install of kubernetes-validate failed"
+    fi
+    export HERALD_HELM="$tools/helm" HERALD_HELM_PYTHON="$venv/bin/python"
+}
+
 # Starts the SMTP catcher (scripts/servers/smtp_catcher.py) on PORT, writing to DIR, pid in
 # $HERALD_STATE/smtp.pid; more arguments go to the catcher (--count-only).
 start_smtp_catcher() {

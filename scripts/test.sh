@@ -99,6 +99,11 @@ bash "$HERALD_ROOT/scripts/cluster.sh" up
         offers:: promos:: events:: slots:: once_slot:: dispatch_once:: campaign_crash:: cluster:: \
         --skip kafka_cluster:: --skip kafka_sasl::
 )
+# The Helm chart, offline: lint, render with each value set, the Kubernetes and KEDA schemas,
+# and the chart's promises read off the manifests (tests/helm/test_chart.py).
+phase "Helm chart (lint, template, schemas, invariants)"
+bash "$HERALD_ROOT/scripts/helm-check.sh"
+
 [ -n "$quick" ] && { phase "done"; exit 0; }
 
 # Apache Kafka losing a broker: three KRaft brokers, topics with three copies and two in sync.

@@ -417,3 +417,35 @@ fn each_compose_program_reaches_redis_as_its_own_user() {
         assert!(line.contains(&var), "{line} must use {var}");
     }
 }
+
+/// The production image (the Dockerfile's last, default stage, what the Helm chart runs)
+/// carries Herald's programs and no development tool; compose's simulated provider comes from
+/// the `dev` stage.
+#[test]
+fn the_production_image_ships_no_development_tool() {
+    let dockerfile = std::fs::read_to_string(crate::harness::repo_file("Dockerfile")).unwrap();
+    let last_stage = dockerfile.rsplit("\nFROM ").next().unwrap_or_default();
+    assert!(
+        last_stage.starts_with("runtime AS production"),
+        "{last_stage}"
+    );
+    for program in [
+        "herald-ingest",
+        "herald-dispatch",
+        "herald-fanout",
+        "herald-retry",
+        "herald-metrics",
+        "herald-events",
+    ] {
+        assert!(last_stage.contains(&format!("/out/{program}")), "{program}");
+    }
+    for tool in ["herald-provider", "herald-broker", "/out/ "] {
+        assert!(
+            !last_stage.contains(tool),
+            "the production image ships {tool}"
+        );
+    }
+    let (_, text) = compose_config(&SECRETS);
+    let provider = text.split("\n  provider:\n").nth(1).unwrap_or_default();
+    assert!(provider.contains("target: dev"), "{provider}");
+}
