@@ -83,7 +83,7 @@ pub struct CommonArgs {
     pub log_format: LogFormat,
 
     #[command(flatten)]
-    pub kafka_security: crate::kafka::security::KafkaSecurity,
+    pub kafka_security: crate::kafka_security::KafkaSecurity,
 
     /// How long a campaign's report (its record and counts) is kept, in seconds.
     #[arg(long, env = "HERALD_CAMPAIGN_RETENTION_SECS", default_value_t = crate::store::Retention::default().report.as_secs())]

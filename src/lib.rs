@@ -47,6 +47,7 @@ pub mod events;
 pub mod health;
 pub mod http;
 pub mod kafka;
+pub mod kafka_security;
 pub mod latency;
 pub mod metrics;
 pub mod model;

@@ -1,7 +1,8 @@
 //! What every long-running program shares: logs and traces, the shutdown signal, its
 //! connections to Redis and Kafka, and one exit sequence. Each program's own set-up lives
-//! beside its work (`dispatch::program`, `campaigns::fanout::program`, ...) and is used by
-//! its binary and by the test harness alike.
+//! beside its work (`api::program`, `dispatch::program`, `campaigns::fanout::Program`,
+//! `schedulers::Program`, `events::program`, `metrics::program`) and is used by its binary and
+//! by the test harness alike.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -46,7 +47,7 @@ impl Connections {
         delivery_timeout: std::time::Duration,
         linger: std::time::Duration,
     ) -> anyhow::Result<Self> {
-        kafka::security::install(&common.kafka_security)?;
+        crate::kafka_security::install(&common.kafka_security)?;
         let store = Store::open(&common.redis_target(), &common.namespace)
             .await
             .with_context(|| {

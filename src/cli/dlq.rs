@@ -60,7 +60,7 @@ pub enum DlqError {
 /// Reads every message on `topic` now, from the oldest (blocking; no group offsets are
 /// committed, so reading changes nothing).
 pub fn read_all(brokers: &str, topic: &str) -> Result<Vec<DeadLetter>, KafkaError> {
-    let consumer: BaseConsumer = crate::kafka::security::client_config(brokers)
+    let consumer: BaseConsumer = crate::kafka_security::client_config(brokers)
         .set(
             "group.id",
             format!("{topic}-reader-{}", uuid::Uuid::new_v4()),

@@ -36,7 +36,7 @@ pub struct Cli {
     api_key: Option<crate::config::Secret>,
 
     #[command(flatten)]
-    kafka_security: crate::kafka::security::KafkaSecurity,
+    kafka_security: crate::kafka_security::KafkaSecurity,
 
     #[command(subcommand)]
     command: Command,
@@ -130,7 +130,7 @@ impl KafkaArgs {
 
 /// Runs one command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    crate::kafka::security::install(&cli.kafka_security)?;
+    crate::kafka_security::install(&cli.kafka_security)?;
     let api = LoadGen::new(&cli.api).with_key(cli.api_key.as_ref().map(|k| k.expose()))?;
     match cli.command {
         Command::Requests(c) => requests::execute(c, &api).await,

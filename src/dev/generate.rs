@@ -231,7 +231,7 @@ pub fn generate(
     mut progress: impl FnMut(&GenerateReport),
 ) -> Result<GenerateReport, rdkafka::error::KafkaError> {
     let producer: ThreadedProducer<DefaultProducerContext> =
-        crate::kafka::security::client_config(brokers)
+        crate::kafka_security::client_config(brokers)
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
             .create()?;

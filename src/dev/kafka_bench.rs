@@ -38,7 +38,7 @@ pub fn produce_fast(
     use rdkafka::producer::{Producer, ThreadedProducer};
 
     let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
-        crate::kafka::security::client_config(brokers)
+        crate::kafka_security::client_config(brokers)
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
             .create()?;
@@ -99,7 +99,7 @@ pub fn broker_throughput(
     let payload = vec![b'x'; size];
     let produce_rate = produce_fast(brokers, topic, count, |i| (i.to_string(), payload.clone()))?;
 
-    let consumer: BaseConsumer = crate::kafka::security::client_config(brokers)
+    let consumer: BaseConsumer = crate::kafka_security::client_config(brokers)
         .set("group.id", format!("{topic}-reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")

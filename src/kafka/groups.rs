@@ -82,7 +82,7 @@ pub enum GroupError {
 }
 
 fn client(brokers: &str, group: Option<&str>) -> Result<BaseConsumer, KafkaError> {
-    let mut config = super::security::client_config(brokers);
+    let mut config = crate::kafka_security::client_config(brokers);
     config.set("enable.auto.commit", "false");
     if let Some(g) = group {
         config.set("group.id", g);

@@ -40,7 +40,7 @@ pub async fn create_topics(
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     use rdkafka::types::RDKafkaErrorCode;
-    let admin: AdminClient<DefaultClientContext> = super::security::client_config(brokers)
+    let admin: AdminClient<DefaultClientContext> = crate::kafka_security::client_config(brokers)
         .create()
         .map_err(KafkaError::Setup)?;
     let names = topics.all();
@@ -113,7 +113,7 @@ impl LagProbe {
             return Ok(c.clone());
         }
         // Never subscribes, so it never joins (or disturbs) the group; it only reads its offsets.
-        let c: BaseConsumer = super::security::client_config(&self.brokers)
+        let c: BaseConsumer = crate::kafka_security::client_config(&self.brokers)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .create()

@@ -14,7 +14,6 @@ mod consume;
 mod dead_letter;
 pub mod groups;
 mod lag;
-pub mod security;
 
 pub use consume::{OffsetTracker, Subscription};
 pub use dead_letter::{
@@ -144,7 +143,7 @@ pub fn producer_with(
     delivery_timeout: Duration,
     linger: Duration,
 ) -> Result<FutureProducer, KafkaError> {
-    security::client_config(brokers)
+    crate::kafka_security::client_config(brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", linger.as_millis().to_string())
@@ -159,7 +158,7 @@ pub fn producer_with(
 
 /// A group consumer that commits only offsets stored by the caller (see [`Subscription`]).
 pub fn consumer(brokers: &str, group: &str) -> Result<StreamConsumer, KafkaError> {
-    security::client_config(brokers)
+    crate::kafka_security::client_config(brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")

@@ -1,8 +1,7 @@
-//! The personalised-offers API: campaigns and delivery receipts (customers are in
-//! [`super::customers`]).
+//! Campaigns of personalised offers (customers are in [`super::customers`], the providers'
+//! receipts in [`super::receipts`]).
 //!
 //! - `POST /v1/campaigns` → 202 (stored, its batches queued for fan-out), `GET /v1/campaigns/{id}`
-//! - `POST /v1/receipts`: what a provider calls back with, one receipt or `{"receipts": [...]}`
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -18,29 +17,24 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiError, App, Ingest};
-use crate::campaigns::{receipts, LaunchError};
+use crate::campaigns::LaunchError;
 use crate::http::{or_not_found, parse_json, Body};
 use crate::model::{
-    now_ms, Campaign, CampaignId, Channel, CustomerId, EmailTemplate, Language, Receipt, Template,
+    now_ms, Campaign, CampaignId, Channel, CustomerId, EmailTemplate, Language, Template,
     Translation, WhatsappCampaignTemplate, BUILT_IN_VARIABLES,
 };
 use crate::schema::{from_json, BodyErrors, IdTaken, NotFound, QueueDown, MAX_NAME_LEN};
 
 /// Largest body for bulk routes: a million-customer audience is about 15 MB of JSON.
 const MAX_AUDIENCE: usize = 5_000_000;
-const MAX_RECEIPTS_PER_CALL: usize = 10_000;
 const MAX_TRANSLATIONS: usize = 32;
 
 pub fn routes(limits: &crate::http::HttpLimits) -> OpenApiRouter<Arc<Ingest>> {
-    let bulk = OpenApiRouter::new()
-        .routes(routes!(receipts))
-        .layer(crate::http::body_limit(limits.bulk_body_limit_bytes));
     let campaigns = OpenApiRouter::new()
         .routes(routes!(create_campaign))
         .layer(crate::http::body_limit(limits.campaign_body_limit_bytes));
     OpenApiRouter::new()
         .routes(routes!(get_campaign))
-        .merge(bulk)
         .merge(campaigns)
 }
 
@@ -370,121 +364,6 @@ pub fn campaign_report(c: &Campaign, counts: &BTreeMap<String, u64>) -> Campaign
         },
         counts: counts.clone(),
     }
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct ManyReceipts {
-    #[serde(deserialize_with = "crate::http::at_most::<_, _, MAX_RECEIPTS_PER_CALL>")]
-    #[schema(schema_with = receipts_schema)]
-    receipts: Vec<Receipt>,
-}
-
-pub(super) fn many_receipts_schema() -> Vec<super::docs::Component> {
-    super::docs::entry::<ManyReceipts>()
-}
-
-fn receipts_schema() -> utoipa::openapi::schema::Schema {
-    from_json(json!({
-        "type": "array", "maxItems": MAX_RECEIPTS_PER_CALL,
-        "items": {"$ref": "#/components/schemas/Receipt"},
-    }))
-}
-
-/// The body of `POST /v1/receipts`: one receipt, or many.
-struct ReceiptsBody;
-
-crate::schema::described!(
-    ReceiptsBody,
-    utoipa::openapi::schema::Schema::OneOf(
-        utoipa::openapi::schema::OneOfBuilder::new()
-            .item(utoipa::openapi::Ref::from_schema_name("Receipt"))
-            .item(utoipa::openapi::Ref::from_schema_name("ManyReceipts"))
-            .build()
-    )
-);
-
-#[derive(Serialize, ToSchema)]
-struct ReceiptsApplied {
-    received: usize,
-    /// Receipts by what they did (`delivered`, `late`, `unknown`...).
-    #[schema(value_type = BTreeMap<String, u64>)]
-    outcomes: BTreeMap<&'static str, u64>,
-}
-
-/// Delivery receipts from a provider: one, or `{"receipts": [...]}`
-///
-/// Applies provider receipts. Keys that are not Herald delivery keys are counted `unknown`;
-/// a receipt for a delivery that already moved on is `late` and changes nothing.
-#[utoipa::path(post, path = "/v1/receipts", tag = "campaigns", request_body = ReceiptsBody,
-    responses((status = 200, description = "Applied", body = ReceiptsApplied), BodyErrors))]
-#[tracing::instrument(name = "ingest.receipts", skip_all)]
-async fn receipts(
-    State(app): App,
-    headers: axum::http::HeaderMap,
-    Body(body): Body,
-) -> Result<Response, ApiError> {
-    verify_signature(&app, &headers, &body)?;
-    let many = crate::http::has_field(&body, "receipts")?;
-    let receipts = if many {
-        parse_json::<ManyReceipts>(&body, "")?.receipts
-    } else {
-        vec![parse_json::<Receipt>(&body, "")?]
-    };
-    if receipts.len() > MAX_RECEIPTS_PER_CALL {
-        return Err(ApiError::invalid(
-            "receipts",
-            format!("at most {MAX_RECEIPTS_PER_CALL} receipts per call"),
-        ));
-    }
-    if let Some((i, field)) = receipts
-        .iter()
-        .enumerate()
-        .find_map(|(i, r)| r.oversized_field().map(|field| (i, field)))
-    {
-        let at = if many {
-            format!("receipts[{i}].{field}")
-        } else {
-            field.to_string()
-        };
-        return Err(ApiError::invalid(
-            at,
-            format!(
-                "longer than this field takes (key {}, reason {}, provider_id {} bytes)",
-                Receipt::MAX_KEY_LEN,
-                Receipt::MAX_REASON_LEN,
-                Receipt::MAX_PROVIDER_ID_LEN
-            ),
-        ));
-    }
-    let tally = receipts::apply(&app.store, &app.events_producer, &app.topics, &receipts).await?;
-    Ok(Json(ReceiptsApplied {
-        received: receipts.len(),
-        outcomes: tally,
-    })
-    .into_response())
-}
-
-/// Refuses a receipt call that no configured provider signed, recently (see
-/// [`crate::auth::signature`]); with no secrets (`--insecure-dev`) every call passes.
-fn verify_signature(
-    app: &Ingest,
-    headers: &axum::http::HeaderMap,
-    body: &[u8],
-) -> Result<(), ApiError> {
-    let Some(secrets) = app.access.receipts.as_ref() else {
-        return Ok(());
-    };
-    let header = headers
-        .get(crate::auth::signature::HEADER)
-        .and_then(|h| h.to_str().ok());
-    secrets
-        .verify(header, body, now_ms() / 1000)
-        .map(|_provider| ())
-        .map_err(|e| {
-            tracing::warn!(error = %e, "receipt call refused");
-            ApiError::unauthorized(e.to_string())
-        })
 }
 
 #[cfg(test)]
