@@ -12,6 +12,7 @@ pub(crate) mod hex;
 mod hs256;
 pub mod jwt;
 pub mod keys;
+mod scope;
 pub mod secrets;
 pub mod session;
 pub mod signature;
@@ -19,5 +20,6 @@ pub mod unsubscribe;
 pub mod webhooks;
 
 pub use jwt::{AuthError, CallerLimit, Claims, Jwt, JwtPolicy, Role};
-pub use keys::{ApiKey, Caller, KeyError, KeyStore, Scope};
+pub use keys::{ApiKey, Caller, KeyError, KeyStore};
+pub use scope::Scope;
 pub use unsubscribe::UnsubscribeTokens;

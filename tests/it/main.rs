@@ -2,6 +2,9 @@
 //! (`scripts/stack.sh up`); `kafka_cluster` against the three-broker cluster of
 //! `scripts/kafka-cluster.sh`. `scripts/test.sh` starts them first.
 
+// Helpers shared by the tests may unwrap, as the tests do.
+#![allow(clippy::unwrap_used)]
+
 mod harness;
 
 mod api_access;
