@@ -374,11 +374,11 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
     (!token.is_empty()).then_some(token)
 }
 
-/// Reads a request's whole `body` (its `headers` declare its length), keeping at most `limit` bytes and asking `take` for each chunk
-/// kept (a memory budget; `Ok` when there is none). Past the limit it reads on, throwing
-/// away, up to `drain` more bytes so that a client still sending hears its 413; a declared
-/// length beyond that is refused before a byte is read. A body that came in one piece is
-/// returned as it is, not copied.
+/// Reads a request's whole `body` (its `headers` declare its length), keeping at most `limit`
+/// bytes and asking `take` for each chunk kept (a memory budget; `Ok` when there is none).
+/// Past the limit it reads on, throwing away, up to `drain` more bytes so that a client still
+/// sending hears its 413; a declared length beyond that is refused before a byte is read. A
+/// body that came in one piece is returned as it is, not copied.
 pub(crate) async fn read_limited(
     headers: &axum::http::HeaderMap,
     mut body: axum::body::Body,

@@ -57,6 +57,7 @@ pub mod promos;
 pub mod provider;
 pub mod publish;
 pub mod redact;
+pub mod replace_file;
 pub mod schedulers;
 pub mod schema;
 pub mod secret;

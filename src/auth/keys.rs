@@ -338,27 +338,16 @@ fn write(path: &Path, file: &KeyFile) -> Result<(), KeyError> {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    let tmp = path.with_extension("tmp");
-    {
-        use std::io::Write;
-        // A new file, never one found there (a stale one, or a link planted in its place).
-        match std::fs::remove_file(&tmp) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
-            _ => {}
-        }
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut f = options.open(&tmp).map_err(io)?;
-        f.write_all(
+    // 0600: its owner only (a file others may read or change is refused: check_private).
+    crate::replace_file::replace_file(
+        path,
+        0o600,
+        &[
             b"# Herald service keys (hashes only): manage with `herald keys create|revoke|list`.\n",
-        )
-        .map_err(io)?;
-        f.write_all(text.as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
-    }
-    std::fs::rename(&tmp, path).map_err(io)
+            text.as_bytes(),
+        ],
+    )
+    .map_err(io)
 }
 
 fn valid_name(name: &str) -> bool {

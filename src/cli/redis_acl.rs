@@ -1,6 +1,5 @@
 //! `herald redis-acl`: the ACL file that gives each program a Redis user of its own.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -12,9 +11,9 @@ use crate::store::acl::{acl_file, Program};
 /// user per program (herald-ingest, herald-fanout, herald-dispatch, herald-retry,
 /// herald-events, herald-metrics, herald-operator), each limited to the commands Herald
 /// sends and to the namespace's keys. Passwords come from HERALD_REDIS_PASSWORD_INGEST,
-/// _FANOUT, _DISPATCH, _RETRY, _EVENTS, _METRICS and _OPERATOR (each its own, 32+
-/// characters, flags or variables); the file holds only their SHA-256 hashes. Each program then connects with
-/// redis://herald-PROGRAM:PASSWORD@host:6379.
+/// _FANOUT, _DISPATCH, _RETRY, _EVENTS, _METRICS and _OPERATOR (flags or variables; each its
+/// own, 32+ characters); the file holds only their SHA-256 hashes. Each program then
+/// connects with redis://herald-PROGRAM:PASSWORD@host:6379.
 #[derive(clap::Args, Debug)]
 pub struct RedisAcl {
     /// Prefix of every Redis key of the fleet (the programs' HERALD_NAMESPACE).
@@ -66,7 +65,8 @@ impl RedisAcl {
             print!("{file}");
             return Ok(());
         }
-        write_replacing(&self.out, &file)
+        // Readable by Redis's own user: it holds hashes only.
+        crate::replace_file::replace_file(&self.out, 0o644, &[file.as_bytes()])
             .with_context(|| format!("writing {}", self.out.display()))?;
         eprintln!(
             "wrote {} Redis users to {}",
@@ -75,18 +75,4 @@ impl RedisAcl {
         );
         Ok(())
     }
-}
-
-/// Readable by Redis's own user (it holds hashes only), replaced by rename so Redis never
-/// loads half a file.
-fn write_replacing(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("acl.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }

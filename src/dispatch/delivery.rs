@@ -233,7 +233,13 @@ impl Dispatcher {
                         // exactly the fastest receipts (and count fewer than delivered). An
                         // acceptance that is the confirmation had no receipt to time.
                         let latency_ms = (!confirms).then_some(0);
-                        self.emit_delivered(d, confirmed_id, latency_ms).await;
+                        self.emit_timed(
+                            LifecycleKind::Delivered,
+                            d,
+                            Some(confirmed_id),
+                            latency_ms,
+                        )
+                        .await;
                     }
                     Some(SentOutcome::Undelivered) if !confirms => {
                         let why = "failure receipt".to_string();
@@ -296,23 +302,28 @@ impl Dispatcher {
         Handled::Done
     }
 
-    async fn emit_delivered(&self, d: &Delivery, detail: String, latency_ms: Option<u64>) {
+    async fn emit_delivery(&self, kind: LifecycleKind, d: &Delivery, detail: Option<String>) {
+        self.emit_timed(kind, d, detail, None).await;
+    }
+
+    /// A delivery's lifecycle event, with the time from acceptance to receipt when known.
+    async fn emit_timed(
+        &self,
+        kind: LifecycleKind,
+        d: &Delivery,
+        detail: Option<String>,
+        latency_ms: Option<u64>,
+    ) {
         let event = LifecycleEvent {
             latency_ms,
             ..LifecycleEvent::for_delivery(
-                LifecycleKind::Delivered,
+                kind,
                 &d.campaign,
                 &d.customer,
                 d.message.channel,
-                Some(detail),
+                detail,
             )
         };
-        kafka::emit_event(&self.producer, &self.topics.events(), &event).await;
-    }
-
-    async fn emit_delivery(&self, kind: LifecycleKind, d: &Delivery, detail: Option<String>) {
-        let event =
-            LifecycleEvent::for_delivery(kind, &d.campaign, &d.customer, d.message.channel, detail);
         kafka::emit_event(&self.producer, &self.topics.events(), &event).await;
     }
 }

@@ -1,9 +1,9 @@
 //! Redis users, one per program (security review, finding 6): each program authenticates as
 //! `herald-<program>` with a password of its own, may run only the commands Herald sends
 //! (its own and those of its Lua scripts) and touch only keys under its namespace;
-//! herald-metrics only its counters, the providers' reports and (reading) campaigns' records. The `default` user is off,
-//! so a caller without a password gets nothing, and no Herald user can FLUSHALL, CONFIG,
-//! KEYS, DEBUG or read another fleet's keys.
+//! herald-metrics only its counters, the providers' reports and (reading) campaigns'
+//! records. The `default` user is off, so a caller without a password gets nothing, and no
+//! Herald user can FLUSHALL, CONFIG, KEYS, DEBUG or read another fleet's keys.
 //!
 //! `herald redis-acl` writes the file Redis loads with `--aclfile`; it holds SHA-256 hashes
 //! of the passwords, never the passwords.
@@ -52,8 +52,16 @@ impl Program {
     }
 
     /// The variable its password is read from.
-    pub fn password_var(self) -> String {
-        format!("HERALD_REDIS_PASSWORD_{}", self.name().to_uppercase())
+    pub fn password_var(self) -> &'static str {
+        match self {
+            Program::Ingest => "HERALD_REDIS_PASSWORD_INGEST",
+            Program::Fanout => "HERALD_REDIS_PASSWORD_FANOUT",
+            Program::Dispatch => "HERALD_REDIS_PASSWORD_DISPATCH",
+            Program::Retry => "HERALD_REDIS_PASSWORD_RETRY",
+            Program::Events => "HERALD_REDIS_PASSWORD_EVENTS",
+            Program::Metrics => "HERALD_REDIS_PASSWORD_METRICS",
+            Program::Operator => "HERALD_REDIS_PASSWORD_OPERATOR",
+        }
     }
 
     /// The key patterns it may use, as ACL selectors.
@@ -144,19 +152,20 @@ const COMMANDS: &[&str] = &[
     "geosearch",
 ];
 
-/// Shortest password accepted: 16 bytes of entropy in hex.
-const MIN_PASSWORD_LEN: usize = 32;
-
 #[derive(Debug, thiserror::Error)]
 pub enum AclError {
     #[error(
         "{var} is not set: each program needs a Redis password of its own (openssl rand -hex 32)"
     )]
-    Missing { var: String },
-    #[error("{var} is shorter than {MIN_PASSWORD_LEN} characters (openssl rand -hex 32)")]
-    TooShort { var: String },
+    Missing { var: &'static str },
+    /// Short, or an example's: the check every secret Herald verifies passes.
+    #[error(transparent)]
+    Weak(#[from] crate::auth::secrets::WeakSecret),
     #[error("{first} and {second} hold the same password: each program needs its own")]
-    Shared { first: String, second: String },
+    Shared {
+        first: &'static str,
+        second: &'static str,
+    },
     #[error("the namespace is empty")]
     EmptyNamespace,
 }
@@ -185,11 +194,11 @@ pub fn acl_file(
 
 fn checked_password(program: Program, password: Option<String>) -> Result<String, AclError> {
     let var = program.password_var();
-    match password.filter(|p| !p.is_empty()) {
-        None => Err(AclError::Missing { var }),
-        Some(p) if p.len() < MIN_PASSWORD_LEN => Err(AclError::TooShort { var }),
-        Some(p) => Ok(p),
-    }
+    let password = password
+        .filter(|p| !p.is_empty())
+        .ok_or(AclError::Missing { var })?;
+    crate::auth::secrets::check(var, &password)?;
+    Ok(password)
 }
 
 /// One program's password must not open another's user: revoking one would not revoke it.
@@ -231,6 +240,7 @@ fn escape_glob(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::secrets::WeakSecret;
 
     fn password(p: Program) -> Option<String> {
         Some(format!("{:0>40}", p.name()))
@@ -280,7 +290,7 @@ mod tests {
     fn a_missing_short_or_shared_password_is_refused_by_its_variable() {
         let missing = acl_file("h", |p| (p != Program::Retry).then(|| password(p).unwrap()));
         assert!(
-            matches!(&missing, Err(AclError::Missing { var }) if var == "HERALD_REDIS_PASSWORD_RETRY"),
+            matches!(&missing, Err(AclError::Missing { var }) if *var == "HERALD_REDIS_PASSWORD_RETRY"),
             "{missing:?}"
         );
         let short = acl_file("h", |p| {
@@ -291,7 +301,7 @@ mod tests {
             })
         });
         assert!(
-            matches!(&short, Err(AclError::TooShort { var }) if var == "HERALD_REDIS_PASSWORD_EVENTS"),
+            matches!(&short, Err(AclError::Weak(WeakSecret::Short { name, .. })) if *name == "HERALD_REDIS_PASSWORD_EVENTS"),
             "{short:?}"
         );
         let shared = acl_file("h", |p| {

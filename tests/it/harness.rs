@@ -135,6 +135,13 @@ pub fn topic_settings(partitions: i32) -> herald::kafka::TopicSettings {
     }
 }
 
+/// A customer reachable by e-mail and push, who consented to both.
+pub fn email_push_customer(id: &str) -> Value {
+    json!({"id": id, "name": format!("Name {id}"),
+           "contacts": {"email": format!("{id}@x.example"), "push": format!("tok-{id}")},
+           "consent": {"email": true, "push": true}, "time_zone": "Etc/GMT-1"})
+}
+
 /// A namespace of its own for one test's fleet.
 pub fn fresh_ns() -> String {
     format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12])

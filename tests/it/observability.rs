@@ -14,7 +14,7 @@ use herald::kafka::{self, dlq_headers};
 use herald::model::{CampaignId, Channel, CustomerId, LifecycleEvent, LifecycleKind};
 use serde_json::{json, Value};
 
-use crate::harness::{quiet_provider, wait_until, ChildGuard, Fleet, API_KEY};
+use crate::harness::{email_push_customer, quiet_provider, wait_until, ChildGuard, Fleet, API_KEY};
 
 fn event(kind: LifecycleKind, campaign: &str, customer: usize, channel: Channel) -> LifecycleEvent {
     LifecycleEvent::for_delivery(
@@ -233,11 +233,6 @@ fn login_page(profile: &std::path::Path, metrics: &str, key: &str) -> std::path:
     page
 }
 
-fn customer(id: &str) -> Value {
-    json!({"id": id, "name": format!("Name {id}"), "contacts": {"email": format!("{id}@x.example"), "push": format!("tok-{id}")},
-           "consent": {"email": true, "push": true}, "time_zone": "Etc/GMT-1"})
-}
-
 /// Customers, a campaign, dispatchers, fan-out, retry and the aggregator: the whole story.
 async fn run_small_campaign(
     fleet: &Fleet,
@@ -259,7 +254,7 @@ async fn run_small_campaign(
         .await;
     let ids: Vec<String> = (0..n).map(|i| format!("{id}-c{i}")).collect();
     fleet
-        .put_customers(ids.iter().map(|i| customer(i)).collect())
+        .put_customers(ids.iter().map(|i| email_push_customer(i)).collect())
         .await;
     let (status, body) = fleet
         .post(
@@ -736,7 +731,7 @@ async fn a_campaign_delivery_and_its_fallback_are_one_trace() {
     let r = fleet
         .http
         .post(format!("{api}/v1/customers/batch"))
-        .json(&json!({"customers": [customer("tr-1")]}))
+        .json(&json!({"customers": [email_push_customer("tr-1")]}))
         .send()
         .await
         .unwrap();

@@ -11,7 +11,9 @@ use herald::model::Channel;
 use herald::store::acl::Program;
 use serde_json::json;
 
-use crate::harness::{fresh_ns, quiet_provider, wait_until, ChildGuard, Fleet};
+use crate::harness::{
+    email_push_customer, fresh_ns, quiet_provider, wait_until, ChildGuard, Fleet,
+};
 
 const ADMIN_PASSWORD: &str = "test-admin-password-not-a-herald-user";
 
@@ -19,7 +21,7 @@ const ADMIN_PASSWORD: &str = "test-admin-password-not-a-herald-user";
 /// at its ACL LOG.
 struct AclRedis {
     port: u16,
-    passwords: HashMap<String, String>,
+    passwords: HashMap<&'static str, String>,
     _server: ChildGuard,
     dir: std::path::PathBuf,
 }
@@ -28,7 +30,7 @@ impl AclRedis {
     async fn start(ns: &str) -> AclRedis {
         let dir = std::env::temp_dir().join(format!("herald-acl-{ns}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let passwords: HashMap<String, String> = Program::ALL
+        let passwords: HashMap<&'static str, String> = Program::ALL
             .iter()
             .map(|p| (p.password_var(), uuid::Uuid::new_v4().simple().to_string()))
             .collect();
@@ -83,7 +85,7 @@ impl AclRedis {
         format!(
             "redis://{}:{}@127.0.0.1:{}",
             program.user(),
-            self.passwords[&program.password_var()],
+            self.passwords[program.password_var()],
             self.port
         )
     }
@@ -119,11 +121,6 @@ impl Drop for AclRedis {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn customer(id: &str) -> serde_json::Value {
-    json!({"id": id, "contacts": {"email": format!("{id}@x"), "push": format!("tok-{id}")},
-           "consent": {"email": true, "push": true}, "time_zone": "Etc/GMT"})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -165,7 +162,7 @@ async fn every_program_works_as_its_own_redis_user_and_none_is_refused() {
 
     let ids: Vec<String> = (0..20).map(|i| format!("acl{i}")).collect();
     fleet
-        .put_customers(ids.iter().map(|id| customer(id)).collect())
+        .put_customers(ids.iter().map(|id| email_push_customer(id)).collect())
         .await;
     let (status, body) = fleet
         .post(
