@@ -214,6 +214,10 @@ problems!(
     /// A campaign id is the campaign: another definition or audience cannot take it.
     IdTaken { 409 => "Another campaign (definition or audience) has this id" }
 );
+problems!(
+    /// An operator's action on a campaign in a state where it does not apply.
+    StateConflict { 409 => "Not in a state where this applies (resume a running campaign, cancel a cancelled one)" }
+);
 problems!(QueueDown { 503 => "Kafka or Redis did not answer in time: send it again" });
 problems!(
     /// The flash-promo API's shopper tokens need a configured secret.

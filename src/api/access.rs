@@ -60,7 +60,11 @@ pub fn access(method: &Method, route: &str) -> Access {
         ("PUT", "/v1/customers/{id}") | ("POST", "/v1/customers/batch") => {
             Key(Scope::CustomersWrite)
         }
-        ("POST", "/v1/campaigns") => Key(Scope::CampaignsWrite),
+        ("POST", "/v1/campaigns")
+        | (
+            "POST",
+            "/v1/campaigns/{id}/pause" | "/v1/campaigns/{id}/resume" | "/v1/campaigns/{id}/cancel",
+        ) => Key(Scope::CampaignsWrite),
         ("GET", "/v1/campaigns/{id}") => Key(Scope::CampaignsRead),
         ("POST", "/v1/receipts") => Signed,
         ("GET" | "POST", "/v1/unsubscribe/{token}") => Link,

@@ -1,7 +1,10 @@
 //! Campaigns of personalised offers (customers are in [`super::customers`], the providers'
 //! receipts in [`super::receipts`]).
 //!
-//! - `POST /v1/campaigns` → 202 (stored, its batches queued for fan-out), `GET /v1/campaigns/{id}`
+//! - `POST /v1/campaigns` → 202 (stored, its batches queued for fan-out, or scheduled for
+//!   its `send_at`), `GET /v1/campaigns/{id}`
+//! - `POST /v1/campaigns/{id}/pause`, `/resume`, `/cancel` → 200 with the report; 409 when
+//!   the action does not apply in the campaign's state
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -17,13 +20,18 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiError, App, Ingest};
+use crate::campaigns::control::{self, ControlError};
 use crate::campaigns::LaunchError;
 use crate::http::{or_not_found, parse_json, Body};
 use crate::model::{
-    now_ms, Campaign, CampaignId, Channel, CustomerId, EmailTemplate, Language, Template,
-    Translation, WhatsappCampaignTemplate, BUILT_IN_VARIABLES,
+    now_ms, Campaign, CampaignAction, CampaignId, CampaignState, Channel, CustomerId,
+    EmailTemplate, Language, Template, Translation, WhatsappCampaignTemplate, BUILT_IN_VARIABLES,
+    OUTCOMES,
 };
-use crate::schema::{from_json, BodyErrors, IdTaken, NotFound, QueueDown, MAX_NAME_LEN};
+use crate::schema::{
+    from_json, BodyErrors, IdTaken, NotFound, QueueDown, StateConflict, MAX_NAME_LEN,
+};
+use crate::store::StateChange;
 
 /// Largest body for bulk routes: a million-customer audience is about 15 MB of JSON.
 const MAX_AUDIENCE: usize = 5_000_000;
@@ -35,6 +43,9 @@ pub fn routes(limits: &crate::http::HttpLimits) -> OpenApiRouter<Arc<Ingest>> {
         .layer(crate::http::body_limit(limits.campaign_body_limit_bytes));
     OpenApiRouter::new()
         .routes(routes!(get_campaign))
+        .routes(routes!(pause_campaign))
+        .routes(routes!(resume_campaign))
+        .routes(routes!(cancel_campaign))
         .merge(campaigns)
 }
 
@@ -65,7 +76,33 @@ struct NewCampaign {
     #[serde(default)]
     #[schema(minimum = 0.0)]
     max_cost: Option<f64>,
+    /// When to start (RFC 3339, at most 7 days ahead); absent or past: at once.
+    #[serde(default)]
+    #[schema(format = DateTime, example = "2026-12-24T09:00:00Z")]
+    send_at: Option<String>,
     audience: Audience,
+}
+
+/// How far ahead a campaign may be scheduled: well inside the report's retention, which
+/// counts from creation.
+const MAX_SCHEDULE_AHEAD_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// `send_at` in ms since the epoch.
+fn parse_send_at(raw: &str, now: u64) -> Result<u64, ApiError> {
+    let at = raw
+        .parse::<jiff::Timestamp>()
+        .map_err(|_| {
+            ApiError::invalid(
+                "send_at",
+                format!("{raw:?} is not a date and time (RFC 3339, e.g. 2026-12-24T09:00:00Z)"),
+            )
+        })?
+        .as_millisecond();
+    let at = u64::try_from(at).map_err(|_| ApiError::invalid("send_at", "before 1970"))?;
+    if at > now + MAX_SCHEDULE_AHEAD_MS {
+        return Err(ApiError::invalid("send_at", "at most 7 days ahead"));
+    }
+    Ok(at)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -240,6 +277,12 @@ async fn create_campaign(State(app): App, Body(body): Body) -> Result<Response, 
         .into_iter()
         .filter(|id| seen.insert(id.clone()))
         .collect();
+    let now = now_ms();
+    let send_at_ms = new
+        .send_at
+        .as_deref()
+        .map(|raw| parse_send_at(raw, now))
+        .transpose()?;
     let known = app.store.attribute_names().await?;
     let campaign = Campaign {
         id: new.id.unwrap_or_else(CampaignId::generate),
@@ -252,7 +295,8 @@ async fn create_campaign(State(app): App, Body(body): Body) -> Result<Response, 
         confirmation_timeout_ms: new.confirmation_timeout_ms,
         max_cost: new.max_cost,
         recipients: audience.len() as u64,
-        created_ms: now_ms(),
+        created_ms: now,
+        send_at_ms,
     };
     check_templates(&campaign, &known, &app.senders)?;
     let launched =
@@ -294,17 +338,92 @@ async fn create_campaign(State(app): App, Body(body): Body) -> Result<Response, 
     responses((status = 200, description = "Report", body = CampaignReport), NotFound))]
 async fn get_campaign(State(app): App, Path(raw_id): Path<String>) -> Result<Response, ApiError> {
     let id = or_not_found(CampaignId::parse(&raw_id), "campaign")?;
-    let campaign = or_not_found(app.store.campaign(&id).await?, "campaign")?;
-    let counts = app.store.campaign_counts(&id).await?;
-    Ok(Json(campaign_report(&campaign, &counts)).into_response())
+    Ok(Json(report_of(&app, &id).await?).into_response())
+}
+
+async fn report_of(app: &Ingest, id: &CampaignId) -> Result<CampaignReport, ApiError> {
+    let campaign = or_not_found(app.store.campaign(id).await?, "campaign")?;
+    let state = app
+        .store
+        .campaign_state(id)
+        .await?
+        .unwrap_or(CampaignState::Running);
+    let counts = app.store.campaign_counts(id).await?;
+    Ok(campaign_report(&campaign, state, &counts))
+}
+
+/// Pause a campaign: fan-out and new sends stop within seconds
+///
+/// Calls already under way finish; every delivery not yet claimed is held back until
+/// `resume`. Only a running campaign can be paused.
+#[utoipa::path(post, path = "/v1/campaigns/{id}/pause", tag = "campaigns",
+    params(("id" = String, Path, description = "The campaign's id")),
+    responses((status = 200, description = "Paused", body = CampaignReport), NotFound, StateConflict, QueueDown))]
+async fn pause_campaign(State(app): App, Path(raw_id): Path<String>) -> Result<Response, ApiError> {
+    operate(&app, &raw_id, CampaignAction::Pause).await
+}
+
+/// Resume a paused campaign where it stopped
+///
+/// What was held back is sent, each customer still once.
+#[utoipa::path(post, path = "/v1/campaigns/{id}/resume", tag = "campaigns",
+    params(("id" = String, Path, description = "The campaign's id")),
+    responses((status = 200, description = "Running again", body = CampaignReport), NotFound, StateConflict, QueueDown))]
+async fn resume_campaign(
+    State(app): App,
+    Path(raw_id): Path<String>,
+) -> Result<Response, ApiError> {
+    operate(&app, &raw_id, CampaignAction::Resume).await
+}
+
+/// Cancel a campaign for good
+///
+/// No provider call starts after the answer; every delivery not yet sent ends `cancelled`
+/// (counted). A scheduled, running or paused campaign can be cancelled.
+#[utoipa::path(post, path = "/v1/campaigns/{id}/cancel", tag = "campaigns",
+    params(("id" = String, Path, description = "The campaign's id")),
+    responses((status = 200, description = "Cancelled", body = CampaignReport), NotFound, StateConflict, QueueDown))]
+async fn cancel_campaign(
+    State(app): App,
+    Path(raw_id): Path<String>,
+) -> Result<Response, ApiError> {
+    operate(&app, &raw_id, CampaignAction::Cancel).await
+}
+
+async fn operate(app: &Ingest, raw_id: &str, action: CampaignAction) -> Result<Response, ApiError> {
+    let id = or_not_found(CampaignId::parse(raw_id), "campaign")?;
+    let change = control::operate(&app.store, &app.producer, &app.topics, &id, action)
+        .await
+        .map_err(|e| match e {
+            ControlError::Store(e) => ApiError::from(e),
+            // The state changed; herald-retry queues what the broker refused.
+            ControlError::NotQueued(_) => ApiError::unavailable(
+                "the state changed, but the queue is unavailable: the held-back batches follow within seconds",
+            ),
+        })?;
+    match change {
+        StateChange::Unknown => Err(ApiError::not_found("campaign")),
+        StateChange::Refused(state) => Err(ApiError::conflict(
+            "state",
+            format!("the campaign is {state}: it cannot {}", action.as_str()),
+        )),
+        StateChange::Changed { .. } => Ok(Json(report_of(app, &id).await?).into_response()),
+    }
 }
 
 /// Where a campaign stands.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CampaignStatus {
+    /// Waiting for its `send_at`.
+    Scheduled,
     FanningOut,
     Running,
+    Paused,
+    /// Cancelled; what was under way is still ending.
+    Cancelling,
+    /// Cancelled, and every recipient has an outcome.
+    Cancelled,
     Completed,
 }
 
@@ -323,6 +442,11 @@ pub struct CampaignReport {
     id: CampaignId,
     name: String,
     status: CampaignStatus,
+    /// Where the operator has put it.
+    state: CampaignState,
+    /// When it starts (or started), if it was scheduled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    send_at: Option<String>,
     recipients: u64,
     created_ms: u64,
     channels: Vec<Channel>,
@@ -331,17 +455,24 @@ pub struct CampaignReport {
     counts: BTreeMap<String, u64>,
 }
 
-/// Progress and counts by outcome; `delivered + failed + uncertain` reaches `recipients`
-/// when done.
-pub fn campaign_report(c: &Campaign, counts: &BTreeMap<String, u64>) -> CampaignReport {
+/// Progress and counts by outcome; `delivered + failed + uncertain + cancelled` reaches
+/// `recipients` when done.
+pub fn campaign_report(
+    c: &Campaign,
+    state: CampaignState,
+    counts: &BTreeMap<String, u64>,
+) -> CampaignReport {
     let get = |k: &str| counts.get(k).copied().unwrap_or(0);
-    let outcomes = get("delivered") + get("failed") + get("uncertain");
-    let status = if get("batches_done") < get("batches") {
-        CampaignStatus::FanningOut
-    } else if outcomes >= c.recipients {
-        CampaignStatus::Completed
-    } else {
-        CampaignStatus::Running
+    let outcomes: u64 = OUTCOMES.iter().map(|k| get(k)).sum();
+    let done = outcomes >= c.recipients;
+    let status = match state {
+        CampaignState::Scheduled => CampaignStatus::Scheduled,
+        CampaignState::Cancelled if done => CampaignStatus::Cancelled,
+        CampaignState::Cancelled => CampaignStatus::Cancelling,
+        _ if done => CampaignStatus::Completed,
+        CampaignState::Paused => CampaignStatus::Paused,
+        _ if get("batches_done") < get("batches") => CampaignStatus::FanningOut,
+        _ => CampaignStatus::Running,
     };
     let percent = if c.recipients == 0 {
         100.0
@@ -352,6 +483,8 @@ pub fn campaign_report(c: &Campaign, counts: &BTreeMap<String, u64>) -> Campaign
         id: c.id.clone(),
         name: c.name.clone(),
         status,
+        state,
+        send_at: c.send_at_ms.map(crate::api::rfc3339),
         recipients: c.recipients,
         created_ms: c.created_ms,
         channels: c.channels.clone(),

@@ -28,6 +28,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::rfc3339;
 use super::{ApiError, App, Ingest};
 use crate::auth::{CallerLimit, Claims, Jwt, Role};
 use crate::http::parse_json;
@@ -131,12 +132,6 @@ fn buyer(app: &Ingest, claims: &Claims) -> Result<CustomerId, Refusal> {
         return Err(Refusal::too_many("too many requests from this user", wait));
     }
     Ok(user)
-}
-
-fn rfc3339(ms: u64) -> String {
-    jiff::Timestamp::from_millisecond(ms as i64)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
 }
 
 /// A promo with its stock and the figures of its notifications.

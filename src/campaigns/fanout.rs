@@ -25,8 +25,8 @@ use super::rules::{Choice, Rules, Situation};
 use crate::config::{CommonArgs, HealthArgs, RulesArgs};
 use crate::kafka::{self, LagProbe, Topics};
 use crate::model::{
-    now_ms, Campaign, CampaignBatch, CampaignId, Channel, CustomerId, Delivery, LifecycleEvent,
-    LifecycleKind, RequestId,
+    now_ms, Campaign, CampaignBatch, CampaignId, CampaignState, Channel, CustomerId, Delivery,
+    LifecycleEvent, LifecycleKind, RequestId,
 };
 use crate::program::{self, Connections};
 use crate::shutdown::sleep_unless_cancelled;
@@ -48,6 +48,10 @@ pub struct FanOutStats {
     pub unreachable: AtomicU64,
     pub deferred: AtomicU64,
     pub paused_ms: AtomicU64,
+    /// Batches of a campaign an operator paused, set aside for `resume`.
+    pub batches_parked: AtomicU64,
+    /// Customers of a cancelled campaign ended `cancelled` here, never published.
+    pub cancelled: AtomicU64,
     /// The group's largest partition lag on the campaigns topic, from the program's lag watch.
     #[serde(skip)]
     pub consumer_lag: std::sync::atomic::AtomicI64,
@@ -183,7 +187,12 @@ impl FanOut {
             return Ok(Some(()));
         }
         let campaign = self.campaign(id).await?;
-        if !self.wait_for_room(cancel).await {
+        let hold = self.operator_hold(batch).await?;
+        if hold == Hold::Parked {
+            self.stats.batches_parked.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(()));
+        }
+        if hold == Hold::Go && !self.wait_for_room(cancel).await {
             return Ok(None);
         }
         let ids = if replay {
@@ -191,6 +200,9 @@ impl FanOut {
         } else {
             self.store.audience_batch(id, batch.batch).await?
         };
+        if hold == Hold::Cancelled {
+            return self.cancel_batch(batch, &ids).await.map(Some);
+        }
         let profiles = self.store.promotable_customers(&ids).await?;
         let unhealthy = self.unhealthy().await;
         let now = now_ms();
@@ -253,6 +265,44 @@ impl FanOut {
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(campaign = %id, batch = batch.batch, published = sends.len(), "batch fanned out");
         Ok(Some(()))
+    }
+
+    /// What the operator's state of the campaign asks of this batch. A paused campaign's
+    /// batch is parked, unless the campaign was resumed or cancelled meanwhile (the park
+    /// checks, and then the state is read again). A replayed dead letter is not a batch of
+    /// the audience and is never parked: its deliveries are parked by the claims.
+    async fn operator_hold(&self, batch: &CampaignBatch) -> Result<Hold, BatchError> {
+        loop {
+            match self.store.campaign_state(&batch.campaign).await? {
+                Some(CampaignState::Cancelled) => return Ok(Hold::Cancelled),
+                Some(CampaignState::Paused) if batch.customers.is_empty() => {
+                    if self.store.park_batch(&batch.campaign, batch.batch).await? {
+                        return Ok(Hold::Parked);
+                    }
+                }
+                _ => return Ok(Hold::Go),
+            }
+        }
+    }
+
+    /// A cancelled campaign's batch: every customer not yet published ends `cancelled`.
+    async fn cancel_batch(
+        &self,
+        batch: &CampaignBatch,
+        ids: &[CustomerId],
+    ) -> Result<(), BatchError> {
+        let id = &batch.campaign;
+        let cancelled = self.store.cancel_unsent(id, ids).await?;
+        let what = format!("batch:{}", batch.batch);
+        super::control::emit_cancelled(&self.producer, &self.topics, id, &what, cancelled).await;
+        if batch.customers.is_empty() {
+            self.store
+                .mark_batch_done(id, batch.batch, ids.len())
+                .await?;
+        }
+        self.stats.cancelled.fetch_add(cancelled, Ordering::Relaxed);
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// One `accepted` event per channel of the batch, carrying its count: per-recipient
@@ -418,6 +468,14 @@ impl FanOut {
         );
         kafka::dead_letter_patiently(&self.producer, &self.topics.dlq(), msg, reason, cancel).await
     }
+}
+
+/// What an operator's state of the campaign asks of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    Go,
+    Parked,
+    Cancelled,
 }
 
 #[derive(Debug, thiserror::Error)]

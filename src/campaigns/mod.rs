@@ -8,9 +8,11 @@
 //! - `dispatch` (its own module) claims the customer's once-slot and sends.
 //! - [`receipts`]: what the provider confirms moves the slot to `delivered` (or on).
 //! - [`retry`]: `herald-retry` moves what stayed silent to the next channel.
+//! - [`control`]: an operator's start at `send_at`, pause, resume and cancel.
 //! - [`cache`]: definitions held in memory by the workers.
 
 pub mod cache;
+pub mod control;
 pub mod fanout;
 pub mod quiet;
 pub mod receipts;
@@ -21,7 +23,7 @@ pub mod rules;
 use rdkafka::producer::FutureProducer;
 
 use crate::kafka::Topics;
-use crate::model::{Campaign, CampaignBatch, CampaignId, CustomerId};
+use crate::model::{Campaign, CampaignBatch, CampaignId, CampaignState, CustomerId};
 use crate::store::{CampaignCreation, Store, StoreError, BATCH_SIZE};
 
 pub use cache::CampaignCache;
@@ -69,7 +71,21 @@ pub async fn launch(
         CampaignCreation::InProgress => return Err(LaunchError::InProgress),
     };
     let batches = (campaign.recipients as usize).div_ceil(BATCH_SIZE);
-    if queue_batches(producer, topics, &campaign.id, batches).await > 0 {
+    // A campaign still scheduled is started by herald-retry at its time, once; one that is
+    // paused or cancelled has its batches queued by `control`.
+    match store.campaign_state(&campaign.id).await? {
+        Some(CampaignState::Running) | None => {}
+        Some(state) => {
+            tracing::info!(campaign = %campaign.id, %state, "campaign stored; not queued now");
+            return Ok(Launched {
+                campaign,
+                created,
+                batches,
+            });
+        }
+    }
+    let all: Vec<u32> = (0..batches as u32).collect();
+    if queue_batches(producer, topics, &campaign.id, &all).await > 0 {
         tracing::error!(campaign = %campaign.id, "campaign batches not queued");
         return Err(LaunchError::NotQueued);
     }
@@ -81,20 +97,21 @@ pub async fn launch(
     })
 }
 
-/// Queues a campaign's batches for fan-out, keyed per batch so they spread over partitions
-/// and fan-out workers; returns how many the broker refused.
+/// Queues batches of a campaign for fan-out, keyed per batch so they spread over
+/// partitions and fan-out workers; returns how many the broker refused.
 async fn queue_batches(
     producer: &FutureProducer,
     topics: &Topics,
     id: &CampaignId,
-    batches: usize,
+    batches: &[u32],
 ) -> usize {
     let topic = topics.campaigns();
-    let records: Vec<(String, String, Vec<u8>)> = (0..batches)
-        .map(|b| {
+    let records: Vec<(String, String, Vec<u8>)> = batches
+        .iter()
+        .map(|&b| {
             let batch = CampaignBatch {
                 campaign: id.clone(),
-                batch: b as u32,
+                batch: b,
                 customers: Vec::new(),
             };
             (

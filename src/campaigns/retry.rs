@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::cache::CampaignCache;
+use super::control;
 use super::render::{self, render_delivery};
 use super::rules::{Choice, Rules, Situation};
 use crate::kafka::{self, Topics};
@@ -63,7 +64,14 @@ pub struct RetryStats {
     pub deferred: AtomicU64,
     pub exhausted: AtomicU64,
     pub lost_race: AtomicU64,
+    /// Scheduled campaigns this instance started.
+    pub started: AtomicU64,
+    /// Entries of a cancelled campaign ended `cancelled` as they came due.
+    pub cancelled: AtomicU64,
 }
+
+/// How often due scheduled campaigns are looked for: a start is at most this late.
+const START_CHECK: Duration = Duration::from_millis(250);
 
 /// The DLQ record of a delivery whose channels ran out.
 #[derive(Debug, Serialize)]
@@ -111,7 +119,12 @@ impl Retrier {
         tracing::info!(token = %self.token, "retry scheduler running");
         let mut last_retire = Instant::now();
         let mut last_progress = Instant::now();
+        let mut last_start = Instant::now();
         while !shutdown.is_cancelled() {
+            if last_start.elapsed() >= START_CHECK {
+                self.start_scheduled().await;
+                last_start = Instant::now();
+            }
             let handled = match self.scan_once().await {
                 Ok(n) => n,
                 Err(e) => {
@@ -120,6 +133,7 @@ impl Retrier {
                 }
             };
             if last_retire.elapsed() > Duration::from_secs(5) {
+                self.reconcile_states().await;
                 self.retire_finished().await;
                 last_retire = Instant::now();
             }
@@ -132,6 +146,31 @@ impl Retrier {
             }
         }
         self.log_progress();
+    }
+
+    /// Starts the scheduled campaigns whose time has come.
+    async fn start_scheduled(&self) {
+        let lease = self.config.claim_lease;
+        match control::start_due(&self.store, &self.producer, &self.topics, lease).await {
+            Ok(0) => {}
+            Ok(n) => {
+                self.stats.started.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot start scheduled campaigns"),
+        }
+    }
+
+    /// Completes operators' state changes a crash may have cut short.
+    async fn reconcile_states(&self) {
+        let Ok(active) = self.store.active_campaigns().await else {
+            return;
+        };
+        for id in active {
+            if let Err(e) = control::reconcile(&self.store, &self.producer, &self.topics, &id).await
+            {
+                tracing::warn!(campaign = %id, error = %e, "cannot reconcile the campaign's state");
+            }
+        }
     }
 
     /// One pass over every active campaign; returns how many entries were handled.
@@ -206,6 +245,20 @@ impl Retrier {
             .await?
             .pop()
             .flatten();
+        if o.status == "cancelled" {
+            // Ended by the claim: the campaign was cancelled while this waited.
+            let channel = o.channel.unwrap_or(Channel::Email);
+            self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+            self.emit(
+                LifecycleKind::Cancelled,
+                &campaign.id,
+                &o.customer,
+                channel,
+                None,
+            )
+            .await;
+            return Ok(());
+        }
         if o.status == "queued" {
             // Published before but never claimed (lost publish, or quiet hours over): again.
             let (Some(channel), Some(profile)) = (o.channel, customer.as_ref()) else {

@@ -331,6 +331,7 @@ mod tests {
             max_cost,
             recipients: 1,
             created_ms: 0,
+            send_at_ms: None,
         }
     }
 

@@ -30,6 +30,14 @@ pub enum CampaignsCommand {
     },
     /// Show a campaign's progress and counts.
     Show { id: String },
+    /// Pause a running campaign: fan-out and new sends stop within seconds (calls under
+    /// way finish); `resume` goes on where it stopped.
+    Pause { id: String },
+    /// Resume a paused campaign; each customer still hears once.
+    Resume { id: String },
+    /// Cancel a campaign for good: nothing is sent after the answer, and every delivery not
+    /// yet sent ends `cancelled` (counted on the report).
+    Cancel { id: String },
     /// Follow a campaign with a progress bar (rate, ETA) until it ends, then a summary table.
     Watch {
         id: String,
@@ -73,6 +81,9 @@ pub async fn execute(command: CampaignsCommand, api: &LoadGen) -> anyhow::Result
                 .await?;
             print!("{}", campaign_summary(&report));
         }
+        CampaignsCommand::Pause { id } => print_state(api.campaign_action(&id, "pause").await?),
+        CampaignsCommand::Resume { id } => print_state(api.campaign_action(&id, "resume").await?),
+        CampaignsCommand::Cancel { id } => print_state(api.campaign_action(&id, "cancel").await?),
         CampaignsCommand::Show { id } => {
             println!(
                 "{}",
@@ -81,4 +92,16 @@ pub async fn execute(command: CampaignsCommand, api: &LoadGen) -> anyhow::Result
         }
     }
     Ok(())
+}
+
+/// The campaign's state and status after an operator's action, one line.
+fn print_state(report: serde_json::Value) {
+    println!(
+        "campaign {}: {} ({}), {} of {} recipients finished",
+        report["id"].as_str().unwrap_or("?"),
+        report["state"].as_str().unwrap_or("?"),
+        report["status"].as_str().unwrap_or("?"),
+        report["progress"]["outcomes"],
+        report["recipients"],
+    );
 }

@@ -358,7 +358,16 @@ impl LoadGen {
         Ok(body)
     }
 
-    /// Polls a campaign, printing progress each second, until it completes or `limit` passes.
+    /// Pauses, resumes or cancels a campaign (`action`: its route's last part); the report.
+    pub async fn campaign_action(
+        &self,
+        id: &str,
+        action: &'static str,
+    ) -> Result<Value, LoadError> {
+        self.post(action, &format!("/v1/campaigns/{id}/{action}"), json!({}))
+            .await
+    }
+
     /// Follows a campaign until it completes (or `limit` passes): a progress bar with rate
     /// and ETA on a terminal, a line a second otherwise (logs, CI). Returns the last report.
     pub async fn watch_campaign(&self, id: &str, limit: Duration) -> Result<Value, LoadError> {
@@ -402,7 +411,7 @@ impl LoadGen {
                     );
                 }
             }
-            if status == "completed" || started.elapsed() > limit {
+            if status == "completed" || status == "cancelled" || started.elapsed() > limit {
                 if let Some(bar) = bar {
                     bar.finish_with_message(status);
                 }

@@ -10,9 +10,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{answered, claim_until, retry_store, Dispatcher, Handled, Step, Stop};
 use crate::kafka;
-use crate::model::{now_ms, Channel, Delivery, LifecycleEvent, LifecycleKind, UncertainSend};
+use crate::model::{
+    now_ms, CampaignState, Channel, Delivery, LifecycleEvent, LifecycleKind, UncertainSend,
+};
 use crate::provider::{Outgoing, Provider, SendOutcome};
-use crate::store::{OnceClaim, SentOutcome, SlotClaim, SlotMark};
+use crate::store::{OnceClaim, Renewal, SentOutcome, SlotClaim, SlotMark};
 
 impl Dispatcher {
     /// A campaign delivery: the once-slot decides, the provider sends, the pending set waits
@@ -53,11 +55,15 @@ impl Dispatcher {
         // Set when an attempt got no answer after its request left and the channel's policy
         // (`skip`) ended the slot `uncertain` instead of letting another attempt go out.
         let ended_uncertain = AtomicBool::new(false);
+        // Set when a renewal found the campaign cancelled: the claim waited for the provider's
+        // rate while the operator cancelled, and the slot ended `cancelled` unsent.
+        let cancelled_waiting = AtomicBool::new(false);
         // Boxed: the provider call's future (retries, the HTTP client) is most of this one.
         let sent = Box::pin(self.providers.send(&out, cancel, |after_uncertain| {
             let still_fresh =
                 std::mem::take(&mut first_call_claimed) && claimed_at.elapsed() < lease / 4;
             let (d, owner, ended_uncertain) = (&d, &owner, &ended_uncertain);
+            let cancelled_waiting = &cancelled_waiting;
             async move {
                 if after_uncertain {
                     return match self.reclaim_uncertain(d, owner, cancel).await {
@@ -69,13 +75,25 @@ impl Dispatcher {
                         Reclaimed::NotOurs => false,
                     };
                 }
-                still_fresh
-                    || retry_store(cancel, || self.store.renew_once(d, owner, lease))
-                        .await
-                        .unwrap_or(false)
+                if still_fresh {
+                    return true;
+                }
+                match retry_store(cancel, || self.store.renew_slot(d, owner, lease)).await {
+                    Some(Renewal::Renewed) => true,
+                    Some(Renewal::Halted(CampaignState::Cancelled)) => {
+                        cancelled_waiting.store(true, Ordering::Relaxed);
+                        false
+                    }
+                    _ => false,
+                }
             }
         }))
         .await;
+        if cancelled_waiting.load(Ordering::Relaxed) {
+            self.stats.halted.fetch_add(1, Ordering::Relaxed);
+            self.emit_delivery(LifecycleKind::Cancelled, &d, None).await;
+            return Handled::Done;
+        }
         if ended_uncertain.load(Ordering::Relaxed) {
             return self.left_uncertain(&d, UNANSWERED).await;
         }
@@ -169,6 +187,7 @@ impl Dispatcher {
                 OnceClaim::Held { retry_in } => Step::Held(retry_in),
                 OnceClaim::Duplicate(status) => Step::Settled(Settled::Duplicate(status)),
                 OnceClaim::Uncertain => Step::Settled(Settled::Uncertain),
+                OnceClaim::Halted(state) => Step::Settled(Settled::Halted(state)),
             })
         });
         match claimed.await {
@@ -183,6 +202,14 @@ impl Dispatcher {
                 Some(Handled::Done)
             }
             Err(Stop::Settled(Settled::Uncertain)) => Some(self.left_uncertain(d, DIED).await),
+            Err(Stop::Settled(Settled::Halted(state))) => {
+                self.stats.halted.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(campaign = %d.campaign, customer = %d.customer, %state, "delivery held back by the operator");
+                if state == CampaignState::Cancelled {
+                    self.emit_delivery(LifecycleKind::Cancelled, d, None).await;
+                }
+                Some(Handled::Done)
+            }
         }
     }
 
@@ -349,4 +376,6 @@ enum Settled {
     Duplicate(String),
     /// Its previous owner died mid-send and the channel's policy is `skip`.
     Uncertain,
+    /// The campaign is paused (the delivery is parked) or cancelled (it ended so).
+    Halted(CampaignState),
 }

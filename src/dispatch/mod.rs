@@ -71,6 +71,8 @@ pub struct DispatchStats {
     /// Sends the provider accepted after this dispatcher had lost the slot's lease: the
     /// new owner may have sent too.
     pub sent_after_lost_lease: AtomicU64,
+    /// Deliveries of a campaign an operator paused (parked for `resume`) or cancelled.
+    pub halted: AtomicU64,
     /// Messages being worked on now (a gauge, so not among the counters above).
     #[serde(skip)]
     pub in_flight: AtomicU64,

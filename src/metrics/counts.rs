@@ -136,6 +136,7 @@ impl Counts {
             + self.outcome("failed")
             + self.outcome("dead_lettered")
             + self.outcome("uncertain")
+            + self.outcome("cancelled")
     }
 }
 

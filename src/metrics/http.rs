@@ -2,6 +2,7 @@
 //! `/v1/stats/campaigns/{id}`), Prometheus (`/metrics`) and the probes.
 
 use std::collections::BTreeMap;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ use utoipa_axum::routes;
 use super::access::MetricsAccess;
 use super::{Aggregator, Counts, LATENCY_BUCKETS_MS};
 use crate::http::{or_not_found, ApiError};
-use crate::model::{now_ms, CampaignId};
+use crate::model::{now_ms, CampaignId, CampaignState};
 use crate::prom::{self, Family, Value as PromValue};
 use crate::schema::{NotFound, NotReady, StoreDown};
 
@@ -93,6 +94,8 @@ pub fn openapi_json() -> String {
 #[derive(Debug, Serialize, ToSchema)]
 struct CampaignView {
     id: CampaignId,
+    /// Where the operator has put it: scheduled, running, paused or cancelled.
+    state: CampaignState,
     recipients: u64,
     finished: u64,
     /// `finished / recipients`, 0 to 1.
@@ -133,10 +136,16 @@ async fn campaign_view(agg: &Aggregator, id: CampaignId) -> Result<CampaignView,
         .get("recipients")
         .copied()
         .unwrap_or(0);
+    let state = agg
+        .store
+        .campaign_state(&id)
+        .await?
+        .unwrap_or(CampaignState::Running);
     let counts = Counts::from_fields(&fields);
     let finished = counts.finished();
     Ok(CampaignView {
         id,
+        state,
         recipients,
         finished,
         progress: if recipients == 0 {

@@ -200,6 +200,85 @@ pub struct Campaign {
     pub max_cost: Option<f64>,
     pub recipients: u64,
     pub created_ms: u64,
+    /// When fan-out starts (ms since the epoch): a campaign created earlier waits, scheduled,
+    /// until `herald-retry` starts it. Absent: at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_at_ms: Option<u64>,
+}
+
+/// The counts that end a recipient's delivery: a campaign is done when they add up to its
+/// recipients.
+pub const OUTCOMES: [&str; 4] = ["delivered", "failed", "uncertain", "cancelled"];
+
+/// Where an operator has put a campaign. Kept in its record (`state`) and, for the scripts
+/// that claim deliveries, as `halt` in each shard's counts (see `store::lifecycle`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CampaignState {
+    /// Created with a `send_at` still ahead: nothing fanned out yet.
+    Scheduled,
+    Running,
+    /// Fan-out and new claims stop; what was held back goes on at `resume`.
+    Paused,
+    /// Final: every delivery not yet sent ends `cancelled`.
+    Cancelled,
+}
+
+impl CampaignState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CampaignState::Scheduled => "scheduled",
+            CampaignState::Running => "running",
+            CampaignState::Paused => "paused",
+            CampaignState::Cancelled => "cancelled",
+        }
+    }
+
+    /// The state a record holds; a record without one (written before states existed, or
+    /// started at once) is running.
+    pub fn from_record(raw: Option<&str>) -> CampaignState {
+        match raw {
+            Some("scheduled") => CampaignState::Scheduled,
+            Some("paused") => CampaignState::Paused,
+            Some("cancelled") => CampaignState::Cancelled,
+            _ => CampaignState::Running,
+        }
+    }
+}
+
+impl std::fmt::Display for CampaignState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an operator asks of a running campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CampaignAction {
+    Pause,
+    Resume,
+    Cancel,
+}
+
+impl CampaignAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CampaignAction::Pause => "pause",
+            CampaignAction::Resume => "resume",
+            CampaignAction::Cancel => "cancel",
+        }
+    }
+
+    /// The state the action leads to from `from`, or `None` when it does not apply there.
+    pub fn apply(self, from: CampaignState) -> Option<CampaignState> {
+        use CampaignState::*;
+        match (self, from) {
+            (CampaignAction::Pause, Running) => Some(Paused),
+            (CampaignAction::Resume, Paused) => Some(Running),
+            (CampaignAction::Cancel, Scheduled | Running | Paused) => Some(Cancelled),
+            _ => None,
+        }
+    }
 }
 
 /// What an e-mail adds to the body: a subject, an HTML part, a sender.

@@ -25,6 +25,9 @@ pub enum LifecycleKind {
     Uncertain,
     /// The customer followed a promotion's one-click unsubscribe link.
     Unsubscribed,
+    /// An operator cancelled the campaign before this delivery was sent (`count` of a batch
+    /// fan-out ended so).
+    Cancelled,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,7 +90,7 @@ impl LifecycleEvent {
 }
 
 impl LifecycleKind {
-    pub const ALL: [LifecycleKind; 10] = [
+    pub const ALL: [LifecycleKind; 11] = [
         LifecycleKind::Accepted,
         LifecycleKind::Processing,
         LifecycleKind::Sent,
@@ -98,6 +101,7 @@ impl LifecycleKind {
         LifecycleKind::Deduplicated,
         LifecycleKind::DeadLettered,
         LifecycleKind::Uncertain,
+        LifecycleKind::Cancelled,
     ];
 
     /// The outcome name metrics use (`fallback` for [`LifecycleKind::FellBack`]).
@@ -114,6 +118,7 @@ impl LifecycleKind {
             LifecycleKind::DeadLettered => "dead_lettered",
             LifecycleKind::Uncertain => "uncertain",
             LifecycleKind::Unsubscribed => "unsubscribed",
+            LifecycleKind::Cancelled => "cancelled",
         }
     }
 }

@@ -183,6 +183,7 @@ async fn activate(
         max_cost: None,
         recipients: audience.len() as u64,
         created_ms: now_ms,
+        send_at_ms: None,
     };
     let recipients = if audience.is_empty() {
         0

@@ -46,14 +46,15 @@ return 'create'
 "#
 ));
 
-// KEYS[1] campaign, KEYS[2] audience. ARGV: owner, recipients, batches, ttl s. Only the
-// creator holding the lease. The active set is written before, by itself: it has no hash tag
+// KEYS[1] campaign, KEYS[2] audience. ARGV: owner, recipients, batches, ttl s, state ('' for
+// running). Only the creator holding the lease. The active set is written before, by itself: it has no hash tag
 // of the campaign, and a script's keys must share one slot on a cluster.
 static FINISH_CREATE: Lua = Lua::new(
     r#"
 if redis.call('HGET', KEYS[1], 'cr') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'recipients', ARGV[2], 'batches', ARGV[3], 'ready', '1')
 redis.call('HDEL', KEYS[1], 'cr', 'cru')
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'state', ARGV[5]) end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
 return 1
@@ -118,7 +119,7 @@ impl Default for Retention {
 }
 
 /// Fields of a campaign's record and shard hashes that are numbers but not counts.
-const NOT_COUNTS: &[&str] = &["ready", "shards", "cru"];
+const NOT_COUNTS: &[&str] = &["ready", "shards", "cru", "halt", "state"];
 
 /// Totals the scripts do not keep: each is the sum of its per-channel counts (`sent:email`,
 /// `sent:sms`...), added up when read rather than incremented beside them on every send and
@@ -209,10 +210,23 @@ impl Store {
         self.prepare_shard_counts(&campaign.id).await?;
         // Listed first: a campaign listed before it is ready is left alone by the retry scan
         // (`retire_if_finished`), while one made ready but never listed would never fall back.
-        let (mut c, generation) = self.connection();
-        let _: i64 = self
-            .bounded(generation, c.sadd(self.active_key(), campaign.id.as_str()))
-            .await?;
+        // Scheduled before it is ready, for the same reason: a start found not ready waits.
+        let scheduled = campaign
+            .send_at_ms
+            .filter(|at| *at > crate::model::now_ms());
+        let mut listed = redis::pipe();
+        listed
+            .sadd(self.active_key(), campaign.id.as_str())
+            .ignore();
+        if let Some(at) = scheduled {
+            self.schedule_in(&mut listed, &campaign.id, at);
+        }
+        self.query_pipe::<()>(&listed).await?;
+        let state = if scheduled.is_some() {
+            crate::model::CampaignState::Scheduled.as_str()
+        } else {
+            ""
+        };
         let finished = self
             .eval_flag(
                 FINISH_CREATE
@@ -221,7 +235,8 @@ impl Store {
                     .arg(&owner)
                     .arg(audience.len())
                     .arg(audience.len().div_ceil(BATCH_SIZE))
-                    .arg(self.retention.report.as_secs()),
+                    .arg(self.retention.report.as_secs())
+                    .arg(state),
             )
             .await?;
         if !finished {
@@ -342,7 +357,7 @@ impl Store {
     /// waits in its pending set.
     pub async fn retire_if_finished(&self, id: &CampaignId) -> Result<bool, StoreError> {
         let counts = self.campaign_counts(id).await?;
-        let outcomes = ["delivered", "failed", "uncertain"]
+        let outcomes = crate::model::OUTCOMES
             .iter()
             .map(|k| counts.get(*k).copied().unwrap_or(0))
             .sum::<u64>();

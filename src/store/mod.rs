@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use redis::Script;
 
+pub use lifecycle::StateChange;
 pub use link::RedisTarget;
 use link::{Client, Link};
 
@@ -97,6 +98,8 @@ macro_rules! lua_with_now {
 /// `count(field)` adds one to a field of the shard's counts: the additions are summed over
 /// the slots and written once per field when the batch is done (one HINCRBY per field, not
 /// per slot; the script is atomic, so nobody sees the difference).
+/// `halt()` is the shard's `halt` ('paused', 'cancelled' or ''; see `lifecycle.rs`), read once
+/// per batch when first asked for.
 /// `now_s` is `now` as text and `after(ms)` is `now + ms` as text, formatted once per batch
 /// and value: a Lua number given to `redis.call` is formatted with `%.17g` by Redis 7.0, and
 /// that formatting was about 4% of Redis's samples when every slot did it several times.
@@ -110,6 +113,8 @@ macro_rules! lua_per_slot {
             "local now_s = string.format('%d', now)\n",
             "local later = {}\n",
             "local function after(ms) local v = later[ms] if not v then v = string.format('%d', now + tonumber(ms)) later[ms] = v end return v end\n",
+            "local halt_read = nil\n",
+            "local function halt() if halt_read == nil then halt_read = redis.call('HGET', counts, 'halt') or '' end return halt_read end\n",
             "local function per_slot(slot, o)\n",
             $body,
             "end\n",
@@ -129,6 +134,7 @@ mod channel_health;
 mod customers;
 mod events;
 mod first_attempt;
+mod lifecycle;
 mod link;
 mod metrics;
 mod pending;
@@ -146,7 +152,7 @@ pub use promos::{PromoRecord, PromoTask, Purchase, Reservation};
 pub use requests::{Claim, Publication};
 pub use shards::MAX_SHARDS;
 pub use slot_batch::SLOTS_PER_CALL;
-pub use slots::{OnceClaim, SentOutcome, SlotClaim, SlotMark};
+pub use slots::{OnceClaim, Renewal, SentOutcome, SlotClaim, SlotMark};
 
 /// Whether a server reached as a single Redis is a node of a cluster.
 async fn is_cluster_node(link: &Link) -> Result<bool, StoreError> {

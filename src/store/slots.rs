@@ -22,7 +22,7 @@ use redis::AsyncCommands;
 
 use super::slot_batch::{only_answer, SlotOp};
 use super::{Lua, Store, StoreError};
-use crate::model::{CampaignId, Channel, CustomerId, Delivery, UncertainSend};
+use crate::model::{CampaignId, CampaignState, Channel, CustomerId, Delivery, UncertainSend};
 
 /// How a dispatcher's claim of a once-slot ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +39,20 @@ pub enum OnceClaim {
     Duplicate(String),
     /// Another live lease holds it; try again after `retry_in`.
     Held { retry_in: Duration },
+    /// An operator paused the campaign (the delivery is parked until `resume`) or cancelled
+    /// it (the delivery ended `cancelled`, counted).
+    Halted(CampaignState),
+}
+
+/// What a renewal before a provider call found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    Renewed,
+    /// Another owner holds the slot.
+    Lost,
+    /// The claim waited while an operator paused (the delivery is parked) or cancelled (it
+    /// ended `cancelled`) the campaign.
+    Halted(CampaignState),
 }
 
 /// Where a delivery stands after the provider accepted it.
@@ -170,13 +184,36 @@ impl SlotOp for SlotMark {
 // The first claim's trace is kept (`tp`) so that a fallback continues it. A slot left
 // `sending` by an owner whose lease ran out (or handed back with `ms`, maybe sent) is
 // uncertain: per the policy it is claimed to be sent again (`rs` counts the resends) or
-// ends `uncertain`, never sent again.
+// ends `uncertain`, never sent again. A campaign an operator paused or cancelled (`halt`)
+// parks a delivery not yet claimed, or ends it `cancelled`.
 static CLAIM: Lua = Lua::new(lua_per_slot!(
     9,
     r#"
   local claimed = 'claimed'
   if ARGV[o + 9] == '1' then claimed = 'sending' end
   local f = redis.call('HMGET', slot, 'st', 'a', 'ch', 'own', 'lu', 'ms')
+  local fresh = not f[1] and ARGV[o + 1] == '0'
+  if halt() ~= '' and (fresh or (f[1] == 'queued' and tonumber(f[2]) == tonumber(ARGV[o + 1]) and f[3] == ARGV[o + 2])) then
+    if halt() == 'cancelled' then
+      if fresh then
+        redis.call('HSET', slot, 'st', 'cancelled', 'a', '0', 'ch', ARGV[o + 2], 'tr', ARGV[o + 2])
+        redis.call('EXPIRE', slot, ARGV[o + 5])
+      else
+        redis.call('HSET', slot, 'st', 'cancelled', 'own', '', 'lu', 0)
+        redis.call('ZREM', pending, ARGV[o + 8])
+      end
+      count('cancelled')
+      return {'halted', 'cancelled'}
+    end
+    -- Paused: parked `queued` and due at once. herald-retry leaves a paused shard's entries
+    -- alone, and publishes them again after `resume`.
+    if fresh then
+      redis.call('HSET', slot, 'st', 'queued', 'a', '0', 'ch', ARGV[o + 2], 'tr', ARGV[o + 2])
+      redis.call('EXPIRE', slot, ARGV[o + 5])
+    end
+    redis.call('ZADD', pending, now_s, ARGV[o + 8])
+    return {'halted', 'paused'}
+  end
   if not f[1] then
     if ARGV[o + 1] ~= '0' then
       count('deduplicated')
@@ -248,13 +285,29 @@ static CLAIM: Lua = Lua::new(lua_per_slot!(
 "#
 ));
 
-// KEYS[1] slot. ARGV: owner, lease ms. Runs right before every provider call: from here
-// until `sent` is recorded, a crash leaves the send uncertain, and the slot says so.
+// KEYS[1] slot, KEYS[2] its shard's counts, KEYS[3] pending. ARGV: owner, lease ms,
+// customer. Runs right before every provider call: from here until `sent` is recorded, a
+// crash leaves the send uncertain, and the slot says so. A claim that waited (for the
+// provider's rate) while an operator paused or cancelled the campaign is parked or
+// cancelled here instead: nothing has been sent yet.
 static RENEW: Lua = Lua::new(lua_with_now!(
     r#"
 local f = redis.call('HMGET', KEYS[1], 'st', 'own')
 if (f[1] ~= 'claimed' and f[1] ~= 'sending') or f[2] ~= ARGV[1] then return 0 end
-if f[1] == 'claimed' then redis.call('HSET', KEYS[1], 'st', 'sending', 'sg', now) end
+if f[1] == 'claimed' then
+  local halt = redis.call('HGET', KEYS[2], 'halt')
+  if halt == 'cancelled' then
+    redis.call('HSET', KEYS[1], 'st', 'cancelled', 'own', '', 'lu', 0)
+    redis.call('HINCRBY', KEYS[2], 'cancelled', 1)
+    return 2
+  end
+  if halt == 'paused' then
+    redis.call('HSET', KEYS[1], 'st', 'queued', 'own', '', 'lu', 0)
+    redis.call('ZADD', KEYS[3], now, ARGV[3])
+    return 3
+  end
+  redis.call('HSET', KEYS[1], 'st', 'sending', 'sg', now)
+end
 redis.call('HSET', KEYS[1], 'lu', now + tonumber(ARGV[2]))
 return 1
 "#
@@ -404,6 +457,11 @@ impl Store {
             (Some("claimed"), _) => Ok(OnceClaim::Claimed),
             (Some("uncertain"), _) => Ok(OnceClaim::Uncertain),
             (Some("dup"), Some(st)) => Ok(OnceClaim::Duplicate(st.clone())),
+            (Some("halted"), Some(halt)) => Ok(OnceClaim::Halted(if halt == "cancelled" {
+                CampaignState::Cancelled
+            } else {
+                CampaignState::Paused
+            })),
             (Some("held"), Some(ms)) => Ok(OnceClaim::Held {
                 retry_in: Duration::from_millis(ms.parse().unwrap_or(1000)),
             }),
@@ -414,20 +472,39 @@ impl Store {
         }
     }
 
-    /// Extends the lease; `false` means it was lost and the provider must not be called.
+    /// Extends the lease; `false` means it was lost (or the campaign halted) and the
+    /// provider must not be called.
     pub async fn renew_once(
         &self,
         d: &Delivery,
         owner: &str,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        self.eval_flag(
-            RENEW
-                .key(self.slot_key(&d.campaign, &d.customer).await?)
-                .arg(owner)
-                .arg(lease.as_millis() as u64),
-        )
-        .await
+        Ok(self.renew_slot(d, owner, lease).await? == Renewal::Renewed)
+    }
+
+    /// [`Store::renew_once`], saying why a renewal was refused.
+    pub async fn renew_slot(
+        &self,
+        d: &Delivery,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Renewal, StoreError> {
+        let answer: i64 = self
+            .eval(
+                self.on_slot(&RENEW, &d.campaign, &d.customer)
+                    .await?
+                    .arg(owner)
+                    .arg(lease.as_millis() as u64)
+                    .arg(d.customer.as_str()),
+            )
+            .await?;
+        Ok(match answer {
+            1 => Renewal::Renewed,
+            2 => Renewal::Halted(CampaignState::Cancelled),
+            3 => Renewal::Halted(CampaignState::Paused),
+            _ => Renewal::Lost,
+        })
     }
 
     /// Hands a claim back on shutdown, so the redelivered message need not wait out the lease.

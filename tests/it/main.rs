@@ -12,6 +12,7 @@ mod api_contract;
 mod api_docs;
 mod boundary;
 mod broker_binary;
+mod campaign_control;
 mod campaign_crash;
 mod chaos;
 mod cluster;

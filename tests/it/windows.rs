@@ -317,6 +317,7 @@ async fn a_finished_campaigns_keys_expire_after_their_retention() {
         max_cost: None,
         recipients: 2,
         created_ms: now_ms(),
+        send_at_ms: None,
     };
     store.create_campaign(&campaign, &audience).await.unwrap();
     store.mark_batch_done(&id, 0, 2).await.unwrap();

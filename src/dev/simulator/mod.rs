@@ -112,6 +112,9 @@ pub struct SimulatorArgs {
 #[derive(Debug, Default, Serialize, serde::Deserialize, Clone, PartialEq, Eq)]
 pub struct SimStats {
     pub calls: u64,
+    /// When the latest call came (ms since the epoch; 0: none yet).
+    #[serde(default)]
+    pub last_call_ms: u64,
     pub delivered: u64,
     pub errors: u64,
     pub rate_limited: u64,
@@ -146,6 +149,7 @@ pub struct SimStats {
 struct Sim {
     args: SimulatorArgs,
     calls: AtomicU64,
+    last_call_ms: AtomicU64,
     errors: AtomicU64,
     rate_limited: AtomicU64,
     hung: AtomicU64,
@@ -189,6 +193,7 @@ pub async fn serve(
         receipt_counts,
         args,
         calls: AtomicU64::new(0),
+        last_call_ms: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         rate_limited: AtomicU64::new(0),
         hung: AtomicU64::new(0),
@@ -215,6 +220,8 @@ async fn notify(
     body: axum::body::Bytes,
 ) -> Response {
     sim.calls.fetch_add(1, Ordering::Relaxed);
+    sim.last_call_ms
+        .fetch_max(crate::model::now_ms(), Ordering::Relaxed);
     if headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok()) != Some(sim.args.api_key.expose())
     {
         sim.unauthorized.fetch_add(1, Ordering::Relaxed);
@@ -354,6 +361,7 @@ impl Sim {
         let deliveries = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
         SimStats {
             calls: self.calls.load(Ordering::Relaxed),
+            last_call_ms: self.last_call_ms.load(Ordering::Relaxed),
             delivered: deliveries.values().sum(),
             errors: self.errors.load(Ordering::Relaxed),
             rate_limited: self.rate_limited.load(Ordering::Relaxed),
