@@ -218,6 +218,10 @@ problems!(
     /// An operator's action on a campaign in a state where it does not apply.
     StateConflict { 409 => "Not in a state where this applies (resume a running campaign, cancel a cancelled one)" }
 );
+problems!(
+    /// A page's `before` or `limit` out of range or not a number.
+    BadPage { 422 => "A bad `before` or `limit`" }
+);
 problems!(QueueDown { 503 => "Kafka or Redis did not answer in time: send it again" });
 problems!(
     /// The flash-promo API's shopper tokens need a configured secret.

@@ -56,7 +56,9 @@ pub fn access(method: &Method, route: &str) -> Access {
         ("POST", "/v1/requests" | "/v1/requests/{id}/process") => Requests(Scope::RequestsWrite),
         ("GET", "/v1/requests/{id}") => Requests(Scope::RequestsRead),
         ("GET", "/v1/customers/{id}" | "/v1/customers/{id}/loyalty")
-        | ("GET", "/v1/customers/{id}/activity") => Key(Scope::CustomersRead),
+        | ("GET", "/v1/customers/{id}/activity" | "/v1/customers/{id}/messages") => {
+            Key(Scope::CustomersRead)
+        }
         ("PUT", "/v1/customers/{id}") | ("POST", "/v1/customers/batch") => {
             Key(Scope::CustomersWrite)
         }
@@ -65,7 +67,9 @@ pub fn access(method: &Method, route: &str) -> Access {
             "POST",
             "/v1/campaigns/{id}/pause" | "/v1/campaigns/{id}/resume" | "/v1/campaigns/{id}/cancel",
         ) => Key(Scope::CampaignsWrite),
-        ("GET", "/v1/campaigns/{id}") => Key(Scope::CampaignsRead),
+        ("GET", "/v1/campaigns/{id}" | "/v1/campaigns/{id}/recipients/{customer}") => {
+            Key(Scope::CampaignsRead)
+        }
         ("POST", "/v1/receipts") => Signed,
         ("GET" | "POST", "/v1/unsubscribe/{token}") => Link,
         ("POST", "/v1/webhooks/twilio" | "/v1/webhooks/whatsapp") => Webhook,

@@ -33,6 +33,7 @@ mod campaigns;
 mod customers;
 pub(crate) mod docs;
 mod events;
+mod history;
 pub mod program;
 mod promos;
 mod receipts;
@@ -104,6 +105,7 @@ fn documented_routes(
     .merge(requests::routes())
     .merge(customers::routes(http))
     .merge(campaigns::routes(http))
+    .merge(history::routes())
     .merge(receipts::routes(http))
     .merge(events::routes(http))
     .merge(promos::routes(promos))
@@ -256,12 +258,7 @@ impl Readiness {
     }
 }
 
-/// A time as the API writes it: RFC 3339 in UTC.
-pub fn rfc3339(ms: u64) -> String {
-    jiff::Timestamp::from_millisecond(ms as i64)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
-}
+pub use crate::model::rfc3339;
 
 #[cfg(test)]
 mod tests {

@@ -248,8 +248,11 @@ impl Dispatcher {
                     provider_id
                 };
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
-                self.emit_delivery(LifecycleKind::Sent, d, Some(detail))
-                    .await;
+                let sent = LifecycleEvent {
+                    provider: Some(provider.name.clone()),
+                    ..delivery_event(LifecycleKind::Sent, d, Some(detail))
+                };
+                kafka::emit_event(&self.producer, &self.topics.events(), &sent).await;
                 // What no receipt will announce, for the metrics: an acceptance that is the
                 // confirmation, or a receipt that came before the send was recorded (the
                 // receipts path counts those `early` and announces nothing).
@@ -343,16 +346,14 @@ impl Dispatcher {
     ) {
         let event = LifecycleEvent {
             latency_ms,
-            ..LifecycleEvent::for_delivery(
-                kind,
-                &d.campaign,
-                &d.customer,
-                d.message.channel,
-                detail,
-            )
+            ..delivery_event(kind, d, detail)
         };
         kafka::emit_event(&self.producer, &self.topics.events(), &event).await;
     }
+}
+
+fn delivery_event(kind: LifecycleKind, d: &Delivery, detail: Option<String>) -> LifecycleEvent {
+    LifecycleEvent::for_delivery(kind, &d.campaign, &d.customer, d.message.channel, detail)
 }
 
 /// Why a send was left `uncertain`: its owner died mid-call.

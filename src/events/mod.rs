@@ -7,6 +7,8 @@
 //!   configurable [`LoyaltyRule`] (seed 003).
 //! - [`Role::UserEvents`] (`herald.user-events`, group `{ns}-user-events`): per-user
 //!   aggregates (seed 004), which feed behavioural segments.
+//! - [`Role::History`] (`herald.events`, group `{ns}-history`): each customer's message
+//!   history, from the lifecycle events, for support and data-access requests.
 //!
 //! Every consumer works the same way ([`run`]): messages are decoded as they arrive (what
 //! cannot be used goes to a dead-letter topic with the reason, once), the usable ones are
@@ -15,6 +17,7 @@
 //! `event_id`, so a redelivered or re-published event changes nothing.
 
 pub mod activity;
+pub mod history;
 pub mod program;
 pub mod sales;
 
@@ -31,6 +34,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 pub use activity::UserEvents;
+pub use history::History;
 pub use sales::{Loyalty, LoyaltyRule, SaleEmail};
 
 use crate::kafka::{self, Topics};
@@ -51,16 +55,24 @@ pub enum Role {
     Loyalty,
     /// Per-user aggregates of user events.
     UserEvents,
+    /// Each customer's message history, from the lifecycle events.
+    History,
 }
 
 impl Role {
-    pub const ALL: [Role; 3] = [Role::SaleEmail, Role::Loyalty, Role::UserEvents];
+    pub const ALL: [Role; 4] = [
+        Role::SaleEmail,
+        Role::Loyalty,
+        Role::UserEvents,
+        Role::History,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Role::SaleEmail => "sale-email",
             Role::Loyalty => "loyalty",
             Role::UserEvents => "user-events",
+            Role::History => "history",
         }
     }
 
@@ -72,13 +84,14 @@ impl Role {
         match self {
             Role::SaleEmail | Role::Loyalty => topics.sales(),
             Role::UserEvents => topics.user_events(),
+            Role::History => topics.events(),
         }
     }
 
     /// Where what this consumer cannot use goes.
     pub fn dead_letter_topic(self, topics: &Topics) -> String {
         match self {
-            Role::SaleEmail | Role::Loyalty => topics.dlq(),
+            Role::SaleEmail | Role::Loyalty | Role::History => topics.dlq(),
             Role::UserEvents => topics.user_events_dlq(),
         }
     }

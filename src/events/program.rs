@@ -7,14 +7,16 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{BatchConfig, Loyalty, LoyaltyRule, Role, RoleStats, SaleEmail, UserEvents};
+use super::{BatchConfig, History, Loyalty, LoyaltyRule, Role, RoleStats, SaleEmail, UserEvents};
 use crate::config::{CommonArgs, HealthArgs};
 use crate::health::Probes;
 use crate::program::{self, Connections};
+use crate::store::HistoryLimits;
 
 /// Consumes `herald.sales` in two independent groups, `herald-sale-email` (a confirmation
 /// e-mail per sale, sent by the e-mail dispatchers) and `herald-loyalty` (points per sale),
-/// and `herald.user-events` in `herald-user-events` (per-user aggregates in Redis). Each
+/// `herald.user-events` in `herald-user-events` (per-user aggregates in Redis), and
+/// `herald.events` in `herald-history` (each customer's message history). Each
 /// sale and each `event_id` takes effect once, whatever Kafka redelivers; what cannot be
 /// used goes to `herald.dlq` (sales) or `herald.user-events.dlq` with the reason. Run
 /// several to scale; `--only` splits the consumers into separate deployments.
@@ -27,7 +29,7 @@ pub struct Args {
     #[command(flatten)]
     pub health: HealthArgs,
 
-    /// Run only these consumers (repeat or comma-separate); all three when unset.
+    /// Run only these consumers (repeat or comma-separate); all of them when unset.
     #[arg(long, env = "HERALD_EVENTS_ONLY", value_enum, value_delimiter = ',')]
     pub only: Vec<Role>,
 
@@ -51,10 +53,18 @@ pub struct Args {
     /// How long an event may wait to be applied, in ms.
     #[arg(long, env = "HERALD_EVENTS_FLUSH_MS", default_value_t = 50)]
     pub flush_ms: u64,
+
+    /// How long a customer's message history is kept after their latest event, in days.
+    #[arg(long, env = "HERALD_HISTORY_RETENTION_DAYS", default_value_t = 90)]
+    pub history_retention_days: u64,
+
+    /// The most messages kept per customer; the oldest go first.
+    #[arg(long, env = "HERALD_HISTORY_MESSAGES", default_value_t = 200)]
+    pub history_messages: usize,
 }
 
 impl Args {
-    /// The consumers to run: `--only`, or all three.
+    /// The consumers to run: `--only`, or all of them.
     fn roles(&self) -> Vec<Role> {
         let mut roles = if self.only.is_empty() {
             Role::ALL.to_vec()
@@ -64,6 +74,14 @@ impl Args {
         roles.sort();
         roles.dedup();
         roles
+    }
+
+    fn history_limits(&self) -> HistoryLimits {
+        HistoryLimits {
+            messages: self.history_messages.max(1),
+            retention: Duration::from_secs(self.history_retention_days.max(1) * 24 * 3600),
+            ..HistoryLimits::default()
+        }
     }
 }
 
@@ -173,6 +191,15 @@ async fn run(
                 let work = Arc::new(UserEvents {
                     store,
                     dedup_window,
+                });
+                running.spawn(super::run(
+                    work, consumer, producer, topics, batch, stats, shutdown,
+                ))
+            }
+            Role::History => {
+                let work = Arc::new(History {
+                    store,
+                    limits: args.history_limits(),
                 });
                 running.spawn(super::run(
                     work, consumer, producer, topics, batch, stats, shutdown,

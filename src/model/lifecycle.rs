@@ -51,6 +51,9 @@ pub struct LifecycleEvent {
     /// On `delivered`: milliseconds from the provider's acceptance to the receipt.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub latency_ms: Option<u64>,
+    /// On `sent`: the provider (by its configured name) that took the message.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub provider: Option<String>,
 }
 
 impl LifecycleEvent {
@@ -70,6 +73,7 @@ impl LifecycleEvent {
             campaign: None,
             count: None,
             latency_ms: None,
+            provider: None,
         }
     }
 

@@ -285,6 +285,13 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A time as Herald writes it: RFC 3339 in UTC.
+pub fn rfc3339(ms: u64) -> String {
+    jiff::Timestamp::from_millisecond(ms as i64)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

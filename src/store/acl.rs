@@ -113,6 +113,7 @@ const COMMANDS: &[&str] = &[
     "del",
     "exists",
     "expire",
+    "ttl",
     "pexpireat",
     "pexpiretime",
     "getbit",
@@ -128,6 +129,7 @@ const COMMANDS: &[&str] = &[
     "hexists",
     "hdel",
     "hincrby",
+    "hlen",
     // lists
     "lrange",
     "lpush",
@@ -145,7 +147,10 @@ const COMMANDS: &[&str] = &[
     "zcard",
     "zscore",
     "zrangebyscore",
+    "zscan",
     "zrevrange",
+    "zrevrangebyscore",
+    "zpopmin",
     "zremrangebyrank",
     // geo (flash promos near a shopper)
     "geoadd",

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use redis::Script;
 
+pub use history::{HistoryEvent, HistoryItem, HistoryLimits, HistoryPage, MessageHistory};
 pub use lifecycle::StateChange;
 pub use link::RedisTarget;
 use link::{Client, Link};
@@ -134,6 +135,7 @@ mod channel_health;
 mod customers;
 mod events;
 mod first_attempt;
+mod history;
 mod lifecycle;
 mod link;
 mod metrics;

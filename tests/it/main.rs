@@ -24,6 +24,7 @@ mod email;
 mod events;
 mod fakes;
 mod generated_client;
+mod history;
 mod kafka_cluster;
 mod kafka_groups;
 mod kafka_sasl;

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::harness::{quiet_provider, Fleet};
 
-fn customer(id: &str, channels: &[&str], zone: &str) -> Value {
+pub(crate) fn customer(id: &str, channels: &[&str], zone: &str) -> Value {
     let contacts: serde_json::Map<String, Value> = channels
         .iter()
         .map(|c| (c.to_string(), json!(format!("{c}-{id}"))))
@@ -28,7 +28,7 @@ fn customer(id: &str, channels: &[&str], zone: &str) -> Value {
     json!({"id": id, "name": format!("Name {id}"), "contacts": contacts, "consent": consent, "time_zone": zone})
 }
 
-fn campaign(id: &str, order: &[&str], timeout_ms: u64, audience: &[String]) -> Value {
+pub(crate) fn campaign(id: &str, order: &[&str], timeout_ms: u64, audience: &[String]) -> Value {
     let timeouts: serde_json::Map<String, Value> = order
         .iter()
         .map(|c| (c.to_string(), json!(timeout_ms)))
@@ -86,7 +86,7 @@ async fn start_dispatchers(
 
 /// A zone where SMS and WhatsApp are outside their quiet hours now, so tests do not depend
 /// on the hour they run at.
-fn daytime() -> String {
+pub(crate) fn daytime() -> String {
     zone_at_local_hour(14)
 }
 
