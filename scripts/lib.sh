@@ -68,7 +68,8 @@ ensure_cargo_deny() {
 
 # A Python virtual environment with the PyPI packages the tests use: aiosmtpd (the SMTP
 # server e-mail is tested against), Schemathesis (which fuzzes the API from its document) and
-# openapi-python-client (which generates a client from it, as an integrating team would).
+# openapi-python-client (which generates a client from it, as an integrating team would) and
+# standardwebhooks (the specification's reference code, which checks outgoing webhooks).
 # Exports HERALD_TEST_PYTHON, its interpreter, and HERALD_VENV.
 HERALD_VENV="${HERALD_VENV:-$HOME/.cache/herald-venv}"
 ensure_test_python() {
@@ -77,14 +78,14 @@ ensure_test_python() {
         log "creating the Python environment for test servers ($HERALD_VENV)"
         python3 -m venv "$HERALD_VENV" || die "python3 -m venv failed"
     fi
-    if ! "$HERALD_VENV/bin/python" -c 'import aiosmtpd' 2>/dev/null \
+    if ! "$HERALD_VENV/bin/python" -c 'import aiosmtpd, standardwebhooks' 2>/dev/null \
         || [ ! -x "$HERALD_VENV/bin/schemathesis" ] \
         || [ ! -x "$HERALD_VENV/bin/openapi-python-client" ] \
         || [ ! -x "$HERALD_VENV/bin/openapi-spec-validator" ]; then
-        log "installing aiosmtpd, schemathesis, openapi-python-client and openapi-spec-validator (PyPI)"
+        log "installing aiosmtpd, schemathesis, openapi-python-client, openapi-spec-validator and standardwebhooks (PyPI)"
         "$HERALD_VENV/bin/pip" install --quiet --disable-pip-version-check \
             'aiosmtpd==1.4.6' 'schemathesis==4.32.5' 'openapi-python-client==0.29.1' \
-            'openapi-spec-validator==0.9.0' \
+            'openapi-spec-validator==0.9.0' 'standardwebhooks==1.3.0' \
             || die "pip install of the test tools failed"
     fi
     export HERALD_TEST_PYTHON="$HERALD_VENV/bin/python" HERALD_VENV

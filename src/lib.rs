@@ -7,7 +7,8 @@
 //! - [`api`]: accepted over HTTP by `herald-ingest`, validated and recorded, then published.
 //! - [`campaigns`]: a campaign is launched, fanned out to one delivery per customer on the
 //!   channel its [`campaigns::rules`] choose, confirmed by [`campaigns::receipts`] or moved
-//!   to the next channel by [`campaigns::retry`].
+//!   to the next channel by [`campaigns::retry`]; an operator schedules, pauses, resumes or
+//!   cancels it through [`campaigns::control`].
 //! - [`kafka`]: topics, producers, the one consumer loop that commits only finished work,
 //!   dead letters, lag.
 //! - [`publish`]: a seed 001 request's notification published to Kafka, and republished by
@@ -21,7 +22,10 @@
 //!   (dashboard, `/v1/stats`, Prometheus through [`prom`]).
 //! - [`promos`]: flash promos (seed 002): reservations, segments, activation as a campaign.
 //! - [`events`]: `herald-events`: sales become confirmation e-mails and loyalty points, user
-//!   events become per-user aggregates, each once.
+//!   events become per-user aggregates, lifecycle events each customer's message history and
+//!   the shop's outgoing webhooks, each once.
+//! - [`outgoing`]: outgoing webhooks: endpoints, Standard Webhooks signatures, the sender
+//!   that retries each endpoint on its own, and which addresses may be called.
 //! - [`schedulers`]: `herald-retry`, the schedulers that work from Redis (fallbacks, promo
 //!   windows).
 //! - [`model`]: the shared types: channels, ids, campaigns, lifecycle events, business events.
@@ -51,6 +55,7 @@ pub mod kafka_security;
 pub mod latency;
 pub mod metrics;
 pub mod model;
+pub mod outgoing;
 pub mod program;
 pub mod prom;
 pub mod promos;

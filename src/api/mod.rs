@@ -40,6 +40,7 @@ mod receipts;
 mod requests;
 mod senders;
 mod unsubscribe;
+mod webhook_endpoints;
 mod webhooks;
 
 pub use access::AccessSettings;
@@ -68,6 +69,8 @@ pub struct Ingest {
     pub readiness: Readiness,
     /// Who a campaign may send e-mail as.
     pub senders: SenderPolicy,
+    /// Which URLs webhook endpoints may have.
+    pub webhook_addresses: crate::outgoing::address::AddressPolicy,
 }
 
 /// Every route, and the OpenAPI document of the same routes: a route is added with its
@@ -111,6 +114,7 @@ fn documented_routes(
     .merge(promos::routes(promos))
     .merge(unsubscribe::routes())
     .merge(webhooks::routes())
+    .merge(webhook_endpoints::routes())
     .merge(docs::routes())
     .routes(routes!(crate::health::alive))
     .routes(routes!(ready))

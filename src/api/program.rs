@@ -73,6 +73,10 @@ pub struct Args {
     #[command(flatten)]
     pub jwt_policy: crate::auth::JwtPolicy,
 
+    /// Which URLs webhook endpoints may be registered with.
+    #[command(flatten)]
+    pub webhook_addresses: crate::outgoing::address::AddressArgs,
+
     #[command(flatten)]
     pub access: AccessArgs,
 
@@ -303,6 +307,7 @@ impl crate::program::Program for Program {
             http: args.http.clone(),
             readiness: Default::default(),
             senders: super::SenderPolicy::new(&args.email_sender_domains),
+            webhook_addresses: args.webhook_addresses.policy(),
         });
         let addr = listen_addr(args.http_addr, args.access.insecure_dev)?;
         let listener = TcpListener::bind(addr)

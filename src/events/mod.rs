@@ -9,6 +9,8 @@
 //!   aggregates (seed 004), which feed behavioural segments.
 //! - [`Role::History`] (`herald.events`, group `{ns}-history`): each customer's message
 //!   history, from the lifecycle events, for support and data-access requests.
+//! - [`Role::Webhooks`] (`herald.events`, group `{ns}-webhooks`): the lifecycle events queued
+//!   for the shop's webhook endpoints, and their delivery ([`crate::outgoing`]).
 //!
 //! Every consumer works the same way ([`run`]): messages are decoded as they arrive (what
 //! cannot be used goes to a dead-letter topic with the reason, once), the usable ones are
@@ -18,6 +20,7 @@
 
 pub mod activity;
 pub mod history;
+pub mod outgoing;
 pub mod program;
 pub mod sales;
 
@@ -35,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use activity::UserEvents;
 pub use history::History;
+pub use outgoing::Webhooks;
 pub use sales::{Loyalty, LoyaltyRule, SaleEmail};
 
 use crate::kafka::{self, Topics};
@@ -57,14 +61,17 @@ pub enum Role {
     UserEvents,
     /// Each customer's message history, from the lifecycle events.
     History,
+    /// Outgoing webhooks: lifecycle events queued for, and delivered to, the shop's endpoints.
+    Webhooks,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [
+    pub const ALL: [Role; 5] = [
         Role::SaleEmail,
         Role::Loyalty,
         Role::UserEvents,
         Role::History,
+        Role::Webhooks,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +80,7 @@ impl Role {
             Role::Loyalty => "loyalty",
             Role::UserEvents => "user-events",
             Role::History => "history",
+            Role::Webhooks => "webhooks",
         }
     }
 
@@ -84,14 +92,14 @@ impl Role {
         match self {
             Role::SaleEmail | Role::Loyalty => topics.sales(),
             Role::UserEvents => topics.user_events(),
-            Role::History => topics.events(),
+            Role::History | Role::Webhooks => topics.events(),
         }
     }
 
     /// Where what this consumer cannot use goes.
     pub fn dead_letter_topic(self, topics: &Topics) -> String {
         match self {
-            Role::SaleEmail | Role::Loyalty | Role::History => topics.dlq(),
+            Role::SaleEmail | Role::Loyalty | Role::History | Role::Webhooks => topics.dlq(),
             Role::UserEvents => topics.user_events_dlq(),
         }
     }

@@ -7,16 +7,20 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{BatchConfig, History, Loyalty, LoyaltyRule, Role, RoleStats, SaleEmail, UserEvents};
+use super::{
+    BatchConfig, History, Loyalty, LoyaltyRule, Role, RoleStats, SaleEmail, UserEvents, Webhooks,
+};
 use crate::config::{CommonArgs, HealthArgs};
 use crate::health::Probes;
+use crate::outgoing::sender::{Sender, SenderConfig};
 use crate::program::{self, Connections};
 use crate::store::HistoryLimits;
 
 /// Consumes `herald.sales` in two independent groups, `herald-sale-email` (a confirmation
 /// e-mail per sale, sent by the e-mail dispatchers) and `herald-loyalty` (points per sale),
 /// `herald.user-events` in `herald-user-events` (per-user aggregates in Redis), and
-/// `herald.events` in `herald-history` (each customer's message history). Each
+/// `herald.events` in `herald-history` (each customer's message history) and in
+/// `herald-webhooks` (the shop's outgoing webhooks, delivered by this program too). Each
 /// sale and each `event_id` takes effect once, whatever Kafka redelivers; what cannot be
 /// used goes to `herald.dlq` (sales) or `herald.user-events.dlq` with the reason. Run
 /// several to scale; `--only` splits the consumers into separate deployments.
@@ -61,6 +65,31 @@ pub struct Args {
     /// The most messages kept per customer; the oldest go first.
     #[arg(long, env = "HERALD_HISTORY_MESSAGES", default_value_t = 200)]
     pub history_messages: usize,
+
+    #[command(flatten)]
+    pub webhook_addresses: crate::outgoing::address::AddressArgs,
+
+    /// How long an outgoing webhook (and its endpoint) may keep failing before it is given
+    /// up on (the endpoint disabled), in hours.
+    #[arg(long, env = "HERALD_WEBHOOK_RETRY_HOURS", default_value_t = 24)]
+    pub webhook_retry_hours: u64,
+
+    /// The longest wait between two attempts of an outgoing webhook, in ms (the first is 5 s,
+    /// then doubling).
+    #[arg(
+        long,
+        env = "HERALD_WEBHOOK_MAX_BACKOFF_MS",
+        default_value_t = 3_600_000
+    )]
+    pub webhook_max_backoff_ms: u64,
+
+    /// One outgoing webhook call's time-out, in ms.
+    #[arg(long, env = "HERALD_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub webhook_timeout_ms: u64,
+
+    /// How long delivered webhook messages are kept for a replay, in hours.
+    #[arg(long, env = "HERALD_WEBHOOK_KEEP_HOURS", default_value_t = 24)]
+    pub webhook_keep_hours: u64,
 }
 
 impl Args {
@@ -74,6 +103,19 @@ impl Args {
         roles.sort();
         roles.dedup();
         roles
+    }
+
+    pub fn sender_config(&self) -> SenderConfig {
+        let first_backoff =
+            Duration::from_secs(5).min(Duration::from_millis(self.webhook_max_backoff_ms.max(1)));
+        SenderConfig {
+            retry_period: Duration::from_secs(self.webhook_retry_hours.max(1) * 3600),
+            first_backoff,
+            max_backoff: Duration::from_millis(self.webhook_max_backoff_ms.max(1)),
+            timeout: Duration::from_millis(self.webhook_timeout_ms.max(1)),
+            keep: Duration::from_secs(self.webhook_keep_hours.max(1) * 3600),
+            ..SenderConfig::default()
+        }
     }
 
     fn history_limits(&self) -> HistoryLimits {
@@ -201,6 +243,24 @@ async fn run(
                     store,
                     limits: args.history_limits(),
                 });
+                running.spawn(super::run(
+                    work, consumer, producer, topics, batch, stats, shutdown,
+                ))
+            }
+            Role::Webhooks => {
+                let sender = Sender::new(
+                    store.clone(),
+                    producer.clone(),
+                    topics.clone(),
+                    args.webhook_addresses.policy(),
+                    args.sender_config(),
+                )?;
+                let delivering = shutdown.clone();
+                running.spawn(async move {
+                    Arc::new(sender).run(delivering).await;
+                    Ok(())
+                });
+                let work = Arc::new(Webhooks { store });
                 running.spawn(super::run(
                     work, consumer, producer, topics, batch, stats, shutdown,
                 ))

@@ -28,6 +28,9 @@ pub enum LifecycleKind {
     /// An operator cancelled the campaign before this delivery was sent (`count` of a batch
     /// fan-out ended so).
     Cancelled,
+    /// An outgoing webhook endpoint (`id`) failed for the whole retry period and was
+    /// disabled.
+    EndpointDisabled,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +126,7 @@ impl LifecycleKind {
             LifecycleKind::Uncertain => "uncertain",
             LifecycleKind::Unsubscribed => "unsubscribed",
             LifecycleKind::Cancelled => "cancelled",
+            LifecycleKind::EndpointDisabled => "endpoint_disabled",
         }
     }
 }

@@ -11,6 +11,7 @@ pub use history::{HistoryEvent, HistoryItem, HistoryLimits, HistoryPage, Message
 pub use lifecycle::StateChange;
 pub use link::RedisTarget;
 use link::{Client, Link};
+pub use outgoing::{Claimed, Outgoing, Retry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -139,6 +140,7 @@ mod history;
 mod lifecycle;
 mod link;
 mod metrics;
+mod outgoing;
 mod pending;
 mod promos;
 mod requests;

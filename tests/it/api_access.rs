@@ -42,6 +42,7 @@ async fn call(
         "get" => fleet.anon.get(&url),
         "put" => fleet.anon.put(&url),
         "post" => fleet.anon.post(&url),
+        "delete" => fleet.anon.delete(&url),
         other => panic!("unexpected method {other} in the document"),
     };
     if method != "get" {

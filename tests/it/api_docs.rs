@@ -54,6 +54,7 @@ async fn every_path_answers(fleet: &Fleet, base: &str, spec: &Value) {
                 "get" => fleet.http.get(&url),
                 "post" => fleet.http.post(&url),
                 "put" => fleet.http.put(&url),
+                "delete" => fleet.http.delete(&url),
                 other => panic!("unexpected method {other}"),
             };
             let r = req.send().await.unwrap();

@@ -252,22 +252,9 @@ async fn operator_actions_name_what_is_wrong() {
         );
     }
     // A key that may only read campaigns may not pause one.
-    let reader = fleet.key("reader", &[herald::auth::Scope::CampaignsRead]);
-    let mut status = 0;
-    // The key file is re-read within a second or two.
-    for _ in 0..50 {
-        status = reqwest::Client::new()
-            .post(format!("{}/v1/campaigns/x/pause", fleet.api_url))
-            .bearer_auth(&reader)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
-        if status != 401 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let reader = [herald::auth::Scope::CampaignsRead];
+    let status = fleet
+        .status_with_new_key(&reader, reqwest::Method::POST, "/v1/campaigns/x/pause")
+        .await;
     assert_eq!(status, 403);
 }

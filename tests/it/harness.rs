@@ -260,6 +260,10 @@ impl Fleet {
             cors_origins: Vec::new(),
             email_sender_domains: vec!["shop.test".into()],
             jwt_policy: Default::default(),
+            webhook_addresses: herald::outgoing::address::AddressArgs {
+                webhook_allow_loopback: true,
+                webhook_allow_networks: Vec::new(),
+            },
             access: access_args(&keys_file, &public_url),
             http: herald::http::HttpLimits::default(),
         })
@@ -359,6 +363,33 @@ impl Fleet {
             .expect("a key")
             .expose()
             .to_string()
+    }
+
+    /// The status a new key with `scopes` gets for `method path` (no body), once ingest has
+    /// read the key file again (within a second or two; 401 until then).
+    pub async fn status_with_new_key(
+        &self,
+        scopes: &[herald::auth::Scope],
+        method: reqwest::Method,
+        path: &str,
+    ) -> u16 {
+        let key = self.key(&format!("k{}", uuid::Uuid::new_v4().simple()), scopes);
+        let mut status = 401;
+        for _ in 0..50 {
+            status = reqwest::Client::new()
+                .request(method.clone(), format!("{}{path}", self.api_url))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            if status != 401 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        status
     }
 
     /// Waits, by asking the group coordinator (DescribeGroups), until consumer group `group`

@@ -31,6 +31,7 @@ mod kafka_sasl;
 mod observability;
 mod offers;
 mod once_slot;
+mod outgoing_webhooks;
 mod problems;
 mod promos;
 mod providers;

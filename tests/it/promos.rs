@@ -573,6 +573,7 @@ async fn roles_tokens_limits_and_the_window_are_enforced() {
         http: herald::http::HttpLimits::default(),
         readiness: Default::default(),
         senders: Default::default(),
+        webhook_addresses: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
