@@ -29,15 +29,27 @@ pub enum CampaignsCommand {
         json: bool,
     },
     /// Show a campaign's progress and counts.
-    Show { id: String },
+    Show {
+        /// The campaign's id.
+        id: String,
+    },
     /// Pause a running campaign: fan-out and new sends stop within seconds (calls under
     /// way finish); `resume` goes on where it stopped.
-    Pause { id: String },
+    Pause {
+        /// The campaign's id.
+        id: String,
+    },
     /// Resume a paused campaign; each customer still hears once.
-    Resume { id: String },
+    Resume {
+        /// The campaign's id.
+        id: String,
+    },
     /// Cancel a campaign for good: nothing is sent after the answer, and every delivery not
     /// yet sent ends `cancelled` (counted on the report).
-    Cancel { id: String },
+    Cancel {
+        /// The campaign's id.
+        id: String,
+    },
     /// Follow a campaign with a progress bar (rate, ETA) until it ends, then a summary table.
     Watch {
         id: String,

@@ -13,6 +13,7 @@ mod promos;
 mod providers;
 mod redis_acl;
 mod requests;
+mod webhooks;
 
 use clap::{Parser, Subcommand};
 
@@ -90,6 +91,9 @@ enum Command {
     Openapi(Openapi),
     /// Redis's ACL file: one user per program, each limited to Herald's commands and keys.
     RedisAcl(redis_acl::RedisAcl),
+    /// The shop's outgoing webhook endpoints: add, list, remove, replay (admin key).
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -136,6 +140,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Requests(c) => requests::execute(c, &api).await,
         Command::Customers(c) => customers::execute(c, &api).await,
         Command::Campaigns(c) => campaigns::execute(c, &api).await,
+        Command::Webhooks(c) => webhooks::execute(c, &api).await,
         Command::ProduceEvents(c) => c.execute().await,
         Command::Keys(c) => keys::execute(c),
         Command::Providers(c) => providers::execute(c).await,

@@ -114,6 +114,35 @@ impl LoadGen {
         Ok(id)
     }
 
+    /// Any call of the API: the JSON answer (`null` for none), or the refusal with its body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        what: &'static str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, LoadError> {
+        let url = format!("{}{path}", self.api);
+        let mut req = self.http.request(method, &url);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|source| LoadError::Unreachable { url, source })?;
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if status >= 300 {
+            return Err(LoadError::Refused {
+                what,
+                status,
+                body: body.to_string(),
+            });
+        }
+        Ok(body)
+    }
+
     /// GETs `path`: the status code and the JSON body (`null` when there is none).
     async fn get(&self, path: &str) -> Result<(u16, Value), LoadError> {
         let url = format!("{}{path}", self.api);
