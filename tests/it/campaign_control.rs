@@ -138,9 +138,11 @@ async fn a_campaign_cancelled_at_thirty_percent_calls_no_provider_two_seconds_af
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_paused_campaign_calls_no_provider_and_after_resume_reaches_every_recipient_exactly_once()
-{
-    let fleet = Fleet::start(quiet_provider(), 4).await;
+async fn a_paused_campaign_of_four_shards_calls_no_provider_and_after_resume_reaches_every_recipient_exactly_once(
+) {
+    // Four shards: the pause must reach every shard's claims, and the parked deliveries of
+    // each come back.
+    let fleet = Fleet::start_sharded(quiet_provider(), 4, 4).await;
     let stop = fleet.shutdown.child_token();
     start_paced_dispatchers(&fleet, &stop, 1_000.0).await;
     fleet.start_fanout(stop.clone()).await;
