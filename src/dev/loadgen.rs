@@ -75,24 +75,8 @@ impl LoadGen {
     }
 
     async fn post(&self, what: &'static str, path: &str, body: Value) -> Result<Value, LoadError> {
-        let url = format!("{}{}", self.api, path);
-        let resp = self
-            .http
-            .post(&url)
-            .json(&body)
-            .send()
+        self.call(reqwest::Method::POST, what, path, Some(body))
             .await
-            .map_err(|source| LoadError::Unreachable { url, source })?;
-        let status = resp.status().as_u16();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        if status >= 300 {
-            return Err(LoadError::Refused {
-                what,
-                status,
-                body: body.to_string(),
-            });
-        }
-        Ok(body)
     }
 
     /// Creates and processes one request; returns its id.

@@ -132,6 +132,8 @@ pub struct Program {
     args: Args,
     c: Connections,
     stats: Vec<(Role, Arc<RoleStats>)>,
+    /// The outgoing webhooks' sender, with role `webhooks`.
+    sender: Option<Arc<Sender>>,
 }
 
 impl crate::program::Program for Program {
@@ -147,23 +149,40 @@ impl crate::program::Program for Program {
             .into_iter()
             .map(|r| (r, Arc::new(RoleStats::default())))
             .collect();
+        let sender = if args.roles().contains(&Role::Webhooks) {
+            let sender = Sender::new(
+                c.store.clone(),
+                c.producer.clone(),
+                c.topics.clone(),
+                args.webhook_addresses.policy(),
+                args.sender_config(),
+            )?;
+            Some(Arc::new(sender))
+        } else {
+            None
+        };
         Ok(Program {
             args: args.clone(),
             c,
             stats,
+            sender,
         })
     }
 
     fn health(&self) -> Option<(std::net::SocketAddr, Probes)> {
         let (for_json, for_prom) = (self.stats.clone(), self.stats.clone());
         let topics = self.c.topics.clone();
+        let sender = self.sender.clone();
         let probes = Probes {
             ready: crate::health::redis_ready(self.c.store.clone()),
             stats: Arc::new(move || {
-                let map: serde_json::Map<String, serde_json::Value> = for_json
+                let mut map: serde_json::Map<String, serde_json::Value> = for_json
                     .iter()
                     .map(|(r, s)| (r.as_str().to_string(), serde_json::json!(&**s)))
                     .collect();
+                if let Some(sender) = &sender {
+                    map.insert("webhook_sender".into(), serde_json::json!(&sender.stats));
+                }
                 serde_json::Value::Object(map)
             }),
             metrics: Arc::new(move || super::prometheus(&topics, &for_prom)),
@@ -174,7 +193,7 @@ impl crate::program::Program for Program {
     /// Runs the chosen consumers until `shutdown`; one failing stops the others, so the
     /// orchestrator restarts the whole process.
     async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        run(self.args, self.c, self.stats, shutdown).await
+        run(self.args, self.c, self.stats, self.sender, shutdown).await
     }
 }
 
@@ -182,9 +201,17 @@ async fn run(
     args: Args,
     c: Connections,
     stats: Vec<(Role, Arc<RoleStats>)>,
+    sender: Option<Arc<Sender>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut running = JoinSet::new();
+    if let Some(sender) = sender {
+        let delivering = shutdown.clone();
+        running.spawn(async move {
+            sender.run(delivering).await;
+            Ok(())
+        });
+    }
     for (role, stats) in stats {
         let group = role.group(&c.topics);
         let consumer = program::consumer(&args.common, &group)?;
@@ -200,71 +227,56 @@ async fn run(
             max_batch: args.batch.max(1),
             flush_interval: Duration::from_millis(args.flush_ms.max(1)),
         };
-        let (producer, topics, shutdown) = (c.producer.clone(), c.topics.clone(), shutdown.clone());
+        let each = Loop {
+            consumer,
+            producer: c.producer.clone(),
+            topics: c.topics.clone(),
+            batch,
+            stats,
+            shutdown: shutdown.clone(),
+        };
         let dedup_window = Duration::from_secs(args.dedup_hours.max(1) * 3600);
         let store = c.store.clone();
         match role {
             Role::SaleEmail => {
-                let work = Arc::new(SaleEmail {
+                let work = SaleEmail {
                     store,
-                    producer: producer.clone(),
-                    topics: topics.clone(),
+                    producer: c.producer.clone(),
+                    topics: c.topics.clone(),
                     dedup_window,
-                });
-                running.spawn(super::run(
-                    work, consumer, producer, topics, batch, stats, shutdown,
-                ))
+                };
+                each.spawn(work, &mut running)
             }
             Role::Loyalty => {
                 let rule = LoyaltyRule {
                     per_unit: args.points_per_unit,
                     per_item: args.points_per_item,
                 };
-                let work = Arc::new(Loyalty {
-                    store,
-                    rule,
-                    dedup_window,
-                });
-                running.spawn(super::run(
-                    work, consumer, producer, topics, batch, stats, shutdown,
-                ))
+                each.spawn(
+                    Loyalty {
+                        store,
+                        rule,
+                        dedup_window,
+                    },
+                    &mut running,
+                )
             }
-            Role::UserEvents => {
-                let work = Arc::new(UserEvents {
+            Role::UserEvents => each.spawn(
+                UserEvents {
                     store,
                     dedup_window,
-                });
-                running.spawn(super::run(
-                    work, consumer, producer, topics, batch, stats, shutdown,
-                ))
-            }
-            Role::History => {
-                let work = Arc::new(History {
+                },
+                &mut running,
+            ),
+            Role::History => each.spawn(
+                History {
                     store,
                     limits: args.history_limits(),
-                });
-                running.spawn(super::run(
-                    work, consumer, producer, topics, batch, stats, shutdown,
-                ))
-            }
-            Role::Webhooks => {
-                let sender = Sender::new(
-                    store.clone(),
-                    producer.clone(),
-                    topics.clone(),
-                    args.webhook_addresses.policy(),
-                    args.sender_config(),
-                )?;
-                let delivering = shutdown.clone();
-                running.spawn(async move {
-                    Arc::new(sender).run(delivering).await;
-                    Ok(())
-                });
-                let work = Arc::new(Webhooks { store });
-                running.spawn(super::run(
-                    work, consumer, producer, topics, batch, stats, shutdown,
-                ))
-            }
+                },
+                &mut running,
+            ),
+            // Its sender runs beside it (started above).
+            Role::Webhooks => each.spawn(Webhooks { store }, &mut running),
         };
     }
     let mut failure = None;
@@ -277,4 +289,32 @@ async fn run(
         shutdown.cancel();
     }
     failure.map_or(Ok(()), Err)
+}
+
+/// One consumer's loop, waiting for its work.
+struct Loop {
+    consumer: rdkafka::consumer::StreamConsumer,
+    producer: rdkafka::producer::FutureProducer,
+    topics: crate::kafka::Topics,
+    batch: BatchConfig,
+    stats: Arc<RoleStats>,
+    shutdown: CancellationToken,
+}
+
+impl Loop {
+    fn spawn<C: super::Consume>(
+        self,
+        work: C,
+        running: &mut JoinSet<Result<(), super::EventsError>>,
+    ) {
+        running.spawn(super::run(
+            Arc::new(work),
+            self.consumer,
+            self.producer,
+            self.topics,
+            self.batch,
+            self.stats,
+            self.shutdown,
+        ));
+    }
 }
