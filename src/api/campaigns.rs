@@ -80,6 +80,11 @@ struct NewCampaign {
     #[serde(default)]
     #[schema(format = DateTime, example = "2026-12-24T09:00:00Z")]
     send_at: Option<String>,
+    /// After this (RFC 3339, ahead, and after `send_at`) nothing of the campaign is sent,
+    /// fallbacks included: what is not sent by then ends `expired`.
+    #[serde(default)]
+    #[schema(format = DateTime, example = "2026-12-24T21:00:00Z")]
+    expires_at: Option<String>,
     audience: Audience,
 }
 
@@ -87,22 +92,46 @@ struct NewCampaign {
 /// counts from creation.
 const MAX_SCHEDULE_AHEAD_MS: u64 = 7 * 24 * 3600 * 1000;
 
-/// `send_at` in ms since the epoch.
-fn parse_send_at(raw: &str, now: u64) -> Result<u64, ApiError> {
+/// A campaign's time (`send_at`, `expires_at`) in ms since the epoch: RFC 3339, at most 7
+/// days ahead.
+fn parse_time(field: &str, raw: &str, now: u64) -> Result<u64, ApiError> {
     let at = raw
         .parse::<jiff::Timestamp>()
         .map_err(|_| {
             ApiError::invalid(
-                "send_at",
+                field,
                 format!("{raw:?} is not a date and time (RFC 3339, e.g. 2026-12-24T09:00:00Z)"),
             )
         })?
         .as_millisecond();
-    let at = u64::try_from(at).map_err(|_| ApiError::invalid("send_at", "before 1970"))?;
+    let at = u64::try_from(at).map_err(|_| ApiError::invalid(field, "before 1970"))?;
     if at > now + MAX_SCHEDULE_AHEAD_MS {
-        return Err(ApiError::invalid("send_at", "at most 7 days ahead"));
+        return Err(ApiError::invalid(field, "at most 7 days ahead"));
     }
     Ok(at)
+}
+
+/// `send_at` and `expires_at`: an expiry must be ahead, and after the start.
+fn campaign_times(
+    send_at: Option<&str>,
+    expires_at: Option<&str>,
+    now: u64,
+) -> Result<(Option<u64>, Option<u64>), ApiError> {
+    let send_at = send_at
+        .map(|raw| parse_time("send_at", raw, now))
+        .transpose()?;
+    let expires = expires_at
+        .map(|raw| parse_time("expires_at", raw, now))
+        .transpose()?;
+    if let Some(exp) = expires {
+        if exp <= send_at.unwrap_or(now).max(now) {
+            return Err(ApiError::invalid(
+                "expires_at",
+                "must be ahead, and after send_at",
+            ));
+        }
+    }
+    Ok((send_at, expires))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -278,11 +307,8 @@ async fn create_campaign(State(app): App, Body(body): Body) -> Result<Response, 
         .filter(|id| seen.insert(id.clone()))
         .collect();
     let now = now_ms();
-    let send_at_ms = new
-        .send_at
-        .as_deref()
-        .map(|raw| parse_send_at(raw, now))
-        .transpose()?;
+    let (send_at_ms, expires_at_ms) =
+        campaign_times(new.send_at.as_deref(), new.expires_at.as_deref(), now)?;
     let known = app.store.attribute_names().await?;
     let campaign = Campaign {
         id: new.id.unwrap_or_else(CampaignId::generate),
@@ -297,6 +323,7 @@ async fn create_campaign(State(app): App, Body(body): Body) -> Result<Response, 
         recipients: audience.len() as u64,
         created_ms: now,
         send_at_ms,
+        expires_at_ms,
     };
     check_templates(&campaign, &known, &app.senders)?;
     let launched =
@@ -447,6 +474,9 @@ pub struct CampaignReport {
     /// When it starts (or started), if it was scheduled.
     #[serde(skip_serializing_if = "Option::is_none")]
     send_at: Option<String>,
+    /// When what is not sent by then ends `expired`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<String>,
     recipients: u64,
     created_ms: u64,
     channels: Vec<Channel>,
@@ -455,8 +485,8 @@ pub struct CampaignReport {
     counts: BTreeMap<String, u64>,
 }
 
-/// Progress and counts by outcome; `delivered + failed + uncertain + cancelled` reaches
-/// `recipients` when done.
+/// Progress and counts by outcome; `delivered + failed + uncertain + cancelled + expired`
+/// reaches `recipients` when done.
 pub fn campaign_report(
     c: &Campaign,
     state: CampaignState,
@@ -485,6 +515,7 @@ pub fn campaign_report(
         status,
         state,
         send_at: c.send_at_ms.map(crate::api::rfc3339),
+        expires_at: c.expires_at_ms.map(crate::api::rfc3339),
         recipients: c.recipients,
         created_ms: c.created_ms,
         channels: c.channels.clone(),

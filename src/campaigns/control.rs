@@ -22,7 +22,7 @@ use rdkafka::producer::FutureProducer;
 use super::queue_batches;
 use crate::kafka::{self, Topics};
 use crate::model::{
-    CampaignAction, CampaignId, CampaignState, Channel, LifecycleEvent, LifecycleKind, RequestId,
+    CampaignAction, CampaignId, CampaignState, Channel, Halt, LifecycleEvent, RequestId,
 };
 use crate::store::{StateChange, Store, StoreError, BATCH_SIZE};
 
@@ -52,8 +52,8 @@ pub async fn operate(
     };
     tracing::info!(campaign = %id, %from, %to, action = action.as_str(), "campaign state changed");
     if to == CampaignState::Cancelled {
-        let waiting = store.cancel_queued(id).await?;
-        emit_cancelled(producer, topics, id, "pending", waiting).await;
+        let waiting = store.cancel_queued(id, Halt::Cancelled).await?;
+        emit_ended(producer, topics, id, "pending", Halt::Cancelled, waiting).await;
         if from == CampaignState::Scheduled {
             store.unschedule(id).await?;
             queue_all(store, producer, topics, id).await?;
@@ -143,8 +143,12 @@ pub async fn reconcile(
     };
     store.apply_halts(id, state).await?;
     if state == CampaignState::Cancelled {
-        let waiting = store.cancel_queued(id).await?;
-        emit_cancelled(producer, topics, id, "pending", waiting).await;
+        let waiting = store.cancel_queued(id, Halt::Cancelled).await?;
+        emit_ended(producer, topics, id, "pending", Halt::Cancelled, waiting).await;
+    } else if expired(store, id).await? {
+        // Deferred or parked deliveries would otherwise wait out their time to end.
+        let waiting = store.cancel_queued(id, Halt::Expired).await?;
+        emit_ended(producer, topics, id, "pending", Halt::Expired, waiting).await;
     }
     if matches!(state, CampaignState::Running | CampaignState::Cancelled) {
         requeue_parked(store, producer, topics, id).await?;
@@ -152,23 +156,33 @@ pub async fn reconcile(
     Ok(())
 }
 
-/// One `cancelled` event standing for `count` deliveries that ended so outside a claim.
-pub(super) async fn emit_cancelled(
+/// Whether the campaign's `expires_at` has passed.
+async fn expired(store: &Store, id: &CampaignId) -> Result<bool, StoreError> {
+    let campaign = store.campaign(id).await?;
+    Ok(campaign
+        .and_then(|c| c.expires_at_ms)
+        .is_some_and(|exp| crate::model::now_ms() >= exp))
+}
+
+/// One event (`cancelled` or `expired`) standing for `count` deliveries that ended so
+/// outside a claim.
+pub(super) async fn emit_ended(
     producer: &FutureProducer,
     topics: &Topics,
     id: &CampaignId,
     what: &str,
+    ending: Halt,
     count: u64,
 ) {
-    if count == 0 {
+    let Some(kind) = ending.ended().filter(|_| count > 0) else {
         return;
-    }
+    };
     let event = LifecycleEvent {
         campaign: Some(id.clone()),
         channel: None,
         count: Some(count),
         ..LifecycleEvent::new(
-            LifecycleKind::Cancelled,
+            kind,
             &RequestId(format!("{id}:{what}:{}", uuid::Uuid::now_v7())),
             Channel::Email,
             None,

@@ -26,7 +26,7 @@ use crate::config::{CommonArgs, HealthArgs, RulesArgs};
 use crate::kafka::{self, LagProbe, Topics};
 use crate::model::{
     now_ms, Campaign, CampaignBatch, CampaignId, CampaignState, Channel, CustomerId, Delivery,
-    LifecycleEvent, LifecycleKind, RequestId,
+    Halt, LifecycleEvent, LifecycleKind, RequestId,
 };
 use crate::program::{self, Connections};
 use crate::shutdown::sleep_unless_cancelled;
@@ -50,7 +50,7 @@ pub struct FanOutStats {
     pub paused_ms: AtomicU64,
     /// Batches of a campaign an operator paused, set aside for `resume`.
     pub batches_parked: AtomicU64,
-    /// Customers of a cancelled campaign ended `cancelled` here, never published.
+    /// Customers of a cancelled (or expired) campaign ended so here, never published.
     pub cancelled: AtomicU64,
     /// The group's largest partition lag on the campaigns topic, from the program's lag watch.
     #[serde(skip)]
@@ -187,7 +187,11 @@ impl FanOut {
             return Ok(Some(()));
         }
         let campaign = self.campaign(id).await?;
-        let hold = self.operator_hold(batch).await?;
+        let hold = if campaign.expires_at_ms.is_some_and(|exp| now_ms() >= exp) {
+            Hold::Ended(Halt::Expired)
+        } else {
+            self.operator_hold(batch).await?
+        };
         if hold == Hold::Parked {
             self.stats.batches_parked.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(()));
@@ -200,8 +204,8 @@ impl FanOut {
         } else {
             self.store.audience_batch(id, batch.batch).await?
         };
-        if hold == Hold::Cancelled {
-            return self.cancel_batch(batch, &ids).await.map(Some);
+        if let Hold::Ended(ending) = hold {
+            return self.end_batch(batch, &ids, ending).await.map(Some);
         }
         let profiles = self.store.promotable_customers(&ids).await?;
         let unhealthy = self.unhealthy().await;
@@ -274,7 +278,7 @@ impl FanOut {
     async fn operator_hold(&self, batch: &CampaignBatch) -> Result<Hold, BatchError> {
         loop {
             match self.store.campaign_state(&batch.campaign).await? {
-                Some(CampaignState::Cancelled) => return Ok(Hold::Cancelled),
+                Some(CampaignState::Cancelled) => return Ok(Hold::Ended(Halt::Cancelled)),
                 Some(CampaignState::Paused) if batch.customers.is_empty() => {
                     if self.store.park_batch(&batch.campaign, batch.batch).await? {
                         return Ok(Hold::Parked);
@@ -285,16 +289,18 @@ impl FanOut {
         }
     }
 
-    /// A cancelled campaign's batch: every customer not yet published ends `cancelled`.
-    async fn cancel_batch(
+    /// A cancelled or expired campaign's batch: every customer not yet published ends so.
+    async fn end_batch(
         &self,
         batch: &CampaignBatch,
         ids: &[CustomerId],
+        ending: Halt,
     ) -> Result<(), BatchError> {
         let id = &batch.campaign;
-        let cancelled = self.store.cancel_unsent(id, ids).await?;
+        let cancelled = self.store.cancel_unsent(id, ids, ending).await?;
         let what = format!("batch:{}", batch.batch);
-        super::control::emit_cancelled(&self.producer, &self.topics, id, &what, cancelled).await;
+        super::control::emit_ended(&self.producer, &self.topics, id, &what, ending, cancelled)
+            .await;
         if batch.customers.is_empty() {
             self.store
                 .mark_batch_done(id, batch.batch, ids.len())
@@ -475,7 +481,8 @@ impl FanOut {
 enum Hold {
     Go,
     Parked,
-    Cancelled,
+    /// Cancelled or expired: its customers end so.
+    Ended(Halt),
 }
 
 #[derive(Debug, thiserror::Error)]

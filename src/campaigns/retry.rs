@@ -21,7 +21,7 @@ use super::render::{self, render_delivery};
 use super::rules::{Choice, Rules, Situation};
 use crate::kafka::{self, Topics};
 use crate::model::{
-    now_ms, Campaign, CampaignId, Channel, CustomerId, LifecycleEvent, LifecycleKind,
+    now_ms, Campaign, CampaignId, Channel, CustomerId, Halt, LifecycleEvent, LifecycleKind,
 };
 use crate::shutdown::sleep_unless_cancelled;
 use crate::store::{Overdue, RepublishWait, Store, StoreError};
@@ -66,7 +66,7 @@ pub struct RetryStats {
     pub lost_race: AtomicU64,
     /// Scheduled campaigns this instance started.
     pub started: AtomicU64,
-    /// Entries of a cancelled campaign ended `cancelled` as they came due.
+    /// Entries of a cancelled (or expired) campaign ended so as they came due.
     pub cancelled: AtomicU64,
 }
 
@@ -245,18 +245,12 @@ impl Retrier {
             .await?
             .pop()
             .flatten();
-        if o.status == "cancelled" {
-            // Ended by the claim: the campaign was cancelled while this waited.
+        if let Some(kind) = Halt::from_script(&o.status).and_then(Halt::ended) {
+            // Ended by the claim: the campaign was cancelled, or expired, while this waited.
             let channel = o.channel.unwrap_or(Channel::Email);
             self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
-            self.emit(
-                LifecycleKind::Cancelled,
-                &campaign.id,
-                &o.customer,
-                channel,
-                None,
-            )
-            .await;
+            self.emit(kind, &campaign.id, &o.customer, channel, None)
+                .await;
             return Ok(());
         }
         if o.status == "queued" {

@@ -332,6 +332,7 @@ mod tests {
             recipients: 1,
             created_ms: 0,
             send_at_ms: None,
+            expires_at_ms: None,
         }
     }
 

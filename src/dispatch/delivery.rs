@@ -10,9 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{answered, claim_until, retry_store, Dispatcher, Handled, Step, Stop};
 use crate::kafka;
-use crate::model::{
-    now_ms, CampaignState, Channel, Delivery, LifecycleEvent, LifecycleKind, UncertainSend,
-};
+use crate::model::{now_ms, Channel, Delivery, Halt, LifecycleEvent, LifecycleKind, UncertainSend};
 use crate::provider::{Outgoing, Provider, SendOutcome};
 use crate::store::{OnceClaim, Renewal, SentOutcome, SlotClaim, SlotMark};
 
@@ -55,15 +53,15 @@ impl Dispatcher {
         // Set when an attempt got no answer after its request left and the channel's policy
         // (`skip`) ended the slot `uncertain` instead of letting another attempt go out.
         let ended_uncertain = AtomicBool::new(false);
-        // Set when a renewal found the campaign cancelled: the claim waited for the provider's
-        // rate while the operator cancelled, and the slot ended `cancelled` unsent.
-        let cancelled_waiting = AtomicBool::new(false);
+        // Set when a renewal found the campaign cancelled or expired: the claim waited for the
+        // provider's rate meanwhile, and the slot ended so, unsent.
+        let ended_waiting: std::sync::Mutex<Option<Halt>> = std::sync::Mutex::new(None);
         // Boxed: the provider call's future (retries, the HTTP client) is most of this one.
         let sent = Box::pin(self.providers.send(&out, cancel, |after_uncertain| {
             let still_fresh =
                 std::mem::take(&mut first_call_claimed) && claimed_at.elapsed() < lease / 4;
             let (d, owner, ended_uncertain) = (&d, &owner, &ended_uncertain);
-            let cancelled_waiting = &cancelled_waiting;
+            let ended_waiting = &ended_waiting;
             async move {
                 if after_uncertain {
                     return match self.reclaim_uncertain(d, owner, cancel).await {
@@ -80,8 +78,8 @@ impl Dispatcher {
                 }
                 match retry_store(cancel, || self.store.renew_slot(d, owner, lease)).await {
                     Some(Renewal::Renewed) => true,
-                    Some(Renewal::Halted(CampaignState::Cancelled)) => {
-                        cancelled_waiting.store(true, Ordering::Relaxed);
+                    Some(Renewal::Halted(halt)) => {
+                        *ended_waiting.lock().unwrap_or_else(|e| e.into_inner()) = Some(halt);
                         false
                     }
                     _ => false,
@@ -89,10 +87,11 @@ impl Dispatcher {
             }
         }))
         .await;
-        if cancelled_waiting.load(Ordering::Relaxed) {
-            self.stats.halted.fetch_add(1, Ordering::Relaxed);
-            self.emit_delivery(LifecycleKind::Cancelled, &d, None).await;
-            return Handled::Done;
+        let ended = ended_waiting
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(halt) = ended {
+            return self.held_back(&d, halt).await;
         }
         if ended_uncertain.load(Ordering::Relaxed) {
             return self.left_uncertain(&d, UNANSWERED).await;
@@ -154,6 +153,17 @@ impl Dispatcher {
         }
     }
 
+    /// A delivery the campaign's operator (pause, cancel) or its expiry held back: parked,
+    /// or ended and announced.
+    async fn held_back(&self, d: &Delivery, halt: Halt) -> Handled {
+        self.stats.halted.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(campaign = %d.campaign, customer = %d.customer, halt = halt.as_str(), "delivery held back");
+        if let Some(kind) = halt.ended() {
+            self.emit_delivery(kind, d, None).await;
+        }
+        Handled::Done
+    }
+
     /// The slot ended `uncertain` (policy `skip`): counted and announced, never sent again.
     async fn left_uncertain(&self, d: &Delivery, why: &str) -> Handled {
         self.stats.uncertain.fetch_add(1, Ordering::Relaxed);
@@ -202,14 +212,7 @@ impl Dispatcher {
                 Some(Handled::Done)
             }
             Err(Stop::Settled(Settled::Uncertain)) => Some(self.left_uncertain(d, DIED).await),
-            Err(Stop::Settled(Settled::Halted(state))) => {
-                self.stats.halted.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(campaign = %d.campaign, customer = %d.customer, %state, "delivery held back by the operator");
-                if state == CampaignState::Cancelled {
-                    self.emit_delivery(LifecycleKind::Cancelled, d, None).await;
-                }
-                Some(Handled::Done)
-            }
+            Err(Stop::Settled(Settled::Halted(halt))) => Some(self.held_back(d, halt).await),
         }
     }
 
@@ -377,6 +380,6 @@ enum Settled {
     Duplicate(String),
     /// Its previous owner died mid-send and the channel's policy is `skip`.
     Uncertain,
-    /// The campaign is paused (the delivery is parked) or cancelled (it ended so).
-    Halted(CampaignState),
+    /// The campaign is paused (the delivery is parked), cancelled or expired (it ended so).
+    Halted(Halt),
 }

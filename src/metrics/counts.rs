@@ -137,6 +137,7 @@ impl Counts {
             + self.outcome("dead_lettered")
             + self.outcome("uncertain")
             + self.outcome("cancelled")
+            + self.outcome("expired")
     }
 }
 

@@ -204,11 +204,57 @@ pub struct Campaign {
     /// until `herald-retry` starts it. Absent: at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_at_ms: Option<u64>,
+    /// After this (ms since the epoch) nothing of the campaign is sent, fallbacks included:
+    /// what is not sent by then ends `expired`. A flash promo's campaign expires when the
+    /// promo ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
+}
+
+/// Why the claim scripts hold a campaign's deliveries back: what `halt` in a shard's counts
+/// says, or its `exp` passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Halt {
+    /// Parked until `resume`.
+    Paused,
+    /// Ended `cancelled`.
+    Cancelled,
+    /// Ended `expired`: the campaign's `expires_at` passed.
+    Expired,
+}
+
+impl Halt {
+    /// The script's word for it, which is also the delivery's final status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Halt::Paused => "paused",
+            Halt::Cancelled => "cancelled",
+            Halt::Expired => "expired",
+        }
+    }
+
+    pub fn from_script(word: &str) -> Option<Halt> {
+        match word {
+            "paused" => Some(Halt::Paused),
+            "cancelled" => Some(Halt::Cancelled),
+            "expired" => Some(Halt::Expired),
+            _ => None,
+        }
+    }
+
+    /// The lifecycle event of a delivery it ended; none for a parked one.
+    pub fn ended(self) -> Option<crate::model::LifecycleKind> {
+        match self {
+            Halt::Paused => None,
+            Halt::Cancelled => Some(crate::model::LifecycleKind::Cancelled),
+            Halt::Expired => Some(crate::model::LifecycleKind::Expired),
+        }
+    }
 }
 
 /// The counts that end a recipient's delivery: a campaign is done when they add up to its
 /// recipients.
-pub const OUTCOMES: [&str; 4] = ["delivered", "failed", "uncertain", "cancelled"];
+pub const OUTCOMES: [&str; 5] = ["delivered", "failed", "uncertain", "cancelled", "expired"];
 
 /// Where an operator has put a campaign. Kept in its record (`state`) and, for the scripts
 /// that claim deliveries, as `halt` in each shard's counts (see `store::lifecycle`).

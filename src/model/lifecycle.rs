@@ -28,6 +28,9 @@ pub enum LifecycleKind {
     /// An operator cancelled the campaign before this delivery was sent (`count` of a batch
     /// fan-out ended so).
     Cancelled,
+    /// The campaign's `expires_at` passed before this delivery was sent (`count` of a batch
+    /// fan-out ended so).
+    Expired,
     /// An outgoing webhook endpoint (`id`) failed for the whole retry period and was
     /// disabled.
     EndpointDisabled,
@@ -97,7 +100,7 @@ impl LifecycleEvent {
 }
 
 impl LifecycleKind {
-    pub const ALL: [LifecycleKind; 11] = [
+    pub const ALL: [LifecycleKind; 12] = [
         LifecycleKind::Accepted,
         LifecycleKind::Processing,
         LifecycleKind::Sent,
@@ -109,6 +112,7 @@ impl LifecycleKind {
         LifecycleKind::DeadLettered,
         LifecycleKind::Uncertain,
         LifecycleKind::Cancelled,
+        LifecycleKind::Expired,
     ];
 
     /// The outcome name metrics use (`fallback` for [`LifecycleKind::FellBack`]).
@@ -126,6 +130,7 @@ impl LifecycleKind {
             LifecycleKind::Uncertain => "uncertain",
             LifecycleKind::Unsubscribed => "unsubscribed",
             LifecycleKind::Cancelled => "cancelled",
+            LifecycleKind::Expired => "expired",
             LifecycleKind::EndpointDisabled => "endpoint_disabled",
         }
     }

@@ -184,6 +184,8 @@ async fn activate(
         recipients: audience.len() as u64,
         created_ms: now_ms,
         send_at_ms: None,
+        // A flash promo that reaches a shopper after it ended is worse than none.
+        expires_at_ms: Some(promo.ends_ms),
     };
     let recipients = if audience.is_empty() {
         0

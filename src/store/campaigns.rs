@@ -119,7 +119,7 @@ impl Default for Retention {
 }
 
 /// Fields of a campaign's record and shard hashes that are numbers but not counts.
-const NOT_COUNTS: &[&str] = &["ready", "shards", "cru", "halt", "state"];
+const NOT_COUNTS: &[&str] = &["ready", "shards", "cru", "halt", "state", "exp"];
 
 /// Totals the scripts do not keep: each is the sum of its per-channel counts (`sent:email`,
 /// `sent:sms`...), added up when read rather than incremented beside them on every send and
@@ -208,6 +208,9 @@ impl Store {
                 .await?;
         }
         self.prepare_shard_counts(&campaign.id).await?;
+        if let Some(exp) = campaign.expires_at_ms {
+            self.set_expiry(&campaign.id, exp).await?;
+        }
         // Listed first: a campaign listed before it is ready is left alone by the retry scan
         // (`retire_if_finished`), while one made ready but never listed would never fall back.
         // Scheduled before it is ready, for the same reason: a start found not ready waits.

@@ -14,7 +14,7 @@
 use redis::AsyncCommands;
 
 use super::{Lua, Store, StoreError};
-use crate::model::{CampaignAction, CampaignId, CampaignState, CustomerId};
+use crate::model::{CampaignAction, CampaignId, CampaignState, CustomerId, Halt};
 
 /// What an operator's action did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,30 +63,31 @@ return due
 "#
 ));
 
-// The customers of a batch fan-out finds cancelled (`lua_per_slot!`): each one never
-// published ends `cancelled`; one that has a slot already (published before the cancel) is
-// left to its slot. Per slot: attempt-less, ttl s.
+// The customers of a batch fan-out finds cancelled or expired (`lua_per_slot!`): each one
+// never published ends so; one that has a slot already (published before) is left to its
+// slot. Per slot: ttl s, the ending ('cancelled' or 'expired').
 static CANCEL_UNSENT: Lua = Lua::new(lua_per_slot!(
-    1,
+    2,
     r#"
   if redis.call('EXISTS', slot) == 1 then return 0 end
-  redis.call('HSET', slot, 'st', 'cancelled', 'a', '0', 'ch', '', 'tr', '')
+  redis.call('HSET', slot, 'st', ARGV[o + 2], 'a', '0', 'ch', '', 'tr', '')
   redis.call('EXPIRE', slot, ARGV[o + 1])
-  count('cancelled')
+  count(ARGV[o + 2])
   return 1
 "#
 ));
 
-// A shard's pending entries of a cancelled campaign (`lua_per_slot!`), given by a scan: what
-// waits unpublished (`queued`: parked by a pause, deferred by quiet hours, or a fallback not
-// yet claimed) ends `cancelled` now rather than when its wait is over. Per slot: customer.
+// A shard's pending entries of a cancelled or expired campaign (`lua_per_slot!`), given by a
+// scan: what waits unpublished (`queued`: parked by a pause, deferred by quiet hours, or a
+// fallback not yet claimed) ends so now rather than when its wait is over. Per slot:
+// customer, the ending.
 static CANCEL_QUEUED: Lua = Lua::new(lua_per_slot!(
-    1,
+    2,
     r#"
   if redis.call('HGET', slot, 'st') ~= 'queued' then return 0 end
-  redis.call('HSET', slot, 'st', 'cancelled', 'own', '', 'lu', 0)
+  redis.call('HSET', slot, 'st', ARGV[o + 2], 'own', '', 'lu', 0)
   redis.call('ZREM', pending, ARGV[o + 1])
-  count('cancelled')
+  count(ARGV[o + 2])
   return 1
 "#
 ));
@@ -95,6 +96,7 @@ static CANCEL_QUEUED: Lua = Lua::new(lua_per_slot!(
 pub(super) struct Unsent<'a> {
     campaign: &'a CampaignId,
     customer: &'a CustomerId,
+    ending: Halt,
 }
 
 impl super::slot_batch::SlotOp for Unsent<'_> {
@@ -103,7 +105,9 @@ impl super::slot_batch::SlotOp for Unsent<'_> {
     }
 
     fn push_args(&self, invocation: &mut redis::ScriptInvocation<'_>, store: &Store) {
-        invocation.arg(store.retention.working.as_secs());
+        invocation
+            .arg(store.retention.working.as_secs())
+            .arg(self.ending.as_str());
     }
 }
 
@@ -111,6 +115,7 @@ impl super::slot_batch::SlotOp for Unsent<'_> {
 pub(super) struct Waiting {
     campaign: CampaignId,
     customer: CustomerId,
+    ending: Halt,
 }
 
 impl super::slot_batch::SlotOp for Waiting {
@@ -119,7 +124,9 @@ impl super::slot_batch::SlotOp for Waiting {
     }
 
     fn push_args(&self, invocation: &mut redis::ScriptInvocation<'_>, _: &Store) {
-        invocation.arg(self.customer.as_str());
+        invocation
+            .arg(self.customer.as_str())
+            .arg(self.ending.as_str());
     }
 }
 
@@ -210,6 +217,16 @@ impl Store {
         self.query_pipe::<()>(&pipe).await
     }
 
+    /// Writes a campaign's expiry into every shard's counts (`exp`, ms), where the claim
+    /// and overdue scripts read it.
+    pub(super) async fn set_expiry(&self, id: &CampaignId, at_ms: u64) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        for shard in self.shards(id).await? {
+            pipe.hset(self.counts_key(&shard), "exp", at_ms).ignore();
+        }
+        self.query_pipe::<()>(&pipe).await
+    }
+
     /// Parks a batch of a paused campaign for `resume`; `false` when the campaign is not
     /// paused (any more): fan it out, or cancel it, by the state read again.
     pub async fn park_batch(&self, id: &CampaignId, batch: u32) -> Result<bool, StoreError> {
@@ -285,16 +302,21 @@ impl Store {
             .await
     }
 
-    /// The customers of a batch of a cancelled campaign: each one not yet published ends
-    /// `cancelled`. Returns how many.
+    /// The customers of a batch of a cancelled or expired campaign: each one not yet
+    /// published ends so (`ending`). Returns how many.
     pub async fn cancel_unsent(
         &self,
         campaign: &CampaignId,
         customers: &[CustomerId],
+        ending: Halt,
     ) -> Result<u64, StoreError> {
         let ops: Vec<Unsent> = customers
             .iter()
-            .map(|customer| Unsent { campaign, customer })
+            .map(|customer| Unsent {
+                campaign,
+                customer,
+                ending,
+            })
             .collect();
         let mut cancelled = 0;
         for answer in self.on_slots::<_, i64>(&CANCEL_UNSENT, &ops).await {
@@ -303,9 +325,13 @@ impl Store {
         Ok(cancelled)
     }
 
-    /// Ends every unpublished delivery waiting in a cancelled campaign's pending sets.
-    /// Returns how many.
-    pub async fn cancel_queued(&self, campaign: &CampaignId) -> Result<u64, StoreError> {
+    /// Ends every unpublished delivery waiting in a cancelled or expired campaign's pending
+    /// sets (`ending`). Returns how many.
+    pub async fn cancel_queued(
+        &self,
+        campaign: &CampaignId,
+        ending: Halt,
+    ) -> Result<u64, StoreError> {
         let mut cancelled = 0;
         for shard in self.shards(campaign).await? {
             let key = self.pending_key_in(&shard);
@@ -331,6 +357,7 @@ impl Store {
                     .map(|customer| Waiting {
                         campaign: campaign.clone(),
                         customer,
+                        ending,
                     })
                     .collect();
                 for answer in self.on_slots::<_, i64>(&CANCEL_QUEUED, &ops).await {

@@ -105,7 +105,8 @@ fn receipt_outcome(reply: &str) -> ReceiptOutcome {
 pub struct Overdue {
     pub customer: CustomerId,
     /// `queued`: republish the same attempt (its publish may have been lost, or it waited
-    /// out quiet hours). `cancelled`: ended by the claim, the campaign was cancelled.
+    /// out quiet hours). `cancelled`, `expired`: ended by the claim, the campaign was
+    /// cancelled or expired.
     /// Anything else: fall back to the next channel.
     pub status: String,
     pub attempt: u32,
@@ -157,15 +158,18 @@ static RECEIPT: Lua = Lua::new(lua_per_slot!(
 
 // KEYS[1] pending, KEYS[2] the shard's counts. ARGV: batch, lease ms, token, slot key prefix,
 // first republish wait ms, longest republish wait ms.
-// A paused shard (`halt`) is left alone; a cancelled one ends what came due `cancelled`
-// (answered with that status, for its lifecycle event) instead of moving it on.
+// A paused shard (`halt`) is left alone; a cancelled one, or one past its expiry (`exp`),
+// ends what came due so (answered with that status, for its lifecycle event) instead of
+// moving it on.
 // Overdue entries get a new score (now + lease) so no other instance sees them meanwhile. A
 // `queued` entry (published, never claimed) is republished, and waits twice as long each time
 // (`rq` counts them), up to the longest wait: under a consumer lag of minutes the same
 // deliveries are not queued again and again.
 static CLAIM_OVERDUE: Lua = Lua::new(lua_with_now!(
     r#"
-local halt = redis.call('HGET', KEYS[2], 'halt')
+local h = redis.call('HMGET', KEYS[2], 'halt', 'exp')
+local halt = h[1]
+if halt ~= 'cancelled' and h[2] and now >= tonumber(h[2]) then halt = 'expired' end
 if halt == 'paused' then return {} end
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local out = {}
@@ -173,13 +177,13 @@ for _, m in ipairs(due) do
   local slot = ARGV[4] .. m
   local f = redis.call('HMGET', slot, 'st', 'a', 'ch', 'tr', 'tp')
   local st = f[1]
-  if not st or st == 'delivered' or st == 'failed' or st == 'uncertain' or st == 'cancelled' then
+  if not st or st == 'delivered' or st == 'failed' or st == 'uncertain' or st == 'cancelled' or st == 'expired' then
     redis.call('ZREM', KEYS[1], m)
-  elseif halt == 'cancelled' and st ~= 'claimed' and st ~= 'sending' then
-    redis.call('HSET', slot, 'st', 'cancelled', 'own', '', 'rt', '')
+  elseif (halt == 'cancelled' or halt == 'expired') and st ~= 'claimed' and st ~= 'sending' then
+    redis.call('HSET', slot, 'st', halt, 'own', '', 'rt', '')
     redis.call('ZREM', KEYS[1], m)
-    redis.call('HINCRBY', KEYS[2], 'cancelled', 1)
-    for _, v in ipairs({m, 'cancelled', f[2] or '0', f[3] or '', f[4] or '', f[5] or ''}) do table.insert(out, v) end
+    redis.call('HINCRBY', KEYS[2], halt, 1)
+    for _, v in ipairs({m, halt, f[2] or '0', f[3] or '', f[4] or '', f[5] or ''}) do table.insert(out, v) end
   else
     local wait = tonumber(ARGV[2])
     if st == 'queued' then

@@ -22,7 +22,7 @@ use redis::AsyncCommands;
 
 use super::slot_batch::{only_answer, SlotOp};
 use super::{Lua, Store, StoreError};
-use crate::model::{CampaignId, CampaignState, Channel, CustomerId, Delivery, UncertainSend};
+use crate::model::{CampaignId, Channel, CustomerId, Delivery, Halt, UncertainSend};
 
 /// How a dispatcher's claim of a once-slot ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,8 +40,8 @@ pub enum OnceClaim {
     /// Another live lease holds it; try again after `retry_in`.
     Held { retry_in: Duration },
     /// An operator paused the campaign (the delivery is parked until `resume`) or cancelled
-    /// it (the delivery ended `cancelled`, counted).
-    Halted(CampaignState),
+    /// it, or it expired (the delivery ended so, counted).
+    Halted(Halt),
 }
 
 /// What a renewal before a provider call found.
@@ -50,9 +50,9 @@ pub enum Renewal {
     Renewed,
     /// Another owner holds the slot.
     Lost,
-    /// The claim waited while an operator paused (the delivery is parked) or cancelled (it
-    /// ended `cancelled`) the campaign.
-    Halted(CampaignState),
+    /// The claim waited while an operator paused (the delivery is parked) or cancelled the
+    /// campaign, or it expired (the delivery ended so).
+    Halted(Halt),
 }
 
 /// Where a delivery stands after the provider accepted it.
@@ -194,16 +194,17 @@ static CLAIM: Lua = Lua::new(lua_per_slot!(
   local f = redis.call('HMGET', slot, 'st', 'a', 'ch', 'own', 'lu', 'ms')
   local fresh = not f[1] and ARGV[o + 1] == '0'
   if halt() ~= '' and (fresh or (f[1] == 'queued' and tonumber(f[2]) == tonumber(ARGV[o + 1]) and f[3] == ARGV[o + 2])) then
-    if halt() == 'cancelled' then
+    local ending = halt()
+    if ending == 'cancelled' or ending == 'expired' then
       if fresh then
-        redis.call('HSET', slot, 'st', 'cancelled', 'a', '0', 'ch', ARGV[o + 2], 'tr', ARGV[o + 2])
+        redis.call('HSET', slot, 'st', ending, 'a', '0', 'ch', ARGV[o + 2], 'tr', ARGV[o + 2])
         redis.call('EXPIRE', slot, ARGV[o + 5])
       else
-        redis.call('HSET', slot, 'st', 'cancelled', 'own', '', 'lu', 0)
+        redis.call('HSET', slot, 'st', ending, 'own', '', 'lu', 0)
         redis.call('ZREM', pending, ARGV[o + 8])
       end
-      count('cancelled')
-      return {'halted', 'cancelled'}
+      count(ending)
+      return {'halted', ending}
     end
     -- Paused: parked `queued` and due at once. herald-retry leaves a paused shard's entries
     -- alone, and publishes them again after `resume`.
@@ -288,17 +289,20 @@ static CLAIM: Lua = Lua::new(lua_per_slot!(
 // KEYS[1] slot, KEYS[2] its shard's counts, KEYS[3] pending. ARGV: owner, lease ms,
 // customer. Runs right before every provider call: from here until `sent` is recorded, a
 // crash leaves the send uncertain, and the slot says so. A claim that waited (for the
-// provider's rate) while an operator paused or cancelled the campaign is parked or
-// cancelled here instead: nothing has been sent yet.
+// provider's rate) while an operator paused or cancelled the campaign, or while it expired,
+// is parked or ended here instead: nothing has been sent yet.
 static RENEW: Lua = Lua::new(lua_with_now!(
     r#"
 local f = redis.call('HMGET', KEYS[1], 'st', 'own')
 if (f[1] ~= 'claimed' and f[1] ~= 'sending') or f[2] ~= ARGV[1] then return 0 end
 if f[1] == 'claimed' then
-  local halt = redis.call('HGET', KEYS[2], 'halt')
-  if halt == 'cancelled' then
-    redis.call('HSET', KEYS[1], 'st', 'cancelled', 'own', '', 'lu', 0)
-    redis.call('HINCRBY', KEYS[2], 'cancelled', 1)
+  local h = redis.call('HMGET', KEYS[2], 'halt', 'exp')
+  local halt = h[1]
+  if halt ~= 'cancelled' and h[2] and now >= tonumber(h[2]) then halt = 'expired' end
+  if halt == 'cancelled' or halt == 'expired' then
+    redis.call('HSET', KEYS[1], 'st', halt, 'own', '', 'lu', 0)
+    redis.call('HINCRBY', KEYS[2], halt, 1)
+    if halt == 'expired' then return 4 end
     return 2
   end
   if halt == 'paused' then
@@ -457,11 +461,9 @@ impl Store {
             (Some("claimed"), _) => Ok(OnceClaim::Claimed),
             (Some("uncertain"), _) => Ok(OnceClaim::Uncertain),
             (Some("dup"), Some(st)) => Ok(OnceClaim::Duplicate(st.clone())),
-            (Some("halted"), Some(halt)) => Ok(OnceClaim::Halted(if halt == "cancelled" {
-                CampaignState::Cancelled
-            } else {
-                CampaignState::Paused
-            })),
+            (Some("halted"), Some(halt)) if Halt::from_script(halt).is_some() => Ok(
+                OnceClaim::Halted(Halt::from_script(halt).unwrap_or(Halt::Paused)),
+            ),
             (Some("held"), Some(ms)) => Ok(OnceClaim::Held {
                 retry_in: Duration::from_millis(ms.parse().unwrap_or(1000)),
             }),
@@ -501,8 +503,9 @@ impl Store {
             .await?;
         Ok(match answer {
             1 => Renewal::Renewed,
-            2 => Renewal::Halted(CampaignState::Cancelled),
-            3 => Renewal::Halted(CampaignState::Paused),
+            2 => Renewal::Halted(Halt::Cancelled),
+            3 => Renewal::Halted(Halt::Paused),
+            4 => Renewal::Halted(Halt::Expired),
             _ => Renewal::Lost,
         })
     }

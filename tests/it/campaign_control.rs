@@ -36,12 +36,22 @@ async fn start_paced_dispatchers(
     stop: &tokio_util::sync::CancellationToken,
     rate: f64,
 ) {
+    start_paced(fleet, stop, &[Channel::Push, Channel::Push], rate).await;
+}
+
+/// A dispatcher per entry of `channels`, its provider taking at most `rate` calls a second.
+async fn start_paced(
+    fleet: &Fleet,
+    stop: &tokio_util::sync::CancellationToken,
+    channels: &[Channel],
+    rate: f64,
+) {
     let mut paced = fleet.provider_args();
     paced.provider_rate = rate;
     paced.provider_max_rate = rate;
-    for _ in 0..2 {
+    for channel in channels {
         fleet
-            .start_dispatcher_with(Channel::Push, stop.clone(), paced.clone())
+            .start_dispatcher_with(*channel, stop.clone(), paced.clone())
             .await;
     }
 }
@@ -233,6 +243,67 @@ async fn a_campaign_scheduled_five_seconds_ahead_starts_then_once_with_two_retry
     stop.cancel();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_campaign_expiring_two_seconds_in_sends_nothing_after_and_ends_the_rest_expired_fallbacks_included(
+) {
+    // Push stays silent: its customers fall back to e-mail after 300 ms, some before the
+    // expiry and some after (those must not be sent).
+    let mut sim = quiet_provider();
+    sim.silent_channels = vec![Channel::Push];
+    let fleet = Fleet::start(sim, 4).await;
+    let stop = fleet.shutdown.child_token();
+    start_paced(&fleet, &stop, &[Channel::Push, Channel::Email], 400.0).await;
+    fleet.start_fanout(stop.clone()).await;
+    fleet.start_retry(stop.clone()).await;
+    let n = 3_000;
+    let ids: Vec<String> = (0..n).map(|i| format!("expiring-c{i}")).collect();
+    fleet
+        .put_customers(ids.iter().map(|c| email_push_customer(c)).collect())
+        .await;
+    // From the post on: the customers' storing does not eat into the campaign's time.
+    let expires_ms = now_ms() + 2_500;
+    let expires_at = jiff::Timestamp::from_millisecond(expires_ms as i64)
+        .unwrap()
+        .to_string();
+    let (status, body) = fleet
+        .post(
+            "/v1/campaigns",
+            json!({"id": "expiring", "name": "expiring", "template": "Hola {{name}}",
+                   "channels": ["push", "email"], "confirmation_timeout_ms": {"push": 300},
+                   "expires_at": expires_at, "audience": {"customer_ids": ids}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let report = fleet
+        .wait_campaign("expiring", Duration::from_secs(60))
+        .await;
+    assert_eq!(report["status"], "completed", "{report}");
+    let sim = fleet.sim_stats().await;
+    eprintln!(
+        "expiry: {} delivered, {} expired, {} fallbacks; last call {} ms after expires_at",
+        count(&report, "delivered"),
+        count(&report, "expired"),
+        count(&report, "fallbacks"),
+        sim.last_call_ms as i64 - expires_ms as i64
+    );
+    // A call that started just before the expiry reaches the provider a moment later.
+    assert!(
+        sim.last_call_ms <= expires_ms + 250,
+        "a provider call {} ms after expires_at",
+        sim.last_call_ms as i64 - expires_ms as i64
+    );
+    let (delivered, expired) = (count(&report, "delivered"), count(&report, "expired"));
+    assert_eq!(delivered + expired, n as u64, "{report}");
+    assert!(expired > 0 && delivered > 0, "{report}");
+    assert!(
+        count(&report, "fallbacks") > 0,
+        "no fallback before the expiry: {report}"
+    );
+    assert_eq!(sim.delivered, count(&report, "sent"), "{sim:?}");
+    assert_eq!(report["expires_at"], expires_at.as_str());
+    stop.cancel();
+}
+
 #[tokio::test]
 async fn operator_actions_name_what_is_wrong() {
     let fleet = Fleet::start(quiet_provider(), 1).await;
@@ -252,6 +323,19 @@ async fn operator_actions_name_what_is_wrong() {
             (422, Some("send_at")),
             "{body}"
         );
+    }
+    // An expiry already past, or before the start.
+    for (send_at, expires_at) in [
+        (None, "2020-01-01T00:00:00Z"),
+        (Some("2099-01-01T00:00:00Z"), "2099-01-01T00:00:00Z"),
+    ] {
+        let mut body = json!({"name": "n", "template": "t", "expires_at": expires_at,
+                              "audience": {"customer_ids": ["a"]}});
+        if let Some(at) = send_at {
+            body["send_at"] = json!(at);
+        }
+        let (status, answer) = fleet.post("/v1/campaigns", body).await;
+        assert_eq!(status, 422, "{answer}");
     }
     // A key that may only read campaigns may not pause one.
     let reader = [herald::auth::Scope::CampaignsRead];

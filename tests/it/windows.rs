@@ -318,6 +318,7 @@ async fn a_finished_campaigns_keys_expire_after_their_retention() {
         recipients: 2,
         created_ms: now_ms(),
         send_at_ms: None,
+        expires_at_ms: None,
     };
     store.create_campaign(&campaign, &audience).await.unwrap();
     store.mark_batch_done(&id, 0, 2).await.unwrap();
