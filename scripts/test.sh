@@ -97,6 +97,7 @@ bash "$HERALD_ROOT/scripts/cluster.sh" up
     source "$HERALD_STATE/cluster.env"
     RUST_LOG="${RUST_LOG:-warn}" cargo test --test it -- --test-threads "$THREADS" \
         offers:: promos:: events:: slots:: once_slot:: dispatch_once:: campaign_crash:: cluster:: \
+        campaign_control:: history:: \
         --skip kafka_cluster:: --skip kafka_sasl::
 )
 # The Helm chart, offline: lint, render with each value set, the Kubernetes and KEDA schemas,

@@ -151,6 +151,23 @@ pub fn redis_url() -> String {
     std::env::var("HERALD_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6399".into())
 }
 
+/// Runs one command on the Redis the tests use, one server or the cluster (routed by its
+/// key there).
+pub async fn redis_query<T: redis::FromRedisValue>(cmd: &redis::Cmd) -> T {
+    let url = redis_url();
+    let nodes: Vec<&str> = url.split(',').map(str::trim).collect();
+    let cluster = nodes.len() > 1 || std::env::var("HERALD_REDIS_CLUSTER").as_deref() == Ok("1");
+    if cluster {
+        let client = redis::cluster::ClusterClient::new(nodes).unwrap();
+        let mut c = client.get_async_connection().await.unwrap();
+        cmd.query_async(&mut c).await.unwrap()
+    } else {
+        let client = redis::Client::open(nodes[0]).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        cmd.query_async(&mut c).await.unwrap()
+    }
+}
+
 /// Simulator settings with no faults; tests switch on what they need.
 pub fn quiet_provider() -> SimulatorArgs {
     SimulatorArgs {

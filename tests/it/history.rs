@@ -131,11 +131,6 @@ async fn a_customer_reached_by_email_after_a_silent_sms_has_both_attempts_and_th
     assert_eq!(status, 404);
 
     // What one recipient costs in Redis: h0's index and its two messages.
-    let mut redis = redis::Client::open(fleet.redis_url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
     let mut bytes = 0u64;
     let index = format!("{}:history:{{h0}}", fleet.ns);
     for key in [
@@ -143,12 +138,8 @@ async fn a_customer_reached_by_email_after_a_silent_sms_has_both_attempts_and_th
         format!("{index}:m:older"),
         format!("{index}:m:newer"),
     ] {
-        let used: Option<u64> = redis::cmd("MEMORY")
-            .arg("USAGE")
-            .arg(&key)
-            .query_async(&mut redis)
-            .await
-            .unwrap();
+        let used: Option<u64> =
+            crate::harness::redis_query(redis::cmd("MEMORY").arg("USAGE").arg(&key)).await;
         bytes += used.expect("the key exists");
     }
     eprintln!("history of one customer with 2 messages: {bytes} bytes in Redis");

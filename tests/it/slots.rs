@@ -573,19 +573,7 @@ async fn a_receipt_posted_again_is_a_repeat_not_a_late_receipt() {
 
 /// Writes `value` as a plain string at `key`, on one Redis or on the cluster the tests use.
 async fn overwrite_with_string(key: &str, value: &str) {
-    let url = redis_url();
-    let nodes: Vec<&str> = url.split(',').map(str::trim).collect();
-    let cluster = nodes.len() > 1 || std::env::var("HERALD_REDIS_CLUSTER").as_deref() == Ok("1");
-    let set = redis::cmd("SET").arg(key).arg(value).clone();
-    if cluster {
-        let client = redis::cluster::ClusterClient::new(nodes).unwrap();
-        let mut c = client.get_async_connection().await.unwrap();
-        let _: () = set.query_async(&mut c).await.unwrap();
-    } else {
-        let client = redis::Client::open(nodes[0]).unwrap();
-        let mut c = client.get_multiplexed_async_connection().await.unwrap();
-        let _: () = set.query_async(&mut c).await.unwrap();
-    }
+    let _: () = crate::harness::redis_query(redis::cmd("SET").arg(key).arg(value)).await;
 }
 
 /// A slot whose key holds something else (corrupted, or written by hand) makes the script
