@@ -56,9 +56,12 @@ pub fn access(method: &Method, route: &str) -> Access {
         ("POST", "/v1/requests" | "/v1/requests/{id}/process") => Requests(Scope::RequestsWrite),
         ("GET", "/v1/requests/{id}") => Requests(Scope::RequestsRead),
         ("GET", "/v1/customers/{id}" | "/v1/customers/{id}/loyalty")
-        | ("GET", "/v1/customers/{id}/activity" | "/v1/customers/{id}/messages") => {
-            Key(Scope::CustomersRead)
-        }
+        | (
+            "GET",
+            "/v1/customers/{id}/activity"
+            | "/v1/customers/{id}/messages"
+            | "/v1/customers/{id}/consent-log",
+        ) => Key(Scope::CustomersRead),
         ("PUT", "/v1/customers/{id}") | ("POST", "/v1/customers/batch") => {
             Key(Scope::CustomersWrite)
         }
@@ -202,6 +205,8 @@ fn admit(
         Access::Requests(scope) | Access::Key(scope) => {
             let caller = service_caller(app, bearer(req), scope)?;
             audit(&caller, scope, req.method(), route, req.uri().path());
+            // Handlers that record who did something (the consent log) read it.
+            req.extensions_mut().insert(caller);
             Ok(Admitted::Proven)
         }
         Access::Shopper(key_scope) => {

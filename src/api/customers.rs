@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -15,10 +16,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiError, App, Ingest};
+use crate::auth::Caller;
 use crate::http::{or_not_found, parse_json, Body};
 use crate::model::is_known_time_zone;
-use crate::model::{Customer, CustomerId};
+use crate::model::{Channel, Customer, CustomerId};
 use crate::schema::{from_json, BodyErrors, NotFound, MAX_ADDRESS_LEN, MAX_NAME_LEN};
+use crate::store::ConsentChange;
 
 const MAX_CUSTOMERS_PER_BATCH: usize = 10_000;
 
@@ -95,14 +98,14 @@ fn customer_id(raw: &str) -> Result<CustomerId, ApiError> {
 async fn put_customer(
     State(app): App,
     Path(raw_id): Path<String>,
+    caller: Option<Extension<Caller>>,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     let id = customer_id(&raw_id)?;
     let customer: Customer = parse_json(&body, "")?;
     validate_customer(&customer, "")?;
-    app.store
-        .put_customers(&[(id.clone(), customer.clone())])
-        .await?;
+    let stored = [(id.clone(), customer.clone())];
+    store_logging_consent(&app, &stored, &who(caller.as_ref())).await?;
     Ok(Json(StoredCustomer { id, customer }).into_response())
 }
 
@@ -163,7 +166,11 @@ struct CustomersStored {
 /// `{"customers": [{"id": ..., ...profile}]}`: every item is checked before any is stored.
 #[utoipa::path(post, path = "/v1/customers/batch", tag = "customers", request_body = CustomerBatch,
     responses((status = 200, description = "Stored", body = CustomersStored), BodyErrors))]
-async fn put_customers(State(app): App, Body(body): Body) -> Result<Response, ApiError> {
+async fn put_customers(
+    State(app): App,
+    caller: Option<Extension<Caller>>,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
     let batch: CustomerBatch = parse_json(&body, "")?;
     if batch.customers.len() > MAX_CUSTOMERS_PER_BATCH {
         return Err(ApiError::invalid(
@@ -187,11 +194,62 @@ async fn put_customers(State(app): App, Body(body): Body) -> Result<Response, Ap
         validate_customer(&customer, &at)?;
         parsed.push((id, customer));
     }
-    app.store.put_customers(&parsed).await?;
+    store_logging_consent(&app, &parsed, &who(caller.as_ref())).await?;
     Ok(Json(CustomersStored {
         stored: parsed.len(),
     })
     .into_response())
+}
+
+/// Who made a change, for the consent log: the key's name.
+fn who(caller: Option<&Extension<Caller>>) -> String {
+    caller.map_or("unknown".into(), |c| c.name.to_string())
+}
+
+/// Stores profiles, appending each change of a channel's consent to the customer's consent
+/// log (read before, written after the profiles are stored).
+async fn store_logging_consent(
+    app: &Ingest,
+    customers: &[(CustomerId, Customer)],
+    actor: &str,
+) -> Result<(), ApiError> {
+    let ids: Vec<CustomerId> = customers.iter().map(|(id, _)| id.clone()).collect();
+    let before = app.store.customers(&ids).await?;
+    app.store.put_customers(customers).await?;
+    let changes: Vec<(CustomerId, Vec<ConsentChange>)> = customers
+        .iter()
+        .zip(before)
+        .map(|((id, new), old)| (id.clone(), consent_changes(old.as_ref(), new, actor)))
+        .collect();
+    app.store.log_consent(&changes).await?;
+    Ok(())
+}
+
+/// The consent flags that differ between a stored profile and its new version.
+fn consent_changes(old: Option<&Customer>, new: &Customer, actor: &str) -> Vec<ConsentChange> {
+    Channel::ALL
+        .iter()
+        .filter_map(|channel| {
+            let was = old.and_then(|o| o.consent.get(channel).copied());
+            let now = new.consent.get(channel).copied();
+            if was.unwrap_or(false) == now.unwrap_or(false) {
+                return None;
+            }
+            // Only two values change: consent given, or not (never given, or withdrawn).
+            let (old, new) = if now.unwrap_or(false) {
+                ("not given", "given")
+            } else {
+                ("given", "withdrawn")
+            };
+            Some(ConsentChange::now(
+                "api",
+                actor,
+                format!("consent:{channel}"),
+                old,
+                new,
+            ))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! - `GET /v1/customers/{id}/messages`: the customer's messages, newest first, paged
 //! - `GET /v1/campaigns/{id}/recipients/{customer}`: one recipient of a campaign, the once-
 //!   slot's present state beside the history of its events
+//! - `GET /v1/customers/{id}/consent-log`: every change of the customer's consent, newest
+//!   first, paged (a data-access request)
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use super::{ApiError, App, Ingest};
 use crate::http::or_not_found;
 use crate::model::{CampaignId, CustomerId};
 use crate::schema::{BadPage, NotFound};
-use crate::store::{HistoryPage, MessageHistory};
+use crate::store::{ConsentPage, HistoryPage, MessageHistory};
 
 /// Messages a page holds by default, and at most.
 const DEFAULT_PAGE: usize = 20;
@@ -29,6 +31,7 @@ pub fn routes() -> OpenApiRouter<Arc<Ingest>> {
     OpenApiRouter::new()
         .routes(routes!(customer_messages))
         .routes(routes!(campaign_recipient))
+        .routes(routes!(consent_log))
 }
 
 /// The page asked for (read by hand from the query, so that a bad value is answered in
@@ -149,4 +152,42 @@ async fn campaign_recipient(
         history,
     })
     .into_response())
+}
+
+/// A page of the consent log asked for.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct LogQuery {
+    /// Changes to skip: the `next` of the previous page.
+    #[param(minimum = 0, maximum = 100_000)]
+    offset: Option<u64>,
+    /// At most this many changes (1-100, default 20).
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<u64>,
+}
+
+/// Every change of a customer's consent, newest first
+///
+/// Each change of consent or suppression, with its time, source (`api`, `one-click`,
+/// `sms-stop`, `whatsapp-stop`, `bounce`), actor (a key's name, `link`, `customer reply`)
+/// and old and new value: the customer's own, and those of the addresses the profile has
+/// now (a STOP reply or a bounce names an address). Kept two years after the latest change.
+#[utoipa::path(get, path = "/v1/customers/{id}/consent-log", tag = "customers",
+    params(("id" = String, Path, description = "The customer's id"), LogQuery),
+    responses((status = 200, description = "A page of changes", body = ConsentPage),
+        BadPage, NotFound))]
+async fn consent_log(
+    State(app): App,
+    Path(raw_id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let id = or_not_found(CustomerId::parse(&raw_id), "customer")?;
+    let (_, limit) = page_of(&q)?;
+    let offset = match q.get("offset").map(|raw| raw.parse::<u64>()) {
+        None => 0,
+        Some(Ok(n)) if n <= 100_000 => n as usize,
+        Some(_) => return Err(ApiError::invalid("offset", "offset must be 0-100000")),
+    };
+    Ok(Json(app.store.consent_log(&id, offset, limit).await?).into_response())
 }

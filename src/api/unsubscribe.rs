@@ -27,6 +27,7 @@ use crate::http::Body;
 use crate::kafka;
 use crate::model::{Channel, LifecycleEvent, LifecycleKind};
 use crate::schema::{from_json, BodyErrors, NotFound, MAX_ADDRESS_LEN};
+use crate::store::ConsentChange;
 
 const MAX_REASON_LEN: usize = 500;
 
@@ -88,6 +89,16 @@ async fn unsubscribe(State(app): App, Path(token): Path<String>) -> Result<Respo
         .await?;
     if first {
         tracing::info!(target: "herald::audit", %campaign, %customer, "unsubscribed from promotional e-mail");
+        let change = ConsentChange::now(
+            "one-click",
+            "link",
+            "promotions:email".into(),
+            "subscribed",
+            &format!("unsubscribed (from campaign {campaign})"),
+        );
+        app.store
+            .log_consent(&[(customer.clone(), vec![change])])
+            .await?;
         let event = LifecycleEvent::for_delivery(
             LifecycleKind::Unsubscribed,
             &campaign,
@@ -149,7 +160,11 @@ fn email() -> Channel {
 /// A hard bounce suppresses the address for promotions.
 #[utoipa::path(post, path = "/v1/bounces", tag = "e-mail", request_body = NewBounce,
     responses((status = 200, description = "Recorded", body = BounceRecorded), BodyErrors))]
-async fn bounce(State(app): App, Body(body): Body) -> Result<Response, ApiError> {
+async fn bounce(
+    State(app): App,
+    caller: Option<axum::Extension<crate::auth::Caller>>,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
     let b: NewBounce = parse_json(&body, "")?;
     let address = b.address.trim();
     if address.is_empty() || address.len() > MAX_ADDRESS_LEN {
@@ -167,9 +182,24 @@ async fn bounce(State(app): App, Body(body): Body) -> Result<Response, ApiError>
     }
     let suppressed = match b.kind {
         BounceKind::Hard => {
-            app.store
-                .mark_undeliverable(b.channel, address, &format!("hard bounce: {reason}"))
-                .await?;
+            let why = format!("hard bounce: {reason}");
+            if app
+                .store
+                .mark_undeliverable(b.channel, address, &why)
+                .await?
+            {
+                let actor = caller.map_or("unknown".into(), |c| c.name.to_string());
+                let change = ConsentChange::now(
+                    "bounce",
+                    &actor,
+                    format!("address:{}", b.channel),
+                    "deliverable",
+                    &format!("undeliverable ({why})"),
+                );
+                app.store
+                    .log_address_consent(b.channel, address, change)
+                    .await?;
+            }
             true
         }
         BounceKind::Soft => false,

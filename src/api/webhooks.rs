@@ -207,9 +207,22 @@ async fn twilio(
 
 /// A STOP reply: the number gets no more promotions on that channel.
 async fn opt_out(app: &Ingest, channel: Channel, number: &str) -> Result<(), ApiError> {
-    app.store
+    if app
+        .store
         .mark_undeliverable(channel, number, "the customer replied STOP")
-        .await?;
+        .await?
+    {
+        let change = crate::store::ConsentChange::now(
+            &format!("{channel}-stop"),
+            "customer reply",
+            format!("promotions:{channel}"),
+            "subscribed",
+            "STOP",
+        );
+        app.store
+            .log_address_consent(channel, number, change)
+            .await?;
+    }
     tracing::info!(target: "herald::audit", %channel, "a customer replied STOP: promotions withdrawn for that number");
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use redis::Script;
 
+pub use consent::{ConsentChange, ConsentPage};
 pub use history::{HistoryEvent, HistoryItem, HistoryLimits, HistoryPage, MessageHistory};
 pub use lifecycle::StateChange;
 pub use link::RedisTarget;
@@ -134,6 +135,7 @@ macro_rules! lua_per_slot {
 pub mod acl;
 mod campaigns;
 mod channel_health;
+mod consent;
 mod customers;
 mod events;
 mod first_attempt;

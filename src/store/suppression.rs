@@ -22,7 +22,7 @@ return 1
 /// An address as suppression lists keep it: case does not matter to who receives it (bounce
 /// reports vary in it), nor do the `whatsapp:` prefix and the `+` of a number (Twilio writes
 /// them, Meta does not).
-fn normalise(address: &str) -> String {
+pub(super) fn normalise(address: &str) -> String {
     let a = address.trim().to_ascii_lowercase();
     let a = a.strip_prefix("whatsapp:").unwrap_or(&a);
     a.strip_prefix('+').unwrap_or(a).to_string()

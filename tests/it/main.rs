@@ -16,6 +16,7 @@ mod campaign_control;
 mod campaign_crash;
 mod chaos;
 mod cluster;
+mod consent_log;
 mod dead_letters;
 mod decoders;
 mod deploy;
