@@ -9,9 +9,11 @@ use utoipa::ToSchema;
 
 mod campaign;
 pub mod commerce;
+pub mod endpoint;
 mod lifecycle;
 mod template;
 pub use campaign::*;
+pub use endpoint::{Endpoint, EndpointId};
 pub use lifecycle::*;
 pub use template::*;
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 
 use super::{Lua, Store, StoreError};
-use crate::outgoing::{Endpoint, EndpointId};
+use crate::model::{Endpoint, EndpointId};
 
 /// One message for one endpoint, to queue.
 #[derive(Debug, Clone)]
