@@ -21,7 +21,7 @@ use utoipa_axum::routes;
 use super::{ApiError, App, Ingest};
 use crate::http::{or_not_found, parse_json, Body};
 use crate::model::{now_ms, rfc3339};
-use crate::outgoing::{event_types, new_secret, Endpoint, EndpointId};
+use crate::outgoing::{event_types, new_secret, url_for_logs, Endpoint, EndpointId};
 use crate::schema::{BodyErrors, NotFound};
 
 /// The most endpoints a fleet may have: each one is a task and a queue per event.
@@ -163,7 +163,8 @@ async fn create_endpoint(State(app): App, Body(body): Body) -> Result<Response, 
         disabled_ms: None,
     };
     app.store.put_endpoint(&endpoint).await?;
-    tracing::info!(endpoint = %endpoint.id, url = %endpoint.url, "webhook endpoint registered");
+    let url = url_for_logs(&endpoint.url);
+    tracing::info!(endpoint = %endpoint.id, %url, "webhook endpoint registered");
     let created = CreatedEndpoint {
         id: endpoint.id.to_string(),
         url: endpoint.url,

@@ -37,6 +37,19 @@ pub fn event_types() -> Vec<String> {
         .collect()
 }
 
+/// An endpoint's URL as logs may show it: scheme, host, port and path, never a query or a
+/// fragment (a receiver may take a token there).
+pub fn url_for_logs(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "(not a URL)".into(),
+    }
+}
+
 /// A new signing secret: 24 random bytes, as `whsec_` and their base64 (the format the
 /// specification's libraries read).
 pub fn new_secret() -> String {
@@ -113,6 +126,14 @@ mod tests {
             Some("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
         );
         assert_eq!(signature("no-prefix", "m", 1, b""), None);
+    }
+
+    #[test]
+    fn a_logged_url_keeps_no_query() {
+        assert_eq!(
+            url_for_logs("https://crm.example/hook?token=s3cret#x"),
+            "https://crm.example/hook"
+        );
     }
 
     #[test]

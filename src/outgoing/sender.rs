@@ -233,7 +233,8 @@ impl Sender {
             .body(m.body.clone())
             .send()
             .await
-            .map_err(|e| format!("{e}"))?;
+            // The URL may carry a receiver's token in its query: never in a log line.
+            .map_err(|e| e.without_url().to_string())?;
         let status = response.status();
         if status.is_success() {
             Ok(())
@@ -289,7 +290,8 @@ impl Sender {
             "failed for the whole retry period ({} s)",
             self.config.retry_period.as_secs()
         );
-        tracing::warn!(endpoint = %endpoint.id, url = %endpoint.url, %why, "webhook endpoint disabled");
+        let url = super::url_for_logs(&endpoint.url);
+        tracing::warn!(endpoint = %endpoint.id, %url, %why, "webhook endpoint disabled");
         let event = LifecycleEvent {
             channel: None,
             ..LifecycleEvent::new(
