@@ -49,28 +49,30 @@ struct PageQuery {
     limit: Option<u64>,
 }
 
-fn page_of(q: &HashMap<String, String>) -> Result<(Option<u64>, usize), ApiError> {
-    let number = |name: &str| {
-        q.get(name)
-            .map(|raw| {
-                raw.parse::<u64>()
-                    .map_err(|_| ApiError::invalid(name, format!("{raw:?} is not a whole number")))
-            })
-            .transpose()
+/// A whole-number query parameter within `range`; `None` when absent. `within` says what
+/// the range is, when the number falls outside it.
+fn whole(
+    q: &HashMap<String, String>,
+    name: &str,
+    range: std::ops::RangeInclusive<u64>,
+    within: &str,
+) -> Result<Option<u64>, ApiError> {
+    let Some(raw) = q.get(name) else {
+        return Ok(None);
     };
-    let limit = match number("limit")? {
-        None => DEFAULT_PAGE,
-        Some(n) if (1..=MAX_PAGE as u64).contains(&n) => n as usize,
-        Some(_) => return Err(ApiError::invalid("limit", "limit must be 1-100")),
-    };
-    let before = number("before")?;
-    if before.is_some_and(|b| b > LATEST_BEFORE) {
-        return Err(ApiError::invalid(
-            "before",
-            "before is a time in ms, up to year 9999",
-        ));
+    let n = raw
+        .parse::<u64>()
+        .map_err(|_| ApiError::invalid(name, format!("{raw:?} is not a whole number")))?;
+    if !range.contains(&n) {
+        return Err(ApiError::invalid(name, within));
     }
-    Ok((before, limit))
+    Ok(Some(n))
+}
+
+/// A page's size: `limit`, 1-100, 20 when absent.
+fn limit_of(q: &HashMap<String, String>) -> Result<usize, ApiError> {
+    let limit = whole(q, "limit", 1..=MAX_PAGE as u64, "limit must be 1-100")?;
+    Ok(limit.map_or(DEFAULT_PAGE, |n| n as usize))
 }
 
 /// The largest `before`: the last millisecond of year 9999.
@@ -93,7 +95,13 @@ async fn customer_messages(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let id = or_not_found(CustomerId::parse(&raw_id), "customer")?;
-    let (before, limit) = page_of(&q)?;
+    let limit = limit_of(&q)?;
+    let before = whole(
+        &q,
+        "before",
+        0..=LATEST_BEFORE,
+        "before is a time in ms, up to year 9999",
+    )?;
     Ok(Json(app.store.customer_history(&id, before, limit).await?).into_response())
 }
 
@@ -183,11 +191,7 @@ async fn consent_log(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let id = or_not_found(CustomerId::parse(&raw_id), "customer")?;
-    let (_, limit) = page_of(&q)?;
-    let offset = match q.get("offset").map(|raw| raw.parse::<u64>()) {
-        None => 0,
-        Some(Ok(n)) if n <= 100_000 => n as usize,
-        Some(_) => return Err(ApiError::invalid("offset", "offset must be 0-100000")),
-    };
-    Ok(Json(app.store.consent_log(&id, offset, limit).await?).into_response())
+    let limit = limit_of(&q)?;
+    let offset = whole(&q, "offset", 0..=100_000, "offset must be 0-100000")?.unwrap_or(0);
+    Ok(Json(app.store.consent_log(&id, offset as usize, limit).await?).into_response())
 }
