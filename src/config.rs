@@ -38,11 +38,22 @@ pub struct HealthArgs {
 }
 
 /// Where the channel rules come from.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct RulesArgs {
     /// Channel rules (TOML); the built-in default (`config/rules.toml`) when unset.
     #[arg(long, env = "HERALD_RULES")]
     pub rules: Option<std::path::PathBuf>,
+
+    /// Moves the clock frequency caps count days and weeks by, in seconds: for tests of the
+    /// day boundary, never for production (0).
+    #[arg(
+        long,
+        env = "HERALD_CAPS_CLOCK_OFFSET_SECS",
+        default_value_t = 0,
+        hide = true,
+        allow_hyphen_values = true
+    )]
+    pub caps_clock_offset_secs: i64,
 }
 
 /// Flags every long-running Herald program takes.

@@ -62,9 +62,11 @@ pub fn access(method: &Method, route: &str) -> Access {
             | "/v1/customers/{id}/messages"
             | "/v1/customers/{id}/consent-log",
         ) => Key(Scope::CustomersRead),
-        ("PUT", "/v1/customers/{id}") | ("POST", "/v1/customers/batch") => {
-            Key(Scope::CustomersWrite)
+        ("GET", "/v1/customers/{id}/preferences" | "/v1/customers/{id}/preferences/link") => {
+            Key(Scope::CustomersRead)
         }
+        ("PUT", "/v1/customers/{id}" | "/v1/customers/{id}/preferences")
+        | ("POST", "/v1/customers/batch") => Key(Scope::CustomersWrite),
         ("POST", "/v1/campaigns")
         | (
             "POST",
@@ -74,7 +76,7 @@ pub fn access(method: &Method, route: &str) -> Access {
             Key(Scope::CampaignsRead)
         }
         ("POST", "/v1/receipts") => Signed,
-        ("GET" | "POST", "/v1/unsubscribe/{token}") => Link,
+        ("GET" | "POST", "/v1/unsubscribe/{token}" | "/v1/preferences/{token}") => Link,
         ("POST", "/v1/webhooks/twilio" | "/v1/webhooks/whatsapp") => Webhook,
         // Meta's handshake proves itself with the verify token, checked by the handler.
         ("GET", "/v1/webhooks/whatsapp") => Webhook,

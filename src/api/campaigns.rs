@@ -25,8 +25,8 @@ use crate::campaigns::LaunchError;
 use crate::http::{or_not_found, parse_json, Body};
 use crate::model::{
     now_ms, Campaign, CampaignAction, CampaignId, CampaignState, Channel, CustomerId,
-    EmailTemplate, Language, Template, Translation, WhatsappCampaignTemplate, BUILT_IN_VARIABLES,
-    OUTCOMES,
+    EmailTemplate, Language, Template, Topic, Translation, WhatsappCampaignTemplate,
+    BUILT_IN_VARIABLES, OUTCOMES,
 };
 use crate::schema::{
     from_json, BodyErrors, IdTaken, NotFound, QueueDown, StateConflict, MAX_NAME_LEN,
@@ -76,6 +76,12 @@ struct NewCampaign {
     #[serde(default)]
     #[schema(minimum = 0.0)]
     max_cost: Option<f64>,
+    /// What the campaign is about, one of the configured topics (the rules' `[topics]`):
+    /// customers' preferences and the frequency caps go by it. Absent: the configured
+    /// campaign topic (`offers` by default).
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "offers")]
+    topic: Option<Topic>,
     /// When to start (RFC 3339, at most 7 days ahead); absent or past: at once.
     #[serde(default)]
     #[schema(format = DateTime, example = "2026-12-24T09:00:00Z")]
@@ -309,6 +315,7 @@ async fn create_campaign(State(app): App, Body(body): Body) -> Result<Response, 
     let now = now_ms();
     let (send_at_ms, expires_at_ms) =
         campaign_times(new.send_at.as_deref(), new.expires_at.as_deref(), now)?;
+    let topic = super::checked_topic(&app.catalog, new.topic, &app.catalog.campaign_default)?;
     let known = app.store.attribute_names().await?;
     let campaign = Campaign {
         id: new.id.unwrap_or_else(CampaignId::generate),
@@ -320,6 +327,7 @@ async fn create_campaign(State(app): App, Body(body): Body) -> Result<Response, 
         channels: new.channels,
         confirmation_timeout_ms: new.confirmation_timeout_ms,
         max_cost: new.max_cost,
+        topic,
         recipients: audience.len() as u64,
         created_ms: now,
         send_at_ms,

@@ -202,7 +202,7 @@ async fn put_customers(
 }
 
 /// Who made a change, for the consent log: the key's name.
-fn who(caller: Option<&Extension<Caller>>) -> String {
+pub(super) fn who(caller: Option<&Extension<Caller>>) -> String {
     caller.map_or("unknown".into(), |c| c.name.to_string())
 }
 

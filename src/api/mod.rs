@@ -34,6 +34,7 @@ mod customers;
 pub(crate) mod docs;
 mod events;
 mod history;
+mod preferences;
 pub mod program;
 mod promos;
 mod receipts;
@@ -71,6 +72,28 @@ pub struct Ingest {
     pub senders: SenderPolicy,
     /// Which URLs webhook endpoints may have.
     pub webhook_addresses: crate::outgoing::address::AddressPolicy,
+    /// The topics campaigns, promos and preferences may name (the rules' `[topics]`).
+    pub catalog: crate::model::TopicCatalog,
+}
+
+/// The topic a campaign or promo names, or `default` when it names none; 422 naming
+/// `topic` for one the configuration does not list.
+pub fn checked_topic(
+    catalog: &crate::model::TopicCatalog,
+    given: Option<crate::model::Topic>,
+    default: &crate::model::Topic,
+) -> Result<crate::model::Topic, ApiError> {
+    match given {
+        None => Ok(default.clone()),
+        Some(t) if catalog.contains(&t) => Ok(t),
+        Some(t) => Err(ApiError::invalid(
+            "topic",
+            format!(
+                "unknown topic {t:?}; the configured topics are: {}",
+                catalog.listed()
+            ),
+        )),
+    }
 }
 
 /// Every route, and the OpenAPI document of the same routes: a route is added with its
@@ -113,6 +136,7 @@ fn documented_routes(
     .merge(events::routes(http))
     .merge(promos::routes(promos))
     .merge(unsubscribe::routes())
+    .merge(preferences::routes())
     .merge(webhooks::routes())
     .merge(webhook_endpoints::routes())
     .merge(docs::routes())

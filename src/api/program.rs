@@ -80,6 +80,10 @@ pub struct Args {
     #[command(flatten)]
     pub access: AccessArgs,
 
+    /// The topics campaigns, flash promos and preferences may name come from its `[topics]`.
+    #[command(flatten)]
+    pub rules: crate::config::RulesArgs,
+
     #[command(flatten)]
     pub http: crate::http::HttpLimits,
 }
@@ -284,6 +288,7 @@ impl crate::program::Program for Program {
         // The API answers "unavailable" within the publish time-out instead of holding a
         // caller for the producer's default 30 s when the broker is gone.
         let access = args.access.settings()?;
+        let catalog = args.rules.load()?.topics().clone();
         let jwt = jwt(args.jwt_secret.as_ref(), &args.jwt_policy)?;
         let admin_jwt = admin_jwt(args, &args.jwt_policy)?;
         let publish_timeout = Duration::from_millis(args.publish_timeout_ms.max(1));
@@ -308,6 +313,7 @@ impl crate::program::Program for Program {
             readiness: Default::default(),
             senders: super::SenderPolicy::new(&args.email_sender_domains),
             webhook_addresses: args.webhook_addresses.policy(),
+            catalog,
         });
         let addr = listen_addr(args.http_addr, args.access.insecure_dev)?;
         let listener = TcpListener::bind(addr)

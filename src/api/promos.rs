@@ -290,9 +290,14 @@ async fn create_promo(
     }
     let new: NewPromo = parse_json(&body, "")?;
     let now = now_ms();
-    let promo = new
+    let mut promo = new
         .validate(now)
         .map_err(|e| ApiError::invalid(e.field, e.reason))?;
+    promo.topic = Some(super::checked_topic(
+        &app.catalog,
+        promo.topic.take(),
+        &app.catalog.flash_promos,
+    )?);
     let stored = serde_json::to_string(&promo).map_err(|e| ApiError::unavailable(e.to_string()))?;
     let existing = app
         .store

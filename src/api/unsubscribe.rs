@@ -4,8 +4,10 @@
 //!   mail scanners follow links).
 //! - `POST /v1/unsubscribe/{token}`: RFC 8058 one-click unsubscribe, as mailbox providers send
 //!   it (`List-Unsubscribe=One-Click`, form-encoded) and as the page's button does. Withdraws
-//!   the customer's consent to promotional e-mail at once; idempotent; no login: the signed
-//!   token is the credential, and a forged one is 404.
+//!   the campaign's topic on every channel at once (the customer's other topics are kept;
+//!   the preference page offers "all promotions"), or, for a campaign no longer stored,
+//!   promotional e-mail; idempotent; no login: the signed token is the credential, and a
+//!   forged one is 404.
 //! - `POST /v1/bounces`: a bounce reported later by the provider's webhook or an operator;
 //!   a hard bounce suppresses the address as an SMTP 5xx does.
 
@@ -25,7 +27,7 @@ use super::{ApiError, App, Ingest};
 use crate::http::parse_json;
 use crate::http::Body;
 use crate::kafka;
-use crate::model::{Channel, LifecycleEvent, LifecycleKind};
+use crate::model::{CampaignId, Channel, CustomerId, LifecycleEvent, LifecycleKind, Topic};
 use crate::schema::{from_json, BodyErrors, NotFound, MAX_ADDRESS_LEN};
 use crate::store::ConsentChange;
 
@@ -47,18 +49,81 @@ fn forged() -> ApiError {
     responses((status = 200, description = "A confirmation page", content_type = "text/html", body = String), NotFound))]
 async fn confirm_page(State(app): App, Path(token): Path<String>) -> Result<Response, ApiError> {
     let tokens = app.access.unsubscribe.as_ref().ok_or_else(forged)?;
-    tokens.verify(&token).ok_or_else(forged)?;
-    // The token is hex and '-' only (it verified), so it is safe inside the page.
+    let (campaign, customer) = tokens.verify(&token).ok_or_else(forged)?;
+    let what = match app.store.campaign(&campaign).await? {
+        Some(c) => format!(
+            "messages about \u{201c}{}\u{201d}",
+            html_text(&app.catalog.label(&c.topic, None))
+        ),
+        None => "promotional e-mails".to_string(),
+    };
+    // Both tokens are hex and '-' only, so they are safe inside the page.
+    let page = tokens.preferences_token(&customer);
     Ok(Html(format!(
         "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Unsubscribe</title>\
          <body style=\"font-family:sans-serif;max-width:30em;margin:3em auto\">\
-         <h1>Unsubscribe</h1><p>Stop receiving promotional e-mails from us? \
+         <h1>Unsubscribe</h1><p>Stop receiving {what} from us? \
          Order and account messages will still arrive.</p>\
          <form method=\"post\" action=\"/v1/unsubscribe/{token}\">\
          <input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">\
-         <button type=\"submit\">Unsubscribe</button></form></body></html>"
+         <button type=\"submit\">Unsubscribe</button></form>\
+         <p><a href=\"/v1/preferences/{page}\">Choose what you receive, or stop all promotions</a></p>\
+         </body></html>"
     ))
     .into_response())
+}
+
+/// The campaign's topic, withdrawn on every channel; `true` if that changed anything.
+async fn withdraw_topic(
+    app: &Ingest,
+    campaign: &CampaignId,
+    customer: &CustomerId,
+    topic: &Topic,
+) -> Result<bool, ApiError> {
+    let before = app.store.preferences(customer).await?;
+    let after = super::preferences::change_logged(app, customer, "one-click", "link", |p| {
+        p.withdraw(topic)
+    })
+    .await?;
+    let first = before != after;
+    if first {
+        tracing::info!(target: "herald::audit", %campaign, %customer, %topic, "topic withdrawn by one-click");
+        app.store.count_unsubscribe(campaign).await?;
+    }
+    Ok(first)
+}
+
+/// A link of a campaign no longer stored: promotional e-mail, as before topics existed.
+async fn unsubscribe_email(
+    app: &Ingest,
+    campaign: &CampaignId,
+    customer: &CustomerId,
+) -> Result<bool, ApiError> {
+    let first = app
+        .store
+        .unsubscribe(customer, Channel::Email, Some(campaign))
+        .await?;
+    if first {
+        tracing::info!(target: "herald::audit", %campaign, %customer, "unsubscribed from promotional e-mail");
+        let change = ConsentChange::now(
+            "one-click",
+            "link",
+            "promotions:email".into(),
+            "subscribed",
+            &format!("unsubscribed (from campaign {campaign})"),
+        );
+        app.store
+            .log_consent(&[(customer.clone(), vec![change])])
+            .await?;
+    }
+    Ok(first)
+}
+
+fn html_text(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// The form mailbox providers post (RFC 8058).
@@ -83,22 +148,11 @@ fn one_click_schema() -> utoipa::openapi::schema::Schema {
 async fn unsubscribe(State(app): App, Path(token): Path<String>) -> Result<Response, ApiError> {
     let tokens = app.access.unsubscribe.as_ref().ok_or_else(forged)?;
     let (campaign, customer) = tokens.verify(&token).ok_or_else(forged)?;
-    let first = app
-        .store
-        .unsubscribe(&customer, Channel::Email, Some(&campaign))
-        .await?;
+    let first = match app.store.campaign(&campaign).await? {
+        Some(c) => withdraw_topic(&app, &campaign, &customer, &c.topic).await?,
+        None => unsubscribe_email(&app, &campaign, &customer).await?,
+    };
     if first {
-        tracing::info!(target: "herald::audit", %campaign, %customer, "unsubscribed from promotional e-mail");
-        let change = ConsentChange::now(
-            "one-click",
-            "link",
-            "promotions:email".into(),
-            "subscribed",
-            &format!("unsubscribed (from campaign {campaign})"),
-        );
-        app.store
-            .log_consent(&[(customer.clone(), vec![change])])
-            .await?;
         let event = LifecycleEvent::for_delivery(
             LifecycleKind::Unsubscribed,
             &campaign,
@@ -111,8 +165,8 @@ async fn unsubscribe(State(app): App, Path(token): Path<String>) -> Result<Respo
     Ok(Html(
         "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Unsubscribed</title>\
          <body style=\"font-family:sans-serif;max-width:30em;margin:3em auto\">\
-         <h1>You are unsubscribed</h1><p>You will not receive promotional e-mails from us \
-         any more.</p></body></html>",
+         <h1>You are unsubscribed</h1><p>You will not receive these messages from us \
+         any more. Order and account messages will still arrive.</p></body></html>",
     )
     .into_response())
 }

@@ -49,9 +49,35 @@ impl UnsubscribeTokens {
     }
 }
 
+impl UnsubscribeTokens {
+    /// The token of a customer's preference page link: `hex(customer)-hex(mac)`, signed for
+    /// that purpose only, so an unsubscribe token never opens the page (nor the reverse).
+    pub fn preferences_token(&self, customer: &CustomerId) -> String {
+        let tag = hmac::sign(&self.key, &signed_page(customer.as_str()));
+        format!(
+            "{}-{}",
+            hex::encode(customer.as_str().as_bytes()),
+            hex::encode(tag.as_ref())
+        )
+    }
+
+    /// The customer a genuine preference-page token names.
+    pub fn verify_preferences(&self, token: &str) -> Option<CustomerId> {
+        let (payload, mac) = token.split_once('-')?;
+        let payload = String::from_utf8(hex::decode(payload, 64)?).ok()?;
+        let mac = hex::decode(mac, MAC_BYTES)?;
+        hmac::verify(&self.key, &signed_page(&payload), &mac).ok()?;
+        CustomerId::parse(&payload)
+    }
+}
+
 /// What is signed: a purpose prefix, so a MAC made for something else never passes here.
 fn signed(payload: &str) -> Vec<u8> {
     format!("herald-unsubscribe-v1:{payload}").into_bytes()
+}
+
+fn signed_page(customer: &str) -> Vec<u8> {
+    format!("herald-preferences-v1:{customer}").into_bytes()
 }
 
 #[cfg(test)]
@@ -87,5 +113,31 @@ mod tests {
         for junk in ["", "-", "zz-zz", "abc"] {
             assert_eq!(t.verify(junk), None, "{junk}");
         }
+    }
+
+    #[test]
+    fn a_page_token_opens_only_its_customers_page() {
+        let t = tokens("0123456789abcdef0123456789abcdef-one");
+        let u = CustomerId::parse("c-7").unwrap();
+        let page = t.preferences_token(&u);
+        assert_eq!(t.verify_preferences(&page), Some(u.clone()));
+        assert_eq!(
+            t.verify(&page),
+            None,
+            "a page token is no unsubscribe token"
+        );
+        let unsubscribe = t.token(&CampaignId::parse("spring").unwrap(), &u);
+        assert_eq!(t.verify_preferences(&unsubscribe), None);
+        let other = t.preferences_token(&CustomerId::parse("c-8").unwrap());
+        let forged = format!(
+            "{}-{}",
+            other.split_once('-').unwrap().0,
+            page.split_once('-').unwrap().1
+        );
+        assert_eq!(t.verify_preferences(&forged), None);
+        assert_eq!(
+            tokens("0123456789abcdef0123456789abcdef-two").verify_preferences(&page),
+            None
+        );
     }
 }

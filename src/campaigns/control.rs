@@ -22,7 +22,8 @@ use rdkafka::producer::FutureProducer;
 use super::queue_batches;
 use crate::kafka::{self, Topics};
 use crate::model::{
-    CampaignAction, CampaignId, CampaignState, Channel, Halt, LifecycleEvent, RequestId,
+    CampaignAction, CampaignId, CampaignState, Channel, Halt, LifecycleEvent, LifecycleKind,
+    RequestId,
 };
 use crate::store::{StateChange, Store, StoreError, BATCH_SIZE};
 
@@ -174,9 +175,23 @@ pub(super) async fn emit_ended(
     ending: Halt,
     count: u64,
 ) {
-    let Some(kind) = ending.ended().filter(|_| count > 0) else {
+    if let Some(kind) = ending.ended() {
+        emit_count(producer, topics, id, what, kind, count).await;
+    }
+}
+
+/// One event of `kind` standing for `count` deliveries of the campaign (none for 0).
+pub(super) async fn emit_count(
+    producer: &FutureProducer,
+    topics: &Topics,
+    id: &CampaignId,
+    what: &str,
+    kind: LifecycleKind,
+    count: u64,
+) {
+    if count == 0 {
         return;
-    };
+    }
     let event = LifecycleEvent {
         campaign: Some(id.clone()),
         channel: None,

@@ -52,6 +52,8 @@ pub struct FanOutStats {
     pub batches_parked: AtomicU64,
     /// Customers of a cancelled (or expired) campaign ended so here, never published.
     pub cancelled: AtomicU64,
+    /// Customers a frequency cap held back for good (`capped` on the report).
+    pub capped: AtomicU64,
     /// The group's largest partition lag on the campaigns topic, from the program's lag watch.
     #[serde(skip)]
     pub consumer_lag: std::sync::atomic::AtomicI64,
@@ -207,7 +209,10 @@ impl FanOut {
         if let Hold::Ended(ending) = hold {
             return self.end_batch(batch, &ids, ending).await.map(Some);
         }
-        let profiles = self.store.promotable_customers(&ids).await?;
+        let profiles = self
+            .store
+            .promotable_customers(&ids, &campaign.topic)
+            .await?;
         let unhealthy = self.unhealthy().await;
         let now = now_ms();
         let mut sends = Vec::with_capacity(ids.len());
@@ -243,7 +248,7 @@ impl FanOut {
                         Ok(d) if render::too_large(&d) => {
                             unreachable.push((customer_id, render::TOO_LARGE))
                         }
-                        Ok(d) => sends.push(d),
+                        Ok(d) => sends.push((d, customer.time_zone.as_str())),
                     }
                 }
                 Choice::WaitUntil { channel, at_ms } => {
@@ -255,8 +260,11 @@ impl FanOut {
                 Choice::NoChannel(reason) => unreachable.push((customer_id, reason)),
             }
         }
+        let (sends, held) =
+            super::caps::hold_back(&self.store, &self.rules, &campaign, sends).await?;
         self.publish_all(&sends).await?;
         self.emit_accepted(batch, &sends).await;
+        self.settle_capped(&campaign, held).await?;
         for (customer, reason) in unreachable {
             self.fail_unreachable(id, customer, reason).await?;
         }
@@ -287,6 +295,43 @@ impl FanOut {
                 _ => return Ok(Hold::Go),
             }
         }
+    }
+
+    /// Customers a frequency cap held back: they wait for the cap's next window when the
+    /// rules say `defer` (and the campaign has not expired by then), else end `capped`.
+    async fn settle_capped(
+        &self,
+        campaign: &Campaign,
+        held: Vec<super::caps::Held>,
+    ) -> Result<(), BatchError> {
+        if held.is_empty() {
+            return Ok(());
+        }
+        let mut ended = Vec::new();
+        for h in held {
+            let in_time = campaign.expires_at_ms.is_none_or(|exp| h.until_ms < exp);
+            if self.rules.caps().defer && in_time {
+                self.store
+                    .defer_first(&campaign.id, &h.customer, h.channel, h.until_ms)
+                    .await?;
+                self.stats.deferred.fetch_add(1, Ordering::Relaxed);
+            } else {
+                tracing::debug!(campaign = %campaign.id, customer = %h.customer, reason = %h.reason, "capped");
+                ended.push(h.customer);
+            }
+        }
+        let capped = self.store.cap_unsent(&campaign.id, &ended).await?;
+        super::control::emit_count(
+            &self.producer,
+            &self.topics,
+            &campaign.id,
+            "capped",
+            LifecycleKind::Capped,
+            capped,
+        )
+        .await;
+        self.stats.capped.fetch_add(capped, Ordering::Relaxed);
+        Ok(())
     }
 
     /// A cancelled or expired campaign's batch: every customer not yet published ends so.

@@ -12,6 +12,7 @@
 //! - [`cache`]: definitions held in memory by the workers.
 
 pub mod cache;
+pub mod caps;
 pub mod control;
 pub mod fanout;
 pub mod quiet;

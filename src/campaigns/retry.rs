@@ -68,6 +68,8 @@ pub struct RetryStats {
     pub started: AtomicU64,
     /// Entries of a cancelled (or expired) campaign ended so as they came due.
     pub cancelled: AtomicU64,
+    /// Waiting first deliveries a frequency cap held back when they came due.
+    pub capped: AtomicU64,
 }
 
 /// How often due scheduled campaigns are looked for: a start is at most this late.
@@ -241,7 +243,7 @@ impl Retrier {
     ) -> Result<(), RetryError> {
         let customer = self
             .store
-            .promotable_customers(std::slice::from_ref(&o.customer))
+            .promotable_customers(std::slice::from_ref(&o.customer), &campaign.topic)
             .await?
             .pop()
             .flatten();
@@ -269,6 +271,38 @@ impl Retrier {
             );
             let Ok(d) = rendered else {
                 return self.exhaust(campaign, o, render::UNRENDERABLE).await;
+            };
+            // A first delivery that waited (quiet hours, a cap's next window) counts against
+            // the caps when it goes, not when it was put off.
+            let d = if o.attempt == 0 {
+                let zone = profile.time_zone.as_str();
+                let (mut passed, held) =
+                    super::caps::hold_back(&self.store, &self.rules, campaign, vec![(d, zone)])
+                        .await?;
+                if let Some(h) = held.first() {
+                    if self
+                        .store
+                        .cap_queued(&campaign.id, &o.customer, &h.reason)
+                        .await?
+                    {
+                        self.stats.capped.fetch_add(1, Ordering::Relaxed);
+                        self.emit(
+                            LifecycleKind::Capped,
+                            &campaign.id,
+                            &o.customer,
+                            channel,
+                            Some(h.reason.clone()),
+                        )
+                        .await;
+                    }
+                    return Ok(());
+                }
+                match passed.pop() {
+                    Some(d) => d,
+                    None => return Ok(()),
+                }
+            } else {
+                d
             };
             kafka::publish_json(
                 &self.producer,

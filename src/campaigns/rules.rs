@@ -8,8 +8,9 @@ use std::sync::Mutex;
 
 use serde::Deserialize;
 
+use super::caps::{Caps, Limit};
 use super::quiet::QuietHours;
-use crate::model::{Campaign, Channel, Customer, UncertainSend};
+use crate::model::{Campaign, Channel, Customer, Topic, TopicCatalog, UncertainSend};
 
 /// The rules Herald ships with; also a commented example for operators.
 pub const DEFAULT_RULES: &str = include_str!("../../config/rules.toml");
@@ -81,6 +82,10 @@ pub struct Rules {
     order_by: OrderBy,
     quiet_policy: QuietPolicy,
     channels: BTreeMap<Channel, ChannelRule>,
+    topics: TopicCatalog,
+    caps: Caps,
+    /// Added to the time caps count windows by (tests of the day boundary).
+    caps_clock_offset_ms: i64,
     zones: Mutex<HashMap<String, jiff::tz::TimeZone>>,
 }
 
@@ -90,6 +95,128 @@ struct RawRules {
     selection: RawSelection,
     #[serde(default)]
     channels: BTreeMap<String, RawChannel>,
+    #[serde(default)]
+    topics: Option<RawTopics>,
+    #[serde(default)]
+    caps: Option<RawCaps>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopics {
+    campaigns: String,
+    flash_promos: String,
+    labels: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCaps {
+    #[serde(default)]
+    defer: bool,
+    #[serde(default)]
+    promotions: Option<RawLimit>,
+    #[serde(default)]
+    topics: BTreeMap<String, RawLimit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimit {
+    per_day: Option<u32>,
+    per_week: Option<u32>,
+}
+
+impl RawLimit {
+    fn limit(&self, name: &str) -> Result<Limit, RulesError> {
+        if self.per_day.is_none() && self.per_week.is_none() {
+            return Err(RulesError::Invalid(format!(
+                "caps.{name} needs per_day, per_week or both"
+            )));
+        }
+        Ok(Limit {
+            per_day: self.per_day,
+            per_week: self.per_week,
+        })
+    }
+}
+
+/// The topics the built-in rules list, when a rules file has no `[topics]`.
+fn default_topics() -> TopicCatalog {
+    let label = |en: &str, es: &str| {
+        [
+            ("en".to_string(), en.to_string()),
+            ("es".to_string(), es.to_string()),
+        ]
+        .into()
+    };
+    let named = |t: &str| Topic::parse(t).unwrap_or_else(Topic::offers);
+    let labels = [
+        (
+            "offers",
+            label("Offers and discounts", "Ofertas y descuentos"),
+        ),
+        (
+            "flash-sales",
+            label("Flash sales near you", "Ventas flash cerca de ti"),
+        ),
+        (
+            "loyalty-news",
+            label(
+                "Loyalty programme news",
+                "Novedades del programa de fidelidad",
+            ),
+        ),
+    ]
+    .into_iter()
+    .map(|(t, l)| (named(t), l))
+    .collect();
+    TopicCatalog::new(labels, named("offers"), named("flash-sales"))
+        .unwrap_or_else(|e| unreachable!("the built-in topics hold: {e}"))
+}
+
+fn parse_topics(raw: Option<RawTopics>) -> Result<TopicCatalog, RulesError> {
+    let Some(raw) = raw else {
+        return Ok(default_topics());
+    };
+    let topic = |name: &str| {
+        Topic::parse(name).ok_or_else(|| {
+            RulesError::Invalid(format!(
+                "topics: {name:?} is not a topic (1-40 letters, digits, '-', '_' or '.')"
+            ))
+        })
+    };
+    let mut labels = BTreeMap::new();
+    for (name, by_language) in raw.labels {
+        if !by_language.contains_key("en") {
+            return Err(RulesError::Invalid(format!(
+                "topics.labels.{name} needs an `en` label (the page's fallback language)"
+            )));
+        }
+        labels.insert(topic(&name)?, by_language);
+    }
+    TopicCatalog::new(labels, topic(&raw.campaigns)?, topic(&raw.flash_promos)?)
+        .map_err(|e| RulesError::Invalid(format!("topics: {e}")))
+}
+
+fn parse_caps(raw: Option<RawCaps>, topics: &TopicCatalog) -> Result<Caps, RulesError> {
+    let Some(raw) = raw else {
+        return Ok(Caps::default());
+    };
+    let mut per_topic = BTreeMap::new();
+    for (name, limit) in &raw.topics {
+        let topic = Topic::parse(name)
+            .filter(|t| topics.contains(t))
+            .ok_or_else(|| {
+                RulesError::Invalid(format!("caps.topics.{name}: not a configured topic"))
+            })?;
+        per_topic.insert(topic, limit.limit(&format!("topics.{name}"))?);
+    }
+    Ok(Caps {
+        promotions: raw.promotions.map(|l| l.limit("promotions")).transpose()?,
+        topics: per_topic,
+        defer: raw.defer,
+    })
 }
 
 #[derive(Deserialize)]
@@ -169,11 +296,16 @@ impl Rules {
                 },
             );
         }
+        let topics = parse_topics(raw.topics)?;
+        let caps = parse_caps(raw.caps, &topics)?;
         Ok(Rules {
             default_order,
             order_by: raw.selection.order_by,
             quiet_policy: raw.selection.quiet_hours,
             channels,
+            topics,
+            caps,
+            caps_clock_offset_ms: 0,
             zones: Mutex::new(HashMap::new()),
         })
     }
@@ -190,6 +322,23 @@ impl Rules {
                 Self::parse(&text)
             }
         }
+    }
+
+    /// The topics campaigns, promos and preferences may name.
+    pub fn topics(&self) -> &TopicCatalog {
+        &self.topics
+    }
+
+    /// The frequency caps across campaigns and promos.
+    pub fn caps(&self) -> &Caps {
+        &self.caps
+    }
+
+    /// The time caps count by: now, unless a test moved their clock.
+    pub fn caps_now_ms(&self) -> u64 {
+        (crate::model::now_ms() as i64)
+            .saturating_add(self.caps_clock_offset_ms)
+            .max(0) as u64
     }
 
     fn rule(&self, channel: Channel) -> Option<&ChannelRule> {
@@ -293,14 +442,16 @@ impl Rules {
 impl crate::config::RulesArgs {
     /// The rules this flag names, or the built-in default.
     pub fn load(&self) -> Result<Rules, RulesError> {
-        Rules::load(self.rules.as_deref())
+        let mut rules = Rules::load(self.rules.as_deref())?;
+        rules.caps_clock_offset_ms = self.caps_clock_offset_secs.saturating_mul(1000);
+        Ok(rules)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{CampaignId, Template};
+    use crate::model::{CampaignId, Template, Topic};
 
     /// 2026-01-15 12:00 UTC, a Thursday.
     const NOON_UTC: u64 = 1_768_478_400_000;
@@ -332,6 +483,7 @@ mod tests {
             recipients: 1,
             created_ms: 0,
             send_at_ms: None,
+            topic: Topic::offers(),
             expires_at_ms: None,
         }
     }

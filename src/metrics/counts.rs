@@ -138,6 +138,7 @@ impl Counts {
             + self.outcome("uncertain")
             + self.outcome("cancelled")
             + self.outcome("expired")
+            + self.outcome("capped")
     }
 }
 

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use crate::schema::{from_json, MAX_ADDRESS_LEN};
 
-use super::{CampaignId, Channel, CustomerId, HtmlTemplate, Language, Message, Template};
+use super::{CampaignId, Channel, CustomerId, HtmlTemplate, Language, Message, Template, Topic};
 /// A point on Earth, validated on the way in.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Location {
@@ -198,6 +198,10 @@ pub struct Campaign {
     /// The most one message may cost; dearer channels are skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_cost: Option<f64>,
+    /// What it is about: customers choose per topic and channel, and caps may count per
+    /// topic. Campaigns stored before topics existed are `offers`.
+    #[serde(default = "Topic::offers")]
+    pub topic: Topic,
     pub recipients: u64,
     pub created_ms: u64,
     /// When fan-out starts (ms since the epoch): a campaign created earlier waits, scheduled,
@@ -254,7 +258,14 @@ impl Halt {
 
 /// The counts that end a recipient's delivery: a campaign is done when they add up to its
 /// recipients.
-pub const OUTCOMES: [&str; 5] = ["delivered", "failed", "uncertain", "cancelled", "expired"];
+pub const OUTCOMES: [&str; 6] = [
+    "delivered",
+    "failed",
+    "uncertain",
+    "cancelled",
+    "expired",
+    "capped",
+];
 
 /// Where an operator has put a campaign. Kept in its record (`state`) and, for the scripts
 /// that claim deliveries, as `halt` in each shard's counts (see `store::lifecycle`).

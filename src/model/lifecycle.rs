@@ -31,6 +31,8 @@ pub enum LifecycleKind {
     /// The campaign's `expires_at` passed before this delivery was sent (`count` of a batch
     /// fan-out ended so).
     Expired,
+    /// A frequency cap held the promotion back (`count` of a batch fan-out ended so).
+    Capped,
     /// An outgoing webhook endpoint (`id`) failed for the whole retry period and was
     /// disabled.
     EndpointDisabled,
@@ -100,7 +102,7 @@ impl LifecycleEvent {
 }
 
 impl LifecycleKind {
-    pub const ALL: [LifecycleKind; 12] = [
+    pub const ALL: [LifecycleKind; 13] = [
         LifecycleKind::Accepted,
         LifecycleKind::Processing,
         LifecycleKind::Sent,
@@ -113,6 +115,7 @@ impl LifecycleKind {
         LifecycleKind::Uncertain,
         LifecycleKind::Cancelled,
         LifecycleKind::Expired,
+        LifecycleKind::Capped,
     ];
 
     /// The outcome name metrics use (`fallback` for [`LifecycleKind::FellBack`]).
@@ -131,6 +134,7 @@ impl LifecycleKind {
             LifecycleKind::Unsubscribed => "unsubscribed",
             LifecycleKind::Cancelled => "cancelled",
             LifecycleKind::Expired => "expired",
+            LifecycleKind::Capped => "capped",
             LifecycleKind::EndpointDisabled => "endpoint_disabled",
         }
     }

@@ -11,10 +11,12 @@ mod campaign;
 pub mod commerce;
 pub mod endpoint;
 mod lifecycle;
+mod preferences;
 mod template;
 pub use campaign::*;
 pub use endpoint::{Endpoint, EndpointId};
 pub use lifecycle::*;
+pub use preferences::{CatalogError, Preferences, TopicCatalog};
 pub use template::*;
 
 /// A delivery channel. The requests API of seed 001 accepts only `email|sms|push`
@@ -270,9 +272,22 @@ token_id!(
     PromoId
 );
 token_id!(
+    /// What a promotion is about (`offers`, `flash-sales`): customers choose per topic and
+    /// channel what they hear about; the list is configuration (the rules' `[topics]`).
+    Topic,
+    40
+);
+token_id!(
     /// A user event's id (seed 004's `event_id`): the unit of idempotency.
     EventId
 );
+
+impl Topic {
+    /// The topic of campaigns stored before topics existed, and the built-in default.
+    pub fn offers() -> Self {
+        Topic("offers".into())
+    }
+}
 
 impl CampaignId {
     pub fn generate() -> Self {

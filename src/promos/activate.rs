@@ -184,6 +184,7 @@ async fn activate(
         recipients: audience.len() as u64,
         created_ms: now_ms,
         send_at_ms: None,
+        topic: promo.topic(),
         // A flash promo that reaches a shopper after it ended is worse than none.
         expires_at_ms: Some(promo.ends_ms),
     };

@@ -137,6 +137,11 @@ pub struct NewPromo {
     /// Channel order; empty for the rules' default.
     #[serde(default)]
     pub channels: Vec<Channel>,
+    /// What customers choose it by on their preferences; the configured flash-promo topic
+    /// (`flash-sales` by default) when absent.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "flash-sales")]
+    pub topic: Option<crate::model::Topic>,
 }
 
 /// A promo as stored.
@@ -155,6 +160,9 @@ pub struct FlashPromo {
     pub message: Template,
     #[serde(default)]
     pub channels: Vec<Channel>,
+    /// Promos stored before topics existed have none: `flash-sales`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<crate::model::Topic>,
     pub created_ms: u64,
 }
 
@@ -176,6 +184,13 @@ impl FlashPromo {
         } else {
             Window::Ended
         }
+    }
+
+    /// The promo's topic: its own, or `flash-sales` for one stored before topics existed.
+    pub fn topic(&self) -> crate::model::Topic {
+        self.topic.clone().unwrap_or_else(|| {
+            crate::model::Topic::parse("flash-sales").unwrap_or_else(crate::model::Topic::offers)
+        })
     }
 
     /// The campaign that carries the promo's notifications.
@@ -274,6 +289,7 @@ impl NewPromo {
             ends_ms,
             message,
             channels: self.channels,
+            topic: self.topic,
             created_ms: now_ms,
         })
     }

@@ -43,7 +43,37 @@ return 1
 "#,
 );
 
+// KEYS[1] slot, KEYS[2] campaign, KEYS[3] pending. ARGV: customer, why. A first delivery
+// that waited (quiet hours, a cap's next window) and is capped when it comes due.
+static FIRST_CAPPED: Lua = Lua::new(
+    r#"
+local f = redis.call('HMGET', KEYS[1], 'st', 'a')
+if f[1] ~= 'queued' or f[2] ~= '0' then return 0 end
+redis.call('HSET', KEYS[1], 'st', 'capped', 'own', '', 'lu', 0, 'why', ARGV[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('HINCRBY', KEYS[2], 'capped', 1)
+return 1
+"#,
+);
+
 impl Store {
+    /// A waiting first delivery a frequency cap holds back when it comes due: ends
+    /// `capped`; `false` if it is no longer a waiting first delivery.
+    pub async fn cap_queued(
+        &self,
+        campaign: &CampaignId,
+        customer: &CustomerId,
+        why: &str,
+    ) -> Result<bool, StoreError> {
+        self.eval_flag(
+            self.on_slot(&FIRST_CAPPED, campaign, customer)
+                .await?
+                .arg(customer.as_str())
+                .arg(why),
+        )
+        .await
+    }
+
     /// A customer with no usable channel at fan-out: failed once, without any send.
     pub async fn fail_unreachable(
         &self,

@@ -96,7 +96,8 @@ static CANCEL_QUEUED: Lua = Lua::new(lua_per_slot!(
 pub(super) struct Unsent<'a> {
     campaign: &'a CampaignId,
     customer: &'a CustomerId,
-    ending: Halt,
+    /// The final status: `cancelled`, `expired` or `capped`.
+    ending: &'static str,
 }
 
 impl super::slot_batch::SlotOp for Unsent<'_> {
@@ -107,7 +108,7 @@ impl super::slot_batch::SlotOp for Unsent<'_> {
     fn push_args(&self, invocation: &mut redis::ScriptInvocation<'_>, store: &Store) {
         invocation
             .arg(store.retention.working.as_secs())
-            .arg(self.ending.as_str());
+            .arg(self.ending);
     }
 }
 
@@ -309,6 +310,25 @@ impl Store {
         campaign: &CampaignId,
         customers: &[CustomerId],
         ending: Halt,
+    ) -> Result<u64, StoreError> {
+        self.end_unsent(campaign, customers, ending.as_str()).await
+    }
+
+    /// Customers a frequency cap holds back at fan-out: each one not yet published ends
+    /// `capped`. Returns how many.
+    pub async fn cap_unsent(
+        &self,
+        campaign: &CampaignId,
+        customers: &[CustomerId],
+    ) -> Result<u64, StoreError> {
+        self.end_unsent(campaign, customers, "capped").await
+    }
+
+    async fn end_unsent(
+        &self,
+        campaign: &CampaignId,
+        customers: &[CustomerId],
+        ending: &'static str,
     ) -> Result<u64, StoreError> {
         let ops: Vec<Unsent> = customers
             .iter()

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use redis::Script;
 
+pub use caps::CapAsk;
 pub use consent::{ConsentChange, ConsentPage};
 pub use history::{HistoryEvent, HistoryItem, HistoryLimits, HistoryPage, MessageHistory};
 pub use lifecycle::StateChange;
@@ -134,6 +135,7 @@ macro_rules! lua_per_slot {
 
 pub mod acl;
 mod campaigns;
+mod caps;
 mod channel_health;
 mod consent;
 mod customers;
@@ -145,6 +147,7 @@ mod link;
 mod metrics;
 mod outgoing;
 mod pending;
+mod preferences;
 mod promos;
 mod requests;
 mod shards;

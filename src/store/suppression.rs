@@ -58,6 +58,14 @@ impl Store {
         Ok(added == 1)
     }
 
+    /// Counts an unsubscribe on the campaign its link came from (while it has a report).
+    pub async fn count_unsubscribe(&self, campaign: &CampaignId) -> Result<(), StoreError> {
+        let _: i64 = self
+            .eval(&COUNT_UNSUBSCRIBE.key(self.campaign_key(campaign)))
+            .await?;
+        Ok(())
+    }
+
     /// Marks `address` as one that can never receive on `channel`; `true` the first time.
     pub async fn mark_undeliverable(
         &self,
@@ -82,15 +90,6 @@ impl Store {
         pipe.hget(self.undeliverable_key(channel), normalise(address));
         let (reason,): (Option<String>,) = self.query_pipe(&pipe).await?;
         Ok(reason)
-    }
-
-    /// Profiles of `ids` as promotions may use them (see [`Store::for_promotions`]).
-    pub async fn promotable_customers(
-        &self,
-        ids: &[CustomerId],
-    ) -> Result<Vec<Option<Customer>>, StoreError> {
-        let profiles = self.customers(ids).await?;
-        self.for_promotions(ids, profiles).await
     }
 
     /// Profiles as promotions may use them: on each channel where the customer unsubscribed

@@ -282,6 +282,7 @@ impl Fleet {
                 webhook_allow_networks: Vec::new(),
             },
             access: access_args(&keys_file, &public_url),
+            rules: RulesArgs::default(),
             http: herald::http::HttpLimits::default(),
         })
         .await
@@ -557,9 +558,18 @@ impl Fleet {
 
     /// Starts in-process campaign fan-out with the built-in rules.
     pub async fn start_fanout(&self, stop: CancellationToken) -> Arc<FanOut> {
+        self.start_fanout_with(RulesArgs::default(), stop).await
+    }
+
+    /// Starts in-process campaign fan-out with these rules.
+    pub async fn start_fanout_with(
+        &self,
+        rules: RulesArgs,
+        stop: CancellationToken,
+    ) -> Arc<FanOut> {
         let args = fanout::Args {
             common: self.common(),
-            rules: RulesArgs { rules: None },
+            rules,
             health: HealthArgs { health_addr: None },
             max_lag: 10_000,
         };
@@ -576,7 +586,7 @@ impl Fleet {
     pub async fn start_retry(&self, stop: CancellationToken) -> Arc<Retrier> {
         let args = herald::schedulers::Args {
             common: self.common(),
-            rules: RulesArgs { rules: None },
+            rules: RulesArgs::default(),
             health: HealthArgs { health_addr: None },
             poll_ms: 50,
             claim_lease_ms: 3_000,

@@ -574,6 +574,10 @@ async fn roles_tokens_limits_and_the_window_are_enforced() {
         readiness: Default::default(),
         senders: Default::default(),
         webhook_addresses: Default::default(),
+        catalog: herald::campaigns::rules::Rules::load(None)
+            .unwrap()
+            .topics()
+            .clone(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(

@@ -318,6 +318,7 @@ async fn a_finished_campaigns_keys_expire_after_their_retention() {
         recipients: 2,
         created_ms: now_ms(),
         send_at_ms: None,
+        topic: herald::model::Topic::offers(),
         expires_at_ms: None,
     };
     store.create_campaign(&campaign, &audience).await.unwrap();
