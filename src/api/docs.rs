@@ -26,7 +26,7 @@ pub struct Document {
 
 impl Document {
     /// herald-ingest's document, with each operation's security from the access table.
-    pub fn ingest(api: OpenApi) -> Arc<Document> {
+    pub fn ingest(api: OpenApi, topics: &crate::model::TopicCatalog) -> Arc<Document> {
         let mut doc = finish(
             api,
             "Herald API (herald-ingest)",
@@ -36,6 +36,7 @@ impl Document {
         );
         with_security(&mut doc);
         with_conditional_rules(&mut doc);
+        with_topics(&mut doc, topics);
         Document::new(doc)
     }
 
@@ -160,6 +161,32 @@ fn with_conditional_rules(doc: &mut Value) {
     doc["components"]["schemas"]["OneUserEvent"] = json!({
         "allOf": [{"$ref": "#/components/schemas/UserEvent"}, {"not": {"required": ["events"]}}],
     });
+}
+
+/// The topics are configuration: the document lists this deployment's, wherever one is
+/// named (a campaign's, a promo's, the preferences' keys).
+fn with_topics(doc: &mut Value, topics: &crate::model::TopicCatalog) {
+    let names: Vec<Value> = topics.names().map(|t| json!(t.as_str())).collect();
+    let schemas = &mut doc["components"]["schemas"];
+    for schema in ["NewCampaign", "NewPromo"] {
+        if let Some(topic) = schemas[schema]["properties"].get_mut("topic") {
+            let mut allowed = names.clone();
+            allowed.push(Value::Null);
+            topic["enum"] = Value::Array(allowed);
+        }
+    }
+    if let Some(map) = schemas["PreferenceView"]["properties"].get_mut("topics") {
+        let channels = serde_json::to_value(crate::model::Channel::map_schema(
+            json!({"type": "boolean"}),
+        ))
+        .unwrap_or_default();
+        *map = json!({
+            "type": "object",
+            "description": map["description"].clone(),
+            "propertyNames": {"enum": names},
+            "additionalProperties": channels,
+        });
+    }
 }
 
 fn error_response(description: &str) -> Value {

@@ -104,7 +104,7 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
     let (routes, document) = documented_routes(&ingest.http, &ingest.promos).split_for_parts();
     routes
         .fallback(|| async { ApiError::not_found("route") })
-        .layer(Extension(docs::Document::ingest(document)))
+        .layer(Extension(docs::Document::ingest(document, &ingest.catalog)))
         .layer(Extension(requests))
         .layer(crate::http::body_limit(ingest.http.body_limit_bytes))
         .layer(axum::middleware::from_fn_with_state(
@@ -146,11 +146,15 @@ fn documented_routes(
 }
 
 /// herald-ingest's OpenAPI document, as it serves it at `/docs/openapi.json` (`herald
-/// openapi` prints it, for client generators that work offline).
+/// openapi` prints it, for client generators that work offline), with the topics of the
+/// built-in rules.
 pub fn openapi_json() -> String {
     let limits = crate::http::HttpLimits::default();
     let (_, document) = documented_routes(&limits, &PromoSettings::default()).split_for_parts();
-    docs::Document::ingest(document).json().to_string()
+    let topics = crate::campaigns::rules::Rules::load(None)
+        .map(|r| r.topics().clone())
+        .unwrap_or_else(|e| unreachable!("the built-in rules hold: {e}"));
+    docs::Document::ingest(document, &topics).json().to_string()
 }
 
 /// Prometheus metrics (requests by route and status)

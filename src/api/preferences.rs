@@ -34,7 +34,7 @@ pub fn routes() -> OpenApiRouter<Arc<Ingest>> {
         .routes(routes!(preferences_link))
         .merge(
             OpenApiRouter::new()
-                .routes(routes!(page, save_page))
+                .routes(routes!(preference_page, save_preference_page))
                 .layer(crate::http::body_limit(MAX_FORM_BYTES)),
         )
 }
@@ -214,7 +214,7 @@ async fn page_customer(app: &Ingest, token: &str) -> Result<(CustomerId, Custome
 #[utoipa::path(get, path = "/v1/preferences/{token}", tag = "customers",
     params(("token" = String, Path, description = "The signed token of the link")),
     responses((status = 200, description = "The page", content_type = "text/html", body = String), NotFound))]
-async fn page(State(app): App, Path(token): Path<String>) -> Result<Response, ApiError> {
+async fn preference_page(State(app): App, Path(token): Path<String>) -> Result<Response, ApiError> {
     let (id, customer) = page_customer(&app, &token).await?;
     let p = app.store.preferences(&id).await?;
     render(&app.catalog, &customer, &p, &token, false)
@@ -229,7 +229,7 @@ async fn page(State(app): App, Path(token): Path<String>) -> Result<Response, Ap
     params(("token" = String, Path, description = "The signed token of the link")),
     request_body(content = String, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, description = "Saved; the page again", content_type = "text/html", body = String), NotFound))]
-async fn save_page(
+async fn save_preference_page(
     State(app): App,
     Path(token): Path<String>,
     Body(body): Body,

@@ -11,11 +11,14 @@ use serde_json::{json, Value};
 use crate::harness::{quiet_provider, Fleet, JWT_SECRET};
 
 /// What the issue allows to be public, written here rather than read from the code under test.
-/// Deliberately open: health, the document, the active promos, and the unsubscribe link
-/// (its signed token is the credential; tests/it/email.rs forges one).
-const PUBLIC: [(&str, &str); 7] = [
+/// Deliberately open: health, the document, the active promos, the unsubscribe link and the
+/// preference page (their signed token is the credential; tests/it/email.rs and
+/// tests/it/preferences.rs forge one).
+const PUBLIC: [(&str, &str); 9] = [
     ("get", "/v1/unsubscribe/{token}"),
     ("post", "/v1/unsubscribe/{token}"),
+    ("get", "/v1/preferences/{token}"),
+    ("post", "/v1/preferences/{token}"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/docs"),

@@ -5,6 +5,7 @@
 // Helpers shared by the tests may unwrap, as the tests do.
 #![allow(clippy::unwrap_used)]
 
+mod browser;
 mod harness;
 
 mod api_access;
@@ -33,6 +34,7 @@ mod observability;
 mod offers;
 mod once_slot;
 mod outgoing_webhooks;
+mod preferences;
 mod problems;
 mod promos;
 mod providers;

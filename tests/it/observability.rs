@@ -14,6 +14,7 @@ use herald::kafka::{self, dlq_headers};
 use herald::model::{CampaignId, Channel, CustomerId, LifecycleEvent, LifecycleKind};
 use serde_json::{json, Value};
 
+use crate::browser::{chromium, chromium_command};
 use crate::harness::{email_push_customer, quiet_provider, wait_until, ChildGuard, Fleet, API_KEY};
 
 fn event(kind: LifecycleKind, campaign: &str, customer: usize, channel: Channel) -> LifecycleEvent {
@@ -183,39 +184,6 @@ fn shown_metrics(dom: &str) -> BTreeMap<String, u64> {
         }
     }
     shown
-}
-
-fn chromium() -> &'static str {
-    let path = "/usr/bin/chromium";
-    assert!(
-        std::path::Path::new(path).exists(),
-        "Chromium is needed for the dashboard test: scripts/test.sh installs Debian's chromium"
-    );
-    path
-}
-
-/// Headless Chromium as the env notes say to run it here (no background networking).
-/// Chromium under `timeout`, so that a browser that hangs fails the test instead of CI.
-fn chromium_command(profile: &std::path::Path) -> Command {
-    let mut c = Command::new("timeout");
-    c.args(["--kill-after=5", "90"])
-        .arg(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--virtual-time-budget=3000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .stdin(Stdio::null())
-        .stderr(Stdio::null());
-    c
 }
 
 /// A page that posts `key` to herald-metrics' login form at once, as a person would type it.
