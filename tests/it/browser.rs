@@ -18,8 +18,15 @@ pub fn chromium() -> &'static str {
 /// Headless Chromium as the env notes say to run it here (no background networking).
 /// Chromium under `timeout`, so that a browser that hangs fails the test instead of CI.
 pub fn chromium_command(profile: &std::path::Path) -> Command {
+    let mut c = headless(profile, 90);
+    c.args(["--hide-scrollbars", "--virtual-time-budget=3000"]);
+    c
+}
+
+/// Headless Chromium with its profile in `profile`, killed after `seconds`.
+fn headless(profile: &std::path::Path, seconds: u32) -> Command {
     let mut c = Command::new("timeout");
-    c.args(["--kill-after=5", "90"])
+    c.args(["--kill-after=5", &seconds.to_string()])
         .arg(chromium())
         .args([
             "--headless",
@@ -30,8 +37,6 @@ pub fn chromium_command(profile: &std::path::Path) -> Command {
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
-            "--hide-scrollbars",
-            "--virtual-time-budget=3000",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .stdin(Stdio::null())
@@ -64,25 +69,10 @@ impl Browser {
         let profile =
             std::env::temp_dir().join(format!("herald-chromium-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&profile).unwrap();
-        let child = Command::new("timeout")
-            .args(["--kill-after=5", "120"])
-            .arg(chromium())
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--remote-debugging-port=0",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
+        let child = headless(&profile, 120)
+            .arg("--remote-debugging-port=0")
             .arg(url)
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .expect("chromium starts");
         // Chromium writes the port it took into the profile.

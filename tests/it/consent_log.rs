@@ -1,12 +1,10 @@
 //! The consent log (issue 33): every change of consent and suppression, from each source,
 //! in order, read back as a data-access request would.
 
-use herald::auth::UnsubscribeTokens;
-use herald::model::{CampaignId, CustomerId};
 use serde_json::json;
 
 use crate::fakes::post_twilio_webhook;
-use crate::harness::{quiet_provider, Fleet, TWILIO_AUTH_TOKEN, UNSUBSCRIBE_SECRET};
+use crate::harness::{quiet_provider, Fleet, TWILIO_AUTH_TOKEN};
 
 #[tokio::test]
 async fn every_change_of_consent_is_logged_in_order_with_its_source_and_actor() {
@@ -28,19 +26,7 @@ async fn every_change_of_consent_is_logged_in_order_with_its_source_and_actor() 
     assert_eq!(put(profile(false, true)).await.unwrap().status(), 200);
 
     // One-click from a promotion's link.
-    let tokens = UnsubscribeTokens::new(&UNSUBSCRIBE_SECRET.into()).unwrap();
-    let token = tokens.token(
-        &CampaignId::parse("spring").unwrap(),
-        &CustomerId::parse("ana").unwrap(),
-    );
-    let r = fleet
-        .anon
-        .post(format!("{}/v1/unsubscribe/{token}", fleet.api_url))
-        .form(&[("List-Unsubscribe", "One-Click")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(fleet.one_click("spring", "ana").await, 200);
     // A hard bounce of the mailbox, and a BAJA reply from the number.
     let (status, body) = fleet
         .post(

@@ -679,6 +679,37 @@ impl Fleet {
         }
     }
 
+    /// Follows `customer`'s one-click unsubscribe link of `campaign` as a mailbox provider
+    /// does (RFC 8058); answers the status.
+    pub async fn one_click(&self, campaign: &str, customer: &str) -> u16 {
+        let tokens = herald::auth::UnsubscribeTokens::new(&UNSUBSCRIBE_SECRET.into()).unwrap();
+        let token = tokens.token(
+            &herald::model::CampaignId::parse(campaign).unwrap(),
+            &herald::model::CustomerId::parse(customer).unwrap(),
+        );
+        self.anon
+            .post(format!("{}/v1/unsubscribe/{token}", self.api_url))
+            .form(&[("List-Unsubscribe", "One-Click")])
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// A `PUT` with the admin key; answers the status and the body.
+    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .put(format!("{}{}", self.api_url, path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         let r = self
             .http

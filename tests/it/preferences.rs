@@ -4,13 +4,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use herald::auth::UnsubscribeTokens;
 use herald::config::RulesArgs;
-use herald::model::{CampaignId, Channel, CustomerId};
+use herald::model::Channel;
 use serde_json::{json, Value};
 
 use crate::browser::Browser;
-use crate::harness::{quiet_provider, Fleet, UNSUBSCRIBE_SECRET};
+use crate::harness::{quiet_provider, Fleet};
 
 /// The built-in rules with a cap of one promotion a day per customer.
 fn capped_rules(offset_secs: i64) -> RulesArgs {
@@ -178,19 +177,7 @@ async fn a_topic_withdrawn_by_one_click_or_on_the_page_stops_only_that_topic() {
     // Ana follows the one-click link of an `offers` campaign.
     post_campaign(&fleet, "offers-1", "offers", &ids).await;
     completed(&fleet, "offers-1").await;
-    let tokens = UnsubscribeTokens::new(&UNSUBSCRIBE_SECRET.into()).unwrap();
-    let token = tokens.token(
-        &CampaignId::parse("offers-1").unwrap(),
-        &CustomerId::parse("ana").unwrap(),
-    );
-    let r = fleet
-        .anon
-        .post(format!("{}/v1/unsubscribe/{token}", fleet.api_url))
-        .form(&[("List-Unsubscribe", "One-Click")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(fleet.one_click("offers-1", "ana").await, 200);
     let (_, prefs) = fleet.get("/v1/customers/ana/preferences").await;
     assert_eq!(prefs["topics"]["offers"]["push"], false, "{prefs}");
     assert_eq!(prefs["topics"]["loyalty-news"]["push"], true, "{prefs}");
@@ -253,26 +240,17 @@ async fn a_topic_withdrawn_by_one_click_or_on_the_page_stops_only_that_topic() {
     assert_eq!(fleet.sim_stats().await.delivered, sent_before + 2);
 
     // Through the API, for a data-access request: every change, in order, with its source.
+    let path = "/v1/customers/ana/preferences";
     let (status, body) = fleet
-        .http
-        .put(format!("{}/v1/customers/ana/preferences", fleet.api_url))
-        .json(&json!({"promotions": false, "topics": {"offers": {"push": false, "email": false, "sms": false, "whatsapp": false}}}))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .map(|s| (s, ()))
-        .unwrap();
-    assert_eq!(status, 200, "{body:?}");
+        .put(path, json!({"promotions": false, "topics": {"offers": {"push": false, "email": false, "sms": false, "whatsapp": false}}}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["promotions"], false, "{body}");
     let (status, bad) = fleet
-        .http
-        .put(format!("{}/v1/customers/ana/preferences", fleet.api_url))
-        .json(&json!({"topics": {"gossip": {"push": false}}}))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .map(|s| (s, ()))
-        .unwrap();
-    assert_eq!(status, 422, "{bad:?}");
+        .put(path, json!({"topics": {"gossip": {"push": false}}}))
+        .await;
+    assert_eq!(status, 422, "{bad}");
+    assert_eq!(bad["field"], "topics.gossip", "{bad}");
     let withdrawn = |c: &str| {
         change(
             "one-click",
