@@ -22,6 +22,10 @@
 # dispatchers' time-out, HERALD_RULES a rules file with `uncertain_send = "skip"`, and
 # HERALD_BENCH_RECEIPT_DELAY_MS (100) when receipts come (after the time-out, they cannot settle
 # an unanswered call first). The figures print extra deliveries beside counted resends.
+# Customers in control: HERALD_BENCH_CAPS=1 runs with frequency caps (promotions 2 a day and
+# 5 a week, the campaign's topic 1 a day) and every 10th customer refusing e-mail for the
+# campaign's topic (they get push), and prints Redis' memory per customer for both. Run it
+# beside a run without, in the same hour, for the cost.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$HERALD_ROOT"
@@ -46,6 +50,13 @@ export HERALD_NAMESPACE=$NS
 RETENTION=${HERALD_BENCH_RETENTION_SECS:-}
 if [ -n "$RETENTION" ]; then
     export HERALD_WORKING_RETENTION_SECS=$RETENTION HERALD_CAMPAIGN_RETENTION_SECS=$((RETENTION * 4))
+fi
+
+CAPS=${HERALD_BENCH_CAPS:-}
+if [ -n "$CAPS" ]; then
+    mkdir -p "$HERALD_STATE"
+    export HERALD_RULES="$HERALD_STATE/bench-caps-rules.toml"
+    { cat config/rules.toml; printf '\n[caps]\n[caps.promotions]\nper_day = 2\nper_week = 5\n[caps.topics.offers]\nper_day = 1\n'; } >"$HERALD_RULES"
 fi
 
 ensure_apt redis-server curl python3
@@ -185,6 +196,12 @@ process_ticks() {
         echo "${names[$i]} $(ticks_of "${pids[$i]}")"
     done
 }
+if [ -n "$CAPS" ]; then
+    log "every 10th customer refuses e-mail for offers (not timed)"
+    for ((i = 0; i < N; i += 10)); do
+        printf "SET %s:prefs:b%d '{\"refused\":{\"offers\":[\"email\"]}}'\n" "$NS" "$i"
+    done | redis-cli -p "$HERALD_REDIS_PORT" >/dev/null
+fi
 # Where the campaign alone starts: seeding the customers is not part of sending to them.
 ticks_before_campaign=$(process_ticks)
 redis_before_campaign=$(redis_ticks)
@@ -292,4 +309,15 @@ row("redis rewrites", "", rewrites_all, rewrites_campaign)
 row("total", "", total_all, total_campaign)
 PY
 [ -f "$OUT/retention.txt" ] && cat "$OUT/retention.txt"
+if [ -n "$CAPS" ]; then
+    caps=0 prefs=0
+    for ((i = 0; i < 1000 && i < N; i += 10)); do
+        for key in "$NS:cap:{b$i}:all" "$NS:cap:{b$i}:t:offers"; do
+            caps=$((caps + $(redis-cli -p "$HERALD_REDIS_PORT" memory usage "$key" | grep -o '[0-9]\+' || echo 0)))
+        done
+        prefs=$((prefs + $(redis-cli -p "$HERALD_REDIS_PORT" memory usage "$NS:prefs:b$i" | grep -o '[0-9]\+' || echo 0)))
+    done
+    n=$(( (N < 1000 ? N : 1000) / 10 ))
+    echo "caps: $((caps / n)) bytes of Redis per capped customer (two counters, one campaign); preferences: $((prefs / n)) bytes per customer who chose (sampled over $n)"
+fi
 true
