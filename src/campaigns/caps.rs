@@ -189,7 +189,7 @@ pub async fn hold_back(
                 customer: d.customer,
                 channel: d.message.channel,
                 reason,
-                until_ms,
+                until_ms: rules.caps_time_to_real(until_ms),
             }),
         }
     }

@@ -341,6 +341,13 @@ impl Rules {
             .max(0) as u64
     }
 
+    /// A time on the caps' clock as the real time it falls at (a deferral's due time).
+    pub fn caps_time_to_real(&self, caps_ms: u64) -> u64 {
+        (caps_ms as i64)
+            .saturating_sub(self.caps_clock_offset_ms)
+            .max(0) as u64
+    }
+
     fn rule(&self, channel: Channel) -> Option<&ChannelRule> {
         self.channels.get(&channel)
     }

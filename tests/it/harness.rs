@@ -584,9 +584,18 @@ impl Fleet {
     /// Starts an in-process `herald-retry` with short leases, as tests need; flash promos
     /// are left to the tests that activate them.
     pub async fn start_retry(&self, stop: CancellationToken) -> Arc<Retrier> {
+        self.start_retry_with(RulesArgs::default(), stop).await
+    }
+
+    /// Starts an in-process `herald-retry` with these rules.
+    pub async fn start_retry_with(
+        &self,
+        rules: RulesArgs,
+        stop: CancellationToken,
+    ) -> Arc<Retrier> {
         let args = herald::schedulers::Args {
             common: self.common(),
-            rules: RulesArgs::default(),
+            rules,
             health: HealthArgs { health_addr: None },
             poll_ms: 50,
             claim_lease_ms: 3_000,

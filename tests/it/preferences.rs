@@ -11,10 +11,11 @@ use serde_json::{json, Value};
 use crate::browser::Browser;
 use crate::harness::{quiet_provider, Fleet};
 
-/// The built-in rules with a cap of one promotion a day per customer.
-fn capped_rules(offset_secs: i64) -> RulesArgs {
+/// The built-in rules with a cap of one promotion a day per customer (`defer`: a capped
+/// customer waits for the next day), the caps' clock `offset_secs` ahead.
+fn capped_rules(offset_secs: i64, defer: bool) -> RulesArgs {
     let text = format!(
-        "{}\n[caps]\n[caps.promotions]\nper_day = 1\n",
+        "{}\n[caps]\ndefer = {defer}\n[caps.promotions]\nper_day = 1\n",
         herald::campaigns::rules::DEFAULT_RULES
     );
     let path = std::env::temp_dir().join(format!("herald-caps-{}.toml", uuid::Uuid::new_v4()));
@@ -67,10 +68,10 @@ async fn two_campaigns_at_once_reach_each_customer_once_under_a_cap_of_one_a_day
     let today = fleet.shutdown.child_token();
     // Two fan-outs in one group: the two campaigns' batches are fanned out side by side.
     fleet
-        .start_fanout_with(capped_rules(0), today.clone())
+        .start_fanout_with(capped_rules(0, false), today.clone())
         .await;
     fleet
-        .start_fanout_with(capped_rules(0), today.clone())
+        .start_fanout_with(capped_rules(0, false), today.clone())
         .await;
     let stop = fleet.shutdown.child_token();
     fleet.start_retry(stop.clone()).await;
@@ -131,13 +132,63 @@ async fn two_campaigns_at_once_reach_each_customer_once_under_a_cap_of_one_a_day
     // The next day (the caps' clock a day on): the same customers may be reached again.
     today.cancel();
     fleet
-        .start_fanout_with(capped_rules(24 * 3600), stop.clone())
+        .start_fanout_with(capped_rules(24 * 3600, false), stop.clone())
         .await;
     post_campaign(&fleet, "cap-c", "offers", &ids).await;
     let c = completed(&fleet, "cap-c").await;
     assert_eq!(count(&c, "delivered"), 2000, "{c}");
     assert_eq!(count(&c, "capped"), 0, "{c}");
     assert_eq!(fleet.sim_stats().await.delivered, 2000 + 1 + 2000);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_capped_customer_deferred_to_their_next_day_is_reached_then_and_not_before() {
+    // The caps' clock 15 s before midnight in Madrid: the customers' next day comes soon.
+    let now = herald::model::now_ms();
+    let midnight = herald::campaigns::caps::Windows::at("Europe/Madrid", now).next_day_ms;
+    let offset = ((midnight - now) / 1000) as i64 - 15;
+    let fleet = Fleet::start(quiet_provider(), 2).await;
+    let stop = fleet.shutdown.child_token();
+    fleet
+        .start_fanout_with(capped_rules(offset, true), stop.clone())
+        .await;
+    fleet
+        .start_retry_with(capped_rules(offset, true), stop.clone())
+        .await;
+    fleet.start_dispatcher(Channel::Push, stop.clone()).await;
+    let ids: Vec<String> = (0..20).map(|i| format!("d{i}")).collect();
+    fleet.put_customers(push_customers(&ids)).await;
+
+    post_campaign(&fleet, "today", "offers", &ids).await;
+    completed(&fleet, "today").await;
+    post_campaign(&fleet, "tomorrow", "offers", &ids).await;
+    let deferred = |r: &Value| r["counts"]["deferred"].as_u64().unwrap_or(0);
+    crate::harness::wait_until(
+        "the second campaign deferred",
+        Duration::from_secs(10),
+        || async { deferred(&fleet.get("/v1/campaigns/tomorrow").await.1) == 20 },
+    )
+    .await;
+    // Until the customers' midnight by the caps' clock, nothing of it reaches the provider.
+    let caps_now = || herald::model::now_ms() as i64 + offset * 1000;
+    assert!(
+        caps_now() < midnight as i64 - 1000,
+        "deferred well before midnight"
+    );
+    while caps_now() < midnight as i64 - 300 {
+        assert_eq!(
+            fleet.sim_stats().await.delivered,
+            20,
+            "a deferred push went early"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let report = completed(&fleet, "tomorrow").await;
+    assert_eq!(report["counts"]["delivered"], 20, "{report}");
+    assert_eq!(report["counts"].get("capped"), None, "{report}");
+    let sim = fleet.sim_stats().await;
+    assert_eq!(sim.delivered, 40, "{sim:?}");
     stop.cancel();
 }
 
