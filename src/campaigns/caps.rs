@@ -10,16 +10,11 @@
 
 use std::collections::BTreeMap;
 
-use super::rules::Rules;
-use crate::model::{Campaign, Channel, CustomerId, Delivery, Topic};
-use crate::store::{CapAsk, Store, StoreError};
+use serde::Deserialize;
 
-/// How many promotions a customer may get per window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limit {
-    pub per_day: Option<u32>,
-    pub per_week: Option<u32>,
-}
+use crate::model::frequency::{Counter, Limit, Verdict, Windows};
+use crate::model::{Campaign, Channel, CustomerId, Delivery, Topic, TopicCatalog};
+use crate::store::{CapAsk, Store, StoreError};
 
 /// The caps of the rules file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,30 +24,8 @@ pub struct Caps {
     pub topics: BTreeMap<Topic, Limit>,
     /// A capped delivery waits for the next window (`true`) instead of ending `capped`.
     pub defer: bool,
-}
-
-/// Which counter a limit counts: all promotions, or one topic's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Counter {
-    Promotions,
-    Topic(Topic),
-}
-
-impl Counter {
-    /// The key suffix of its sorted set (beside the customer's).
-    pub fn suffix(&self) -> String {
-        match self {
-            Counter::Promotions => "all".into(),
-            Counter::Topic(t) => format!("t:{t}"),
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Counter::Promotions => "promotions".into(),
-            Counter::Topic(t) => format!("topic {t}"),
-        }
-    }
+    /// Added to the time caps count windows by (tests of the day boundary).
+    pub clock_offset_ms: i64,
 }
 
 impl Caps {
@@ -68,83 +41,67 @@ impl Caps {
         }
         out
     }
-}
 
-/// A customer's current day and week, and when the next of each starts (ms since the epoch).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Windows {
-    pub day_start_ms: u64,
-    pub next_day_ms: u64,
-    pub week_start_ms: u64,
-    pub next_week_ms: u64,
-}
+    /// The time caps count by: now, unless a test moved their clock.
+    pub fn now_ms(&self) -> u64 {
+        (crate::model::now_ms() as i64)
+            .saturating_add(self.clock_offset_ms)
+            .max(0) as u64
+    }
 
-impl Windows {
-    /// The windows `now_ms` falls in, in `time_zone` (UTC for a zone jiff does not know).
-    pub fn at(time_zone: &str, now_ms: u64) -> Windows {
-        let tz = jiff::tz::TimeZone::get(time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
-        let now = jiff::Timestamp::from_millisecond(now_ms as i64)
-            .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
-            .to_zoned(tz);
-        let ms = |z: Result<jiff::Zoned, jiff::Error>| {
-            z.map(|z| z.timestamp().as_millisecond().max(0) as u64)
-                .unwrap_or(now_ms)
-        };
-        let today = now.start_of_day();
-        let monday_offset = now.weekday().to_monday_zero_offset() as i64;
-        let week = today
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(|d| d.checked_sub(jiff::Span::new().days(monday_offset)));
-        let next_day = today
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(|d| d.tomorrow())
-            .and_then(|d| d.start_of_day());
-        let next_week = week
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(|d| d.checked_add(jiff::Span::new().days(7)))
-            .and_then(|d| d.start_of_day());
-        Windows {
-            day_start_ms: ms(today),
-            next_day_ms: ms(next_day),
-            week_start_ms: ms(week),
-            next_week_ms: ms(next_week),
-        }
+    /// A time on the caps' clock as the real time it falls at (a deferral's due time).
+    pub fn to_real_ms(&self, caps_ms: u64) -> u64 {
+        (caps_ms as i64).saturating_sub(self.clock_offset_ms).max(0) as u64
     }
 }
 
-/// What the cap script answered for one customer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Counted (or counted before, for this campaign).
-    Pass,
-    /// A limit is reached: which, and when its window ends.
-    Capped { reason: String, until_ms: u64 },
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCaps {
+    #[serde(default)]
+    defer: bool,
+    #[serde(default)]
+    promotions: Option<RawLimit>,
+    #[serde(default)]
+    topics: BTreeMap<String, RawLimit>,
 }
 
-impl Verdict {
-    /// The script's answer: 0 passes; `2k - 1` is counter k's day limit, `2k` its week limit.
-    pub fn from_script(answer: i64, counters: &[(Counter, Limit)], windows: &Windows) -> Verdict {
-        if answer <= 0 {
-            return Verdict::Pass;
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimit {
+    per_day: Option<u32>,
+    per_week: Option<u32>,
+}
+
+impl RawLimit {
+    fn limit(&self, name: &str) -> Result<Limit, String> {
+        if self.per_day.is_none() && self.per_week.is_none() {
+            return Err(format!("caps.{name} needs per_day, per_week or both"));
         }
-        let k = ((answer - 1) / 2) as usize;
-        let daily = answer % 2 == 1;
-        let Some((counter, limit)) = counters.get(k) else {
-            return Verdict::Pass;
-        };
-        let (n, window, until_ms) = if daily {
-            (limit.per_day.unwrap_or(0), "day", windows.next_day_ms)
-        } else {
-            (limit.per_week.unwrap_or(0), "week", windows.next_week_ms)
-        };
-        Verdict::Capped {
-            reason: format!("{} capped at {n} a {window}", counter.describe()),
-            until_ms,
-        }
+        Ok(Limit {
+            per_day: self.per_day,
+            per_week: self.per_week,
+        })
     }
+}
+
+pub(super) fn parse(raw: Option<RawCaps>, topics: &TopicCatalog) -> Result<Caps, String> {
+    let Some(raw) = raw else {
+        return Ok(Caps::default());
+    };
+    let mut per_topic = BTreeMap::new();
+    for (name, limit) in &raw.topics {
+        let topic = Topic::parse(name)
+            .filter(|t| topics.contains(t))
+            .ok_or_else(|| format!("caps.topics.{name}: not a configured topic"))?;
+        per_topic.insert(topic, limit.limit(&format!("topics.{name}"))?);
+    }
+    Ok(Caps {
+        promotions: raw.promotions.map(|l| l.limit("promotions")).transpose()?,
+        topics: per_topic,
+        defer: raw.defer,
+        clock_offset_ms: 0,
+    })
 }
 
 /// A promotion a cap held back.
@@ -162,15 +119,15 @@ pub struct Held {
 /// no cap applies to the campaign's topic.
 pub async fn hold_back(
     store: &Store,
-    rules: &Rules,
+    caps: &Caps,
     campaign: &Campaign,
     sends: Vec<(Delivery, &str)>,
 ) -> Result<(Vec<Delivery>, Vec<Held>), StoreError> {
-    let counters = rules.caps().applying(&campaign.topic);
+    let counters = caps.applying(&campaign.topic);
     if counters.is_empty() || sends.is_empty() {
         return Ok((sends.into_iter().map(|(d, _)| d).collect(), Vec::new()));
     }
-    let now = rules.caps_now_ms();
+    let now = caps.now_ms();
     let windows: Vec<Windows> = sends.iter().map(|(_, tz)| Windows::at(tz, now)).collect();
     let asks: Vec<CapAsk<'_>> = sends
         .iter()
@@ -189,75 +146,9 @@ pub async fn hold_back(
                 customer: d.customer,
                 channel: d.message.channel,
                 reason,
-                until_ms: rules.caps_time_to_real(until_ms),
+                until_ms: caps.to_real_ms(until_ms),
             }),
         }
     }
     Ok((passed, held))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// 2026-12-02T23:30:00Z, a Wednesday in UTC; already Thursday 00:30 in Madrid.
-    const T: u64 = 1_796_254_200_000;
-
-    #[test]
-    fn the_day_and_week_are_the_customers_own() {
-        let madrid = Windows::at("Europe/Madrid", T);
-        // Thursday 3 December 00:00 in Madrid is 2 December 23:00 UTC.
-        assert_eq!(madrid.day_start_ms, T - 30 * 60_000);
-        assert_eq!(madrid.next_day_ms, madrid.day_start_ms + 24 * 3_600_000);
-        // Its week started on Monday 30 November, three days before.
-        assert_eq!(
-            madrid.week_start_ms,
-            madrid.day_start_ms - 3 * 24 * 3_600_000
-        );
-        assert_eq!(
-            madrid.next_week_ms,
-            madrid.week_start_ms + 7 * 24 * 3_600_000
-        );
-        let utc = Windows::at("UTC", T);
-        assert_eq!(utc.day_start_ms, T - 23 * 3_600_000 - 30 * 60_000);
-        assert_eq!(utc.week_start_ms, utc.day_start_ms - 2 * 24 * 3_600_000);
-        assert_eq!(Windows::at("Not/AZone", T), utc);
-    }
-
-    #[test]
-    fn a_script_answer_names_the_limit_it_hit() {
-        let topic = Topic::parse("offers").unwrap();
-        let counters = vec![
-            (
-                Counter::Promotions,
-                Limit {
-                    per_day: Some(2),
-                    per_week: Some(5),
-                },
-            ),
-            (
-                Counter::Topic(topic),
-                Limit {
-                    per_day: Some(1),
-                    per_week: None,
-                },
-            ),
-        ];
-        let w = Windows::at("UTC", T);
-        assert_eq!(Verdict::from_script(0, &counters, &w), Verdict::Pass);
-        assert_eq!(
-            Verdict::from_script(2, &counters, &w),
-            Verdict::Capped {
-                reason: "promotions capped at 5 a week".into(),
-                until_ms: w.next_week_ms
-            }
-        );
-        assert_eq!(
-            Verdict::from_script(3, &counters, &w),
-            Verdict::Capped {
-                reason: "topic offers capped at 1 a day".into(),
-                until_ms: w.next_day_ms
-            }
-        );
-    }
 }

@@ -20,6 +20,7 @@ pub mod receipts;
 pub mod render;
 pub mod retry;
 pub mod rules;
+pub mod topics;
 
 use rdkafka::producer::FutureProducer;
 

@@ -276,9 +276,13 @@ impl Retrier {
             // the caps when it goes, not when it was put off.
             let d = if o.attempt == 0 {
                 let zone = profile.time_zone.as_str();
-                let (mut passed, held) =
-                    super::caps::hold_back(&self.store, &self.rules, campaign, vec![(d, zone)])
-                        .await?;
+                let (mut passed, held) = super::caps::hold_back(
+                    &self.store,
+                    self.rules.caps(),
+                    campaign,
+                    vec![(d, zone)],
+                )
+                .await?;
                 if let Some(h) = held.first() {
                     if self
                         .store

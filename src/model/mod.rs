@@ -8,12 +8,15 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 mod campaign;
+mod campaign_state;
 pub mod commerce;
 pub mod endpoint;
+pub mod frequency;
 mod lifecycle;
 mod preferences;
 mod template;
 pub use campaign::*;
+pub use campaign_state::*;
 pub use endpoint::{Endpoint, EndpointId};
 pub use lifecycle::*;
 pub use preferences::{CatalogError, Preferences, TopicCatalog};

@@ -4,7 +4,7 @@
 //! ZCOUNT from its start; entries older than a week and a day are trimmed as it is written.
 
 use super::{Lua, Store, StoreError};
-use crate::campaigns::caps::{Counter, Limit, Windows};
+use crate::model::frequency::{Counter, Limit, Windows};
 use crate::model::{CampaignId, CustomerId};
 
 /// How long a count is kept: the longest window, and a day for time zones.

@@ -146,7 +146,7 @@ async fn two_campaigns_at_once_reach_each_customer_once_under_a_cap_of_one_a_day
 async fn a_capped_customer_deferred_to_their_next_day_is_reached_then_and_not_before() {
     // The caps' clock 15 s before midnight in Madrid: the customers' next day comes soon.
     let now = herald::model::now_ms();
-    let midnight = herald::campaigns::caps::Windows::at("Europe/Madrid", now).next_day_ms;
+    let midnight = herald::model::frequency::Windows::at("Europe/Madrid", now).next_day_ms;
     let offset = ((midnight - now) / 1000) as i64 - 15;
     let fleet = Fleet::start(quiet_provider(), 2).await;
     let stop = fleet.shutdown.child_token();
