@@ -233,6 +233,29 @@ def test_every_variable_the_chart_sets_is_one_a_program_accepts(value_set):
                 assert f"[env: {name}" in help_text, f"{d['metadata']['name']} sets {name}, which no program accepts"
 
 
+def test_one_rules_file_reaches_ingest_fanout_and_retry_and_a_change_rolls_them():
+    docs = render("rules-values.yaml")
+    rules = values("rules-values.yaml")["rules"]
+    (config,) = [c for c in kinds(docs, "ConfigMap") if c["metadata"]["name"].endswith("-rules")]
+    assert config["data"]["rules.toml"] == rules
+    readers = {"herald-ingest", "herald-fanout", "herald-retry"}
+    for d in kinds(docs, "Deployment"):
+        pod = d["spec"]["template"]
+        (c,) = pod["spec"]["containers"]
+        reads = c["command"][0] in readers
+        assert ("HERALD_RULES" in env_of(c)) == reads, d["metadata"]["name"]
+        mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+        assert ("rules" in mounts) == reads, d["metadata"]["name"]
+        if reads:
+            assert env_of(c)["HERALD_RULES"]["value"] == mounts["rules"] + "/rules.toml"
+            assert pod["metadata"]["annotations"]["checksum/rules"]
+    changed = render("rules-values.yaml", "rules=[selection]")
+    sums = lambda ds: {d["metadata"]["name"]: d["spec"]["template"]["metadata"].get("annotations", {}).get("checksum/rules") for d in kinds(ds, "Deployment")}
+    before, after = sums(docs), sums(changed)
+    assert any(before[n] and before[n] != after[n] for n in before), "a change of rules rolls the readers"
+    assert not kinds(render(), "ConfigMap"), "no rules given: the built-in ones, no ConfigMap"
+
+
 @pytest.mark.parametrize("setting,why", [
     ("dispatch.terminationGracePeriodSeconds=15", "longer than dispatch.shutdownGraceMs"),
     ("dispatch.maxReplicas=13", "above kafka.partitions"),
