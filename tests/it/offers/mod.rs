@@ -16,6 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::harness::{quiet_provider, Fleet};
 
+mod receipts;
+mod replay;
+
 pub(crate) fn customer(id: &str, channels: &[&str], zone: &str) -> Value {
     let contacts: serde_json::Map<String, Value> = channels
         .iter()
@@ -439,110 +442,6 @@ async fn offer_api_errors_name_the_field() {
     );
 }
 
-/// Runs the operators' CLI against this fleet; its standard output.
-async fn herald_cli(fleet: &Fleet, args: &[&str]) -> String {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(args)
-        .env("HERALD_KAFKA_BROKERS", fleet.brokers())
-        .env("HERALD_NAMESPACE", &fleet.ns)
-        .env("HERALD_REDIS_URL", crate::harness::redis_url())
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "herald {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_customer_dead_lettered_for_no_channel_is_delivered_once_after_a_fix_and_a_replay() {
-    let fleet = Fleet::start(quiet_provider(), 2).await;
-    let mut mute = customer("mute", &["email"], &daytime());
-    mute["consent"]["email"] = json!(false);
-    fleet
-        .put_customers(vec![customer("ok", &["email"], &daytime()), mute])
-        .await;
-    let _stop = start_workers(&fleet, &[Channel::Email], 1).await;
-    let audience = ["ok", "mute"].map(String::from);
-    let (status, _) = fleet
-        .post(
-            "/v1/campaigns",
-            campaign("replay1", &["email"], 5000, &audience),
-        )
-        .await;
-    assert_eq!(status, 202);
-    let report = fleet
-        .wait_campaign("replay1", Duration::from_secs(30))
-        .await;
-    assert_eq!(count(&report, "failed:no_channel"), 1, "{report}");
-    fleet
-        .read_topic(&fleet.topics.dlq(), 1, Duration::from_secs(20))
-        .await;
-
-    let listed = herald_cli(&fleet, &["dlq", "list"]).await;
-    assert!(
-        listed.contains("herald-fanout") && listed.contains("no usable channel"),
-        "{listed}"
-    );
-
-    // The fix: the customer gives consent. A dry run changes nothing.
-    fleet
-        .put_customers(vec![customer("mute", &["email"], &daytime())])
-        .await;
-    let dry = herald_cli(
-        &fleet,
-        &[
-            "dlq",
-            "replay",
-            "--reason",
-            "no usable channel",
-            "--dry-run",
-        ],
-    )
-    .await;
-    assert!(
-        dry.contains("would fan out mute of campaign replay1 again"),
-        "{dry}"
-    );
-    let (_, report) = fleet.get("/v1/campaigns/replay1").await;
-    assert_eq!(count(&report, "failed:no_channel"), 1, "{report}");
-
-    let replayed = herald_cli(&fleet, &["dlq", "replay", "--reason", "no usable channel"]).await;
-    assert!(replayed.contains("replayed 1,"), "{replayed}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let report = loop {
-        let (_, report) = fleet.get("/v1/campaigns/replay1").await;
-        if count(&report, "delivered") == 2 || tokio::time::Instant::now() > deadline {
-            break report;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert_eq!(count(&report, "delivered"), 2, "{report}");
-    assert_eq!(count(&report, "failed"), 0, "{report}");
-    assert_eq!(report["status"], "completed", "{report}");
-
-    // Replaying again finds nothing to do, and the customer still got one message.
-    let again = herald_cli(&fleet, &["dlq", "replay", "--reason", "no usable channel"]).await;
-    assert!(again.contains("replayed 0,"), "{again}");
-    let groups = [fleet.fanout_group(), fleet.dispatch_group(Channel::Email)];
-    fleet.wait_caught_up(&groups, Duration::from_secs(20)).await;
-    let key: Value = fleet
-        .http
-        .get(format!("{}/v1/keys/replay1:mute:email", fleet.provider_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(key["deliveries"], 1, "{key}");
-    let (_, report) = fleet.get("/v1/campaigns/replay1").await;
-    assert_eq!(count(&report, "delivered"), 2, "{report}");
-}
-
 /// Posting a campaign again answers as the first time did; the same id with another
 /// template or another audience is a 409 naming `id`, and changes nothing stored.
 #[tokio::test]
@@ -597,108 +496,6 @@ async fn two_posts_of_one_campaign_at_once_store_its_audience_once() {
     }
     assert_eq!(stored.len(), N, "the audience once, in order");
     assert!(stored.iter().zip(&ids).all(|(s, i)| s.as_str() == i));
-}
-
-/// A receipt is taken only with the provider's signature, fresh, and for the message the
-/// provider accepted: a forged, stale or unsigned one changes nothing, and one naming another
-/// provider id is refused and counted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn only_a_fresh_signed_receipt_for_the_recorded_message_is_applied() {
-    let mut sim = quiet_provider();
-    sim.silent_channels = vec![Channel::Email];
-    let fleet = Fleet::start(sim, 1).await;
-    let ids = vec!["r0".to_string()];
-    fleet
-        .put_customers(vec![customer("r0", &["email", "sms"], &daytime())])
-        .await;
-    let _stop = start_workers(&fleet, &[Channel::Email], 1).await;
-    let (status, _) = fleet
-        .post(
-            "/v1/campaigns",
-            campaign("signed", &["email", "sms"], 60_000, &ids),
-        )
-        .await;
-    assert_eq!(status, 202);
-    let sent = || async { fleet.slots("signed", &ids).await["r0"].get("st").cloned() };
-    crate::harness::wait_until("the e-mail to be sent", Duration::from_secs(30), || async {
-        sent().await.as_deref() == Some("sent")
-    })
-    .await;
-    let recorded = fleet.slots("signed", &ids).await["r0"]["pid"].clone();
-    assert!(recorded.starts_with("sim-"), "{recorded}");
-
-    let body = |provider_id: &str| {
-        json!({"key": "signed:r0:email", "status": "delivered", "provider_id": provider_id})
-            .to_string()
-    };
-    let post = |signature: Option<String>, body: String| {
-        let mut req = fleet
-            .anon
-            .post(format!("{}/v1/receipts", fleet.api_url))
-            .header("content-type", "application/json")
-            .body(body);
-        if let Some(s) = signature {
-            req = req.header("Herald-Signature", s);
-        }
-        async move {
-            let r = req.send().await.unwrap();
-            let status = r.status().as_u16();
-            (status, r.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    };
-    let now = herald::model::now_ms() / 1000;
-    let right = body(&recorded);
-    let sign = herald::auth::signature::sign;
-    for (what, signature) in [
-        ("unsigned", None),
-        (
-            "signed with another secret",
-            Some(sign(&"x".repeat(40), now, right.as_bytes())),
-        ),
-        (
-            "stale",
-            Some(sign(
-                crate::harness::RECEIPT_SECRET,
-                now - 600,
-                right.as_bytes(),
-            )),
-        ),
-        (
-            "signed for another body",
-            Some(sign(crate::harness::RECEIPT_SECRET, now, b"{}")),
-        ),
-    ] {
-        let (status, answer) = post(signature, right.clone()).await;
-        assert_eq!(status, 401, "{what}: {answer}");
-        assert!(answer["error"].is_string(), "{what}: {answer}");
-    }
-    assert_eq!(sent().await.as_deref(), Some("sent"), "nothing changed");
-
-    let wrong = body("sim-someone-else");
-    let signature = sign(crate::harness::RECEIPT_SECRET, now, wrong.as_bytes());
-    let (status, answer) = post(Some(signature), wrong).await;
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["outcomes"]["mismatched"], 1, "{answer}");
-    assert_eq!(
-        sent().await.as_deref(),
-        Some("sent"),
-        "a mismatched receipt changes nothing"
-    );
-    let (_, report) = fleet.get("/v1/campaigns/signed").await;
-    assert_eq!(
-        count(&report, "mismatched_receipts"),
-        1,
-        "counted: {report}"
-    );
-
-    let signature = sign(crate::harness::RECEIPT_SECRET, now, right.as_bytes());
-    let (status, answer) = post(Some(signature), right).await;
-    assert_eq!(
-        (status, &answer["outcomes"]["delivered"]),
-        (200, &json!(1)),
-        "{answer}"
-    );
-    assert_eq!(sent().await.as_deref(), Some("delivered"));
 }
 
 /// One campaign's per-customer state in 16 shards (`{CAMPAIGN:s}` hash tags): fallbacks run
@@ -772,41 +569,4 @@ async fn a_sharded_campaign_spreads_its_slots_and_still_counts_each_customer_onc
             "one campaign on {nodes_with_slots} node(s)"
         );
     }
-}
-
-/// A receipt that arrives before the dispatcher has recorded the send (the provider answered
-/// late) settles the slot when the send is recorded; the `delivered` lifecycle event must
-/// still go out then, or herald-metrics counts fewer deliveries than the campaign report.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_receipt_that_beats_the_providers_answer_is_still_announced_as_delivered() {
-    let mut sim = quiet_provider();
-    // Every call delivered and its receipt posted at once, the answer 400 ms later.
-    sim.late_answer_rate = 1.0;
-    sim.late_answer_ms = 400;
-    sim.receipt_delay_ms = 0;
-    let fleet = Fleet::start(sim, 2).await;
-    let (_, metrics) = fleet
-        .start_metrics(&fleet.topics.metrics_group(), fleet.shutdown.child_token())
-        .await;
-    let n = 40;
-    let ids: Vec<String> = (0..n).map(|i| format!("e{i}")).collect();
-    fleet
-        .put_customers(
-            ids.iter()
-                .map(|id| customer(id, &["email"], &daytime()))
-                .collect(),
-        )
-        .await;
-    let _stop = start_workers(&fleet, &[Channel::Email], 1).await;
-    let (status, _) = fleet
-        .post("/v1/campaigns", campaign("early", &["email"], 60_000, &ids))
-        .await;
-    assert_eq!(status, 202);
-    let report = fleet.wait_campaign("early", Duration::from_secs(60)).await;
-    assert_eq!(count(&report, "delivered"), n as u64, "{report}");
-    assert_eq!(fleet.sim_stats().await.late_answers, n as u64);
-    let delivered = fleet
-        .metrics_delivered(&metrics, "early", n as u64, Duration::from_secs(10))
-        .await;
-    assert_eq!(delivered, n, "herald-metrics saw every delivery: {report}");
 }
