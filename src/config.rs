@@ -40,7 +40,8 @@ pub struct HealthArgs {
 /// Where the channel rules come from.
 #[derive(Debug, Clone, Default, Args)]
 pub struct RulesArgs {
-    /// Channel rules (TOML); the built-in default (`config/rules.toml`) when unset.
+    /// Channel rules, topics and frequency caps (TOML); the built-in default
+    /// (`config/rules.toml`) when unset. Give ingest, fan-out and retry the same file.
     #[arg(long, env = "HERALD_RULES")]
     pub rules: Option<std::path::PathBuf>,
 
