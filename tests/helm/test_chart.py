@@ -233,6 +233,18 @@ def test_every_variable_the_chart_sets_is_one_a_program_accepts(value_set):
                 assert f"[env: {name}" in help_text, f"{d['metadata']['name']} sets {name}, which no program accepts"
 
 
+def test_webhook_networks_reach_the_two_programs_that_check_webhook_urls():
+    docs = render("default", "webhookAllowNetworks=10.0.0.0/8")
+    for d in kinds(docs, "Deployment"):
+        (c,) = d["spec"]["template"]["spec"]["containers"]
+        checks = c["command"][0] in {"herald-ingest", "herald-events"}
+        got = env_of(c).get("HERALD_WEBHOOK_ALLOW_NETWORKS", {}).get("value")
+        assert got == ("10.0.0.0/8" if checks else None), d["metadata"]["name"]
+    for d in kinds(render(), "Deployment"):
+        (c,) = d["spec"]["template"]["spec"]["containers"]
+        assert "HERALD_WEBHOOK_ALLOW_NETWORKS" not in env_of(c), "public addresses only by default"
+
+
 def test_one_rules_file_reaches_ingest_fanout_and_retry_and_a_change_rolls_them():
     docs = render("rules-values.yaml")
     rules = values("rules-values.yaml")["rules"]

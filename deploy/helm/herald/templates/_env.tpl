@@ -22,6 +22,10 @@
   value: {{ $v.ingest.publicNetworks | quote }}
 - name: HERALD_EMAIL_SENDER_DOMAINS
   value: {{ $v.ingest.emailSenderDomains | quote }}
+{{- if $v.webhookAllowNetworks }}
+- name: HERALD_WEBHOOK_ALLOW_NETWORKS
+  value: {{ $v.webhookAllowNetworks | quote }}
+{{- end }}
 {{- end -}}
 
 {{- define "herald.env.herald-dispatch" -}}
@@ -66,8 +70,17 @@
 {{- end -}}
 
 {{- define "herald.env.herald-events" -}}
+{{- $v := .root.Values -}}
 - name: HERALD_HEALTH_ADDR
-  value: {{ printf "0.0.0.0:%v" .root.Values.healthPort | quote }}
+  value: {{ printf "0.0.0.0:%v" $v.healthPort | quote }}
+- name: HERALD_HISTORY_RETENTION_DAYS
+  value: {{ $v.events.historyRetentionDays | quote }}
+- name: HERALD_WEBHOOK_RETRY_HOURS
+  value: {{ $v.events.webhookRetryHours | quote }}
+{{- if $v.webhookAllowNetworks }}
+- name: HERALD_WEBHOOK_ALLOW_NETWORKS
+  value: {{ $v.webhookAllowNetworks | quote }}
+{{- end }}
 {{- end -}}
 
 {{- define "herald.env.herald-metrics" -}}
