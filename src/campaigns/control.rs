@@ -131,22 +131,28 @@ pub async fn start_due(
 }
 
 /// Completes a state change a crash cut short: the halts written into every shard, the
-/// parked batches of a running or cancelled campaign queued again, and a cancelled
-/// campaign's waiting deliveries ended.
+/// parked batches of a running or cancelled campaign queued again, and (with `sweep`, as
+/// it scans the campaign's pending sets) a cancelled or expired campaign's waiting
+/// deliveries ended.
 pub async fn reconcile(
     store: &Store,
     producer: &FutureProducer,
     topics: &Topics,
     id: &CampaignId,
+    expires_at_ms: Option<u64>,
+    sweep: bool,
 ) -> Result<(), ControlError> {
     let Some(state) = store.campaign_state(id).await? else {
         return Ok(());
     };
     store.apply_halts(id, state).await?;
-    if state == CampaignState::Cancelled {
+    let expired = expires_at_ms.is_some_and(|exp| crate::model::now_ms() >= exp);
+    if !sweep {
+        // The waiting deliveries were ended by an earlier sweep.
+    } else if state == CampaignState::Cancelled {
         let waiting = store.cancel_queued(id, Halt::Cancelled).await?;
         emit_ended(producer, topics, id, "pending", Halt::Cancelled, waiting).await;
-    } else if expired(store, id).await? {
+    } else if expired {
         // Deferred or parked deliveries would otherwise wait out their time to end.
         let waiting = store.cancel_queued(id, Halt::Expired).await?;
         emit_ended(producer, topics, id, "pending", Halt::Expired, waiting).await;
@@ -155,14 +161,6 @@ pub async fn reconcile(
         requeue_parked(store, producer, topics, id).await?;
     }
     Ok(())
-}
-
-/// Whether the campaign's `expires_at` has passed.
-async fn expired(store: &Store, id: &CampaignId) -> Result<bool, StoreError> {
-    let campaign = store.campaign(id).await?;
-    Ok(campaign
-        .and_then(|c| c.expires_at_ms)
-        .is_some_and(|exp| crate::model::now_ms() >= exp))
 }
 
 /// One event (`cancelled` or `expired`) standing for `count` deliveries that ended so

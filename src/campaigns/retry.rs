@@ -94,7 +94,13 @@ pub struct Retrier {
     /// Unique per process: the claim token that proves which instance holds an entry.
     token: String,
     campaigns: CampaignCache,
+    /// When each campaign's pending sets were last swept for waiting deliveries to end.
+    swept: std::sync::Mutex<std::collections::HashMap<CampaignId, Instant>>,
 }
+
+/// How often a cancelled or expired campaign's pending sets are scanned again (a scan reads
+/// every entry; what comes due is ended as it comes anyway).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 impl Retrier {
     pub fn new(
@@ -113,6 +119,7 @@ impl Retrier {
             stats: RetryStats::default(),
             token: uuid::Uuid::new_v4().to_string(),
             campaigns: CampaignCache::default(),
+            swept: Default::default(),
         }
     }
 
@@ -167,12 +174,43 @@ impl Retrier {
         let Ok(active) = self.store.active_campaigns().await else {
             return;
         };
+        {
+            // A campaign that retired is swept no more.
+            let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+            swept.retain(|id, _| active.contains(id));
+        }
         for id in active {
-            if let Err(e) = control::reconcile(&self.store, &self.producer, &self.topics, &id).await
-            {
-                tracing::warn!(campaign = %id, error = %e, "cannot reconcile the campaign's state");
+            let expires_at_ms = match self.campaigns.get(&self.store, &id).await {
+                Ok(def) => def.and_then(|c| c.expires_at_ms),
+                Err(_) => continue,
+            };
+            let sweep = self.sweep_due(&id);
+            let done = control::reconcile(
+                &self.store,
+                &self.producer,
+                &self.topics,
+                &id,
+                expires_at_ms,
+                sweep,
+            )
+            .await;
+            match done {
+                Ok(()) if sweep => {
+                    let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+                    swept.insert(id, Instant::now());
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(campaign = %id, error = %e, "cannot reconcile the campaign's state")
+                }
             }
         }
+    }
+
+    /// Whether the campaign's pending sets are due for another sweep.
+    fn sweep_due(&self, id: &CampaignId) -> bool {
+        let swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+        swept.get(id).is_none_or(|at| at.elapsed() >= SWEEP_EVERY)
     }
 
     /// One pass over every active campaign; returns how many entries were handled.
