@@ -173,6 +173,7 @@ impl crate::program::Program for Program {
         let (for_json, for_prom) = (self.stats.clone(), self.stats.clone());
         let topics = self.c.topics.clone();
         let sender = self.sender.clone();
+        let prom_sender = self.sender.clone();
         let probes = Probes {
             ready: crate::health::redis_ready(self.c.store.clone()),
             stats: Arc::new(move || {
@@ -185,7 +186,13 @@ impl crate::program::Program for Program {
                 }
                 serde_json::Value::Object(map)
             }),
-            metrics: Arc::new(move || super::prometheus(&topics, &for_prom)),
+            metrics: Arc::new(move || {
+                let mut families = super::prometheus(&topics, &for_prom);
+                if let Some(sender) = &prom_sender {
+                    families.push(sender.prometheus());
+                }
+                families
+            }),
         };
         Some((self.args.health.health_addr?, probes))
     }

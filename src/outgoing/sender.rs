@@ -308,4 +308,15 @@ impl Sender {
     pub fn stats_json(&self) -> serde_json::Value {
         serde_json::json!({ "webhooks": &self.stats })
     }
+
+    /// `/metrics`: webhook calls by result, for the events program's health address.
+    pub fn prometheus(&self) -> crate::prom::Family {
+        crate::prom::counters_from(
+            "herald_webhook_deliveries",
+            "Outgoing webhook calls by result (delivered, failed_attempts, gave_up, endpoints_disabled).",
+            "result",
+            &self.stats,
+            &[],
+        )
+    }
 }

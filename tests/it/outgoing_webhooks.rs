@@ -376,6 +376,11 @@ async fn an_endpoint_failing_for_the_whole_retry_period_is_disabled_with_an_even
         "{listed}"
     );
     assert_eq!(sender.stats.endpoints_disabled.load(Ordering::Relaxed), 1);
+    let exposition = herald::prom::render(vec![sender.prometheus()]);
+    assert!(
+        exposition.contains("herald_webhook_deliveries_total{result=\"endpoints_disabled\"} 1"),
+        "{exposition}"
+    );
     let events = fleet
         .read_topic(&fleet.topics.events(), 2, Duration::from_secs(10))
         .await;
