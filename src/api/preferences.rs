@@ -68,16 +68,12 @@ fn view(p: &Preferences, catalog: &TopicCatalog) -> PreferenceView {
             .map(|t| {
                 let row = Channel::ALL
                     .iter()
-                    .map(|c| (*c, !refuses(p, t, *c)))
+                    .map(|c| (*c, !p.refuses(t, *c)))
                     .collect();
                 (t.to_string(), row)
             })
             .collect(),
     }
-}
-
-fn refuses(p: &Preferences, topic: &Topic, channel: Channel) -> bool {
-    p.refused.get(topic).is_some_and(|c| c.contains(&channel))
 }
 
 /// The preferences a `PUT` body asks for; 422 naming `topics.NAME` for an unknown topic.
@@ -111,25 +107,27 @@ async fn known_customer(app: &Ingest, raw_id: &str) -> Result<(CustomerId, Custo
     Ok((id, customer))
 }
 
-/// Applies `change` and appends what moved to the consent log.
+/// Applies `change` and appends what moved to the consent log; answers the preferences
+/// after, and whether anything moved.
 pub(super) async fn change_logged(
     app: &Ingest,
     id: &CustomerId,
     source: &str,
     actor: &str,
     change: impl Fn(&mut Preferences),
-) -> Result<Preferences, ApiError> {
+) -> Result<(Preferences, bool), ApiError> {
     let (before, after) = app.store.update_preferences(id, change).await?;
     let changes: Vec<ConsentChange> = before
         .changes_to(&after, &app.catalog)
         .into_iter()
         .map(|(what, old, new)| ConsentChange::now(source, actor, what, old, new))
         .collect();
+    let moved = before != after;
     if !changes.is_empty() {
         tracing::info!(target: "herald::audit", customer = %id, source, changes = changes.len(), "preferences changed");
         app.store.log_consent(&[(id.clone(), changes)]).await?;
     }
-    Ok(after)
+    Ok((after, moved))
 }
 
 /// A customer's preferences
@@ -163,7 +161,7 @@ async fn put_preferences(
     let (id, _) = known_customer(&app, &raw_id).await?;
     let wanted = from_view(parse_json(&body, "")?, &app.catalog)?;
     let actor = super::customers::who(caller.as_ref());
-    let after = change_logged(&app, &id, "api", &actor, |p| *p = wanted.clone()).await?;
+    let (after, _) = change_logged(&app, &id, "api", &actor, |p| *p = wanted.clone()).await?;
     Ok(Json(view(&after, &app.catalog)).into_response())
 }
 
@@ -242,7 +240,7 @@ async fn save_preference_page(
         .collect();
     let shown = shown_channels(&customer);
     let catalog = &app.catalog;
-    let after = change_logged(&app, &id, "preference-page", "link", |p| {
+    let (after, _) = change_logged(&app, &id, "preference-page", "link", |p| {
         p.promotions = ticked.iter().any(|k| k == "promotions");
         for topic in catalog.names() {
             for channel in &shown {
@@ -325,7 +323,7 @@ fn render(
                     minijinja::context! {
                         name => format!("{t}.{c}"),
                         channel => c.as_str(),
-                        on => !refuses(p, t, *c),
+                        on => !p.refuses(t, *c),
                     }
                 })
                 .collect();

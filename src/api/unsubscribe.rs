@@ -80,12 +80,10 @@ async fn withdraw_topic(
     customer: &CustomerId,
     topic: &Topic,
 ) -> Result<bool, ApiError> {
-    let before = app.store.preferences(customer).await?;
-    let after = super::preferences::change_logged(app, customer, "one-click", "link", |p| {
+    let (_, first) = super::preferences::change_logged(app, customer, "one-click", "link", |p| {
         p.withdraw(topic)
     })
     .await?;
-    let first = before != after;
     if first {
         tracing::info!(target: "herald::audit", %campaign, %customer, %topic, "topic withdrawn by one-click");
         app.store.count_unsubscribe(campaign).await?;

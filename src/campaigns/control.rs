@@ -147,15 +147,15 @@ pub async fn reconcile(
     };
     store.apply_halts(id, state).await?;
     let expired = expires_at_ms.is_some_and(|exp| crate::model::now_ms() >= exp);
-    if !sweep {
-        // The waiting deliveries were ended by an earlier sweep.
-    } else if state == CampaignState::Cancelled {
-        let waiting = store.cancel_queued(id, Halt::Cancelled).await?;
-        emit_ended(producer, topics, id, "pending", Halt::Cancelled, waiting).await;
-    } else if expired {
+    let ending = match state {
+        CampaignState::Cancelled => Some(Halt::Cancelled),
+        _ if expired => Some(Halt::Expired),
+        _ => None,
+    };
+    if let Some(ending) = ending.filter(|_| sweep) {
         // Deferred or parked deliveries would otherwise wait out their time to end.
-        let waiting = store.cancel_queued(id, Halt::Expired).await?;
-        emit_ended(producer, topics, id, "pending", Halt::Expired, waiting).await;
+        let waiting = store.cancel_queued(id, ending).await?;
+        emit_ended(producer, topics, id, "pending", ending, waiting).await;
     }
     if matches!(state, CampaignState::Running | CampaignState::Cancelled) {
         requeue_parked(store, producer, topics, id).await?;

@@ -50,32 +50,27 @@ impl Windows {
         let now = jiff::Timestamp::from_millisecond(now_ms as i64)
             .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
             .to_zoned(tz);
-        let ms = |z: Result<jiff::Zoned, jiff::Error>| {
-            z.map(|z| z.timestamp().as_millisecond().max(0) as u64)
-                .unwrap_or(now_ms)
+        let ms = |z: &jiff::Zoned| z.timestamp().as_millisecond().max(0) as u64;
+        let windows = || -> Result<Windows, jiff::Error> {
+            let today = now.start_of_day()?;
+            let monday_offset = now.weekday().to_monday_zero_offset() as i64;
+            let week = today.checked_sub(jiff::Span::new().days(monday_offset))?;
+            Ok(Windows {
+                day_start_ms: ms(&today),
+                next_day_ms: ms(&today.tomorrow()?.start_of_day()?),
+                week_start_ms: ms(&week),
+                next_week_ms: ms(&week
+                    .checked_add(jiff::Span::new().days(7))?
+                    .start_of_day()?),
+            })
         };
-        let today = now.start_of_day();
-        let monday_offset = now.weekday().to_monday_zero_offset() as i64;
-        let week = today
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(|d| d.checked_sub(jiff::Span::new().days(monday_offset)));
-        let next_day = today
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(|d| d.tomorrow())
-            .and_then(|d| d.start_of_day());
-        let next_week = week
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(|d| d.checked_add(jiff::Span::new().days(7)))
-            .and_then(|d| d.start_of_day());
-        Windows {
-            day_start_ms: ms(today),
-            next_day_ms: ms(next_day),
-            week_start_ms: ms(week),
-            next_week_ms: ms(next_week),
-        }
+        // Only at the ends of jiff's range: every window is then now.
+        windows().unwrap_or(Windows {
+            day_start_ms: now_ms,
+            next_day_ms: now_ms,
+            week_start_ms: now_ms,
+            next_week_ms: now_ms,
+        })
     }
 }
 

@@ -38,11 +38,7 @@ impl Preferences {
 
     /// Whether a promotion of `topic` may reach the customer on `channel`.
     pub fn allows(&self, topic: &Topic, channel: Channel) -> bool {
-        self.promotions
-            && !self
-                .refused
-                .get(topic)
-                .is_some_and(|channels| channels.contains(&channel))
+        self.promotions && !self.refuses(topic, channel)
     }
 
     /// Says no (or yes) to `topic` on `channel`.
@@ -92,7 +88,8 @@ impl Preferences {
         changes
     }
 
-    fn refuses(&self, topic: &Topic, channel: Channel) -> bool {
+    /// Whether the customer said no to `topic` on `channel` (whatever `promotions` says).
+    pub fn refuses(&self, topic: &Topic, channel: Channel) -> bool {
         self.refused
             .get(topic)
             .is_some_and(|channels| channels.contains(&channel))

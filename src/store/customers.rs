@@ -16,6 +16,13 @@ return 1
 "#,
 );
 
+/// A stored profile; `None` (with a warning) for one that no longer reads.
+pub(super) fn decode_profile(id: &CustomerId, json: &str) -> Option<Customer> {
+    serde_json::from_str(json)
+        .map_err(|e| tracing::warn!(customer = %id, error = %e, "unreadable customer profile"))
+        .ok()
+}
+
 impl Store {
     pub(super) fn customer_key(&self, id: &CustomerId) -> String {
         format!("{}:customer:{id}", self.ns)
@@ -123,15 +130,7 @@ impl Store {
         Ok(raw
             .into_iter()
             .zip(ids)
-            .map(|(json, id)| {
-                json.and_then(|j| match serde_json::from_str(&j) {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        tracing::warn!(customer = %id, error = %e, "unreadable customer profile");
-                        None
-                    }
-                })
-            })
+            .map(|(json, id)| json.and_then(|j| decode_profile(id, &j)))
             .collect())
     }
 }

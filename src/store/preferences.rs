@@ -90,11 +90,9 @@ impl Store {
         let raw: Vec<Option<String>> = self.query_pipe(&pipe).await?;
         let mut profiles = Vec::with_capacity(ids.len());
         for (id, pair) in ids.iter().zip(raw.chunks(2)) {
-            let mut profile = pair[0].as_deref().and_then(|json| {
-                serde_json::from_str::<Customer>(json)
-                    .map_err(|e| tracing::warn!(customer = %id, error = %e, "unreadable customer profile"))
-                    .ok()
-            });
+            let mut profile = pair[0]
+                .as_deref()
+                .and_then(|json| super::customers::decode_profile(id, json));
             if let (Some(p), Some(prefs)) =
                 (profile.as_mut(), pair.get(1).and_then(|r| r.as_deref()))
             {

@@ -50,9 +50,7 @@ impl Store {
         let (added,): (i64,) = self.query_pipe(&pipe).await?;
         if added == 1 {
             if let Some(campaign) = from_campaign {
-                let _: i64 = self
-                    .eval(&COUNT_UNSUBSCRIBE.key(self.campaign_key(campaign)))
-                    .await?;
+                self.count_unsubscribe(campaign).await?;
             }
         }
         Ok(added == 1)
