@@ -48,27 +48,11 @@ impl Fleet {
 
     /// A `PUT` with the admin key; answers the status and the body.
     pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .put(format!("{}{}", self.api_url, path))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        self.call(reqwest::Method::PUT, path, Some(body)).await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}{}", self.api_url, path))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
     /// GETs any URL as JSON; `None` while it cannot be reached or does not answer JSON
@@ -78,12 +62,18 @@ impl Fleet {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    /// One call to the API with the admin key: its status and its JSON body (null if none).
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self
             .http
-            .get(format!("{}{}", self.api_url, path))
-            .send()
-            .await
-            .unwrap();
+            .request(method, format!("{}{}", self.api_url, path));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let r = request.send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
