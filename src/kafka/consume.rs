@@ -22,7 +22,7 @@ const CLOSE_LIMIT: Duration = Duration::from_secs(10);
 pub struct Subscription {
     consumer: Arc<StreamConsumer>,
     topic: String,
-    offsets: Mutex<OffsetTracker>,
+    offsets: InFlight,
 }
 
 impl Subscription {
@@ -37,7 +37,7 @@ impl Subscription {
         Ok(Subscription {
             consumer: Arc::new(consumer),
             topic: topic.to_string(),
-            offsets: Mutex::new(OffsetTracker::default()),
+            offsets: InFlight::default(),
         })
     }
 
@@ -72,16 +72,17 @@ impl Subscription {
 
     /// Work on `msg` begins: no offset past it is stored until it is [`finished`](Self::finished).
     pub fn started(&self, msg: &OwnedMessage) {
-        lock(&self.offsets).start(msg.topic(), msg.partition(), msg.offset());
+        self.offsets
+            .start(msg.topic(), msg.partition(), msg.offset());
     }
 
     /// Work on `msg` is done: stores the highest offset whose messages are all done. A
     /// message never finished (handed back on shutdown) holds its partition's offset.
     pub fn finished(&self, msg: &OwnedMessage) {
-        let upto = lock(&self.offsets).finish(msg.topic(), msg.partition(), msg.offset());
-        if let Some(upto) = upto {
-            self.store(msg.partition(), upto);
-        }
+        self.offsets
+            .finish(msg.topic(), msg.partition(), msg.offset(), |upto| {
+                self.store(msg.partition(), upto)
+            });
     }
 
     /// Stores `offset` of `partition` for commit: every message up to it is done. For
@@ -113,6 +114,29 @@ impl Subscription {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An [`OffsetTracker`] shared by concurrent handlers.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    tracker: Mutex<OffsetTracker>,
+}
+
+impl InFlight {
+    pub fn start(&self, topic: &str, partition: i32, offset: i64) {
+        lock(&self.tracker).start(topic, partition, offset);
+    }
+
+    /// Marks `offset` done and hands the offset that may now be committed to `store`, still
+    /// under the lock: two handlers finishing together would otherwise store in either
+    /// order, and a lower offset stored last holds the group one message behind for good
+    /// (its lag never reaches 0, so an autoscaler never sees the topic drained).
+    pub fn finish(&self, topic: &str, partition: i32, offset: i64, store: impl FnOnce(i64)) {
+        let mut tracker = lock(&self.tracker);
+        if let Some(upto) = tracker.finish(topic, partition, offset) {
+            store(upto);
+        }
+    }
 }
 
 /// Tracks in-flight offsets per partition so that the stored offset never passes a message
@@ -203,5 +227,40 @@ mod tests {
             "must not commit past the handed-back message"
         );
         assert_eq!(t.in_flight(), 1);
+    }
+
+    #[test]
+    fn a_handler_finishing_while_another_stores_cannot_store_behind_it() {
+        use std::sync::mpsc::channel;
+        let offsets = std::sync::Arc::new(InFlight::default());
+        offsets.start("t", 0, 0);
+        offsets.start("t", 0, 1);
+        let stored = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let (computed, a_computed) = channel();
+        let (b_stored, stored_by_b) = channel::<()>();
+        // A finishes offset 0 and is slow to store; B finishes offset 1 meanwhile.
+        let a = {
+            let (offsets, stored) = (offsets.clone(), stored.clone());
+            std::thread::spawn(move || {
+                offsets.finish("t", 0, 0, |upto| {
+                    computed.send(()).unwrap();
+                    let _ = stored_by_b.recv_timeout(Duration::from_millis(300));
+                    lock(&stored).push(upto);
+                })
+            })
+        };
+        a_computed.recv().unwrap();
+        let b = {
+            let (offsets, stored) = (offsets.clone(), stored.clone());
+            std::thread::spawn(move || {
+                offsets.finish("t", 0, 1, |upto| {
+                    lock(&stored).push(upto);
+                    let _ = b_stored.send(());
+                })
+            })
+        };
+        a.join().unwrap();
+        b.join().unwrap();
+        assert_eq!(*lock(&stored), vec![0, 1], "stored in the order computed");
     }
 }
