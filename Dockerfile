@@ -1,7 +1,8 @@
 # One image for every Herald program (herald-ingest, herald-dispatch, herald-retry, ...);
 # compose/docker-compose.yml and the Helm chart pick the program with `command:`.
 #   docker build -t herald .                      the production image (no development tools)
-#   docker build --target dev -t herald-dev .     with the simulated provider and local broker
+#   docker build --target dev -t herald-dev .     with the development tools (herald-dev, the
+#                                                 simulated provider, the local broker)
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Dependencies first, in a layer of their own: a change to Herald's code does not rebuild
@@ -14,9 +15,13 @@ RUN mkdir -p src/bin \
     && rm -rf src target/release/deps/herald-* target/release/deps/libherald-* target/release/.fingerprint/herald-*
 COPY src ./src
 COPY config ./config
-RUN cargo build --release --locked --bins \
-    && mkdir -p /out \
-    && find target/release -maxdepth 1 -type f -executable -name 'herald*' -exec cp {} /out/ \;
+# The production programs without the `dev` feature: no development tool is even compiled
+# into them. Then the development tools, for the dev stage only.
+RUN cargo build --release --locked --no-default-features --features otlp --bins \
+    && mkdir -p /out/prod /out/dev \
+    && find target/release -maxdepth 1 -type f -executable -name 'herald*' -exec cp {} /out/prod/ \; \
+    && cargo build --release --locked --bin herald-dev --bin herald-provider --bin herald-broker \
+    && cp target/release/herald-dev target/release/herald-provider target/release/herald-broker /out/dev/
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
@@ -29,13 +34,12 @@ USER herald
 ENV HERALD_LOG_FORMAT=json
 CMD ["herald", "--help"]
 
-# The development tools beside the programs: the simulated provider (compose's `provider`)
-# and the local Kafka-protocol broker. `docker build --target dev -t herald-dev .`
+# The development tools beside the programs: the simulated provider (compose's `provider`),
+# the local Kafka-protocol broker and `herald-dev`. `docker build --target dev -t herald-dev .`
 FROM runtime AS dev
-COPY --from=build /out/ /usr/local/bin/
+COPY --from=build /out/prod/ /out/dev/ /usr/local/bin/
 
 # The production image (the default target, what the Helm chart runs): Herald's programs and
-# the operators' CLI, no simulator, no broker.
+# the operators' CLI, built without the `dev` feature.
 FROM runtime AS production
-COPY --from=build /out/herald /out/herald-ingest /out/herald-fanout /out/herald-dispatch \
-    /out/herald-retry /out/herald-metrics /out/herald-events /usr/local/bin/
+COPY --from=build /out/prod/ /usr/local/bin/

@@ -177,7 +177,7 @@ wait_port "${PROVIDER##*:}" herald-provider
 redis_start=$(redis_ticks)
 redis_child_start=$(redis_ticks children)
 log "storing $N synthetic customers (not timed)"
-"$BIN/herald" --api "http://$API" customers seed --count "$N" --prefix b --channels email,push
+"$BIN/herald-dev" --api "http://$API" seed-customers --count "$N" --prefix b --channels email,push
 
 # Redis' memory and the campaign's keys; the scan also expires what is due (Redis frees an
 # expired key when it is next touched or sampled).
@@ -208,7 +208,7 @@ redis_before_campaign=$(redis_ticks)
 redis_child_before_campaign=$(redis_ticks children)
 log "campaign to $N customers: e-mail first, push as fallback"
 start_ns=$(date +%s%N)
-"$BIN/herald" --api "http://$API" campaigns send --id "$NS" --count "$N" --prefix b \
+"$BIN/herald-dev" --api "http://$API" send-campaign --id "$NS" --count "$N" --prefix b \
     --channels email,push --timeout-ms 60000 --wait-secs 1800 --json >"$OUT/report.json"
 end_ns=$(date +%s%N)
 
@@ -233,7 +233,7 @@ for i in "${!pids[@]}"; do
 done
 
 log "raw broker throughput on the same broker ($N messages of 250 bytes, $PARTITIONS partitions)"
-"$BIN/herald" broker-bench --topic "$NS.sales" --count "$N" --size 250 >"$OUT/broker.txt"
+"$BIN/herald-dev" broker-bench --topic "$NS.sales" --count "$N" --size 250 >"$OUT/broker.txt"
 
 python3 - "$N" "$start_ns" "$end_ns" "$OUT" "$rss_lines" "$(redis_ticks) $redis_start $redis_before_campaign" "$dispatch_ports" "$ticks_before_campaign" \
     "$(redis_ticks children) $redis_child_start $redis_child_before_campaign" <<'PY'

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# herald-events throughput on user events (seed 004): N events from `herald events
-# generate` (1% invalid, 1% copies, purchases also sales) are published to a broker of its
+# herald-events throughput on user events (seed 004): N events from `herald-dev
+# generate-events` (1% invalid, 1% copies, purchases also sales) are published to a broker of its
 # own first, then one herald-events (release, user-events consumer only) drains the backlog;
 # the drain rate is the most it aggregates. Prints events/s, peak RSS and CPU, and checks
 # that every message was consumed. Never fails for speed.
@@ -46,7 +46,7 @@ start_bench_broker "$OUT" "$PARTITIONS" "$NS"
 broker_pid=$OWN_BROKER_PID
 
 log "publishing $N events (not timed as aggregation)"
-"$BIN/herald" events generate --rate 0 --duration 3600 --count "$N" --users 100000 --json \
+"$BIN/herald-dev" generate-events --rate 0 --duration 3600 --count "$N" --users 100000 --json \
     2>/dev/null | tee "$OUT/generate.json"
 user_records=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["published"])' "$OUT/generate.json")
 

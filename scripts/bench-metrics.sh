@@ -42,7 +42,7 @@ start_bench_broker "$OUT" "$PARTITIONS" "$NS"
 broker_pid=$OWN_BROKER_PID
 
 log "publishing $N lifecycle events to $NS.events (not timed as aggregation)"
-"$BIN/herald" produce-events --topic "$NS.events" --count "$N" | tee "$OUT/produce.txt"
+"$BIN/herald-dev" produce-events --topic "$NS.events" --count "$N" | tee "$OUT/produce.txt"
 
 log "herald-metrics draining the backlog"
 start_ns=$(date +%s%N)

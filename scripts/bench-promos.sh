@@ -75,10 +75,10 @@ wait_port "${API##*:}" herald-ingest
 wait_port "${PROVIDER##*:}" herald-provider
 
 log "storing $N customers within 1.9 km of the store (not timed)"
-"$BIN/herald" --api "http://$API" customers seed --count "$N" --prefix pb --channels email \
+"$BIN/herald-dev" --api "http://$API" seed-customers --count "$N" --prefix pb --channels email \
     --near 40.4168,-3.7038 --radius-m 1900
 
-ADMIN=$("$BIN/herald" token --role admin --sub bench-ops)
+ADMIN=$("$BIN/herald-dev" token --role admin --sub bench-ops)
 now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 ends=$(date -u -d '+30 minutes' +%Y-%m-%dT%H:%M:%SZ)
 log "flash promo $PROMO opening now for everyone within 2 km"
@@ -101,10 +101,10 @@ curl -s "http://$PROVIDER/v1/stats" >"$OUT/provider.json"
 
 log "reserve latency: 20,000 buyers, $CONCURRENCY at a time"
 ulimit -n 65536 2>/dev/null || true
-"$BIN/herald" --api "http://$API" promos bench-reserve --promo "$PROMO" --users 20000 \
+"$BIN/herald-dev" --api "http://$API" bench-reserve --promo "$PROMO" --users 20000 \
     --concurrency "$CONCURRENCY" | tee "$OUT/reserve.txt"
 log "reserve latency: 20,000 other buyers, 64 at a time (below saturation)"
-"$BIN/herald" --api "http://$API" promos bench-reserve --promo "$PROMO" --users 20000 \
+"$BIN/herald-dev" --api "http://$API" bench-reserve --promo "$PROMO" --users 20000 \
     --prefix rl --concurrency 64 | tee "$OUT/reserve-64.txt"
 
 python3 - "$N" "$start_ns" "$activated_ns" "$end_ns" "$OUT" "$CONCURRENCY" <<'PY'

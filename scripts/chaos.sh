@@ -116,8 +116,8 @@ run_campaign() {
     start metrics "$BIN/herald-metrics" --http-addr 127.0.0.1:5095
     wait_port "${API##*:}" herald-ingest
     wait_port "${PROVIDER##*:}" herald-provider
-    local herald=("$BIN/herald" --api "http://$API")
-    "${herald[@]}" customers seed --count "$N" --prefix c --channels email,push >/dev/null
+    local herald=("$BIN/herald-dev" --api "http://$API")
+    "${herald[@]}" seed-customers --count "$N" --prefix c --channels email,push >/dev/null
 
     if [ "$chaos" = 1 ]; then
         # Seed 001 requests: half processed as usual, half marked as /process marks them and
@@ -142,7 +142,7 @@ run_campaign() {
 
     local started
     started=$(date +%s%N)
-    "${herald[@]}" campaigns send --id "chaos-$label" --count "$N" --prefix c \
+    "${herald[@]}" send-campaign --id "chaos-$label" --count "$N" --prefix c \
         --channels email,push --timeout-ms 3000 --wait-secs 0 >/dev/null
     local kills=0 redis_kills=0 victims=(ingest fanout dispatch-email dispatch-push retry metrics)
     if [ "$chaos" = 1 ]; then

@@ -117,16 +117,16 @@ for _ in $(seq 50); do
 done
 
 log "sending $COUNT requests through POST /v1/requests and /process"
-"$BIN/herald" --api "http://$API_ADDR" requests send --count "$COUNT"
+"$BIN/herald-dev" --api "http://$API_ADDR" send-requests --count "$COUNT"
 
 echo
 CAMPAIGN="demo-$(date +%s)"
 log "personalised offers: $COUNT customers, campaign $CAMPAIGN (e-mail, then WhatsApp, SMS, push;"
 log "e-mail goes through SMTP and is confirmed when the server accepts it; on the other channels"
 log "10% of the simulator's receipts are lost, so those customers fall back after 3 s)"
-"$BIN/herald" --api "http://$API_ADDR" customers seed --count "$COUNT" --prefix demo \
+"$BIN/herald-dev" --api "http://$API_ADDR" seed-customers --count "$COUNT" --prefix demo \
     --channels email,whatsapp,sms,push
-"$BIN/herald" --api "http://$API_ADDR" campaigns send --id "$CAMPAIGN" --count "$COUNT" \
+"$BIN/herald-dev" --api "http://$API_ADDR" send-campaign --id "$CAMPAIGN" --count "$COUNT" \
     --prefix demo --channels email,whatsapp,sms,push --timeout-ms 3000 --wait-secs 90
 
 show_mail() {
@@ -165,9 +165,9 @@ echo
 
 PROMO="flash-$(date +%s)"
 log "flash promo $PROMO (seed 002): 10 headphones at 19.99 for the $COUNT customers within 2 km of a store"
-"$BIN/herald" --api "http://$API_ADDR" customers seed --count "$COUNT" --prefix near --channels email \
+"$BIN/herald-dev" --api "http://$API_ADDR" seed-customers --count "$COUNT" --prefix near --channels email \
     --near 40.4168,-3.7038 --radius-m 1900
-ADMIN=$("$BIN/herald" token --role admin --sub demo-ops)
+ADMIN=$("$BIN/herald-dev" token --role admin --sub demo-ops)
 curl -sf -X POST "http://$API_ADDR/api/flash-promos/" -H "Authorization: Bearer $ADMIN" \
     -H 'content-type: application/json' -d "{
   \"id\": \"$PROMO\", \"store\": {\"id\": \"sol\", \"name\": \"Tienda Sol\", \"location\": {\"lat\": 40.4168, \"lon\": -3.7038}},
@@ -177,16 +177,16 @@ for _ in $(seq 50); do
     curl -sf -H "$AUTH" "http://$API_ADDR/v1/campaigns/promo-$PROMO" >/dev/null && break
     sleep 0.2
 done
-BUYER=$("$BIN/herald" token --role user --sub near0)
+BUYER=$("$BIN/herald-dev" token --role user --sub near0)
 log "near0 reserves: $(curl -s -X POST "http://$API_ADDR/api/flash-promos/$PROMO/reserve/" -H "Authorization: Bearer $BUYER")"
 log "near0 buys:     $(curl -s -X POST "http://$API_ADDR/api/flash-promos/$PROMO/purchase/" -H "Authorization: Bearer $BUYER")"
 sleep 2
 log "the promo now: $(curl -s "http://$API_ADDR/api/flash-promos/$PROMO/" -H "Authorization: Bearer $ADMIN" | python3 -c 'import json,sys; p=json.load(sys.stdin); print(json.dumps({"stock": p["stock"], "notifications": p["notifications"]}))')"
-log "try: curl -H \"Authorization: Bearer \$(HERALD_JWT_SECRET=\$(cat $HERALD_STATE/demo-keys/jwt.secret) herald token --role user --sub near1)\" -X POST http://$API_ADDR/api/flash-promos/$PROMO/reserve/"
+log "try: curl -H \"Authorization: Bearer \$(HERALD_JWT_SECRET=\$(cat $HERALD_STATE/demo-keys/jwt.secret) herald-dev token --role user --sub near1)\" -X POST http://$API_ADDR/api/flash-promos/$PROMO/reserve/"
 echo
 
 log "shop events: 5 s of shoppers (the same $COUNT demo customers) clicking and buying, 1% invalid, 1% copies"
-"$BIN/herald" events generate --rate 1000 --duration 5 --users "$COUNT" --prefix demo
+"$BIN/herald-dev" generate-events --rate 1000 --duration 5 --users "$COUNT" --prefix demo
 log "one sale through the API (seed 003's event):"
 curl -s -X POST "http://$API_ADDR/v1/sales" -H "$AUTH" -H 'content-type: application/json' -d "{
   \"event_type\": \"sale_completed\", \"sale_id\": \"demo-$(date +%s)\", \"product_id\": 1,

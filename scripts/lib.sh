@@ -232,7 +232,7 @@ setup_credentials() {
     export HERALD_RECEIPT_SECRETS="sim=$receipt_secret"
     export HERALD_SIM_RECEIPT_SECRET="$receipt_secret"
     export HERALD_JWT_SECRET=${HERALD_JWT_SECRET:-$(random_secret)}
-    # Admins' flash-promo tokens: a secret of their own (herald token --role admin).
+    # Admins' flash-promo tokens: a secret of their own (herald-dev token --role admin).
     export HERALD_JWT_ADMIN_SECRET=${HERALD_JWT_ADMIN_SECRET:-$(random_secret)}
     # Signs the one-click unsubscribe links of promotional e-mail (dispatchers) and checks
     # them (herald-ingest).

@@ -56,6 +56,8 @@ phase "cargo fmt --check"
 cargo fmt --check
 phase "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
+phase "the production programs build without the dev feature"
+cargo clippy --bins --quiet --no-default-features --features otlp -- -D warnings
 
 phase "cargo deny check bans licenses sources (offline)"
 ensure_cargo_deny

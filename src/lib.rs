@@ -43,8 +43,10 @@ pub mod api;
 pub mod auth;
 pub mod campaigns;
 pub mod cli;
+pub mod client;
 pub mod coalesce;
 pub mod config;
+#[cfg(feature = "dev")]
 pub mod dev;
 pub mod dispatch;
 pub mod events;

@@ -36,13 +36,13 @@ pub struct Args {
     #[arg(long, env = "HERALD_PUBLISH_TIMEOUT_MS", default_value_t = 5000)]
     pub publish_timeout_ms: u64,
 
-    /// HS256 secret of the flash-promo API's bearer tokens (at least 16 bytes; `herald token`
+    /// HS256 secret of the flash-promo API's bearer tokens (at least 16 bytes; `herald-dev token`
     /// mints with it). Unset: the authenticated `/api/` routes answer 503.
     #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
 
     /// HS256 secret of admins' tokens on the flash-promo API (at least 32 bytes, not the
-    /// shoppers' secret; `herald token --role admin` mints with it). Unset: admins use a
+    /// shoppers' secret; `herald-dev token --role admin` mints with it). Unset: admins use a
     /// service key with `promos:write`.
     #[arg(long, env = "HERALD_JWT_ADMIN_SECRET", hide_env_values = true)]
     pub jwt_admin_secret: Option<Secret>,

@@ -40,11 +40,11 @@ pub struct Claims {
 /// longer than `max_lifetime` (a leaked token stops working soon).
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct JwtPolicy {
-    /// The `iss` every token must carry (and `herald token` writes); unchecked when unset.
+    /// The `iss` every token must carry (and `herald-dev token` writes); unchecked when unset.
     #[arg(long, env = "HERALD_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
 
-    /// The `aud` every token must carry (and `herald token` writes); unchecked when unset.
+    /// The `aud` every token must carry (and `herald-dev token` writes); unchecked when unset.
     #[arg(long, env = "HERALD_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
 

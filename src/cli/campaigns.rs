@@ -1,33 +1,13 @@
-//! `herald campaigns`: send a campaign to synthetic customers and follow campaigns.
+//! `herald campaigns`: follow, pause, resume and cancel campaigns.
 
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Subcommand;
 
-use super::Synthetic;
-use crate::dev::loadgen::LoadGen;
-use crate::dev::report::campaign_summary;
+use crate::client::{campaign_summary, ApiClient};
 
 #[derive(Subcommand, Debug)]
 pub enum CampaignsCommand {
-    /// Send a campaign to the synthetic customers `PREFIX0..PREFIX{COUNT-1}` and watch it.
-    Send {
-        /// Campaign id (posting the same id again resumes, never duplicates).
-        #[arg(long)]
-        id: String,
-        #[command(flatten)]
-        audience: Synthetic,
-        /// Receipt time-out per channel before falling back, in milliseconds.
-        #[arg(long, default_value_t = 30_000)]
-        timeout_ms: u64,
-        /// Stop watching after this many seconds.
-        #[arg(long, default_value_t = 600)]
-        wait_secs: u64,
-        /// Print the final report as JSON instead of a table (for scripts).
-        #[arg(long)]
-        json: bool,
-    },
     /// Show a campaign's progress and counts.
     Show {
         /// The campaign's id.
@@ -59,34 +39,8 @@ pub enum CampaignsCommand {
     },
 }
 
-pub async fn execute(command: CampaignsCommand, api: &LoadGen) -> anyhow::Result<()> {
+pub async fn execute(command: CampaignsCommand, api: &ApiClient) -> anyhow::Result<()> {
     match command {
-        CampaignsCommand::Send {
-            id,
-            audience:
-                Synthetic {
-                    count,
-                    prefix,
-                    channels,
-                },
-            timeout_ms,
-            wait_secs,
-            json,
-        } => {
-            let created = api
-                .send_campaign(&id, &prefix, count, &channels, timeout_ms)
-                .await
-                .context("creating the campaign")?;
-            eprintln!("campaign accepted: {created}");
-            let report = api
-                .watch_campaign(&id, Duration::from_secs(wait_secs))
-                .await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", campaign_summary(&report));
-            }
-        }
         CampaignsCommand::Watch { id, wait_secs } => {
             let report = api
                 .watch_campaign(&id, Duration::from_secs(wait_secs))

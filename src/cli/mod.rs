@@ -1,15 +1,13 @@
 //! The operators' command line, `herald`: one module per command group, each with its
-//! arguments and an `execute`. The binary only parses and calls [`run`].
+//! arguments and an `execute`. The binary only parses and calls [`run`]. Load generators,
+//! benchmarks and local tokens are `herald-dev`'s ([`crate::dev::cli`]), not here.
 
-mod bench;
 mod campaigns;
 mod customers;
 pub mod dlq;
-mod events;
 mod groups;
 mod kafka;
 mod keys;
-mod promos;
 mod providers;
 mod redis_acl;
 mod requests;
@@ -17,12 +15,23 @@ mod webhooks;
 
 use clap::{Parser, Subcommand};
 
-use crate::dev::loadgen::LoadGen;
+use crate::client::ApiClient;
 
 /// Operate a Herald fleet.
 #[derive(Parser, Debug)]
 #[command(name = "herald", version, about, long_about = None)]
 pub struct Cli {
+    #[command(flatten)]
+    fleet: FleetArgs,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// What every command line of Herald's needs to reach the fleet: the API with its key, and
+/// Kafka's security settings.
+#[derive(clap::Args, Debug)]
+pub struct FleetArgs {
     /// Base URL of herald-ingest.
     #[arg(
         long,
@@ -30,7 +39,7 @@ pub struct Cli {
         env = "HERALD_API_URL",
         default_value = "http://127.0.0.1:5000"
     )]
-    api: String,
+    pub api: String,
 
     /// The service API key the commands that call herald-ingest present.
     #[arg(long, global = true, env = "HERALD_API_KEY", hide_env_values = true)]
@@ -38,9 +47,14 @@ pub struct Cli {
 
     #[command(flatten)]
     kafka_security: crate::kafka_security::KafkaSecurity,
+}
 
-    #[command(subcommand)]
-    command: Command,
+impl FleetArgs {
+    /// Installs Kafka's security settings and returns the API's client.
+    pub fn connect(&self) -> anyhow::Result<ApiClient> {
+        crate::kafka_security::install(&self.kafka_security)?;
+        Ok(ApiClient::new(&self.api).with_key(self.api_key.as_ref().map(|k| k.expose()))?)
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -54,21 +68,9 @@ enum Command {
     /// Campaigns of personalised offers (`herald campaign ...` works too).
     #[command(subcommand, alias = "campaign")]
     Campaigns(campaigns::CampaignsCommand),
-    /// Publishes synthetic lifecycle events (sent, then delivered, per recipient) to a topic
-    /// as fast as the broker takes them, for benchmarking `herald-metrics`.
-    ProduceEvents(bench::ProduceEvents),
     /// Service API keys: create, revoke, list (the file herald-ingest reads).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
-    /// Mint a bearer token for the flash-promo API with the configured secret (for local
-    /// use and tests; production tokens come from your identity provider).
-    Token(promos::Token),
-    /// Sales and user events (seeds 003 and 004).
-    #[command(subcommand)]
-    Events(events::EventsCommand),
-    /// Flash promos (seed 002).
-    #[command(subcommand)]
-    Promos(promos::PromosCommand),
     /// The providers each channel sends through: `herald providers check` validates the
     /// providers file and its secrets without sending anything.
     #[command(subcommand)]
@@ -84,8 +86,6 @@ enum Command {
     /// Consumer groups: list, describe, and reset one to replay or skip work.
     #[command(subcommand)]
     Groups(groups::GroupsCommand),
-    /// Raw produce-then-consume throughput of a Kafka broker (for benchmarks).
-    BrokerBench(bench::BrokerBench),
     /// Prints a program's OpenAPI document (the one it serves at /docs/openapi.json), for
     /// client generators; no server needed.
     Openapi(Openapi),
@@ -114,44 +114,26 @@ pub struct KafkaArgs {
     pub namespace: String,
 }
 
-/// The synthetic customers `PREFIX0..PREFIX{COUNT-1}` of demos and benchmarks.
-#[derive(clap::Args, Debug)]
-pub struct Synthetic {
-    #[arg(long)]
-    pub count: u64,
-    #[arg(long, default_value = "cust")]
-    pub prefix: String,
-    /// Channels they are reachable on, in the order a campaign tries them.
-    #[arg(long, value_delimiter = ',', default_value = "email,push")]
-    pub channels: Vec<crate::model::Channel>,
-}
-
 impl KafkaArgs {
-    fn topics(&self) -> crate::kafka::Topics {
+    pub fn topics(&self) -> crate::kafka::Topics {
         crate::kafka::Topics::new(&self.namespace)
     }
 }
 
 /// Runs one command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    crate::kafka_security::install(&cli.kafka_security)?;
-    let api = LoadGen::new(&cli.api).with_key(cli.api_key.as_ref().map(|k| k.expose()))?;
+    let api = cli.fleet.connect()?;
     match cli.command {
         Command::Requests(c) => requests::execute(c, &api).await,
         Command::Customers(c) => customers::execute(c, &api).await,
         Command::Campaigns(c) => campaigns::execute(c, &api).await,
         Command::Webhooks(c) => webhooks::execute(c, &api).await,
-        Command::ProduceEvents(c) => c.execute().await,
         Command::Keys(c) => keys::execute(c),
         Command::Providers(c) => providers::execute(c).await,
-        Command::Token(c) => c.execute(),
-        Command::Events(c) => events::execute(c).await,
-        Command::Promos(c) => promos::execute(c, &cli.api).await,
         Command::Topics(c) => kafka::execute(c).await,
         Command::Dlq(c) => dlq::execute(c).await,
         Command::Lag(c) => c.execute().await,
         Command::Groups(c) => groups::execute(c).await,
-        Command::BrokerBench(c) => c.execute().await,
         Command::RedisAcl(c) => c.execute(),
         Command::Openapi(c) => {
             let doc = match c.program.as_str() {

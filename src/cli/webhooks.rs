@@ -4,7 +4,7 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::dev::loadgen::LoadGen;
+use crate::client::ApiClient;
 
 #[derive(Subcommand, Debug)]
 pub enum WebhooksCommand {
@@ -37,7 +37,7 @@ pub enum WebhooksCommand {
     },
 }
 
-pub async fn execute(command: WebhooksCommand, api: &LoadGen) -> anyhow::Result<()> {
+pub async fn execute(command: WebhooksCommand, api: &ApiClient) -> anyhow::Result<()> {
     const PATH: &str = "/v1/webhook-endpoints";
     let answer = match command {
         WebhooksCommand::Add {

@@ -1,4 +1,4 @@
-//! `herald events generate`: realistic user and sale events straight onto the topics, for
+//! `herald-dev generate-events`: realistic user and sale events straight onto the topics, for
 //! the demo and the benchmarks of seeds 003 and 004. Shoppers click, view, add to cart
 //! and buy in skewed categories; every purchase is also a `sale_completed`; a share of
 //! the events is invalid (each kind of mistake the consumers must dead-letter) and a share

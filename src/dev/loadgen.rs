@@ -1,5 +1,6 @@
-//! Drives the requests API the way seed 001's load test does: create, process, then watch
-//! every request until it ends. Used by `herald requests send`, the demo and benchmarks.
+//! Load for the demo and the benchmarks: seed 001's requests created, processed and watched
+//! until they end, synthetic customers, a campaign to all of them, and flash-promo
+//! reservations. Used by `herald-dev`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,40 +10,8 @@ use std::time::{Duration, Instant};
 use futures::{stream, StreamExt};
 use serde_json::{json, Value};
 
+use crate::client::{ApiClient, ClientError};
 use crate::model::{Channel, Location};
-
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("cannot reach the API at {url}: {source}")]
-    Unreachable {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("the API answered {status} to {what}: {body}")]
-    Refused {
-        what: &'static str,
-        status: u16,
-        body: String,
-    },
-    #[error("the API key (HERALD_API_KEY) holds characters a header cannot carry")]
-    BadKey,
-    #[error("cannot build an HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
-}
-
-/// An HTTP client that presents `key` (a service API key) with every call; a request's own
-/// `Authorization` wins over it.
-pub fn keyed_client(key: &str) -> Result<reqwest::Client, LoadError> {
-    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
-        .map_err(|_| LoadError::BadKey)?;
-    value.set_sensitive(true);
-    let headers = reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .map_err(LoadError::Client)
-}
 
 /// The result of one run: every request's final status, and how long it took.
 #[derive(Debug, Default)]
@@ -53,188 +22,113 @@ pub struct Report {
     pub http_5xx: u64,
 }
 
-pub struct LoadGen {
-    http: reqwest::Client,
-    api: String,
+/// Creates and processes one request; returns its id.
+pub async fn create_and_process(
+    api: &ApiClient,
+    to: &str,
+    channel: Channel,
+) -> Result<String, ClientError> {
+    let created = api
+        .post(
+            "create",
+            "/v1/requests",
+            json!({"to": to, "message": "Your offer is waiting", "type": channel}),
+        )
+        .await?;
+    let id = created["id"].as_str().unwrap_or_default().to_string();
+    api.post("process", &format!("/v1/requests/{id}/process"), json!({}))
+        .await?;
+    Ok(id)
 }
 
-impl LoadGen {
-    pub fn new(api: &str) -> Self {
-        LoadGen {
-            http: reqwest::Client::new(),
-            api: api.trim_end_matches('/').to_string(),
+/// Sends `count` requests across `channels` with `concurrency` in flight, printing
+/// progress, then waits up to `wait` for all of them to end.
+pub async fn send_requests(
+    api: &ApiClient,
+    count: u64,
+    channels: &[Channel],
+    concurrency: usize,
+    wait: Duration,
+) -> Result<Report, ClientError> {
+    let started = Instant::now();
+    let done = Arc::new(AtomicU64::new(0));
+    let progress = spawn_progress("submitted", count, done.clone());
+    let results: Vec<Result<String, ClientError>> = stream::iter(0..count)
+        .map(|i| {
+            let channel = channels[(i as usize) % channels.len().max(1)];
+            let done = done.clone();
+            async move {
+                let r =
+                    create_and_process(api, &format!("customer-{i}@example.com"), channel).await;
+                done.fetch_add(1, Ordering::Relaxed);
+                r
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    progress.abort();
+    let mut report = Report {
+        submit_time: started.elapsed(),
+        ..Report::default()
+    };
+    let mut ids = Vec::with_capacity(results.len());
+    for r in results {
+        match r {
+            Ok(id) => ids.push(id),
+            Err(ClientError::Refused { status, .. }) if status >= 500 => report.http_5xx += 1,
+            Err(e) => return Err(e),
         }
     }
+    eprintln!(
+        "submitted {} requests in {:.1}s; waiting for them to end",
+        ids.len(),
+        report.submit_time.as_secs_f64()
+    );
+    report.statuses = wait_until_ended(api, &ids, concurrency, wait).await?;
+    report.total_time = started.elapsed();
+    Ok(report)
+}
 
-    /// Presents `key` (a service API key) with every call.
-    pub fn with_key(mut self, key: Option<&str>) -> Result<Self, LoadError> {
-        if let Some(key) = key.filter(|k| !k.is_empty()) {
-            self.http = keyed_client(key)?;
-        }
-        Ok(self)
-    }
-
-    async fn post(&self, what: &'static str, path: &str, body: Value) -> Result<Value, LoadError> {
-        self.call(reqwest::Method::POST, what, path, Some(body))
-            .await
-    }
-
-    /// Creates and processes one request; returns its id.
-    pub async fn create_and_process(
-        &self,
-        to: &str,
-        channel: Channel,
-    ) -> Result<String, LoadError> {
-        let created = self
-            .post(
-                "create",
-                "/v1/requests",
-                json!({"to": to, "message": "Your offer is waiting", "type": channel}),
-            )
-            .await?;
-        let id = created["id"].as_str().unwrap_or_default().to_string();
-        self.post("process", &format!("/v1/requests/{id}/process"), json!({}))
-            .await?;
-        Ok(id)
-    }
-
-    /// Any call of the API: the JSON answer (`null` for none), or the refusal with its body.
-    pub async fn call(
-        &self,
-        method: reqwest::Method,
-        what: &'static str,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, LoadError> {
-        let url = format!("{}{path}", self.api);
-        let mut req = self.http.request(method, &url);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|source| LoadError::Unreachable { url, source })?;
-        let status = resp.status().as_u16();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        if status >= 300 {
-            return Err(LoadError::Refused {
-                what,
-                status,
-                body: body.to_string(),
-            });
-        }
-        Ok(body)
-    }
-
-    /// GETs `path`: the status code and the JSON body (`null` when there is none).
-    async fn get(&self, path: &str) -> Result<(u16, Value), LoadError> {
-        let url = format!("{}{path}", self.api);
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|source| LoadError::Unreachable { url, source })?;
-        let status = resp.status().as_u16();
-        Ok((status, resp.json().await.unwrap_or(Value::Null)))
-    }
-
-    pub async fn status(&self, id: &str) -> Result<String, LoadError> {
-        let (_, body) = self.get(&format!("/v1/requests/{id}")).await?;
-        Ok(body["status"].as_str().unwrap_or("unknown").to_string())
-    }
-
-    /// Sends `count` requests across `channels` with `concurrency` in flight, printing
-    /// progress, then waits up to `wait` for all of them to end.
-    pub async fn run(
-        &self,
-        count: u64,
-        channels: &[Channel],
-        concurrency: usize,
-        wait: Duration,
-    ) -> Result<Report, LoadError> {
-        let started = Instant::now();
-        let done = Arc::new(AtomicU64::new(0));
-        let progress = spawn_progress("submitted", count, done.clone());
-        let results: Vec<Result<String, LoadError>> = stream::iter(0..count)
-            .map(|i| {
-                let channel = channels[(i as usize) % channels.len().max(1)];
-                let done = done.clone();
-                async move {
-                    let r = self
-                        .create_and_process(&format!("customer-{i}@example.com"), channel)
-                        .await;
-                    done.fetch_add(1, Ordering::Relaxed);
-                    r
-                }
+/// Polls statuses until every request is `sent` or `failed`, or `wait` passes.
+pub async fn wait_until_ended(
+    api: &ApiClient,
+    ids: &[String],
+    concurrency: usize,
+    wait: Duration,
+) -> Result<BTreeMap<String, u64>, ClientError> {
+    let deadline = Instant::now() + wait;
+    let mut pending: Vec<String> = ids.to_vec();
+    let mut ended: BTreeMap<String, u64> = BTreeMap::new();
+    loop {
+        let statuses: Vec<(String, Result<String, ClientError>)> = stream::iter(pending.clone())
+            .map(|id| async move {
+                let s = api.status(&id).await;
+                (id, s)
             })
             .buffer_unordered(concurrency.max(1))
             .collect()
             .await;
-        progress.abort();
-        let mut report = Report {
-            submit_time: started.elapsed(),
-            ..Report::default()
-        };
-        let mut ids = Vec::with_capacity(results.len());
-        for r in results {
-            match r {
-                Ok(id) => ids.push(id),
-                Err(LoadError::Refused { status, .. }) if status >= 500 => report.http_5xx += 1,
-                Err(e) => return Err(e),
+        let mut still = Vec::new();
+        let mut open: BTreeMap<String, u64> = BTreeMap::new();
+        for (id, s) in statuses {
+            let s = s?;
+            if s == "sent" || s == "failed" {
+                *ended.entry(s).or_insert(0) += 1;
+            } else {
+                *open.entry(s).or_insert(0) += 1;
+                still.push(id);
             }
         }
-        eprintln!(
-            "submitted {} requests in {:.1}s; waiting for them to end",
-            ids.len(),
-            report.submit_time.as_secs_f64()
-        );
-        report.statuses = self.wait_until_ended(&ids, concurrency, wait).await?;
-        report.total_time = started.elapsed();
-        Ok(report)
-    }
-
-    /// Polls statuses until every request is `sent` or `failed`, or `wait` passes.
-    pub async fn wait_until_ended(
-        &self,
-        ids: &[String],
-        concurrency: usize,
-        wait: Duration,
-    ) -> Result<BTreeMap<String, u64>, LoadError> {
-        let deadline = Instant::now() + wait;
-        let mut pending: Vec<String> = ids.to_vec();
-        let mut ended: BTreeMap<String, u64> = BTreeMap::new();
-        loop {
-            let statuses: Vec<(String, Result<String, LoadError>)> = stream::iter(pending.clone())
-                .map(|id| async move {
-                    let s = self.status(&id).await;
-                    (id, s)
-                })
-                .buffer_unordered(concurrency.max(1))
-                .collect()
-                .await;
-            let mut still = Vec::new();
-            let mut open: BTreeMap<String, u64> = BTreeMap::new();
-            for (id, s) in statuses {
-                let s = s?;
-                if s == "sent" || s == "failed" {
-                    *ended.entry(s).or_insert(0) += 1;
-                } else {
-                    *open.entry(s).or_insert(0) += 1;
-                    still.push(id);
-                }
+        pending = still;
+        eprintln!("  {}", summary(&ended, &open));
+        if pending.is_empty() || Instant::now() >= deadline {
+            for (k, v) in open {
+                *ended.entry(k).or_insert(0) += v;
             }
-            pending = still;
-            eprintln!("  {}", summary(&ended, &open));
-            if pending.is_empty() || Instant::now() >= deadline {
-                for (k, v) in open {
-                    *ended.entry(k).or_insert(0) += v;
-                }
-                return Ok(ended);
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            return Ok(ended);
         }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -264,175 +158,96 @@ fn spawn_progress(
     })
 }
 
-/// Campaign helpers for the CLI, the demo and `scripts/bench-campaign.sh`: synthetic
-/// customers `{prefix}{i}`, a campaign to all of them, and a watch until it completes.
-impl LoadGen {
-    /// Stores `count` synthetic customers reachable on `channels`, 1000 per call.
-    /// Stores `count` synthetic customers `{prefix}0..`, each placed within `area` (centre
-    /// and radius in metres) when given.
-    pub async fn seed_customers(
-        &self,
-        prefix: &str,
-        count: u64,
-        channels: &[Channel],
-        area: Option<(Location, f64)>,
-        concurrency: usize,
-    ) -> Result<(), LoadError> {
-        let batches: Vec<(u64, u64)> = (0..count)
-            .step_by(1000)
-            .map(|start| (start, (start + 1000).min(count)))
-            .collect();
-        let done = Arc::new(AtomicU64::new(0));
-        let progress = spawn_progress("customers stored", count, done.clone());
-        let results: Vec<Result<Value, LoadError>> = stream::iter(batches)
-            .map(|(start, end)| {
-                let customers: Vec<Value> = (start..end)
-                    .map(|i| {
-                        let mut c = synthetic_customer(&format!("{prefix}{i}"), i, channels);
-                        if let Some((centre, radius_m)) = area {
-                            c["location"] = json!(spread(centre, radius_m, i));
-                        }
-                        c
-                    })
-                    .collect();
-                let done = &done;
-                async move {
-                    let r = self
-                        .post(
-                            "customers",
-                            "/v1/customers/batch",
-                            json!({ "customers": customers }),
-                        )
-                        .await;
-                    done.fetch_add(end - start, Ordering::Relaxed);
-                    r
-                }
-            })
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
-        progress.abort();
-        eprintln!(
-            "  customers stored: {}/{count}",
-            done.load(Ordering::Relaxed)
-        );
-        results.into_iter().try_for_each(|r| r.map(|_| ()))
-    }
+/// Stores `count` synthetic customers reachable on `channels`, 1000 per call.
+/// Stores `count` synthetic customers `{prefix}0..`, each placed within `area` (centre
+/// and radius in metres) when given.
+pub async fn seed_customers(
+    api: &ApiClient,
+    prefix: &str,
+    count: u64,
+    channels: &[Channel],
+    area: Option<(Location, f64)>,
+    concurrency: usize,
+) -> Result<(), ClientError> {
+    let batches: Vec<(u64, u64)> = (0..count)
+        .step_by(1000)
+        .map(|start| (start, (start + 1000).min(count)))
+        .collect();
+    let done = Arc::new(AtomicU64::new(0));
+    let progress = spawn_progress("customers stored", count, done.clone());
+    let results: Vec<Result<Value, ClientError>> = stream::iter(batches)
+        .map(|(start, end)| {
+            let customers: Vec<Value> = (start..end)
+                .map(|i| {
+                    let mut c = synthetic_customer(&format!("{prefix}{i}"), i, channels);
+                    if let Some((centre, radius_m)) = area {
+                        c["location"] = json!(spread(centre, radius_m, i));
+                    }
+                    c
+                })
+                .collect();
+            let done = &done;
+            async move {
+                let r = api
+                    .post(
+                        "customers",
+                        "/v1/customers/batch",
+                        json!({ "customers": customers }),
+                    )
+                    .await;
+                done.fetch_add(end - start, Ordering::Relaxed);
+                r
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    progress.abort();
+    eprintln!(
+        "  customers stored: {}/{count}",
+        done.load(Ordering::Relaxed)
+    );
+    results.into_iter().try_for_each(|r| r.map(|_| ()))
+}
 
-    /// Posts a campaign to customers `{prefix}0..{prefix}{count-1}`; returns the API's answer.
-    pub async fn send_campaign(
-        &self,
-        id: &str,
-        prefix: &str,
-        count: u64,
-        channels: &[Channel],
-        timeout_ms: u64,
-    ) -> Result<Value, LoadError> {
-        let audience: Vec<String> = (0..count).map(|i| format!("{prefix}{i}")).collect();
-        let timeouts: serde_json::Map<String, Value> = channels
-            .iter()
-            .map(|c| (c.to_string(), json!(timeout_ms)))
-            .collect();
-        self.post(
-            "campaign",
-            "/v1/campaigns",
-            json!({
-                "id": id,
-                "name": format!("{count}-customer offer"),
-                "template": "Hi {{ name }}, today's offer: 20% off everything",
+/// Posts a campaign to customers `{prefix}0..{prefix}{count-1}`; returns the API's answer.
+pub async fn send_campaign(
+    api: &ApiClient,
+    id: &str,
+    prefix: &str,
+    count: u64,
+    channels: &[Channel],
+    timeout_ms: u64,
+) -> Result<Value, ClientError> {
+    let audience: Vec<String> = (0..count).map(|i| format!("{prefix}{i}")).collect();
+    let timeouts: serde_json::Map<String, Value> = channels
+        .iter()
+        .map(|c| (c.to_string(), json!(timeout_ms)))
+        .collect();
+    api.post(
+        "campaign",
+        "/v1/campaigns",
+        json!({
+            "id": id,
+            "name": format!("{count}-customer offer"),
+            "template": "Hi {{ name }}, today's offer: 20% off everything",
+            "email": {
+                "subject": "{{ name }}, 20% off today",
+                "html": "<p>Hi <b>{{ name }}</b>,</p><p>today's offer: <b>20% off</b> everything.</p>",
+            },
+            "translations": {"es": {
+                "template": "Hola {{ name }}, tu oferta de hoy: 20% en todo",
                 "email": {
-                    "subject": "{{ name }}, 20% off today",
-                    "html": "<p>Hi <b>{{ name }}</b>,</p><p>today's offer: <b>20% off</b> everything.</p>",
+                    "subject": "{{ name }}, hoy un 20% de descuento",
+                    "html": "<p>Hola <b>{{ name }}</b>,</p><p>tu oferta de hoy: <b>20%</b> en todo.</p>",
                 },
-                "translations": {"es": {
-                    "template": "Hola {{ name }}, tu oferta de hoy: 20% en todo",
-                    "email": {
-                        "subject": "{{ name }}, hoy un 20% de descuento",
-                        "html": "<p>Hola <b>{{ name }}</b>,</p><p>tu oferta de hoy: <b>20%</b> en todo.</p>",
-                    },
-                }},
-                "channels": channels,
-                "confirmation_timeout_ms": timeouts,
-                "audience": {"customer_ids": audience},
-            }),
-        )
-        .await
-    }
-
-    pub async fn campaign(&self, id: &str) -> Result<Value, LoadError> {
-        let (status, body) = self.get(&format!("/v1/campaigns/{id}")).await?;
-        if status != 200 {
-            return Err(LoadError::Refused {
-                what: "campaign",
-                status,
-                body: body.to_string(),
-            });
-        }
-        Ok(body)
-    }
-
-    /// Pauses, resumes or cancels a campaign (`action`: its route's last part); the report.
-    pub async fn campaign_action(
-        &self,
-        id: &str,
-        action: &'static str,
-    ) -> Result<Value, LoadError> {
-        self.post(action, &format!("/v1/campaigns/{id}/{action}"), json!({}))
-            .await
-    }
-
-    /// Follows a campaign until it completes (or `limit` passes): a progress bar with rate
-    /// and ETA on a terminal, a line a second otherwise (logs, CI). Returns the last report.
-    pub async fn watch_campaign(&self, id: &str, limit: Duration) -> Result<Value, LoadError> {
-        use std::io::IsTerminal as _;
-        let started = Instant::now();
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {bar:40.cyan/blue} {human_pos}/{human_len} {per_sec} ETA {eta} {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar
-        });
-        loop {
-            let report = self.campaign(id).await?;
-            let p = &report["progress"];
-            let (done, total) = (
-                p["outcomes"].as_u64().unwrap_or(0),
-                report["recipients"].as_u64().unwrap_or(0),
-            );
-            let status = report["status"].as_str().unwrap_or("?").to_string();
-            match &bar {
-                Some(bar) => {
-                    bar.set_length(total);
-                    bar.set_position(done);
-                    bar.set_message(format!("{status}, fanned out {}", p["fanned_out"]));
-                }
-                None => {
-                    let secs = started.elapsed().as_secs_f64();
-                    let rate = done as f64 / secs.max(0.001);
-                    let eta = if rate > 0.0 && total > done {
-                        format!("{:.0}s", (total - done) as f64 / rate)
-                    } else {
-                        "-".into()
-                    };
-                    eprintln!(
-                        "  [{secs:>5.1}s] {status} fanned out {}/{total}  finished {done} ({}%)  {rate:.0}/s  ETA {eta}",
-                        p["fanned_out"], p["percent"],
-                    );
-                }
-            }
-            if status == "completed" || status == "cancelled" || started.elapsed() > limit {
-                if let Some(bar) = bar {
-                    bar.finish_with_message(status);
-                }
-                return Ok(report);
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
+            }},
+            "channels": channels,
+            "confirmation_timeout_ms": timeouts,
+            "audience": {"customer_ids": audience},
+        }),
+    )
+    .await
 }
 
 /// A customer reachable on `channels`; every other one reads Spanish, the rest English.
@@ -482,7 +297,7 @@ pub async fn bench_reserve(
     prefix: &str,
     users: u64,
     concurrency: usize,
-) -> Result<ReserveRun, LoadError> {
+) -> Result<ReserveRun, ClientError> {
     let tokens: Vec<String> = (0..users)
         .map(|i| {
             jwt.mint(
@@ -496,13 +311,13 @@ pub async fn bench_reserve(
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
-        .map_err(|source| LoadError::Unreachable {
+        .map_err(|source| ClientError::Unreachable {
             url: api.to_string(),
             source,
         })?;
     let url = format!("{api}/api/flash-promos/{promo}/reserve/");
     let calls_started = Instant::now();
-    let results: Vec<Result<(f64, u16), LoadError>> = stream::iter(tokens)
+    let results: Vec<Result<(f64, u16), ClientError>> = stream::iter(tokens)
         .map(|token| {
             let (http, url) = (http.clone(), url.clone());
             async move {
@@ -512,7 +327,7 @@ pub async fn bench_reserve(
                     .bearer_auth(token)
                     .send()
                     .await
-                    .map_err(|source| LoadError::Unreachable {
+                    .map_err(|source| ClientError::Unreachable {
                         url: url.clone(),
                         source,
                     })?;

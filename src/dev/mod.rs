@@ -3,8 +3,8 @@
 //! business events.
 
 pub mod broker;
+pub mod cli;
 pub mod generate;
 pub mod kafka_bench;
 pub mod loadgen;
-pub mod report;
 pub mod simulator;

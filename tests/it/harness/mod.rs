@@ -314,7 +314,7 @@ impl Fleet {
             campaign_shards,
             provider_url,
             api_url,
-            http: herald::dev::loadgen::keyed_client(&admin_key).expect("a client with the key"),
+            http: herald::client::keyed_client(&admin_key).expect("a client with the key"),
             anon: reqwest::Client::new(),
             keys_file,
             admin_key,

@@ -1,53 +1,49 @@
-//! `herald events generate`: realistic user events and sales for the demo and benchmarks.
+//! `herald-dev generate-events`: realistic user events and sales for the demo and benchmarks.
 
 use std::io::IsTerminal as _;
 use std::time::{Duration, Instant};
 
-use clap::Subcommand;
-
-use super::KafkaArgs;
+use crate::cli::KafkaArgs;
 use crate::dev::generate::{generate, GenerateConfig, GenerateReport};
 
-#[derive(Subcommand, Debug)]
-pub enum EventsCommand {
-    /// Publish realistic user events and sales straight to the topics at RATE per second
-    /// for DURATION seconds: shoppers click, view, add to cart and buy (each purchase is
-    /// also a sale), with a share of invalid events and of copies, as the consumers must
-    /// expect. Prints what was published (`--json` for scripts).
-    Generate {
-        #[command(flatten)]
-        kafka: KafkaArgs,
-        /// Events per second (0: as fast as the broker takes them).
-        #[arg(long, default_value_t = 1000)]
-        rate: u64,
-        /// Seconds to run.
-        #[arg(long, default_value_t = 10)]
-        duration: u64,
-        /// Stop after this many events even if time is left.
-        #[arg(long)]
-        count: Option<u64>,
-        /// Shoppers `PREFIX0..PREFIX{USERS-1}` (the same ids as `herald customers seed`).
-        #[arg(long, default_value_t = 10_000)]
-        users: u64,
-        #[arg(long, default_value = "cust")]
-        prefix: String,
-        /// Share of invalid events (0-1).
-        #[arg(long, default_value_t = 0.01)]
-        invalid_ratio: f64,
-        /// Share of events published twice (0-1).
-        #[arg(long, default_value_t = 0.01)]
-        duplicate_ratio: f64,
-        /// Random seed (the same seed draws the same shoppers and mistakes).
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+/// Publish realistic user events and sales straight to the topics at RATE per second
+/// for DURATION seconds: shoppers click, view, add to cart and buy (each purchase is
+/// also a sale), with a share of invalid events and of copies, as the consumers must
+/// expect. Prints what was published (`--json` for scripts).
+#[derive(clap::Args, Debug)]
+pub struct GenerateEvents {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Events per second (0: as fast as the broker takes them).
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Stop after this many events even if time is left.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Shoppers `PREFIX0..PREFIX{USERS-1}` (the same ids as `herald-dev seed-customers`).
+    #[arg(long, default_value_t = 10_000)]
+    users: u64,
+    #[arg(long, default_value = "cust")]
+    prefix: String,
+    /// Share of invalid events (0-1).
+    #[arg(long, default_value_t = 0.01)]
+    invalid_ratio: f64,
+    /// Share of events published twice (0-1).
+    #[arg(long, default_value_t = 0.01)]
+    duplicate_ratio: f64,
+    /// Random seed (the same seed draws the same shoppers and mistakes).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
-pub async fn execute(command: EventsCommand) -> anyhow::Result<()> {
-    let EventsCommand::Generate {
+pub async fn execute(command: GenerateEvents) -> anyhow::Result<()> {
+    let GenerateEvents {
         kafka,
         rate,
         duration,

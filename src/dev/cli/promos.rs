@@ -1,33 +1,30 @@
-//! `herald promos` and `herald token`: flash-promo load and bearer tokens for local use.
+//! `herald-dev bench-reserve` and `herald-dev token`: flash-promo load and bearer tokens for
+//! local use.
 
 use std::time::Duration;
-
-use clap::Subcommand;
 
 use crate::auth::{Jwt, Role};
 use crate::config::Secret;
 
-#[derive(Subcommand, Debug)]
-pub enum PromosCommand {
-    /// Reserve latency: USERS synthetic users (`PREFIX0..`) each reserve a unit of PROMO,
-    /// CONCURRENCY at a time; prints p50/p99/max and the statuses (for benchmarks).
-    BenchReserve {
-        #[arg(long)]
-        promo: String,
-        #[arg(long, default_value_t = 20_000)]
-        users: u64,
-        #[arg(long, default_value_t = 2000)]
-        concurrency: usize,
-        #[arg(long, default_value = "rb")]
-        prefix: String,
-        /// HS256 secret, the same herald-ingest has.
-        #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
-        jwt_secret: Secret,
-    },
+/// Reserve latency: USERS synthetic users (`PREFIX0..`) each reserve a unit of PROMO,
+/// CONCURRENCY at a time; prints p50/p99/max and the statuses (for benchmarks).
+#[derive(clap::Args, Debug)]
+pub struct BenchReserve {
+    #[arg(long)]
+    promo: String,
+    #[arg(long, default_value_t = 20_000)]
+    users: u64,
+    #[arg(long, default_value_t = 2000)]
+    concurrency: usize,
+    #[arg(long, default_value = "rb")]
+    prefix: String,
+    /// HS256 secret, the same herald-ingest has.
+    #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Secret,
 }
 
-pub async fn execute(command: PromosCommand, api: &str) -> anyhow::Result<()> {
-    let PromosCommand::BenchReserve {
+pub async fn execute(command: BenchReserve, api: &str) -> anyhow::Result<()> {
+    let BenchReserve {
         promo,
         users,
         concurrency,
@@ -54,6 +51,8 @@ pub async fn execute(command: PromosCommand, api: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Mint a bearer token for the flash-promo API with the configured secret (local use and
+/// tests; production tokens come from your identity provider).
 #[derive(clap::Args, Debug)]
 pub struct Token {
     #[arg(long, value_enum)]

@@ -1,4 +1,4 @@
-//! `herald produce-events` and `herald broker-bench`: load for the benchmarks, straight to
+//! `herald-dev produce-events` and `herald-dev broker-bench`: load for the benchmarks, straight to
 //! Kafka.
 
 use crate::dev::kafka_bench::{broker_throughput, produce_lifecycle_events};
