@@ -57,7 +57,7 @@ pub async fn execute(command: ProvidersCommand) -> anyhow::Result<()> {
                 channel.as_str(),
                 i + 1,
                 name,
-                adapter.as_str()
+                adapter
             );
         }
         if listed.is_empty() {

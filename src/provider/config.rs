@@ -23,144 +23,143 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::fcm::{FcmSettings, FcmSetupError, FcmTransport, ServiceAccount};
-use super::http::{HttpAdapterError, HttpTransport};
-use super::resilient::ResilienceError;
-use super::smtp::{SmtpSettings, SmtpSetupError, SmtpTransport, UnsubscribeLinks};
-use super::twilio::{TwilioSettings, TwilioTransport};
-use super::whatsapp::{WhatsappSettings, WhatsappTransport};
+pub use super::setup::ProvidersError;
+use super::setup::{AdapterSettings, Setup};
 use super::{Provider, ProviderChain, Resilience, Transport};
-use crate::auth::UnsubscribeTokens;
 use crate::config::{ProviderArgs, ProvidersArgs};
 use crate::model::Channel;
-use crate::secret::Secret;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ProvidersError {
-    #[error("cannot read the providers file {path}: {error}")]
-    Read { path: PathBuf, error: String },
-    #[error("the providers file {path} is not valid: {error}")]
-    Parse { path: PathBuf, error: String },
-    #[error("providers file, [{channel}]: {what}")]
-    Invalid { channel: Channel, what: String },
-    #[error("the environment variable {0} named in the providers file is not set")]
-    MissingSecret(String),
-    #[error("e-mail through SMTP needs {0}")]
-    Missing(&'static str),
-    #[error("{0}")]
-    Unsubscribe(#[from] crate::auth::secrets::WeakSecret),
-    #[error(transparent)]
-    Smtp(#[from] SmtpSetupError),
-    #[error(transparent)]
-    Http(#[from] HttpAdapterError),
-    #[error(transparent)]
-    Resilience(#[from] ResilienceError),
-    #[error(transparent)]
-    Fcm(#[from] FcmSetupError),
-    #[error("cannot build an HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AdapterKind {
-    /// Seed 001's contract: what every channel uses unless told otherwise.
-    #[default]
-    Http,
-    Smtp,
-    /// Twilio Programmable Messaging (SMS and WhatsApp).
-    Twilio,
-    /// Meta's WhatsApp Business Cloud API.
-    Whatsapp,
-    /// Firebase Cloud Messaging HTTP v1 (push).
-    Fcm,
-}
-
-impl AdapterKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AdapterKind::Http => "http",
-            AdapterKind::Smtp => "smtp",
-            AdapterKind::Twilio => "twilio",
-            AdapterKind::Whatsapp => "whatsapp",
-            AdapterKind::Fcm => "fcm",
+/// Declares the adapters the file may name: each settings type lives in its adapter's file
+/// and implements [`AdapterSettings`], so a new adapter is its file and one line here.
+macro_rules! adapters {
+    ($($variant:ident($settings:ty)),+ $(,)?) => {
+        /// One provider's adapter with its own settings, as the file's `adapter` names it.
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(tag = "adapter", rename_all = "lowercase")]
+        pub enum AdapterConfig {
+            $($variant($settings)),+
         }
-    }
 
-    /// The channels an adapter can send.
-    fn sends(self, channel: Channel) -> bool {
-        match self {
-            AdapterKind::Http => true,
-            AdapterKind::Smtp => channel == Channel::Email,
-            AdapterKind::Twilio => matches!(channel, Channel::Sms | Channel::Whatsapp),
-            AdapterKind::Whatsapp => channel == Channel::Whatsapp,
-            AdapterKind::Fcm => channel == Channel::Push,
+        impl AdapterConfig {
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(AdapterConfig::$variant(_) => <$settings>::KIND),+
+                }
+            }
+
+            fn sends(&self, channel: Channel) -> bool {
+                match self {
+                    $(AdapterConfig::$variant(_) => <$settings>::sends(channel)),+
+                }
+            }
+
+            fn build(&self, setup: &Setup) -> Result<Box<dyn Transport>, ProvidersError> {
+                match self {
+                    $(AdapterConfig::$variant(settings) => settings.build(setup)),+
+                }
+            }
         }
-    }
+    };
 }
 
-/// A channel's entry: one provider (a table) or several in order (an array of tables).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(Box<ProviderEntry>),
-    Many(Vec<ProviderEntry>),
+adapters! {
+    Http(super::http::HttpConfig),
+    Smtp(super::smtp::SmtpConfig),
+    Twilio(super::twilio::TwilioConfig),
+    Whatsapp(super::whatsapp::WhatsappConfig),
+    Fcm(super::fcm::FcmConfig),
 }
 
-impl OneOrMany {
-    fn into_vec(self) -> Vec<ProviderEntry> {
-        match self {
-            OneOrMany::One(e) => vec![*e],
-            OneOrMany::Many(v) => v,
-        }
+/// What every provider's table may hold whatever its adapter.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct Common {
+    /// Shown on the dashboard and in metrics; the adapter's kind when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    /// With several providers on a channel: the share of first tries this one gets (a cost
+    /// split); without weights the first listed is tried first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weight: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_rate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    concurrency: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_attempts: Option<u32>,
+}
+
+/// The keys of [`Common`]; the rest of a table is the adapter's.
+const COMMON_KEYS: [&str; 7] = [
+    "name",
+    "weight",
+    "rate",
+    "max_rate",
+    "concurrency",
+    "timeout_ms",
+    "max_attempts",
+];
+
+impl Common {
+    /// The flags' resilience settings with this provider's overrides.
+    fn resilience_args(&self, defaults: &ProviderArgs) -> ProviderArgs {
+        let mut args = defaults.clone();
+        args.provider_rate = self.rate.unwrap_or(args.provider_rate);
+        args.provider_max_rate = self.max_rate.unwrap_or(args.provider_max_rate);
+        args.provider_concurrency = self.concurrency.unwrap_or(args.provider_concurrency);
+        args.provider_timeout_ms = self.timeout_ms.unwrap_or(args.provider_timeout_ms);
+        args.provider_max_attempts = self.max_attempts.unwrap_or(args.provider_max_attempts);
+        args
     }
 }
 
 /// One channel's provider as the file writes it.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct ProviderEntry {
-    /// Shown on the dashboard and in metrics; the adapter's kind when absent.
-    pub name: Option<String>,
-    pub adapter: AdapterKind,
-    /// http: the provider's base URL.
-    pub url: Option<String>,
-    /// smtp: the variable holding the SMTP URL; http: may hold the base URL instead of `url`.
-    pub url_env: Option<String>,
-    /// http: the variable holding the API key.
-    pub api_key_env: Option<String>,
-    /// smtp: the default sender.
-    pub from: Option<String>,
-    /// smtp: the subject of transactional e-mails.
-    pub subject: Option<String>,
-    /// With several providers on a channel: the share of first tries this one gets (a cost
-    /// split); without weights the first listed is tried first.
-    pub weight: Option<u32>,
-    /// twilio: the account SID (`AC...`).
-    pub account_sid: Option<String>,
-    /// twilio: the user of HTTP Basic when it is an API key (`SK...`); the account SID otherwise.
-    pub api_key_sid: Option<String>,
-    /// twilio: the variable holding the auth token (or the API key's secret).
-    pub auth_token_env: Option<String>,
-    /// whatsapp: the Graph API version (`v21.0` unless given).
-    pub version: Option<String>,
-    /// whatsapp: the sending phone number's id.
-    pub phone_number_id: Option<String>,
-    /// whatsapp: the variable holding the access token.
-    pub token_env: Option<String>,
-    /// fcm: the OAuth2 token endpoint the key file must name (Google's when unset).
-    pub token_uri: Option<String>,
-    /// fcm: the variable holding the path of the service-account key file (JSON).
-    pub credentials_env: Option<String>,
-    pub rate: Option<f64>,
-    pub max_rate: Option<f64>,
-    pub concurrency: Option<usize>,
-    pub timeout_ms: Option<u64>,
-    pub max_attempts: Option<u32>,
+    common: Common,
+    adapter: AdapterConfig,
+}
+
+impl ProviderEntry {
+    fn new(adapter: AdapterConfig) -> Self {
+        ProviderEntry {
+            common: Common::default(),
+            adapter,
+        }
+    }
+
+    /// Reads one table: the keys every provider has, then the adapter's own (an absent
+    /// `adapter` is seed 001's `http`). Unknown keys are refused, so a secret written
+    /// inline instead of its variable's name never starts.
+    fn parse(mut table: toml::Table) -> Result<Self, String> {
+        let common: toml::Table = COMMON_KEYS
+            .iter()
+            .filter_map(|k| table.remove(*k).map(|v| (k.to_string(), v)))
+            .collect();
+        table.entry("adapter").or_insert_with(|| "http".into());
+        Ok(ProviderEntry {
+            common: toml::Value::Table(common)
+                .try_into()
+                .map_err(|e| e.to_string())?,
+            adapter: toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| e.message().to_string())?,
+        })
+    }
+
+    fn name(&self) -> String {
+        self.common
+            .name
+            .clone()
+            .unwrap_or_else(|| self.adapter.kind().to_string())
+    }
 }
 
 /// What sends each channel, read and checked, secrets not yet resolved.
@@ -187,13 +186,10 @@ impl ProvidersConfig {
             path: path.clone(),
             error: e.to_string(),
         })?;
-        let parsed: BTreeMap<Channel, OneOrMany> =
-            toml::from_str(&text).map_err(|e| ProvidersError::Parse {
-                path: path.clone(),
-                error: e.to_string(),
-            })?;
-        let channels: BTreeMap<Channel, Vec<ProviderEntry>> =
-            parsed.into_iter().map(|(c, e)| (c, e.into_vec())).collect();
+        let channels = parse_file(&text).map_err(|error| ProvidersError::Parse {
+            path: path.clone(),
+            error,
+        })?;
         for (channel, entries) in &channels {
             check_entries(*channel, entries)?;
         }
@@ -204,26 +200,24 @@ impl ProvidersConfig {
         Channel::ALL
             .into_iter()
             .map(|channel| {
-                let smtp = channel == Channel::Email && args.smtp_url.is_some();
-                let entry = if smtp {
-                    ProviderEntry {
-                        adapter: AdapterKind::Smtp,
+                let adapter = if channel == Channel::Email && args.smtp_url.is_some() {
+                    AdapterConfig::Smtp(super::smtp::SmtpConfig {
                         url_env: Some("HERALD_SMTP_URL".to_string()),
-                        ..ProviderEntry::default()
-                    }
+                        ..Default::default()
+                    })
                 } else {
-                    ProviderEntry::default()
+                    AdapterConfig::Http(Default::default())
                 };
-                (channel, vec![entry])
+                (channel, vec![ProviderEntry::new(adapter)])
             })
             .collect()
     }
 
     /// Which providers each channel uses, in order: (channel, name, adapter).
-    pub fn summary(&self) -> Vec<(Channel, String, AdapterKind)> {
+    pub fn summary(&self) -> Vec<(Channel, String, &'static str)> {
         self.channels
             .iter()
-            .flat_map(|(c, entries)| entries.iter().map(|e| (*c, entry_name(e), e.adapter)))
+            .flat_map(|(c, entries)| entries.iter().map(|e| (*c, e.name(), e.adapter.kind())))
             .collect()
     }
 
@@ -233,17 +227,19 @@ impl ProvidersConfig {
         channel: Channel,
         defaults: &ProviderArgs,
     ) -> Result<ProviderChain, ProvidersError> {
-        let entries = self
-            .channels
-            .get(&channel)
-            .cloned()
-            .unwrap_or_else(|| vec![ProviderEntry::default()]);
+        let entries =
+            self.channels.get(&channel).cloned().unwrap_or_else(|| {
+                vec![ProviderEntry::new(AdapterConfig::Http(Default::default()))]
+            });
         let providers = entries
             .iter()
             .map(|e| self.build_entry(channel, e, defaults))
             .collect::<Result<Vec<_>, _>>()?;
-        let weights = if entries.iter().any(|e| e.weight.is_some()) {
-            entries.iter().map(|e| e.weight.unwrap_or(0)).collect()
+        let weights = if entries.iter().any(|e| e.common.weight.is_some()) {
+            entries
+                .iter()
+                .map(|e| e.common.weight.unwrap_or(0))
+                .collect()
         } else {
             Vec::new()
         };
@@ -258,158 +254,45 @@ impl ProvidersConfig {
         entry: &ProviderEntry,
         defaults: &ProviderArgs,
     ) -> Result<Provider, ProvidersError> {
-        let invalid = |what: &str| ProvidersError::Invalid {
+        let setup = Setup {
             channel,
-            what: what.into(),
+            args: entry.common.resilience_args(defaults),
+            flags: &self.args,
         };
-        let plaintext = &self.args.plaintext_hosts;
-        let in_clear = |url: &str, carries_key: bool| {
-            super::cleartext::check(url, carries_key, plaintext).map_err(|e| invalid(&e))
-        };
-        // The entry's `url`, else the provider's public API, checked: these adapters send a
-        // key or token with every call.
-        let api_url = |public: &str| {
-            let url = entry.url.clone().unwrap_or_else(|| public.to_string());
-            in_clear(&url, true).map(|()| url)
-        };
-        let mut args = defaults.clone();
-        if let Some(v) = entry.rate {
-            args.provider_rate = v;
-        }
-        if let Some(v) = entry.max_rate {
-            args.provider_max_rate = v;
-        }
-        if let Some(v) = entry.concurrency {
-            args.provider_concurrency = v;
-        }
-        if let Some(v) = entry.timeout_ms {
-            args.provider_timeout_ms = v;
-        }
-        if let Some(v) = entry.max_attempts {
-            args.provider_max_attempts = v;
-        }
-        let resilience = Resilience::new(&args)?;
-        let timeout = Duration::from_millis(args.provider_timeout_ms);
-        let concurrency = args.provider_concurrency;
-        let need = |what: &'static str, v: &Option<String>| {
-            v.clone()
-                .ok_or_else(|| invalid(&format!("{} needs `{what}`", entry.adapter.as_str())))
-        };
-        let transport: Box<dyn Transport> = match entry.adapter {
-            AdapterKind::Http => {
-                if let Some(url) = &entry.url {
-                    args.provider_url = url.clone();
-                } else if let Some(var) = &entry.url_env {
-                    args.provider_url = env(var)?.expose().to_string();
-                }
-                if let Some(var) = &entry.api_key_env {
-                    args.provider_api_key = Some(env(var)?);
-                }
-                in_clear(&args.provider_url, true)?;
-                Box::new(HttpTransport::new(&args)?)
-            }
-            AdapterKind::Smtp => {
-                let url = match (&entry.url_env, &self.args.smtp_url) {
-                    (Some(var), Some(flag)) if var == "HERALD_SMTP_URL" => flag.clone(),
-                    (Some(var), _) => env(var)?,
-                    (None, _) => {
-                        return Err(invalid(
-                            "an smtp provider needs url_env, the variable holding its SMTP URL",
-                        ))
-                    }
-                };
-                in_clear(url.expose(), false)?;
-                let from = entry.from.clone().or(self.args.email_from.clone()).ok_or(
-                    ProvidersError::Missing(
-                        "a sender: HERALD_EMAIL_FROM or `from` in the providers file",
-                    ),
-                )?;
-                Box::new(SmtpTransport::new(SmtpSettings {
-                    url,
-                    from,
-                    default_subject: entry
-                        .subject
-                        .clone()
-                        .unwrap_or(self.args.email_subject.clone()),
-                    timeout: Duration::from_millis(args.provider_timeout_ms),
-                    pool_size: args.provider_concurrency.min(u32::MAX as usize) as u32,
-                    unsubscribe: self.unsubscribe_links()?,
-                })?)
-            }
-            AdapterKind::Twilio => {
-                let account_sid = need("account_sid", &entry.account_sid)?;
-                Box::new(TwilioTransport::new(TwilioSettings {
-                    base_url: api_url("https://api.twilio.com")?,
-                    username: entry.api_key_sid.clone().unwrap_or(account_sid.clone()),
-                    account_sid,
-                    secret: env(&need("auth_token_env", &entry.auth_token_env)?)?,
-                    from: need("from", &entry.from)?,
-                    channel,
-                    // Without status callbacks every message would wait out its time-out
-                    // and fall back to another channel: a second message to the customer.
-                    public_url: self.args.public_url.clone().ok_or(ProvidersError::Missing(
-                        "HERALD_PUBLIC_URL, where Twilio posts delivery statuses",
-                    ))?,
-                    timeout,
-                    concurrency,
-                })?)
-            }
-            AdapterKind::Whatsapp => Box::new(WhatsappTransport::new(WhatsappSettings {
-                base_url: api_url("https://graph.facebook.com")?,
-                version: entry.version.clone().unwrap_or("v21.0".into()),
-                phone_number_id: need("phone_number_id", &entry.phone_number_id)?,
-                token: env(&need("token_env", &entry.token_env)?)?,
-                timeout,
-                concurrency,
-            })?),
-            AdapterKind::Fcm => {
-                let path = env(&need("credentials_env", &entry.credentials_env)?)?;
-                let token_uri = entry
-                    .token_uri
-                    .clone()
-                    .unwrap_or_else(|| super::fcm::GOOGLE_TOKEN_URI.to_string());
-                in_clear(&token_uri, true)?;
-                Box::new(FcmTransport::new(FcmSettings {
-                    base_url: api_url("https://fcm.googleapis.com")?,
-                    account: ServiceAccount::read(path.expose(), &token_uri)?,
-                    timeout,
-                    concurrency,
-                })?)
-            }
-        };
+        let resilience = Resilience::new(&setup.args)?;
+        let transport = entry.adapter.build(&setup)?;
         Ok(Provider::new(
-            entry_name(entry),
-            entry.adapter.as_str(),
+            entry.name(),
+            entry.adapter.kind(),
             transport,
             resilience,
         ))
     }
-
-    /// Promotional e-mail must carry a working one-click unsubscribe link: without the
-    /// public URL and the signing secret the SMTP adapter does not start.
-    fn unsubscribe_links(&self) -> Result<UnsubscribeLinks, ProvidersError> {
-        let base_url = self.args.public_url.clone().ok_or(ProvidersError::Missing(
-            "HERALD_PUBLIC_URL, the base of unsubscribe links",
-        ))?;
-        let secret = self
-            .args
-            .unsubscribe_secret
-            .as_ref()
-            .ok_or(ProvidersError::Missing(
-                "HERALD_UNSUBSCRIBE_SECRET, which signs unsubscribe links",
-            ))?;
-        Ok(UnsubscribeLinks {
-            base_url,
-            tokens: UnsubscribeTokens::new(secret)?,
-            mailto: self.args.unsubscribe_mailto.clone(),
-        })
-    }
 }
 
-fn entry_name(e: &ProviderEntry) -> String {
-    e.name
-        .clone()
-        .unwrap_or_else(|| e.adapter.as_str().to_string())
+/// The file: per channel, one provider (a table) or several in order (an array of tables).
+fn parse_file(text: &str) -> Result<BTreeMap<Channel, Vec<ProviderEntry>>, String> {
+    let file: BTreeMap<Channel, toml::Value> = toml::from_str(text).map_err(|e| e.to_string())?;
+    file.into_iter()
+        .map(|(channel, value)| {
+            let tables = match value {
+                toml::Value::Table(t) => vec![t],
+                toml::Value::Array(items) => items
+                    .into_iter()
+                    .map(|item| match item {
+                        toml::Value::Table(t) => Ok(t),
+                        _ => Err(format!("[[{channel}]]: each provider is a table")),
+                    })
+                    .collect::<Result<_, _>>()?,
+                _ => return Err(format!("{channel}: a provider table or an array of them")),
+            };
+            let entries = tables
+                .into_iter()
+                .map(|t| ProviderEntry::parse(t).map_err(|e| format!("[{channel}]: {e}")))
+                .collect::<Result<_, _>>()?;
+            Ok((channel, entries))
+        })
+        .collect()
 }
 
 /// A channel's providers: at least one, each able to send the channel, names distinct
@@ -424,10 +307,10 @@ fn check_entries(channel: Channel, entries: &[ProviderEntry]) -> Result<(), Prov
         if !e.adapter.sends(channel) {
             return Err(invalid(format!(
                 "the {} adapter cannot send {channel}",
-                e.adapter.as_str()
+                e.adapter.kind()
             )));
         }
-        let name = entry_name(e);
+        let name = e.name();
         if !names.insert(name.clone()) {
             return Err(invalid(format!(
                 "two providers are named {name:?}: give each a `name`"
@@ -437,65 +320,93 @@ fn check_entries(channel: Channel, entries: &[ProviderEntry]) -> Result<(), Prov
     Ok(())
 }
 
-/// A secret named by the file: the variable must be set (its value is never shown).
-fn env(var: &str) -> Result<Secret, ProvidersError> {
-    std::env::var(var)
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .map(|v| Secret::from(v.as_str()))
-        .ok_or_else(|| ProvidersError::MissingSecret(var.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<BTreeMap<Channel, ProviderEntry>, toml::de::Error> {
-        let many: BTreeMap<Channel, OneOrMany> = toml::from_str(text)?;
-        Ok(many
+    fn kinds(text: &str) -> Result<BTreeMap<Channel, &'static str>, String> {
+        Ok(parse_file(text)?
             .into_iter()
-            .map(|(c, e)| (c, e.into_vec().remove(0)))
+            .map(|(c, e)| (c, e[0].adapter.kind()))
             .collect())
     }
 
     #[test]
     fn the_file_names_an_adapter_per_channel_and_refuses_what_it_does_not_know() {
-        let ok = parse(
-            "[email]\nadapter = \"smtp\"\nurl_env = \"X\"\nfrom = \"a@b.test\"\n[sms]\nadapter = \"http\"\nurl = \"http://127.0.0.1:1\"\n",
+        let ok = kinds(
+            "[email]\nadapter = \"smtp\"\nurl_env = \"X\"\nfrom = \"a@b.test\"\n[sms]\nadapter = \"http\"\nurl = \"http://127.0.0.1:1\"\n[push]\nurl = \"http://127.0.0.1:1\"\n",
         )
         .unwrap();
-        assert_eq!(ok[&Channel::Email].adapter, AdapterKind::Smtp);
-        assert!(parse("[fax]\nadapter = \"http\"\n").is_err());
-        assert!(parse("[email]\nadapter = \"pigeon\"\n").is_err());
+        assert_eq!(ok[&Channel::Email], "smtp");
+        assert_eq!(ok[&Channel::Push], "http", "no adapter named: seed 001's");
+        assert!(kinds("[fax]\nadapter = \"http\"\n").is_err());
+        assert!(kinds("[email]\nadapter = \"pigeon\"\n").is_err());
         // A secret written inline is refused: only the variable's name may be there.
-        assert!(parse("[email]\nadapter = \"smtp\"\npassword = \"hunter2\"\n").is_err());
+        let inline = kinds("[email]\nadapter = \"smtp\"\npassword = \"hunter2\"\n");
+        assert!(
+            inline.as_ref().is_err_and(|e| e.contains("password")),
+            "{inline:?}"
+        );
+        // Another adapter's key is refused too: each adapter owns its settings.
+        let foreign = kinds("[sms]\nadapter = \"http\"\naccount_sid = \"AC1\"\n");
+        assert!(
+            foreign.as_ref().is_err_and(|e| e.contains("account_sid")),
+            "{foreign:?}"
+        );
+        let missing = kinds("[sms]\nadapter = \"twilio\"\nfrom = \"+1\"\n");
+        assert!(
+            missing.as_ref().is_err_and(|e| e.contains("account_sid")),
+            "{missing:?}"
+        );
+    }
+
+    #[test]
+    fn the_keys_every_provider_has_are_the_fields_of_common() {
+        let all = Common {
+            name: Some("n".into()),
+            weight: Some(1),
+            rate: Some(1.0),
+            max_rate: Some(1.0),
+            concurrency: Some(1),
+            timeout_ms: Some(1),
+            max_attempts: Some(1),
+        };
+        let table = toml::Table::try_from(all).unwrap();
+        let keys: Vec<&str> = table.keys().map(String::as_str).collect();
+        let mut expected = COMMON_KEYS.to_vec();
+        expected.sort();
+        let mut keys = keys;
+        keys.sort();
+        assert_eq!(keys, expected);
     }
 
     #[test]
     fn the_documented_example_file_parses() {
         let text = include_str!("../../config/providers.example.toml");
-        let example = parse(text).unwrap();
-        assert_eq!(example[&Channel::Email].adapter, AdapterKind::Smtp);
-        assert_eq!(example[&Channel::Sms].adapter, AdapterKind::Twilio);
-        assert_eq!(example[&Channel::Whatsapp].adapter, AdapterKind::Whatsapp);
-        assert_eq!(example[&Channel::Push].adapter, AdapterKind::Fcm);
-        let all: BTreeMap<Channel, OneOrMany> = toml::from_str(text).unwrap();
-        for (channel, entries) in all {
-            check_entries(channel, &entries.into_vec()).unwrap();
+        let example = parse_file(text).unwrap();
+        let first = |c: Channel| example[&c][0].adapter.kind();
+        assert_eq!(first(Channel::Email), "smtp");
+        assert_eq!(first(Channel::Sms), "twilio");
+        assert_eq!(first(Channel::Whatsapp), "whatsapp");
+        assert_eq!(first(Channel::Push), "fcm");
+        assert_eq!(example[&Channel::Sms][0].common.weight, Some(9));
+        for (channel, entries) in &example {
+            check_entries(*channel, entries).unwrap();
         }
     }
 
     #[test]
     fn a_channel_refuses_an_adapter_that_cannot_send_it_and_twice_the_same_name() {
-        let entry = |adapter| ProviderEntry {
-            adapter,
-            ..ProviderEntry::default()
-        };
-        assert!(check_entries(Channel::Sms, &[entry(AdapterKind::Fcm)]).is_err());
-        assert!(check_entries(Channel::Push, &[entry(AdapterKind::Twilio)]).is_err());
-        assert!(check_entries(Channel::Whatsapp, &[entry(AdapterKind::Twilio)]).is_ok());
-        let twice = [entry(AdapterKind::Http), entry(AdapterKind::Http)];
-        assert!(check_entries(Channel::Sms, &twice).is_err());
+        let entry = |text: &str| ProviderEntry::parse(toml::from_str(text).unwrap()).unwrap();
+        let fcm = entry("adapter = \"fcm\"\ncredentials_env = \"F\"");
+        let twilio = entry(
+            "adapter = \"twilio\"\naccount_sid = \"AC\"\nauth_token_env = \"T\"\nfrom = \"+1\"",
+        );
+        let http = entry("adapter = \"http\"");
+        assert!(check_entries(Channel::Sms, std::slice::from_ref(&fcm)).is_err());
+        assert!(check_entries(Channel::Push, std::slice::from_ref(&twilio)).is_err());
+        assert!(check_entries(Channel::Whatsapp, std::slice::from_ref(&twilio)).is_ok());
+        assert!(check_entries(Channel::Sms, &[http.clone(), http]).is_err());
         assert!(check_entries(Channel::Sms, &[]).is_err());
     }
 
@@ -503,19 +414,16 @@ mod tests {
     fn without_a_file_email_goes_to_smtp_only_when_its_url_is_set() {
         let args = ProvidersArgs::default();
         let plain = ProvidersConfig::load(&args).unwrap();
-        assert!(plain
-            .summary()
-            .iter()
-            .all(|(_, _, a)| *a == AdapterKind::Http));
+        assert!(plain.summary().iter().all(|(_, _, a)| *a == "http"));
         let smtp = ProvidersConfig::load(&ProvidersArgs {
             smtp_url: Some("smtp://127.0.0.1:2525".into()),
             ..args
         })
         .unwrap();
-        let kinds: BTreeMap<Channel, AdapterKind> =
+        let kinds: BTreeMap<Channel, &str> =
             smtp.summary().into_iter().map(|(c, _, a)| (c, a)).collect();
-        assert_eq!(kinds[&Channel::Email], AdapterKind::Smtp);
-        assert_eq!(kinds[&Channel::Sms], AdapterKind::Http);
+        assert_eq!(kinds[&Channel::Email], "smtp");
+        assert_eq!(kinds[&Channel::Sms], "http");
     }
 
     #[tokio::test]

@@ -20,7 +20,9 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 use super::http::{api_client, parse_retry_after, unanswered};
+use super::setup::{env, AdapterSettings, ProvidersError, Setup};
 use super::{error_reason, AttemptError, AttemptFuture, Outgoing, Transport};
+use crate::model::Channel;
 
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 /// A token is renewed this long before Google says it expires (a fifth of its life when
@@ -53,6 +55,41 @@ pub enum FcmSetupError {
 
 /// Google's OAuth2 token endpoint: the only one a key file may name unless configured.
 pub const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+
+/// The `fcm` adapter's settings in the providers file.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FcmConfig {
+    /// FCM's API (`https://fcm.googleapis.com` when absent), or a test server.
+    pub url: Option<String>,
+    /// The OAuth2 token endpoint the key file must name (Google's when absent).
+    pub token_uri: Option<String>,
+    /// The variable holding the path of the service-account key file (JSON).
+    pub credentials_env: String,
+}
+
+impl AdapterSettings for FcmConfig {
+    const KIND: &'static str = "fcm";
+
+    fn sends(channel: Channel) -> bool {
+        channel == Channel::Push
+    }
+
+    fn build(&self, setup: &Setup) -> Result<Box<dyn Transport>, ProvidersError> {
+        let path = env(&self.credentials_env)?;
+        let token_uri = self
+            .token_uri
+            .clone()
+            .unwrap_or_else(|| GOOGLE_TOKEN_URI.to_string());
+        setup.in_clear(&token_uri, true)?;
+        Ok(Box::new(FcmTransport::new(FcmSettings {
+            base_url: setup.api_url(&self.url, "https://fcm.googleapis.com")?,
+            account: ServiceAccount::read(path.expose(), &token_uri)?,
+            timeout: setup.timeout(),
+            concurrency: setup.concurrency(),
+        })?))
+    }
+}
 
 pub struct FcmSettings {
     /// `https://fcm.googleapis.com`, or a test server.

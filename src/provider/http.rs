@@ -7,8 +7,10 @@ use std::time::Duration;
 use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::StatusCode;
 
+use super::setup::{env, AdapterSettings, ProvidersError, Setup};
 use super::{AttemptError, AttemptFuture, Outgoing, Transport};
 use crate::config::ProviderArgs;
+use crate::model::Channel;
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
 /// `X-API-Key` (header names are case-insensitive; `from_static` takes them lower-case).
@@ -24,6 +26,41 @@ pub enum HttpAdapterError {
     KeyNotText,
     #[error("the provider URL {0:?} is not a valid URL")]
     Url(String),
+}
+
+/// The `http` adapter's settings in the providers file.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// The provider's base URL (the flags' `HERALD_PROVIDER_URL` when absent).
+    pub url: Option<String>,
+    /// The variable holding the base URL instead of `url`.
+    pub url_env: Option<String>,
+    /// The variable holding the API key (the flags' `HERALD_PROVIDER_API_KEY` when absent).
+    pub api_key_env: Option<String>,
+}
+
+impl AdapterSettings for HttpConfig {
+    const KIND: &'static str = "http";
+
+    /// Seed 001's contract carries any channel.
+    fn sends(_: Channel) -> bool {
+        true
+    }
+
+    fn build(&self, setup: &Setup) -> Result<Box<dyn Transport>, ProvidersError> {
+        let mut args = setup.args.clone();
+        if let Some(url) = &self.url {
+            args.provider_url = url.clone();
+        } else if let Some(var) = &self.url_env {
+            args.provider_url = env(var)?.expose().to_string();
+        }
+        if let Some(var) = &self.api_key_env {
+            args.provider_api_key = Some(env(var)?);
+        }
+        setup.in_clear(&args.provider_url, true)?;
+        Ok(Box::new(HttpTransport::new(&args)?))
+    }
 }
 
 /// The seed 001 HTTP contract. The URL and the key's header are built once: parsed and

@@ -16,6 +16,7 @@ pub mod fcm;
 pub mod http;
 pub mod limiter;
 pub mod resilient;
+pub mod setup;
 pub mod smtp;
 pub mod twilio;
 pub mod whatsapp;

@@ -16,8 +16,11 @@ use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
+use super::setup::{env, AdapterSettings, ProvidersError, Setup};
 use super::{AttemptError, AttemptFuture, Outgoing, Transport};
 use crate::auth::UnsubscribeTokens;
+use crate::config::ProvidersArgs;
+use crate::model::Channel;
 use crate::secret::Secret;
 
 /// Where a promotional e-mail's unsubscribe link points, and how its token is signed.
@@ -28,6 +31,73 @@ pub struct UnsubscribeLinks {
     pub tokens: UnsubscribeTokens,
     /// An address that also unsubscribes (the `mailto:` of `List-Unsubscribe`), if any.
     pub mailto: Option<String>,
+}
+
+/// The `smtp` adapter's settings in the providers file.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// The variable holding the SMTP URL (it may carry the password).
+    pub url_env: Option<String>,
+    /// The default sender (`HERALD_EMAIL_FROM` when absent).
+    pub from: Option<String>,
+    /// The subject of transactional e-mails (`HERALD_EMAIL_SUBJECT` when absent).
+    pub subject: Option<String>,
+}
+
+impl AdapterSettings for SmtpConfig {
+    const KIND: &'static str = "smtp";
+
+    fn sends(channel: Channel) -> bool {
+        channel == Channel::Email
+    }
+
+    fn build(&self, setup: &Setup) -> Result<Box<dyn Transport>, ProvidersError> {
+        let flags = setup.flags;
+        let url = match (&self.url_env, &flags.smtp_url) {
+            (Some(var), Some(flag)) if var == "HERALD_SMTP_URL" => flag.clone(),
+            (Some(var), _) => env(var)?,
+            (None, _) => {
+                return Err(setup
+                    .invalid("an smtp provider needs url_env, the variable holding its SMTP URL"))
+            }
+        };
+        setup.in_clear(url.expose(), false)?;
+        let from =
+            self.from
+                .clone()
+                .or(flags.email_from.clone())
+                .ok_or(ProvidersError::Missing(
+                    "a sender: HERALD_EMAIL_FROM or `from` in the providers file",
+                ))?;
+        Ok(Box::new(SmtpTransport::new(SmtpSettings {
+            url,
+            from,
+            default_subject: self.subject.clone().unwrap_or(flags.email_subject.clone()),
+            timeout: setup.timeout(),
+            pool_size: setup.concurrency().min(u32::MAX as usize) as u32,
+            unsubscribe: unsubscribe_links(flags)?,
+        })?))
+    }
+}
+
+/// Promotional e-mail must carry a working one-click unsubscribe link: without the public
+/// URL and the signing secret the SMTP adapter does not start.
+fn unsubscribe_links(flags: &ProvidersArgs) -> Result<UnsubscribeLinks, ProvidersError> {
+    let base_url = flags.public_url.clone().ok_or(ProvidersError::Missing(
+        "HERALD_PUBLIC_URL, the base of unsubscribe links",
+    ))?;
+    let secret = flags
+        .unsubscribe_secret
+        .as_ref()
+        .ok_or(ProvidersError::Missing(
+            "HERALD_UNSUBSCRIBE_SECRET, which signs unsubscribe links",
+        ))?;
+    Ok(UnsubscribeLinks {
+        base_url,
+        tokens: UnsubscribeTokens::new(secret)?,
+        mailto: flags.unsubscribe_mailto.clone(),
+    })
 }
 
 /// What the SMTP adapter needs.

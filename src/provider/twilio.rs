@@ -16,12 +16,59 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use super::http::{api_client, parse_retry_after, unanswered};
+use super::setup::{env, AdapterSettings, ProvidersError, Setup};
 use super::{error_reason, AttemptError, AttemptFuture, Outgoing, Transport};
 use crate::model::Channel;
 use crate::secret::Secret;
 
 /// Twilio error codes after which a number is not worth trying again.
 const UNDELIVERABLE: [u64; 5] = [21211, 21610, 21612, 21614, 63024];
+
+/// The `twilio` adapter's settings in the providers file.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwilioConfig {
+    /// Twilio's API (`https://api.twilio.com` when absent), or a test server.
+    pub url: Option<String>,
+    /// The account SID (`AC...`).
+    pub account_sid: String,
+    /// The user of HTTP Basic when it is an API key (`SK...`); the account SID otherwise.
+    pub api_key_sid: Option<String>,
+    /// The variable holding the auth token (or the API key's secret).
+    pub auth_token_env: String,
+    /// A sender number (`+1...`) or a Messaging Service SID (`MG...`).
+    pub from: String,
+}
+
+impl AdapterSettings for TwilioConfig {
+    const KIND: &'static str = "twilio";
+
+    fn sends(channel: Channel) -> bool {
+        matches!(channel, Channel::Sms | Channel::Whatsapp)
+    }
+
+    fn build(&self, setup: &Setup) -> Result<Box<dyn Transport>, ProvidersError> {
+        Ok(Box::new(TwilioTransport::new(TwilioSettings {
+            base_url: setup.api_url(&self.url, "https://api.twilio.com")?,
+            username: self.api_key_sid.clone().unwrap_or(self.account_sid.clone()),
+            account_sid: self.account_sid.clone(),
+            secret: env(&self.auth_token_env)?,
+            from: self.from.clone(),
+            channel: setup.channel,
+            // Without status callbacks every message would wait out its time-out and fall
+            // back to another channel: a second message to the customer.
+            public_url: setup
+                .flags
+                .public_url
+                .clone()
+                .ok_or(ProvidersError::Missing(
+                    "HERALD_PUBLIC_URL, where Twilio posts delivery statuses",
+                ))?,
+            timeout: setup.timeout(),
+            concurrency: setup.concurrency(),
+        })?))
+    }
+}
 
 /// Where and as whom Twilio is called.
 pub struct TwilioSettings {

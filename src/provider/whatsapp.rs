@@ -18,12 +18,47 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::http::{api_client, parse_retry_after, unanswered};
+use super::setup::{env, AdapterSettings, ProvidersError, Setup};
 use super::{error_reason, AttemptError, AttemptFuture, Outgoing, Transport};
+use crate::model::Channel;
 use crate::secret::Secret;
 
 const UNDELIVERABLE: [u64; 1] = [131026];
 const SLOW_DOWN: [u64; 4] = [130429, 131048, 131056, 80007];
 const TRANSIENT: [u64; 4] = [131000, 131016, 2, 190];
+
+/// The `whatsapp` adapter's settings in the providers file.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhatsappConfig {
+    /// The Graph API (`https://graph.facebook.com` when absent), or a test server.
+    pub url: Option<String>,
+    /// The Graph API version (`v21.0` when absent).
+    pub version: Option<String>,
+    /// The sending phone number's id.
+    pub phone_number_id: String,
+    /// The variable holding the access token.
+    pub token_env: String,
+}
+
+impl AdapterSettings for WhatsappConfig {
+    const KIND: &'static str = "whatsapp";
+
+    fn sends(channel: Channel) -> bool {
+        channel == Channel::Whatsapp
+    }
+
+    fn build(&self, setup: &Setup) -> Result<Box<dyn Transport>, ProvidersError> {
+        Ok(Box::new(WhatsappTransport::new(WhatsappSettings {
+            base_url: setup.api_url(&self.url, "https://graph.facebook.com")?,
+            version: self.version.clone().unwrap_or("v21.0".into()),
+            phone_number_id: self.phone_number_id.clone(),
+            token: env(&self.token_env)?,
+            timeout: setup.timeout(),
+            concurrency: setup.concurrency(),
+        })?))
+    }
+}
 
 pub struct WhatsappSettings {
     /// `https://graph.facebook.com`, or a test server.
