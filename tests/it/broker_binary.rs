@@ -144,6 +144,7 @@ fn every_binary_explains_itself() {
         env!("CARGO_BIN_EXE_herald-provider"),
         env!("CARGO_BIN_EXE_herald-broker"),
         env!("CARGO_BIN_EXE_herald"),
+        env!("CARGO_BIN_EXE_herald-dev"),
     ] {
         let out = Command::new(bin).arg("--help").output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
@@ -159,4 +160,42 @@ fn every_binary_explains_itself() {
         String::from_utf8_lossy(&out.stderr).contains("fax"),
         "a bad channel is named"
     );
+}
+
+/// The operators' `herald` has no load generator, benchmark or local token: those are
+/// `herald-dev`'s, which production builds without.
+#[test]
+fn the_development_commands_are_in_herald_dev_and_not_in_the_operators_cli() {
+    let help = |bin: &str| {
+        let out = Command::new(bin).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{bin} --help");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let operators = help(env!("CARGO_BIN_EXE_herald"));
+    let dev = help(env!("CARGO_BIN_EXE_herald-dev"));
+    for command in [
+        "send-requests",
+        "seed-customers",
+        "send-campaign",
+        "generate-events",
+        "bench-reserve",
+        "token",
+        "produce-events",
+        "broker-bench",
+    ] {
+        assert!(
+            dev.contains(&format!("  {command} ")),
+            "herald-dev lacks {command}: {dev}"
+        );
+        assert!(
+            !operators.contains(&format!("  {command} ")),
+            "herald has {command}: {operators}"
+        );
+    }
+    for command in ["campaigns", "dlq", "lag", "keys", "providers", "webhooks"] {
+        assert!(
+            operators.contains(&format!("  {command} ")),
+            "herald lacks {command}"
+        );
+    }
 }
