@@ -483,6 +483,47 @@ pub fn has_field(body: &[u8], field: &'static str) -> Result<bool, ApiError> {
         .map_err(|e| ApiError::bad_json(format!("body is not a valid JSON object: {e}")))
 }
 
+/// The list form of a "one or many" body, `{"LIST": [...]}`: a struct with that one field,
+/// read with [`at_most`] so that an over-long list is refused as it is read.
+pub trait Batch: serde::de::DeserializeOwned {
+    type Item: serde::de::DeserializeOwned;
+    /// The list's field.
+    const LIST: &'static str;
+    fn into_items(self) -> Vec<Self::Item>;
+}
+
+/// A "one or many" body: one item (`{...}`), or its [`Batch`] (a body with the list's field
+/// is read as the list, whatever else it holds).
+pub struct OneOrMany<T> {
+    pub items: Vec<T>,
+    /// The list's field when the body was a list.
+    list: Option<&'static str>,
+}
+
+impl<T: serde::de::DeserializeOwned> OneOrMany<T> {
+    /// Reads `body`, naming the offending field on a 422 (`events[3].user_id`).
+    pub fn parse<B: Batch<Item = T>>(body: &[u8]) -> Result<Self, ApiError> {
+        Ok(if has_field(body, B::LIST)? {
+            OneOrMany {
+                items: parse_json::<B>(body, "")?.into_items(),
+                list: Some(B::LIST),
+            }
+        } else {
+            OneOrMany {
+                items: vec![parse_json::<T>(body, "")?],
+                list: None,
+            }
+        })
+    }
+
+    /// How item `i`'s fields are named in an error: `events[3].` in a list, nothing alone.
+    pub fn at(&self, i: usize) -> String {
+        self.list
+            .map(|list| format!("{list}[{i}]."))
+            .unwrap_or_default()
+    }
+}
+
 /// Deserializes a JSON body, naming the offending field (`audience.customer_ids[3]`) on a 422.
 pub fn parse_json<T: serde::de::DeserializeOwned>(
     body: &[u8],

@@ -22,7 +22,7 @@ use utoipa_axum::routes;
 
 use super::{ApiError, App, Ingest};
 use crate::http::parse_json;
-use crate::http::{or_not_found, Body};
+use crate::http::{or_not_found, Body, OneOrMany};
 use crate::kafka;
 use crate::model::commerce::{Invalid, MemberId, SaleEvent, UserEvent};
 use crate::model::{now_ms, CustomerId, RequestId, SaleId};
@@ -95,6 +95,14 @@ struct UserEventBatch {
     events: Vec<UserEvent>,
 }
 
+impl crate::http::Batch for UserEventBatch {
+    type Item = UserEvent;
+    const LIST: &'static str = "events";
+    fn into_items(self) -> Vec<UserEvent> {
+        self.events
+    }
+}
+
 pub(super) fn user_event_batch_schema() -> Vec<super::docs::Component> {
     super::docs::entry::<UserEventBatch>()
 }
@@ -132,13 +140,8 @@ struct EventsAccepted {
 #[utoipa::path(post, path = "/v1/user-events", tag = "events", request_body = UserEventsBody,
     responses((status = 202, description = "Accepted", body = EventsAccepted), BodyErrors, QueueDown))]
 async fn post_user_events(State(app): App, Body(body): Body) -> Result<Response, ApiError> {
-    let (events, prefix) = if crate::http::has_field(&body, "events")? {
-        let batch: UserEventBatch = parse_json(&body, "")?;
-        (batch.events, "events")
-    } else {
-        (vec![parse_json::<UserEvent>(&body, "")?], "")
-    };
-    if events.is_empty() || events.len() > MAX_EVENTS_PER_CALL {
+    let body = OneOrMany::<UserEvent>::parse::<UserEventBatch>(&body)?;
+    if body.items.is_empty() {
         return Err(ApiError::invalid(
             "events",
             format!("1-{MAX_EVENTS_PER_CALL} events per call"),
@@ -146,13 +149,9 @@ async fn post_user_events(State(app): App, Body(body): Body) -> Result<Response,
     }
     let now = now_ms();
     let topic = app.topics.user_events();
-    let mut records = Vec::with_capacity(events.len());
-    for (i, event) in events.iter().enumerate() {
-        let at = if prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{prefix}[{i}].")
-        };
+    let mut records = Vec::with_capacity(body.items.len());
+    for (i, event) in body.items.iter().enumerate() {
+        let at = body.at(i);
         event.validate(now).map_err(|e| invalid_at(&at, e))?;
         let payload =
             serde_json::to_vec(event).map_err(|e| ApiError::unavailable(e.to_string()))?;

@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiError, App, Ingest};
-use crate::http::{parse_json, Body};
+use crate::http::{Body, OneOrMany};
 use crate::model::{now_ms, Receipt};
 use crate::schema::{from_json, BodyErrors};
 
@@ -32,6 +32,14 @@ struct ManyReceipts {
     #[serde(deserialize_with = "crate::http::at_most::<_, _, MAX_RECEIPTS_PER_CALL>")]
     #[schema(schema_with = receipts_schema)]
     receipts: Vec<Receipt>,
+}
+
+impl crate::http::Batch for ManyReceipts {
+    type Item = Receipt;
+    const LIST: &'static str = "receipts";
+    fn into_items(self) -> Vec<Receipt> {
+        self.receipts
+    }
 }
 
 pub(super) fn many_receipts_schema() -> Vec<super::docs::Component> {
@@ -79,30 +87,15 @@ async fn receipts(
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     verify_signature(&app, &headers, &body)?;
-    let many = crate::http::has_field(&body, "receipts")?;
-    let receipts = if many {
-        parse_json::<ManyReceipts>(&body, "")?.receipts
-    } else {
-        vec![parse_json::<Receipt>(&body, "")?]
-    };
-    if receipts.len() > MAX_RECEIPTS_PER_CALL {
-        return Err(ApiError::invalid(
-            "receipts",
-            format!("at most {MAX_RECEIPTS_PER_CALL} receipts per call"),
-        ));
-    }
-    if let Some((i, field)) = receipts
+    let body = OneOrMany::<Receipt>::parse::<ManyReceipts>(&body)?;
+    if let Some((i, field)) = body
+        .items
         .iter()
         .enumerate()
         .find_map(|(i, r)| r.oversized_field().map(|field| (i, field)))
     {
-        let at = if many {
-            format!("receipts[{i}].{field}")
-        } else {
-            field.to_string()
-        };
         return Err(ApiError::invalid(
-            at,
+            format!("{}{field}", body.at(i)),
             format!(
                 "longer than this field takes (key {}, reason {}, provider_id {} bytes)",
                 Receipt::MAX_KEY_LEN,
@@ -111,11 +104,15 @@ async fn receipts(
             ),
         ));
     }
-    let tally =
-        crate::campaigns::receipts::apply(&app.store, &app.events_producer, &app.topics, &receipts)
-            .await?;
+    let tally = crate::campaigns::receipts::apply(
+        &app.store,
+        &app.events_producer,
+        &app.topics,
+        &body.items,
+    )
+    .await?;
     Ok(Json(ReceiptsApplied {
-        received: receipts.len(),
+        received: body.items.len(),
         outcomes: tally,
     })
     .into_response())
