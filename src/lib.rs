@@ -69,5 +69,6 @@ pub mod schedulers;
 pub mod schema;
 pub mod secret;
 pub mod shutdown;
+pub mod stats;
 pub mod store;
 pub mod telemetry;

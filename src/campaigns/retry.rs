@@ -24,6 +24,7 @@ use crate::model::{
     now_ms, Campaign, CampaignId, Channel, CustomerId, Halt, LifecycleEvent, LifecycleKind,
 };
 use crate::shutdown::sleep_unless_cancelled;
+use crate::stats::Counters;
 use crate::store::{Overdue, RepublishWait, Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -70,6 +71,14 @@ pub struct RetryStats {
     pub cancelled: AtomicU64,
     /// Waiting first deliveries a frequency cap held back when they came due.
     pub capped: AtomicU64,
+}
+
+impl Counters for RetryStats {
+    const NAME: &'static str = "retry";
+    const FAMILY: (&'static str, &'static str) = (
+        "herald_retry_entries",
+        "Overdue confirmations this instance handled, by result.",
+    );
 }
 
 /// How often due scheduled campaigns are looked for: a start is at most this late.
@@ -503,28 +512,15 @@ impl Retrier {
 
     /// `/metrics`: overdue entries by what became of them.
     pub fn prometheus(&self) -> Vec<crate::prom::Family> {
-        vec![crate::prom::counters_from(
-            "herald_retry_entries",
-            "Overdue confirmations this instance handled, by result.",
-            "result",
-            &self.stats,
-            &[],
-        )]
+        vec![self.stats.family(&[])]
     }
 
     pub fn stats_json(&self) -> serde_json::Value {
-        serde_json::json!({ "retry": &self.stats })
+        self.stats.json()
     }
 
     fn log_progress(&self) {
-        let s = &self.stats;
-        tracing::info!(
-            claimed = s.claimed.load(Ordering::Relaxed),
-            fell_back = s.fell_back.load(Ordering::Relaxed),
-            republished = s.republished.load(Ordering::Relaxed),
-            exhausted = s.exhausted.load(Ordering::Relaxed),
-            "progress"
-        );
+        self.stats.log_progress(&self.token);
     }
 }
 

@@ -24,6 +24,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::shutdown::sleep_unless_cancelled;
+use crate::stats::Counters;
 use tokio_util::task::TaskTracker;
 
 use crate::coalesce::Coalescer;
@@ -52,6 +53,14 @@ pub struct DispatchConfig {
 pub enum DispatchError {
     #[error(transparent)]
     Kafka(#[from] kafka::KafkaError),
+}
+
+impl Counters for DispatchStats {
+    const NAME: &'static str = "dispatch";
+    const FAMILY: (&'static str, &'static str) = (
+        "herald_dispatch_messages",
+        "Messages this dispatcher handled, by result.",
+    );
 }
 
 /// Counts of what this instance did; logged as progress and read by tests.
@@ -234,17 +243,7 @@ impl Dispatcher {
     }
 
     fn log_progress(&self) {
-        let s = &self.stats;
-        tracing::info!(
-            channel = %self.config.channel,
-            received = s.received.load(Ordering::Relaxed),
-            sent = s.sent.load(Ordering::Relaxed),
-            failed = s.failed.load(Ordering::Relaxed),
-            deduplicated = s.deduplicated.load(Ordering::Relaxed),
-            dead_lettered = s.dead_lettered.load(Ordering::Relaxed),
-            provider_rate = format!("{:.1}", self.providers.provider(0).current_rate()),
-            "progress"
-        );
+        self.stats.log_progress(self.config.channel.as_str());
     }
 
     /// Handles one message in a span that continues the trace its headers carry.

@@ -13,6 +13,7 @@ use crate::kafka;
 use crate::prom;
 use crate::provider::CircuitState;
 use crate::shutdown::sleep_unless_cancelled;
+use crate::stats::Counters;
 
 impl Dispatcher {
     /// While every provider circuit of this channel is open, says so in Redis, so that
@@ -103,13 +104,7 @@ impl Dispatcher {
         };
         let topics = &self.topics;
         let mut families = vec![
-            prom::counters_from(
-                "herald_dispatch_messages",
-                "Messages this dispatcher handled, by result.",
-                "result",
-                &self.stats,
-                &labels,
-            ),
+            self.stats.family(&labels),
             gauge(
                 "herald_dispatch_in_flight",
                 "Notifications being worked on now.",

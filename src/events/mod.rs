@@ -43,6 +43,7 @@ pub use sales::{Loyalty, LoyaltyRule, SaleEmail};
 
 use crate::kafka::{self, Topics};
 use crate::shutdown::sleep_unless_cancelled;
+use crate::stats::Counters;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EventsError {
@@ -112,12 +113,23 @@ pub struct RoleStats {
     /// Effects made now: e-mails queued, sales credited, events aggregated.
     pub applied: AtomicU64,
     /// Events whose effect was made before (redelivered or published twice).
+    #[serde(rename = "duplicate")]
     pub duplicates: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub batches: AtomicU64,
     /// Batches that Redis or Kafka refused, to be tried again.
+    #[serde(rename = "retried_batch")]
     pub retries: AtomicU64,
     pub consumer_lag: AtomicI64,
+}
+
+impl Counters for RoleStats {
+    const NAME: &'static str = "events";
+    const FAMILY: (&'static str, &'static str) = (
+        "herald_business_events",
+        "Sales and user events handled by herald-events, by consumer and result.",
+    );
+    const NOT_IN_FAMILY: &'static [&'static str] = &["consumer_lag"];
 }
 
 /// What applying a batch did.
@@ -331,7 +343,7 @@ pub async fn run<C: Consume>(
         let full = pending.items.len() >= config.max_batch.max(1);
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = progress.tick() => log_progress(role, &stats),
+            _ = progress.tick() => stats.log_progress(role.as_str()),
             _ = tick.tick(), if !full => {
                 if !batches.flush(&mut pending, &mut in_flight, &shutdown).await {
                     break;
@@ -371,7 +383,7 @@ pub async fn run<C: Consume>(
         batches.settle(&mut in_flight, &last_try).await;
     }
     batches.subscription.close().await;
-    log_progress(role, &stats);
+    stats.log_progress(role.as_str());
     Ok(())
 }
 
@@ -401,41 +413,16 @@ fn dead_letter(
     })
 }
 
-fn log_progress(role: Role, s: &RoleStats) {
-    tracing::info!(
-        role = role.as_str(),
-        consumed = s.consumed.load(Ordering::Relaxed),
-        applied = s.applied.load(Ordering::Relaxed),
-        duplicates = s.duplicates.load(Ordering::Relaxed),
-        dead_lettered = s.dead_lettered.load(Ordering::Relaxed),
-        "progress"
-    );
-}
-
 /// The Prometheus families of the consumers a process runs: what they handled, and each
 /// group's lag in the fleet's `herald_consumer_lag`.
 pub fn prometheus(topics: &Topics, roles: &[(Role, Arc<RoleStats>)]) -> Vec<crate::prom::Family> {
-    let mut events = crate::prom::Family::new(
-        "herald_business_events",
-        "Sales and user events handled by herald-events, by consumer and result.",
-    );
+    let mut events = crate::prom::Family::new(RoleStats::FAMILY.0, RoleStats::FAMILY.1);
     let mut lag = crate::prom::Family::new(
         "herald_consumer_lag",
         "Largest per-partition lag of the consumer group on its topic, in messages.",
     );
     for (role, stats) in roles {
-        for (result, n) in [
-            ("consumed", &stats.consumed),
-            ("applied", &stats.applied),
-            ("duplicate", &stats.duplicates),
-            ("dead_lettered", &stats.dead_lettered),
-            ("retried_batch", &stats.retries),
-        ] {
-            events.push(
-                &[("consumer", role.as_str()), ("result", result)],
-                crate::prom::Value::Counter(n.load(Ordering::Relaxed) as f64),
-            );
-        }
+        stats.add_to(&mut events, &[("consumer", role.as_str())]);
         lag.push(
             &[
                 ("group", &role.group(topics)),

@@ -23,6 +23,7 @@ use crate::http::{or_not_found, ApiError};
 use crate::model::{now_ms, CampaignId, CampaignState};
 use crate::prom::{self, Family, Value as PromValue};
 use crate::schema::{NotFound, NotReady, StoreDown};
+use crate::stats::Counters;
 
 /// Campaigns the overview (and Prometheus) shows: the most recently active.
 const RECENT_CAMPAIGNS: usize = 20;
@@ -343,25 +344,13 @@ fn fleet_families(totals: &Counts) -> Vec<Family> {
 
 fn aggregator_families(agg: &Aggregator) -> Vec<Family> {
     let s = &agg.stats;
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let mut events = Family::new(
-        "herald_metrics_events",
-        "Events this aggregator read, by what became of them.",
-    );
-    for (what, n) in [
-        ("counted", load(&s.counted)),
-        ("duplicate", load(&s.duplicates)),
-        ("already_counted", load(&s.already_counted)),
-        ("dead_lettered", load(&s.dead_lettered)),
-    ] {
-        events.push(&[("result", what)], PromValue::Counter(n as f64));
-    }
+    let events = s.family(&[]);
     vec![
         events,
         prom::counter(
             "herald_metrics_flush_errors",
             "Flushes to Redis that failed and were retried.",
-            load(&s.flush_errors),
+            s.flush_errors.load(Ordering::Relaxed),
         ),
         crate::kafka::lag_family(
             &agg.topics.metrics_group(),

@@ -25,6 +25,7 @@ pub use http::{openapi_json, router, serve};
 use crate::kafka::{self, Topics};
 use crate::model::{now_ms, LifecycleEvent};
 use crate::shutdown::sleep_unless_cancelled;
+use crate::stats::Counters;
 use crate::store::{Applied, Increments, MetricsRun, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,17 @@ pub struct AggregatorStats {
     pub flush_errors: AtomicU64,
     /// Largest per-partition lag of the group on `herald.events`, refreshed every few seconds.
     pub consumer_lag: AtomicI64,
+}
+
+impl Counters for AggregatorStats {
+    const NAME: &'static str = "aggregator";
+    const FAMILY: (&'static str, &'static str) = (
+        "herald_metrics_events",
+        "Events this aggregator read, by what became of them.",
+    );
+    // The series herald_metrics_events always had; flush errors have a metric of their own.
+    const NOT_IN_FAMILY: &'static [&'static str] =
+        &["consumed", "flushes", "flush_errors", "consumer_lag"];
 }
 
 pub struct Aggregator {
@@ -306,15 +318,7 @@ impl Aggregator {
     }
 
     fn log_progress(&self) {
-        let s = &self.stats;
-        tracing::info!(
-            consumed = s.consumed.load(Ordering::Relaxed),
-            counted = s.counted.load(Ordering::Relaxed),
-            duplicates = s.duplicates.load(Ordering::Relaxed),
-            already_counted = s.already_counted.load(Ordering::Relaxed),
-            dead_lettered = s.dead_lettered.load(Ordering::Relaxed),
-            "progress"
-        );
+        self.stats.log_progress("herald-metrics");
     }
 
     /// Samples the fleet's totals every second for the rates the dashboard shows.

@@ -20,6 +20,7 @@ use super::{signature, Endpoint, EndpointId};
 use crate::kafka::{self, Topics};
 use crate::model::{now_ms, LifecycleEvent, LifecycleKind, RequestId};
 use crate::shutdown::sleep_unless_cancelled;
+use crate::stats::Counters;
 use crate::store::{Claimed, Retry, Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -55,6 +56,14 @@ pub struct SenderStats {
     pub failed_attempts: AtomicU64,
     pub gave_up: AtomicU64,
     pub endpoints_disabled: AtomicU64,
+}
+
+impl Counters for SenderStats {
+    const NAME: &'static str = "webhooks";
+    const FAMILY: (&'static str, &'static str) = (
+        "herald_webhook_deliveries",
+        "Outgoing webhook calls by result (delivered, failed_attempts, gave_up, endpoints_disabled).",
+    );
 }
 
 pub struct Sender {
@@ -306,17 +315,11 @@ impl Sender {
     }
 
     pub fn stats_json(&self) -> serde_json::Value {
-        serde_json::json!({ "webhooks": &self.stats })
+        self.stats.json()
     }
 
     /// `/metrics`: webhook calls by result, for the events program's health address.
     pub fn prometheus(&self) -> crate::prom::Family {
-        crate::prom::counters_from(
-            "herald_webhook_deliveries",
-            "Outgoing webhook calls by result (delivered, failed_attempts, gave_up, endpoints_disabled).",
-            "result",
-            &self.stats,
-            &[],
-        )
+        self.stats.family(&[])
     }
 }

@@ -28,6 +28,7 @@ use crate::model::{
     Halt, LifecycleEvent, LifecycleKind, RequestId,
 };
 use crate::shutdown::sleep_unless_cancelled;
+use crate::stats::Counters;
 use crate::store::Store;
 
 mod program;
@@ -58,6 +59,15 @@ pub struct FanOutStats {
     /// The group's largest partition lag on the campaigns topic, from the program's lag watch.
     #[serde(skip)]
     pub consumer_lag: std::sync::atomic::AtomicI64,
+}
+
+impl Counters for FanOutStats {
+    const NAME: &'static str = "fanout";
+    const FAMILY: (&'static str, &'static str) = (
+        "herald_fanout",
+        "Campaign fan-out work by kind (paused_ms: time spent waiting on dispatch lag).",
+    );
+    const LABEL: &'static str = "what";
 }
 
 /// Why a customer got no first delivery; the DLQ record's body.
@@ -124,19 +134,13 @@ impl FanOut {
 
     /// Counters for `/stats`.
     pub fn stats_json(&self) -> serde_json::Value {
-        serde_json::json!({ "fanout": &self.stats })
+        self.stats.json()
     }
 
     /// `/metrics`: batches and deliveries by result, and the consumer lag.
     pub fn prometheus(&self) -> Vec<crate::prom::Family> {
         vec![
-            crate::prom::counters_from(
-                "herald_fanout",
-                "Campaign fan-out work by kind (paused_ms: time spent waiting on dispatch lag).",
-                "what",
-                &self.stats,
-                &[],
-            ),
+            self.stats.family(&[]),
             kafka::lag_family(
                 &self.topics.fanout_group(),
                 &self.topics.campaigns(),
