@@ -145,29 +145,13 @@ fn with_totals(mut counts: BTreeMap<String, u64>) -> BTreeMap<String, u64> {
 }
 
 impl Store {
-    pub(super) fn campaign_key(&self, id: &CampaignId) -> String {
-        format!("{}:campaign:{{{id}}}", self.ns)
-    }
-
-    pub(super) fn audience_key(&self, id: &CampaignId) -> String {
-        format!("{}:campaign:{{{id}}}:audience", self.ns)
-    }
-
-    pub(super) fn batches_key(&self, id: &CampaignId) -> String {
-        format!("{}:campaign:{{{id}}}:batches", self.ns)
-    }
-
-    pub(super) fn active_key(&self) -> String {
-        format!("{}:campaigns:active", self.ns)
-    }
-
     /// Stores a campaign and its audience, unless one with this id exists already.
     pub async fn create_campaign(
         &self,
         campaign: &Campaign,
         audience: &[CustomerId],
     ) -> Result<CampaignCreation, StoreError> {
-        let key = self.campaign_key(&campaign.id);
+        let key = self.keys.campaign_key(&campaign.id);
         let def = serde_json::to_string(campaign).map_err(|e| StoreError::Corrupt {
             key: key.clone(),
             what: e.to_string(),
@@ -199,7 +183,7 @@ impl Store {
             }
         }
         // New, or half-stored by a creator that crashed: the audience from the start.
-        let audience_key = self.audience_key(&campaign.id);
+        let audience_key = self.keys.audience_key(&campaign.id);
         self.query_pipe::<()>(redis::pipe().del(&audience_key).ignore())
             .await?;
         for chunk in audience.chunks(10_000) {
@@ -219,7 +203,7 @@ impl Store {
             .filter(|at| *at > crate::model::now_ms());
         let mut listed = redis::pipe();
         listed
-            .sadd(self.active_key(), campaign.id.as_str())
+            .sadd(self.keys.active_key(), campaign.id.as_str())
             .ignore();
         if let Some(at) = scheduled {
             self.schedule_in(&mut listed, &campaign.id, at);
@@ -264,7 +248,7 @@ impl Store {
     }
 
     pub async fn campaign(&self, id: &CampaignId) -> Result<Option<Campaign>, StoreError> {
-        let key = self.campaign_key(id);
+        let key = self.keys.campaign_key(id);
         let (mut c, generation) = self.connection();
         let def: Option<String> = self.bounded(generation, c.hget(&key, "def")).await?;
         def.map(|d| {
@@ -284,7 +268,7 @@ impl Store {
         id: &CampaignId,
     ) -> Result<BTreeMap<String, u64>, StoreError> {
         let mut pipe = redis::pipe();
-        pipe.hgetall(self.campaign_key(id));
+        pipe.hgetall(self.keys.campaign_key(id));
         for key in self.shard_count_keys(id).await? {
             pipe.hgetall(key);
         }
@@ -313,7 +297,7 @@ impl Store {
             .bounded(
                 generation,
                 c.lrange(
-                    self.audience_key(id),
+                    self.keys.audience_key(id),
                     start,
                     start + BATCH_SIZE as isize - 1,
                 ),
@@ -325,7 +309,10 @@ impl Store {
     pub async fn is_batch_done(&self, id: &CampaignId, batch: u32) -> Result<bool, StoreError> {
         let (mut c, generation) = self.connection();
         let bit: u8 = self
-            .bounded(generation, c.getbit(self.batches_key(id), batch as usize))
+            .bounded(
+                generation,
+                c.getbit(self.keys.batches_key(id), batch as usize),
+            )
             .await?;
         Ok(bit == 1)
     }
@@ -339,8 +326,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.eval_flag(
             BATCH_DONE
-                .key(self.campaign_key(id))
-                .key(self.batches_key(id))
+                .key(self.keys.campaign_key(id))
+                .key(self.keys.batches_key(id))
                 .arg(batch)
                 .arg(size)
                 .arg(self.retention.report.as_secs()),
@@ -351,7 +338,7 @@ impl Store {
     pub async fn active_campaigns(&self) -> Result<Vec<CampaignId>, StoreError> {
         let (mut c, generation) = self.connection();
         let ids: Vec<String> = self
-            .bounded(generation, c.smembers(self.active_key()))
+            .bounded(generation, c.smembers(self.keys.active_key()))
             .await?;
         Ok(ids.iter().filter_map(|s| CampaignId::parse(s)).collect())
     }
@@ -366,9 +353,9 @@ impl Store {
             .sum::<u64>();
         let shards = self.shards(id).await?;
         let mut sizes = redis::pipe();
-        sizes.exists(self.campaign_key(id));
+        sizes.exists(self.keys.campaign_key(id));
         for shard in &shards {
-            sizes.zcard(self.pending_key_in(shard));
+            sizes.zcard(self.keys.pending_key_in(shard));
         }
         let sizes: Vec<u64> = self.query_pipe(&sizes).await?;
         let (exists, pending) = (sizes[0] == 1, sizes[1..].iter().sum::<u64>());
@@ -380,14 +367,15 @@ impl Store {
             // Finished: the working sets go after the working retention, the report stays.
             let working = self.retention.working.as_secs() as i64;
             let mut pipe = redis::pipe();
-            pipe.srem(self.active_key(), id.as_str())
+            pipe.srem(self.keys.active_key(), id.as_str())
                 .ignore()
-                .expire(self.audience_key(id), working)
+                .expire(self.keys.audience_key(id), working)
                 .ignore()
-                .expire(self.batches_key(id), working)
+                .expire(self.keys.batches_key(id), working)
                 .ignore();
             for shard in &shards {
-                pipe.expire(self.pending_key_in(shard), working).ignore();
+                pipe.expire(self.keys.pending_key_in(shard), working)
+                    .ignore();
             }
             self.query_pipe::<()>(&pipe).await?;
             return Ok(true);

@@ -41,10 +41,6 @@ pub struct CapAsk<'a> {
 }
 
 impl Store {
-    fn cap_key(&self, customer: &CustomerId, counter: &Counter) -> String {
-        format!("{}:cap:{{{customer}}}:{}", self.ns, counter.suffix())
-    }
-
     /// Counts `campaign` against each customer's `counters` unless a limit is reached:
     /// one answer per ask (see `TAKE_CAP`), all in one round trip per thousand.
     pub async fn take_caps(
@@ -61,7 +57,7 @@ impl Store {
             for ask in chunk {
                 let mut call = TAKE_CAP.prepare_invoke();
                 for (counter, _) in counters {
-                    call.key(self.cap_key(ask.customer, counter));
+                    call.key(self.keys.cap_key(ask.customer, counter));
                 }
                 call.arg(campaign.as_str()).arg(now_ms).arg(KEPT_MS);
                 for (_, l) in counters {

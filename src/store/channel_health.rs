@@ -14,10 +14,6 @@ use super::{Store, StoreError};
 use crate::model::Channel;
 
 impl Store {
-    pub(super) fn health_key(&self, channel: Channel) -> String {
-        format!("{}:health:{channel}", self.ns)
-    }
-
     /// Dispatchers announce an open provider circuit; rules then try that channel last.
     pub async fn set_unhealthy(
         &self,
@@ -29,17 +25,13 @@ impl Store {
             .bounded(
                 generation,
                 c.pset_ex(
-                    self.health_key(channel),
+                    self.keys.health_key(channel),
                     "open",
                     for_how_long.as_millis() as u64,
                 ),
             )
             .await?;
         Ok(())
-    }
-
-    fn provider_reports_key(&self) -> String {
-        format!("{}:providers", self.ns)
     }
 
     /// One dispatcher's figures for its providers: `(field, JSON)` with the field
@@ -49,7 +41,7 @@ impl Store {
             return Ok(());
         }
         let mut pipe = redis::pipe();
-        pipe.hset_multiple(self.provider_reports_key(), reports)
+        pipe.hset_multiple(self.keys.provider_reports_key(), reports)
             .ignore();
         self.query_pipe(&pipe).await
     }
@@ -57,7 +49,7 @@ impl Store {
     /// Every dispatcher's last report, older than an hour dropped.
     pub async fn provider_reports(&self) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
         let mut pipe = redis::pipe();
-        pipe.hgetall(self.provider_reports_key());
+        pipe.hgetall(self.keys.provider_reports_key());
         let (all,): (Vec<(String, String)>,) = self.query_pipe(&pipe).await?;
         let now = crate::model::now_ms();
         let mut fresh = Vec::new();
@@ -73,7 +65,7 @@ impl Store {
         }
         if !stale.is_empty() {
             let mut pipe = redis::pipe();
-            pipe.hdel(self.provider_reports_key(), stale).ignore();
+            pipe.hdel(self.keys.provider_reports_key(), stale).ignore();
             self.query_pipe::<()>(&pipe).await?;
         }
         Ok(fresh)
@@ -82,7 +74,7 @@ impl Store {
     pub async fn unhealthy_channels(&self) -> Result<Vec<Channel>, StoreError> {
         let mut pipe = redis::pipe();
         for ch in Channel::ALL {
-            pipe.exists(self.health_key(ch));
+            pipe.exists(self.keys.health_key(ch));
         }
         let open: Vec<bool> = self.query_pipe(&pipe).await?;
         Ok(Channel::ALL

@@ -13,7 +13,6 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
-use super::suppression::normalise;
 use super::{Store, StoreError};
 use crate::model::{now_ms, rfc3339, Channel, CustomerId};
 
@@ -64,14 +63,6 @@ pub struct ConsentPage {
 }
 
 impl Store {
-    fn consent_key(&self, customer: &CustomerId) -> String {
-        format!("{}:consent:{{{customer}}}", self.ns)
-    }
-
-    fn address_consent_key(&self, channel: Channel, address: &str) -> String {
-        format!("{}:consent:addr:{channel}:{}", self.ns, normalise(address))
-    }
-
     /// Appends each list's changes, all in one round trip.
     async fn append(&self, lists: &[(String, &[ConsentChange])]) -> Result<(), StoreError> {
         if lists.iter().all(|(_, c)| c.is_empty()) {
@@ -101,7 +92,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let lists: Vec<(String, &[ConsentChange])> = changes
             .iter()
-            .map(|(customer, c)| (self.consent_key(customer), c.as_slice()))
+            .map(|(customer, c)| (self.keys.consent_key(customer), c.as_slice()))
             .collect();
         self.append(&lists).await
     }
@@ -113,7 +104,7 @@ impl Store {
         address: &str,
         change: ConsentChange,
     ) -> Result<(), StoreError> {
-        let key = self.address_consent_key(channel, address);
+        let key = self.keys.address_consent_key(channel, address);
         self.append(&[(key, std::slice::from_ref(&change))]).await
     }
 
@@ -125,10 +116,10 @@ impl Store {
         offset: usize,
         limit: usize,
     ) -> Result<ConsentPage, StoreError> {
-        let mut keys = vec![self.consent_key(customer)];
+        let mut keys = vec![self.keys.consent_key(customer)];
         if let Some(profile) = self.customer(customer).await? {
             for (channel, address) in &profile.contacts {
-                keys.push(self.address_consent_key(*channel, address));
+                keys.push(self.keys.address_consent_key(*channel, address));
             }
         }
         let mut changes: Vec<ConsentChange> = Vec::new();
@@ -157,7 +148,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::store::suppression::normalise;
 
     #[test]
     fn an_address_is_logged_under_the_key_its_suppression_uses() {

@@ -24,19 +24,6 @@ pub(super) fn decode_profile(id: &CustomerId, json: &str) -> Option<Customer> {
 }
 
 impl Store {
-    pub(super) fn customer_key(&self, id: &CustomerId) -> String {
-        format!("{}:customer:{id}", self.ns)
-    }
-
-    /// Every attribute name some profile has had: what a campaign template may mention.
-    fn attribute_names_key(&self) -> String {
-        format!("{}:customers:attributes", self.ns)
-    }
-
-    pub(super) fn geo_key(&self) -> String {
-        format!("{}:geo:customers", self.ns)
-    }
-
     /// Stores (or replaces) a customer; its location also goes into the GEO set.
     pub async fn put_customers(
         &self,
@@ -45,13 +32,13 @@ impl Store {
         let mut pipe = redis::pipe();
         for (id, c) in customers {
             let json = serde_json::to_string(c).map_err(|e| StoreError::Corrupt {
-                key: self.customer_key(id),
+                key: self.keys.customer_key(id),
                 what: e.to_string(),
             })?;
-            pipe.set(self.customer_key(id), json).ignore();
+            pipe.set(self.keys.customer_key(id), json).ignore();
             if !c.attributes.is_empty() {
                 pipe.sadd(
-                    self.attribute_names_key(),
+                    self.keys.attribute_names_key(),
                     c.attributes.keys().collect::<Vec<_>>(),
                 )
                 .ignore();
@@ -59,12 +46,12 @@ impl Store {
             match c.location {
                 Some(loc) => pipe
                     .cmd("GEOADD")
-                    .arg(self.geo_key())
+                    .arg(self.keys.geo_key())
                     .arg(loc.lon)
                     .arg(loc.lat)
                     .arg(id.as_str())
                     .ignore(),
-                None => pipe.zrem(self.geo_key(), id.as_str()).ignore(),
+                None => pipe.zrem(self.keys.geo_key(), id.as_str()).ignore(),
             };
         }
         self.query_pipe::<()>(&pipe).await
@@ -79,7 +66,7 @@ impl Store {
         channel: Channel,
         address: &str,
     ) -> Result<bool, StoreError> {
-        let key = self.customer_key(id);
+        let key = self.keys.customer_key(id);
         let corrupt = |e: serde_json::Error| StoreError::Corrupt {
             key: key.clone(),
             what: e.to_string(),
@@ -107,7 +94,7 @@ impl Store {
     /// template naming one renders it empty for a customer without it).
     pub async fn attribute_names(&self) -> Result<BTreeSet<String>, StoreError> {
         let mut pipe = redis::pipe();
-        pipe.smembers(self.attribute_names_key());
+        pipe.smembers(self.keys.attribute_names_key());
         let (names,): (BTreeSet<String>,) = self.query_pipe(&pipe).await?;
         Ok(names)
     }
@@ -124,7 +111,7 @@ impl Store {
     pub async fn customers(&self, ids: &[CustomerId]) -> Result<Vec<Option<Customer>>, StoreError> {
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.get(self.customer_key(id));
+            pipe.get(self.keys.customer_key(id));
         }
         let raw: Vec<Option<String>> = self.query_pipe(&pipe).await?;
         Ok(raw

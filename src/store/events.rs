@@ -131,14 +131,6 @@ impl Confirmation {
 }
 
 impl Store {
-    fn activity_key(&self, user: &CustomerId) -> String {
-        format!("{}:activity:{{{}}}", self.ns, user)
-    }
-
-    fn loyalty_key(&self, member: &MemberId) -> String {
-        format!("{}:loyalty:{{{}}}", self.ns, member)
-    }
-
     /// Applies each user event unless its id was applied before; `true` for those applied now.
     pub async fn apply_activity(
         &self,
@@ -152,7 +144,7 @@ impl Store {
         let ttl = dedup_window.as_secs().max(1);
         let mut pipe = redis::pipe();
         for a in batch {
-            let key = self.activity_key(&a.user_id);
+            let key = self.keys.activity_key(&a.user_id);
             pipe.invoke_script(
                 script
                     .key(&key)
@@ -183,7 +175,7 @@ impl Store {
     ) -> Result<Vec<Option<ActivitySummary>>, StoreError> {
         let mut pipe = redis::pipe();
         for user in users {
-            pipe.hgetall(self.activity_key(user));
+            pipe.hgetall(self.keys.activity_key(user));
         }
         let all: Vec<BTreeMap<String, String>> = self.query_pipe(&pipe).await?;
         Ok(all
@@ -207,7 +199,7 @@ impl Store {
         let ttl = dedup_window.as_secs().max(1);
         let mut pipe = redis::pipe();
         for credit in credits {
-            let key = self.loyalty_key(&credit.member);
+            let key = self.keys.loyalty_key(&credit.member);
             let line = serde_json::to_string(&CreditLine {
                 sale_id: credit.sale.to_string(),
                 points: credit.points,
@@ -233,7 +225,7 @@ impl Store {
     }
 
     pub async fn loyalty(&self, member: &MemberId) -> Result<Option<LoyaltyAccount>, StoreError> {
-        let key = self.loyalty_key(member);
+        let key = self.keys.loyalty_key(member);
         let mut pipe = redis::pipe();
         pipe.hgetall(&key).lrange(format!("{key}:recent"), 0, 19);
         let (fields, recent): (BTreeMap<String, String>, Vec<String>) =

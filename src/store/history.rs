@@ -155,14 +155,6 @@ return 1
 );
 
 impl Store {
-    fn history_key(&self, customer: &CustomerId) -> String {
-        format!("{}:history:{{{customer}}}", self.ns)
-    }
-
-    fn message_key(&self, customer: &CustomerId, campaign: &CampaignId) -> String {
-        format!("{}:m:{campaign}", self.history_key(customer))
-    }
-
     /// Records history events, each at most once however often it is given.
     pub async fn record_history(
         &self,
@@ -177,8 +169,8 @@ impl Store {
         for item in items {
             pipe.invoke_script(
                 script
-                    .key(self.history_key(&item.customer))
-                    .key(self.message_key(&item.customer, &item.campaign))
+                    .key(self.keys.history_key(&item.customer))
+                    .key(self.keys.message_key(&item.customer, &item.campaign))
                     .arg(item.campaign.as_str())
                     .arg(&item.event_id)
                     .arg(&item.stored)
@@ -198,7 +190,7 @@ impl Store {
         customer: &CustomerId,
         campaign: &CampaignId,
     ) -> Result<Option<MessageHistory>, StoreError> {
-        let key = self.history_key(customer);
+        let key = self.keys.history_key(customer);
         let (mut c, generation) = self.connection();
         let started: Option<f64> = self
             .bounded(generation, c.zscore(&key, campaign.as_str()))
@@ -207,7 +199,7 @@ impl Store {
             return Ok(None);
         };
         let mut pipe = redis::pipe();
-        pipe.hgetall(self.message_key(customer, campaign));
+        pipe.hgetall(self.keys.message_key(customer, campaign));
         let mut events: Vec<BTreeMap<String, String>> = self.query_pipe(&pipe).await?;
         Ok(Some(message_of(
             campaign.clone(),
@@ -224,7 +216,7 @@ impl Store {
         before: Option<u64>,
         limit: usize,
     ) -> Result<HistoryPage, StoreError> {
-        let key = self.history_key(customer);
+        let key = self.keys.history_key(customer);
         let max = before.map_or("+inf".to_string(), |b| format!("({b}"));
         let (mut c, generation) = self.connection();
         let ids: Vec<(String, f64)> = self
@@ -241,7 +233,7 @@ impl Store {
             .collect();
         let mut pipe = redis::pipe();
         for (id, _) in &ids {
-            pipe.hgetall(self.message_key(customer, id));
+            pipe.hgetall(self.keys.message_key(customer, id));
         }
         let all: Vec<BTreeMap<String, String>> = if ids.is_empty() {
             Vec::new()

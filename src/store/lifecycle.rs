@@ -141,14 +141,6 @@ fn halt_of(state: CampaignState) -> Option<&'static str> {
 }
 
 impl Store {
-    fn parked_key(&self, id: &CampaignId) -> String {
-        format!("{}:campaign:{{{id}}}:parked", self.ns)
-    }
-
-    pub(super) fn scheduled_key(&self) -> String {
-        format!("{}:campaigns:scheduled", self.ns)
-    }
-
     /// The campaign's state; `None` for an unknown campaign.
     pub async fn campaign_state(
         &self,
@@ -158,7 +150,7 @@ impl Store {
         let (ready, state): (Option<String>, Option<String>) = self
             .bounded(
                 generation,
-                c.hget(self.campaign_key(id), &["ready", "state"]),
+                c.hget(self.keys.campaign_key(id), &["ready", "state"]),
             )
             .await?;
         Ok(ready.map(|_| CampaignState::from_record(state.as_deref())))
@@ -181,7 +173,7 @@ impl Store {
             let answer: String = self
                 .eval(
                     SET_STATE
-                        .key(self.campaign_key(id))
+                        .key(self.keys.campaign_key(id))
                         .arg(from.as_str())
                         .arg(to.as_str()),
                 )
@@ -209,7 +201,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
         for shard in self.shards(id).await? {
-            let key = self.counts_key(&shard);
+            let key = self.keys.counts_key(&shard);
             match halt_of(state) {
                 Some(halt) => pipe.hset(&key, "halt", halt).ignore(),
                 None => pipe.hdel(&key, "halt").ignore(),
@@ -223,7 +215,8 @@ impl Store {
     pub(super) async fn set_expiry(&self, id: &CampaignId, at_ms: u64) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
         for shard in self.shards(id).await? {
-            pipe.hset(self.counts_key(&shard), "exp", at_ms).ignore();
+            pipe.hset(self.keys.counts_key(&shard), "exp", at_ms)
+                .ignore();
         }
         self.query_pipe::<()>(&pipe).await
     }
@@ -233,8 +226,8 @@ impl Store {
     pub async fn park_batch(&self, id: &CampaignId, batch: u32) -> Result<bool, StoreError> {
         self.eval_flag(
             PARK_BATCH
-                .key(self.campaign_key(id))
-                .key(self.parked_key(id))
+                .key(self.keys.campaign_key(id))
+                .key(self.keys.parked_key(id))
                 .arg(batch),
         )
         .await
@@ -244,7 +237,7 @@ impl Store {
     pub async fn parked_batches(&self, id: &CampaignId) -> Result<Vec<u32>, StoreError> {
         let (mut c, generation) = self.connection();
         let raw: Vec<String> = self
-            .bounded(generation, c.smembers(self.parked_key(id)))
+            .bounded(generation, c.smembers(self.keys.parked_key(id)))
             .await?;
         Ok(raw.iter().filter_map(|b| b.parse().ok()).collect())
     }
@@ -255,13 +248,14 @@ impl Store {
             return Ok(());
         }
         let (mut c, generation) = self.connection();
-        self.bounded(generation, c.srem(self.parked_key(id), batches))
+        self.bounded(generation, c.srem(self.keys.parked_key(id), batches))
             .await
     }
 
     /// Lists a campaign to be started at `at_ms` by whichever `herald-retry` comes first.
     pub(super) fn schedule_in(&self, pipe: &mut redis::Pipeline, id: &CampaignId, at_ms: u64) {
-        pipe.zadd(self.scheduled_key(), id.as_str(), at_ms).ignore();
+        pipe.zadd(self.keys.scheduled_key(), id.as_str(), at_ms)
+            .ignore();
     }
 
     /// Up to `limit` scheduled campaigns whose time has come, each claimed by this call for
@@ -274,7 +268,7 @@ impl Store {
         let due: Vec<String> = self
             .eval(
                 CLAIM_DUE_STARTS
-                    .key(self.scheduled_key())
+                    .key(self.keys.scheduled_key())
                     .arg(limit)
                     .arg(lease.as_millis() as u64),
             )
@@ -288,7 +282,7 @@ impl Store {
         let started: String = self
             .eval(
                 SET_STATE
-                    .key(self.campaign_key(id))
+                    .key(self.keys.campaign_key(id))
                     .arg(CampaignState::Scheduled.as_str())
                     .arg(CampaignState::Running.as_str()),
             )
@@ -299,7 +293,7 @@ impl Store {
 
     pub async fn unschedule(&self, id: &CampaignId) -> Result<(), StoreError> {
         let (mut c, generation) = self.connection();
-        self.bounded(generation, c.zrem(self.scheduled_key(), id.as_str()))
+        self.bounded(generation, c.zrem(self.keys.scheduled_key(), id.as_str()))
             .await
     }
 
@@ -354,7 +348,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let mut cancelled = 0;
         for shard in self.shards(campaign).await? {
-            let key = self.pending_key_in(&shard);
+            let key = self.keys.pending_key_in(&shard);
             let mut cursor: u64 = 0;
             loop {
                 let (mut c, generation) = self.connection();

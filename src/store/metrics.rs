@@ -72,15 +72,8 @@ return -2
 );
 
 impl Store {
-    /// Every metrics key shares the hash tag `{metrics}`: one script applies a run to the
-    /// totals and to each campaign's counters, so on a cluster they live in one slot. The
-    /// metrics writer is one consumer group's few calls a second; one node carries it.
-    fn metrics_key(&self, what: &str) -> String {
-        format!("{}:{{metrics}}:{what}", self.ns)
-    }
-
     fn metrics_campaign_prefix(&self) -> String {
-        self.metrics_key("campaign:")
+        self.keys.metrics_key("campaign:")
     }
 
     /// Counts runs of several partitions in one round trip, each unless (part of) it was
@@ -93,10 +86,10 @@ impl Store {
         let script = &*APPLY;
         let mut pipe = redis::pipe();
         for run in runs {
-            let mut invocation = script.key(self.metrics_key("offsets"));
+            let mut invocation = script.key(self.keys.metrics_key("offsets"));
             invocation
-                .key(self.metrics_key("totals"))
-                .key(self.metrics_key("campaigns"))
+                .key(self.keys.metrics_key("totals"))
+                .key(self.keys.metrics_key("campaigns"))
                 .arg(&run.partition)
                 .arg(run.first)
                 .arg(run.next)
@@ -126,7 +119,7 @@ impl Store {
 
     /// Every counter of the fleet (see the module docs for the fields).
     pub async fn metrics_totals(&self) -> Result<BTreeMap<String, u64>, StoreError> {
-        self.numeric_hash(self.metrics_key("totals")).await
+        self.numeric_hash(self.keys.metrics_key("totals")).await
     }
 
     /// One campaign's counters; empty when it has none.
@@ -147,7 +140,7 @@ impl Store {
         let ids: Vec<String> = self
             .bounded(
                 generation,
-                c.zrevrange(self.metrics_key("campaigns"), 0, limit as isize - 1),
+                c.zrevrange(self.keys.metrics_key("campaigns"), 0, limit as isize - 1),
             )
             .await?;
         Ok(ids.iter().filter_map(|id| CampaignId::parse(id)).collect())

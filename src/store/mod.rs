@@ -45,6 +45,7 @@ pub struct Store {
     conn: Arc<RwLock<Connection>>,
     reconnecting: Arc<tokio::sync::Mutex<()>>,
     ns: String,
+    keys: keys::KeyNames,
     campaign_shards: u16,
     shard_counts: shards::ShardCounts,
     request_ttl: Duration,
@@ -142,6 +143,7 @@ mod customers;
 mod events;
 mod first_attempt;
 mod history;
+mod keys;
 mod lifecycle;
 mod link;
 mod metrics;
@@ -197,6 +199,7 @@ impl Store {
             })),
             reconnecting: Arc::new(tokio::sync::Mutex::new(())),
             ns: namespace.to_string(),
+            keys: keys::KeyNames::new(namespace),
             campaign_shards: if target.is_cluster() {
                 DEFAULT_CLUSTER_SHARDS
             } else {

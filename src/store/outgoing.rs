@@ -127,42 +127,16 @@ return #ids
 "#,
 );
 
-/// The keys of one endpoint's queue.
-struct Keys {
-    body: String,
-    due: String,
-    log: String,
-    tries: String,
-    first: String,
-    state: String,
-}
-
 impl Store {
-    fn endpoints_key(&self) -> String {
-        format!("{}:webhook-endpoints", self.ns)
-    }
-
-    fn outgoing_keys(&self, ep: &EndpointId) -> Keys {
-        let base = format!("{}:wh:{{{ep}}}", self.ns);
-        Keys {
-            body: format!("{base}:body"),
-            due: format!("{base}:due"),
-            log: format!("{base}:log"),
-            tries: format!("{base}:tries"),
-            first: format!("{base}:first"),
-            state: format!("{base}:state"),
-        }
-    }
-
     pub async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
         let json = serde_json::to_string(endpoint).map_err(|e| StoreError::Corrupt {
-            key: self.endpoints_key(),
+            key: self.keys.endpoints_key(),
             what: e.to_string(),
         })?;
         let (mut c, generation) = self.connection();
         self.bounded(
             generation,
-            c.hset(self.endpoints_key(), endpoint.id.as_str(), json),
+            c.hset(self.keys.endpoints_key(), endpoint.id.as_str(), json),
         )
         .await
     }
@@ -171,7 +145,7 @@ impl Store {
     pub async fn endpoints(&self) -> Result<Vec<Endpoint>, StoreError> {
         let (mut c, generation) = self.connection();
         let all: BTreeMap<String, String> = self
-            .bounded(generation, c.hgetall(self.endpoints_key()))
+            .bounded(generation, c.hgetall(self.keys.endpoints_key()))
             .await?;
         Ok(all
             .values()
@@ -182,16 +156,16 @@ impl Store {
     pub async fn endpoint(&self, id: &EndpointId) -> Result<Option<Endpoint>, StoreError> {
         let (mut c, generation) = self.connection();
         let raw: Option<String> = self
-            .bounded(generation, c.hget(self.endpoints_key(), id.as_str()))
+            .bounded(generation, c.hget(self.keys.endpoints_key(), id.as_str()))
             .await?;
         Ok(raw.and_then(|v| serde_json::from_str(&v).ok()))
     }
 
     /// Removes an endpoint and its queue; `false` if there was none.
     pub async fn delete_endpoint(&self, id: &EndpointId) -> Result<bool, StoreError> {
-        let k = self.outgoing_keys(id);
+        let k = self.keys.outgoing_keys(id);
         let mut pipe = redis::pipe();
-        pipe.hdel(self.endpoints_key(), id.as_str());
+        pipe.hdel(self.keys.endpoints_key(), id.as_str());
         for key in [&k.body, &k.due, &k.log, &k.tries, &k.first, &k.state] {
             pipe.del(key).ignore();
         }
@@ -208,7 +182,7 @@ impl Store {
         let script = &*ENQUEUE;
         let mut pipe = redis::pipe();
         for item in items {
-            let k = self.outgoing_keys(&item.endpoint);
+            let k = self.keys.outgoing_keys(&item.endpoint);
             pipe.invoke_script(
                 script
                     .key(&k.body)
@@ -230,7 +204,7 @@ impl Store {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let k = self.outgoing_keys(ep);
+        let k = self.keys.outgoing_keys(ep);
         let ids: Vec<String> = self
             .eval(CLAIM.key(&k.due).arg(limit).arg(lease.as_millis() as u64))
             .await?;
@@ -263,7 +237,7 @@ impl Store {
     }
 
     pub async fn outgoing_delivered(&self, ep: &EndpointId, id: &str) -> Result<(), StoreError> {
-        let k = self.outgoing_keys(ep);
+        let k = self.keys.outgoing_keys(ep);
         let _: i64 = self
             .eval(
                 DELIVERED
@@ -284,7 +258,7 @@ impl Store {
         backoff: Duration,
         retry_period: Duration,
     ) -> Result<Retry, StoreError> {
-        let k = self.outgoing_keys(ep);
+        let k = self.keys.outgoing_keys(ep);
         let at: i64 = self
             .eval(
                 FAILED
@@ -310,7 +284,7 @@ impl Store {
         &self,
         ep: &EndpointId,
     ) -> Result<BTreeMap<String, u64>, StoreError> {
-        let k = self.outgoing_keys(ep);
+        let k = self.keys.outgoing_keys(ep);
         let mut pipe = redis::pipe();
         pipe.hgetall(&k.state).zcard(&k.due);
         let (state, queued): (BTreeMap<String, u64>, u64) = self.query_pipe(&pipe).await?;
@@ -321,7 +295,7 @@ impl Store {
 
     /// Every kept message of an endpoint since `since_ms` is due again; how many.
     pub async fn replay_outgoing(&self, ep: &EndpointId, since_ms: u64) -> Result<u64, StoreError> {
-        let k = self.outgoing_keys(ep);
+        let k = self.keys.outgoing_keys(ep);
         let (mut skip, mut queued) = (0u64, 0u64);
         loop {
             let (seen, n): (u64, u64) = self
@@ -352,7 +326,7 @@ impl Store {
         ep: &EndpointId,
         older_than_ms: u64,
     ) -> Result<u64, StoreError> {
-        let k = self.outgoing_keys(ep);
+        let k = self.keys.outgoing_keys(ep);
         self.eval(
             PRUNE
                 .key(&k.log)

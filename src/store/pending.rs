@@ -272,12 +272,12 @@ impl Store {
             let claimed: Vec<String> = self
                 .eval(
                     CLAIM_OVERDUE
-                        .key(self.pending_key_in(&shard))
-                        .key(self.counts_key(&shard))
+                        .key(self.keys.pending_key_in(&shard))
+                        .key(self.keys.counts_key(&shard))
                         .arg(left)
                         .arg(lease.as_millis() as u64)
                         .arg(token)
-                        .arg(self.slot_prefix_in(&shard))
+                        .arg(self.keys.slot_prefix_in(&shard))
                         .arg(republish.first.as_millis() as u64)
                         .arg(republish.longest.as_millis() as u64),
                 )

@@ -33,12 +33,8 @@ fn encode(p: &Preferences) -> String {
 }
 
 impl Store {
-    fn preferences_key(&self, id: &CustomerId) -> String {
-        format!("{}:prefs:{id}", self.ns)
-    }
-
     pub async fn preferences(&self, id: &CustomerId) -> Result<Preferences, StoreError> {
-        let key = self.preferences_key(id);
+        let key = self.keys.preferences_key(id);
         let mut pipe = redis::pipe();
         pipe.get(&key);
         let (raw,): (Option<String>,) = self.query_pipe(&pipe).await?;
@@ -52,7 +48,7 @@ impl Store {
         id: &CustomerId,
         change: impl Fn(&mut Preferences),
     ) -> Result<(Preferences, Preferences), StoreError> {
-        let key = self.preferences_key(id);
+        let key = self.keys.preferences_key(id);
         for _ in 0..10 {
             let mut pipe = redis::pipe();
             pipe.get(&key);
@@ -84,8 +80,8 @@ impl Store {
     ) -> Result<Vec<Option<Customer>>, StoreError> {
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.get(self.customer_key(id))
-                .get(self.preferences_key(id));
+            pipe.get(self.keys.customer_key(id))
+                .get(self.keys.preferences_key(id));
         }
         let raw: Vec<Option<String>> = self.query_pipe(&pipe).await?;
         let mut profiles = Vec::with_capacity(ids.len());
@@ -96,7 +92,7 @@ impl Store {
             if let (Some(p), Some(prefs)) =
                 (profile.as_mut(), pair.get(1).and_then(|r| r.as_deref()))
             {
-                let prefs = decode(&self.preferences_key(id), Some(prefs)).unwrap_or_else(|e| {
+                let prefs = decode(&self.keys.preferences_key(id), Some(prefs)).unwrap_or_else(|e| {
                     // Unreadable choices: the safe reading is that the customer refused.
                     tracing::warn!(customer = %id, error = %e, "unreadable preferences; no promotion");
                     Preferences { promotions: false, ..Preferences::everything() }

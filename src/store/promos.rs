@@ -171,17 +171,8 @@ pub struct PromoRecord {
 }
 
 impl Store {
-    fn promo_key(&self, id: &PromoId) -> String {
-        format!("{}:promo:{{{id}}}", self.ns)
-    }
-    fn promos_key(&self) -> String {
-        format!("{}:promos", self.ns)
-    }
-    fn pending_promos_key(&self) -> String {
-        format!("{}:promos:pending", self.ns)
-    }
     fn promo_keys(&self, id: &PromoId) -> [String; 3] {
-        let k = self.promo_key(id);
+        let k = self.keys.promo_key(id);
         [k.clone(), format!("{k}:holds"), format!("{k}:buyers")]
     }
 
@@ -198,16 +189,16 @@ impl Store {
         let existing: Option<String> = self
             .eval(
                 CREATE
-                    .key(self.promo_key(id))
+                    .key(self.keys.promo_key(id))
                     .arg(json)
                     .arg(units)
                     .arg(ends_ms + self.retention.report.as_millis() as u64),
             )
             .await?;
         let mut pipe = redis::pipe();
-        pipe.zadd(self.promos_key(), id.as_str(), ends_ms)
+        pipe.zadd(self.keys.promos_key(), id.as_str(), ends_ms)
             .ignore()
-            .zadd(self.pending_promos_key(), id.as_str(), starts_ms)
+            .zadd(self.keys.pending_promos_key(), id.as_str(), starts_ms)
             .ignore();
         self.query_pipe::<()>(&pipe).await?;
         Ok(existing)
@@ -219,7 +210,7 @@ impl Store {
         let ids: Vec<String> = self
             .bounded(
                 generation,
-                c.zrangebyscore_limit(self.promos_key(), now_ms + 1, "+inf", 0, 1000),
+                c.zrangebyscore_limit(self.keys.promos_key(), now_ms + 1, "+inf", 0, 1000),
             )
             .await?;
         Ok(ids.iter().filter_map(|i| PromoId::parse(i)).collect())
@@ -231,7 +222,7 @@ impl Store {
         let ids: Vec<String> = self
             .bounded(
                 generation,
-                c.zrangebyscore_limit(self.pending_promos_key(), "-inf", now_ms, 0, 100),
+                c.zrangebyscore_limit(self.keys.pending_promos_key(), "-inf", now_ms, 0, 100),
             )
             .await?;
         Ok(ids.iter().filter_map(|i| PromoId::parse(i)).collect())
@@ -267,7 +258,7 @@ impl Store {
             PromoTask::Activation => "activating",
             PromoTask::OutboxDrain => "outbox-lock",
         };
-        let key = format!("{}:{suffix}", self.promo_key(id));
+        let key = self.keys.promo_part(id, suffix);
         self.take_lease(&key, owner, lease).await
     }
 
@@ -279,7 +270,7 @@ impl Store {
         owner: &str,
         fields: &[(&str, String)],
     ) -> Result<bool, StoreError> {
-        let key = self.promo_key(id);
+        let key = self.keys.promo_key(id);
         let mut call = FINISH_ACTIVATION.key(&key);
         call.key(format!("{key}:activating")).arg(owner);
         for (field, value) in fields {
@@ -296,7 +287,10 @@ impl Store {
     pub async fn unschedule_promo(&self, id: &PromoId) -> Result<(), StoreError> {
         let (mut c, generation) = self.connection();
         let _: i64 = self
-            .bounded(generation, c.zrem(self.pending_promos_key(), id.as_str()))
+            .bounded(
+                generation,
+                c.zrem(self.keys.pending_promos_key(), id.as_str()),
+            )
             .await?;
         Ok(())
     }
@@ -305,13 +299,9 @@ impl Store {
     pub async fn promos_with_outbox(&self) -> Result<Vec<PromoId>, StoreError> {
         let (mut c, generation) = self.connection();
         let ids: Vec<String> = self
-            .bounded(generation, c.smembers(self.outboxes_key()))
+            .bounded(generation, c.smembers(self.keys.outboxes_key()))
             .await?;
         Ok(ids.iter().filter_map(|i| PromoId::parse(i)).collect())
-    }
-
-    fn outboxes_key(&self) -> String {
-        format!("{}:promos:outboxes", self.ns)
     }
 
     /// Customers within `radius_m` metres of a point (Redis GEO).
@@ -326,7 +316,7 @@ impl Store {
             .bounded(
                 generation,
                 redis::cmd("GEOSEARCH")
-                    .arg(self.geo_key())
+                    .arg(self.keys.geo_key())
                     .arg("FROMLONLAT")
                     .arg(lon)
                     .arg(lat)
@@ -353,7 +343,7 @@ impl Store {
             for (user, date) in chunk {
                 pipe.invoke_script(
                     script
-                        .key(format!("{}:promo-cap:{user}:{date}", self.ns))
+                        .key(self.keys.promo_cap(user, date))
                         .arg(promo.as_str())
                         // Two days: the local date has passed everywhere by then.
                         .arg(2 * 24 * 3600),
@@ -425,7 +415,7 @@ impl Store {
         if outcome == "purchased" && sale_event.is_some() {
             let (mut c, generation) = self.connection();
             let _: i64 = self
-                .bounded(generation, c.sadd(self.outboxes_key(), id.as_str()))
+                .bounded(generation, c.sadd(self.keys.outboxes_key(), id.as_str()))
                 .await?;
         }
         Ok(match outcome.as_str() {
@@ -438,7 +428,7 @@ impl Store {
     /// The oldest `max` entries of a promo's outbox (read, not removed).
     pub async fn outbox(&self, id: &PromoId, max: usize) -> Result<Vec<String>, StoreError> {
         let (mut c, generation) = self.connection();
-        let key = format!("{}:outbox", self.promo_key(id));
+        let key = self.keys.promo_part(id, "outbox");
         self.bounded(generation, c.lrange(key, 0, max as isize - 1))
             .await
     }
@@ -451,7 +441,7 @@ impl Store {
         owner: &str,
         n: usize,
     ) -> Result<bool, StoreError> {
-        let key = self.promo_key(id);
+        let key = self.keys.promo_key(id);
         let answer: i64 = self
             .eval(
                 TRIM_OUTBOX
@@ -466,7 +456,7 @@ impl Store {
             // promos of the last hour the drainer reads as well.
             let (mut c, generation) = self.connection();
             let _: i64 = self
-                .bounded(generation, c.srem(self.outboxes_key(), id.as_str()))
+                .bounded(generation, c.srem(self.keys.outboxes_key(), id.as_str()))
                 .await?;
         }
         Ok(answer > 0)

@@ -112,11 +112,7 @@ return due
 
 impl Store {
     pub(super) fn request_key(&self, id: &RequestId) -> String {
-        format!("{}{id}", self.request_prefix())
-    }
-
-    fn request_prefix(&self) -> String {
-        format!("{}:req:", self.ns)
+        format!("{}{id}", self.keys.request_prefix())
     }
 
     pub async fn create_request(&self, id: &RequestId, msg: &Message) -> Result<(), StoreError> {
@@ -159,10 +155,6 @@ impl Store {
         .transpose()
     }
 
-    fn publishing_key(&self) -> String {
-        format!("{}:requests:publishing", self.ns)
-    }
-
     /// Marks a request published exactly once, however many times `/process` is called, and
     /// lists it as being published: unless [`Store::confirm_published`] follows within
     /// `grace`, herald-retry publishes it.
@@ -173,7 +165,7 @@ impl Store {
     ) -> Result<Publication, StoreError> {
         let key = self.request_key(id);
         let mut list = LIST_PUBLISHING.prepare_invoke();
-        list.key(self.publishing_key())
+        list.key(self.keys.publishing_key())
             .arg(id.as_str())
             .arg(grace.as_millis() as u64);
         let mut mark = MARK_PUBLISHED.prepare_invoke();
@@ -223,7 +215,7 @@ impl Store {
         let mut pipe = redis::pipe();
         pipe.hdel(self.request_key(id), "published_ms")
             .ignore()
-            .zrem(self.publishing_key(), id.as_str())
+            .zrem(self.keys.publishing_key(), id.as_str())
             .ignore();
         self.query_pipe::<()>(&pipe).await
     }
@@ -232,7 +224,7 @@ impl Store {
     pub async fn confirm_published(&self, id: &RequestId) -> Result<(), StoreError> {
         let (mut c, generation) = self.connection();
         let _: i64 = self
-            .bounded(generation, c.zrem(self.publishing_key(), id.as_str()))
+            .bounded(generation, c.zrem(self.keys.publishing_key(), id.as_str()))
             .await?;
         Ok(())
     }
@@ -245,7 +237,7 @@ impl Store {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<(RequestId, Message)>, StoreError> {
-        let key = self.publishing_key();
+        let key = self.keys.publishing_key();
         let due: Vec<String> = self
             .eval(
                 LEASE_UNPUBLISHED

@@ -67,7 +67,7 @@ fn tag(id: &CampaignId, shards: u16, shard: u16) -> String {
 /// One shard of a campaign: the keys its scripts touch together.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct Shard {
-    tag: String,
+    pub(super) tag: String,
 }
 
 impl Shard {
@@ -93,7 +93,7 @@ impl Store {
         }
         let (mut c, generation) = self.connection();
         let raw: Option<String> = self
-            .bounded(generation, c.hget(self.campaign_key(id), "shards"))
+            .bounded(generation, c.hget(self.keys.campaign_key(id), "shards"))
             .await?;
         match raw.and_then(|r| r.parse::<u16>().ok()) {
             Some(n) => {
@@ -136,26 +136,7 @@ impl Store {
         if shards.len() <= 1 {
             return Ok(Vec::new());
         }
-        Ok(shards.iter().map(|s| self.counts_key(s)).collect())
-    }
-
-    /// One customer's once-slot in its shard.
-    pub(super) fn slot_key_in(&self, shard: &Shard, customer: &CustomerId) -> String {
-        format!("{}{customer}", self.slot_prefix_in(shard))
-    }
-
-    pub(super) fn slot_prefix_in(&self, shard: &Shard) -> String {
-        format!("{}:once:{{{}}}:", self.ns, shard.tag)
-    }
-
-    /// The counts a shard's scripts move: the campaign's record for one shard.
-    pub(super) fn counts_key(&self, shard: &Shard) -> String {
-        format!("{}:campaign:{{{}}}", self.ns, shard.tag)
-    }
-
-    /// A shard's pending confirmations: member = customer, score = deadline (ms).
-    pub(super) fn pending_key_in(&self, shard: &Shard) -> String {
-        format!("{}:pending:{{{}}}", self.ns, shard.tag)
+        Ok(shards.iter().map(|s| self.keys.counts_key(s)).collect())
     }
 }
 

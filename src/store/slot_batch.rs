@@ -109,10 +109,10 @@ impl Store {
     ) -> Result<Vec<Result<R, StoreError>>, StoreError> {
         let mut invocation = script.prepare_invoke();
         invocation
-            .key(self.counts_key(shard))
-            .key(self.pending_key_in(shard));
+            .key(self.keys.counts_key(shard))
+            .key(self.keys.pending_key_in(shard));
         for &i in members {
-            invocation.key(self.slot_key_in(shard, ops[i].slot().1));
+            invocation.key(self.keys.slot_key_in(shard, ops[i].slot().1));
             ops[i].push_args(&mut invocation, self);
         }
         let replies: Vec<R> = self.eval(&invocation).await?;
@@ -134,7 +134,7 @@ impl Store {
             // dead-letter reason.
             StoreError::Unavailable(refusal) if refused_by_script_error(&refusal) => {
                 StoreError::Corrupt {
-                    key: self.slot_key_in(shard, op.slot().1),
+                    key: self.keys.slot_key_in(shard, op.slot().1),
                     what: format!("the script refused it: {refusal}"),
                 }
             }

@@ -392,9 +392,9 @@ impl Store {
         let shard = self.shard(campaign, customer).await?;
         let mut invocation = script.prepare_invoke();
         invocation
-            .key(self.slot_key_in(&shard, customer))
-            .key(self.counts_key(&shard))
-            .key(self.pending_key_in(&shard));
+            .key(self.keys.slot_key_in(&shard, customer))
+            .key(self.keys.counts_key(&shard))
+            .key(self.keys.pending_key_in(&shard));
         Ok(invocation)
     }
 
@@ -405,7 +405,7 @@ impl Store {
         customer: &CustomerId,
     ) -> Result<String, StoreError> {
         let shard = self.shard(campaign, customer).await?;
-        Ok(self.slot_key_in(&shard, customer))
+        Ok(self.keys.slot_key_in(&shard, customer))
     }
 
     /// The gate before a customer is contacted: claims this delivery's attempt under a lease.

@@ -29,14 +29,6 @@ pub(super) fn normalise(address: &str) -> String {
 }
 
 impl Store {
-    fn unsubscribed_key(&self, channel: Channel) -> String {
-        format!("{}:suppress:unsubscribed:{channel}", self.ns)
-    }
-
-    fn undeliverable_key(&self, channel: Channel) -> String {
-        format!("{}:suppress:undeliverable:{channel}", self.ns)
-    }
-
     /// Withdraws the customer's consent to promotions on `channel`; `true` the first time.
     /// The campaign whose message carried the link counts it.
     pub async fn unsubscribe(
@@ -46,7 +38,7 @@ impl Store {
         from_campaign: Option<&CampaignId>,
     ) -> Result<bool, StoreError> {
         let mut pipe = redis::pipe();
-        pipe.sadd(self.unsubscribed_key(channel), customer.as_str());
+        pipe.sadd(self.keys.unsubscribed_key(channel), customer.as_str());
         let (added,): (i64,) = self.query_pipe(&pipe).await?;
         if added == 1 {
             if let Some(campaign) = from_campaign {
@@ -59,7 +51,7 @@ impl Store {
     /// Counts an unsubscribe on the campaign its link came from (while it has a report).
     pub async fn count_unsubscribe(&self, campaign: &CampaignId) -> Result<(), StoreError> {
         let _: i64 = self
-            .eval(&COUNT_UNSUBSCRIBE.key(self.campaign_key(campaign)))
+            .eval(&COUNT_UNSUBSCRIBE.key(self.keys.campaign_key(campaign)))
             .await?;
         Ok(())
     }
@@ -73,7 +65,11 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut pipe = redis::pipe();
         let reason: String = reason.chars().take(300).collect();
-        pipe.hset_nx(self.undeliverable_key(channel), normalise(address), reason);
+        pipe.hset_nx(
+            self.keys.undeliverable_key(channel),
+            normalise(address),
+            reason,
+        );
         let (added,): (i64,) = self.query_pipe(&pipe).await?;
         Ok(added == 1)
     }
@@ -85,7 +81,7 @@ impl Store {
         address: &str,
     ) -> Result<Option<String>, StoreError> {
         let mut pipe = redis::pipe();
-        pipe.hget(self.undeliverable_key(channel), normalise(address));
+        pipe.hget(self.keys.undeliverable_key(channel), normalise(address));
         let (reason,): (Option<String>,) = self.query_pipe(&pipe).await?;
         Ok(reason)
     }
@@ -104,8 +100,8 @@ impl Store {
             let Some(p) = profile else { continue };
             for (channel, address) in &p.contacts {
                 if p.consent.get(channel).copied().unwrap_or(false) {
-                    pipe.sismember(self.unsubscribed_key(*channel), id.as_str());
-                    pipe.hexists(self.undeliverable_key(*channel), normalise(address));
+                    pipe.sismember(self.keys.unsubscribed_key(*channel), id.as_str());
+                    pipe.hexists(self.keys.undeliverable_key(*channel), normalise(address));
                     asked.push((i, *channel));
                 }
             }
