@@ -8,7 +8,8 @@ use std::time::Instant;
 use rdkafka::message::OwnedMessage;
 use tokio_util::sync::CancellationToken;
 
-use super::{answered, claim_until, retry_store, Dispatcher, Handled, Step, Stop};
+use super::claim::{answered, claim_until, next_owner, retry_store, Step, Stop};
+use super::{Dispatcher, Handled};
 use crate::kafka;
 use crate::model::{now_ms, Channel, Delivery, Halt, LifecycleEvent, LifecycleKind, UncertainSend};
 use crate::provider::{Outgoing, Provider, SendOutcome};
@@ -24,7 +25,7 @@ impl Dispatcher {
         cancel: &CancellationToken,
     ) -> Handled {
         // Unique per handling; the process id tells an audit which process held a slot.
-        let owner = super::next_owner();
+        let owner = next_owner();
         let claimed_at = Instant::now();
         // The provider can take it at once: the claim marks the slot `sending` itself and
         // the renewal before the first call is skipped (one script less per message).

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rdkafka::message::OwnedMessage;
 use tokio_util::sync::CancellationToken;
 
-use super::{claim_until, retry_store, Dispatcher, Handled, Step, Stop};
+use super::claim::{claim_until, next_owner, retry_store, Step, Stop};
+use super::{Dispatcher, Handled};
 use crate::model::{LifecycleKind, Notification, RequestStatus};
 use crate::provider::{Outgoing, SendOutcome};
 use crate::store::Claim;
@@ -21,7 +22,7 @@ impl Dispatcher {
     ) -> Handled {
         let id = &notification.id;
         // Unique per handling, so even two copies of one message in this process exclude each other.
-        let owner = super::next_owner();
+        let owner = next_owner();
         let lease = self.config.lease;
         let claimed = claim_until(cancel, || async {
             Ok(match self.store.claim(id, &owner, lease).await? {
