@@ -201,10 +201,22 @@ async fn crash_run(policy: &str, n: usize, receipt_loss_rate: f64, timeout_ms: u
     let victims = [0, 5, 2, 4, 6, 1, 3, 5, 0];
     let mut outcomes_at_kills = Vec::new();
     let mut killed = Vec::new();
+    let outcomes = || async {
+        let (_, now) = fleet.get("/v1/campaigns/crash").await;
+        now["progress"]["outcomes"].as_u64().unwrap_or(0)
+    };
     for victim in victims {
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        let (_, now) = fleet.get("/v1/campaigns/crash").await;
-        outcomes_at_kills.push(now["progress"]["outcomes"].as_u64().unwrap_or(0));
+        // Each kill waits for sends to be under way again: the groups rebalance after every
+        // kill, and on a loaded machine one CI run sat at the same 87 outcomes through all
+        // nine kills, so none landed inside a provider call.
+        let before = outcomes_at_kills.last().copied().unwrap_or(0);
+        crate::harness::wait_until("sends under way again", Duration::from_secs(30), || async {
+            let now = outcomes().await;
+            now > before || now >= n as u64
+        })
+        .await;
+        outcomes_at_kills.push(outcomes().await);
         killed.push((
             workers[victim].child.id().to_string(),
             herald::model::now_ms(),
