@@ -82,12 +82,16 @@ impl AdapterSettings for FcmConfig {
             .clone()
             .unwrap_or_else(|| GOOGLE_TOKEN_URI.to_string());
         setup.in_clear(&token_uri, true)?;
-        Ok(Box::new(FcmTransport::new(FcmSettings {
-            base_url: setup.api_url(&self.url, "https://fcm.googleapis.com")?,
-            account: ServiceAccount::read(path.expose(), &token_uri)?,
-            timeout: setup.timeout(),
-            concurrency: setup.concurrency(),
-        })?))
+        Ok(Box::new(
+            FcmTransport::new(FcmSettings {
+                base_url: setup.api_url(&self.url, "https://fcm.googleapis.com")?,
+                account: ServiceAccount::read(path.expose(), &token_uri)
+                    .map_err(ProvidersError::adapter)?,
+                timeout: setup.timeout(),
+                concurrency: setup.concurrency(),
+            })
+            .map_err(ProvidersError::adapter)?,
+        ))
     }
 }
 

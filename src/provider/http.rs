@@ -59,7 +59,9 @@ impl AdapterSettings for HttpConfig {
             args.provider_api_key = Some(env(var)?);
         }
         setup.in_clear(&args.provider_url, true)?;
-        Ok(Box::new(HttpTransport::new(&args)?))
+        Ok(Box::new(
+            HttpTransport::new(&args).map_err(ProvidersError::adapter)?,
+        ))
     }
 }
 

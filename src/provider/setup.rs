@@ -5,10 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::fcm::FcmSetupError;
-use super::http::HttpAdapterError;
 use super::resilient::ResilienceError;
-use super::smtp::SmtpSetupError;
 use super::Transport;
 use crate::config::{ProviderArgs, ProvidersArgs};
 use crate::model::Channel;
@@ -28,16 +25,21 @@ pub enum ProvidersError {
     Missing(&'static str),
     #[error("{0}")]
     Unsubscribe(#[from] crate::auth::secrets::WeakSecret),
+    /// An adapter's own set-up error (a bad SMTP URL, an unreadable key file...).
     #[error(transparent)]
-    Smtp(#[from] SmtpSetupError),
-    #[error(transparent)]
-    Http(#[from] HttpAdapterError),
+    Adapter(Box<dyn std::error::Error + Send + Sync>),
     #[error(transparent)]
     Resilience(#[from] ResilienceError),
-    #[error(transparent)]
-    Fcm(#[from] FcmSetupError),
     #[error("cannot build an HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+}
+
+impl ProvidersError {
+    /// An adapter's set-up error: the adapters' error types stay in their files (this one
+    /// imports none of them).
+    pub fn adapter(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ProvidersError::Adapter(Box::new(e))
+    }
 }
 
 /// An adapter's own settings, as its table in the providers file holds them (after the

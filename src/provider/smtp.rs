@@ -70,14 +70,17 @@ impl AdapterSettings for SmtpConfig {
                 .ok_or(ProvidersError::Missing(
                     "a sender: HERALD_EMAIL_FROM or `from` in the providers file",
                 ))?;
-        Ok(Box::new(SmtpTransport::new(SmtpSettings {
-            url,
-            from,
-            default_subject: self.subject.clone().unwrap_or(flags.email_subject.clone()),
-            timeout: setup.timeout(),
-            pool_size: setup.concurrency().min(u32::MAX as usize) as u32,
-            unsubscribe: unsubscribe_links(flags)?,
-        })?))
+        Ok(Box::new(
+            SmtpTransport::new(SmtpSettings {
+                url,
+                from,
+                default_subject: self.subject.clone().unwrap_or(flags.email_subject.clone()),
+                timeout: setup.timeout(),
+                pool_size: setup.concurrency().min(u32::MAX as usize) as u32,
+                unsubscribe: unsubscribe_links(flags)?,
+            })
+            .map_err(ProvidersError::adapter)?,
+        ))
     }
 }
 
