@@ -57,6 +57,7 @@ pub mod kafka_security;
 pub mod latency;
 pub mod metrics;
 pub mod model;
+pub mod openapi;
 pub mod outgoing;
 pub mod program;
 pub mod prom;

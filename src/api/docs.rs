@@ -1,4 +1,4 @@
-//! The OpenAPI documents and their pages. Paths, parameters, bodies and answers come from the
+//! herald-ingest's OpenAPI document (served by [`crate::openapi`]). Paths, parameters, bodies and answers come from the
 //! handlers' `#[utoipa::path]` and the serde types they read and write (collected by
 //! `utoipa_axum`'s router as the routes are added); who may call each operation is written
 //! in from [`super::access::access`], the table the middleware enforces, so the document
@@ -6,23 +6,13 @@
 
 use std::sync::Arc;
 
-use axum::http::{header, Method};
-use axum::response::{Html, IntoResponse, Response};
-use axum::Extension;
+use axum::http::Method;
 use serde_json::{json, Value};
-use utoipa::openapi::schema::Schema;
-use utoipa::openapi::{OpenApi, RefOr};
-use utoipa::ToSchema;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
+use utoipa::openapi::OpenApi;
 
 use super::access::{access, Access};
-
-/// A program's document, as served, and its page.
-pub struct Document {
-    json: String,
-    page: String,
-}
+pub use crate::openapi::{entry, referenced, routes, Component, Document};
+use crate::openapi::{error_response, finish};
 
 impl Document {
     /// herald-ingest's document, with each operation's security from the access table.
@@ -39,118 +29,6 @@ impl Document {
         with_topics(&mut doc, topics);
         Document::new(doc)
     }
-
-    /// A document whose operations take a service key, but those `public` says (herald-metrics);
-    /// the page at `login_page` answers a caller without one with an HTML login form.
-    pub fn keyed(
-        api: OpenApi,
-        title: &str,
-        description: &str,
-        public: fn(&str) -> bool,
-        login_page: &str,
-    ) -> Arc<Document> {
-        let mut doc = finish(api, title, description);
-        doc["components"]["securitySchemes"] = json!({
-            "apiKey": {"type": "http", "scheme": "bearer", "bearerFormat": "Herald service key (hk_...)",
-                       "description": "A key with the stats:read scope; a browser logs in once at /login instead."},
-        });
-        if let Some(paths) = doc["paths"].as_object_mut() {
-            for (path, operations) in paths.iter_mut() {
-                let keyed = !public(path);
-                for op in operations
-                    .as_object_mut()
-                    .into_iter()
-                    .flat_map(|o| o.values_mut())
-                {
-                    if keyed && path == login_page {
-                        op["security"] = json!([{"apiKey": []}]);
-                        op["responses"]["401"] = json!({
-                            "description": "No key or session: the login form",
-                            "content": {"text/html": {"schema": {"type": "string"}}},
-                        });
-                    } else if keyed {
-                        op["security"] = json!([{"apiKey": []}]);
-                        op["responses"]["401"] = error_response("No key with stats:read");
-                    } else {
-                        op["security"] = json!([]);
-                    }
-                }
-            }
-        }
-        Document::new(doc)
-    }
-
-    fn new(doc: Value) -> Arc<Document> {
-        let json = doc.to_string();
-        // Inside a <script> element, "</" must not appear as is.
-        let page = include_str!("docs.html").replace("__SPEC__", &json.replace("</", "<\\/"));
-        Arc::new(Document { json, page })
-    }
-
-    pub fn json(&self) -> &str {
-        &self.json
-    }
-}
-
-/// A named schema for `#/components/schemas`.
-pub type Component = (String, RefOr<Schema>);
-
-/// `T`'s schema under its name, and the schemas it refers to.
-pub fn entry<T: ToSchema>() -> Vec<Component> {
-    let mut all = vec![(T::name().into_owned(), T::schema())];
-    T::schemas(&mut all);
-    all
-}
-
-/// A document holding the schemas that bodies refer to by name from a `schema_with`
-/// function (where no derive can register them); the test below finds any left out.
-pub fn referenced(entries: &[fn() -> Vec<Component>]) -> OpenApi {
-    let mut components = utoipa::openapi::Components::new();
-    components
-        .schemas
-        .extend(entries.iter().flat_map(|entry| entry()));
-    let mut api = OpenApi::default();
-    api.components = Some(components);
-    api
-}
-
-/// `/docs` and `/docs/openapi.json`, for any program's router (the [`Document`] comes as an
-/// extension, layered once the router's document is complete).
-pub fn routes<S: Clone + Send + Sync + 'static>() -> OpenApiRouter<S> {
-    OpenApiRouter::new()
-        .routes(routes!(page))
-        .routes(routes!(openapi_json))
-}
-
-/// This API, as a page (no assets to fetch)
-#[utoipa::path(get, path = "/docs", tag = "operations",
-    responses((status = 200, description = "HTML", content_type = "text/html", body = String)))]
-async fn page(Extension(doc): Extension<Arc<Document>>) -> Html<String> {
-    Html(doc.page.clone())
-}
-
-/// This document
-#[utoipa::path(get, path = "/docs/openapi.json", tag = "operations",
-    responses((status = 200, description = "OpenAPI 3.1", body = Object)))]
-async fn openapi_json(Extension(doc): Extension<Arc<Document>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        doc.json.clone(),
-    )
-        .into_response()
-}
-
-/// The document's title, description and the `Problem` schema every error refers to.
-fn finish(mut api: OpenApi, title: &str, description: &str) -> Value {
-    api.info.title = title.into();
-    api.info.version = "1".into();
-    api.info.description = Some(description.into());
-    api.info.license = None;
-    api.info.contact = None;
-    let mut doc = serde_json::to_value(&api).unwrap_or_else(|_| json!({}));
-    doc["components"]["schemas"]["Problem"] =
-        serde_json::to_value(crate::schema::problem()).unwrap_or_default();
-    doc
 }
 
 /// Rules between members of one body, which the derives cannot state.
@@ -187,13 +65,6 @@ fn with_topics(doc: &mut Value, topics: &crate::model::TopicCatalog) {
             "additionalProperties": channels,
         });
     }
-}
-
-fn error_response(description: &str) -> Value {
-    json!({
-        "description": description,
-        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
-    })
 }
 
 /// Writes each operation's security requirement, its scope (`x-herald-scope`) and the

@@ -21,6 +21,7 @@ use super::access::MetricsAccess;
 use super::{Aggregator, Counts, LATENCY_BUCKETS_MS};
 use crate::http::{or_not_found, ApiError};
 use crate::model::{now_ms, CampaignId, CampaignState};
+use crate::openapi::{self, Document};
 use crate::prom::{self, Family, Value as PromValue};
 use crate::schema::{NotFound, NotReady, StoreDown};
 use crate::stats::Counters;
@@ -30,7 +31,7 @@ const RECENT_CAMPAIGNS: usize = 20;
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 
-/// Every route, and its OpenAPI document (`/docs/openapi.json`): see [`crate::api::docs`].
+/// Every route, and its OpenAPI document (`/docs/openapi.json`): see [`crate::openapi`].
 pub fn router(agg: Arc<Aggregator>, access: Arc<MetricsAccess>) -> Router {
     let (routes, document) = documented_routes().split_for_parts();
     routes
@@ -45,8 +46,8 @@ pub fn router(agg: Arc<Aggregator>, access: Arc<MetricsAccess>) -> Router {
 }
 
 /// The document served and printed: one title and description for both.
-fn document_of(api: utoipa::openapi::OpenApi) -> Arc<crate::api::docs::Document> {
-    crate::api::docs::Document::keyed(
+fn document_of(api: utoipa::openapi::OpenApi) -> Arc<Document> {
+    keyed_document(
         api,
         "Herald metrics (herald-metrics)",
         "The live dashboard, its JSON figures and Prometheus metrics, counted from herald.events. \
@@ -55,6 +56,46 @@ fn document_of(api: utoipa::openapi::OpenApi) -> Arc<crate::api::docs::Document>
         MetricsAccess::is_public,
         "/",
     )
+}
+
+/// A document whose operations take a service key, but those `public` says (herald-metrics);
+/// the page at `login_page` answers a caller without one with an HTML login form.
+fn keyed_document(
+    api: utoipa::openapi::OpenApi,
+    title: &str,
+    description: &str,
+    public: fn(&str) -> bool,
+    login_page: &str,
+) -> Arc<Document> {
+    let mut doc = openapi::finish(api, title, description);
+    doc["components"]["securitySchemes"] = json!({
+        "apiKey": {"type": "http", "scheme": "bearer", "bearerFormat": "Herald service key (hk_...)",
+                   "description": "A key with the stats:read scope; a browser logs in once at /login instead."},
+    });
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for (path, operations) in paths.iter_mut() {
+            let keyed = !public(path);
+            for op in operations
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|o| o.values_mut())
+            {
+                if keyed && path == login_page {
+                    op["security"] = json!([{"apiKey": []}]);
+                    op["responses"]["401"] = json!({
+                        "description": "No key or session: the login form",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    });
+                } else if keyed {
+                    op["security"] = json!([{"apiKey": []}]);
+                    op["responses"]["401"] = openapi::error_response("No key with stats:read");
+                } else {
+                    op["security"] = json!([]);
+                }
+            }
+        }
+    }
+    Document::new(doc)
 }
 
 pub async fn serve(
@@ -82,7 +123,7 @@ fn documented_routes() -> OpenApiRouter<Arc<Aggregator>> {
         .routes(routes!(crate::health::alive))
         .routes(routes!(ready))
         .routes(routes!(super::access::login_page, super::access::login))
-        .merge(crate::api::docs::routes())
+        .merge(openapi::routes())
 }
 
 /// herald-metrics' OpenAPI document, as served.
