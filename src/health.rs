@@ -32,14 +32,14 @@ pub struct Probes {
 impl Probes {
     /// Ready while Redis answers; `/stats` and `/metrics` read from `program`.
     pub fn of<T: Send + Sync + 'static>(
-        store: &crate::store::Store,
+        redis: &crate::store::Redis,
         program: &Arc<T>,
         stats: fn(&T) -> Value,
         metrics: fn(&T) -> Vec<crate::prom::Family>,
     ) -> Probes {
         let (for_stats, for_metrics) = (program.clone(), program.clone());
         Probes {
-            ready: redis_ready(store.clone()),
+            ready: redis_ready(redis.clone()),
             stats: Arc::new(move || stats(&for_stats)),
             metrics: Arc::new(move || metrics(&for_metrics)),
         }
@@ -119,10 +119,10 @@ pub fn spawn(addr: Option<SocketAddr>, probes: Probes, shutdown: CancellationTok
 }
 
 /// Ready when Redis answers: the programs that only move state need nothing else.
-pub fn redis_ready(store: crate::store::Store) -> ReadyCheck {
+pub fn redis_ready(redis: crate::store::Redis) -> ReadyCheck {
     Arc::new(move || {
-        let store = store.clone();
-        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
+        let redis = redis.clone();
+        Box::pin(async move { redis.ping().await.map_err(|e| e.to_string()) })
     })
 }
 

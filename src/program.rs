@@ -16,12 +16,13 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{CommonArgs, LogFormat};
 use crate::health::Probes;
 use crate::kafka::{self, Topics};
-use crate::store::Store;
+use crate::store::Redis;
 
-/// Redis, a producer and the topic names of one namespace.
+/// Redis, a producer and the topic names of one namespace. A program builds from `redis` the
+/// domain stores its workers use, and hands each worker only those.
 #[derive(Clone)]
 pub struct Connections {
-    pub store: Store,
+    pub redis: Redis,
     pub producer: FutureProducer,
     pub topics: Topics,
 }
@@ -48,7 +49,7 @@ impl Connections {
         linger: std::time::Duration,
     ) -> anyhow::Result<Self> {
         crate::kafka_security::install(&common.kafka_security)?;
-        let store = Store::open(&common.redis_target(), &common.namespace)
+        let redis = Redis::open(&common.redis_target(), &common.namespace)
             .await
             .with_context(|| {
                 format!(
@@ -57,14 +58,14 @@ impl Connections {
                 )
             })?
             .with_retention(common.retention());
-        let store = match common.campaign_shards {
-            Some(n) => store.with_campaign_shards(n),
-            None => store,
+        let redis = match common.campaign_shards {
+            Some(n) => redis.with_campaign_shards(n),
+            None => redis,
         };
         let producer = kafka::producer_with(&common.kafka_brokers, delivery_timeout, linger)
             .context("creating the Kafka producer")?;
         Ok(Connections {
-            store,
+            redis,
             producer,
             topics: Topics::new(&common.namespace),
         })

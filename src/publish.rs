@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::kafka::{self, KafkaError, Topics};
 use crate::model::{now_ms, LifecycleEvent, LifecycleKind, Message, Notification, RequestId};
 use crate::shutdown::sleep_unless_cancelled;
-use crate::store::{Store, StoreError};
+use crate::store::{RequestStore, StoreError};
 
 /// How long after `/process` marks a request the reconciler may publish it again: longer than
 /// the ingest's publish time-out, so a publish under way is not doubled needlessly.
@@ -47,7 +47,7 @@ pub async fn publish_request(
 
 /// Publishes the requests left marked but unacknowledged; returns how many went out.
 pub async fn reconcile_once(
-    store: &Store,
+    store: &RequestStore,
     producer: &FutureProducer,
     topics: &Topics,
     lease: Duration,
@@ -69,7 +69,7 @@ pub async fn reconcile_once(
 
 /// Reconciles every `poll` until `shutdown`.
 pub async fn run(
-    store: Store,
+    store: RequestStore,
     producer: FutureProducer,
     topics: Topics,
     poll: Duration,

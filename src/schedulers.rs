@@ -17,6 +17,7 @@ use crate::config::{CommonArgs, HealthArgs, RulesArgs};
 use crate::health::Probes;
 use crate::program::Connections;
 use crate::promos;
+use crate::store::{Redis, RequestStore};
 
 /// Scans each campaign's pending confirmations in Redis; a deadline passed without a
 /// receipt (or a refused send) is claimed atomically and republished to the customer's
@@ -62,6 +63,8 @@ pub struct Args {
 /// The `herald-retry` program, connected and ready to scan.
 pub struct Program {
     pub retrier: Arc<Retrier>,
+    /// For the promo windows and the requests' publication this instance also watches.
+    redis: Redis,
     /// How often promo windows are looked for; `None`: not by this instance.
     promo_poll: Option<Duration>,
     reconcile_poll: Option<Duration>,
@@ -80,9 +83,10 @@ impl crate::program::Program for Program {
             watch: Duration::from_millis(args.watch_ms),
             ..RetryConfig::default()
         };
-        let retrier = Retrier::new(c.store, c.producer, c.topics, Arc::new(rules), config);
+        let retrier = Retrier::new(&c.redis, c.producer, c.topics, Arc::new(rules), config);
         Ok(Program {
             retrier: Arc::new(retrier),
+            redis: c.redis,
             promo_poll: (args.promo_poll_ms > 0)
                 .then(|| Duration::from_millis(args.promo_poll_ms.max(10))),
             reconcile_poll: (args.request_reconcile_ms > 0)
@@ -95,7 +99,7 @@ impl crate::program::Program for Program {
         let r = &self.retrier;
         Some((
             self.health?,
-            Probes::of(&r.store, r, Retrier::stats_json, Retrier::prometheus),
+            Probes::of(&self.redis, r, Retrier::stats_json, Retrier::prometheus),
         ))
     }
 
@@ -103,9 +107,9 @@ impl crate::program::Program for Program {
     async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let r = self.retrier;
         if let Some(poll) = self.promo_poll {
-            let (store, producer, topics) = (r.store.clone(), r.producer.clone(), r.topics.clone());
+            let (producer, topics) = (r.producer.clone(), r.topics.clone());
             tokio::spawn(promos::activate::run(
-                store,
+                promos::PromoStores::new(&self.redis),
                 producer,
                 topics,
                 poll,
@@ -113,9 +117,9 @@ impl crate::program::Program for Program {
             ));
         }
         if let Some(poll) = self.reconcile_poll {
-            let (store, producer, topics) = (r.store.clone(), r.producer.clone(), r.topics.clone());
+            let (producer, topics) = (r.producer.clone(), r.topics.clone());
             tokio::spawn(crate::publish::run(
-                store,
+                RequestStore::new(&self.redis),
                 producer,
                 topics,
                 poll,

@@ -316,7 +316,7 @@ async fn create_campaign(State(app): App, Body(body): Body) -> Result<Response, 
     let (send_at_ms, expires_at_ms) =
         campaign_times(new.send_at.as_deref(), new.expires_at.as_deref(), now)?;
     let topic = super::checked_topic(&app.catalog, new.topic, &app.catalog.campaign_default)?;
-    let known = app.store.attribute_names().await?;
+    let known = app.stores.customers.attribute_names().await?;
     let campaign = Campaign {
         id: new.id.unwrap_or_else(CampaignId::generate),
         name: new.name,
@@ -334,22 +334,27 @@ async fn create_campaign(State(app): App, Body(body): Body) -> Result<Response, 
         expires_at_ms,
     };
     check_templates(&campaign, &known, &app.senders)?;
-    let launched =
-        crate::campaigns::launch(&app.store, &app.producer, &app.topics, campaign, &audience)
-            .await
-            .map_err(|e| match e {
-                LaunchError::Store(e) => ApiError::from(e),
-                LaunchError::NotQueued => ApiError::unavailable(
-                    "queue unavailable; post the same campaign id again to resume",
-                ),
-                LaunchError::Conflict => ApiError::conflict(
-                    "id",
-                    "a different campaign (definition or audience) already has this id",
-                ),
-                LaunchError::InProgress => ApiError::unavailable(
-                    "this campaign is being stored by another call; post it again shortly",
-                ),
-            })?;
+    let launched = crate::campaigns::launch(
+        &app.stores.campaigns,
+        &app.producer,
+        &app.topics,
+        campaign,
+        &audience,
+    )
+    .await
+    .map_err(|e| match e {
+        LaunchError::Store(e) => ApiError::from(e),
+        LaunchError::NotQueued => {
+            ApiError::unavailable("queue unavailable; post the same campaign id again to resume")
+        }
+        LaunchError::Conflict => ApiError::conflict(
+            "id",
+            "a different campaign (definition or audience) already has this id",
+        ),
+        LaunchError::InProgress => ApiError::unavailable(
+            "this campaign is being stored by another call; post it again shortly",
+        ),
+    })?;
     let (campaign, batches) = (launched.campaign, launched.batches);
     let status = if launched.created {
         StatusCode::ACCEPTED
@@ -377,13 +382,14 @@ async fn get_campaign(State(app): App, Path(raw_id): Path<String>) -> Result<Res
 }
 
 async fn report_of(app: &Ingest, id: &CampaignId) -> Result<CampaignReport, ApiError> {
-    let campaign = or_not_found(app.store.campaign(id).await?, "campaign")?;
+    let campaign = or_not_found(app.stores.campaigns.campaign(id).await?, "campaign")?;
     let state = app
-        .store
+        .stores
+        .campaigns
         .campaign_state(id)
         .await?
         .unwrap_or(CampaignState::Running);
-    let counts = app.store.campaign_counts(id).await?;
+    let counts = app.stores.campaigns.campaign_counts(id).await?;
     Ok(campaign_report(&campaign, state, &counts))
 }
 
@@ -427,7 +433,7 @@ async fn cancel_campaign(
 
 async fn operate(app: &Ingest, raw_id: &str, action: CampaignAction) -> Result<Response, ApiError> {
     let id = or_not_found(CampaignId::parse(raw_id), "campaign")?;
-    let change = control::operate(&app.store, &app.producer, &app.topics, &id, action)
+    let change = control::operate(&app.stores.campaigns, &app.producer, &app.topics, &id, action)
         .await
         .map_err(|e| match e {
             ControlError::Store(e) => ApiError::from(e),

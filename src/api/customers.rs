@@ -136,7 +136,7 @@ crate::schema::described!(StoredCustomer, {
     responses((status = 200, description = "The customer", body = StoredCustomer), NotFound))]
 async fn get_customer(State(app): App, Path(raw_id): Path<String>) -> Result<Response, ApiError> {
     let id = or_not_found(CustomerId::parse(&raw_id), "customer")?;
-    let customer = or_not_found(app.store.customer(&id).await?, "customer")?;
+    let customer = or_not_found(app.stores.customers.customer(&id).await?, "customer")?;
     Ok(Json(StoredCustomer { id, customer }).into_response())
 }
 
@@ -214,14 +214,14 @@ async fn store_logging_consent(
     actor: &str,
 ) -> Result<(), ApiError> {
     let ids: Vec<CustomerId> = customers.iter().map(|(id, _)| id.clone()).collect();
-    let before = app.store.customers(&ids).await?;
-    app.store.put_customers(customers).await?;
+    let before = app.stores.customers.customers(&ids).await?;
+    app.stores.customers.put_customers(customers).await?;
     let changes: Vec<(CustomerId, Vec<ConsentChange>)> = customers
         .iter()
         .zip(before)
         .map(|((id, new), old)| (id.clone(), consent_changes(old.as_ref(), new, actor)))
         .collect();
-    app.store.log_consent(&changes).await?;
+    app.stores.customers.log_consent(&changes).await?;
     Ok(())
 }
 

@@ -180,7 +180,7 @@ async fn post_user_events(State(app): App, Body(body): Body) -> Result<Response,
     responses((status = 200, description = "The account", body = LoyaltyAccount), NotFound))]
 async fn get_loyalty(State(app): App, Path(raw_id): Path<String>) -> Result<Response, ApiError> {
     let member = or_not_found(MemberId::parse(&raw_id), "loyalty account")?;
-    let account = or_not_found(app.store.loyalty(&member).await?, "loyalty account")?;
+    let account = or_not_found(app.stores.events.loyalty(&member).await?, "loyalty account")?;
     Ok(Json(account).into_response())
 }
 
@@ -190,6 +190,6 @@ async fn get_loyalty(State(app): App, Path(raw_id): Path<String>) -> Result<Resp
     responses((status = 200, description = "Aggregates", body = ActivitySummary), NotFound))]
 async fn get_activity(State(app): App, Path(raw_id): Path<String>) -> Result<Response, ApiError> {
     let user = or_not_found(CustomerId::parse(&raw_id), "activity")?;
-    let activity = or_not_found(app.store.activity(&user).await?, "activity")?;
+    let activity = or_not_found(app.stores.events.activity(&user).await?, "activity")?;
     Ok(Json(activity).into_response())
 }

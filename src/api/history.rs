@@ -102,7 +102,13 @@ async fn customer_messages(
         0..=LATEST_BEFORE,
         "before is a time in ms, up to year 9999",
     )?;
-    Ok(Json(app.store.customer_history(&id, before, limit).await?).into_response())
+    Ok(Json(
+        app.stores
+            .events
+            .customer_history(&id, before, limit)
+            .await?,
+    )
+    .into_response())
 }
 
 /// One recipient of a campaign: where its delivery stands now, and its history.
@@ -140,9 +146,13 @@ async fn campaign_recipient(
 ) -> Result<Response, ApiError> {
     let campaign = or_not_found(CampaignId::parse(&raw_campaign), "campaign")?;
     let customer = or_not_found(CustomerId::parse(&raw_customer), "recipient")?;
-    or_not_found(app.store.campaign(&campaign).await?, "campaign")?;
-    let slot = app.store.slot(&campaign, &customer).await?;
-    let history = app.store.message_history(&customer, &campaign).await?;
+    or_not_found(app.stores.campaigns.campaign(&campaign).await?, "campaign")?;
+    let slot = app.stores.slots.slot(&campaign, &customer).await?;
+    let history = app
+        .stores
+        .events
+        .message_history(&customer, &campaign)
+        .await?;
     if slot.is_empty() && history.is_none() {
         return Err(ApiError::not_found("recipient"));
     }
@@ -193,5 +203,11 @@ async fn consent_log(
     let id = or_not_found(CustomerId::parse(&raw_id), "customer")?;
     let limit = limit_of(&q)?;
     let offset = whole(&q, "offset", 0..=100_000, "offset must be 0-100000")?.unwrap_or(0);
-    Ok(Json(app.store.consent_log(&id, offset as usize, limit).await?).into_response())
+    Ok(Json(
+        app.stores
+            .customers
+            .consent_log(&id, offset as usize, limit)
+            .await?,
+    )
+    .into_response())
 }

@@ -20,7 +20,10 @@ use utoipa_axum::routes;
 
 use crate::kafka::Topics;
 use crate::schema::NotReady;
-use crate::store::Store;
+use crate::store::{
+    CampaignStore, CustomerStore, EventStore, PromoStore, Redis, RequestStore, SlotStore,
+    WebhookStore,
+};
 
 pub use crate::http::ApiError;
 
@@ -49,8 +52,37 @@ pub use promos::PromoSettings;
 pub use senders::SenderPolicy;
 pub use webhooks::WebhookSecrets;
 
+/// The domain stores herald-ingest works with, all over one Redis.
+#[derive(Clone)]
+pub struct IngestStores {
+    /// Redis itself, for `/readyz`.
+    pub redis: Redis,
+    pub requests: RequestStore,
+    pub campaigns: CampaignStore,
+    pub slots: SlotStore,
+    pub customers: CustomerStore,
+    pub promos: PromoStore,
+    pub events: EventStore,
+    pub webhooks: WebhookStore,
+}
+
+impl IngestStores {
+    pub fn new(redis: &Redis) -> Self {
+        IngestStores {
+            redis: redis.clone(),
+            requests: RequestStore::new(redis),
+            campaigns: CampaignStore::new(redis),
+            slots: SlotStore::new(redis),
+            customers: CustomerStore::new(redis),
+            promos: PromoStore::new(redis),
+            events: EventStore::new(redis),
+            webhooks: WebhookStore::new(redis),
+        }
+    }
+}
+
 pub struct Ingest {
-    pub store: Store,
+    pub stores: IngestStores,
     /// For work a caller waits on (seed 001 requests, campaigns, shop events): reports a
     /// message failed after the publish time-out, so the caller hears 503 in seconds.
     pub producer: FutureProducer,
@@ -241,7 +273,7 @@ async fn ready(State(app): App) -> Response {
 
 /// Asks Redis and Kafka now; logs what failed. Whether each answered.
 async fn probe_readiness(app: &Ingest) -> (bool, bool) {
-    let redis = app.store.ping().await.map_err(|e| e.to_string());
+    let redis = app.stores.redis.ping().await.map_err(|e| e.to_string());
     let producer = app.producer.clone();
     let kafka = tokio::task::spawn_blocking(move || {
         producer

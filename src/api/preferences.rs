@@ -103,7 +103,7 @@ fn from_view(v: PreferenceView, catalog: &TopicCatalog) -> Result<Preferences, A
 
 async fn known_customer(app: &Ingest, raw_id: &str) -> Result<(CustomerId, Customer), ApiError> {
     let id = or_not_found(CustomerId::parse(raw_id), "customer")?;
-    let customer = or_not_found(app.store.customer(&id).await?, "customer")?;
+    let customer = or_not_found(app.stores.customers.customer(&id).await?, "customer")?;
     Ok((id, customer))
 }
 
@@ -116,7 +116,7 @@ pub(super) async fn change_logged(
     actor: &str,
     change: impl Fn(&mut Preferences),
 ) -> Result<(Preferences, bool), ApiError> {
-    let (before, after) = app.store.update_preferences(id, change).await?;
+    let (before, after) = app.stores.customers.update_preferences(id, change).await?;
     let changes: Vec<ConsentChange> = before
         .changes_to(&after, &app.catalog)
         .into_iter()
@@ -125,7 +125,10 @@ pub(super) async fn change_logged(
     let moved = before != after;
     if !changes.is_empty() {
         tracing::info!(target: "herald::audit", customer = %id, source, changes = changes.len(), "preferences changed");
-        app.store.log_consent(&[(id.clone(), changes)]).await?;
+        app.stores
+            .customers
+            .log_consent(&[(id.clone(), changes)])
+            .await?;
     }
     Ok((after, moved))
 }
@@ -139,7 +142,7 @@ async fn get_preferences(
     Path(raw_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (id, _) = known_customer(&app, &raw_id).await?;
-    let p = app.store.preferences(&id).await?;
+    let p = app.stores.customers.preferences(&id).await?;
     Ok(Json(view(&p, &app.catalog)).into_response())
 }
 
@@ -204,7 +207,12 @@ fn forged() -> ApiError {
 async fn page_customer(app: &Ingest, token: &str) -> Result<(CustomerId, Customer), ApiError> {
     let tokens = app.access.unsubscribe.as_ref().ok_or_else(forged)?;
     let id = tokens.verify_preferences(token).ok_or_else(forged)?;
-    let customer = app.store.customer(&id).await?.ok_or_else(forged)?;
+    let customer = app
+        .stores
+        .customers
+        .customer(&id)
+        .await?
+        .ok_or_else(forged)?;
     Ok((id, customer))
 }
 
@@ -214,7 +222,7 @@ async fn page_customer(app: &Ingest, token: &str) -> Result<(CustomerId, Custome
     responses((status = 200, description = "The page", content_type = "text/html", body = String), NotFound))]
 async fn preference_page(State(app): App, Path(token): Path<String>) -> Result<Response, ApiError> {
     let (id, customer) = page_customer(&app, &token).await?;
-    let p = app.store.preferences(&id).await?;
+    let p = app.stores.customers.preferences(&id).await?;
     render(&app.catalog, &customer, &p, &token, false)
 }
 

@@ -9,7 +9,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{AccessSettings, Ingest, PromoSettings};
+use super::{AccessSettings, Ingest, IngestStores, PromoSettings};
 use crate::auth::signature::ReceiptSecrets;
 use crate::auth::{CallerLimit, Jwt, KeyStore};
 use crate::config::{CommonArgs, Secret};
@@ -294,9 +294,10 @@ impl crate::program::Program for Program {
         let publish_timeout = Duration::from_millis(args.publish_timeout_ms.max(1));
         let c = Connections::open_with_delivery_timeout(&args.common, publish_timeout).await?;
         let ingest = Arc::new(Ingest {
-            store: c
-                .store
-                .with_request_ttl(Duration::from_secs(args.request_ttl_secs)),
+            stores: IngestStores::new(
+                &c.redis
+                    .with_request_ttl(Duration::from_secs(args.request_ttl_secs)),
+            ),
             producer: c.producer,
             events_producer: crate::kafka::producer(&args.common.kafka_brokers)?,
             topics: c.topics,

@@ -209,7 +209,7 @@ fn promo_view(p: &FlashPromo, rec: &PromoRecord, now: u64) -> PromoView {
 
 async fn load(app: &Ingest, raw_id: &str) -> Result<(FlashPromo, PromoRecord), ApiError> {
     let id = or_not_found(PromoId::parse(raw_id), "flash promo")?;
-    let rec = or_not_found(app.store.promo(&id).await?, "flash promo")?;
+    let rec = or_not_found(app.stores.promos.promo(&id).await?, "flash promo")?;
     let promo = serde_json::from_str(&rec.json)
         .map_err(|e| ApiError::unavailable(format!("unreadable promo {id}: {e}")))?;
     Ok((promo, rec))
@@ -300,7 +300,8 @@ async fn create_promo(
     )?);
     let stored = serde_json::to_string(&promo).map_err(|e| ApiError::unavailable(e.to_string()))?;
     let existing = app
-        .store
+        .stores
+        .promos
         .create_promo(
             &promo.id,
             &stored,
@@ -331,7 +332,7 @@ struct ActivePromos {
 async fn active_promos(State(app): App) -> Result<Response, ApiError> {
     let now = now_ms();
     let mut active = Vec::new();
-    for id in app.store.current_promo_ids(now).await? {
+    for id in app.stores.promos.current_promo_ids(now).await? {
         if let Ok((promo, rec)) = load(&app, id.as_str()).await {
             if promo.window(now) == Window::Active {
                 active.push(promo_view(&promo, &rec, now));
@@ -393,7 +394,8 @@ async fn reserve(
         (status, Json(hold)).into_response()
     };
     match app
-        .store
+        .stores
+        .promos
         .reserve_unit(&promo.id, user, app.promos.hold)
         .await?
     {
@@ -450,7 +452,8 @@ async fn purchase(
     let sale = sale_id(&promo.id, user);
     let event = sale_event(&app, &promo, user, sale.as_ref(), now).await?;
     let status = match app
-        .store
+        .stores
+        .promos
         .purchase_unit(&promo.id, user, event.as_deref())
         .await?
     {
@@ -495,7 +498,8 @@ async fn sale_event(
         return Ok(None);
     };
     let Some(customer_email) = app
-        .store
+        .stores
+        .customers
         .customer(user)
         .await?
         .and_then(|c| c.contacts.get(&Channel::Email).cloned())
@@ -554,11 +558,11 @@ async fn user_segments(
         _ => claims.sub.clone(),
     };
     let user = or_not_found(CustomerId::parse(&raw), "customer")?;
-    let customer = or_not_found(app.store.customer(&user).await?, "customer")?;
-    let activity = app.store.activity(&user).await?;
+    let customer = or_not_found(app.stores.customers.customer(&user).await?, "customer")?;
+    let activity = app.stores.events.activity(&user).await?;
     let now = now_ms();
     let mut promos = Vec::new();
-    for id in app.store.current_promo_ids(now).await? {
+    for id in app.stores.promos.current_promo_ids(now).await? {
         let Ok((promo, _)) = load(&app, id.as_str()).await else {
             continue;
         };

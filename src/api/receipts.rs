@@ -105,7 +105,7 @@ async fn receipts(
         ));
     }
     let tally = crate::campaigns::receipts::apply(
-        &app.store,
+        &app.stores.slots,
         &app.events_producer,
         &app.topics,
         &body.items,

@@ -99,7 +99,7 @@ struct RequestState {
 async fn create_request(State(app): App, Body(body): Body) -> Result<Response, ApiError> {
     let msg = parse_message(&body)?;
     let id = RequestId::generate();
-    app.store.create_request(&id, &msg).await?;
+    app.stores.requests.create_request(&id, &msg).await?;
     tracing::debug!(id = %id, channel = %msg.channel, "request created");
     Ok((StatusCode::CREATED, Json(RequestRef { id })).into_response())
 }
@@ -114,17 +114,22 @@ async fn process_request(
     Path(raw_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = or_not_found(RequestId::parse(&raw_id), "request")?;
-    match app.store.mark_published(&id, RECONCILE_AFTER).await? {
+    match app
+        .stores
+        .requests
+        .mark_published(&id, RECONCILE_AFTER)
+        .await?
+    {
         Publication::Missing => return Err(ApiError::not_found("request")),
         Publication::AlreadyPublished => {}
         Publication::MustPublish(message) => {
             let channel = message.channel;
             if let Err(e) = publish_request(&app.producer, &app.topics, &id, message).await {
                 tracing::error!(id = %id, error = %e, "publish failed");
-                app.store.unmark_published(&id).await?;
+                app.stores.requests.unmark_published(&id).await?;
                 return Err(ApiError::unavailable("queue unavailable, try again"));
             }
-            app.store.confirm_published(&id).await?;
+            app.stores.requests.confirm_published(&id).await?;
             tracing::debug!(id = %id, %channel, "request queued");
         }
     }
@@ -137,7 +142,7 @@ async fn process_request(
     responses((status = 200, description = "Where it stands", body = RequestState), NotFound))]
 async fn get_request(State(app): App, Path(raw_id): Path<String>) -> Result<Response, ApiError> {
     let id = or_not_found(RequestId::parse(&raw_id), "request")?;
-    let status = or_not_found(app.store.request_status(&id).await?, "request")?;
+    let status = or_not_found(app.stores.requests.request_status(&id).await?, "request")?;
     Ok(Json(RequestState { id, status }).into_response())
 }
 

@@ -50,7 +50,7 @@ fn forged() -> ApiError {
 async fn confirm_page(State(app): App, Path(token): Path<String>) -> Result<Response, ApiError> {
     let tokens = app.access.unsubscribe.as_ref().ok_or_else(forged)?;
     let (campaign, customer) = tokens.verify(&token).ok_or_else(forged)?;
-    let what = match app.store.campaign(&campaign).await? {
+    let what = match app.stores.campaigns.campaign(&campaign).await? {
         Some(c) => format!(
             "messages about \u{201c}{}\u{201d}",
             html_text(&app.catalog.label(&c.topic, None))
@@ -86,7 +86,7 @@ async fn withdraw_topic(
     .await?;
     if first {
         tracing::info!(target: "herald::audit", %campaign, %customer, %topic, "topic withdrawn by one-click");
-        app.store.count_unsubscribe(campaign).await?;
+        app.stores.customers.count_unsubscribe(campaign).await?;
     }
     Ok(first)
 }
@@ -98,7 +98,8 @@ async fn unsubscribe_email(
     customer: &CustomerId,
 ) -> Result<bool, ApiError> {
     let first = app
-        .store
+        .stores
+        .customers
         .unsubscribe(customer, Channel::Email, Some(campaign))
         .await?;
     if first {
@@ -110,7 +111,8 @@ async fn unsubscribe_email(
             "subscribed",
             &format!("unsubscribed (from campaign {campaign})"),
         );
-        app.store
+        app.stores
+            .customers
             .log_consent(&[(customer.clone(), vec![change])])
             .await?;
     }
@@ -146,7 +148,7 @@ fn one_click_schema() -> utoipa::openapi::schema::Schema {
 async fn unsubscribe(State(app): App, Path(token): Path<String>) -> Result<Response, ApiError> {
     let tokens = app.access.unsubscribe.as_ref().ok_or_else(forged)?;
     let (campaign, customer) = tokens.verify(&token).ok_or_else(forged)?;
-    let first = match app.store.campaign(&campaign).await? {
+    let first = match app.stores.campaigns.campaign(&campaign).await? {
         Some(c) => withdraw_topic(&app, &campaign, &customer, &c.topic).await?,
         None => unsubscribe_email(&app, &campaign, &customer).await?,
     };
@@ -236,7 +238,8 @@ async fn bounce(
         BounceKind::Hard => {
             let why = format!("hard bounce: {reason}");
             if app
-                .store
+                .stores
+                .customers
                 .mark_undeliverable(b.channel, address, &why)
                 .await?
             {
@@ -248,7 +251,8 @@ async fn bounce(
                     "deliverable",
                     &format!("undeliverable ({why})"),
                 );
-                app.store
+                app.stores
+                    .customers
                     .log_address_consent(b.channel, address, change)
                     .await?;
             }

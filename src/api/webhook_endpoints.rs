@@ -144,7 +144,7 @@ fn validate(app: &Ingest, new: &NewEndpoint) -> Result<(), ApiError> {
 async fn create_endpoint(State(app): App, Body(body): Body) -> Result<Response, ApiError> {
     let new: NewEndpoint = parse_json(&body, "")?;
     validate(&app, &new)?;
-    if app.store.endpoints().await?.len() >= MAX_ENDPOINTS {
+    if app.stores.webhooks.endpoints().await?.len() >= MAX_ENDPOINTS {
         return Err(ApiError::invalid(
             "url",
             format!("at most {MAX_ENDPOINTS} endpoints; delete one first"),
@@ -162,7 +162,7 @@ async fn create_endpoint(State(app): App, Body(body): Body) -> Result<Response, 
         created_ms: now_ms(),
         disabled_ms: None,
     };
-    app.store.put_endpoint(&endpoint).await?;
+    app.stores.webhooks.put_endpoint(&endpoint).await?;
     let url = url_for_logs(&endpoint.url);
     tracing::info!(endpoint = %endpoint.id, %url, "webhook endpoint registered");
     let created = CreatedEndpoint {
@@ -184,8 +184,8 @@ struct EndpointList {
     responses((status = 200, description = "Every endpoint (secrets are never shown again)", body = EndpointList)))]
 async fn list_endpoints(State(app): App) -> Result<Response, ApiError> {
     let mut endpoints = Vec::new();
-    for e in app.store.endpoints().await? {
-        let figures = app.store.endpoint_state(&e.id).await?;
+    for e in app.stores.webhooks.endpoints().await? {
+        let figures = app.stores.webhooks.endpoint_state(&e.id).await?;
         endpoints.push(view(&e, figures));
     }
     endpoints.sort_by(|a, b| a.created_at.cmp(&b.created_at));
@@ -198,7 +198,7 @@ async fn list_endpoints(State(app): App) -> Result<Response, ApiError> {
     responses((status = 204, description = "Deleted"), NotFound))]
 async fn delete_endpoint(State(app): App, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let id = or_not_found(EndpointId::parse(&raw), "endpoint")?;
-    if !app.store.delete_endpoint(&id).await? {
+    if !app.stores.webhooks.delete_endpoint(&id).await? {
         return Err(ApiError::not_found("endpoint"));
     }
     tracing::info!(endpoint = %id, "webhook endpoint deleted");
@@ -240,10 +240,10 @@ async fn replay_endpoint(
         .ok()
         .and_then(|t| u64::try_from(t.as_millisecond()).ok())
         .ok_or_else(|| ApiError::invalid("since", "an RFC 3339 time, e.g. 2026-12-05T08:00:00Z"))?;
-    let mut endpoint = or_not_found(app.store.endpoint(&id).await?, "endpoint")?;
+    let mut endpoint = or_not_found(app.stores.webhooks.endpoint(&id).await?, "endpoint")?;
     if endpoint.disabled_ms.take().is_some() {
-        app.store.put_endpoint(&endpoint).await?;
+        app.stores.webhooks.put_endpoint(&endpoint).await?;
     }
-    let queued = app.store.replay_outgoing(&id, since).await?;
+    let queued = app.stores.webhooks.replay_outgoing(&id, since).await?;
     Ok((StatusCode::ACCEPTED, Json(Replayed { queued })).into_response())
 }

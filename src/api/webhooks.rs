@@ -183,8 +183,13 @@ async fn twilio(
                 .get("MessageSid")
                 .map(|s| s.chars().take(128).collect()),
         };
-        let tally =
-            receipts::apply(&app.store, &app.events_producer, &app.topics, &[receipt]).await?;
+        let tally = receipts::apply(
+            &app.stores.slots,
+            &app.events_producer,
+            &app.topics,
+            &[receipt],
+        )
+        .await?;
         return Ok(ok(json!({"outcomes": tally})));
     }
     if let (Some(text), Some(from)) = (fields.get("Body"), fields.get("From")) {
@@ -208,7 +213,8 @@ async fn twilio(
 /// A STOP reply: the number gets no more promotions on that channel.
 async fn opt_out(app: &Ingest, channel: Channel, number: &str) -> Result<(), ApiError> {
     if app
-        .store
+        .stores
+        .customers
         .mark_undeliverable(channel, number, "the customer replied STOP")
         .await?
     {
@@ -219,7 +225,8 @@ async fn opt_out(app: &Ingest, channel: Channel, number: &str) -> Result<(), Api
             "subscribed",
             "STOP",
         );
-        app.store
+        app.stores
+            .customers
             .log_address_consent(channel, number, change)
             .await?;
     }
@@ -324,7 +331,7 @@ async fn whatsapp(
     let tally = if found.is_empty() {
         Default::default()
     } else {
-        receipts::apply(&app.store, &app.events_producer, &app.topics, &found).await?
+        receipts::apply(&app.stores.slots, &app.events_producer, &app.topics, &found).await?
     };
     Ok(ok(json!({"outcomes": tally, "opted_out": stops.len()})))
 }

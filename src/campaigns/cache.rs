@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::model::{Campaign, CampaignId};
-use crate::store::{Store, StoreError};
+use crate::store::{CampaignStore, StoreError};
 
 /// Campaign definitions never change once stored, so the workers that need one per batch
 /// or per fallback read each from Redis once.
@@ -24,7 +24,7 @@ impl CampaignCache {
     /// The campaign, from memory or Redis; `None` if it does not exist.
     pub async fn get(
         &self,
-        store: &Store,
+        store: &CampaignStore,
         id: &CampaignId,
     ) -> Result<Option<Arc<Campaign>>, StoreError> {
         if let Some(c) = self.map().get(id) {

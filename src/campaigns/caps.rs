@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::model::frequency::{Counter, Limit, Verdict, Windows};
 use crate::model::{Campaign, Channel, CustomerId, Delivery, Topic, TopicCatalog};
-use crate::store::{CapAsk, Store, StoreError};
+use crate::store::{CampaignStore, CapAsk, StoreError};
 
 /// The caps of the rules file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -118,7 +118,7 @@ pub struct Held {
 /// zone): answers the deliveries that may go, and those held back. Redis is not asked when
 /// no cap applies to the campaign's topic.
 pub async fn hold_back(
-    store: &Store,
+    store: &CampaignStore,
     caps: &Caps,
     campaign: &Campaign,
     sends: Vec<(Delivery, &str)>,

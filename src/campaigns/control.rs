@@ -25,7 +25,7 @@ use crate::model::{
     CampaignAction, CampaignId, CampaignState, Channel, Halt, LifecycleEvent, LifecycleKind,
     RequestId,
 };
-use crate::store::{StateChange, Store, StoreError, BATCH_SIZE};
+use crate::store::{CampaignStore, StateChange, StoreError, BATCH_SIZE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -41,7 +41,7 @@ pub enum ControlError {
 /// on cancel those and, for a campaign that never started, all its batches (fan-out ends
 /// each customer `cancelled`), and every unpublished delivery waiting in its pending sets.
 pub async fn operate(
-    store: &Store,
+    store: &CampaignStore,
     producer: &FutureProducer,
     topics: &Topics,
     id: &CampaignId,
@@ -68,7 +68,7 @@ pub async fn operate(
 
 /// Queues a paused campaign's parked batches again; the number queued.
 pub async fn requeue_parked(
-    store: &Store,
+    store: &CampaignStore,
     producer: &FutureProducer,
     topics: &Topics,
     id: &CampaignId,
@@ -86,7 +86,7 @@ pub async fn requeue_parked(
 }
 
 async fn queue_all(
-    store: &Store,
+    store: &CampaignStore,
     producer: &FutureProducer,
     topics: &Topics,
     id: &CampaignId,
@@ -106,7 +106,7 @@ async fn queue_all(
 /// (for `lease`), its batches queued, then marked running. A start cut short after its
 /// batches were queued is queued again after the lease; fan-out skips the batches done.
 pub async fn start_due(
-    store: &Store,
+    store: &CampaignStore,
     producer: &FutureProducer,
     topics: &Topics,
     lease: Duration,
@@ -135,7 +135,7 @@ pub async fn start_due(
 /// it scans the campaign's pending sets) a cancelled or expired campaign's waiting
 /// deliveries ended.
 pub async fn reconcile(
-    store: &Store,
+    store: &CampaignStore,
     producer: &FutureProducer,
     topics: &Topics,
     id: &CampaignId,

@@ -26,7 +26,10 @@ use rdkafka::producer::FutureProducer;
 
 use crate::kafka::Topics;
 use crate::model::{Campaign, CampaignBatch, CampaignId, CampaignState, CustomerId};
-use crate::store::{CampaignCreation, Store, StoreError, BATCH_SIZE};
+use crate::store::{
+    CampaignCreation, CampaignStore, CustomerStore, HealthStore, Redis, SlotStore, StoreError,
+    BATCH_SIZE,
+};
 
 pub use cache::CampaignCache;
 
@@ -38,6 +41,27 @@ pub struct Launched {
     /// `false` when the id existed already (a client's retry): nothing new was stored.
     pub created: bool,
     pub batches: usize,
+}
+
+/// The domain stores a campaign worker (herald-fanout, herald-retry) works with.
+#[derive(Clone)]
+pub struct CampaignStores {
+    pub campaigns: CampaignStore,
+    pub slots: SlotStore,
+    pub customers: CustomerStore,
+    /// Which channels are unhealthy, to choose around them.
+    pub health: HealthStore,
+}
+
+impl CampaignStores {
+    pub fn new(redis: &Redis) -> Self {
+        CampaignStores {
+            campaigns: CampaignStore::new(redis),
+            slots: SlotStore::new(redis),
+            customers: CustomerStore::new(redis),
+            health: HealthStore::new(redis),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +84,7 @@ pub enum LaunchError {
 /// fan-out drops the batches it has done, so a caller may retry until it succeeds. The same
 /// id with another definition or audience is refused.
 pub async fn launch(
-    store: &Store,
+    store: &CampaignStore,
     producer: &FutureProducer,
     topics: &Topics,
     campaign: Campaign,

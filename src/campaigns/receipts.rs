@@ -9,7 +9,7 @@ use rdkafka::producer::FutureProducer;
 
 use crate::kafka::{self, Topics};
 use crate::model::{parse_delivery_key, LifecycleEvent, LifecycleKind, Receipt};
-use crate::store::{ReceiptOutcome, ReceiptUpdate, Store, StoreError};
+use crate::store::{ReceiptOutcome, ReceiptUpdate, SlotStore, StoreError};
 
 /// Applies receipts and tells how many ended each way (`delivered`, `undelivered`, `early`,
 /// `late`, `repeated`: posted before and applied then, `mismatched`: not the provider id
@@ -18,7 +18,7 @@ use crate::store::{ReceiptOutcome, ReceiptUpdate, Store, StoreError};
 /// If Redis failed some of them, the events of those applied are still emitted (a retry of
 /// the post finds them `repeated`, and emits nothing for them) and the error is returned.
 pub async fn apply(
-    store: &Store,
+    store: &SlotStore,
     producer: &FutureProducer,
     topics: &Topics,
     receipts: &[Receipt],

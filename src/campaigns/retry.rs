@@ -25,7 +25,7 @@ use crate::model::{
 };
 use crate::shutdown::sleep_unless_cancelled;
 use crate::stats::Counters;
-use crate::store::{Overdue, RepublishWait, Store, StoreError};
+use crate::store::{Overdue, Redis, RepublishWait, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct RetryConfig {
@@ -94,7 +94,7 @@ struct Exhausted<'a> {
 }
 
 pub struct Retrier {
-    pub store: Store,
+    pub stores: super::CampaignStores,
     pub producer: FutureProducer,
     pub topics: Topics,
     pub rules: Arc<Rules>,
@@ -113,14 +113,14 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 impl Retrier {
     pub fn new(
-        store: Store,
+        redis: &Redis,
         producer: FutureProducer,
         topics: Topics,
         rules: Arc<Rules>,
         config: RetryConfig,
     ) -> Self {
         Retrier {
-            store,
+            stores: super::CampaignStores::new(redis),
             producer,
             topics,
             rules,
@@ -169,7 +169,8 @@ impl Retrier {
     /// Starts the scheduled campaigns whose time has come.
     async fn start_scheduled(&self) {
         let lease = self.config.claim_lease;
-        match control::start_due(&self.store, &self.producer, &self.topics, lease).await {
+        match control::start_due(&self.stores.campaigns, &self.producer, &self.topics, lease).await
+        {
             Ok(0) => {}
             Ok(n) => {
                 self.stats.started.fetch_add(n as u64, Ordering::Relaxed);
@@ -180,7 +181,7 @@ impl Retrier {
 
     /// Completes operators' state changes a crash may have cut short.
     async fn reconcile_states(&self) {
-        let Ok(active) = self.store.active_campaigns().await else {
+        let Ok(active) = self.stores.campaigns.active_campaigns().await else {
             return;
         };
         {
@@ -189,13 +190,13 @@ impl Retrier {
             swept.retain(|id, _| active.contains(id));
         }
         for id in active {
-            let expires_at_ms = match self.campaigns.get(&self.store, &id).await {
+            let expires_at_ms = match self.campaigns.get(&self.stores.campaigns, &id).await {
                 Ok(def) => def.and_then(|c| c.expires_at_ms),
                 Err(_) => continue,
             };
             let sweep = self.sweep_due(&id);
             let done = control::reconcile(
-                &self.store,
+                &self.stores.campaigns,
                 &self.producer,
                 &self.topics,
                 &id,
@@ -225,9 +226,10 @@ impl Retrier {
     /// One pass over every active campaign; returns how many entries were handled.
     pub async fn scan_once(&self) -> Result<usize, StoreError> {
         let mut handled = 0;
-        for campaign in self.store.active_campaigns().await? {
+        for campaign in self.stores.campaigns.active_campaigns().await? {
             let due = self
-                .store
+                .stores
+                .slots
                 .claim_overdue(
                     &campaign,
                     &self.token,
@@ -246,11 +248,20 @@ impl Retrier {
             self.stats
                 .claimed
                 .fetch_add(due.len() as u64, Ordering::Relaxed);
-            let Some(def) = self.campaigns.get(&self.store, &campaign).await? else {
+            let Some(def) = self
+                .campaigns
+                .get(&self.stores.campaigns, &campaign)
+                .await?
+            else {
                 tracing::warn!(campaign = %campaign, "pending entries of an unknown campaign");
                 continue;
             };
-            let unhealthy = self.store.unhealthy_channels().await.unwrap_or_default();
+            let unhealthy = self
+                .stores
+                .health
+                .unhealthy_channels()
+                .await
+                .unwrap_or_default();
             stream::iter(due)
                 .for_each_concurrent(self.config.concurrency, |o| {
                     let (def, unhealthy) = (&def, &unhealthy);
@@ -289,7 +300,8 @@ impl Retrier {
         unhealthy: &[Channel],
     ) -> Result<(), RetryError> {
         let customer = self
-            .store
+            .stores
+            .customers
             .promotable_customers(std::slice::from_ref(&o.customer), &campaign.topic)
             .await?
             .pop()
@@ -324,7 +336,7 @@ impl Retrier {
             let d = if o.attempt == 0 {
                 let zone = profile.time_zone.as_str();
                 let (mut passed, held) = super::caps::hold_back(
-                    &self.store,
+                    &self.stores.campaigns,
                     self.rules.caps(),
                     campaign,
                     vec![(d, zone)],
@@ -332,7 +344,8 @@ impl Retrier {
                 .await?;
                 if let Some(h) = held.first() {
                     if self
-                        .store
+                        .stores
+                        .slots
                         .cap_queued(&campaign.id, &o.customer, &h.reason)
                         .await?
                     {
@@ -390,7 +403,8 @@ impl Retrier {
                     return self.exhaust(campaign, o, render::UNRENDERABLE).await;
                 };
                 if !self
-                    .store
+                    .stores
+                    .slots
                     .advance(&campaign.id, o, &self.token, next, 0, self.config.watch)
                     .await?
                 {
@@ -418,7 +432,8 @@ impl Retrier {
             }
             (Choice::WaitUntil { channel, at_ms }, Some(_)) => {
                 if self
-                    .store
+                    .stores
+                    .slots
                     .advance(
                         &campaign.id,
                         o,
@@ -462,7 +477,8 @@ impl Retrier {
         )
         .await?;
         if self
-            .store
+            .stores
+            .slots
             .fail_overdue(&campaign.id, o, &self.token, "exhausted", &reason)
             .await?
         {
@@ -495,11 +511,11 @@ impl Retrier {
     }
 
     async fn retire_finished(&self) {
-        let Ok(active) = self.store.active_campaigns().await else {
+        let Ok(active) = self.stores.campaigns.active_campaigns().await else {
             return;
         };
         for id in active {
-            match self.store.retire_if_finished(&id).await {
+            match self.stores.campaigns.retire_if_finished(&id).await {
                 Ok(true) => {
                     tracing::info!(campaign = %id, "campaign finished");
                     self.campaigns.forget(&id);

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use super::KafkaArgs;
 use crate::kafka::{self, dlq_headers, KafkaError, Topics, DLQ_ORIGIN_HEADER};
 use crate::model::{CampaignBatch, CampaignId, CustomerId};
-use crate::store::{Store, StoreError};
+use crate::store::{Redis, SlotStore, StoreError};
 
 /// One message of the dead-letter topic.
 #[derive(Debug, Clone)]
@@ -176,7 +176,7 @@ pub fn plan(letter: &DeadLetter) -> Replay {
 pub async fn replay(
     letter: &DeadLetter,
     action: &Replay,
-    store: &Store,
+    store: &SlotStore,
     producer: &FutureProducer,
     topics: &Topics,
 ) -> Result<bool, DlqError> {
@@ -293,7 +293,7 @@ async fn replay_all(
 ) -> anyhow::Result<()> {
     let letters = read_dead_letters(kafka, which, reason).await?;
     let topics = kafka.topics();
-    let store = Store::connect(redis_url, &kafka.namespace)
+    let redis = Redis::connect(redis_url, &kafka.namespace)
         .await
         .with_context(|| {
             format!(
@@ -301,6 +301,7 @@ async fn replay_all(
                 crate::config::redacted_url(redis_url)
             )
         })?;
+    let store = SlotStore::new(&redis);
     let producer = kafka::producer(&kafka.kafka_brokers)?;
     let (mut done, mut skipped) = (0, 0);
     for l in &letters {

@@ -77,7 +77,7 @@ impl Dispatcher {
                 if still_fresh {
                     return true;
                 }
-                match retry_store(cancel, || self.store.renew_slot(d, owner, lease)).await {
+                match retry_store(cancel, || self.slot_store.renew_slot(d, owner, lease)).await {
                     Some(Renewal::Renewed) => true,
                     Some(Renewal::Halted(halt)) => {
                         *ended_waiting.lock().unwrap_or_else(|e| e.into_inner()) = Some(halt);
@@ -113,14 +113,14 @@ impl Dispatcher {
         cancel: &CancellationToken,
     ) -> Reclaimed {
         let lease = self.config.lease;
-        let released = retry_store(cancel, || self.store.release_once(d, owner, true)).await;
+        let released = retry_store(cancel, || self.slot_store.release_once(d, owner, true)).await;
         if released != Some(true) {
             // The lease went to another owner, who decides.
             return Reclaimed::NotOurs;
         }
         let trace = crate::telemetry::current_traceparent();
         let claimed = retry_store(cancel, || {
-            self.store
+            self.slot_store
                 .claim_slot(d, owner, lease, trace.as_deref(), true)
         })
         .await;
@@ -287,21 +287,23 @@ impl Dispatcher {
                 // The address first: if we crash now, the next campaign still skips it.
                 let channel = d.message.channel;
                 let _ = retry_store(&never, || {
-                    self.store
+                    self.customer_store
                         .mark_undeliverable(channel, &d.message.to, &reason)
                 })
                 .await;
                 if channel == Channel::Push {
                     // A push token that can never receive is dropped from the profile.
                     let _ = retry_store(&never, || {
-                        self.store
+                        self.customer_store
                             .forget_contact(&d.customer, channel, &d.message.to)
                     })
                     .await;
                 }
                 tracing::warn!(campaign = %d.campaign, customer = %d.customer, %channel, %reason, "address cannot receive; next channel due");
-                let _ =
-                    retry_store(&never, || self.store.mark_undelivered(d, owner, &reason)).await;
+                let _ = retry_store(&never, || {
+                    self.slot_store.mark_undelivered(d, owner, &reason)
+                })
+                .await;
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 self.emit_delivery(LifecycleKind::Undelivered, d, Some(reason))
                     .await;
@@ -319,15 +321,17 @@ impl Dispatcher {
             | SendOutcome::Unavailable { reason, .. }
             | SendOutcome::Uncertain { reason } => {
                 tracing::warn!(campaign = %d.campaign, customer = %d.customer, channel = %d.message.channel, %reason, "delivery refused; next channel due");
-                let _ =
-                    retry_store(&never, || self.store.mark_undelivered(d, owner, &reason)).await;
+                let _ = retry_store(&never, || {
+                    self.slot_store.mark_undelivered(d, owner, &reason)
+                })
+                .await;
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 self.emit_delivery(LifecycleKind::Undelivered, d, Some(reason))
                     .await;
             }
             SendOutcome::Abandoned { maybe_sent } => {
                 if cancel.is_cancelled() {
-                    let _ = self.store.release_once(d, owner, maybe_sent).await;
+                    let _ = self.slot_store.release_once(d, owner, maybe_sent).await;
                     self.stats.handed_back.fetch_add(1, Ordering::Relaxed);
                     return Handled::HandedBack;
                 }

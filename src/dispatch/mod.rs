@@ -33,7 +33,8 @@ use crate::latency::LatencyHistogram;
 use crate::model::{Channel, Delivery, LifecycleEvent, LifecycleKind, Notification, RequestId};
 use crate::provider::ProviderChain;
 use crate::store::{
-    OnceClaim, SentOutcome, SlotClaim, SlotMark, Store, StoreError, SLOTS_PER_CALL,
+    CustomerStore, HealthStore, OnceClaim, Redis, RequestStore, SentOutcome, SlotClaim, SlotMark,
+    SlotStore, StoreError, SLOTS_PER_CALL,
 };
 
 #[derive(Debug, Clone)]
@@ -114,7 +115,14 @@ pub(super) enum Handled {
 }
 
 pub struct Dispatcher {
-    pub store: Store,
+    /// Campaign deliveries: their once-slots.
+    pub slot_store: SlotStore,
+    /// Seed 001's requests.
+    pub request_store: RequestStore,
+    /// Who cannot be reached on an address, learnt from the providers' answers.
+    pub customer_store: CustomerStore,
+    /// Where this dispatcher reports its providers' health.
+    pub health_store: HealthStore,
     pub producer: FutureProducer,
     pub topics: Topics,
     /// The channel's providers, in order: failover within the channel.
@@ -133,24 +141,28 @@ const SLOT_BATCHES_IN_FLIGHT: usize = 2;
 impl Dispatcher {
     /// A dispatcher, with its claim batches' task started on the current runtime.
     pub fn new(
-        store: Store,
+        redis: &Redis,
         producer: FutureProducer,
         topics: Topics,
         providers: Arc<ProviderChain>,
         config: DispatchConfig,
     ) -> Self {
-        let claimer = store.clone();
+        let slot_store = SlotStore::new(redis);
+        let claimer = slot_store.clone();
         let claims = Coalescer::spawn(SLOTS_PER_CALL, SLOT_BATCHES_IN_FLIGHT, move |batch| {
             let store = claimer.clone();
             async move { store.claim_slots(batch).await }
         });
-        let marker = store.clone();
+        let marker = slot_store.clone();
         let marks = Coalescer::spawn(SLOTS_PER_CALL, SLOT_BATCHES_IN_FLIGHT, move |batch| {
             let store = marker.clone();
             async move { store.mark_sent_many(batch).await }
         });
         Dispatcher {
-            store,
+            slot_store,
+            request_store: RequestStore::new(redis),
+            customer_store: CustomerStore::new(redis),
+            health_store: HealthStore::new(redis),
             producer,
             topics,
             providers,
@@ -230,7 +242,7 @@ impl Dispatcher {
 
     /// Ready when Redis answers: without it nothing can be claimed.
     pub async fn ready(&self) -> Result<(), String> {
-        self.store.ping().await.map_err(|e| e.to_string())
+        self.slot_store.ping().await.map_err(|e| e.to_string())
     }
 
     fn log_progress(&self) {

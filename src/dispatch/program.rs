@@ -70,7 +70,7 @@ impl crate::program::Program for Program {
 
     async fn from_args(args: &Args) -> anyhow::Result<Self> {
         let Connections {
-            store,
+            redis,
             producer,
             topics,
         } = Connections::open(&args.common).await?;
@@ -85,7 +85,7 @@ impl crate::program::Program for Program {
             request_uncertain: args.request_uncertain_send,
         };
         let dispatcher = Arc::new(Dispatcher::new(
-            store,
+            &redis,
             producer,
             topics,
             Arc::new(providers),
@@ -101,7 +101,12 @@ impl crate::program::Program for Program {
 
     fn health(&self) -> Option<(SocketAddr, Probes)> {
         let d = &self.dispatcher;
-        let probes = Probes::of(&d.store, d, Dispatcher::stats_json, Dispatcher::prometheus);
+        let probes = Probes::of(
+            &d.slot_store,
+            d,
+            Dispatcher::stats_json,
+            Dispatcher::prometheus,
+        );
         Some((self.health?, probes))
     }
 

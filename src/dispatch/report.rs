@@ -26,7 +26,7 @@ impl Dispatcher {
         );
         while sleep_unless_cancelled(Duration::from_secs(1), &shutdown).await {
             if let Err(e) = self
-                .store
+                .health_store
                 .report_providers(&self.provider_reports(&instance))
                 .await
             {
@@ -34,7 +34,7 @@ impl Dispatcher {
             }
             if self.providers.all_open() {
                 if let Err(e) = self
-                    .store
+                    .health_store
                     .set_unhealthy(self.config.channel, Duration::from_secs(3))
                     .await
                 {

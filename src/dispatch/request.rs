@@ -25,7 +25,7 @@ impl Dispatcher {
         let owner = next_owner();
         let lease = self.config.lease;
         let claimed = claim_until(cancel, || async {
-            Ok(match self.store.claim(id, &owner, lease).await? {
+            Ok(match self.request_store.claim(id, &owner, lease).await? {
                 Claim::Claimed => Step::Claimed,
                 Claim::HeldByOther { retry_in } => Step::Held(retry_in),
                 settled => Step::Settled(settled),
@@ -74,7 +74,7 @@ impl Dispatcher {
                         unanswered.store(true, Ordering::Relaxed);
                         return false;
                     }
-                    retry_store(cancel, || self.store.renew(id, owner, lease))
+                    retry_store(cancel, || self.request_store.renew(id, owner, lease))
                         .await
                         .unwrap_or(false)
                 }
@@ -108,14 +108,14 @@ impl Dispatcher {
                 let channel = notification.message.channel;
                 let to = &notification.message.to;
                 let _ = retry_store(&never, || {
-                    self.store.mark_undeliverable(channel, to, &reason)
+                    self.customer_store.mark_undeliverable(channel, to, &reason)
                 })
                 .await;
                 (RequestStatus::Failed, LifecycleKind::Failed, reason)
             }
             SendOutcome::Abandoned { .. } => {
                 if cancel.is_cancelled() {
-                    let _ = self.store.release(id, &owner).await;
+                    let _ = self.request_store.release(id, &owner).await;
                     self.stats.handed_back.fetch_add(1, Ordering::Relaxed);
                     return Handled::HandedBack;
                 }
@@ -126,7 +126,7 @@ impl Dispatcher {
         // The provider has answered: recording that must not be given up on shutdown,
         // or the next owner would send again.
         let never = CancellationToken::new();
-        let _ = retry_store(&never, || self.store.finish(id, status, &detail)).await;
+        let _ = retry_store(&never, || self.request_store.finish(id, status, &detail)).await;
         match status {
             RequestStatus::Sent => self.stats.sent.fetch_add(1, Ordering::Relaxed),
             _ => self.stats.failed.fetch_add(1, Ordering::Relaxed),

@@ -8,10 +8,10 @@ use rdkafka::message::{Message as _, OwnedMessage};
 use super::{Applied, Consume, Role};
 use crate::model::commerce::{Activity, UserEvent};
 use crate::model::now_ms;
-use crate::store::Store;
+use crate::store::EventStore;
 
 pub struct UserEvents {
-    pub store: Store,
+    pub store: EventStore,
     /// How long an `event_id` is remembered; a copy arriving later counts again.
     pub dedup_window: Duration,
 }

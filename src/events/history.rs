@@ -5,10 +5,10 @@ use rdkafka::message::{Message as _, OwnedMessage};
 
 use super::{Applied, Consume, Role};
 use crate::model::LifecycleEvent;
-use crate::store::{HistoryItem, HistoryLimits, Store};
+use crate::store::{EventStore, HistoryItem, HistoryLimits};
 
 pub struct History {
-    pub store: Store,
+    pub store: EventStore,
     pub limits: HistoryLimits,
 }
 

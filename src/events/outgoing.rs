@@ -7,10 +7,10 @@ use rdkafka::message::{Message as _, OwnedMessage};
 use super::{Applied, Consume, Role};
 use crate::model::LifecycleEvent;
 use crate::outgoing::{event_type, Payload};
-use crate::store::{Outgoing, Store};
+use crate::store::{Outgoing, WebhookStore};
 
 pub struct Webhooks {
-    pub store: Store,
+    pub store: WebhookStore,
 }
 
 impl Consume for Webhooks {

@@ -151,7 +151,7 @@ impl crate::program::Program for Program {
             .collect();
         let sender = if args.roles().contains(&Role::Webhooks) {
             let sender = Sender::new(
-                c.store.clone(),
+                crate::store::WebhookStore::new(&c.redis),
                 c.producer.clone(),
                 c.topics.clone(),
                 args.webhook_addresses.policy(),
@@ -175,7 +175,7 @@ impl crate::program::Program for Program {
         let sender = self.sender.clone();
         let prom_sender = self.sender.clone();
         let probes = Probes {
-            ready: crate::health::redis_ready(self.c.store.clone()),
+            ready: crate::health::redis_ready(self.c.redis.clone()),
             stats: Arc::new(move || {
                 let mut map: serde_json::Map<String, serde_json::Value> = for_json
                     .iter()
@@ -243,7 +243,7 @@ async fn run(
             shutdown: shutdown.clone(),
         };
         let dedup_window = Duration::from_secs(args.dedup_hours.max(1) * 3600);
-        let store = c.store.clone();
+        let store = crate::store::EventStore::new(&c.redis);
         match role {
             Role::SaleEmail => {
                 let work = SaleEmail {
@@ -283,7 +283,12 @@ async fn run(
                 &mut running,
             ),
             // Its sender runs beside it (started above).
-            Role::Webhooks => each.spawn(Webhooks { store }, &mut running),
+            Role::Webhooks => each.spawn(
+                Webhooks {
+                    store: crate::store::WebhookStore::new(&c.redis),
+                },
+                &mut running,
+            ),
         };
     }
     let mut failure = None;

@@ -14,7 +14,7 @@ use crate::model::commerce::{cents, SaleEvent};
 use crate::model::{
     now_ms, Channel, LifecycleEvent, LifecycleKind, Message, Notification, RequestId,
 };
-use crate::store::{LoyaltyCredit, Store};
+use crate::store::{EventStore, LoyaltyCredit};
 
 /// Reads a sale from a message and checks it; the error is the dead-letter reason.
 fn decode_sale(msg: &OwnedMessage) -> Result<(SaleEvent, u64), String> {
@@ -36,7 +36,7 @@ pub fn sale_of(payload: Option<&[u8]>) -> Result<(SaleEvent, u64), String> {
 /// 001 request `sale-{sale_id}` (or finds it) and publishes it to the e-mail topic, where a
 /// dispatcher claims and sends it like any request. `GET /v1/requests/sale-{id}` tracks it.
 pub struct SaleEmail {
-    pub store: Store,
+    pub store: EventStore,
     pub producer: FutureProducer,
     pub topics: Topics,
     /// How long a sale is remembered (its request record lives as long).
@@ -127,7 +127,7 @@ impl LoyaltyRule {
 
 /// Loyalty points for every sale, credited once per `sale_id`.
 pub struct Loyalty {
-    pub store: Store,
+    pub store: EventStore,
     pub rule: LoyaltyRule,
     pub dedup_window: Duration,
 }

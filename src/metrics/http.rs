@@ -172,14 +172,14 @@ fn rates_view(fields: BTreeMap<String, f64>) -> Rates {
 async fn campaign_view(agg: &Aggregator, id: CampaignId) -> Result<CampaignView, ApiError> {
     let fields = agg.store.metrics_campaign(&id).await?;
     let recipients = agg
-        .store
+        .campaign_store
         .campaign_counts(&id)
         .await?
         .get("recipients")
         .copied()
         .unwrap_or(0);
     let state = agg
-        .store
+        .campaign_store
         .campaign_state(&id)
         .await?
         .unwrap_or(CampaignState::Running);
@@ -212,7 +212,7 @@ async fn overview(agg: &Aggregator) -> Result<Value, ApiError> {
         "rates_per_sec": rates_view(agg.rates()),
         "campaigns": campaigns,
         "aggregator": &agg.stats,
-        "providers": providers_view(agg.store.provider_reports().await?),
+        "providers": providers_view(agg.health_store.provider_reports().await?),
     }))
 }
 

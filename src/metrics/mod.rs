@@ -26,7 +26,9 @@ use crate::kafka::{self, Topics};
 use crate::model::{now_ms, LifecycleEvent};
 use crate::shutdown::sleep_unless_cancelled;
 use crate::stats::Counters;
-use crate::store::{Applied, Increments, MetricsRun, Store};
+use crate::store::{
+    Applied, CampaignStore, HealthStore, Increments, MetricsRun, MetricsStore, Redis,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -82,7 +84,11 @@ impl Counters for AggregatorStats {
 }
 
 pub struct Aggregator {
-    pub store: Store,
+    pub store: MetricsStore,
+    /// A campaign's record and state, for its report.
+    pub campaign_store: CampaignStore,
+    /// The providers dispatchers report, for the dashboard.
+    pub health_store: HealthStore,
     pub producer: FutureProducer,
     pub topics: Topics,
     pub config: AggregatorConfig,
@@ -155,13 +161,15 @@ pub fn increments_of<'a>(events: impl IntoIterator<Item = &'a LifecycleEvent>) -
 
 impl Aggregator {
     pub fn new(
-        store: Store,
+        redis: &Redis,
         producer: FutureProducer,
         topics: Topics,
         config: AggregatorConfig,
     ) -> Self {
         Aggregator {
-            store,
+            store: MetricsStore::new(redis),
+            campaign_store: CampaignStore::new(redis),
+            health_store: HealthStore::new(redis),
             producer,
             topics,
             config,

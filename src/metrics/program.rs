@@ -74,7 +74,7 @@ impl crate::program::Program for Program {
             .unwrap_or_else(|| c.topics.metrics_group());
         let consumer = program::consumer(&args.common, &group)?;
         let aggregator = Arc::new(Aggregator::new(
-            c.store,
+            &c.redis,
             c.producer,
             c.topics,
             AggregatorConfig {

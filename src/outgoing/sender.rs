@@ -21,7 +21,7 @@ use crate::kafka::{self, Topics};
 use crate::model::{now_ms, LifecycleEvent, LifecycleKind, RequestId};
 use crate::shutdown::sleep_unless_cancelled;
 use crate::stats::Counters;
-use crate::store::{Claimed, Retry, Store, StoreError};
+use crate::store::{Claimed, Retry, StoreError, WebhookStore};
 
 #[derive(Debug, Clone)]
 pub struct SenderConfig {
@@ -67,7 +67,7 @@ impl Counters for SenderStats {
 }
 
 pub struct Sender {
-    store: Store,
+    store: WebhookStore,
     producer: FutureProducer,
     topics: Topics,
     client: reqwest::Client,
@@ -83,7 +83,7 @@ const ENDPOINTS_EVERY: Duration = Duration::from_secs(1);
 
 impl Sender {
     pub fn new(
-        store: Store,
+        store: WebhookStore,
         producer: FutureProducer,
         topics: Topics,
         policy: AddressPolicy,

@@ -11,7 +11,9 @@ use super::{segment, FlashPromo, Window};
 use crate::campaigns::LaunchError;
 use crate::kafka::Topics;
 use crate::model::{Campaign, CampaignId, CustomerId, PromoId};
-use crate::store::{PromoTask, Store, StoreError};
+use crate::store::{PromoTask, StoreError};
+
+use super::PromoStores;
 
 /// How long one scheduler may take to activate a promo before another may try.
 const ACTIVATION_LEASE: Duration = Duration::from_secs(60);
@@ -41,22 +43,24 @@ pub fn local_date(time_zone: &str, now_ms: u64) -> String {
 
 /// Activates every promo whose window has opened; returns what each activation did.
 pub async fn activate_due(
-    store: &Store,
+    stores: &PromoStores,
     producer: &FutureProducer,
     topics: &Topics,
     owner: &str,
     now_ms: u64,
 ) -> Result<Vec<Activation>, StoreError> {
     let mut done = Vec::new();
-    for id in store.due_promo_ids(now_ms).await? {
-        if !store
+    for id in stores.promos.due_promo_ids(now_ms).await? {
+        if !stores
+            .promos
             .claim_promo_task(&id, PromoTask::Activation, owner, ACTIVATION_LEASE)
             .await?
         {
             continue;
         }
-        let Some(record) = store.promo(&id).await? else {
-            store
+        let Some(record) = stores.promos.promo(&id).await? else {
+            stores
+                .promos
                 .finish_promo_activation(&id, owner, &[("activation", "missing".into())])
                 .await?;
             continue;
@@ -64,14 +68,15 @@ pub async fn activate_due(
         if record.activation.contains_key("activation") {
             // Recorded already: by a scheduler that stopped before taking it off the
             // schedule, or the same promo was posted again (which schedules it again).
-            store.unschedule_promo(&id).await?;
+            stores.promos.unschedule_promo(&id).await?;
             continue;
         }
         let promo: FlashPromo = match serde_json::from_str(&record.json) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(promo = %id, error = %e, "unreadable promo; not activated");
-                store
+                stores
+                    .promos
                     .finish_promo_activation(
                         &id,
                         owner,
@@ -82,7 +87,8 @@ pub async fn activate_due(
             }
         };
         if promo.window(now_ms) == Window::Ended {
-            store
+            stores
+                .promos
                 .finish_promo_activation(
                     &id,
                     owner,
@@ -91,10 +97,11 @@ pub async fn activate_due(
                 .await?;
             continue;
         }
-        match activate(store, producer, topics, &promo, now_ms).await? {
+        match activate(stores, producer, topics, &promo, now_ms).await? {
             Some(a) => {
                 tracing::info!(promo = %id, campaign = %a.campaign, near = a.near, segment = a.segment, capped = a.capped, audience = a.audience, "flash promo activated");
-                let finished = store
+                let finished = stores
+                    .promos
                     .finish_promo_activation(
                         &id,
                         owner,
@@ -126,7 +133,7 @@ pub async fn activate_due(
 /// Activates promos as their windows open, and publishes their purchases' sale events,
 /// until `shutdown`, checking every `poll`.
 pub async fn run(
-    store: Store,
+    stores: PromoStores,
     producer: FutureProducer,
     topics: Topics,
     poll: Duration,
@@ -136,11 +143,11 @@ pub async fn run(
     tracing::info!(%owner, "flash promo scheduler running");
     loop {
         let now = crate::model::now_ms();
-        if let Err(e) = activate_due(&store, &producer, &topics, &owner, now).await {
+        if let Err(e) = activate_due(&stores, &producer, &topics, &owner, now).await {
             tracing::warn!(error = %e, "flash promo activation failed; will retry");
         }
         if let Err(e) =
-            super::outbox::publish_outboxes(&store, &producer, &topics, &owner, now).await
+            super::outbox::publish_outboxes(&stores.promos, &producer, &topics, &owner, now).await
         {
             tracing::warn!(error = %e, "flash promo sale events not published; will retry");
         }
@@ -152,19 +159,19 @@ pub async fn run(
 
 /// Builds and queues the promo's campaign; `None` when Kafka refused the batches.
 async fn activate(
-    store: &Store,
+    stores: &PromoStores,
     producer: &FutureProducer,
     topics: &Topics,
     promo: &FlashPromo,
     now_ms: u64,
 ) -> Result<Option<Activation>, StoreError> {
-    let segment = segment::members(store, promo).await?;
+    let segment = segment::members(stores, promo).await?;
     let dated: Vec<(CustomerId, String)> = segment
         .members
         .iter()
         .map(|m| (m.id.clone(), local_date(&m.customer.time_zone, now_ms)))
         .collect();
-    let holds = store.take_daily_caps(&promo.id, &dated).await?;
+    let holds = stores.promos.take_daily_caps(&promo.id, &dated).await?;
     let audience: Vec<CustomerId> = dated
         .into_iter()
         .zip(&holds)
@@ -191,7 +198,15 @@ async fn activate(
     let recipients = if audience.is_empty() {
         0
     } else {
-        match crate::campaigns::launch(store, producer, topics, campaign.clone(), &audience).await {
+        match crate::campaigns::launch(
+            &stores.campaigns,
+            producer,
+            topics,
+            campaign.clone(),
+            &audience,
+        )
+        .await
+        {
             Ok(launched) => launched.campaign.recipients,
             Err(LaunchError::NotQueued | LaunchError::InProgress) => return Ok(None),
             Err(LaunchError::Store(e)) => return Err(e),

@@ -18,6 +18,28 @@ use utoipa::ToSchema;
 
 use crate::model::commerce::{cents, parse_timestamp, Invalid};
 use crate::model::{Channel, Location, PromoId, Template};
+use crate::store::{CampaignStore, CustomerStore, EventStore, PromoStore, Redis};
+
+/// The domain stores promo activation works with: the promos, who they suit (customers and
+/// their activity), and the campaigns they launch.
+#[derive(Clone)]
+pub struct PromoStores {
+    pub promos: PromoStore,
+    pub customers: CustomerStore,
+    pub events: EventStore,
+    pub campaigns: CampaignStore,
+}
+
+impl PromoStores {
+    pub fn new(redis: &Redis) -> Self {
+        PromoStores {
+            promos: PromoStore::new(redis),
+            customers: CustomerStore::new(redis),
+            events: EventStore::new(redis),
+            campaigns: CampaignStore::new(redis),
+        }
+    }
+}
 
 pub use activate::{activate_due, Activation};
 pub use segment::{Segment, SegmentMember};

@@ -9,7 +9,7 @@ use std::time::Duration;
 use rdkafka::producer::FutureProducer;
 
 use crate::kafka::Topics;
-use crate::store::{PromoTask, Store, StoreError};
+use crate::store::{PromoStore, PromoTask, StoreError};
 
 /// Longer than a publish may take (the producer's 30 s), so two schedulers never drain one
 /// outbox at once.
@@ -20,7 +20,7 @@ const AFTER_END: u64 = 3600 * 1000;
 
 /// Publishes the outboxes of current promos; returns how many sale events went out.
 pub async fn publish_outboxes(
-    store: &Store,
+    store: &PromoStore,
     producer: &FutureProducer,
     topics: &Topics,
     owner: &str,

@@ -6,7 +6,9 @@ use rust_decimal::Decimal;
 
 use super::{FlashPromo, SegmentCriteria};
 use crate::model::{Customer, CustomerId, Location};
-use crate::store::{ActivitySummary, Store, StoreError};
+use crate::store::{ActivitySummary, StoreError};
+
+use super::PromoStores;
 
 /// A customer a promo suits.
 #[derive(Debug, Clone)]
@@ -58,10 +60,11 @@ pub fn distance_m(a: Location, b: Location) -> f64 {
 }
 
 /// The customers a promo suits, read 1000 at a time.
-pub async fn members(store: &Store, promo: &FlashPromo) -> Result<Segment, StoreError> {
+pub async fn members(stores: &PromoStores, promo: &FlashPromo) -> Result<Segment, StoreError> {
     let criteria = &promo.segment;
     let loc = promo.store.location;
-    let near = store
+    let near = stores
+        .promos
         .customers_near(loc.lat, loc.lon, criteria.radius_m)
         .await?;
     let mut segment = Segment {
@@ -69,9 +72,9 @@ pub async fn members(store: &Store, promo: &FlashPromo) -> Result<Segment, Store
         members: Vec::new(),
     };
     for chunk in near.chunks(1000) {
-        let profiles = store.customers(chunk).await?;
+        let profiles = stores.customers.customers(chunk).await?;
         let activities = if criteria.needs_activity() {
-            store.activities(chunk).await?
+            stores.events.activities(chunk).await?
         } else {
             vec![None; chunk.len()]
         };

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 
-use super::{Lua, Store, StoreError};
+use super::{CampaignStore, Lua, StoreError};
 use crate::model::{Campaign, CampaignId, CustomerId};
 
 /// Fan-out and batch bookkeeping split audiences into batches of this many customers.
@@ -144,7 +144,7 @@ fn with_totals(mut counts: BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     counts
 }
 
-impl Store {
+impl CampaignStore {
     /// Stores a campaign and its audience, unless one with this id exists already.
     pub async fn create_campaign(
         &self,

@@ -3,7 +3,7 @@
 //! `{ns}:cap:{CUSTOMER}:t:TOPIC`; one hash slot per customer). A window's count is a
 //! ZCOUNT from its start; entries older than a week and a day are trimmed as it is written.
 
-use super::{Lua, Store, StoreError};
+use super::{CampaignStore, Lua, StoreError};
 use crate::model::frequency::{Counter, Limit, Windows};
 use crate::model::{CampaignId, CustomerId};
 
@@ -40,7 +40,7 @@ pub struct CapAsk<'a> {
     pub windows: Windows,
 }
 
-impl Store {
+impl CampaignStore {
     /// Counts `campaign` against each customer's `counters` unless a limit is reached:
     /// one answer per ask (see `TAKE_CAP`), all in one round trip per thousand.
     pub async fn take_caps(

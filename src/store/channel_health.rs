@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 
-use super::{Store, StoreError};
+use super::{HealthStore, StoreError};
 use crate::model::Channel;
 
-impl Store {
+impl HealthStore {
     /// Dispatchers announce an open provider circuit; rules then try that channel last.
     pub async fn set_unhealthy(
         &self,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError};
+use super::{CustomerStore, StoreError};
 use crate::model::{now_ms, rfc3339, Channel, CustomerId};
 
 /// How long a log is kept after its latest change (a data-access request may ask back that
@@ -62,7 +62,7 @@ pub struct ConsentPage {
     pub next: Option<usize>,
 }
 
-impl Store {
+impl CustomerStore {
     /// Appends each list's changes, all in one round trip.
     async fn append(&self, lists: &[(String, &[ConsentChange])]) -> Result<(), StoreError> {
         if lists.iter().all(|(_, c)| c.is_empty()) {

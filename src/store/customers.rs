@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Lua, Store, StoreError};
+use super::{CustomerStore, Lua, StoreError};
 use crate::model::{Channel, Customer, CustomerId};
 
 // KEYS[1] profile. ARGV: the text read, the text to write. Writes only if nobody wrote since.
@@ -23,7 +23,7 @@ pub(super) fn decode_profile(id: &CustomerId, json: &str) -> Option<Customer> {
         .ok()
 }
 
-impl Store {
+impl CustomerStore {
     /// Stores (or replaces) a customer; its location also goes into the GEO set.
     pub async fn put_customers(
         &self,

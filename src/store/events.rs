@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Lua, Store, StoreError};
+use super::{EventStore, Lua, StoreError};
 use crate::model::commerce::{from_cents, Activity, MemberId, UserAction};
 use crate::model::{CustomerId, Message, RequestId, RequestStatus, SaleId};
 
@@ -130,7 +130,7 @@ impl Confirmation {
     }
 }
 
-impl Store {
+impl EventStore {
     /// Applies each user event unless its id was applied before; `true` for those applied now.
     pub async fn apply_activity(
         &self,
@@ -263,7 +263,7 @@ impl Store {
         for (id, msg) in requests {
             pipe.invoke_script(
                 script
-                    .key(self.request_key(id))
+                    .key(self.keys.request(id))
                     .arg(&msg.to)
                     .arg(&msg.message)
                     .arg(msg.channel.as_str())

@@ -2,7 +2,7 @@
 //! reach fails without a send (and is reopened when its dead letter is replayed), and a first
 //! channel in quiet hours waits in the shard's pending set until `herald-retry` publishes it.
 
-use super::{Lua, Store, StoreError};
+use super::{Lua, SlotStore, StoreError};
 use crate::model::{CampaignId, Channel, CustomerId};
 
 // KEYS[1] slot, KEYS[2] campaign. ARGV: reason code, reason, ttl s.
@@ -56,7 +56,7 @@ return 1
 "#,
 );
 
-impl Store {
+impl SlotStore {
     /// A waiting first delivery a frequency cap holds back when it comes due: ends
     /// `capped`; `false` if it is no longer a waiting first delivery.
     pub async fn cap_queued(

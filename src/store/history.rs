@@ -14,7 +14,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
-use super::{Lua, Store, StoreError};
+use super::{EventStore, Lua, StoreError};
 use crate::model::{rfc3339, CampaignId, Channel, CustomerId, LifecycleEvent, LifecycleKind};
 
 /// How much history is kept.
@@ -154,7 +154,7 @@ return 1
 "#,
 );
 
-impl Store {
+impl EventStore {
     /// Records history events, each at most once however often it is given.
     pub async fn record_history(
         &self,

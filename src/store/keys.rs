@@ -6,7 +6,7 @@ use super::shards::Shard;
 use super::suppression::normalise;
 use crate::model::commerce::MemberId;
 use crate::model::frequency::Counter;
-use crate::model::{CampaignId, Channel, CustomerId, EndpointId, PromoId};
+use crate::model::{CampaignId, Channel, CustomerId, EndpointId, PromoId, RequestId};
 
 /// The keys of one webhook endpoint's queue.
 pub struct EndpointKeys {
@@ -170,8 +170,8 @@ impl KeyNames {
     }
 
     // requests
-    pub fn request_prefix(&self) -> String {
-        format!("{}:req:", self.ns)
+    pub fn request(&self, id: &RequestId) -> String {
+        format!("{}:req:{id}", self.ns)
     }
 
     pub fn publishing_key(&self) -> String {

@@ -13,7 +13,7 @@
 
 use redis::AsyncCommands;
 
-use super::{Lua, Store, StoreError};
+use super::{CampaignStore, Lua, Redis, StoreError};
 use crate::model::{CampaignAction, CampaignId, CampaignState, CustomerId, Halt};
 
 /// What an operator's action did.
@@ -105,7 +105,7 @@ impl super::slot_batch::SlotOp for Unsent<'_> {
         (self.campaign, self.customer)
     }
 
-    fn push_args(&self, invocation: &mut redis::ScriptInvocation<'_>, store: &Store) {
+    fn push_args(&self, invocation: &mut redis::ScriptInvocation<'_>, store: &Redis) {
         invocation
             .arg(store.retention.working.as_secs())
             .arg(self.ending);
@@ -124,7 +124,7 @@ impl super::slot_batch::SlotOp for Waiting {
         (&self.campaign, &self.customer)
     }
 
-    fn push_args(&self, invocation: &mut redis::ScriptInvocation<'_>, _: &Store) {
+    fn push_args(&self, invocation: &mut redis::ScriptInvocation<'_>, _: &Redis) {
         invocation
             .arg(self.customer.as_str())
             .arg(self.ending.as_str());
@@ -140,7 +140,7 @@ fn halt_of(state: CampaignState) -> Option<&'static str> {
     }
 }
 
-impl Store {
+impl CampaignStore {
     /// The campaign's state; `None` for an unknown campaign.
     pub async fn campaign_state(
         &self,

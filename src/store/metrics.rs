@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use redis::AsyncCommands;
 
-use super::{Lua, Store, StoreError};
+use super::{Lua, MetricsStore, StoreError};
 use crate::model::CampaignId;
 
 /// Counter increments for one partition's run of events: `(campaign, field) → n`, where
@@ -71,7 +71,7 @@ return -2
 "#,
 );
 
-impl Store {
+impl MetricsStore {
     fn metrics_campaign_prefix(&self) -> String {
         self.keys.metrics_key("campaign:")
     }

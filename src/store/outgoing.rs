@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 
-use super::{Lua, Store, StoreError};
+use super::{Lua, StoreError, WebhookStore};
 use crate::model::{Endpoint, EndpointId};
 
 /// One message for one endpoint, to queue.
@@ -127,7 +127,7 @@ return #ids
 "#,
 );
 
-impl Store {
+impl WebhookStore {
     pub async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
         let json = serde_json::to_string(endpoint).map_err(|e| StoreError::Corrupt {
             key: self.keys.endpoints_key(),

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::{Lua, Store, StoreError};
+use super::{Lua, Redis, SlotStore, StoreError};
 use crate::model::{CampaignId, Channel, CustomerId, ReceiptStatus};
 
 /// What one receipt changed.
@@ -37,7 +37,7 @@ pub struct RepublishWait {
     pub longest: Duration,
 }
 
-/// One receipt, for [`Store::apply_receipts`].
+/// One receipt, for [`SlotStore::apply_receipts`].
 #[derive(Debug, Clone)]
 pub struct ReceiptUpdate {
     pub campaign: CampaignId,
@@ -54,7 +54,7 @@ impl super::slot_batch::SlotOp for ReceiptUpdate {
         (&self.campaign, &self.customer)
     }
 
-    fn push_args(&self, invocation: &mut redis::ScriptInvocation<'_>, _: &Store) {
+    fn push_args(&self, invocation: &mut redis::ScriptInvocation<'_>, _: &Redis) {
         let status = match self.status {
             ReceiptStatus::Delivered => "delivered",
             ReceiptStatus::Failed => "failed",
@@ -236,7 +236,7 @@ return 1
 "#,
 );
 
-impl Store {
+impl SlotStore {
     /// Applies receipts: one script call per campaign shard among them, under way together.
     /// One answer per receipt, in order: a failed call fails only its shard's receipts (the
     /// others are applied, and come back `Repeated` if posted again).

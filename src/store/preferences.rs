@@ -1,7 +1,7 @@
 //! Customers' preferences (`{ns}:prefs:{CUSTOMER}`: what they said no to, absent for a
 //! customer who never chose) and the profiles promotions see through them.
 
-use super::{Lua, Store, StoreError};
+use super::{CustomerStore, Lua, StoreError};
 use crate::model::{Customer, CustomerId, Preferences, Topic};
 
 // KEYS[1] preferences. ARGV: the text read ('' for none), the text to write ('' deletes).
@@ -32,7 +32,7 @@ fn encode(p: &Preferences) -> String {
     }
 }
 
-impl Store {
+impl CustomerStore {
     pub async fn preferences(&self, id: &CustomerId) -> Result<Preferences, StoreError> {
         let key = self.keys.preferences_key(id);
         let mut pipe = redis::pipe();

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 
-use super::{Lua, Store, StoreError};
+use super::{Lua, PromoStore, StoreError};
 use crate::model::{CustomerId, PromoId};
 
 // KEYS: promo hash, holds, buyers. ARGV: user, hold ms. Holds are stamped and lapse by Redis'
@@ -170,7 +170,7 @@ pub struct PromoRecord {
     pub activation: BTreeMap<String, String>,
 }
 
-impl Store {
+impl PromoStore {
     fn promo_keys(&self, id: &PromoId) -> [String; 3] {
         let k = self.keys.promo_key(id);
         [k.clone(), format!("{k}:holds"), format!("{k}:buyers")]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 
-use super::{Lua, Store, StoreError};
+use super::{Lua, RequestStore, StoreError};
 use crate::model::{Channel, Message, RequestId, RequestStatus};
 
 /// The outcome of trying to take a request for sending.
@@ -110,13 +110,9 @@ return due
 "#
 ));
 
-impl Store {
-    pub(super) fn request_key(&self, id: &RequestId) -> String {
-        format!("{}{id}", self.keys.request_prefix())
-    }
-
+impl RequestStore {
     pub async fn create_request(&self, id: &RequestId, msg: &Message) -> Result<(), StoreError> {
-        let key = self.request_key(id);
+        let key = self.keys.request(id);
         let (mut c, generation) = self.connection();
         let created = crate::model::now_ms();
         let mut pipe = redis::pipe();
@@ -143,7 +139,7 @@ impl Store {
         &self,
         id: &RequestId,
     ) -> Result<Option<RequestStatus>, StoreError> {
-        let key = self.request_key(id);
+        let key = self.keys.request(id);
         let (mut c, generation) = self.connection();
         let raw: Option<String> = self.bounded(generation, c.hget(&key, "status")).await?;
         raw.map(|s| {
@@ -156,14 +152,14 @@ impl Store {
     }
 
     /// Marks a request published exactly once, however many times `/process` is called, and
-    /// lists it as being published: unless [`Store::confirm_published`] follows within
+    /// lists it as being published: unless [`RequestStore::confirm_published`] follows within
     /// `grace`, herald-retry publishes it.
     pub async fn mark_published(
         &self,
         id: &RequestId,
         grace: Duration,
     ) -> Result<Publication, StoreError> {
-        let key = self.request_key(id);
+        let key = self.keys.request(id);
         let mut list = LIST_PUBLISHING.prepare_invoke();
         list.key(self.keys.publishing_key())
             .arg(id.as_str())
@@ -213,7 +209,7 @@ impl Store {
     /// Undoes `mark_published` when the publish itself failed, so a retry of `/process` works.
     pub async fn unmark_published(&self, id: &RequestId) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
-        pipe.hdel(self.request_key(id), "published_ms")
+        pipe.hdel(self.keys.request(id), "published_ms")
             .ignore()
             .zrem(self.keys.publishing_key(), id.as_str())
             .ignore();
@@ -252,7 +248,7 @@ impl Store {
         }
         let mut pipe = redis::pipe();
         for id in &ids {
-            pipe.hget(self.request_key(id), &["status", "to", "message", "type"]);
+            pipe.hget(self.keys.request(id), &["status", "to", "message", "type"]);
         }
         let records: Vec<[Option<String>; 4]> = self.query_pipe(&pipe).await?;
         let mut out = Vec::with_capacity(ids.len());
@@ -286,7 +282,7 @@ impl Store {
         owner: &str,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
-        let key = self.request_key(id);
+        let key = self.keys.request(id);
         let reply: Vec<String> = self
             .eval(CLAIM.key(&key).arg(owner).arg(lease.as_millis() as u64))
             .await?;
@@ -320,7 +316,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.eval_flag(
             RENEW
-                .key(self.request_key(id))
+                .key(self.keys.request(id))
                 .arg(owner)
                 .arg(lease.as_millis() as u64),
         )
@@ -337,7 +333,7 @@ impl Store {
         debug_assert!(status.is_terminal());
         self.eval_flag(
             FINISH
-                .key(self.request_key(id))
+                .key(self.keys.request(id))
                 .arg(status.as_str())
                 .arg(detail),
         )
@@ -345,7 +341,7 @@ impl Store {
     }
 
     pub async fn release(&self, id: &RequestId, owner: &str) -> Result<bool, StoreError> {
-        self.eval_flag(RELEASE.key(self.request_key(id)).arg(owner))
+        self.eval_flag(RELEASE.key(self.keys.request(id)).arg(owner))
             .await
     }
 }

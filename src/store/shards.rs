@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use redis::AsyncCommands;
 
-use super::{Store, StoreError};
+use super::{Redis, StoreError};
 use crate::model::{CampaignId, CustomerId};
 
 /// The most shards a campaign may have.
@@ -79,7 +79,7 @@ impl Shard {
     }
 }
 
-impl Store {
+impl Redis {
     /// How many shards new campaigns get.
     pub fn with_campaign_shards(mut self, shards: u16) -> Self {
         self.campaign_shards = shards.clamp(1, MAX_SHARDS);

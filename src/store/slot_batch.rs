@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::shards::Shard;
-use super::{Lua, Store, StoreError};
+use super::{Lua, Redis, StoreError};
 use crate::model::{CampaignId, CustomerId};
 
 /// Most slots one script call carries: a few hundred microseconds of Redis at most, so that
@@ -16,10 +16,10 @@ pub const SLOTS_PER_CALL: usize = 128;
 pub(super) trait SlotOp {
     fn slot(&self) -> (&CampaignId, &CustomerId);
     /// Its arguments, in the order the script reads them (the slot's key is pushed for it).
-    fn push_args(&self, invocation: &mut redis::ScriptInvocation<'_>, store: &Store);
+    fn push_args(&self, invocation: &mut redis::ScriptInvocation<'_>, store: &Redis);
 }
 
-impl Store {
+impl Redis {
     /// Runs `script` over many slots: one call per campaign shard among them (one hash tag,
     /// so one cluster slot each), at most [`SLOTS_PER_CALL`] slots a call, the calls under
     /// way together. `script` is written with `lua_per_slot!`; one answer per op, in order.

@@ -21,7 +21,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 
 use super::slot_batch::{only_answer, SlotOp};
-use super::{Lua, Store, StoreError};
+use super::{Lua, Redis, SlotStore, StoreError};
 use crate::model::{CampaignId, Channel, CustomerId, Delivery, Halt, UncertainSend};
 
 /// How a dispatcher's claim of a once-slot ended.
@@ -68,7 +68,7 @@ pub enum SentOutcome {
     LostLease,
 }
 
-/// One delivery's claim, as [`Store::claim_slots`] takes it: owned, so that claims made
+/// One delivery's claim, as [`SlotStore::claim_slots`] takes it: owned, so that claims made
 /// apart can be sent together.
 #[derive(Debug, Clone)]
 pub struct SlotClaim {
@@ -111,7 +111,7 @@ impl SlotOp for SlotClaim {
         (&self.campaign, &self.customer)
     }
 
-    fn push_args(&self, invocation: &mut redis::ScriptInvocation<'_>, store: &Store) {
+    fn push_args(&self, invocation: &mut redis::ScriptInvocation<'_>, store: &Redis) {
         invocation
             .arg(self.attempt)
             .arg(self.channel.as_str())
@@ -125,7 +125,7 @@ impl SlotOp for SlotClaim {
     }
 }
 
-/// A provider's acceptance to record on a slot, as [`Store::mark_sent_many`] takes it.
+/// A provider's acceptance to record on a slot, as [`SlotStore::mark_sent_many`] takes it.
 #[derive(Debug, Clone)]
 pub struct SlotMark {
     pub campaign: CampaignId,
@@ -165,7 +165,7 @@ impl SlotOp for SlotMark {
         (&self.campaign, &self.customer)
     }
 
-    fn push_args(&self, invocation: &mut redis::ScriptInvocation<'_>, _: &Store) {
+    fn push_args(&self, invocation: &mut redis::ScriptInvocation<'_>, _: &Redis) {
         invocation
             .arg(&self.owner)
             .arg(self.channel.as_str())
@@ -380,7 +380,7 @@ return 1
 "#
 ));
 
-impl Store {
+impl SlotStore {
     /// `script` on one customer's slot with its shard's counts and pending set: the three
     /// keys every slot transition moves together (one hash tag, one cluster slot).
     pub(super) async fn on_slot<'a>(
@@ -419,7 +419,7 @@ impl Store {
         self.claim_slot(d, owner, lease, traceparent, false).await
     }
 
-    /// [`Store::claim_once`], or with `send_now` for a caller whose provider call starts
+    /// [`SlotStore::claim_once`], or with `send_now` for a caller whose provider call starts
     /// right away: the claim marks the slot `sending` itself, so no renewal is needed before
     /// the first call (one script less per notification). Dying between the two leaves the
     /// send uncertain, as dying inside the call does.
@@ -485,7 +485,7 @@ impl Store {
         Ok(self.renew_slot(d, owner, lease).await? == Renewal::Renewed)
     }
 
-    /// [`Store::renew_once`], saying why a renewal was refused.
+    /// [`SlotStore::renew_once`], saying why a renewal was refused.
     pub async fn renew_slot(
         &self,
         d: &Delivery,
@@ -543,7 +543,7 @@ impl Store {
         only_answer(self.mark_sent_many(vec![mark]).await)
     }
 
-    /// [`Store::mark_sent`] for many slots: one script call per campaign shard among them.
+    /// [`SlotStore::mark_sent`] for many slots: one script call per campaign shard among them.
     pub async fn mark_sent_many(
         &self,
         marks: Vec<SlotMark>,

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Lua, Store, StoreError};
+use super::{CustomerStore, Lua, StoreError};
 use crate::model::{CampaignId, Channel, Customer, CustomerId};
 
 // KEYS[1] campaign. Counts an unsubscribe on a campaign that still has its report (a key
@@ -28,7 +28,7 @@ pub(super) fn normalise(address: &str) -> String {
     a.strip_prefix('+').unwrap_or(a).to_string()
 }
 
-impl Store {
+impl CustomerStore {
     /// Withdraws the customer's consent to promotions on `channel`; `true` the first time.
     /// The campaign whose message carried the link counts it.
     pub async fn unsubscribe(

@@ -3,7 +3,9 @@
 //! to move and they return at once.
 
 use herald::model::{CampaignId, Channel, Customer, CustomerId, Delivery, Message, UncertainSend};
-use herald::store::{OnceClaim, SentOutcome, Store};
+use herald::store::{OnceClaim, SentOutcome};
+
+use crate::harness::TestStores;
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
 
@@ -119,14 +121,16 @@ async fn move_slot_of(urls: &str, key: &str) {
 }
 
 /// The cluster's URL, a fresh namespace and a store on them; `None` on a single Redis.
-async fn cluster_store() -> Option<(String, String, Store)> {
+async fn cluster_store() -> Option<(String, String, TestStores)> {
     let url = redis_url();
     if !url.contains(',') {
         eprintln!("a single Redis: no slot to move");
         return None;
     }
     let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let store = Store::connect(&url, &ns).await.expect("the local cluster");
+    let store = TestStores::connect(&url, &ns)
+        .await
+        .expect("the local cluster");
     Some((url, ns, store))
 }
 
@@ -142,22 +146,22 @@ async fn a_slot_moved_after_the_store_read_the_slot_map_is_followed() {
     let profile: Customer = serde_json::from_value(json!({"name": "Moved"})).unwrap();
     let profiles: Vec<(CustomerId, Customer)> =
         ids.iter().map(|id| (id.clone(), profile.clone())).collect();
-    store.put_customers(&profiles).await.unwrap();
+    store.customers.put_customers(&profiles).await.unwrap();
     // Read through per-node pipelines: the store has its slot map now.
-    let read = store.customers(&ids).await.unwrap();
+    let read = store.customers.customers(&ids).await.unwrap();
     assert!(read.iter().all(Option::is_some));
 
     let key = format!("{ns}:customer:m0");
     move_slot_of(&url, &key).await;
 
     // The store's map still names the old node: the node's MOVED is followed.
-    let read = store.customers(&ids).await.unwrap();
+    let read = store.customers.customers(&ids).await.unwrap();
     assert!(
         read.iter().all(Option::is_some),
         "a profile lost after its slot moved: {read:?}"
     );
-    store.put_customers(&profiles).await.unwrap();
-    assert!(store.customer(&ids[0]).await.unwrap().is_some());
+    store.customers.put_customers(&profiles).await.unwrap();
+    assert!(store.customers.customer(&ids[0]).await.unwrap().is_some());
 }
 
 /// A script whose slot moved after the store read the slot map (and after its first script
@@ -186,24 +190,40 @@ async fn a_script_whose_slot_moved_runs_once_on_the_new_node() {
     let lease = std::time::Duration::from_secs(30);
     // The claim reads the slot map and opens the node's connection.
     assert_eq!(
-        store.claim_slot(&d, "o1", lease, None, true).await.unwrap(),
+        store
+            .slots
+            .claim_slot(&d, "o1", lease, None, true)
+            .await
+            .unwrap(),
         OnceClaim::Claimed
     );
 
-    let key = store.slot_key(&d.campaign, &d.customer).await.unwrap();
+    let key = store
+        .slots
+        .slot_key(&d.campaign, &d.customer)
+        .await
+        .unwrap();
     move_slot_of(&url, &key).await;
 
     // Run once on the new node: a second run of mark_sent would find the slot `sent` and
     // answer that the lease was lost.
     assert_eq!(
-        store.mark_sent(&d, "o1", "p1", "sim", false).await.unwrap(),
+        store
+            .slots
+            .mark_sent(&d, "o1", "p1", "sim", false)
+            .await
+            .unwrap(),
         SentOutcome::AwaitingReceipt
     );
-    let slot_now = store.slot(&d.campaign, &d.customer).await.unwrap();
+    let slot_now = store.slots.slot(&d.campaign, &d.customer).await.unwrap();
     assert_eq!(slot_now.get("st").map(String::as_str), Some("sent"));
     // And the next script, with the map read again, goes to the new node directly.
     assert_eq!(
-        store.claim_slot(&d, "o2", lease, None, true).await.unwrap(),
+        store
+            .slots
+            .claim_slot(&d, "o2", lease, None, true)
+            .await
+            .unwrap(),
         OnceClaim::Duplicate("sent".into())
     );
 }
@@ -215,7 +235,7 @@ async fn a_cluster_node_named_as_one_redis_is_refused_with_how_to_name_the_clust
         eprintln!("a single Redis: no cluster node to name");
         return;
     };
-    let refused = Store::connect(first, "t-node")
+    let refused = TestStores::connect(first, "t-node")
         .await
         .err()
         .expect("refused");

@@ -53,7 +53,7 @@ async fn publish_raw(fleet: &Fleet, topic: &str, key: &str, payload: &[u8]) {
 
 fn sale_email(fleet: &Fleet) -> SaleEmail {
     SaleEmail {
-        store: fleet.store.clone(),
+        store: fleet.store.events.clone(),
         producer: kafka::producer(fleet.brokers()).unwrap(),
         topics: fleet.topics.clone(),
         dedup_window: DEDUP,
@@ -62,7 +62,7 @@ fn sale_email(fleet: &Fleet) -> SaleEmail {
 
 fn loyalty(fleet: &Fleet) -> Loyalty {
     Loyalty {
-        store: fleet.store.clone(),
+        store: fleet.store.events.clone(),
         rule: LoyaltyRule::default(),
         dedup_window: DEDUP,
     }
@@ -372,7 +372,7 @@ async fn user_events_aggregate_once_and_bad_ones_are_dead_lettered_without_stopp
 
     let stats = fleet.start_events(
         UserEvents {
-            store: fleet.store.clone(),
+            store: fleet.store.events.clone(),
             dedup_window: DEDUP,
         },
         &fleet.topics.group("user-events"),
@@ -425,7 +425,7 @@ async fn user_events_aggregate_once_and_bad_ones_are_dead_lettered_without_stopp
     // Another group reads the whole topic again: every event is known, nothing changes.
     let reread = fleet.start_events(
         UserEvents {
-            store: fleet.store.clone(),
+            store: fleet.store.events.clone(),
             dedup_window: DEDUP,
         },
         &fleet.topics.group("user-events-reread"),

@@ -43,7 +43,7 @@ async fn a_customer_reached_by_email_after_a_silent_sms_has_both_attempts_and_th
     fleet.start_fanout(stop.clone()).await;
     fleet.start_retry(stop.clone()).await;
     let history = History {
-        store: fleet.store.clone(),
+        store: fleet.store.events.clone(),
         limits: HistoryLimits::default(),
     };
     let recorder = fleet.start_events(history, &format!("{}-history", fleet.ns), stop.clone());
@@ -178,17 +178,24 @@ async fn an_event_recorded_twice_is_kept_once_and_a_customer_keeps_only_the_newe
     let first = event("a", 1_000);
     let kept = fleet
         .store
+        .events
         .record_history(&[first.clone(), first], limits)
         .await
         .unwrap();
     assert_eq!(kept, [true, false]);
     for (i, campaign) in ["b", "c"].iter().enumerate() {
         let item = event(campaign, 2_000 + i as u64);
-        fleet.store.record_history(&[item], limits).await.unwrap();
+        fleet
+            .store
+            .events
+            .record_history(&[item], limits)
+            .await
+            .unwrap();
     }
     let customer = herald::model::CustomerId::parse("k").unwrap();
     let page = fleet
         .store
+        .events
         .customer_history(&customer, None, 10)
         .await
         .unwrap();
@@ -197,6 +204,7 @@ async fn an_event_recorded_twice_is_kept_once_and_a_customer_keeps_only_the_newe
     let dropped = herald::model::CampaignId::parse("a").unwrap();
     assert!(fleet
         .store
+        .events
         .message_history(&customer, &dropped)
         .await
         .unwrap()

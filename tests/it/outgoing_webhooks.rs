@@ -92,7 +92,7 @@ async fn register(fleet: &Fleet, url: &str, events: &[&str]) -> Value {
 fn start_sender(fleet: &Fleet, config: SenderConfig, stop: CancellationToken) -> Arc<Sender> {
     let sender = Arc::new(
         Sender::new(
-            fleet.store.clone(),
+            fleet.store.webhooks.clone(),
             herald::kafka::producer(fleet.brokers()).unwrap(),
             fleet.topics.clone(),
             AddressPolicy {
@@ -160,7 +160,7 @@ async fn a_flaky_endpoint_down_for_a_minute_gets_every_event_signed_and_another_
     let group = format!("{}-webhooks", fleet.ns);
     fleet.start_events(
         Webhooks {
-            store: fleet.store.clone(),
+            store: fleet.store.webhooks.clone(),
         },
         &group,
         stop.clone(),
@@ -325,7 +325,7 @@ async fn an_endpoint_failing_for_the_whole_retry_period_is_disabled_with_an_even
     let group = format!("{}-webhooks", fleet.ns);
     fleet.start_events(
         Webhooks {
-            store: fleet.store.clone(),
+            store: fleet.store.webhooks.clone(),
         },
         &group,
         stop.clone(),

@@ -237,7 +237,7 @@ async fn campaign_through_a_redis_crash(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn callers_that_time_out_together_reconnect_once() {
     let redis = OwnRedis::new().await;
-    let store = herald::store::Store::connect(&redis.url(), "single-flight")
+    let store = crate::harness::TestStores::connect(&redis.url(), "single-flight")
         .await
         .unwrap();
     store.ping().await.unwrap();

@@ -19,36 +19,41 @@ async fn a_scheduler_that_lost_its_lease_neither_finishes_nor_frees_the_next_one
     let now = now_ms();
     let lease = |ms| Duration::from_millis(ms);
     assert!(store
+        .promos
         .claim_promo_task(&id, PromoTask::Activation, "a", lease(50))
         .await
         .unwrap());
     tokio::time::sleep(lease(120)).await;
     assert!(store
+        .promos
         .claim_promo_task(&id, PromoTask::Activation, "b", lease(30_000))
         .await
         .unwrap());
 
     let finished = store
+        .promos
         .finish_promo_activation(&id, "a", &[("activation", "done".into())])
         .await
         .unwrap();
     assert!(!finished, "a no longer holds the lease");
     assert!(
         !store
+            .promos
             .claim_promo_task(&id, PromoTask::Activation, "c", lease(30_000))
             .await
             .unwrap(),
         "b's lease must still be held"
     );
     assert!(
-        store.due_promo_ids(now).await.unwrap().contains(&id),
+        store.promos.due_promo_ids(now).await.unwrap().contains(&id),
         "still scheduled: b finishes it"
     );
     assert!(store
+        .promos
         .finish_promo_activation(&id, "b", &[("activation", "done".into())])
         .await
         .unwrap());
-    assert!(!store.due_promo_ids(now).await.unwrap().contains(&id));
+    assert!(!store.promos.due_promo_ids(now).await.unwrap().contains(&id));
 }
 
 /// A purchase whose sale event could not be published while its promo ran is published
@@ -64,18 +69,25 @@ async fn an_old_promos_outbox_is_still_published_and_only_its_lease_holder_trims
     let hour = 3600 * 1000;
     let then = now_ms() - 3 * hour;
     store
+        .promos
         .create_promo(&id, "{}", 5, then, then + hour)
         .await
         .unwrap();
     store
+        .promos
         .reserve_unit(&id, &buyer, Duration::from_secs(60))
         .await
         .unwrap();
     let sale = r#"{"event_type":"sale_completed","sale_id":"fp-ended-long-ago-b1"}"#;
-    store.purchase_unit(&id, &buyer, Some(sale)).await.unwrap();
+    store
+        .promos
+        .purchase_unit(&id, &buyer, Some(sale))
+        .await
+        .unwrap();
 
     // A drainer whose lease ran out trims nothing.
     assert!(store
+        .promos
         .claim_promo_task(
             &id,
             PromoTask::OutboxDrain,
@@ -86,6 +98,7 @@ async fn an_old_promos_outbox_is_still_published_and_only_its_lease_holder_trims
         .unwrap());
     tokio::time::sleep(Duration::from_millis(120)).await;
     assert!(store
+        .promos
         .claim_promo_task(
             &id,
             PromoTask::OutboxDrain,
@@ -94,9 +107,9 @@ async fn an_old_promos_outbox_is_still_published_and_only_its_lease_holder_trims
         )
         .await
         .unwrap());
-    assert!(!store.trim_outbox(&id, "slow", 1).await.unwrap());
+    assert!(!store.promos.trim_outbox(&id, "slow", 1).await.unwrap());
     assert_eq!(
-        store.outbox(&id, 10).await.unwrap().len(),
+        store.promos.outbox(&id, 10).await.unwrap().len(),
         1,
         "nothing trimmed"
     );
@@ -104,7 +117,7 @@ async fn an_old_promos_outbox_is_still_published_and_only_its_lease_holder_trims
 
     let producer = herald::kafka::producer(fleet.brokers()).unwrap();
     let published = herald::promos::outbox::publish_outboxes(
-        store,
+        &store.promos,
         &producer,
         &fleet.topics,
         "drainer",
@@ -116,8 +129,8 @@ async fn an_old_promos_outbox_is_still_published_and_only_its_lease_holder_trims
         published, 1,
         "the promo ended two hours ago; its sale still goes out"
     );
-    assert!(store.outbox(&id, 10).await.unwrap().is_empty());
-    assert!(store.promos_with_outbox().await.unwrap().is_empty());
+    assert!(store.promos.outbox(&id, 10).await.unwrap().is_empty());
+    assert!(store.promos.promos_with_outbox().await.unwrap().is_empty());
     let sales = fleet
         .read_topic(&fleet.topics.sales(), 1, Duration::from_secs(10))
         .await;
@@ -142,6 +155,7 @@ async fn a_request_marked_but_never_published_is_sent_by_the_reconciler() {
     // What `/process` does first; the process dies before its publish.
     let marked = fleet
         .store
+        .requests
         .mark_published(&id, Duration::ZERO)
         .await
         .unwrap();
@@ -180,6 +194,7 @@ async fn holds_run_on_redis_clock() {
     let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut c).await.unwrap();
     let redis_now = secs * 1000 + micros / 1000;
     let reserved = store
+        .promos
         .reserve_unit(&id, &buyer, Duration::from_millis(300))
         .await
         .unwrap();
@@ -197,7 +212,7 @@ async fn holds_run_on_redis_clock() {
     );
     assert!(expires_in_ms <= 300 && expires_in_ms > 0, "{expires_in_ms}");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let late = store.purchase_unit(&id, &buyer, None).await.unwrap();
+    let late = store.promos.purchase_unit(&id, &buyer, None).await.unwrap();
     assert_eq!(
         late,
         herald::store::Purchase::NoHold,
@@ -216,6 +231,7 @@ async fn an_unclaimed_delivery_is_republished_ever_less_often() {
     let campaign = herald::model::CampaignId::parse("lagging").unwrap();
     let customer = CustomerId::parse("c1").unwrap();
     assert!(store
+        .slots
         .defer_first(
             &campaign,
             &customer,
@@ -229,7 +245,11 @@ async fn an_unclaimed_delivery_is_republished_ever_less_often() {
         first: Duration::from_millis(300),
         longest: Duration::from_secs(60),
     };
-    let claim = || store.claim_overdue(&campaign, "retry", 10, lease, wait);
+    let claim = || {
+        store
+            .slots
+            .claim_overdue(&campaign, "retry", 10, lease, wait)
+    };
     let mut republished_at = Vec::new();
     let started = tokio::time::Instant::now();
     while started.elapsed() < Duration::from_millis(1_500) {
@@ -249,7 +269,7 @@ async fn an_unclaimed_delivery_is_republished_ever_less_often() {
 
 /// A promo `id` with `units`, opened a second ago, ending `ends_in_ms` from now.
 async fn open_promo(
-    store: &herald::store::Store,
+    store: &crate::harness::TestStores,
     id: &str,
     units: u32,
     ends_in_ms: u64,
@@ -257,6 +277,7 @@ async fn open_promo(
     let id = PromoId::parse(id).unwrap();
     let now = now_ms();
     store
+        .promos
         .create_promo(&id, "{}", units, now - 1000, now + ends_in_ms)
         .await
         .unwrap();
@@ -268,15 +289,16 @@ async fn open_promo(
 async fn store_with_retention(
     report_secs: u64,
     working_secs: u64,
-) -> (herald::store::Store, String) {
+) -> (crate::harness::TestStores, String) {
     let ns = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let store = herald::store::Store::connect(&crate::harness::redis_url(), &ns)
+    let redis = herald::store::Redis::connect(&crate::harness::redis_url(), &ns)
         .await
         .unwrap()
         .with_retention(herald::store::Retention {
             report: Duration::from_secs(report_secs),
             working: Duration::from_secs(working_secs),
         });
+    let store = crate::harness::TestStores::over(redis);
     (store, ns)
 }
 
@@ -321,15 +343,20 @@ async fn a_finished_campaigns_keys_expire_after_their_retention() {
         topic: herald::model::Topic::offers(),
         expires_at_ms: None,
     };
-    store.create_campaign(&campaign, &audience).await.unwrap();
-    store.mark_batch_done(&id, 0, 2).await.unwrap();
+    store
+        .campaigns
+        .create_campaign(&campaign, &audience)
+        .await
+        .unwrap();
+    store.campaigns.mark_batch_done(&id, 0, 2).await.unwrap();
     for customer in &audience {
         store
+            .slots
             .fail_unreachable(&id, customer, "no_channel", "no channel")
             .await
             .unwrap();
     }
-    assert!(store.retire_if_finished(&id).await.unwrap());
+    assert!(store.campaigns.retire_if_finished(&id).await.unwrap());
 
     let pattern = format!("{ns}:*{{kept-briefly}}*");
     let keys_left = || keys_matching(&pattern);
@@ -361,10 +388,15 @@ async fn a_promos_keys_expire_after_its_end_and_the_retention() {
     let id = open_promo(&store, "short-lived", 3, 500).await;
     let buyer = CustomerId::parse("b1").unwrap();
     store
+        .promos
         .reserve_unit(&id, &buyer, Duration::from_secs(60))
         .await
         .unwrap();
-    store.purchase_unit(&id, &buyer, Some("{}")).await.unwrap();
+    store
+        .promos
+        .purchase_unit(&id, &buyer, Some("{}"))
+        .await
+        .unwrap();
     let pattern = format!("{ns}:promo:{{short-lived}}*");
     let keys = || keys_matching(&pattern);
     // The hold went with the purchase.

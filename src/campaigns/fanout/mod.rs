@@ -29,7 +29,7 @@ use crate::model::{
 };
 use crate::shutdown::sleep_unless_cancelled;
 use crate::stats::Counters;
-use crate::store::Store;
+use crate::store::Redis;
 
 mod program;
 pub use program::{Args, Program};
@@ -79,7 +79,7 @@ struct Unreachable<'a> {
 }
 
 pub struct FanOut {
-    pub store: Store,
+    pub stores: super::CampaignStores,
     pub producer: FutureProducer,
     pub topics: Topics,
     pub rules: Arc<Rules>,
@@ -92,7 +92,7 @@ pub struct FanOut {
 
 impl FanOut {
     pub fn new(
-        store: Store,
+        redis: &Redis,
         producer: FutureProducer,
         topics: Topics,
         rules: Arc<Rules>,
@@ -100,7 +100,7 @@ impl FanOut {
         config: FanOutConfig,
     ) -> Self {
         FanOut {
-            store,
+            stores: super::CampaignStores::new(redis),
             producer,
             topics,
             rules,
@@ -189,7 +189,7 @@ impl FanOut {
     ) -> Result<Option<()>, BatchError> {
         let id = &batch.campaign;
         let replay = !batch.customers.is_empty();
-        if !replay && self.store.is_batch_done(id, batch.batch).await? {
+        if !replay && self.stores.campaigns.is_batch_done(id, batch.batch).await? {
             self.stats.batches_skipped.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(()));
         }
@@ -209,13 +209,17 @@ impl FanOut {
         let ids = if replay {
             batch.customers.clone()
         } else {
-            self.store.audience_batch(id, batch.batch).await?
+            self.stores
+                .campaigns
+                .audience_batch(id, batch.batch)
+                .await?
         };
         if let Hold::Ended(ending) = hold {
             return self.end_batch(batch, &ids, ending).await.map(Some);
         }
         let profiles = self
-            .store
+            .stores
+            .customers
             .promotable_customers(&ids, &campaign.topic)
             .await?;
         let unhealthy = self.unhealthy().await;
@@ -257,7 +261,8 @@ impl FanOut {
                     }
                 }
                 Choice::WaitUntil { channel, at_ms } => {
-                    self.store
+                    self.stores
+                        .slots
                         .defer_first(id, customer_id, channel, at_ms)
                         .await?;
                     self.stats.deferred.fetch_add(1, Ordering::Relaxed);
@@ -266,7 +271,8 @@ impl FanOut {
             }
         }
         let (sends, held) =
-            super::caps::hold_back(&self.store, self.rules.caps(), &campaign, sends).await?;
+            super::caps::hold_back(&self.stores.campaigns, self.rules.caps(), &campaign, sends)
+                .await?;
         self.publish_all(&sends).await?;
         self.emit_accepted(batch, &sends).await;
         self.settle_capped(&campaign, held).await?;
@@ -275,7 +281,8 @@ impl FanOut {
         }
         // A replay is not a batch of the audience: its customers were counted fanned out before.
         if !replay {
-            self.store
+            self.stores
+                .campaigns
                 .mark_batch_done(id, batch.batch, ids.len())
                 .await?;
         }
@@ -290,10 +297,20 @@ impl FanOut {
     /// the audience and is never parked: its deliveries are parked by the claims.
     async fn operator_hold(&self, batch: &CampaignBatch) -> Result<Hold, BatchError> {
         loop {
-            match self.store.campaign_state(&batch.campaign).await? {
+            match self
+                .stores
+                .campaigns
+                .campaign_state(&batch.campaign)
+                .await?
+            {
                 Some(CampaignState::Cancelled) => return Ok(Hold::Ended(Halt::Cancelled)),
                 Some(CampaignState::Paused) if batch.customers.is_empty() => {
-                    if self.store.park_batch(&batch.campaign, batch.batch).await? {
+                    if self
+                        .stores
+                        .campaigns
+                        .park_batch(&batch.campaign, batch.batch)
+                        .await?
+                    {
                         return Ok(Hold::Parked);
                     }
                 }
@@ -316,7 +333,8 @@ impl FanOut {
         for h in held {
             let in_time = campaign.expires_at_ms.is_none_or(|exp| h.until_ms < exp);
             if self.rules.caps().defer && in_time {
-                self.store
+                self.stores
+                    .slots
                     .defer_first(&campaign.id, &h.customer, h.channel, h.until_ms)
                     .await?;
                 self.stats.deferred.fetch_add(1, Ordering::Relaxed);
@@ -325,7 +343,11 @@ impl FanOut {
                 ended.push(h.customer);
             }
         }
-        let capped = self.store.cap_unsent(&campaign.id, &ended).await?;
+        let capped = self
+            .stores
+            .campaigns
+            .cap_unsent(&campaign.id, &ended)
+            .await?;
         super::control::emit_count(
             &self.producer,
             &self.topics,
@@ -347,12 +369,13 @@ impl FanOut {
         ending: Halt,
     ) -> Result<(), BatchError> {
         let id = &batch.campaign;
-        let cancelled = self.store.cancel_unsent(id, ids, ending).await?;
+        let cancelled = self.stores.campaigns.cancel_unsent(id, ids, ending).await?;
         let what = format!("batch:{}", batch.batch);
         super::control::emit_ended(&self.producer, &self.topics, id, &what, ending, cancelled)
             .await;
         if batch.customers.is_empty() {
-            self.store
+            self.stores
+                .campaigns
                 .mark_batch_done(id, batch.batch, ids.len())
                 .await?;
         }
@@ -436,7 +459,8 @@ impl FanOut {
             _ => "no_channel",
         };
         if self
-            .store
+            .stores
+            .slots
             .fail_unreachable(campaign, customer, code, reason)
             .await?
         {
@@ -494,7 +518,7 @@ impl FanOut {
 
     async fn campaign(&self, id: &CampaignId) -> Result<Arc<Campaign>, BatchError> {
         self.campaigns
-            .get(&self.store, id)
+            .get(&self.stores.campaigns, id)
             .await?
             .ok_or(BatchError::UnknownCampaign)
     }
@@ -506,7 +530,12 @@ impl FanOut {
                 return channels.clone();
             }
         }
-        let now = self.store.unhealthy_channels().await.unwrap_or_default();
+        let now = self
+            .stores
+            .health
+            .unhealthy_channels()
+            .await
+            .unwrap_or_default();
         *lock(&self.health) = Some((Instant::now(), now.clone()));
         now
     }

@@ -54,7 +54,7 @@ impl crate::program::Program for Program {
             max_lag: args.max_lag,
             channels: Channel::ALL.to_vec(),
         };
-        let fanout = FanOut::new(c.store, c.producer, c.topics, Arc::new(rules), lag, config);
+        let fanout = FanOut::new(&c.redis, c.producer, c.topics, Arc::new(rules), lag, config);
         Ok(Program {
             fanout: Arc::new(fanout),
             consumer,
@@ -65,7 +65,8 @@ impl crate::program::Program for Program {
 
     fn health(&self) -> Option<(std::net::SocketAddr, crate::health::Probes)> {
         let f = &self.fanout;
-        let probes = crate::health::Probes::of(&f.store, f, FanOut::stats_json, FanOut::prometheus);
+        let probes =
+            crate::health::Probes::of(&f.stores.slots, f, FanOut::stats_json, FanOut::prometheus);
         Some((self.health?, probes))
     }
 

@@ -117,13 +117,13 @@ impl Fleet {
         for id in ids {
             // Retried: a test may have just restarted Redis.
             let id = herald::model::RequestId(id.clone());
-            let mut st = self.store.request_status(&id).await;
+            let mut st = self.store.requests.request_status(&id).await;
             for _ in 0..10 {
                 if st.is_ok() {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                st = self.store.request_status(&id).await;
+                st = self.store.requests.request_status(&id).await;
             }
             let st = st.expect("redis answers");
             *counts

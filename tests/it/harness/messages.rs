@@ -57,7 +57,7 @@ impl Fleet {
                 let campaign = &campaign;
                 async move {
                     for _ in 0..50 {
-                        if let Ok(slot) = self.store.slot(campaign, &customer).await {
+                        if let Ok(slot) = self.store.slots.slot(campaign, &customer).await {
                             return (customer.to_string(), slot);
                         }
                         tokio::time::sleep(Duration::from_millis(100)).await;

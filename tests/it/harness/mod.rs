@@ -18,7 +18,10 @@ use herald::kafka::{self, Topics};
 use herald::metrics::{self, Aggregator};
 use herald::model::Channel;
 use herald::program::Program as _;
-use herald::store::Store;
+use herald::store::{
+    CampaignStore, CustomerStore, EventStore, MetricsStore, PromoStore, Redis, RequestStore,
+    SlotStore, StoreError, WebhookStore,
+};
 use rdkafka::consumer::Consumer;
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
@@ -198,12 +201,55 @@ pub fn quiet_provider() -> SimulatorArgs {
     }
 }
 
+/// Every domain store over one Redis: a test reads and plants state in any of them, where a
+/// program is handed only those it uses.
+#[derive(Clone)]
+pub struct TestStores {
+    pub redis: Redis,
+    pub slots: SlotStore,
+    pub requests: RequestStore,
+    pub campaigns: CampaignStore,
+    pub customers: CustomerStore,
+    pub promos: PromoStore,
+    pub events: EventStore,
+    pub metrics: MetricsStore,
+    pub webhooks: WebhookStore,
+}
+
+impl TestStores {
+    pub async fn connect(redis_url: &str, ns: &str) -> Result<TestStores, StoreError> {
+        Ok(TestStores::over(Redis::connect(redis_url, ns).await?))
+    }
+
+    pub fn over(redis: Redis) -> TestStores {
+        TestStores {
+            slots: SlotStore::new(&redis),
+            requests: RequestStore::new(&redis),
+            campaigns: CampaignStore::new(&redis),
+            customers: CustomerStore::new(&redis),
+            promos: PromoStore::new(&redis),
+            events: EventStore::new(&redis),
+            metrics: MetricsStore::new(&redis),
+            webhooks: WebhookStore::new(&redis),
+            redis,
+        }
+    }
+}
+
+impl std::ops::Deref for TestStores {
+    type Target = Redis;
+    fn deref(&self) -> &Redis {
+        &self.redis
+    }
+}
+
 pub struct Fleet {
     pub ns: String,
     pub topics: Topics,
     /// The Kafka bootstrap servers the fleet's topics live on.
     pub kafka_brokers: String,
-    pub store: Store,
+    /// Every domain store over the fleet's Redis, for tests that look at state directly.
+    pub store: TestStores,
     /// The Redis this fleet's programs use (the local stack's unless a test brings its own).
     pub redis_url: String,
     pub campaign_shards: Option<u16>,
@@ -259,7 +305,7 @@ impl Fleet {
         herald::kafka::create_topics(&kafka_brokers, &topics, topic_settings(partitions))
             .await
             .expect("the fleet's topics on the local stack's Kafka (scripts/stack.sh up)");
-        let store = Store::connect(redis_url, &ns)
+        let store = TestStores::connect(redis_url, &ns)
             .await
             .expect("redis of the local stack (scripts/stack.sh up)");
         let shutdown = CancellationToken::new();

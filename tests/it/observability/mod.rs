@@ -89,7 +89,12 @@ async fn every_event_is_counted_once_across_copies_poison_and_a_full_reread() {
             Duration::from_secs(20),
         )
         .await;
-    let counts = fleet.store.metrics_campaign(&campaign).await.unwrap();
+    let counts = fleet
+        .store
+        .metrics
+        .metrics_campaign(&campaign)
+        .await
+        .unwrap();
     assert_eq!(counts.get("sent:email"), Some(&120), "{counts:?}");
     assert_eq!(counts.get("delivered:email"), Some(&30));
     assert_eq!(counts.get("lat:email:count"), Some(&30));
@@ -152,7 +157,12 @@ async fn every_event_is_counted_once_across_copies_poison_and_a_full_reread() {
         second.stats.already_counted.load(Ordering::Relaxed),
         total_messages
     );
-    let after = fleet.store.metrics_campaign(&campaign).await.unwrap();
+    let after = fleet
+        .store
+        .metrics
+        .metrics_campaign(&campaign)
+        .await
+        .unwrap();
     assert_eq!(after.get("sent:email"), Some(&140), "{after:?}");
     assert_eq!(after.get("delivered:email"), counts.get("delivered:email"));
     stop.cancel();
@@ -163,6 +173,7 @@ async fn wait_counted(fleet: &Fleet, campaign: &CampaignId, field: &str, n: u64,
     wait_until(&format!("{field} = {n} in {campaign}"), limit, || async {
         fleet
             .store
+            .metrics
             .metrics_campaign(campaign)
             .await
             .unwrap()

@@ -361,7 +361,7 @@ async fn an_sms_first_customer_inside_quiet_hours_gets_email_instead() {
     let slot = |c: &str| {
         let store = fleet.store.clone();
         let (campaign_id, c) = (campaign_id.clone(), CustomerId::parse(c).unwrap());
-        async move { store.slot(&campaign_id, &c).await.unwrap() }
+        async move { store.slots.slot(&campaign_id, &c).await.unwrap() }
     };
     assert_eq!(
         slot("night").await["ch"],
@@ -461,9 +461,20 @@ async fn the_same_campaign_again_is_accepted_and_a_different_one_under_its_id_re
         assert_eq!(refused["field"], "id", "{refused}");
     }
     let campaign = CampaignId::parse("again").unwrap();
-    let stored = fleet.store.campaign(&campaign).await.unwrap().unwrap();
+    let stored = fleet
+        .store
+        .campaigns
+        .campaign(&campaign)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.template.source(), "hi");
-    let audience = fleet.store.audience_batch(&campaign, 0).await.unwrap();
+    let audience = fleet
+        .store
+        .campaigns
+        .audience_batch(&campaign, 0)
+        .await
+        .unwrap();
     assert_eq!(audience, ["a", "b"].map(|c| CustomerId::parse(c).unwrap()));
 }
 
@@ -492,7 +503,14 @@ async fn two_posts_of_one_campaign_at_once_store_its_audience_once() {
     let campaign = CampaignId::parse("race").unwrap();
     let mut stored = Vec::new();
     for batch in 0..=(N / 1000) as u32 {
-        stored.extend(fleet.store.audience_batch(&campaign, batch).await.unwrap());
+        stored.extend(
+            fleet
+                .store
+                .campaigns
+                .audience_batch(&campaign, batch)
+                .await
+                .unwrap(),
+        );
     }
     assert_eq!(stored.len(), N, "the audience once, in order");
     assert!(stored.iter().zip(&ids).all(|(s, i)| s.as_str() == i));

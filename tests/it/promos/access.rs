@@ -164,7 +164,7 @@ async fn roles_tokens_limits_and_the_window_are_enforced() {
 
     // CORS: an API configured with an origin answers its preflight, and no other's.
     let cors_api = std::sync::Arc::new(herald::api::Ingest {
-        store: fleet.store.clone(),
+        stores: herald::api::IngestStores::new(&fleet.store.redis),
         producer: herald::kafka::producer(fleet.brokers()).unwrap(),
         events_producer: herald::kafka::producer(fleet.brokers()).unwrap(),
         topics: fleet.topics.clone(),

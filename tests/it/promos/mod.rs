@@ -240,7 +240,7 @@ fn placed(id: &str, from: (f64, f64), metres: f64) -> Value {
 async fn activate(fleet: &Fleet) -> Vec<herald::promos::Activation> {
     let producer = herald::kafka::producer(fleet.brokers()).unwrap();
     herald::promos::activate_due(
-        &fleet.store,
+        &herald::promos::PromoStores::new(&fleet.store.redis),
         &producer,
         &fleet.topics,
         "test",
@@ -369,6 +369,7 @@ async fn behaviour_criteria_narrow_the_segment() {
     use herald::model::commerce::UserAction::{Purchase, View};
     fleet
         .store
+        .events
         .apply_activity(
             &[
                 activity("e1", "k1", Purchase, 1000),
@@ -387,6 +388,7 @@ async fn behaviour_criteria_narrow_the_segment() {
     assert_eq!((done[0].near, done[0].segment), (3, 2), "{done:?}");
     let audience = fleet
         .store
+        .campaigns
         .campaign(&herald::model::CampaignId::parse("promo-buyers").unwrap())
         .await
         .unwrap()
@@ -428,7 +430,7 @@ async fn a_purchase_becomes_one_sale_event_through_the_outbox() {
     let producer = herald::kafka::producer(fleet.brokers()).unwrap();
     let drain = || {
         herald::promos::outbox::publish_outboxes(
-            &fleet.store,
+            &fleet.store.promos,
             &producer,
             &fleet.topics,
             "t",
@@ -521,6 +523,7 @@ async fn a_promo_activated_but_still_scheduled_is_not_activated_again() {
     assert_eq!(
         fleet
             .store
+            .promos
             .due_promo_ids(herald::model::now_ms())
             .await
             .unwrap(),
@@ -531,11 +534,12 @@ async fn a_promo_activated_but_still_scheduled_is_not_activated_again() {
     assert!(activate(&fleet).await.is_empty(), "activated a second time");
     assert!(fleet
         .store
+        .promos
         .due_promo_ids(herald::model::now_ms())
         .await
         .unwrap()
         .is_empty());
-    let record = fleet.store.promo(&id).await.unwrap().unwrap();
+    let record = fleet.store.promos.promo(&id).await.unwrap().unwrap();
     assert_eq!(
         record.activation.get("activation").map(String::as_str),
         Some("done")

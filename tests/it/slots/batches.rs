@@ -17,6 +17,7 @@ async fn claims_sent_together_are_answered_each_as_if_alone() {
     fallback.timeout_ms = 60_000;
     let claim = |d: &Delivery, owner: &str| SlotClaim::of(d, owner, lease, None, true);
     let answers = store
+        .slots
         .claim_slots(vec![
             claim(&spring, "o1"),
             claim(&autumn, "o2"),
@@ -38,7 +39,7 @@ async fn claims_sent_together_are_answered_each_as_if_alone() {
     // A fallback attempt whose slot is gone (expired) is not sent.
     assert_eq!(answers[4], OnceClaim::Duplicate("expired".into()));
     for (d, owner) in [(&spring, "o1"), (&autumn, "o2"), (&other, "o3")] {
-        let slot = store.slot(&d.campaign, &d.customer).await.unwrap();
+        let slot = store.slots.slot(&d.campaign, &d.customer).await.unwrap();
         assert_eq!(
             (slot["st"].as_str(), slot["own"].as_str()),
             ("sending", owner)
@@ -57,11 +58,16 @@ async fn acceptances_recorded_together_each_get_their_own_outcome() {
     let lost = delivery("marks-a", "eve", Channel::Email, 0);
     for (d, owner) in [(&waits, "o1"), (&confirms, "o2"), (&lost, "o3")] {
         assert_eq!(
-            store.claim_slot(d, owner, lease, None, true).await.unwrap(),
+            store
+                .slots
+                .claim_slot(d, owner, lease, None, true)
+                .await
+                .unwrap(),
             OnceClaim::Claimed
         );
     }
     let outcomes = store
+        .slots
         .mark_sent_many(vec![
             SlotMark::of(&waits, "o1", "p-1", "sim", false),
             SlotMark::of(&confirms, "o2", "p-2", "smtp", true),
@@ -80,7 +86,11 @@ async fn acceptances_recorded_together_each_get_their_own_outcome() {
     assert_eq!(status(&store, &waits).await, "sent");
     assert_eq!(status(&store, &confirms).await, "delivered");
     assert_eq!(status(&store, &lost).await, "sending");
-    let slot = store.slot(&waits.campaign, &waits.customer).await.unwrap();
+    let slot = store
+        .slots
+        .slot(&waits.campaign, &waits.customer)
+        .await
+        .unwrap();
     assert_eq!(
         (slot["pid"].as_str(), slot["prov"].as_str()),
         ("p-1", "sim")
@@ -101,14 +111,14 @@ async fn a_batch_larger_than_one_call_is_split_and_answered_in_order() {
         .enumerate()
         .map(|(i, d)| SlotClaim::of(d, &format!("o{i}"), Duration::from_secs(30), None, false))
         .collect();
-    let answers = store.claim_slots(claims).await;
+    let answers = store.slots.claim_slots(claims).await;
     assert_eq!(answers.len(), n);
     assert!(answers
         .into_iter()
         .all(|a| a.unwrap() == OnceClaim::Claimed));
     for i in [0, herald::store::SLOTS_PER_CALL, n - 1] {
         let d = &customers[i];
-        let slot = store.slot(&d.campaign, &d.customer).await.unwrap();
+        let slot = store.slots.slot(&d.campaign, &d.customer).await.unwrap();
         assert_eq!(slot["own"], format!("o{i}"));
     }
 }
@@ -128,6 +138,7 @@ async fn a_batch_counts_each_of_its_slots_once() {
         .map(|d| SlotClaim::of(d, "o1", lease, None, true))
         .collect();
     assert!(store
+        .slots
         .claim_slots(claims)
         .await
         .into_iter()
@@ -144,6 +155,7 @@ async fn a_batch_counts_each_of_its_slots_once() {
         })
         .collect();
     assert!(store
+        .slots
         .mark_sent_many(marks)
         .await
         .into_iter()
@@ -161,7 +173,11 @@ async fn a_batch_counts_each_of_its_slots_once() {
         })
         .collect();
     applied(&store, &receipts).await;
-    let counts = store.campaign_counts(&ds[0].campaign).await.unwrap();
+    let counts = store
+        .campaigns
+        .campaign_counts(&ds[0].campaign)
+        .await
+        .unwrap();
     let count = |f: &str| counts.get(f).copied().unwrap_or(0);
     assert_eq!(
         [

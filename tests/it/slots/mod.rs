@@ -8,7 +8,6 @@ use herald::model::{
 };
 use herald::store::{
     OnceClaim, ReceiptOutcome, ReceiptUpdate, RepublishWait, SentOutcome, SlotClaim, SlotMark,
-    Store,
 };
 
 const WAIT: RepublishWait = RepublishWait {
@@ -16,7 +15,7 @@ const WAIT: RepublishWait = RepublishWait {
     longest: Duration::from_secs(1800),
 };
 
-use crate::harness::redis_url;
+use crate::harness::{redis_url, TestStores as Store};
 
 mod batches;
 
@@ -45,33 +44,40 @@ fn delivery(campaign: &str, customer: &str, channel: Channel, attempt: u32) -> D
 }
 
 async fn status(store: &Store, d: &Delivery) -> String {
-    let slot = store.slot(&d.campaign, &d.customer).await.unwrap();
+    let slot = store.slots.slot(&d.campaign, &d.customer).await.unwrap();
     slot.get("st").cloned().unwrap_or_default()
 }
 
 /// `owner` claims `d` and marks it `sending`, as a dispatcher does right before the provider
 /// call; the tests then let `owner` die there.
 async fn claimed_and_sending(store: &Store, d: &Delivery, owner: &str, lease: Duration) {
-    store.claim_once(d, owner, lease, None).await.unwrap();
-    assert!(store.renew_once(d, owner, lease).await.unwrap());
+    store.slots.claim_once(d, owner, lease, None).await.unwrap();
+    assert!(store.slots.renew_once(d, owner, lease).await.unwrap());
 }
 
 /// Sends `d` and lets its time-out pass; `herald-retry` (token `retry-1`) claims it.
 async fn sent_then_overdue(store: &Store, d: &Delivery) -> herald::store::Overdue {
     assert_eq!(
         store
+            .slots
             .claim_once(d, "o1", Duration::from_secs(30), None)
             .await
             .unwrap(),
         OnceClaim::Claimed
     );
     assert!(store
+        .slots
         .renew_once(d, "o1", Duration::from_secs(30))
         .await
         .unwrap());
-    store.mark_sent(d, "o1", "p1", "sim", false).await.unwrap();
+    store
+        .slots
+        .mark_sent(d, "o1", "p1", "sim", false)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let mut overdue = store
+        .slots
         .claim_overdue(&d.campaign, "retry-1", 10, Duration::from_secs(30), WAIT)
         .await
         .unwrap();
@@ -83,7 +89,7 @@ async fn sent_then_overdue(store: &Store, d: &Delivery) -> herald::store::Overdu
 
 /// Applies receipts; every one must get an answer.
 async fn applied(store: &Store, receipts: &[ReceiptUpdate]) -> Vec<ReceiptOutcome> {
-    let answers = store.apply_receipts(receipts).await;
+    let answers = store.slots.apply_receipts(receipts).await;
     answers.into_iter().map(Result::unwrap).collect()
 }
 
@@ -115,6 +121,7 @@ async fn receipts_while_retrying_still_count_and_after_the_move_change_nothing()
         "{outcome:?}"
     );
     let moved = store
+        .slots
         .advance(
             &caught.campaign,
             &overdue,
@@ -131,6 +138,7 @@ async fn receipts_while_retrying_still_count_and_after_the_move_change_nothing()
     let moved_on = delivery("late", "moved", Channel::Email, 0);
     let overdue = sent_then_overdue(&store, &moved_on).await;
     let moved = store
+        .slots
         .advance(
             &moved_on.campaign,
             &overdue,
@@ -151,6 +159,7 @@ async fn receipts_while_retrying_still_count_and_after_the_move_change_nothing()
         );
     }
     let slot = store
+        .slots
         .slot(&moved_on.campaign, &moved_on.customer)
         .await
         .unwrap();
@@ -158,7 +167,11 @@ async fn receipts_while_retrying_still_count_and_after_the_move_change_nothing()
         (slot["st"].as_str(), slot["ch"].as_str(), slot["a"].as_str()),
         ("queued", "sms", "1")
     );
-    let counts = store.campaign_counts(&moved_on.campaign).await.unwrap();
+    let counts = store
+        .campaigns
+        .campaign_counts(&moved_on.campaign)
+        .await
+        .unwrap();
     assert_eq!(counts.get("late_receipts"), Some(&2), "{counts:?}");
     assert_eq!(counts.get("delivered"), Some(&1), "{counts:?}");
     assert_eq!(counts.get("fallbacks"), Some(&1), "{counts:?}");
@@ -176,12 +189,14 @@ async fn a_dead_owners_slot_is_claimed_resent_or_left_uncertain_by_the_policy() 
     // Died after the claim, before the call: nothing can have gone out.
     let before = delivery("unc", "before", Channel::Email, 0);
     store
+        .slots
         .claim_once(&before, "dead", lease, None)
         .await
         .unwrap();
     later().await;
     assert_eq!(
         store
+            .slots
             .claim_once(&before, "next", lease, None)
             .await
             .unwrap(),
@@ -195,6 +210,7 @@ async fn a_dead_owners_slot_is_claimed_resent_or_left_uncertain_by_the_policy() 
     assert!(
         matches!(
             store
+                .slots
                 .claim_once(&resend, "next", lease, None)
                 .await
                 .unwrap(),
@@ -205,12 +221,14 @@ async fn a_dead_owners_slot_is_claimed_resent_or_left_uncertain_by_the_policy() 
     later().await;
     assert_eq!(
         store
+            .slots
             .claim_once(&resend, "next", lease, None)
             .await
             .unwrap(),
         OnceClaim::Resend
     );
     let slot = store
+        .slots
         .slot(&resend.campaign, &resend.customer)
         .await
         .unwrap();
@@ -222,12 +240,20 @@ async fn a_dead_owners_slot_is_claimed_resent_or_left_uncertain_by_the_policy() 
     claimed_and_sending(&store, &skip, "dead", lease).await;
     later().await;
     assert_eq!(
-        store.claim_once(&skip, "next", lease, None).await.unwrap(),
+        store
+            .slots
+            .claim_once(&skip, "next", lease, None)
+            .await
+            .unwrap(),
         OnceClaim::Uncertain
     );
     assert_eq!(status(&store, &skip).await, "uncertain");
     assert!(matches!(
-        store.claim_once(&skip, "third", lease, None).await.unwrap(),
+        store
+            .slots
+            .claim_once(&skip, "third", lease, None)
+            .await
+            .unwrap(),
         OnceClaim::Duplicate(_)
     ));
 
@@ -240,6 +266,7 @@ async fn a_dead_owners_slot_is_claimed_resent_or_left_uncertain_by_the_policy() 
     later().await;
     assert!(matches!(
         store
+            .slots
             .claim_once(&proven, "next", lease, None)
             .await
             .unwrap(),
@@ -250,9 +277,14 @@ async fn a_dead_owners_slot_is_claimed_resent_or_left_uncertain_by_the_policy() 
     // A graceful hand-back after an unanswered call is uncertain too; one before any call is not.
     let handed = delivery("unc", "handed", Channel::Email, 0);
     claimed_and_sending(&store, &handed, "old", lease).await;
-    assert!(store.release_once(&handed, "old", true).await.unwrap());
+    assert!(store
+        .slots
+        .release_once(&handed, "old", true)
+        .await
+        .unwrap());
     assert_eq!(
         store
+            .slots
             .claim_once(&handed, "next", lease, None)
             .await
             .unwrap(),
@@ -260,13 +292,25 @@ async fn a_dead_owners_slot_is_claimed_resent_or_left_uncertain_by_the_policy() 
     );
     let clean = delivery("unc", "clean", Channel::Email, 0);
     claimed_and_sending(&store, &clean, "old", lease).await;
-    assert!(store.release_once(&clean, "old", false).await.unwrap());
+    assert!(store
+        .slots
+        .release_once(&clean, "old", false)
+        .await
+        .unwrap());
     assert_eq!(
-        store.claim_once(&clean, "next", lease, None).await.unwrap(),
+        store
+            .slots
+            .claim_once(&clean, "next", lease, None)
+            .await
+            .unwrap(),
         OnceClaim::Claimed
     );
 
-    let counts = store.campaign_counts(&skip.campaign).await.unwrap();
+    let counts = store
+        .campaigns
+        .campaign_counts(&skip.campaign)
+        .await
+        .unwrap();
     assert_eq!(counts.get("uncertain"), Some(&1), "{counts:?}");
     assert_eq!(counts.get("resent"), Some(&2), "{counts:?}");
 }
@@ -286,39 +330,54 @@ async fn a_claim_to_send_at_once_is_sending_from_the_start() {
     skip.on_uncertain = UncertainSend::Skip;
     assert_eq!(
         store
+            .slots
             .claim_slot(&skip, "dead", lease, None, NOW)
             .await
             .unwrap(),
         OnceClaim::Claimed
     );
     assert_eq!(status(&store, &skip).await, "sending");
-    assert!(store.renew_once(&skip, "dead", lease).await.unwrap());
+    assert!(store.slots.renew_once(&skip, "dead", lease).await.unwrap());
     assert!(matches!(
-        store.claim_once(&skip, "next", lease, None).await.unwrap(),
+        store
+            .slots
+            .claim_once(&skip, "next", lease, None)
+            .await
+            .unwrap(),
         OnceClaim::Held { .. }
     ));
     later().await;
     assert_eq!(
-        store.claim_once(&skip, "next", lease, None).await.unwrap(),
+        store
+            .slots
+            .claim_once(&skip, "next", lease, None)
+            .await
+            .unwrap(),
         OnceClaim::Uncertain
     );
 
     // Under `resend` the next owner, sending at once too, sends again and the slot says so.
     let resend = delivery("now", "resend", Channel::Email, 0);
     store
+        .slots
         .claim_slot(&resend, "dead", lease, None, NOW)
         .await
         .unwrap();
     later().await;
     assert_eq!(
         store
+            .slots
             .claim_slot(&resend, "next", lease, None, NOW)
             .await
             .unwrap(),
         OnceClaim::Resend
     );
     assert_eq!(status(&store, &resend).await, "sending");
-    let counts = store.campaign_counts(&skip.campaign).await.unwrap();
+    let counts = store
+        .campaigns
+        .campaign_counts(&skip.campaign)
+        .await
+        .unwrap();
     assert_eq!(
         (counts.get("uncertain"), counts.get("resent")),
         (Some(&1), Some(&1)),
@@ -336,6 +395,7 @@ async fn an_acceptance_that_confirms_is_delivered_with_no_pending_wait() {
     let d = delivery("confirmed", "c1", Channel::Email, 0);
     claimed_and_sending(&store, &d, "o1", Duration::from_secs(30)).await;
     let recorded = store
+        .slots
         .mark_sent(&d, "o1", "<id@shop>", "smtp", true)
         .await
         .unwrap();
@@ -344,6 +404,7 @@ async fn an_acceptance_that_confirms_is_delivered_with_no_pending_wait() {
     // The delivery's time-out is 0: were it pending, retry would find it overdue now.
     tokio::time::sleep(Duration::from_millis(20)).await;
     let overdue = store
+        .slots
         .claim_overdue(&d.campaign, "retry-1", 10, Duration::from_secs(30), WAIT)
         .await
         .unwrap();
@@ -361,13 +422,18 @@ async fn a_receipt_posted_again_is_a_repeat_not_a_late_receipt() {
     for d in [&delivered, &failed] {
         assert_eq!(
             store
+                .slots
                 .claim_slot(d, "o1", Duration::from_secs(30), None, true)
                 .await
                 .unwrap(),
             OnceClaim::Claimed
         );
         assert_eq!(
-            store.mark_sent(d, "o1", "p1", "sim", false).await.unwrap(),
+            store
+                .slots
+                .mark_sent(d, "o1", "p1", "sim", false)
+                .await
+                .unwrap(),
             SentOutcome::AwaitingReceipt
         );
     }
@@ -383,7 +449,11 @@ async fn a_receipt_posted_again_is_a_repeat_not_a_late_receipt() {
     assert_eq!(first[1], ReceiptOutcome::Undelivered);
     let again = applied(&store, &post).await;
     assert_eq!(again, [ReceiptOutcome::Repeated, ReceiptOutcome::Repeated]);
-    let counts = store.campaign_counts(&delivered.campaign).await.unwrap();
+    let counts = store
+        .campaigns
+        .campaign_counts(&delivered.campaign)
+        .await
+        .unwrap();
     let count = |f: &str| counts.get(f).copied().unwrap_or(0);
     assert_eq!(
         (
@@ -422,7 +492,7 @@ async fn a_corrupt_slot_fails_alone_not_the_claims_batched_with_it() {
         .iter()
         .map(|d| SlotClaim::of(d, "o1", lease, None, true))
         .collect();
-    let answers = store.claim_slots(claims).await;
+    let answers = store.slots.claim_slots(claims).await;
     assert!(matches!(answers[0], Ok(OnceClaim::Claimed)), "{answers:?}");
     assert!(
         matches!(&answers[1], Err(herald::store::StoreError::Corrupt { key, what })
@@ -430,7 +500,11 @@ async fn a_corrupt_slot_fails_alone_not_the_claims_batched_with_it() {
         "{answers:?}"
     );
     assert!(matches!(answers[2], Ok(OnceClaim::Claimed)), "{answers:?}");
-    let counts = store.campaign_counts(&ds[0].campaign).await.unwrap();
+    let counts = store
+        .campaigns
+        .campaign_counts(&ds[0].campaign)
+        .await
+        .unwrap();
     assert_eq!(counts.get("resent"), None, "{counts:?}");
 }
 
@@ -444,7 +518,11 @@ async fn a_claim_made_again_by_its_own_handling_is_still_claimed() {
     d.on_uncertain = UncertainSend::Skip;
     for _ in 0..2 {
         assert_eq!(
-            store.claim_slot(&d, "o1", lease, None, true).await.unwrap(),
+            store
+                .slots
+                .claim_slot(&d, "o1", lease, None, true)
+                .await
+                .unwrap(),
             OnceClaim::Claimed
         );
     }
@@ -455,6 +533,7 @@ async fn a_claim_made_again_by_its_own_handling_is_still_claimed() {
     for send_now in [false, true] {
         assert_eq!(
             store
+                .slots
                 .claim_slot(&other, "o2", lease, None, send_now)
                 .await
                 .unwrap(),
@@ -462,7 +541,7 @@ async fn a_claim_made_again_by_its_own_handling_is_still_claimed() {
         );
     }
     assert_eq!(status(&store, &other).await, "sending");
-    let counts = store.campaign_counts(&d.campaign).await.unwrap();
+    let counts = store.campaigns.campaign_counts(&d.campaign).await.unwrap();
     assert_eq!(
         (counts.get("resent"), counts.get("uncertain")),
         (None, None),
@@ -480,10 +559,15 @@ async fn an_acceptance_recorded_again_is_not_a_lost_lease() {
     let waits = delivery("marks-again", "ana", Channel::Email, 0);
     let confirms = delivery("marks-again", "bob", Channel::Email, 0);
     for d in [&waits, &confirms] {
-        store.claim_slot(d, "o1", lease, None, true).await.unwrap();
+        store
+            .slots
+            .claim_slot(d, "o1", lease, None, true)
+            .await
+            .unwrap();
     }
     for _ in 0..2 {
         let outcomes: Vec<SentOutcome> = store
+            .slots
             .mark_sent_many(vec![
                 SlotMark::of(&waits, "o1", "p-1", "sim", false),
                 SlotMark::of(&confirms, "o1", "p-2", "smtp", true),
@@ -499,10 +583,15 @@ async fn an_acceptance_recorded_again_is_not_a_lost_lease() {
     }
     // Another message's acceptance is still refused.
     let other = store
+        .slots
         .mark_sent(&waits, "o1", "p-other", "sim", false)
         .await
         .unwrap();
     assert_eq!(other, SentOutcome::LostLease);
-    let counts = store.campaign_counts(&waits.campaign).await.unwrap();
+    let counts = store
+        .campaigns
+        .campaign_counts(&waits.campaign)
+        .await
+        .unwrap();
     assert_eq!(counts.get("sent:email"), Some(&2), "{counts:?}");
 }
