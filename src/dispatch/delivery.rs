@@ -165,6 +165,19 @@ impl Dispatcher {
         Handled::Done
     }
 
+    /// This attempt did not deliver: the slot says so (recorded whatever shutdown says, or
+    /// the next owner would send again), and the next channel is due.
+    async fn moved_on(&self, d: &Delivery, owner: &str, reason: String) {
+        let never = CancellationToken::new();
+        let _ = retry_store(&never, || {
+            self.slot_store.mark_undelivered(d, owner, &reason)
+        })
+        .await;
+        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        self.emit_delivery(LifecycleKind::Undelivered, d, Some(reason))
+            .await;
+    }
+
     /// The slot ended `uncertain` (policy `skip`): counted and announced, never sent again.
     async fn left_uncertain(&self, d: &Delivery, why: &str) -> Handled {
         self.stats.uncertain.fetch_add(1, Ordering::Relaxed);
@@ -300,13 +313,7 @@ impl Dispatcher {
                     .await;
                 }
                 tracing::warn!(campaign = %d.campaign, customer = %d.customer, %channel, %reason, "address cannot receive; next channel due");
-                let _ = retry_store(&never, || {
-                    self.slot_store.mark_undelivered(d, owner, &reason)
-                })
-                .await;
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                self.emit_delivery(LifecycleKind::Undelivered, d, Some(reason))
-                    .await;
+                self.moved_on(d, owner, reason).await;
             }
             SendOutcome::Uncertain { reason } if d.on_uncertain == UncertainSend::Skip => {
                 tracing::debug!(campaign = %d.campaign, customer = %d.customer, %reason, "last attempt unanswered");
@@ -321,13 +328,7 @@ impl Dispatcher {
             | SendOutcome::Unavailable { reason, .. }
             | SendOutcome::Uncertain { reason } => {
                 tracing::warn!(campaign = %d.campaign, customer = %d.customer, channel = %d.message.channel, %reason, "delivery refused; next channel due");
-                let _ = retry_store(&never, || {
-                    self.slot_store.mark_undelivered(d, owner, &reason)
-                })
-                .await;
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                self.emit_delivery(LifecycleKind::Undelivered, d, Some(reason))
-                    .await;
+                self.moved_on(d, owner, reason).await;
             }
             SendOutcome::Abandoned { maybe_sent } => {
                 if cancel.is_cancelled() {
