@@ -49,13 +49,7 @@ impl Dispatcher {
             }
         }
         self.emit(LifecycleKind::Processing, id, None).await;
-        let out = Outgoing {
-            key: id.as_str(),
-            message: &notification.message,
-            email: None,
-            whatsapp: None,
-            promotion: None,
-        };
+        let out = Outgoing::transactional(id.as_str(), &notification.message);
         // An attempt that got no answer after its request left may have been delivered: by
         // default (`skip`) none follows it and the request ends `failed` with an `uncertain:`
         // reason; with `resend` the next goes out, counted (docs/operations.md, "The

@@ -207,13 +207,7 @@ mod tests {
             message: "hi".into(),
             channel: Channel::Sms,
         };
-        let out = Outgoing {
-            key: "c:u:sms",
-            message: &message,
-            email: None,
-            whatsapp: None,
-            promotion: None,
-        };
+        let out = Outgoing::transactional("c:u:sms", &message);
         chain
             .send(&out, &CancellationToken::new(), |after_uncertain| {
                 let go = allow(after_uncertain);

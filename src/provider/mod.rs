@@ -50,6 +50,19 @@ pub struct Outgoing<'a> {
     pub promotion: Option<(&'a CampaignId, &'a CustomerId)>,
 }
 
+impl<'a> Outgoing<'a> {
+    /// A transactional message: no e-mail parts, template or unsubscribe link.
+    pub fn transactional(key: &'a str, message: &'a Message) -> Self {
+        Outgoing {
+            key,
+            message,
+            email: None,
+            whatsapp: None,
+            promotion: None,
+        }
+    }
+}
+
 /// How a send ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendOutcome {

@@ -159,6 +159,11 @@ impl Resilience {
             if !self.wait_for_slot(cancel).await {
                 return abandoned(maybe_sent);
             }
+            // The permit before the gate: between `before_attempt` (the renewal that checks
+            // pause, cancel and expiry) and the call, nothing may wait.
+            let Some(permit) = self.call_permit(cancel).await else {
+                return abandoned(maybe_sent);
+            };
             let renewing = tokio::time::Instant::now();
             if !before_attempt(maybe_sent).await {
                 self.breaker.record_neutral();
@@ -170,7 +175,9 @@ impl Resilience {
             {
                 return abandoned(maybe_sent);
             }
-            match self.attempt(transport, out).await {
+            let answer = self.attempt(transport, out).await;
+            drop(permit); // not held through a back-off
+            match answer {
                 Ok(provider_id) => {
                     self.breaker.record_success();
                     self.limiter.on_admitted();
@@ -236,15 +243,6 @@ impl Resilience {
         transport: &dyn Transport,
         out: &Outgoing<'_>,
     ) -> Result<String, AttemptError> {
-        let _permit = self
-            .concurrency
-            .acquire()
-            .await
-            .map_err(|_| AttemptError::Transient {
-                why: "client shutting down".into(),
-                maybe_sent: false,
-                network: false,
-            })?;
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(self.call_timeout, transport.attempt(out)).await {
             Ok(answer) => answer.map_err(AttemptError::redacted),
@@ -254,6 +252,21 @@ impl Resilience {
                 maybe_sent: true,
                 network: true,
             }),
+        }
+    }
+
+    /// Waits for one of the provider's concurrent calls; `None` if cancelled first.
+    async fn call_permit(
+        &self,
+        cancel: &CancellationToken,
+    ) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                self.breaker.record_neutral();
+                None
+            }
+            // The semaphore is never closed, so an error cannot come; treated as cancelled.
+            permit = self.concurrency.acquire() => permit.ok(),
         }
     }
 
@@ -286,5 +299,77 @@ mod tests {
         }
         let max_seen_early = (0..200).map(|_| p.backoff(0)).max().unwrap();
         assert!(max_seen_early <= Duration::from_millis(100));
+    }
+
+    /// Answers only when `open` is notified, and says when a call came in.
+    struct Gated {
+        entered: tokio::sync::Notify,
+        open: tokio::sync::Notify,
+    }
+
+    impl Transport for Gated {
+        fn attempt<'a>(&'a self, _out: &'a Outgoing<'a>) -> super::super::AttemptFuture<'a> {
+            Box::pin(async move {
+                self.entered.notify_one();
+                self.open.notified().await;
+                Ok("id".to_string())
+            })
+        }
+    }
+
+    /// The gate (`before_attempt`: the lease renewal that checks pause, cancel and expiry)
+    /// must be the last thing before the call: a send that passed it and then waited for a
+    /// concurrency permit would call the provider after an expiry it was checked against.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_send_passes_its_gate_while_it_still_waits_for_a_concurrency_permit() {
+        use std::sync::atomic::AtomicBool;
+        let resilience =
+            Arc::new(Resilience::new(&ProviderArgs::for_tests(100_000.0, 100_000.0)).unwrap());
+        let transport = Arc::new(Gated {
+            entered: tokio::sync::Notify::new(),
+            open: tokio::sync::Notify::new(),
+        });
+        let message = crate::model::Message {
+            to: "+34600000000".into(),
+            message: "hi".into(),
+            channel: crate::model::Channel::Sms,
+        };
+        let send = |gate: Arc<AtomicBool>| {
+            let (resilience, transport, message) =
+                (resilience.clone(), transport.clone(), message.clone());
+            tokio::spawn(async move {
+                let out = Outgoing::transactional("c:u:sms", &message);
+                let cancel = CancellationToken::new();
+                resilience
+                    .send(&*transport, &out, &cancel, false, |_| {
+                        gate.store(true, Ordering::SeqCst);
+                        async { true }
+                    })
+                    .await
+            })
+        };
+        let first_gate = Arc::new(AtomicBool::new(false));
+        let first = send(first_gate.clone());
+        transport.entered.notified().await;
+        // The only permit is the first call's, under way.
+        let second_gate = Arc::new(AtomicBool::new(false));
+        let second = send(second_gate.clone());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !second_gate.load(Ordering::SeqCst),
+            "the second send passed its gate before it could call"
+        );
+        transport.open.notify_one();
+        assert!(matches!(
+            first.await.unwrap(),
+            SendOutcome::Delivered { .. }
+        ));
+        transport.entered.notified().await;
+        assert!(second_gate.load(Ordering::SeqCst));
+        transport.open.notify_one();
+        assert!(matches!(
+            second.await.unwrap(),
+            SendOutcome::Delivered { .. }
+        ));
     }
 }
