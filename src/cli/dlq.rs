@@ -325,13 +325,17 @@ async fn replay_all(
             println!("{}:{} nothing to do ({what})", l.partition, l.offset);
         }
     }
-    if !dry_run {
-        println!(
-            "replayed {done}, left {skipped} of {} dead letters",
-            letters.len()
-        );
-    }
+    println!("{}", summary(dry_run, done, skipped, letters.len()));
     Ok(())
+}
+
+/// The last line of a replay: with none to replay, or a dry run, it still says what it found.
+fn summary(dry_run: bool, done: usize, skipped: usize, letters: usize) -> String {
+    if dry_run {
+        format!("dry run: {letters} dead letters, nothing replayed")
+    } else {
+        format!("replayed {done}, left {skipped} of {letters} dead letters")
+    }
 }
 
 /// The dead letters of the fleet, optionally only those whose reason contains `reason`.
@@ -370,6 +374,18 @@ mod tests {
             payload: payload.as_bytes().to_vec(),
             headers: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_dry_run_says_how_many_letters_it_found_and_that_it_replayed_none() {
+        assert_eq!(
+            summary(true, 0, 0, 0),
+            "dry run: 0 dead letters, nothing replayed"
+        );
+        assert_eq!(
+            summary(false, 2, 1, 3),
+            "replayed 2, left 1 of 3 dead letters"
+        );
     }
 
     #[test]
