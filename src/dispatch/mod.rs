@@ -9,6 +9,7 @@
 
 mod claim;
 pub mod delivery;
+mod health;
 pub mod program;
 mod report;
 pub mod request;
@@ -33,9 +34,10 @@ use crate::latency::LatencyHistogram;
 use crate::model::{Channel, Delivery, LifecycleEvent, LifecycleKind, Notification, RequestId};
 use crate::provider::ProviderChain;
 use crate::store::{
-    CustomerStore, HealthStore, OnceClaim, Redis, RequestStore, SentOutcome, SlotClaim, SlotMark,
-    SlotStore, StoreError, SLOTS_PER_CALL,
+    CustomerStore, OnceClaim, Redis, RequestStore, SentOutcome, SlotClaim, SlotMark, SlotStore,
+    StoreError, SLOTS_PER_CALL,
 };
+use health::HealthReporter;
 
 #[derive(Debug, Clone)]
 pub struct DispatchConfig {
@@ -121,8 +123,8 @@ pub struct Dispatcher {
     pub request_store: RequestStore,
     /// Who cannot be reached on an address, learnt from the providers' answers.
     pub customer_store: CustomerStore,
-    /// Where this dispatcher reports its providers' health.
-    pub health_store: HealthStore,
+    /// Tells the fleet this dispatcher's providers' health.
+    health: HealthReporter,
     pub producer: FutureProducer,
     pub topics: Topics,
     /// The channel's providers, in order: failover within the channel.
@@ -162,7 +164,7 @@ impl Dispatcher {
             slot_store,
             request_store: RequestStore::new(redis),
             customer_store: CustomerStore::new(redis),
-            health_store: HealthStore::new(redis),
+            health: HealthReporter::new(redis, providers.clone(), config.channel),
             producer,
             topics,
             providers,
@@ -185,7 +187,7 @@ impl Dispatcher {
         )?);
         tracing::info!(topic = subscription.topic(), channel = %self.config.channel, "dispatcher consuming");
 
-        tokio::spawn(self.clone().announce_health(shutdown.clone()));
+        tokio::spawn(self.health.clone().run(shutdown.clone()));
         let permits = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
         let tasks = TaskTracker::new();
         let work_cancel = CancellationToken::new();

@@ -1,78 +1,15 @@
-//! What a dispatcher tells about itself: `/stats`, `/metrics`, and each second its
-//! providers' figures to Redis (the dashboard's provider panel) and, while every circuit of
-//! its channel is open, that the channel is unhealthy.
+//! What a dispatcher tells about itself: `/stats` and `/metrics`. What it tells the fleet
+//! through Redis is in `health.rs`.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Duration;
-
-use tokio_util::sync::CancellationToken;
 
 use super::Dispatcher;
 use crate::kafka;
 use crate::prom;
 use crate::provider::CircuitState;
-use crate::shutdown::sleep_unless_cancelled;
 use crate::stats::Counters;
 
 impl Dispatcher {
-    /// While every provider circuit of this channel is open, says so in Redis, so that
-    /// fan-out and retry try the channel last.
-    pub(super) async fn announce_health(self: Arc<Self>, shutdown: CancellationToken) {
-        let instance = format!(
-            "{}-{}",
-            std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into()),
-            std::process::id()
-        );
-        while sleep_unless_cancelled(Duration::from_secs(1), &shutdown).await {
-            if let Err(e) = self
-                .health_store
-                .report_providers(&self.provider_reports(&instance))
-                .await
-            {
-                tracing::debug!(error = %e, "cannot report the providers' figures");
-            }
-            if self.providers.all_open() {
-                if let Err(e) = self
-                    .health_store
-                    .set_unhealthy(self.config.channel, Duration::from_secs(3))
-                    .await
-                {
-                    tracing::debug!(error = %e, "cannot announce the open circuit");
-                }
-            }
-        }
-    }
-
-    /// This instance's figures per provider, for the dashboard's provider panel.
-    fn provider_reports(&self, instance: &str) -> Vec<(String, String)> {
-        let channel = self.config.channel;
-        let failovers = self.providers.failovers.load(Ordering::Relaxed);
-        self.providers
-            .providers()
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let report = serde_json::json!({
-                    "channel": channel,
-                    "provider": p.name,
-                    "adapter": p.adapter,
-                    "order": i + 1,
-                    "circuit": circuit_name(p.circuit_state()),
-                    "rate_per_sec": p.current_rate(),
-                    "calls": p.stats(),
-                    // Counted on the channel: a failover leaves one provider for the next.
-                    "channel_failovers": failovers,
-                    "at_ms": crate::model::now_ms(),
-                });
-                (
-                    format!("{channel}/{}/{instance}", p.name),
-                    report.to_string(),
-                )
-            })
-            .collect()
-    }
-
     /// Counters for `/stats`.
     pub fn stats_json(&self) -> serde_json::Value {
         let window = self.stats.accept_to_mark_ms.snapshot();
@@ -165,7 +102,7 @@ impl Dispatcher {
     }
 }
 
-fn circuit_name(state: CircuitState) -> &'static str {
+pub(super) fn circuit_name(state: CircuitState) -> &'static str {
     match state {
         CircuitState::Closed => "closed",
         CircuitState::HalfOpen => "half_open",
