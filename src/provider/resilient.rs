@@ -260,25 +260,30 @@ impl Resilience {
         &self,
         cancel: &CancellationToken,
     ) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        tokio::select! {
-            _ = cancel.cancelled() => {
-                self.breaker.record_neutral();
-                None
-            }
-            // The semaphore is never closed, so an error cannot come; treated as cancelled.
-            permit = self.concurrency.acquire() => permit.ok(),
-        }
+        // The semaphore is never closed, so an error cannot come; treated as cancelled.
+        self.unless_cancelled(self.concurrency.acquire(), cancel)
+            .await?
+            .ok()
     }
 
     /// Waits for a rate-limit slot; `false` if cancelled first.
     async fn wait_for_slot(&self, cancel: &CancellationToken) -> bool {
-        tokio::select! {
-            _ = cancel.cancelled() => {
-                self.breaker.record_neutral();
-                false
-            }
-            _ = self.limiter.acquire() => true,
+        self.unless_cancelled(self.limiter.acquire(), cancel)
+            .await
+            .is_some()
+    }
+
+    /// Waits for `wait`; `None` if cancelled first, which counts for nothing on the breaker.
+    async fn unless_cancelled<T>(
+        &self,
+        wait: impl Future<Output = T>,
+        cancel: &CancellationToken,
+    ) -> Option<T> {
+        let done = cancel.run_until_cancelled(wait).await;
+        if done.is_none() {
+            self.breaker.record_neutral();
         }
+        done
     }
 }
 
